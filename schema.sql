@@ -1,0 +1,136 @@
+-- mito's whole database schema, as numbered migrations.
+--
+-- The coordinator applies it at startup in one transaction under an advisory lock: every
+-- migration not yet listed in schema_version runs once, in order. Never edit a migration
+-- that has been released; add a new one at the end.
+--
+-- Enum-like columns hold the integers of src/api/enums.rs (e.g. task state Ready = 1).
+
+-- migration 1: users, groups, workers, tasks, attachments and artifacts
+CREATE TABLE users (
+    id                 bigserial PRIMARY KEY,
+    username           text        NOT NULL UNIQUE,
+    password_hash      text        NOT NULL,            -- argon2id of the md5 digest
+    auth_signature     bigint,                          -- must equal a token's `sign`
+    current_sign_in_at timestamptz,
+    last_sign_in_at    timestamptz,
+    current_sign_in_ip text,
+    last_sign_in_ip    text,
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    updated_at         timestamptz NOT NULL DEFAULT now(),
+    admin              boolean     NOT NULL DEFAULT false,
+    state              integer     NOT NULL DEFAULT 0,
+    group_quota        integer     NOT NULL DEFAULT 8,
+    group_count        integer     NOT NULL DEFAULT 1
+);
+
+CREATE TABLE groups (
+    id            bigserial PRIMARY KEY,
+    group_name    text        NOT NULL UNIQUE,
+    creator_id    bigint      NOT NULL REFERENCES users (id),
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    state         integer     NOT NULL DEFAULT 0,
+    task_count    bigint      NOT NULL DEFAULT 0,       -- per-group task_id sequence
+    storage_quota bigint      NOT NULL DEFAULT 16000000000,
+    storage_used  bigint      NOT NULL DEFAULT 0
+);
+
+CREATE TABLE user_group (
+    user_id  bigint  NOT NULL REFERENCES users (id),
+    group_id bigint  NOT NULL REFERENCES groups (id),
+    role     integer NOT NULL,
+    PRIMARY KEY (user_id, group_id)
+);
+CREATE INDEX user_group_group_id ON user_group (group_id);
+
+CREATE TABLE workers (
+    id               bigserial PRIMARY KEY,
+    worker_id        uuid        NOT NULL UNIQUE,
+    creator_id       bigint      NOT NULL REFERENCES users (id),
+    tags             text[]      NOT NULL DEFAULT '{}',
+    labels           text[]      NOT NULL DEFAULT '{}',
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    state            integer     NOT NULL DEFAULT 0,
+    last_heartbeat   timestamptz NOT NULL DEFAULT now(),
+    assigned_task_id bigint
+);
+CREATE INDEX workers_last_heartbeat ON workers (last_heartbeat);
+
+CREATE TABLE group_worker (
+    group_id  bigint  NOT NULL REFERENCES groups (id),
+    worker_id bigint  NOT NULL REFERENCES workers (id) ON DELETE CASCADE,
+    role      integer NOT NULL,
+    PRIMARY KEY (group_id, worker_id)
+);
+CREATE INDEX group_worker_worker_id ON group_worker (worker_id);
+
+CREATE TABLE active_tasks (
+    id                   bigserial PRIMARY KEY,
+    creator_id           bigint      NOT NULL REFERENCES users (id),
+    group_id             bigint      NOT NULL REFERENCES groups (id),
+    task_id              bigint      NOT NULL,
+    uuid                 uuid        NOT NULL UNIQUE,
+    tags                 text[]      NOT NULL DEFAULT '{}',
+    labels               text[]      NOT NULL DEFAULT '{}',
+    created_at           timestamptz NOT NULL DEFAULT now(),
+    updated_at           timestamptz NOT NULL DEFAULT now(),
+    state                integer     NOT NULL,
+    assigned_worker      bigint,
+    timeout              bigint      NOT NULL,           -- seconds
+    priority             integer     NOT NULL,
+    spec                 jsonb       NOT NULL,
+    result               jsonb,
+    upstream_task_uuid   uuid,
+    downstream_task_uuid uuid,
+    cancel_requested     boolean     NOT NULL DEFAULT false,
+    UNIQUE (group_id, task_id)
+);
+-- The claim walks Ready rows in claim order and stops at the first eligible one.
+CREATE INDEX active_tasks_ready ON active_tasks (priority DESC, id) WHERE state = 1;
+CREATE INDEX active_tasks_assigned_worker ON active_tasks (assigned_worker) WHERE assigned_worker IS NOT NULL;
+
+CREATE TABLE archived_tasks (
+    id                   bigint      PRIMARY KEY,        -- the active row's id, kept
+    creator_id           bigint      NOT NULL REFERENCES users (id),
+    group_id             bigint      NOT NULL REFERENCES groups (id),
+    task_id              bigint      NOT NULL,
+    uuid                 uuid        NOT NULL UNIQUE,
+    tags                 text[]      NOT NULL DEFAULT '{}',
+    labels               text[]      NOT NULL DEFAULT '{}',
+    created_at           timestamptz NOT NULL,
+    updated_at           timestamptz NOT NULL,
+    state                integer     NOT NULL,
+    assigned_worker      bigint,
+    timeout              bigint      NOT NULL,
+    priority             integer     NOT NULL,
+    spec                 jsonb       NOT NULL,
+    result               jsonb,
+    upstream_task_uuid   uuid,
+    downstream_task_uuid uuid,
+    reporter_uuid        uuid,
+    UNIQUE (group_id, task_id)
+);
+CREATE INDEX archived_tasks_group_id ON archived_tasks (group_id, id);
+
+CREATE TABLE attachments (
+    id           bigserial PRIMARY KEY,
+    group_id     bigint      NOT NULL REFERENCES groups (id),
+    key          text        NOT NULL,
+    content_type integer     NOT NULL DEFAULT 0,
+    size         bigint      NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (group_id, key)
+);
+
+CREATE TABLE artifacts (
+    id           bigserial PRIMARY KEY,
+    task_id      uuid        NOT NULL,                   -- the task's uuid
+    content_type integer     NOT NULL,
+    size         bigint      NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (task_id, content_type)
+);

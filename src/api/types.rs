@@ -1,0 +1,501 @@
+//! Request and response bodies, field for field as the mitosis 0.6 API has them.
+//! Options may be omitted or null; everything else is required unless marked `default`.
+
+use super::enums::*;
+use super::time::{self, Timestamp};
+use super::Md5Password;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use uuid::Uuid;
+
+// ---------------------------------------------------------------- auth, users, admin
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserLoginReq {
+    pub username: String,
+    pub md5_password: Md5Password,
+    #[serde(default)]
+    pub retain: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserLoginResp {
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserChangePasswordReq {
+    pub old_md5_password: Md5Password,
+    pub new_md5_password: Md5Password,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserChangePasswordResp {
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdminChangePasswordReq {
+    pub new_md5_password: Md5Password,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateUserReq {
+    pub username: String,
+    pub md5_password: Md5Password,
+    pub admin: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChangeUserStateReq {
+    pub state: UserState,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserStateResp {
+    pub state: UserState,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChangeUserGroupQuota {
+    pub group_quota: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserGroupQuotaResp {
+    pub group_quota: i32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChangeGroupStorageQuotaReq {
+    pub storage_quota: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupStorageQuotaResp {
+    pub storage_quota: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShutdownReq {
+    pub secret: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RedisConnectionInfo {
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupsQueryResp {
+    pub groups: BTreeMap<String, UserGroupRole>,
+}
+
+// ---------------------------------------------------------------- groups
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateGroupReq {
+    pub group_name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupQueryInfo {
+    pub group_name: String,
+    pub creator_username: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub state: GroupState,
+    pub task_count: i64,
+    pub storage_quota: i64,
+    pub storage_used: i64,
+    pub worker_count: i64,
+    pub users_in_group: Option<BTreeMap<String, UserGroupRole>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpdateUserGroupRoleReq {
+    pub relations: BTreeMap<String, UserGroupRole>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoveUserGroupRoleReq {
+    pub users: BTreeSet<String>,
+}
+
+// ---------------------------------------------------------------- tasks
+
+/// What a task runs and with which inputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub envs: BTreeMap<String, String>,
+    #[serde(default)]
+    pub resources: Vec<RemoteResourceDownload>,
+    #[serde(default)]
+    pub terminal_output: bool,
+    #[serde(default)]
+    pub watch: Option<(Uuid, TaskExecState)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RemoteResourceDownload {
+    pub remote_file: RemoteResource,
+    pub local_path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum RemoteResource {
+    Artifact { uuid: Uuid, content_type: ArtifactContentType },
+    Attachment { key: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubmitTaskReq {
+    pub group_name: String,
+    pub tags: BTreeSet<String>,
+    pub labels: BTreeSet<String>,
+    #[serde(with = "time::duration")]
+    pub timeout: Duration,
+    pub priority: i32,
+    pub task_spec: TaskSpec,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubmitTaskResp {
+    pub task_id: i64,
+    pub uuid: Uuid,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TasksSubmitReq {
+    pub tasks: Vec<SubmitTaskReq>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TasksSubmitResp {
+    pub results: Vec<Result<SubmitTaskResp, super::ErrorMsg>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChangeTaskReq {
+    #[serde(default)]
+    pub tags: Option<BTreeSet<String>>,
+    /// The key must be present (it may be null), as in the peer.
+    #[serde(with = "time::option_duration")]
+    pub timeout: Option<Duration>,
+    #[serde(default)]
+    pub priority: Option<i32>,
+    #[serde(default)]
+    pub task_spec: Option<TaskSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpdateTaskLabelsReq {
+    pub labels: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskResultSpec {
+    pub exit_status: i32,
+    pub msg: Option<TaskResultMessage>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArtifactQueryResp {
+    pub content_type: ArtifactContentType,
+    pub size: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// A task as queries return it; `timeout` is whole seconds here, not a humantime string.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskQueryInfo {
+    pub uuid: Uuid,
+    pub creator_username: String,
+    pub group_name: String,
+    pub task_id: i64,
+    pub tags: Vec<String>,
+    pub labels: Vec<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub state: TaskState,
+    pub timeout: i64,
+    pub priority: i32,
+    pub spec: TaskSpec,
+    pub result: Option<TaskResultSpec>,
+    pub upstream_task_uuid: Option<Uuid>,
+    pub downstream_task_uuid: Option<Uuid>,
+    pub reporter_uuid: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskQueryResp {
+    pub info: TaskQueryInfo,
+    pub artifacts: Vec<ArtifactQueryResp>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TasksQueryReq {
+    #[serde(default)]
+    pub creator_usernames: Option<BTreeSet<String>>,
+    #[serde(default)]
+    pub group_name: Option<String>,
+    #[serde(default)]
+    pub tags: Option<BTreeSet<String>>,
+    #[serde(default)]
+    pub labels: Option<BTreeSet<String>>,
+    #[serde(default)]
+    pub states: Option<BTreeSet<TaskState>>,
+    #[serde(default)]
+    pub exit_status: Option<String>,
+    #[serde(default)]
+    pub priority: Option<String>,
+    #[serde(default)]
+    pub reporter_uuid: Option<Uuid>,
+    #[serde(default)]
+    pub limit: Option<u64>,
+    #[serde(default)]
+    pub offset: Option<u64>,
+    pub count: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TasksQueryResp {
+    pub count: u64,
+    pub tasks: Vec<TaskQueryInfo>,
+    pub group_name: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TasksCancelByFilterReq {
+    #[serde(default)]
+    pub creator_usernames: Option<BTreeSet<String>>,
+    #[serde(default)]
+    pub group_name: Option<String>,
+    #[serde(default)]
+    pub tags: Option<BTreeSet<String>>,
+    #[serde(default)]
+    pub labels: Option<BTreeSet<String>>,
+    #[serde(default)]
+    pub states: Option<BTreeSet<TaskState>>,
+    #[serde(default)]
+    pub exit_status: Option<String>,
+    #[serde(default)]
+    pub priority: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TasksCancelByFilterResp {
+    pub cancelled_count: u64,
+    pub group_name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TasksCancelByUuidsReq {
+    pub uuids: Vec<Uuid>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TasksCancelByUuidsResp {
+    pub cancelled_count: u64,
+    pub failed_uuids: Vec<Uuid>,
+}
+
+// ---------------------------------------------------------------- workers
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterWorkerReq {
+    pub tags: BTreeSet<String>,
+    pub labels: BTreeSet<String>,
+    pub groups: BTreeSet<String>,
+    #[serde(default, with = "time::option_duration")]
+    pub lifetime: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterWorkerResp {
+    pub worker_id: Uuid,
+    pub token: String,
+    pub redis_url: Option<String>,
+}
+
+/// A task handed to a worker. `id` is the global row id used in reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerTaskResp {
+    pub id: i64,
+    pub uuid: Uuid,
+    #[serde(with = "time::duration")]
+    pub timeout: Duration,
+    pub upstream_task_uuid: Option<Uuid>,
+    pub spec: TaskSpec,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReportTaskReq {
+    pub id: i64,
+    pub op: ReportTaskOp,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ReportTaskOp {
+    Finish,
+    Cancel,
+    Submit(SubmitTaskReq),
+    Commit(TaskResultSpec),
+    Upload { content_type: ArtifactContentType, content_length: u64 },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReportTaskResp {
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerQueryInfo {
+    pub worker_id: Uuid,
+    pub creator_username: String,
+    pub tags: Vec<String>,
+    pub labels: Vec<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub state: WorkerState,
+    pub last_heartbeat: Timestamp,
+    pub assigned_task_id: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerQueryResp {
+    pub info: WorkerQueryInfo,
+    pub groups: BTreeMap<String, GroupWorkerRole>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WorkersQueryReq {
+    #[serde(default)]
+    pub group_name: Option<String>,
+    #[serde(default)]
+    pub role: Option<BTreeSet<GroupWorkerRole>>,
+    #[serde(default)]
+    pub tags: Option<BTreeSet<String>>,
+    #[serde(default)]
+    pub labels: Option<BTreeSet<String>>,
+    #[serde(default)]
+    pub creator_username: Option<String>,
+    pub count: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkersQueryResp {
+    pub count: u64,
+    pub workers: Vec<WorkerQueryInfo>,
+    pub group_name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkersShutdownByFilterReq {
+    #[serde(default)]
+    pub group_name: Option<String>,
+    #[serde(default)]
+    pub role: Option<BTreeSet<GroupWorkerRole>>,
+    #[serde(default)]
+    pub tags: Option<BTreeSet<String>>,
+    #[serde(default)]
+    pub labels: Option<BTreeSet<String>>,
+    #[serde(default)]
+    pub creator_username: Option<String>,
+    pub op: WorkerShutdownOp,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkersShutdownByFilterResp {
+    pub shutdown_count: u64,
+    pub group_name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkersShutdownByUuidsReq {
+    pub uuids: Vec<Uuid>,
+    pub op: WorkerShutdownOp,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkersShutdownByUuidsResp {
+    pub shutdown_count: u64,
+    pub failed_uuids: Vec<Uuid>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplaceWorkerTagsReq {
+    pub tags: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplaceWorkerLabelsReq {
+    pub labels: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpdateGroupWorkerRoleReq {
+    pub relations: BTreeMap<String, GroupWorkerRole>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoveGroupWorkerRoleReq {
+    pub groups: BTreeSet<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_ops_use_external_tagging() {
+        let r: ReportTaskReq =
+            serde_json::from_str(r#"{"id":7,"op":{"Commit":{"exit_status":256,"msg":null}}}"#)
+                .unwrap();
+        assert!(matches!(r.op, ReportTaskOp::Commit(TaskResultSpec { exit_status: 256, msg: None })));
+        let r: ReportTaskReq = serde_json::from_str(r#"{"id":7,"op":"Finish"}"#).unwrap();
+        assert!(matches!(r.op, ReportTaskOp::Finish));
+        let s = serde_json::to_string(&ReportTaskOp::Upload {
+            content_type: ArtifactContentType::StdLog,
+            content_length: 123,
+        })
+        .unwrap();
+        assert_eq!(s, r#"{"Upload":{"content_type":"std-log","content_length":123}}"#);
+    }
+
+    #[test]
+    fn submit_example_from_the_reference_parses() {
+        let j = r#"{"group_name":"g","tags":["t1"],"labels":[],"timeout":"1h 30m","priority":3,
+ "task_spec":{"args":["echo","hi"],"envs":{"A":"1"},
+   "resources":[{"remote_file":{"Artifact":{"uuid":"123e4567-e89b-12d3-a456-426614174000","content_type":"exec-log"}},"local_path":"a/b"},
+                {"remote_file":{"Attachment":{"key":"k/x.txt"}},"local_path":"c"}],
+   "terminal_output":true,"watch":["123e4567-e89b-12d3-a456-426614174000","ExecFinished"]}}"#;
+        let r: SubmitTaskReq = serde_json::from_str(j).unwrap();
+        assert_eq!(r.timeout, Duration::from_secs(5400));
+        assert_eq!(r.task_spec.resources.len(), 2);
+        assert_eq!(r.task_spec.watch.unwrap().1, TaskExecState::ExecFinished);
+    }
+
+    #[test]
+    fn change_task_requires_the_timeout_key() {
+        assert!(serde_json::from_str::<ChangeTaskReq>(r#"{"priority":1}"#).is_err());
+        let c: ChangeTaskReq = serde_json::from_str(r#"{"priority":1,"timeout":null}"#).unwrap();
+        assert_eq!(c.timeout, None);
+    }
+
+    #[test]
+    fn batch_results_are_ok_or_err_objects() {
+        let r = TasksSubmitResp {
+            results: vec![
+                Ok(SubmitTaskResp { task_id: 1, uuid: Uuid::nil() }),
+                Err(crate::api::ErrorMsg { msg: "x".into() }),
+            ],
+        };
+        let s = serde_json::to_string(&r).unwrap();
+        assert!(s.contains(r#"{"Ok":{"task_id":1"#) && s.contains(r#"{"Err":{"msg":"x"}}"#), "{s}");
+    }
+}

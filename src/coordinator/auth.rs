@@ -1,0 +1,238 @@
+//! Tokens, passwords and who is calling.
+//!
+//! Tokens are Ed25519-signed JWTs (`{"typ":"JWT","alg":"EdDSA"}`, claims `sub`, `exp`,
+//! `sign`) wrapped once more in standard base64, exactly as the peer issues them:
+//!
+//! ```no_run
+//! # use mito::coordinator::auth::Keys;
+//! # use std::time::Duration;
+//! let keys = Keys::load("private.pem".as_ref(), "public.pem".as_ref()).unwrap();
+//! let token = keys.issue("alice", Duration::from_secs(3600), 42);
+//! assert_eq!(keys.verify(&token).unwrap().sub, "alice");
+//! ```
+//!
+//! Passwords arrive as md5 digests (the peer's protocol); only an argon2id hash of that
+//! digest is stored. `sign` is the per-user signature that revokes tokens when it changes.
+
+use super::error::ApiError;
+use super::server::Call;
+use crate::api::{Md5Password, UserState};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use ct_codecs::{Base64, Base64UrlSafeNoPadding, Decoder, Encoder};
+use ed25519_compact::{PublicKey, SecretKey, Signature};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const HEADER: &str = r#"{"typ":"JWT","alg":"EdDSA"}"#;
+/// Clock skew tolerated on `exp` when verifying a signature, as the peer does.
+const LEEWAY_SECS: u64 = 60;
+
+/// The token claims, in the peer's order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub exp: u64,
+    pub sign: i64,
+}
+
+/// The coordinator's signing key pair.
+pub struct Keys {
+    secret: SecretKey,
+    public: PublicKey,
+}
+
+fn openssl_hint() -> &'static str {
+    "generate a key pair with:\n  openssl genpkey -algorithm ed25519 -out private.pem\n  openssl pkey -in private.pem -pubout -out public.pem\nthen point access_token_private_path / access_token_public_path at them"
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl Keys {
+    /// Reads the two PEM files; the error explains how to make them.
+    pub fn load(private: &Path, public: &Path) -> Result<Keys, String> {
+        let read = |p: &Path, what: &str| {
+            std::fs::read_to_string(p)
+                .map_err(|e| format!("cannot read the {what} key {}: {e}\n{}", p.display(), openssl_hint()))
+        };
+        let secret = SecretKey::from_pem(&read(private, "private")?).map_err(|e| {
+            format!("{} is not an Ed25519 private key in PEM (PKCS#8) form: {e}\n{}", private.display(), openssl_hint())
+        })?;
+        let public_key = PublicKey::from_pem(&read(public, "public")?).map_err(|e| {
+            format!("{} is not an Ed25519 public key in PEM form: {e}\n{}", public.display(), openssl_hint())
+        })?;
+        if secret.public_key() != public_key {
+            return Err(format!(
+                "{} and {} are not a key pair: regenerate the public key with\n  openssl pkey -in {} -pubout -out {}",
+                private.display(),
+                public.display(),
+                private.display(),
+                public.display()
+            ));
+        }
+        Ok(Keys { secret, public: public_key })
+    }
+
+    /// Issues a token for `sub`, valid for `ttl`, carrying signature `sign`.
+    pub fn issue(&self, sub: &str, ttl: Duration, sign: i64) -> String {
+        let claims = Claims { sub: sub.to_string(), exp: now_secs().saturating_add(ttl.as_secs()), sign };
+        let claims_json = serde_json::to_string(&claims).expect("claims serialize");
+        let enc = |b: &[u8]| Base64UrlSafeNoPadding::encode_to_string(b).expect("base64 of a small buffer");
+        let signing_input = format!("{}.{}", enc(HEADER.as_bytes()), enc(claims_json.as_bytes()));
+        let sig = self.secret.sign(signing_input.as_bytes(), None);
+        let jwt = format!("{signing_input}.{}", enc(sig.as_ref()));
+        Base64::encode_to_string(jwt.as_bytes()).expect("base64 of a small buffer")
+    }
+
+    /// Checks signature and expiry (with 60 s leeway); any failure is `InvalidToken`.
+    pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        let bad = |_| ApiError::InvalidToken;
+        let jwt = Base64::decode_to_vec(token.trim(), None).map_err(bad)?;
+        let jwt = std::str::from_utf8(&jwt).map_err(|_| ApiError::InvalidToken)?;
+        let mut parts = jwt.split('.');
+        let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            return Err(ApiError::InvalidToken);
+        };
+        let sig = Base64UrlSafeNoPadding::decode_to_vec(s, None).map_err(bad)?;
+        let sig = Signature::from_slice(&sig).map_err(|_| ApiError::InvalidToken)?;
+        let signing_input = &jwt[..h.len() + 1 + c.len()];
+        self.public.verify(signing_input, &sig).map_err(|_| ApiError::InvalidToken)?;
+        let header = Base64UrlSafeNoPadding::decode_to_vec(h, None).map_err(bad)?;
+        let header: serde_json::Value = serde_json::from_slice(&header).map_err(|_| ApiError::InvalidToken)?;
+        if header.get("alg").and_then(|a| a.as_str()) != Some("EdDSA") {
+            return Err(ApiError::InvalidToken);
+        }
+        let claims = Base64UrlSafeNoPadding::decode_to_vec(c, None).map_err(bad)?;
+        let claims: Claims = serde_json::from_slice(&claims).map_err(|_| ApiError::InvalidToken)?;
+        if claims.exp.saturating_add(LEEWAY_SECS) < now_secs() {
+            return Err(ApiError::InvalidToken);
+        }
+        Ok(claims)
+    }
+}
+
+/// A random signature in 1..=2^32, so a fresh one never equals the "none yet" state.
+pub fn new_signature() -> i64 {
+    let (a, _) = uuid::Uuid::new_v4().as_u64_pair();
+    1 + i64::from(a as u32)
+}
+
+/// The argon2id hash (PHC string) of an md5 password digest.
+pub fn hash_password(md5: &Md5Password) -> Result<String, ApiError> {
+    let salt = SaltString::encode_b64(uuid::Uuid::new_v4().as_bytes())
+        .map_err(|e| ApiError::Internal(format!("salt: {e}")))?;
+    Argon2::default()
+        .hash_password(md5, &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| ApiError::Internal(format!("password hash: {e}")))
+}
+
+/// Whether `md5` matches the stored hash.
+pub fn verify_password(stored: &str, md5: &Md5Password) -> bool {
+    match PasswordHash::new(stored) {
+        Ok(h) => Argon2::default().verify_password(md5, &h).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// The bearer token of a request: 400 when the header is missing or not `Bearer`.
+pub fn bearer(call: &Call) -> Result<String, ApiError> {
+    let value = call.header("Authorization").ok_or(ApiError::MissingAuthHeader)?;
+    let (scheme, token) = value.trim().split_once(' ').ok_or(ApiError::BadAuthHeader)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(ApiError::BadAuthHeader);
+    }
+    Ok(token.trim().to_string())
+}
+
+/// A signed-in user.
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    pub id: i64,
+    pub username: String,
+    pub admin: bool,
+}
+
+/// Checks a user token against the database: the user exists, is Active, and the token's
+/// signature is current (otherwise it was revoked by a login or a password change).
+pub fn authenticate_user(
+    db: &mut postgres::Client,
+    claims: &Claims,
+    need_admin: bool,
+) -> Result<AuthUser, ApiError> {
+    if claims.exp < now_secs() {
+        return Err(ApiError::WrongCredentials);
+    }
+    let row = db.query_opt(
+        "SELECT id, admin, state, auth_signature FROM users WHERE username = $1",
+        &[&claims.sub],
+    )?;
+    let row = row.ok_or(ApiError::WrongCredentials)?;
+    let admin: bool = row.get(1);
+    if need_admin && !admin {
+        return Err(ApiError::PermissionDenied);
+    }
+    if UserState::from_code(row.get(2)) != Some(UserState::Active) {
+        return Err(ApiError::PermissionDenied);
+    }
+    if row.get::<_, Option<i64>>(3) != Some(claims.sign) {
+        return Err(ApiError::WrongCredentials);
+    }
+    Ok(AuthUser { id: row.get(0), username: claims.sub.clone(), admin })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_compact::KeyPair;
+
+    fn keys() -> Keys {
+        let kp = KeyPair::generate();
+        Keys { secret: kp.sk, public: kp.pk }
+    }
+
+    #[test]
+    fn issued_tokens_verify_and_tampered_ones_do_not() {
+        let k = keys();
+        let t = k.issue("alice", Duration::from_secs(60), 7);
+        let c = k.verify(&t).unwrap();
+        assert_eq!((c.sub.as_str(), c.sign), ("alice", 7));
+        assert!(k.verify(&keys().issue("alice", Duration::from_secs(60), 7)).is_err());
+        let mut bytes = t.into_bytes();
+        let i = bytes.len() / 2;
+        bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+        assert!(k.verify(&String::from_utf8(bytes).unwrap()).is_err());
+        assert!(k.verify("not a token").is_err());
+        assert!(k.verify("").is_err());
+    }
+
+    #[test]
+    fn expired_tokens_are_invalid_after_the_leeway() {
+        let k = keys();
+        let claims = Claims { sub: "a".into(), exp: now_secs() - 120, sign: 0 };
+        let enc = |b: &[u8]| Base64UrlSafeNoPadding::encode_to_string(b).unwrap();
+        let input = format!("{}.{}", enc(HEADER.as_bytes()), enc(serde_json::to_string(&claims).unwrap().as_bytes()));
+        let sig = k.secret.sign(input.as_bytes(), None);
+        let t = Base64::encode_to_string(format!("{input}.{}", enc(sig.as_ref()))).unwrap();
+        assert!(matches!(k.verify(&t), Err(ApiError::InvalidToken)));
+    }
+
+    #[test]
+    fn passwords_hash_and_verify() {
+        let h = hash_password(&[1; 16]).unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password(&h, &[1; 16]));
+        assert!(!verify_password(&h, &[2; 16]));
+        assert!(!verify_password("garbage", &[1; 16]));
+    }
+
+    #[test]
+    fn signatures_are_never_zero() {
+        for _ in 0..100 {
+            assert!(new_signature() >= 1);
+        }
+    }
+}

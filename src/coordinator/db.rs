@@ -1,0 +1,253 @@
+//! PostgreSQL: the connection pool, startup connection with retries, and the schema.
+//!
+//! ```no_run
+//! # use mito::coordinator::db::Pool;
+//! let pool = Pool::new("postgres://localhost/mito", 4);
+//! let mut conn = pool.get().unwrap();      // a pooled postgres::Client
+//! conn.query_one("SELECT 1", &[]).unwrap();
+//! ```
+//!
+//! The pool is a bounded channel of connection slots; a slot whose connection broke is
+//! reconnected on its next checkout, so a database restart costs failed requests (503), not
+//! a coordinator restart.
+
+use super::auth;
+use super::error::ApiError;
+use crossbeam_channel::{bounded, Receiver, Sender};
+use postgres::{Client, NoTls};
+use std::ops::{Deref, DerefMut};
+use std::time::{Duration, Instant};
+
+/// How long a request waits for a free connection before answering 503.
+const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Lock id for schema migration (any constant shared by all coordinators).
+const MIGRATION_LOCK: i64 = 0x6d69_746f_0001;
+
+/// Opens one connection, bounding the connect time.
+pub fn connect(url: &str) -> Result<Client, postgres::Error> {
+    let mut config: postgres::Config = url.parse()?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(5));
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("mito-coordinator");
+    }
+    config.connect(NoTls)
+}
+
+/// Hides the password of a database URL, for logs and error messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Connects, retrying with capped exponential backoff while the database is unreachable.
+/// Gives up only when `stop` says so (a shutdown signal); each attempt is logged.
+pub fn connect_with_retry(url: &str, stop: impl Fn() -> bool) -> Option<Client> {
+    let mut delay = Duration::from_millis(250);
+    for attempt in 1.. {
+        match connect(url) {
+            Ok(c) => {
+                if attempt > 1 {
+                    log::info!("connected to the database after {attempt} attempts");
+                }
+                return Some(c);
+            }
+            Err(e) => {
+                log::warn!(
+                    "database {} unreachable (attempt {attempt}): {e}; retrying in {delay:?}",
+                    redact(url)
+                );
+            }
+        }
+        let until = Instant::now() + delay;
+        while Instant::now() < until {
+            if stop() {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+    None
+}
+
+/// A fixed number of connection slots; empty slots connect lazily.
+pub struct Pool {
+    url: String,
+    tx: Sender<Option<Client>>,
+    rx: Receiver<Option<Client>>,
+}
+
+impl Pool {
+    pub fn new(url: &str, size: usize) -> Pool {
+        let (tx, rx) = bounded(size.max(1));
+        for _ in 0..size.max(1) {
+            tx.send(None).expect("the channel has room for every slot");
+        }
+        Pool { url: url.to_string(), tx, rx }
+    }
+
+    /// Puts an already open connection into a free slot.
+    pub fn seed(&self, client: Client) {
+        if let Ok(None) = self.rx.try_recv() {
+            let _ = self.tx.send(Some(client));
+        } else {
+            // Every slot holds a connection already; nothing to do.
+        }
+    }
+
+    /// Checks out a connection, opening or replacing it as needed.
+    pub fn get(&self) -> Result<Conn<'_>, ApiError> {
+        let slot = self.rx.recv_timeout(CHECKOUT_TIMEOUT).map_err(|_| {
+            ApiError::Unavailable("every database connection is busy".into())
+        })?;
+        let client = match slot {
+            Some(c) if !c.is_closed() => c,
+            _ => match connect(&self.url) {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = self.tx.send(None);
+                    log::warn!("database {} unreachable: {e}", redact(&self.url));
+                    return Err(ApiError::Unavailable("the database is unreachable".into()));
+                }
+            },
+        };
+        Ok(Conn { client: Some(client), pool: self })
+    }
+}
+
+/// A checked-out connection; it goes back to the pool when dropped.
+pub struct Conn<'a> {
+    client: Option<Client>,
+    pool: &'a Pool,
+}
+
+impl Deref for Conn<'_> {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        self.client.as_ref().expect("present until drop")
+    }
+}
+
+impl DerefMut for Conn<'_> {
+    fn deref_mut(&mut self) -> &mut Client {
+        self.client.as_mut().expect("present until drop")
+    }
+}
+
+impl Drop for Conn<'_> {
+    fn drop(&mut self) {
+        let back = self.client.take().filter(|c| !c.is_closed());
+        let _ = self.pool.tx.send(back);
+    }
+}
+
+/// The numbered migrations of `schema.sql`.
+pub fn migrations() -> Vec<(i32, &'static str)> {
+    let text: &'static str = include_str!("../../schema.sql");
+    let mut out: Vec<(i32, &'static str)> = Vec::new();
+    let mut starts: Vec<(i32, usize)> = Vec::new();
+    let mut pos = 0;
+    for line in text.split_inclusive('\n') {
+        if let Some(rest) = line.strip_prefix("-- migration ") {
+            if let Some((n, _)) = rest.split_once(':') {
+                if let Ok(n) = n.trim().parse() {
+                    starts.push((n, pos));
+                }
+            }
+        }
+        pos += line.len();
+    }
+    for (i, (n, start)) in starts.iter().enumerate() {
+        let end = starts.get(i + 1).map(|s| s.1).unwrap_or(text.len());
+        out.push((*n, &text[*start..end]));
+    }
+    out
+}
+
+/// Applies every pending migration and creates the admin user, in one transaction under an
+/// advisory lock, so coordinators starting together on an empty database all come up.
+pub fn migrate(client: &mut Client, admin_user: &str, admin_password: &str) -> Result<(), String> {
+    let hash = auth::hash_password(&crate::api::md5_password(admin_password))
+        .map_err(|e| format!("cannot hash the admin password: {e:?}"))?;
+    let run = |client: &mut Client| -> Result<(), postgres::Error> {
+        let mut tx = client.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (
+                version    integer PRIMARY KEY,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            )",
+        )?;
+        let done: Vec<i32> =
+            tx.query("SELECT version FROM schema_version", &[])?.iter().map(|r| r.get(0)).collect();
+        for (n, sql) in migrations() {
+            if !done.contains(&n) {
+                log::info!("applying schema migration {n}");
+                tx.batch_execute(sql)?;
+                tx.execute("INSERT INTO schema_version (version) VALUES ($1)", &[&n])?;
+            }
+        }
+        if create_user(&mut tx, admin_user, &hash, true)?.is_some() {
+            log::info!("created admin user {admin_user} and its group");
+        }
+        tx.commit()
+    };
+    run(client).map_err(|e| format!("cannot apply schema.sql: {e}"))
+}
+
+/// Creates a user with its personal group (where it is Admin), unless a user or group of
+/// that name exists. Returns the new user's id.
+pub fn create_user(
+    tx: &mut impl postgres::GenericClient,
+    username: &str,
+    password_hash: &str,
+    admin: bool,
+) -> Result<Option<i64>, postgres::Error> {
+    let row = tx.query_opt(
+        "WITH u AS (
+            INSERT INTO users (username, password_hash, admin)
+            SELECT $1, $2, $3
+            WHERE NOT EXISTS (SELECT 1 FROM groups WHERE group_name = $1)
+            ON CONFLICT (username) DO NOTHING
+            RETURNING id
+        ), g AS (
+            INSERT INTO groups (group_name, creator_id) SELECT $1, id FROM u RETURNING id, creator_id
+        )
+        INSERT INTO user_group (user_id, group_id, role) SELECT creator_id, id, 2 FROM g
+        RETURNING user_id",
+        &[&username, &password_hash, &admin],
+    )?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_splits_into_ordered_migrations() {
+        let m = migrations();
+        assert!(!m.is_empty());
+        assert_eq!(m[0].0, 1);
+        assert!(m[0].1.contains("CREATE TABLE users"));
+        for w in m.windows(2) {
+            assert!(w[0].0 < w[1].0);
+        }
+    }
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://h/db"), "postgres://h/db");
+    }
+}

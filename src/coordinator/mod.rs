@@ -1,0 +1,208 @@
+//! `mito coordinator`: the HTTP API over PostgreSQL.
+//!
+//! ```text
+//! mito coordinator --config coordinator.toml --bind 0.0.0.0:5000
+//! ```
+//!
+//! Startup: config → logging → keys → PostgreSQL (retried while unreachable) → schema and
+//! admin user → handler threads. SIGINT, SIGTERM or `POST /admin/shutdown` stop it: the
+//! handlers finish what they are doing and the process exits 0.
+
+pub mod auth;
+pub mod authz;
+pub mod db;
+pub mod error;
+mod routes;
+pub mod server;
+
+use crate::cli::{help_text, parse_mode, OptSpec};
+use crate::config::{cache_dir, ConfigError, CoordinatorConfig, Layers};
+use crate::logging::{self, FileTarget};
+use crossbeam_channel::{bounded, select, Receiver, Sender};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const ABOUT: &str = "Run the mitosis coordinator";
+
+const SPECS: &[OptSpec] = &[
+    OptSpec::value("bind", Some('b'), "bind", "BIND", "The address to bind to (default 127.0.0.1:5000)"),
+    OptSpec::value("db", None, "db_url", "DB_URL", "The database URL (default postgres://mitosis:mitosis@localhost/mitosis)"),
+    OptSpec::value("s3", None, "s3_url", "S3_URL", "The S3 URL; without one, objects are kept in the coordinator's own store under --data-dir"),
+    OptSpec::value("s3-access-key", None, "s3_access_key", "S3_ACCESS_KEY", "The S3 access key"),
+    OptSpec::value("s3-secret-key", None, "s3_secret_key", "S3_SECRET_KEY", "The S3 secret key"),
+    OptSpec::value("s3-region", None, "s3_region", "S3_REGION", "The S3 region (default mitosis)"),
+    OptSpec::switch("s3-force-path-style", None, "s3_force_path_style", "Address buckets as http://host/bucket instead of http://bucket.host"),
+    OptSpec::value("artifacts-bucket", None, "artifacts_bucket", "ARTIFACTS_BUCKET", "The bucket for task artifacts (default mitosis-artifacts)"),
+    OptSpec::value("attachments-bucket", None, "attachments_bucket", "ATTACHMENTS_BUCKET", "The bucket for group attachments (default mitosis-attachments)"),
+    OptSpec::value("redis", None, "redis_url", "REDIS_URL", "The Redis URL, e.g. redis://:password@localhost (default: no Redis)"),
+    OptSpec::value("redis-worker-password", None, "redis_worker_password", "REDIS_WORKER_PASSWORD", "The Redis worker password (default: generated)"),
+    OptSpec::value("redis-client-password", None, "redis_client_password", "REDIS_CLIENT_PASSWORD", "The Redis client password (default: generated)"),
+    OptSpec::switch("redis-skip-acl-rules", None, "redis_skip_acl_rules", "Do not create the Redis ACL users (they must exist already)"),
+    OptSpec::value("admin-user", None, "admin_user", "ADMIN_USER", "The admin username (default mitosis_admin)"),
+    OptSpec::value("admin-password", None, "admin_password", "ADMIN_PASSWORD", "The admin password (default mitosis_admin)"),
+    OptSpec::value("access-token-private-path", None, "access_token_private_path", "ACCESS_TOKEN_PRIVATE_PATH", "The path to the private key, default to `private.pem`"),
+    OptSpec::value("access-token-public-path", None, "access_token_public_path", "ACCESS_TOKEN_PUBLIC_PATH", "The path to the public key, default to `public.pem`"),
+    OptSpec::value("access-token-expires-in", None, "access_token_expires_in", "ACCESS_TOKEN_EXPIRES_IN", "The access token expiration time, default to 7 days"),
+    OptSpec::value("heartbeat-timeout", None, "heartbeat_timeout", "HEARTBEAT_TIMEOUT", "The heartbeat timeout, default to 600 seconds"),
+    OptSpec::value("log-path", None, "log_path", "LOG_PATH", "The log file path. If not specified, then the default rolling log file path would be used. If specified, then the log file would be exactly at the path specified"),
+    OptSpec::switch("file-log", None, "file_log", "Enable logging to file"),
+    OptSpec::value("data-dir", None, "data_dir", "DATA_DIR", "Where the local object store keeps files (default $XDG_DATA_HOME/mitosis/coordinator)"),
+    OptSpec::value("http-threads", None, "http_threads", "N", "Request handler threads and database connections (default 2 x cores, at least 4)"),
+];
+
+const FOOTER: &str = "\
+Every option can also be set in the [coordinator] table of a config file (keys as in
+config.example.toml, e.g. db_url) or as an environment variable MITO_<KEY> (MITO_DB_URL).
+Later sources win: defaults, ~/.config/mitosis/config.toml, --config (or ./config.toml),
+environment, command line. Durations are like \"600s\", \"5m\" or \"7d\".
+
+Keys: openssl genpkey -algorithm ed25519 -out private.pem
+      openssl pkey -in private.pem -pubout -out public.pem";
+
+/// A one-shot stop signal shared by every thread.
+pub struct Shutdown {
+    flag: AtomicBool,
+    tx: Sender<()>,
+}
+
+impl Shutdown {
+    fn new() -> (Shutdown, Receiver<()>) {
+        let (tx, rx) = bounded(1);
+        (Shutdown { flag: AtomicBool::new(false), tx }, rx)
+    }
+
+    /// Asks every thread to stop.
+    pub fn trigger(&self) {
+        if !self.flag.swap(true, Ordering::SeqCst) {
+            let _ = self.tx.try_send(());
+        }
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+}
+
+/// What every handler can reach.
+pub struct Ctx {
+    pub cfg: CoordinatorConfig,
+    pub pool: db::Pool,
+    pub keys: auth::Keys,
+    pub shutdown_secret: String,
+    pub shutdown: Shutdown,
+    /// Handed to clients by `GET /redis`.
+    pub redis_client_url: Option<String>,
+    /// Handed to workers at registration.
+    pub redis_worker_url: Option<String>,
+}
+
+/// Whether a database error is a unique-constraint violation.
+pub fn is_unique_violation(e: &postgres::Error) -> bool {
+    e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION)
+}
+
+/// Entry point of `mito coordinator`; returns the exit status.
+pub fn main(parser: &mut lexopt::Parser) -> i32 {
+    let args = match parse_mode(parser, "mito coordinator", SPECS, false, || {
+        help_text(ABOUT, "mito coordinator [OPTIONS]", SPECS, FOOTER)
+    }) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    let layers = match Layers::load("coordinator", CoordinatorConfig::KEYS, args.config.as_deref(), args.values) {
+        Ok(l) => l,
+        Err(e) => return fail_config(e),
+    };
+    let cfg = match CoordinatorConfig::from_layers(&layers) {
+        Ok(c) => c,
+        Err(e) => return fail_config(e),
+    };
+    if let Err(e) = logging::init(log_target(&cfg)) {
+        eprintln!("mito coordinator: {e}");
+        return 1;
+    }
+    for w in &layers.warnings {
+        log::warn!("{w}");
+    }
+    match run(cfg) {
+        Ok(()) => 0,
+        Err(e) => {
+            log::error!("{e}");
+            1
+        }
+    }
+}
+
+fn fail_config(e: ConfigError) -> i32 {
+    eprintln!("mito coordinator: {e}");
+    2
+}
+
+fn log_target(cfg: &CoordinatorConfig) -> Option<FileTarget> {
+    if !cfg.file_log {
+        return None;
+    }
+    match &cfg.log_path {
+        Some(p) => Some(FileTarget::Exact(p.clone())),
+        None => cache_dir().map(|d| FileTarget::Daily {
+            dir: d.join("mitosis").join("coordinator"),
+            prefix: format!("{}.log", cfg.bind),
+        }),
+    }
+}
+
+fn random_secret() -> String {
+    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+}
+
+/// Starts everything and blocks until shutdown.
+pub fn run(cfg: CoordinatorConfig) -> Result<(), String> {
+    let signals = crate::signal::listen();
+    let keys = auth::Keys::load(&cfg.access_token_private_path, &cfg.access_token_public_path)?;
+    let (shutdown, stopped) = Shutdown::new();
+
+    let stop_early = || signals.try_recv().is_ok();
+    log::info!("connecting to the database {}", db::redact(&cfg.db_url));
+    let Some(mut first) = db::connect_with_retry(&cfg.db_url, stop_early) else {
+        log::info!("stopped by a signal before the database was reachable");
+        return Ok(());
+    };
+    db::migrate(&mut first, &cfg.admin_user, &cfg.admin_password)?;
+    let pool = db::Pool::new(&cfg.db_url, cfg.http_threads);
+    pool.seed(first);
+
+    let server = tiny_http::Server::http(cfg.bind)
+        .map_err(|e| format!("cannot listen on {}: {e}; is another process using it? (change --bind)", cfg.bind))?;
+    let server = Arc::new(server);
+    let secret = random_secret();
+    log::warn!("shutdown secret (for `mito client admin shutdown`): {secret}");
+    let threads = cfg.http_threads;
+    let bind = cfg.bind;
+    let ctx = Arc::new(Ctx {
+        cfg,
+        pool,
+        keys,
+        shutdown_secret: secret,
+        shutdown,
+        redis_client_url: None,
+        redis_worker_url: None,
+    });
+    let handlers = server::spawn_handlers(ctx.clone(), server.clone(), threads);
+    log::info!("coordinator listening on http://{bind} with {threads} handler threads");
+
+    select! {
+        recv(signals) -> sig => {
+            log::info!("received {}; shutting down", crate::signal::name(sig.unwrap_or(0)));
+        }
+        recv(stopped) -> _ => {}
+    }
+    ctx.shutdown.trigger();
+    for h in handlers {
+        let _ = h.join();
+    }
+    drop(server);
+    std::thread::sleep(Duration::from_millis(10));
+    log::info!("coordinator stopped");
+    Ok(())
+}

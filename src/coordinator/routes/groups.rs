@@ -1,0 +1,165 @@
+//! Groups and their members.
+
+use crate::api::{valid_name, CreateGroupReq, GroupQueryInfo, GroupState, Timestamp, UpdateUserGroupRoleReq, UserGroupRole};
+use crate::coordinator::auth::AuthUser;
+use crate::coordinator::authz::authorize_group;
+use crate::coordinator::error::ApiError;
+use crate::coordinator::server::{Call, Reply};
+use crate::coordinator::{is_unique_violation, Ctx};
+use std::collections::BTreeMap;
+
+/// Whether a user or group already uses `name` (they share one namespace).
+pub fn name_taken(db: &mut impl postgres::GenericClient, name: &str) -> Result<bool, ApiError> {
+    Ok(db
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE username = $1)
+                 OR EXISTS (SELECT 1 FROM groups WHERE group_name = $1)",
+            &[&name],
+        )?
+        .get(0))
+}
+
+/// `POST /groups`: the caller becomes its Admin; limited by the caller's group quota.
+pub fn create(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
+    let req: CreateGroupReq = call.json()?;
+    if !valid_name(&req.group_name) {
+        return Err(ApiError::bad(format!(
+            "Invalid group name {:?}: use 1 to 255 letters, digits, '-' or '_'",
+            req.group_name
+        )));
+    }
+    let mut db = ctx.pool.get()?;
+    let mut tx = db.transaction()?;
+    if name_taken(&mut tx, &req.group_name)? {
+        return Err(ApiError::AlreadyExists(req.group_name));
+    }
+    let quota_ok = tx.execute(
+        "UPDATE users SET group_count = group_count + 1 WHERE id = $1 AND group_count < group_quota",
+        &[&user.id],
+    )?;
+    if quota_ok == 0 {
+        return Err(ApiError::QuotaExceeded);
+    }
+    let inserted = tx.query_one(
+        "INSERT INTO groups (group_name, creator_id) VALUES ($1, $2) RETURNING id",
+        &[&req.group_name, &user.id],
+    );
+    let group_id: i64 = match inserted {
+        Ok(row) => row.get(0),
+        Err(e) if is_unique_violation(&e) => return Err(ApiError::AlreadyExists(req.group_name)),
+        Err(e) => return Err(e.into()),
+    };
+    tx.execute(
+        "INSERT INTO user_group (user_id, group_id, role) VALUES ($1, $2, $3)",
+        &[&user.id, &group_id, &UserGroupRole::Admin.code()],
+    )?;
+    tx.commit()?;
+    Ok(Reply::ok())
+}
+
+/// `GET /groups/{g}`: for members; the member list only for the group's Admins.
+pub fn get(ctx: &Ctx, user: &AuthUser, group: &str) -> Result<Reply, ApiError> {
+    let mut db = ctx.pool.get()?;
+    let (group_id, role) = authorize_group(&mut *db, user, group, UserGroupRole::Read)?;
+    let r = db.query_one(
+        "SELECT g.group_name, u.username, g.created_at, g.updated_at, g.state, g.task_count,
+                g.storage_quota, g.storage_used,
+                (SELECT count(*) FROM group_worker gw WHERE gw.group_id = g.id)
+         FROM groups g JOIN users u ON u.id = g.creator_id WHERE g.id = $1",
+        &[&group_id],
+    )?;
+    let users_in_group = if role == UserGroupRole::Admin {
+        let rows = db.query(
+            "SELECT u.username, ug.role FROM user_group ug JOIN users u ON u.id = ug.user_id
+             WHERE ug.group_id = $1",
+            &[&group_id],
+        )?;
+        Some(
+            rows.iter()
+                .filter_map(|r| UserGroupRole::from_code(r.get(1)).map(|role| (r.get::<_, String>(0), role)))
+                .collect::<BTreeMap<_, _>>(),
+        )
+    } else {
+        None
+    };
+    Ok(Reply::json(&GroupQueryInfo {
+        group_name: r.get(0),
+        creator_username: r.get(1),
+        created_at: Timestamp(r.get(2)),
+        updated_at: Timestamp(r.get(3)),
+        state: GroupState::from_code(r.get(4)).unwrap_or(GroupState::Active),
+        task_count: r.get(5),
+        storage_quota: r.get(6),
+        storage_used: r.get(7),
+        worker_count: r.get(8),
+        users_in_group,
+    }))
+}
+
+/// Refuses a change that would leave the group without an Admin.
+fn ensure_admin_left(tx: &mut postgres::Transaction, group_id: i64, group: &str) -> Result<(), ApiError> {
+    let admins: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM user_group WHERE group_id = $1 AND role = $2",
+            &[&group_id, &UserGroupRole::Admin.code()],
+        )?
+        .get(0);
+    if admins == 0 {
+        return Err(ApiError::bad(format!(
+            "group {group} would have no Admin left; make another member Admin first"
+        )));
+    }
+    Ok(())
+}
+
+/// `PUT /groups/{g}/users`: adds members or changes their roles (Admins only).
+pub fn update_users(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str) -> Result<Reply, ApiError> {
+    let req: UpdateUserGroupRoleReq = call.json()?;
+    if req.relations.is_empty() {
+        return Err(ApiError::bad("Empty group relations: give at least one user and role"));
+    }
+    let mut db = ctx.pool.get()?;
+    let mut tx = db.transaction()?;
+    let (group_id, _) = authorize_group(&mut tx, user, group, UserGroupRole::Admin)?;
+    let names: Vec<&str> = req.relations.keys().map(String::as_str).collect();
+    let found = tx.query("SELECT id, username FROM users WHERE username = ANY($1)", &[&names])?;
+    if found.len() != names.len() {
+        let known: Vec<String> = found.iter().map(|r| r.get(1)).collect();
+        let missing: Vec<&str> = names.iter().copied().filter(|n| !known.iter().any(|k| k == n)).collect();
+        return Err(ApiError::bad(format!("Some users do not exist: {}", missing.join(", "))));
+    }
+    let ids: Vec<i64> = found.iter().map(|r| r.get(0)).collect();
+    let roles: Vec<i32> = found
+        .iter()
+        .map(|r| req.relations[&r.get::<_, String>(1)].code())
+        .collect();
+    tx.execute(
+        "INSERT INTO user_group (user_id, group_id, role)
+         SELECT u, $1, r FROM unnest($2::bigint[], $3::int[]) AS t(u, r)
+         ON CONFLICT (user_id, group_id) DO UPDATE SET role = EXCLUDED.role",
+        &[&group_id, &ids, &roles],
+    )?;
+    ensure_admin_left(&mut tx, group_id, group)?;
+    tx.execute("UPDATE groups SET updated_at = now() WHERE id = $1", &[&group_id])?;
+    tx.commit()?;
+    Ok(Reply::ok())
+}
+
+/// `DELETE /groups/{g}/users?users=..` and `POST /groups/{g}/users/remove`: removes members.
+pub fn remove_users(ctx: &Ctx, user: &AuthUser, group: &str, users: Vec<String>) -> Result<Reply, ApiError> {
+    if users.is_empty() {
+        return Err(ApiError::bad("Empty group relations: name at least one user to remove"));
+    }
+    let mut db = ctx.pool.get()?;
+    let mut tx = db.transaction()?;
+    let (group_id, _) = authorize_group(&mut tx, user, group, UserGroupRole::Admin)?;
+    tx.execute(
+        "DELETE FROM user_group WHERE group_id = $1
+           AND user_id IN (SELECT id FROM users WHERE username = ANY($2))",
+        &[&group_id, &users],
+    )?;
+    ensure_admin_left(&mut tx, group_id, group)?;
+    tx.execute("UPDATE groups SET updated_at = now() WHERE id = $1", &[&group_id])?;
+    tx.commit()?;
+    Ok(Reply::ok())
+}

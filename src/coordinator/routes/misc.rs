@@ -1,0 +1,54 @@
+//! Health, login, token check and the Redis URL.
+
+use crate::api::{RedisConnectionInfo, UserLoginReq, UserLoginResp, UserState};
+use crate::coordinator::auth::{self, AuthUser};
+use crate::coordinator::error::ApiError;
+use crate::coordinator::server::{Call, Reply};
+use crate::coordinator::Ctx;
+
+pub fn health() -> Result<Reply, ApiError> {
+    Ok(Reply::json(&serde_json::json!({"status": "ok"})))
+}
+
+/// `POST /login`: checks the password and issues a token. Without `retain` a new signature
+/// is drawn, which revokes the user's other tokens.
+pub fn login(ctx: &Ctx, call: &Call) -> Result<Reply, ApiError> {
+    let req: UserLoginReq = call.json()?;
+    let mut db = ctx.pool.get()?;
+    let row = db.query_opt(
+        "SELECT id, password_hash, state, auth_signature FROM users WHERE username = $1",
+        &[&req.username],
+    )?;
+    let Some(row) = row else { return Err(ApiError::WrongCredentials) };
+    if !auth::verify_password(row.get(1), &req.md5_password) {
+        return Err(ApiError::WrongCredentials);
+    }
+    if UserState::from_code(row.get(2)) != Some(UserState::Active) {
+        return Err(ApiError::Forbidden(format!("user {} is not active", req.username)));
+    }
+    let current: Option<i64> = row.get(3);
+    let sign = match (req.retain, current) {
+        (true, Some(s)) => s,
+        _ => auth::new_signature(),
+    };
+    let ip = call.peer.map(|p| p.ip().to_string());
+    db.execute(
+        "UPDATE users SET auth_signature = $2,
+            last_sign_in_at = current_sign_in_at, last_sign_in_ip = current_sign_in_ip,
+            current_sign_in_at = now(), current_sign_in_ip = $3
+         WHERE id = $1",
+        &[&row.get::<_, i64>(0), &sign, &ip],
+    )?;
+    let token = ctx.keys.issue(&req.username, ctx.cfg.access_token_expires_in, sign);
+    Ok(Reply::json(&UserLoginResp { token }))
+}
+
+/// `GET /auth`: the caller's name as plain text; clients use it to test a cached token.
+pub fn auth(user: &AuthUser) -> Result<Reply, ApiError> {
+    Ok(Reply::text(200, &user.username))
+}
+
+/// `GET /redis`: the read-only Redis URL for clients, or null without Redis.
+pub fn redis(ctx: &Ctx) -> Result<Reply, ApiError> {
+    Ok(Reply::json(&RedisConnectionInfo { url: ctx.redis_client_url.clone() }))
+}

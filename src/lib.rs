@@ -1,0 +1,14 @@
+//! mito: a distributed task-execution system, wire-compatible with mitosis 0.6.
+//!
+//! One binary, four modes: `mito coordinator` (HTTP API over PostgreSQL), `mito worker`
+//! (runs tasks), `mito client` (the CLI) and `mito manager` (local worker helper).
+//! [`api`] holds the wire types all of them share.
+
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod coordinator;
+pub mod logging;
+pub mod signal;
+pub mod worker;
