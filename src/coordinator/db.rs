@@ -16,6 +16,7 @@ use super::error::ApiError;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use postgres::{Client, NoTls};
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long a request waits for a free connection before answering 503.
@@ -81,11 +82,19 @@ pub fn connect_with_retry(url: &str, stop: impl Fn() -> bool) -> Option<Client> 
 }
 
 /// A fixed number of connection slots; empty slots connect lazily.
+///
+/// When one connection turns out to be dead (the server restarted, or an operator
+/// terminated it), the pool's epoch advances and every other pooled connection is probed
+/// once before its next use, so one failed request is all a database restart costs.
 pub struct Pool {
     url: String,
-    tx: Sender<Option<Client>>,
-    rx: Receiver<Option<Client>>,
+    tx: Sender<Slot>,
+    rx: Receiver<Slot>,
+    epoch: AtomicU64,
 }
+
+/// A pooled connection and the epoch at which it was last known to work.
+type Slot = Option<(Client, u64)>;
 
 impl Pool {
     pub fn new(url: &str, size: usize) -> Pool {
@@ -93,26 +102,31 @@ impl Pool {
         for _ in 0..size.max(1) {
             tx.send(None).expect("the channel has room for every slot");
         }
-        Pool { url: url.to_string(), tx, rx }
+        Pool { url: url.to_string(), tx, rx, epoch: AtomicU64::new(0) }
     }
 
     /// Puts an already open connection into a free slot.
     pub fn seed(&self, client: Client) {
         if let Ok(None) = self.rx.try_recv() {
-            let _ = self.tx.send(Some(client));
-        } else {
-            // Every slot holds a connection already; nothing to do.
+            let _ = self.tx.send(Some((client, self.epoch.load(Ordering::SeqCst))));
         }
     }
 
-    /// Checks out a connection, opening or replacing it as needed.
+    /// Checks out a connection, opening, probing or replacing it as needed.
     pub fn get(&self) -> Result<Conn<'_>, ApiError> {
         let slot = self.rx.recv_timeout(CHECKOUT_TIMEOUT).map_err(|_| {
             ApiError::Unavailable("every database connection is busy".into())
         })?;
-        let client = match slot {
-            Some(c) if !c.is_closed() => c,
-            _ => match connect(&self.url) {
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let usable = match slot {
+            Some((mut c, seen)) if !c.is_closed() => {
+                (seen == epoch || c.is_valid(Duration::from_secs(2)).is_ok()).then_some(c)
+            }
+            _ => None,
+        };
+        let client = match usable {
+            Some(c) => c,
+            None => match connect(&self.url) {
                 Ok(c) => c,
                 Err(e) => {
                     let _ = self.tx.send(None);
@@ -121,7 +135,7 @@ impl Pool {
                 }
             },
         };
-        Ok(Conn { client: Some(client), pool: self })
+        Ok(Conn { client: Some(client), pool: self, epoch })
     }
 }
 
@@ -129,6 +143,7 @@ impl Pool {
 pub struct Conn<'a> {
     client: Option<Client>,
     pool: &'a Pool,
+    epoch: u64,
 }
 
 impl Deref for Conn<'_> {
@@ -146,8 +161,14 @@ impl DerefMut for Conn<'_> {
 
 impl Drop for Conn<'_> {
     fn drop(&mut self) {
-        let back = self.client.take().filter(|c| !c.is_closed());
-        let _ = self.pool.tx.send(back);
+        let slot = match self.client.take() {
+            Some(c) if !c.is_closed() => Some((c, self.epoch)),
+            _ => {
+                self.pool.epoch.fetch_add(1, Ordering::SeqCst);
+                None
+            }
+        };
+        let _ = self.pool.tx.send(slot);
     }
 }
 

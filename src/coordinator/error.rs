@@ -88,8 +88,16 @@ impl From<postgres::Error> for ApiError {
     fn from(e: postgres::Error) -> Self {
         use std::error::Error;
         let io = e.source().is_some_and(|s| s.is::<std::io::Error>());
-        if e.is_closed() || io || e.to_string().starts_with("timeout") {
+        // Class 08: connection exception; 57P0x: the server is shutting down or restarting.
+        let sqlstate = e.code().map(|c| c.code()).unwrap_or("");
+        let gone = sqlstate.starts_with("08") || sqlstate.starts_with("57P");
+        if e.is_closed() || io || gone || e.to_string().starts_with("timeout") {
             ApiError::Unavailable(format!("the database is unreachable ({e})"))
+        } else if sqlstate.starts_with("22") {
+            // Data exception: the caller sent a value the database cannot hold (a NUL
+            // character in a name, a number out of range).
+            let detail = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
+            ApiError::InvalidRequest(format!("a value in the request cannot be stored: {detail}"))
         } else {
             ApiError::Internal(format!("database error: {e}"))
         }

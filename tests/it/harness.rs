@@ -1,0 +1,453 @@
+//! The test harness: a private PostgreSQL for the whole test process, a fresh database per
+//! test, and the real `mito` binary started on a free loopback port.
+//!
+//! ```ignore
+//! let c = Coordinator::start();           // fresh database, admin token ready
+//! let (status, body) = c.admin().get("/users/groups");
+//! ```
+//!
+//! PostgreSQL: the server named by `MITO_TEST_DATABASE_URL` when set; otherwise `initdb` and
+//! `postgres` in a temp directory on a free port (as the `postgres` user when we are root).
+//! Every process started here dies with the test process (PR_SET_PDEATHSIG), and the temp
+//! directory is removed by a watchdog once the test process is gone.
+
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mito");
+
+/// A free TCP port on 127.0.0.1 (free when asked; callers retry on a lost race).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().unwrap().port()
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "mito-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Makes a child die with the test process.
+fn die_with_parent(cmd: &mut Command, sig: libc::c_int) {
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, sig);
+            Ok(())
+        });
+    }
+}
+
+struct Postgres {
+    /// URL of a database we may CREATE DATABASE from, and the base for new ones.
+    admin_url: String,
+}
+
+fn find_pg_bin(name: &str) -> PathBuf {
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir("/usr/lib/postgresql") {
+        let mut versions: Vec<PathBuf> = rd.flatten().map(|e| e.path().join("bin").join(name)).filter(|p| p.exists()).collect();
+        versions.sort();
+        if let Some(p) = versions.pop() {
+            return p;
+        }
+    }
+    PathBuf::from(name)
+}
+
+fn postgres_ids() -> Option<(u32, u32)> {
+    // SAFETY: getpwnam with a valid C string; the result is read at once.
+    unsafe {
+        if libc::geteuid() != 0 {
+            return None;
+        }
+        let pw = libc::getpwnam(c"postgres".as_ptr());
+        assert!(!pw.is_null(), "running as root needs a `postgres` user to run the test database");
+        Some(((*pw).pw_uid, (*pw).pw_gid))
+    }
+}
+
+fn start_private_postgres() -> Postgres {
+    let dir = std::env::temp_dir().join(format!("mito-test-pg-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let ids = postgres_ids();
+    if let Some((uid, gid)) = ids {
+        let c = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
+        // SAFETY: chown on a path we just created.
+        unsafe { libc::chown(c.as_ptr(), uid, gid) };
+    }
+    let as_pg = move |cmd: &mut Command| {
+        if let Some((uid, gid)) = ids {
+            cmd.uid(uid).gid(gid);
+        }
+    };
+    let data = dir.join("data");
+    let mut init = Command::new(find_pg_bin("initdb"));
+    init.args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync", "-D"]).arg(&data);
+    init.stdout(Stdio::null()).stderr(Stdio::piped());
+    as_pg(&mut init);
+    let out = init.output().expect("run initdb (is the PostgreSQL server installed?)");
+    assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+
+    // Remove the directory once this test process is gone.
+    let me = std::process::id();
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(format!("while kill -0 {me} 2>/dev/null; do sleep 1; done; sleep 2; rm -rf '{}'", dir.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+
+    for _attempt in 0..5 {
+        let port = free_port();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let data = data.clone();
+        let dir = dir.clone();
+        // The server must be spawned from a thread that lives as long as the process,
+        // because PR_SET_PDEATHSIG fires when the spawning thread exits.
+        std::thread::Builder::new()
+            .name("test-postgres".into())
+            .spawn(move || {
+                let mut cmd = Command::new(find_pg_bin("postgres"));
+                cmd.arg("-D").arg(&data).args(["-p", &port.to_string(), "-k"]).arg(&dir).args([
+                    "-c", "listen_addresses=127.0.0.1",
+                    "-c", "fsync=off",
+                    "-c", "synchronous_commit=off",
+                    "-c", "full_page_writes=off",
+                    "-c", "max_connections=500",
+                    "-c", "shared_buffers=64MB",
+                ]);
+                cmd.stdin(Stdio::null()).stdout(Stdio::null());
+                cmd.stderr(std::fs::File::create(dir.join(format!("postgres-{port}.log"))).map(Stdio::from).unwrap_or(Stdio::null()));
+                as_pg(&mut cmd);
+                die_with_parent(&mut cmd, libc::SIGINT);
+                let child = cmd.spawn();
+                let ok = child.is_ok();
+                tx.send(child.map(|c| c.id()).map_err(|e| e.to_string())).unwrap();
+                if ok {
+                    loop {
+                        std::thread::park();
+                    }
+                }
+            })
+            .unwrap();
+        rx.recv().unwrap().expect("start postgres");
+        let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if postgres::Client::connect(&url, postgres::NoTls).is_ok() {
+                return Postgres { admin_url: url };
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    panic!("the private PostgreSQL did not come up; see {}/postgres-*.log", dir.display());
+}
+
+fn postgres() -> &'static Postgres {
+    static PG: OnceLock<Postgres> = OnceLock::new();
+    PG.get_or_init(|| match std::env::var("MITO_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => Postgres { admin_url: url },
+        _ => start_private_postgres(),
+    })
+}
+
+/// A database of its own for one test, dropped afterwards.
+pub struct TestDb {
+    pub url: String,
+    name: String,
+}
+
+impl TestDb {
+    pub fn new() -> TestDb {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let pg = postgres();
+        let name = format!("mito_t{}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
+        let mut c = postgres::Client::connect(&pg.admin_url, postgres::NoTls).expect("connect to the test PostgreSQL");
+        c.batch_execute(&format!("CREATE DATABASE {name}")).expect("create a test database");
+        let base = pg.admin_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&pg.admin_url);
+        TestDb { url: format!("{base}/{name}"), name }
+    }
+
+    /// A direct connection, for tests that look at or tamper with the database.
+    pub fn connect(&self) -> postgres::Client {
+        postgres::Client::connect(&self.url, postgres::NoTls).expect("connect to the test database")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Ok(mut c) = postgres::Client::connect(&postgres().admin_url, postgres::NoTls) {
+            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        }
+    }
+}
+
+/// An Ed25519 key pair made with the seed's openssl commands, shared by the process.
+pub fn keys() -> &'static (PathBuf, PathBuf) {
+    static KEYS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("mito-test-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let private = dir.join("private.pem");
+        let public = dir.join("public.pem");
+        let ok = Command::new("openssl").args(["genpkey", "-algorithm", "ed25519", "-out"]).arg(&private).status();
+        assert!(ok.map(|s| s.success()).unwrap_or(false), "openssl genpkey failed (is openssl installed?)");
+        let ok = Command::new("openssl").args(["pkey", "-pubout", "-in"]).arg(&private).arg("-out").arg(&public).status();
+        assert!(ok.map(|s| s.success()).unwrap_or(false), "openssl pkey failed");
+        (private, public)
+    })
+}
+
+/// A `mito` command with a clean environment: no MITO_* variables, HOME and XDG dirs in a
+/// temp directory, run from that directory.
+pub fn mito(home: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("MITO_") || k.starts_with("XDG_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("HOME", home).env("MITO_LOG", "info").env("NO_COLOR", "1").current_dir(home);
+    cmd
+}
+
+/// A running coordinator on its own database.
+pub struct Coordinator {
+    pub child: Option<Child>,
+    pub url: String,
+    pub port: u16,
+    pub db: TestDb,
+    pub home: TempDir,
+    pub admin_token: String,
+    log: PathBuf,
+}
+
+impl Coordinator {
+    /// Starts a coordinator on a fresh database and logs the admin in.
+    pub fn start() -> Coordinator {
+        Self::start_with(TestDb::new(), &[])
+    }
+
+    /// Starts one on `db` with extra flags (a lost race for the port is retried).
+    pub fn start_with(db: TestDb, extra: &[&str]) -> Coordinator {
+        let home = TempDir::new("coord");
+        let log = home.path().join("coordinator.log");
+        let mut c = Coordinator { child: None, url: String::new(), port: 0, db, home, admin_token: String::new(), log };
+        for _ in 0..5 {
+            c.port = free_port();
+            c.url = format!("http://127.0.0.1:{}", c.port);
+            c.child = Some(spawn_coordinator(&c.home, &c.db.url, c.port, extra, &c.log));
+            if c.wait_ready(Duration::from_secs(60)) {
+                c.admin_token = c.login("mitosis_admin", "mitosis_admin");
+                return c;
+            }
+            c.stop();
+            assert!(c.log_text().contains("cannot listen"), "coordinator did not come up:\n{}", c.log_text());
+        }
+        panic!("no free port for the coordinator:\n{}", c.log_text());
+    }
+
+    /// Waits until /health answers; false if the process died or time ran out.
+    pub fn wait_ready(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return false;
+                }
+            }
+            if http(&self.url, "GET", "/health", None, None).0 == 200 {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Logs a user in (retain = true, so other tokens stay valid) and returns the token.
+    pub fn login(&self, user: &str, password: &str) -> String {
+        let body = serde_json::json!({"username": user, "md5_password": mito::api::md5_password(password), "retain": true});
+        let (s, b) = http(&self.url, "POST", "/login", None, Some(&body.to_string()));
+        assert_eq!(s, 200, "login {user} failed: {b}");
+        serde_json::from_str::<serde_json::Value>(&b).unwrap()["token"].as_str().unwrap().to_string()
+    }
+
+    pub fn as_token(&self, token: &str) -> Api {
+        Api { base: self.url.clone(), token: Some(token.to_string()) }
+    }
+
+    pub fn admin(&self) -> Api {
+        self.as_token(&self.admin_token)
+    }
+
+    pub fn anon(&self) -> Api {
+        Api { base: self.url.clone(), token: None }
+    }
+
+    /// Creates a user (through the admin API) and returns an API handle logged in as it.
+    pub fn user(&self, name: &str) -> Api {
+        let body = serde_json::json!({"username": name, "md5_password": mito::api::md5_password(&format!("{name}-pw")), "admin": false});
+        let (s, b) = self.admin().post("/admin/users", &body);
+        assert_eq!(s, 200, "create user {name}: {b}");
+        self.as_token(&self.login(name, &format!("{name}-pw")))
+    }
+
+    /// Sends a signal and waits for the exit status.
+    pub fn signal(&mut self, sig: libc::c_int) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        // SAFETY: signalling our own child by its pid.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        wait_timeout(child, Duration::from_secs(20))
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn spawn_coordinator(home: &TempDir, db_url: &str, port: u16, extra: &[&str], log: &Path) -> Child {
+    let (private, public) = keys();
+    let mut cmd = mito(home.path());
+    cmd.arg("coordinator")
+        .args(["--db", db_url, "--bind", &format!("127.0.0.1:{port}")])
+        .arg("--access-token-private-path").arg(private)
+        .arg("--access-token-public-path").arg(public)
+        .arg("--data-dir").arg(home.path().join("data"))
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::OpenOptions::new().create(true).append(true).open(log).map(Stdio::from).unwrap());
+    die_with_parent(&mut cmd, libc::SIGKILL);
+    cmd.spawn().expect("start mito coordinator")
+}
+
+/// Waits for a child to exit, up to `within`.
+pub fn wait_timeout(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// One HTTP request; returns (status, body). Status 0 means no connection.
+pub fn http(base: &str, method: &str, path: &str, token: Option<&str>, json: Option<&str>) -> (u16, String) {
+    http_raw(base, method, path, &[("Authorization", token.map(|t| format!("Bearer {t}")))], json.map(|j| ("application/json", j)))
+}
+
+/// A request with chosen headers (None values are left out) and an optional typed body.
+pub fn http_raw(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, Option<String>)],
+    body: Option<(&str, &str)>,
+) -> (u16, String) {
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
+    let mut req = agent.request(method, &format!("{base}{path}"));
+    for (k, v) in headers {
+        if let Some(v) = v {
+            req = req.set(k, v);
+        }
+    }
+    let result = match body {
+        Some((ct, b)) => req.set("Content-Type", ct).send_string(b),
+        None => req.call(),
+    };
+    let resp = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(_) => return (0, String::new()),
+    };
+    let status = resp.status();
+    let mut s = String::new();
+    let _ = resp.into_reader().take(10 << 20).read_to_string(&mut s);
+    (status, s)
+}
+
+/// A caller of the HTTP API, with or without a token.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub token: Option<String>,
+}
+
+impl Api {
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http(&self.base, "GET", path, self.token.as_deref(), None)
+    }
+    pub fn delete(&self, path: &str) -> (u16, String) {
+        http(&self.base, "DELETE", path, self.token.as_deref(), None)
+    }
+    pub fn post(&self, path: &str, body: &serde_json::Value) -> (u16, String) {
+        http(&self.base, "POST", path, self.token.as_deref(), Some(&body.to_string()))
+    }
+    pub fn put(&self, path: &str, body: &serde_json::Value) -> (u16, String) {
+        http(&self.base, "PUT", path, self.token.as_deref(), Some(&body.to_string()))
+    }
+    pub fn post_raw(&self, path: &str, content_type: &str, body: &str) -> (u16, String) {
+        http_raw(&self.base, "POST", path, &[("Authorization", self.token.as_ref().map(|t| format!("Bearer {t}")))], Some((content_type, body)))
+    }
+}
+
+/// Parses a JSON body, with the body in the panic message when it is not JSON.
+pub fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// The `msg` of an error body.
+pub fn msg(body: &str) -> String {
+    json(body)["msg"].as_str().unwrap_or_default().to_string()
+}

@@ -1,0 +1,11 @@
+//! Integration tests: the real `mito` binary against a real PostgreSQL.
+//! One test binary, so the whole run shares one private PostgreSQL server.
+
+mod harness;
+
+mod admin;
+mod auth;
+mod bad_input;
+mod cli;
+mod groups;
+mod startup;
