@@ -76,6 +76,13 @@ impl Keys {
         Ok(Keys { secret, public: public_key })
     }
 
+    /// A secret derived from the signing key and `purpose`: the same on every replica that
+    /// shares the key, unguessable without it (Ed25519 signatures are deterministic).
+    pub fn derive_secret(&self, purpose: &str) -> String {
+        let sig = self.secret.sign(format!("mito derived secret: {purpose}").as_bytes(), None);
+        sig.as_ref()[..24].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// Issues a token for `sub`, valid for `ttl`, carrying signature `sign`.
     pub fn issue(&self, sub: &str, ttl: Duration, sign: i64) -> String {
         let claims = Claims { sub: sub.to_string(), exp: now_secs().saturating_add(ttl.as_secs()), sign };

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod authz;
 pub mod db;
 pub mod error;
+pub mod redis;
 mod routes;
 pub mod server;
 
@@ -161,6 +162,20 @@ pub fn run(cfg: CoordinatorConfig) -> Result<(), String> {
     let signals = crate::signal::listen();
     let keys = auth::Keys::load(&cfg.access_token_private_path, &cfg.access_token_public_path)?;
     let (shutdown, stopped) = Shutdown::new();
+    let redis_urls = match &cfg.redis_url {
+        Some(url) => {
+            let urls = redis::setup(
+                url,
+                cfg.redis_worker_password.as_deref(),
+                cfg.redis_client_password.as_deref(),
+                cfg.redis_skip_acl_rules,
+                Some((keys.derive_secret("redis mitosis_worker"), keys.derive_secret("redis mitosis_client"))),
+            )?;
+            log::info!("Redis ACL users ready for workers and clients");
+            Some(urls)
+        }
+        None => None,
+    };
 
     let stop_early = || signals.try_recv().is_ok();
     log::info!("connecting to the database {}", db::redact(&cfg.db_url));
@@ -185,8 +200,8 @@ pub fn run(cfg: CoordinatorConfig) -> Result<(), String> {
         keys,
         shutdown_secret: secret,
         shutdown,
-        redis_client_url: None,
-        redis_worker_url: None,
+        redis_client_url: redis_urls.as_ref().map(|u| u.client.clone()),
+        redis_worker_url: redis_urls.map(|u| u.worker),
     });
     let handlers = server::spawn_handlers(ctx.clone(), server.clone(), threads);
     log::info!("coordinator listening on http://{bind} with {threads} handler threads");

@@ -451,3 +451,44 @@ pub fn json(body: &str) -> serde_json::Value {
 pub fn msg(body: &str) -> String {
     json(body)["msg"].as_str().unwrap_or_default().to_string()
 }
+
+/// A private redis-server for the process (admin password "adminpw"), started on first use.
+pub fn redis_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        for _ in 0..5 {
+            let port = free_port();
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::Builder::new()
+                .name("test-redis".into())
+                .spawn(move || {
+                    let mut cmd = Command::new("redis-server");
+                    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--requirepass", "adminpw"]);
+                    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+                    die_with_parent(&mut cmd, libc::SIGKILL);
+                    let ok = cmd.spawn().map(|_| ()).map_err(|e| e.to_string());
+                    let started = ok.is_ok();
+                    tx.send(ok).unwrap();
+                    if started {
+                        loop {
+                            std::thread::park();
+                        }
+                    }
+                })
+                .unwrap();
+            rx.recv().unwrap().expect("start redis-server (is it installed?)");
+            let url = format!("redis://:adminpw@127.0.0.1:{port}");
+            for _ in 0..100 {
+                if let Ok(c) = redis::Client::open(url.as_str()) {
+                    if let Ok(mut con) = c.get_connection() {
+                        if redis::cmd("PING").query::<String>(&mut con).is_ok() {
+                            return url;
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        panic!("redis-server did not come up");
+    })
+}

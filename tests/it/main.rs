@@ -8,4 +8,5 @@ mod auth;
 mod bad_input;
 mod cli;
 mod groups;
+mod redis_acl;
 mod startup;

@@ -1,0 +1,93 @@
+//! Redis, when configured: the coordinator only sets up two ACL users and hands out URLs.
+//! Workers publish live task states under `task:{uuid}`; clients read and subscribe.
+//!
+//! ```no_run
+//! # use mito::coordinator::redis::setup;
+//! let urls = setup("redis://:admin@127.0.0.1:6379", None, None, false, None).unwrap();
+//! println!("{}", urls.client); // redis://mitosis_client:<password>@127.0.0.1:6379/?protocol=resp3
+//! ```
+
+/// The URLs handed to workers (read/write on `task:*`) and clients (read and subscribe).
+#[derive(Debug, Clone)]
+pub struct RedisUrls {
+    pub worker: String,
+    pub client: String,
+}
+
+fn host_port(url: &str) -> Result<String, String> {
+    let rest = url
+        .split_once("://")
+        .map(|(_, r)| r)
+        .ok_or_else(|| format!("redis_url {url:?} has no scheme; expected redis://[:password@]host[:port]"))?;
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    let hp = authority.rsplit_once('@').map(|(_, h)| h).unwrap_or(authority);
+    if hp.is_empty() {
+        return Err(format!("redis_url {url:?} has no host"));
+    }
+    Ok(hp.to_string())
+}
+
+/// Connects with the admin URL, creates (unless `skip_acl`) the `mitosis_worker` and
+/// `mitosis_client` users, and returns the URLs for each. A password not given is derived
+/// from the coordinator's signing key (`derived`), so replicas sharing a key, and restarts,
+/// agree on it instead of revoking each other's URLs; without one, `ACL GENPASS` makes it.
+pub fn setup(
+    url: &str,
+    worker_password: Option<&str>,
+    client_password: Option<&str>,
+    skip_acl: bool,
+    derived: Option<(String, String)>,
+) -> Result<RedisUrls, String> {
+    let (dw, dc) = match derived {
+        Some((w, c)) => (Some(w), Some(c)),
+        None => (None, None),
+    };
+    let worker_password = worker_password.or(dw.as_deref());
+    let client_password = client_password.or(dc.as_deref());
+    let hp = host_port(url)?;
+    let shown = format!("redis at {hp}");
+    let client = redis::Client::open(url).map_err(|e| format!("invalid redis_url: {e}"))?;
+    let mut con = client
+        .get_connection_with_timeout(std::time::Duration::from_secs(5))
+        .map_err(|e| format!("cannot connect to {shown}: {e}"))?;
+    let mut password = |given: Option<&str>| -> Result<String, String> {
+        match given {
+            Some(p) => Ok(p.to_string()),
+            None => redis::cmd("ACL")
+                .arg("GENPASS")
+                .query::<String>(&mut con)
+                .map_err(|e| format!("ACL GENPASS on {shown} failed: {e}")),
+        }
+    };
+    let worker_pw = password(worker_password)?;
+    let client_pw = password(client_password)?;
+    if !skip_acl {
+        for (user, pw, perms) in [
+            ("mitosis_worker", &worker_pw, &["+@read", "+@write", "+@connection", "+@pubsub", "-@dangerous"][..]),
+            ("mitosis_client", &client_pw, &["+@read", "+@pubsub", "+@connection", "-@dangerous"][..]),
+        ] {
+            let mut c = redis::cmd("ACL");
+            c.arg("SETUSER").arg(user).arg("reset").arg("on").arg(format!(">{pw}")).arg("~task:*").arg("&task:*");
+            for p in perms {
+                c.arg(*p);
+            }
+            c.query::<()>(&mut con).map_err(|e| {
+                format!("cannot create the Redis ACL user {user} on {shown}: {e} (the redis_url user needs ACL rights, or set redis_skip_acl_rules)")
+            })?;
+        }
+    }
+    let mk = |user: &str, pw: &str| format!("redis://{user}:{pw}@{hp}/?protocol=resp3");
+    Ok(RedisUrls { worker: mk("mitosis_worker", &worker_pw), client: mk("mitosis_client", &client_pw) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_ignores_credentials_and_path() {
+        assert_eq!(host_port("redis://:pw@localhost:6380/0").unwrap(), "localhost:6380");
+        assert_eq!(host_port("redis://127.0.0.1").unwrap(), "127.0.0.1");
+        assert!(host_port("localhost").is_err());
+    }
+}
