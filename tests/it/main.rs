@@ -8,5 +8,7 @@ mod auth;
 mod bad_input;
 mod cli;
 mod groups;
+mod lifecycle;
 mod redis_acl;
+mod scheduling;
 mod startup;
