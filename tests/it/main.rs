@@ -9,6 +9,8 @@ mod bad_input;
 mod cli;
 mod groups;
 mod lifecycle;
+mod permissions;
 mod redis_acl;
 mod scheduling;
 mod startup;
+mod tasks;
