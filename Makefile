@@ -1,7 +1,7 @@
 # mito: `make demo` runs the system on this machine; `make test` runs every test.
 CARGO ?= cargo
 
-.PHONY: all build release test unit demo compat clean
+.PHONY: all build release test unit demo bench compat clean
 
 all: build
 
@@ -23,6 +23,10 @@ unit:
 # Starts PostgreSQL (installing it if missing), a coordinator, and shows it working.
 demo: build
 	bash packaging/demo.sh
+
+# Release build measured by `mito bench` on a private PostgreSQL (see README: Performance).
+bench: release
+	bash tests/bench/run.sh
 
 # Opt-in: checks wire compatibility against the released mitosis 0.6.8 (installed from
 # crates.io into .compat/, which takes a while the first time).

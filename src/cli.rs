@@ -225,6 +225,7 @@ Commands:
   worker       Run a mitosis worker
   client       Run a mitosis client
   manager      Manage mitosis workers on this machine
+  bench        Measure a coordinator (latency, throughput, memory)
   help         Print this message
 
 Options:
@@ -263,6 +264,7 @@ pub fn main() -> i32 {
         "worker" => crate::worker::main(&mut parser),
         "client" => crate::client::main(&mut parser),
         "manager" => not_yet(&mut parser, "manager", "Manage mitosis workers on this machine"),
+        "bench" => crate::bench::main(&mut parser),
         "help" => {
             print!("{TOP_HELP}");
             0

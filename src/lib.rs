@@ -5,6 +5,7 @@
 //! [`api`] holds the wire types all of them share.
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;

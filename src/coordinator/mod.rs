@@ -163,6 +163,29 @@ fn random_secret() -> String {
     format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
 }
 
+/// Opens the listening socket with TCP_NODELAY (inherited by accepted connections on
+/// Linux): without it, Nagle's algorithm and delayed ACKs stall small responses ~40 ms.
+fn listen(bind: std::net::SocketAddr) -> Result<tiny_http::Server, String> {
+    use std::os::fd::AsRawFd;
+    let listener = std::net::TcpListener::bind(bind)
+        .map_err(|e| format!("cannot listen on {bind}: {e}; is another process using it? (change --bind)"))?;
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            &one as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        log::warn!("cannot set TCP_NODELAY: {}", std::io::Error::last_os_error());
+    }
+    tiny_http::Server::from_listener(listener, None).map_err(|e| format!("cannot serve on {bind}: {e}"))
+}
+
 /// Starts everything and blocks until shutdown.
 pub fn run(cfg: CoordinatorConfig) -> Result<(), String> {
     let signals = crate::signal::listen();
@@ -193,8 +216,7 @@ pub fn run(cfg: CoordinatorConfig) -> Result<(), String> {
     let pool = db::Pool::new(&cfg.db_url, cfg.http_threads);
     pool.seed(first);
 
-    let server = tiny_http::Server::http(cfg.bind)
-        .map_err(|e| format!("cannot listen on {}: {e}; is another process using it? (change --bind)", cfg.bind))?;
+    let server = listen(cfg.bind)?;
     let server = Arc::new(server);
     let secret = random_secret();
     log::warn!("shutdown secret (for `mito client admin shutdown`): {secret}");
