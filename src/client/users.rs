@@ -13,6 +13,8 @@ use std::io::{BufRead, Write};
 /// Makes sure of a valid token: the cached one if `GET /auth` accepts it, else a login.
 pub fn setup(cfg: ClientConfig, json: bool) -> Result<Session, Error> {
     let mut http = Http::new(&cfg.coordinator_addr);
+    // The user of a stale cached token is who logs in when -u is not given.
+    let mut cached_user = None;
     if let Some((user, token)) = credentials::load(&cfg.credential_path, cfg.user.as_deref()) {
         http.token = Some(token);
         let (status, body) = http.status_of("GET", "/auth")?;
@@ -26,9 +28,10 @@ pub fn setup(cfg: ClientConfig, json: bool) -> Result<Session, Error> {
             )));
         }
         http.token = None;
+        cached_user = Some(user);
     }
-    let user = match &cfg.user {
-        Some(u) => u.clone(),
+    let user = match cfg.user.clone().or(cached_user) {
+        Some(u) => u,
         None => prompt("Username: ", &cfg)?,
     };
     let password = match &cfg.password {

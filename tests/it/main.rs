@@ -7,6 +7,7 @@ mod admin;
 mod auth;
 mod bad_input;
 mod cli;
+mod client;
 mod groups;
 mod redis_acl;
 mod startup;
