@@ -8,6 +8,7 @@ mod auth;
 mod bad_input;
 mod cli;
 mod client;
+mod client_tasks;
 mod groups;
 mod lifecycle;
 mod permissions;
