@@ -96,7 +96,19 @@ pub fn run(s: &mut Session, words: &[String]) -> Res {
     match cmd {
         "users" => users(s, rest),
         "groups" => groups(s, rest),
-        "tasks" => nested(s, rest, "admin tasks", "artifacts", &ART_DELETE, delete_artifact),
+        "tasks" => {
+            const G: Group = Group { name: "admin tasks", about: "Artifacts of any task", subs: &[("artifacts", "Delete any task's artifact")] };
+            const A: Group = Group { name: "admin tasks artifacts", about: "Artifacts of any task", subs: &[("delete", "Delete an artifact")] };
+            let Some((c, r)) = G.sub(rest)? else { return Ok(Flow::Continue) };
+            if c != "artifacts" {
+                return Err(G.unknown(c));
+            }
+            let Some((c, r)) = A.sub(r)? else { return Ok(Flow::Continue) };
+            if c != "delete" {
+                return Err(A.unknown(c));
+            }
+            delete_artifact(s, r)
+        }
         "workers" => {
             const G: Group = Group { name: "admin workers", about: "Stop any worker", subs: &[("cancel", "Stop a worker")] };
             let Some((c, r)) = G.sub(rest)? else { return Ok(Flow::Continue) };
@@ -108,25 +120,6 @@ pub fn run(s: &mut Session, words: &[String]) -> Res {
         "shutdown" => shutdown(s, rest),
         other => Err(ADMIN.unknown(other)),
     }
-}
-
-/// `<group> <area> delete ...` where `delete` is the only command.
-fn nested(s: &mut Session, words: &[String], name: &'static str, area: &str, spec: &Spec, f: fn(&mut Session, &[String]) -> Res) -> Res {
-    let subs: &'static [(&'static str, &'static str)] = match area {
-        "artifacts" => &[("artifacts", "Delete any task's artifact: artifacts delete <UUID> <TYPE>")],
-        _ => &[("attachments", "Delete any group's attachment: attachments delete <KEY>")],
-    };
-    let outer = Group { name, about: "Administrator deletions", subs };
-    let Some((c, r)) = outer.sub(words)? else { return Ok(Flow::Continue) };
-    if c != area {
-        return Err(outer.unknown(c));
-    }
-    let inner = Group { name: spec.name.trim_end_matches(" delete"), about: spec.about, subs: &[("delete", "Delete one")] };
-    let Some((c, r)) = inner.sub(r)? else { return Ok(Flow::Continue) };
-    if c != "delete" {
-        return Err(inner.unknown(c));
-    }
-    f(s, r)
 }
 
 fn users(s: &mut Session, words: &[String]) -> Res {

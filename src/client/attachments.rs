@@ -35,6 +35,7 @@ const G: Flag = Flag::opt("group", Some('g'), "GROUP", "The group (default: your
 const SMART: Flag = Flag::switch("smart", Some('s'), "Take the group from the key's first path segment");
 const PB: Flag = Flag::switch("pb", None, "Show a progress bar even when stderr is not a terminal");
 const OUT: Flag = Flag::opt("output-path", Some('o'), "OUTPUT_PATH", "Where to save (an existing directory keeps the file name)");
+const DIR: Flag = Flag::opt("output-dir", Some('o'), "DIR", "The directory to save into (default .); files keep their names");
 const NO_DL: Flag = Flag::switch("no-download", None, "Only print the download URLs");
 const KEY: Flag = Flag::opt("key", Some('k'), "KEY", "Only keys containing this text");
 const LIMIT: Flag = Flag::opt("limit", None, "LIMIT", "At most this many");
@@ -65,14 +66,14 @@ const QUERY: Spec = Spec { name: "groups attachments query", usage: "", about: "
 const DOWNLOAD_MANY: Spec = Spec {
     name: "groups attachments download-many",
     usage: "",
-    about: "Download the attachments that match a filter, each to OUTPUT_PATH/<file name>",
-    flags: &[G, KEY, LIMIT, OFFSET, OUT, NO_DL, PB, CONC],
+    about: "Download the attachments that match a filter, each to DIR/<file name>",
+    flags: &[G, KEY, LIMIT, OFFSET, DIR, NO_DL, PB, CONC],
 };
 const DOWNLOAD_LIST: Spec = Spec {
     name: "groups attachments download-list",
     usage: "<KEY>...",
-    about: "Download the listed attachments, each to OUTPUT_PATH/<file name>",
-    flags: &[G, OUT, NO_DL, PB, CONC],
+    about: "Download the listed attachments, each to DIR/<file name>",
+    flags: &[G, DIR, NO_DL, PB, CONC],
 };
 const DELETE_MANY: Spec = Spec {
     name: "groups attachments delete-many",
@@ -310,7 +311,7 @@ fn download_batch(s: &mut Session, a: &Args, by_list: bool) -> Result<(), Error>
         s.http.post(&format!("{}/download/attachments", base(&group)), &filter(a)?)?
     }
     .json()?;
-    let dir = PathBuf::from(a.value("output-path").unwrap_or("."));
+    let dir = PathBuf::from(a.value("output-dir").unwrap_or("."));
     let jobs = r["downloads"]
         .as_array()
         .into_iter()

@@ -226,10 +226,8 @@ pub fn uuid_arg(a: &Args, s: &str) -> Result<Uuid, Error> {
 }
 
 pub fn content_type_arg(a: &Args, s: &str) -> Result<ArtifactContentType, Error> {
-    ArtifactContentType::ALL
-        .iter()
-        .copied()
-        .find(|t| ArtifactContentType::parse(s).is_some_and(|p| p == *t) || ArtifactContentType::parse(&s.to_ascii_lowercase()) == Some(*t))
+    ArtifactContentType::parse(s)
+        .or_else(|| ArtifactContentType::parse(&s.to_ascii_lowercase()))
         .ok_or_else(|| a.usage(format!("{s:?} is not an artifact type: result, exec-log or std-log")))
 }
 

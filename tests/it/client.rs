@@ -67,15 +67,6 @@ pub fn admin_home(c: &Coordinator) -> TempDir {
     home
 }
 
-/// A home logged in as a new user `name` (password `<name>-pw`).
-pub fn user_home(c: &Coordinator, name: &str) -> TempDir {
-    let admin = admin_home(c);
-    ok(&client(c, &admin, &["admin", "users", "create", name, &format!("{name}-pw")]));
-    let home = TempDir::new("client");
-    ok(&client(c, &home, &["-u", name, "-p", &format!("{name}-pw")]));
-    home
-}
-
 #[test]
 fn login_caches_a_private_token_that_later_runs_reuse() {
     let c = Coordinator::start();
