@@ -247,7 +247,7 @@ pub fn read_std_log(url: &str, mut f: impl FnMut(&str, &mut dyn Read) -> std::io
             let _ = r.into_reader().take(64 << 10).read_to_string(&mut body);
             Error::Failed(format!("downloading the std-log: the object store answered {code}: {}", transfer::storage_message(&body)))
         }
-        ureq::Error::Transport(t) => Error::Failed(format!("downloading the std-log: {}", t.kind())),
+        ureq::Error::Transport(t) => Error::Failed(transfer::transport_error("downloading the std-log", &t)),
     })?;
     let bad = |e: std::io::Error| Error::Failed(format!("the std-log archive cannot be read: {e}"));
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(resp.into_reader()));

@@ -135,7 +135,16 @@ fn storage_error(what: &str, e: ureq::Error) -> Error {
             Error::Failed(format!("{what}: the object store answered {code}: {}", storage_message(&body)))
         }
         // The transport error's text may include the URL; keep signatures out of the message.
-        ureq::Error::Transport(t) => Error::Failed(format!("{what}: {}", t.kind())),
+        ureq::Error::Transport(t) => Error::Failed(transport_error(what, &t)),
+    }
+}
+
+/// A transport failure without the URL (ureq's own text would include the signature).
+pub fn transport_error(what: &str, t: &ureq::Transport) -> String {
+    let cause = std::error::Error::source(t).map(|e| e.to_string()).or_else(|| t.message().map(str::to_string));
+    match cause {
+        Some(m) => format!("{what}: {}: {m}", t.kind()),
+        None => format!("{what}: {}", t.kind()),
     }
 }
 
@@ -285,6 +294,85 @@ mod tests {
         let s = pb.render();
         assert!(s.contains("1.0 kB / 2.0 kB") && s.contains("/s") && s.contains("ETA"), "{s}");
         assert!(s.contains("[============>"), "{s}");
+    }
+
+    /// A one-request HTTP server on loopback; `respond` sees the request and answers it.
+    fn serve_once(respond: impl FnOnce(tiny_http::Request) + Send + 'static) -> String {
+        let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+        let addr = server.server_addr().to_ip().unwrap();
+        std::thread::Builder::new()
+            .name("test-object-store".into())
+            .spawn(move || {
+                if let Ok(Some(r)) = server.recv_timeout(Duration::from_secs(20)) {
+                    respond(r);
+                }
+            })
+            .unwrap();
+        format!("http://{addr}/bucket/key?X-Amz-Signature=secret")
+    }
+
+    fn temp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("mito-transfer-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn downloads_stream_into_place_and_count_bytes() {
+        let body: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
+        let expected = body.clone();
+        let url = serve_once(move |r| {
+            let _ = r.respond(tiny_http::Response::from_data(body));
+        });
+        let dest = temp("dl").join("sub/out.bin");
+        let pb = Progress::new("x", Some(1_000_000), false);
+        assert_eq!(download(&url, &dest, &pb).unwrap(), 1_000_000);
+        assert_eq!(std::fs::read(&dest).unwrap(), expected);
+        assert!(pb.render().contains("1.0 MB / 1.0 MB"), "{}", pb.render());
+        let leftovers: Vec<_> = std::fs::read_dir(dest.parent().unwrap()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no .part file stays behind");
+        let _ = std::fs::remove_dir_all(temp("dl"));
+    }
+
+    #[test]
+    fn a_failed_download_leaves_no_file_and_hides_the_signature() {
+        let url = serve_once(|r| {
+            let xml = "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>";
+            let _ = r.respond(tiny_http::Response::from_string(xml).with_status_code(403));
+        });
+        let dest = temp("dlfail").join("out.bin");
+        let e = match download(&url, &dest, &Progress::new("x", None, false)) {
+            Err(Error::Failed(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        assert!(e.contains("403") && e.contains("Request has expired") && !e.contains("secret"), "{e}");
+        assert!(!dest.exists());
+        let _ = std::fs::remove_dir_all(temp("dlfail"));
+    }
+
+    #[test]
+    fn uploads_send_the_exact_length_unchunked() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let url = serve_once(move |mut r| {
+            let len = r.headers().iter().find(|h| h.field.equiv("Content-Length")).map(|h| h.value.to_string());
+            let chunked = r.headers().iter().any(|h| h.field.equiv("Transfer-Encoding"));
+            let mut got = Vec::new();
+            let _ = r.as_reader().read_to_end(&mut got);
+            let _ = tx.send((len, chunked, got));
+            let _ = r.respond(tiny_http::Response::empty(200));
+        });
+        let dir = temp("up");
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = dir.join("in.bin");
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 7) as u8).collect();
+        std::fs::write(&src, &data).unwrap();
+        let pb = Progress::new("x", Some(300_000), false);
+        upload(&url, &src, 300_000, &pb).unwrap();
+        let (len, chunked, got) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(len.as_deref(), Some("300000"));
+        assert!(!chunked);
+        assert_eq!(got, data);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

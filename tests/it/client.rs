@@ -256,3 +256,95 @@ fn cmd_runs_a_local_shell_command() {
     assert_eq!(s.trim(), "zero");
     fails(&client(&c, &home, &["cmd", "--", "exit", "3"]), 1);
 }
+
+/// Runs `mito client ARGS` on a pseudo-terminal (util-linux `script`), typing each input
+/// line once the output shows its cue; returns everything the terminal showed.
+fn on_terminal(c: &Coordinator, home: &TempDir, args: &str, steps: &[(&str, &str)]) -> String {
+    use std::io::Read;
+    use std::sync::{Arc, Mutex};
+    let cmd = format!("{BIN} client -c {} {args}", c.url);
+    let mut child = mito(home.path())
+        .env("TERM", "dumb")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn_script(&cmd);
+    let seen = Arc::new(Mutex::new(String::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let s2 = seen.clone();
+    let reader = std::thread::Builder::new()
+        .name("pty-reader".into())
+        .spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                s2.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut from = 0;
+    for (cue, line) in steps {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let s = seen.lock().unwrap().clone();
+            if let Some(i) = s[from..].find(cue) {
+                from += i + cue.len();
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no {cue:?} on the terminal:\n{s}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
+    }
+    let status = wait_timeout(&mut child, std::time::Duration::from_secs(30)).expect("the client ends");
+    drop(stdin);
+    let _ = reader.join();
+    let s = seen.lock().unwrap().clone();
+    assert!(status.success(), "{s}");
+    s
+}
+
+trait SpawnScript {
+    fn spawn_script(&mut self, cmd: &str) -> std::process::Child;
+}
+
+impl SpawnScript for std::process::Command {
+    /// Runs `cmd` under `script`, which gives it a pseudo-terminal for stdin and stdout.
+    fn spawn_script(&mut self, cmd: &str) -> std::process::Child {
+        let mut s = std::process::Command::new("script");
+        s.args(["-qefc", cmd, "/dev/null"]);
+        for (k, v) in self.get_envs() {
+            match v {
+                Some(v) => s.env(k, v),
+                None => s.env_remove(k),
+            };
+        }
+        if let Some(d) = self.get_current_dir() {
+            s.current_dir(d);
+        }
+        s.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        s.spawn().expect("run `script` (util-linux) for a pseudo-terminal")
+    }
+}
+
+#[test]
+fn on_a_terminal_the_client_asks_for_the_password_without_echo() {
+    let c = Coordinator::start();
+    let home = TempDir::new("client");
+    let shown = on_terminal(&c, &home, "-u mitosis_admin auth", &[("Password for mitosis_admin: ", "mitosis_admin")]);
+    assert!(shown.contains("Currently logged in as mitosis_admin"), "{shown}");
+    let after_prompt = shown.split("Password for mitosis_admin: ").nth(1).unwrap_or_default();
+    assert!(!after_prompt.starts_with("mitosis_admin"), "the password was echoed:\n{shown}");
+}
+
+#[test]
+fn on_a_terminal_interactive_mode_shows_the_prompt() {
+    let c = Coordinator::start();
+    let home = admin_home(&c);
+    let shown = on_terminal(&c, &home, "-i", &[("[mito::client]> ", "auth"), ("[mito::client]> ", "quit")]);
+    assert!(shown.contains("Logged in as mitosis_admin. Client is running in interactive mode."), "{shown}");
+    assert!(shown.contains("Currently logged in as mitosis_admin"), "{shown}");
+}
