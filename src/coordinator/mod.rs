@@ -4,8 +4,9 @@
 //! mito coordinator --config coordinator.toml --bind 0.0.0.0:5000
 //! ```
 //!
-//! Startup: config → logging → keys → PostgreSQL (retried while unreachable) → schema and
-//! admin user → handler threads. SIGINT, SIGTERM or `POST /admin/shutdown` stop it: the
+//! Startup: config → logging → keys → object storage (S3 buckets or the local store's
+//! directories) → PostgreSQL (retried while unreachable) → schema and admin user →
+//! handler threads. SIGINT, SIGTERM or `POST /admin/shutdown` stop it: the
 //! handlers finish what they are doing and the process exits 0.
 
 pub mod auth;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod redis;
 mod routes;
 pub mod server;
+pub mod storage;
 
 use crate::cli::{help_text, parse_mode, OptSpec};
 use crate::config::{cache_dir, ConfigError, CoordinatorConfig, Layers};
@@ -96,6 +98,8 @@ pub struct Ctx {
     pub redis_client_url: Option<String>,
     /// Handed to workers at registration.
     pub redis_worker_url: Option<String>,
+    /// Where artifacts and attachments live.
+    pub storage: storage::Storage,
 }
 
 /// Whether a database error is a unique-constraint violation.
@@ -177,6 +181,9 @@ pub fn run(cfg: CoordinatorConfig) -> Result<(), String> {
         None => None,
     };
 
+    let storage = storage::Storage::from_config(&cfg, &keys)?;
+    storage.ensure_buckets()?;
+
     let stop_early = || signals.try_recv().is_ok();
     log::info!("connecting to the database {}", db::redact(&cfg.db_url));
     let Some(mut first) = db::connect_with_retry(&cfg.db_url, stop_early) else {
@@ -202,6 +209,7 @@ pub fn run(cfg: CoordinatorConfig) -> Result<(), String> {
         shutdown,
         redis_client_url: redis_urls.as_ref().map(|u| u.client.clone()),
         redis_worker_url: redis_urls.map(|u| u.worker),
+        storage,
     });
     let handlers = server::spawn_handlers(ctx.clone(), server.clone(), threads);
     log::info!("coordinator listening on http://{bind} with {threads} handler threads");
@@ -213,6 +221,7 @@ pub fn run(cfg: CoordinatorConfig) -> Result<(), String> {
         recv(stopped) -> _ => {}
     }
     ctx.shutdown.trigger();
+    ctx.storage.close();
     for h in handlers {
         let _ = h.join();
     }

@@ -178,12 +178,26 @@ fn handler_loop(ctx: &Ctx, server: &tiny_http::Server) {
     }
 }
 
+/// What processing a request led to.
+enum Handled {
+    Reply(Reply),
+    /// A local object store transfer: it streams and answers by itself.
+    Object(super::storage::ObjectRequest),
+}
+
 fn handle(ctx: &Ctx, mut req: tiny_http::Request) {
     let started = Instant::now();
     let method = req.method().clone();
     let url = req.url().to_string();
     let reply = match process(ctx, &mut req) {
-        Ok(r) => r,
+        Ok(Handled::Reply(r)) => r,
+        Ok(Handled::Object(obj)) => {
+            log::debug!("{method} {} -> object store", path_of(&url));
+            return match &ctx.storage {
+                super::storage::Storage::Local(store) => store.serve(req, obj),
+                super::storage::Storage::S3(_) => respond(req, ApiError::NoRoute.reply()),
+            };
+        }
         Err(e) => {
             if let ApiError::Internal(detail) = &e {
                 log::error!("{method} {} failed: {detail}", path_of(&url));
@@ -216,7 +230,7 @@ fn header(name: &str, value: &str) -> tiny_http::Header {
     tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("static header is valid")
 }
 
-fn process(ctx: &Ctx, req: &mut tiny_http::Request) -> Result<Reply, ApiError> {
+fn process(ctx: &Ctx, req: &mut tiny_http::Request) -> Result<Handled, ApiError> {
     let url = req.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
     let raw = path.strip_prefix('/').ok_or(ApiError::NoRoute)?;
@@ -227,9 +241,13 @@ fn process(ctx: &Ctx, req: &mut tiny_http::Request) -> Result<Reply, ApiError> {
         .map_err(ApiError::BadPath)?;
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
     if *req.method() == tiny_http::Method::Options {
-        return Ok(cors_preflight());
+        return Ok(Handled::Reply(cors_preflight()));
     }
     let endpoint = routes::resolve(req.method(), &segs)?;
+    if let routes::Endpoint::Object(obj) = endpoint {
+        // The body may be far larger than body_limit; the store streams it.
+        return Ok(Handled::Object(obj));
+    }
     let mut call = Call {
         peer: req.remote_addr().copied(),
         headers: req.headers().iter().map(|h| (h.field.to_string(), h.value.to_string())).collect(),
@@ -238,7 +256,7 @@ fn process(ctx: &Ctx, req: &mut tiny_http::Request) -> Result<Reply, ApiError> {
     };
     let principal = routes::authenticate(ctx, &endpoint, &call)?;
     call.body = read_body(req, ctx.cfg.body_limit)?;
-    routes::dispatch(ctx, endpoint, &call, principal)
+    routes::dispatch(ctx, endpoint, &call, principal).map(Handled::Reply)
 }
 
 fn cors_preflight() -> Reply {
