@@ -402,24 +402,11 @@ impl LocalStore {
         Ok(p)
     }
 
-    fn string_to_sign(method: &str, bucket: &str, key: &str, expires: u64, length: Option<u64>) -> Vec<u8> {
-        let length = length.map(|l| l.to_string()).unwrap_or_else(|| "-".into());
-        format!("mito object url v1\n{method}\n{bucket}\n{key}\n{expires}\n{length}").into_bytes()
-    }
-
     fn presign(&self, origin: &str, method: &str, bucket: Bucket, key: &str, length: Option<u64>, ttl: Duration) -> Result<String, ApiError> {
         let bucket = self.bucket_name(bucket);
         self.path(bucket, key)?;
         let expires = now_secs().saturating_add(ttl.as_secs());
-        let sig = self.inner.keys.sign_bytes(&Self::string_to_sign(method, bucket, key, expires, length));
-        let sig = Base64UrlSafeNoPadding::encode_to_string(sig)
-            .map_err(|e| ApiError::Internal(format!("base64 of a signature: {e}")))?;
-        let mut url = format!("{origin}/objects/{bucket}/{}?expires={expires}", encode_path(key));
-        if let Some(l) = length {
-            url.push_str(&format!("&length={l}"));
-        }
-        url.push_str(&format!("&signature={sig}"));
-        Ok(url)
+        Ok(local_url(&self.inner.keys, origin, method, bucket, key, length, expires))
     }
 
     /// Checks a request's signature and expiry; returns the signed length for a PUT.
@@ -439,7 +426,7 @@ impl LocalStore {
         let sig = param("signature")
             .and_then(|s| Base64UrlSafeNoPadding::decode_to_vec(s, None).ok())
             .ok_or_else(|| denied("the URL is not signed"))?;
-        let msg = Self::string_to_sign(method, &obj.bucket, &obj.key, expires, length);
+        let msg = string_to_sign(method, &obj.bucket, &obj.key, expires, length);
         if !self.inner.keys.verify_bytes(&msg, &sig) {
             return Err(denied("the URL's signature does not match (was it changed, or issued for another method?)"));
         }
@@ -572,6 +559,25 @@ impl LocalStore {
         }
         file.sync_data().map_err(|e| io_err("cannot sync", e))
     }
+}
+
+fn string_to_sign(method: &str, bucket: &str, key: &str, expires: u64, length: Option<u64>) -> Vec<u8> {
+    let length = length.map(|l| l.to_string()).unwrap_or_else(|| "-".into());
+    format!("mito object url v1\n{method}\n{bucket}\n{key}\n{expires}\n{length}").into_bytes()
+}
+
+/// A local-store URL for `method` (`GET`, or `PUT` of exactly `length` bytes) on `key` in
+/// `bucket`, valid until `expires` (Unix seconds). The Ed25519 signature covers all of
+/// them, so changing any part of the URL voids it.
+pub fn local_url(keys: &Keys, origin: &str, method: &str, bucket: &str, key: &str, length: Option<u64>, expires: u64) -> String {
+    let sig = keys.sign_bytes(&string_to_sign(method, bucket, key, expires, length));
+    let sig = Base64UrlSafeNoPadding::encode_to_string(sig).unwrap_or_default();
+    let mut url = format!("{origin}/objects/{bucket}/{}?expires={expires}", encode_path(key));
+    if let Some(l) = length {
+        url.push_str(&format!("&length={l}"));
+    }
+    url.push_str(&format!("&signature={sig}"));
+    url
 }
 
 /// Moves a finished temp file to `path`, creating directories; retried because a
