@@ -13,10 +13,15 @@ pub mod auth;
 pub mod authz;
 pub mod db;
 pub mod error;
+pub mod filter;
+pub mod reaper;
 pub mod redis;
 mod routes;
+pub mod scheduler;
 pub mod server;
 pub mod storage;
+pub mod tasks;
+pub mod workers;
 
 use crate::cli::{help_text, parse_mode, OptSpec};
 use crate::config::{cache_dir, ConfigError, CoordinatorConfig, Layers};
@@ -98,6 +103,7 @@ pub struct Ctx {
     pub redis_client_url: Option<String>,
     /// Handed to workers at registration.
     pub redis_worker_url: Option<String>,
+    pub scheduler: scheduler::Scheduler,
     /// Where artifacts and attachments live.
     pub storage: storage::Storage,
 }
@@ -209,8 +215,11 @@ pub fn run(cfg: CoordinatorConfig) -> Result<(), String> {
         shutdown,
         redis_client_url: redis_urls.as_ref().map(|u| u.client.clone()),
         redis_worker_url: redis_urls.map(|u| u.worker),
+        scheduler: scheduler::Scheduler::new(),
         storage,
     });
+    let mut background = scheduler::spawn(ctx.clone());
+    background.extend(reaper::spawn(ctx.clone()));
     let handlers = server::spawn_handlers(ctx.clone(), server.clone(), threads);
     log::info!("coordinator listening on http://{bind} with {threads} handler threads");
 
@@ -222,7 +231,7 @@ pub fn run(cfg: CoordinatorConfig) -> Result<(), String> {
     }
     ctx.shutdown.trigger();
     ctx.storage.close();
-    for h in handlers {
+    for h in handlers.into_iter().chain(background) {
         let _ = h.join();
     }
     drop(server);

@@ -178,20 +178,18 @@ fn handler_loop(ctx: &Ctx, server: &tiny_http::Server) {
     }
 }
 
-/// What processing a request led to.
-enum Handled {
-    Reply(Reply),
-    /// A local object store transfer: it streams and answers by itself.
-    Object(super::storage::ObjectRequest),
-}
-
 fn handle(ctx: &Ctx, mut req: tiny_http::Request) {
     let started = Instant::now();
     let method = req.method().clone();
     let url = req.url().to_string();
     let reply = match process(ctx, &mut req) {
-        Ok(Handled::Reply(r)) => r,
-        Ok(Handled::Object(obj)) => {
+        Ok(routes::Outcome::Reply(r)) => r,
+        Ok(routes::Outcome::Park { worker_id, deadline }) => {
+            log::debug!("{method} {} parked until a task is ready", path_of(&url));
+            ctx.scheduler.park(super::scheduler::Parked::new(req, worker_id, deadline));
+            return;
+        }
+        Ok(routes::Outcome::Object(obj)) => {
             log::debug!("{method} {} -> object store", path_of(&url));
             return match &ctx.storage {
                 super::storage::Storage::Local(store) => store.serve(req, obj),
@@ -230,7 +228,7 @@ fn header(name: &str, value: &str) -> tiny_http::Header {
     tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("static header is valid")
 }
 
-fn process(ctx: &Ctx, req: &mut tiny_http::Request) -> Result<Handled, ApiError> {
+fn process(ctx: &Ctx, req: &mut tiny_http::Request) -> Result<routes::Outcome, ApiError> {
     let url = req.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
     let raw = path.strip_prefix('/').ok_or(ApiError::NoRoute)?;
@@ -241,12 +239,12 @@ fn process(ctx: &Ctx, req: &mut tiny_http::Request) -> Result<Handled, ApiError>
         .map_err(ApiError::BadPath)?;
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
     if *req.method() == tiny_http::Method::Options {
-        return Ok(Handled::Reply(cors_preflight()));
+        return Ok(routes::Outcome::Reply(cors_preflight()));
     }
     let endpoint = routes::resolve(req.method(), &segs)?;
     if let routes::Endpoint::Object(obj) = endpoint {
         // The body may be far larger than body_limit; the store streams it.
-        return Ok(Handled::Object(obj));
+        return Ok(routes::Outcome::Object(obj));
     }
     let mut call = Call {
         peer: req.remote_addr().copied(),
@@ -256,7 +254,7 @@ fn process(ctx: &Ctx, req: &mut tiny_http::Request) -> Result<Handled, ApiError>
     };
     let principal = routes::authenticate(ctx, &endpoint, &call)?;
     call.body = read_body(req, ctx.cfg.body_limit)?;
-    routes::dispatch(ctx, endpoint, &call, principal).map(Handled::Reply)
+    routes::dispatch(ctx, endpoint, &call, principal)
 }
 
 fn cors_preflight() -> Reply {

@@ -80,19 +80,9 @@ fn download_url(api: &Api, path: &str) -> (String, i64) {
     (v["url"].as_str().unwrap().to_string(), v["size"].as_i64().unwrap())
 }
 
-/// Inserts a Ready task of `creator` in `group` straight into the database.
-fn add_task(c: &Coordinator, creator: &str, group: &str) -> Uuid {
-    let uuid = Uuid::new_v4();
-    let mut db = c.db.connect();
-    db.execute(
-        "INSERT INTO active_tasks (creator_id, group_id, task_id, uuid, state, timeout, priority, spec)
-         SELECT u.id, g.id, g.task_count + 1, $3, 1, 600, 0, '{\"args\":[\"true\"]}'::jsonb
-         FROM users u, groups g WHERE u.username = $1 AND g.group_name = $2",
-        &[&creator, &group, &uuid],
-    )
-    .unwrap();
-    db.execute("UPDATE groups SET task_count = task_count + 1 WHERE group_name = $1", &[&group]).unwrap();
-    uuid
+/// Submits a task to `group` through the API.
+fn add_task(api: &Api, group: &str) -> Uuid {
+    submit(api, &task(group, &["true"], &[], 0)).parse().unwrap()
 }
 
 fn storage_used(c: &Coordinator, group: &str) -> i64 {
@@ -176,7 +166,7 @@ fn attachment_upload_then_download_returns_the_same_bytes_s3() {
 fn artifact_round_trip(b: Backend) {
     let c = coordinator(b);
     let bob = c.user("bob");
-    let task = add_task(&c, "bob", "bob");
+    let task = add_task(&bob, "bob");
     let body = payload(70_000, 3);
     upload_artifact(&bob, task, "result", &body);
     let (url, size) = download_url(&bob, &format!("/tasks/{task}/download/artifacts/result"));
@@ -311,7 +301,7 @@ fn a_put_of_another_length_is_refused_s3() {
 fn exceeding_the_quota_gives_403_and_reserves_nothing() {
     let c = Coordinator::start();
     let bob = c.user("bob");
-    let task = add_task(&c, "bob", "bob");
+    let task = add_task(&bob, "bob");
     let (s, b) = c.admin().post("/admin/groups/bob/storage-quota", &json!({"storage_quota": "=1KB"}));
     assert_eq!((s, b.as_str()), (200, r#"{"storage_quota":1000}"#));
     attachment_url(&bob, "bob", "a", 600);
@@ -427,7 +417,7 @@ fn attachment_routes_follow_group_roles() {
 fn artifact_routes_need_membership_even_where_mitosis_checks_nothing() {
     let c = Coordinator::start();
     let (bob, carol, _dave, eve) = lab(&c);
-    let task = add_task(&c, "bob", "lab");
+    let task = add_task(&bob, "lab");
     upload_artifact(&bob, task, "result", b"out");
     backdate(&c);
     let single = format!("/tasks/{task}/download/artifacts/result");
@@ -455,58 +445,77 @@ fn artifact_routes_need_membership_even_where_mitosis_checks_nothing() {
     assert_eq!(carol.get(&single).0, 404);
 }
 
-/// A worker row and a token for it; `groups` are (group, role code).
-fn add_worker(c: &Coordinator, owner: &str, groups: &[(&str, i32)]) -> (i64, String) {
-    let uuid = Uuid::new_v4();
-    let mut db = c.db.connect();
-    let id: i64 = db
-        .query_one(
-            "INSERT INTO workers (worker_id, creator_id) SELECT $1, id FROM users WHERE username = $2 RETURNING id",
-            &[&uuid, &owner],
-        )
-        .unwrap()
-        .get(0);
-    for (g, role) in groups {
-        db.execute(
-            "INSERT INTO group_worker (group_id, worker_id, role) SELECT id, $2, $3 FROM groups WHERE group_name = $1",
-            &[g, &id, role],
-        )
-        .unwrap();
-    }
-    let (private, public) = keys();
-    let k = mito::coordinator::auth::Keys::load(private, public).unwrap();
-    (id, k.issue(&uuid.to_string(), Duration::from_secs(3600), 0))
-}
-
 #[test]
 fn workers_get_resource_urls_only_for_their_groups_and_current_task() {
     let c = Coordinator::start();
-    let (bob, _carol, _dave, _eve) = lab(&c);
-    let mine = add_task(&c, "bob", "lab");
-    let other = add_task(&c, "bob", "bob");
+    let (bob, carol, _dave, _eve) = lab(&c);
+    assert_eq!(bob.post("/groups", &json!({"group_name": "side"})).0, 200);
+    let w = c.worker(&bob, &[], &["lab"]);
+    // The worker only reads `side`: its tasks never run there.
+    let (s, b) = bob.put(&format!("/workers/{}/groups", w.uuid), &json!({"relations": {"side": "Read"}}));
+    assert_eq!(s, 200, "{b}");
+    let mine = add_task(&bob, "lab");
+    let side = add_task(&bob, "side");
+    let elsewhere = add_task(&carol, "carol");
     upload_attachment(&bob, "lab", "in.txt", b"lab input");
-    upload_attachment(&bob, "bob", "in.txt", b"bob input");
+    upload_attachment(&bob, "side", "in.txt", b"side input");
     upload_artifact(&bob, mine, "result", b"lab result");
-    upload_artifact(&bob, other, "result", b"bob result");
-    // Serves lab (Write) and only reads bob's personal group.
-    let (wid, token) = add_worker(&c, "bob", &[("lab", 1), ("bob", 0)]);
-    c.db.connect()
-        .execute("UPDATE active_tasks SET state = 2, assigned_worker = $1 WHERE uuid = $2", &[&wid, &mine])
-        .unwrap();
-    let w = c.as_token(&token);
-    let (url, size) = download_url(&w, &format!("/workers/tasks/{mine}/attachments/in.txt"));
+    upload_artifact(&bob, side, "result", b"side result");
+    upload_artifact(&carol, elsewhere, "result", b"carol result");
+    let t = w.fetch().expect("the lab task");
+    assert_eq!(t["uuid"], json!(mine));
+    let (url, size) = download_url(&w.api, &format!("/workers/tasks/{mine}/attachments/in.txt"));
     assert_eq!((get(&url), size), ((200, b"lab input".to_vec()), 9));
-    let (url, _) = download_url(&w, &format!("/workers/tasks/{mine}/artifacts/result"));
+    let (url, _) = download_url(&w.api, &format!("/workers/tasks/{mine}/artifacts/result"));
     assert_eq!(get(&url), (200, b"lab result".to_vec()));
     // Not its current task, a group it does not serve, a missing attachment.
-    assert_eq!(w.get(&format!("/workers/tasks/{other}/attachments/in.txt")).0, 404);
-    assert_eq!(w.get(&format!("/workers/tasks/{other}/artifacts/result")).0, 404);
-    assert_eq!(w.get(&format!("/workers/tasks/{mine}/attachments/nope")).0, 404);
+    assert_eq!(w.api.get(&format!("/workers/tasks/{side}/attachments/in.txt")).0, 404);
+    assert_eq!(w.api.get(&format!("/workers/tasks/{side}/artifacts/result")).0, 404);
+    assert_eq!(w.api.get(&format!("/workers/tasks/{elsewhere}/artifacts/result")).0, 404);
+    assert_eq!(w.api.get(&format!("/workers/tasks/{mine}/attachments/nope")).0, 404);
     // User tokens are not worker tokens, and a removed worker's token stops working.
     assert_eq!(bob.get(&format!("/workers/tasks/{mine}/artifacts/result")).0, 401);
-    c.db.connect().execute("DELETE FROM workers WHERE id = $1", &[&wid]).unwrap();
-    let (s, b) = w.get(&format!("/workers/tasks/{mine}/artifacts/result"));
+    assert_eq!(w.api.delete("/workers").0, 200);
+    let (s, b) = w.api.get(&format!("/workers/tasks/{mine}/artifacts/result"));
     assert_eq!((s, msg(&b).as_str()), (401, "Authentication error: Wrong credentials"));
+}
+
+fn worker_upload(b: Backend) {
+    let c = coordinator(b);
+    let bob = c.user("bob");
+    let uuid = add_task(&bob, "bob");
+    let w = c.worker(&bob, &[], &[]);
+    let t = w.fetch().unwrap();
+    let id = t["id"].as_i64().unwrap();
+    assert_eq!(w.report(id, json!("Finish")).0, 200);
+    let body = payload(40_000, 5);
+    let (s, r) = w.report(id, json!({"Upload": {"content_type": "std-log", "content_length": body.len()}}));
+    assert_eq!(s, 200, "{r}");
+    let url = json(&r)["url"].as_str().unwrap().to_string();
+    assert_eq!(put(&url, &body).0, 200);
+    assert_eq!(storage_used(&c, "bob"), 40_000);
+    // Over the quota: refused, and nothing is charged.
+    c.admin().post("/admin/groups/bob/storage-quota", &json!({"storage_quota": "=50000"}));
+    let (s, r) = w.report(id, json!({"Upload": {"content_type": "result", "content_length": 10_001}}));
+    assert_eq!((s, msg(&r).as_str()), (403, "Resource quota exceeded"));
+    assert_eq!(storage_used(&c, "bob"), 40_000);
+    assert_eq!(w.report(id, json!({"Commit": {"exit_status": 0, "msg": null}})).0, 200);
+    let (s, info) = bob.get(&format!("/tasks/{uuid}"));
+    assert_eq!(json(&info)["artifacts"][0]["content_type"], "std-log", "{s} {info}");
+    let (url, size) = download_url(&bob, &format!("/tasks/{uuid}/download/artifacts/std-log"));
+    assert_eq!(size, 40_000);
+    let (s, got) = get(&url);
+    assert!(s == 200 && got == body, "the worker's upload did not come back intact ({s})");
+}
+
+#[test]
+fn a_worker_uploads_artifacts_through_its_report_local() {
+    worker_upload(Backend::Local);
+}
+
+#[test]
+fn a_worker_uploads_artifacts_through_its_report_s3() {
+    worker_upload(Backend::S3);
 }
 
 // ---------------------------------------------------------------- deletes
@@ -515,7 +524,7 @@ fn workers_get_resource_urls_only_for_their_groups_and_current_task() {
 fn deletes_free_quota_and_users_wait_an_hour_after_an_upload() {
     let c = Coordinator::start();
     let bob = c.user("bob");
-    let task = add_task(&c, "bob", "bob");
+    let task = add_task(&bob, "bob");
     upload_attachment(&bob, "bob", "a.txt", &[0; 100]);
     upload_attachment(&bob, "bob", "b.txt", &[0; 20]);
     upload_artifact(&bob, task, "exec-log", &[0; 30]);
@@ -554,7 +563,7 @@ fn a_failing_object_store_leaks_nothing() {
     let c = with_s3(&s3);
     let bob = c.user("bob");
     upload_attachment(&bob, "bob", "keep.bin", &[9; 64]);
-    let task = add_task(&c, "bob", "bob");
+    let task = add_task(&bob, "bob");
     upload_artifact(&bob, task, "result", &[8; 36]);
     backdate(&c);
     s3.stop();
@@ -610,8 +619,8 @@ fn batch_downloads_list_what_exists() {
     let (s, b) = bob.post("/groups/bob/attachments/query", &json!({"count": true, "key": "logs"}));
     assert_eq!((s, json(&b)["count"].as_u64()), (200, Some(2)));
 
-    let t1 = add_task(&c, "bob", "bob");
-    let t2 = add_task(&c, "bob", "bob");
+    let t1 = add_task(&bob, "bob");
+    let t2 = add_task(&bob, "bob");
     upload_artifact(&bob, t1, "std-log", b"one");
     let (s, b) = bob.post("/tasks/download/artifacts/list", &json!({"uuids": [t1, t2], "content_type": "std-log"}));
     let items = json(&b)["downloads"].clone();

@@ -12,14 +12,13 @@
 //! the caller may not see is "not found".
 
 use super::objects::{authorize_task, lock_group_for_upload, origin, parse_content_type, parse_uuid, release, task_group};
-use super::AuthWorker;
 use crate::api::{
     ArtifactContentType, ArtifactDownloadItem, ArtifactsDeleteByFilterReq, ArtifactsDeleteByFilterResp,
     ArtifactsDeleteByUuidsReq, ArtifactsDeleteByUuidsResp, ArtifactsDownloadByFilterReq, ArtifactsDownloadByUuidsReq,
     ArtifactsDownloadListResp, GroupWorkerRole, RemoteResourceDownloadResp, UploadArtifactReq, UploadArtifactResp,
     UserGroupRole,
 };
-use crate::coordinator::auth::AuthUser;
+use crate::coordinator::auth::{AuthUser, AuthWorker};
 use crate::coordinator::authz::authorize_group;
 use crate::coordinator::error::ApiError;
 use crate::coordinator::server::{Call, Reply};
