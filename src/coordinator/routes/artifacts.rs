@@ -19,7 +19,7 @@ use crate::api::{
     UserGroupRole,
 };
 use crate::coordinator::auth::{AuthUser, AuthWorker};
-use crate::coordinator::authz::authorize_group;
+use super::tasks::{build_filter, union_sql, TaskFilter};
 use crate::coordinator::error::ApiError;
 use crate::coordinator::server::{Call, Reply};
 use crate::coordinator::storage::{download_ttl, Bucket, UPLOAD_TTL};
@@ -169,86 +169,38 @@ pub fn download_by_uuids(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Repl
     download_items(ctx, call, req.content_type, rows)
 }
 
-/// A comparison such as `>=3` or `7` (`=` when no operator is given).
-fn parse_cmp(s: &str, field: &str) -> Result<(&'static str, i32), ApiError> {
-    let s = s.trim();
-    let (op, rest) = [">=", "<=", "!=", "=", ">", "<"]
-        .iter()
-        .find_map(|op| s.strip_prefix(op).map(|r| (*op, r)))
-        .unwrap_or(("=", s));
-    let n = rest.trim().parse::<i32>().map_err(|_| {
-        ApiError::bad(format!("invalid {field} filter {s:?}: expected an integer with an optional =, !=, >, >=, < or <="))
-    })?;
-    Ok((op, n))
-}
-
-/// The artifacts of one type of the tasks a filter selects in one group.
-fn filtered(db: &mut postgres::Client, group_id: i64, req: &ArtifactsDownloadByFilterReq) -> Result<Vec<postgres::Row>, ApiError> {
-    let set = |name: &str, s: &Option<std::collections::BTreeSet<String>>| match s {
-        Some(s) if s.is_empty() => Err(ApiError::bad(format!("Empty {name}: leave the filter out or give at least one"))),
-        Some(s) => Ok(Some(s.iter().cloned().collect::<Vec<String>>())),
-        None => Ok(None),
+/// The artifacts of one type of the tasks a filter selects, after checking the caller's
+/// role `min` in the filter's group (default: their personal group).
+fn filtered(
+    db: &mut postgres::Client,
+    user: &AuthUser,
+    req: &ArtifactsDownloadByFilterReq,
+    min: UserGroupRole,
+) -> Result<Vec<postgres::Row>, ApiError> {
+    let f = TaskFilter {
+        group_name: req.group_name.as_deref(),
+        creator_usernames: &req.creator_usernames,
+        tags: &req.tags,
+        labels: &req.labels,
+        states: &req.states,
+        exit_status: &req.exit_status,
+        priority: &req.priority,
     };
-    let creators = set("creator_usernames", &req.creator_usernames)?;
-    let tags = set("tags", &req.tags)?;
-    let labels = set("labels", &req.labels)?;
-    let states: Option<Vec<i32>> = match &req.states {
-        Some(s) if s.is_empty() => return Err(ApiError::bad("Empty states: leave the filter out or give at least one")),
-        Some(s) => Some(s.iter().map(|st| st.code()).collect()),
-        None => None,
-    };
-    let priority = req.priority.as_deref().map(|p| parse_cmp(p, "priority")).transpose()?;
-    let exit = req.exit_status.as_deref().map(|p| parse_cmp(p, "exit_status")).transpose()?;
-    let rows = db.query(
-        "SELECT a.task_id, a.size FROM artifacts a JOIN (
-             SELECT uuid, group_id, creator_id, tags, labels, state, priority, result, NULL::uuid AS reporter_uuid
-             FROM active_tasks WHERE group_id = $2
-             UNION ALL
-             SELECT uuid, group_id, creator_id, tags, labels, state, priority, result, reporter_uuid
-             FROM archived_tasks WHERE group_id = $2
-         ) t ON t.uuid = a.task_id
-         WHERE a.content_type = $1
-           AND ($3::text[] IS NULL OR t.creator_id IN (SELECT id FROM users WHERE username = ANY($3)))
-           AND ($4::text[] IS NULL OR t.tags @> $4)
-           AND ($5::text[] IS NULL OR t.labels @> $5)
-           AND ($6::int[] IS NULL OR t.state = ANY($6))
-           AND ($7::text IS NULL OR CASE $7 WHEN '=' THEN t.priority = $8 WHEN '!=' THEN t.priority <> $8
-                WHEN '>' THEN t.priority > $8 WHEN '>=' THEN t.priority >= $8
-                WHEN '<' THEN t.priority < $8 ELSE t.priority <= $8 END)
-           AND ($9::text IS NULL OR CASE $9
-                WHEN '=' THEN (t.result->>'exit_status')::int = $10 WHEN '!=' THEN (t.result->>'exit_status')::int <> $10
-                WHEN '>' THEN (t.result->>'exit_status')::int > $10 WHEN '>=' THEN (t.result->>'exit_status')::int >= $10
-                WHEN '<' THEN (t.result->>'exit_status')::int < $10 ELSE (t.result->>'exit_status')::int <= $10 END)
-           AND ($11::uuid IS NULL OR t.reporter_uuid = $11)
-         ORDER BY a.task_id",
-        &[
-            &req.content_type.code(),
-            &group_id,
-            &creators,
-            &tags,
-            &labels,
-            &states,
-            &priority.map(|p| p.0),
-            &priority.map(|p| p.1),
-            &exit.map(|p| p.0),
-            &exit.map(|p| p.1),
-            &req.reporter_uuid,
-        ],
-    )?;
-    Ok(rows)
-}
-
-/// The group a filter names, defaulting to the caller's personal group.
-fn filter_group<'a>(req: &'a ArtifactsDownloadByFilterReq, user: &'a AuthUser) -> &'a str {
-    req.group_name.as_deref().unwrap_or(&user.username)
+    let (_, mut q) = build_filter(db, user, &f, min)?;
+    let union = union_sql(&mut q, req.reporter_uuid);
+    let ct = q.bind(req.content_type.code());
+    let sql = format!(
+        "SELECT a.task_id, a.size FROM artifacts a JOIN ({union}) x ON x.uuid = a.task_id
+         WHERE a.content_type = {ct} ORDER BY a.task_id"
+    );
+    Ok(db.query(&sql, &q.params())?)
 }
 
 /// `POST /tasks/download/artifacts`: GET URLs for the artifacts of the tasks a filter selects.
 pub fn download_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
     let req: ArtifactsDownloadByFilterReq = call.json()?;
     let mut db = ctx.pool.get()?;
-    let (group_id, _) = authorize_group(&mut *db, user, filter_group(&req, user), UserGroupRole::Read)?;
-    let rows = filtered(&mut db, group_id, &req)?;
+    let rows = filtered(&mut db, user, &req, UserGroupRole::Read)?;
     download_items(ctx, call, req.content_type, rows)
 }
 
@@ -323,8 +275,7 @@ pub fn delete_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply
     let req: ArtifactsDeleteByFilterReq = call.json()?;
     let uuids: Vec<Uuid> = {
         let mut db = ctx.pool.get()?;
-        let (group_id, _) = authorize_group(&mut *db, user, filter_group(&req, user), UserGroupRole::Write)?;
-        filtered(&mut db, group_id, &req)?.iter().map(|r| r.get(0)).collect()
+        filtered(&mut db, user, &req, UserGroupRole::Write)?.iter().map(|r| r.get(0)).collect()
     };
     let (deleted_count, _) = delete_many(ctx, user, uuids, req.content_type)?;
     Ok(Reply::json(&ArtifactsDeleteByFilterResp { deleted_count }))
