@@ -198,6 +198,13 @@ impl S3Store {
         let endpoint = url::Url::parse(url)
             .map_err(|e| format!("invalid value for `s3_url`: {url:?} is not a URL ({e}); e.g. http://127.0.0.1:9000"))?;
         let host = endpoint.host().ok_or_else(|| format!("invalid value for `s3_url`: {url:?} has no host"))?;
+        if endpoint.scheme() == "https" {
+            // The coordinator itself talks to S3 (buckets, deletes) with ureq, built without TLS.
+            return Err(format!(
+                "`s3_url` {url:?} uses https, but this mito is built without TLS; \
+                 use an http:// endpoint (e.g. a TLS-terminating proxy on the same host)"
+            ));
+        }
         // Virtual-host style needs DNS names under the endpoint; an IP address or localhost
         // endpoint (MinIO, Garage, a test server) can only be addressed by path.
         let by_ip = matches!(host, url::Host::Ipv4(_) | url::Host::Ipv6(_)) || endpoint.host_str() == Some("localhost");
