@@ -96,7 +96,7 @@ pub fn origin(host: Option<&str>, bind: SocketAddr) -> String {
 
 /// The object store.
 pub enum Storage {
-    S3(S3Store),
+    S3(Box<S3Store>),
     Local(LocalStore),
 }
 
@@ -114,7 +114,7 @@ impl Storage {
             return Err("`artifacts_bucket` and `attachments_bucket` must differ".into());
         }
         match &cfg.s3_url {
-            Some(url) => S3Store::new(cfg, url).map(Storage::S3),
+            Some(url) => S3Store::new(cfg, url).map(|s| Storage::S3(Box::new(s))),
             None => Ok(Storage::Local(LocalStore::new(cfg, keys.clone()))),
         }
     }
