@@ -15,4 +15,5 @@ mod permissions;
 mod redis_acl;
 mod scheduling;
 mod startup;
+mod storage;
 mod tasks;
