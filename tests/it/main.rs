@@ -9,6 +9,7 @@ mod bad_input;
 mod cli;
 mod client;
 mod client_tasks;
+mod client_files;
 mod groups;
 mod lifecycle;
 mod permissions;
