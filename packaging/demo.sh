@@ -47,19 +47,21 @@ PIDS+=($!)
 for _ in $(seq 100); do curl -fs "$URL/health" >/dev/null 2>&1 && break; sleep 0.1; done
 curl -fs "$URL/health"; echo
 
-md5json() { printf '%s' "$1" | md5sum | cut -c1-32 | sed 's/../& /g' | { read -ra h; printf '['; sep=""; for x in "${h[@]}"; do printf '%s%d' "$sep" "0x$x"; sep=","; done; printf ']'; }; }
-post() { curl -s -X POST "$URL$1" -H 'Content-Type: application/json' ${3:+-H "Authorization: Bearer $3"} -d "$2"; }
-
-say "logging in as mitosis_admin"
-TOKEN=$(post /login "{\"username\":\"mitosis_admin\",\"md5_password\":$(md5json mitosis_admin)}" | sed 's/.*"token":"\([^"]*\)".*/\1/')
-curl -s "$URL/auth" -H "Authorization: Bearer $TOKEN"; echo
-
+# From here on, everything goes through `mito client`, as a user would type it. The demo
+# keeps its credentials file in .demo so it never touches ~/.config/mitosis.
+client() { "$MITO" client -c "$URL" --credential-path "$DEMO/credentials-$WHO" "$@"; }
+say "logging in as mitosis_admin (the token is cached, 0600, for the next commands)"
+WHO=admin client -u mitosis_admin -p mitosis_admin auth
 say "creating user alice, who creates group lab and adds the admin as a reader"
-post /admin/users "{\"username\":\"alice\",\"md5_password\":$(md5json alice-pw),\"admin\":false}" "$TOKEN"
-ALICE=$(post /login "{\"username\":\"alice\",\"md5_password\":$(md5json alice-pw)}" | sed 's/.*"token":"\([^"]*\)".*/\1/')
-post /groups '{"group_name":"lab"}' "$ALICE"
-curl -s -X PUT "$URL/groups/lab/users" -H 'Content-Type: application/json' -H "Authorization: Bearer $ALICE" -d '{"relations":{"mitosis_admin":"Read"}}'
-curl -s "$URL/groups/lab" -H "Authorization: Bearer $ALICE"; echo
-curl -s "$URL/users/groups" -H "Authorization: Bearer $TOKEN"; echo
-
+WHO=admin client admin users create alice alice-pw
+WHO=alice client -u alice -p alice-pw groups create lab
+WHO=alice client groups update-user lab mitosis_admin:read
+WHO=alice client groups get lab
+WHO=admin client users groups
+say "alice submits a task to lab and finds it (with --json for scripts)"
+WHO=alice client tasks submit -g lab -l demo -- echo "Hello, Mitosis!"
+WHO=alice client tasks query -g lab -l demo -v
+WHO=alice client --json tasks query -g lab --count
+say "a failure exits non-zero with the server's message"
+WHO=alice client groups get nosuchgroup || echo "(exit status $?)"
 say "done; stopping everything the demo started"

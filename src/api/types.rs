@@ -447,6 +447,177 @@ pub struct RemoveGroupWorkerRoleReq {
     pub groups: BTreeSet<String>,
 }
 
+// ---------------------------------------------------------------- attachments and artifacts
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UploadAttachmentReq {
+    pub key: String,
+    pub content_length: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UploadAttachmentResp {
+    pub exist: bool,
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttachmentMetadata {
+    pub content_type: AttachmentContentType,
+    pub size: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AttachmentsQueryReq {
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub limit: Option<u64>,
+    #[serde(default)]
+    pub offset: Option<u64>,
+    pub count: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttachmentQueryInfo {
+    pub key: String,
+    pub content_type: AttachmentContentType,
+    pub size: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttachmentsQueryResp {
+    pub count: u64,
+    pub attachments: Vec<AttachmentQueryInfo>,
+    pub group_name: String,
+}
+
+/// Also the body of `POST /groups/{g}/delete/attachments` (AttachmentsDeleteByFilterReq).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AttachmentsDownloadByFilterReq {
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub limit: Option<u64>,
+    #[serde(default)]
+    pub offset: Option<u64>,
+}
+
+pub type AttachmentsDeleteByFilterReq = AttachmentsDownloadByFilterReq;
+
+/// Also the body of `POST /groups/{g}/delete/attachments/list` (AttachmentsDeleteByKeysReq).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttachmentsDownloadByKeysReq {
+    pub keys: Vec<String>,
+}
+
+pub type AttachmentsDeleteByKeysReq = AttachmentsDownloadByKeysReq;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttachmentDownloadItem {
+    pub key: String,
+    pub url: String,
+    pub size: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttachmentsDownloadListResp {
+    pub downloads: Vec<AttachmentDownloadItem>,
+    pub group_name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttachmentsDeleteByFilterResp {
+    pub deleted_count: u64,
+    pub group_name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttachmentsDeleteByKeysResp {
+    pub deleted_count: u64,
+    pub failed_keys: Vec<String>,
+    pub group_name: String,
+}
+
+/// A signed download URL and the object's recorded size.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoteResourceDownloadResp {
+    pub url: String,
+    pub size: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UploadArtifactReq {
+    pub content_type: ArtifactContentType,
+    pub content_length: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UploadArtifactResp {
+    pub exist: bool,
+    pub url: String,
+}
+
+/// A task filter plus the artifact type; also ArtifactsDeleteByFilterReq.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArtifactsDownloadByFilterReq {
+    #[serde(default)]
+    pub creator_usernames: Option<BTreeSet<String>>,
+    #[serde(default)]
+    pub group_name: Option<String>,
+    #[serde(default)]
+    pub tags: Option<BTreeSet<String>>,
+    #[serde(default)]
+    pub labels: Option<BTreeSet<String>>,
+    #[serde(default)]
+    pub states: Option<BTreeSet<TaskState>>,
+    #[serde(default)]
+    pub exit_status: Option<String>,
+    #[serde(default)]
+    pub priority: Option<String>,
+    #[serde(default)]
+    pub reporter_uuid: Option<Uuid>,
+    pub content_type: ArtifactContentType,
+}
+
+pub type ArtifactsDeleteByFilterReq = ArtifactsDownloadByFilterReq;
+
+/// Also ArtifactsDeleteByUuidsReq.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArtifactsDownloadByUuidsReq {
+    pub uuids: Vec<Uuid>,
+    pub content_type: ArtifactContentType,
+}
+
+pub type ArtifactsDeleteByUuidsReq = ArtifactsDownloadByUuidsReq;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArtifactDownloadItem {
+    pub uuid: Uuid,
+    pub url: String,
+    pub size: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArtifactsDownloadListResp {
+    pub downloads: Vec<ArtifactDownloadItem>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArtifactsDeleteByFilterResp {
+    pub deleted_count: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArtifactsDeleteByUuidsResp {
+    pub deleted_count: u64,
+    pub failed_uuids: Vec<Uuid>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,289 @@
-//! `mito client`: the command-line client (not available yet).
+//! `mito client`: the command-line client, with the command tree of the mitosis 0.6 client
+//! (same names, flags and defaults) plus exit codes, `--json` output and `tasks wait/logs`.
+//!
+//! ```text
+//! mito client tasks submit -- echo "Hello, Mitosis!"
+//! mito client --json tasks get 7f0c...       # the coordinator's JSON on stdout
+//! mito client -i                              # [mito::client]> prompt, same commands
+//! ```
+//!
+//! Every run first makes sure of a valid token (the credentials file, else a login), then
+//! runs the command, then, with `-i`, reads more commands. Results go to stdout as plain
+//! lines (or JSON with `--json`); errors go to stderr with the server's message, and the exit
+//! status says what happened: 0 success, 1 failure, 2 a mistake in the command line,
+//! 3 `tasks wait` saw a task that did not succeed, 124 `tasks wait` ran out of time.
+
+pub mod args;
+pub mod http;
+pub mod transfer;
+
+mod admin;
+mod artifacts;
+mod attachments;
+mod groups;
+mod output;
+mod repl;
+mod tasks;
+mod users;
+mod workers;
+
+use crate::cli::{help_text, parse_mode, OptSpec};
+use crate::config::{ClientConfig, Layers};
+use args::{Args, Group, Spec};
+use http::Http;
+
+/// Why a command did not succeed.
+#[derive(Debug)]
+pub enum Error {
+    /// A mistake in the command line (exit 2).
+    Usage(String),
+    /// The command failed (exit 1).
+    Failed(String),
+    /// Stop with this status; the message (if any) was already printed.
+    Exit(i32),
+}
+
+impl Error {
+    pub fn code(&self) -> i32 {
+        match self {
+            Error::Usage(_) => 2,
+            Error::Failed(_) => 1,
+            Error::Exit(c) => *c,
+        }
+    }
+
+    fn report(&self) {
+        match self {
+            Error::Usage(m) | Error::Failed(m) => eprintln!("error: {m}"),
+            Error::Exit(_) => {}
+        }
+    }
+}
+
+/// What to do after a command.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// Leave interactive mode (`quit`, `exit`, a successful `admin shutdown`).
+    Quit,
+}
+
+type Res = Result<Flow, Error>;
+
+/// A logged-in client: the coordinator handle with the user's token.
+pub struct Session {
+    pub http: Http,
+    pub user: String,
+    pub cfg: ClientConfig,
+    /// `--json` given before the command (applies to every command of the run).
+    pub json: bool,
+}
+
+impl Session {
+    /// Whether this command prints JSON.
+    pub fn json(&self, a: &Args) -> bool {
+        self.json || a.json
+    }
+}
+
+const ABOUT: &str = "Run a mitosis client";
+
+const IFLAG: OptSpec = OptSpec {
+    long: "interactive",
+    short: Some('i'),
+    key: None,
+    metavar: None,
+    help: "Read commands from a [mito::client]> prompt after the given one (if any); quit, exit or Ctrl-D leave",
+    list: false,
+};
+
+const JFLAG: OptSpec =
+    OptSpec { long: "json", short: None, key: None, metavar: None, help: "Print every result as JSON", list: false };
+
+const SPECS: &[OptSpec] = &[
+    OptSpec::value("coordinator", Some('c'), "coordinator_addr", "COORDINATOR_ADDR", "The URL of the coordinator (default http://127.0.0.1:5000)"),
+    OptSpec::value("credential-path", None, "credential_path", "CREDENTIAL_PATH", "The credentials file (default $XDG_CONFIG_HOME/mitosis/credentials)"),
+    OptSpec::value("user", Some('u'), "user", "USER", "The username"),
+    OptSpec::value("password", Some('p'), "password", "PASSWORD", "The password (used only when no valid token is cached)"),
+    IFLAG,
+    OptSpec::switch("retain", None, "retain", "Log in without signing this user out of their other sessions"),
+    JFLAG,
+];
+
+pub const TOP: Group = Group {
+    name: "mito client",
+    about: ABOUT,
+    subs: &[
+        ("admin", "Administrator commands (users, quotas, shutdown)"),
+        ("auth", "Show who is logged in"),
+        ("login", "Log in again, possibly as another user"),
+        ("users", "Your password and your groups"),
+        ("groups", "Groups, their members and attachments"),
+        ("tasks", "Submit, query, wait for and manage tasks and their artifacts"),
+        ("workers", "Query and manage workers"),
+        ("cmd", "Run a local shell command"),
+        ("quit", "Leave interactive mode (also `exit`)"),
+    ],
+};
+
+const FOOTER: &str = "\
+Commands:
+  admin    Administrator commands (users, quotas, shutdown)
+  auth     Show who is logged in
+  login    Log in again, possibly as another user
+  users    Your password and your groups
+  groups   Groups, their members and attachments
+  tasks    Submit, query, wait for and manage tasks and their artifacts
+  workers  Query and manage workers
+  cmd      Run a local shell command
+  quit     Leave interactive mode (also `exit`)
+
+See `mito client <COMMAND> --help`. Options can also be set in the [client] table of a config
+file (coordinator_addr, credential_path, user, password, retain) or as MITO_<KEY> variables.
+Exit status: 0 success, 1 failure (the reason is on stderr), 2 a command-line mistake,
+3 `tasks wait` saw a task that did not succeed, 124 `tasks wait --timeout` ran out.";
 
 /// Entry point of `mito client`; returns the exit status.
 pub fn main(parser: &mut lexopt::Parser) -> i32 {
-    crate::cli::not_yet(parser, "client", "Run a mitosis client")
+    let args = match parse_mode(parser, "mito client", SPECS, true, || {
+        help_text(ABOUT, "mito client [OPTIONS] [COMMAND]...", SPECS, FOOTER)
+    }) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    // Help for a command needs no login.
+    if wants_help(&args.positionals) {
+        return match dispatch(None, &args.positionals) {
+            Ok(_) => 0,
+            Err(e) => {
+                e.report();
+                e.code()
+            }
+        };
+    }
+    let interactive = args.extra("interactive").is_some();
+    let json = args.extra("json").is_some();
+    let cfg = match Layers::load("client", ClientConfig::KEYS, args.config.as_deref(), args.values)
+        .and_then(|l| {
+            for w in &l.warnings {
+                eprintln!("warning: {w}");
+            }
+            ClientConfig::from_layers(&l)
+        }) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mito client: {e}");
+            return 2;
+        }
+    };
+    let mut session = match users::setup(cfg, json) {
+        Ok(s) => s,
+        Err(e) => {
+            e.report();
+            return e.code();
+        }
+    };
+    let mut code = 0;
+    if !args.positionals.is_empty() {
+        match dispatch(Some(&mut session), &args.positionals) {
+            Ok(Flow::Quit) => return 0,
+            Ok(Flow::Continue) => {}
+            Err(e) => {
+                e.report();
+                code = e.code();
+                if !interactive {
+                    return code;
+                }
+            }
+        }
+    } else if !interactive {
+        println!("Logged in as {}", session.user);
+    }
+    if interactive {
+        code = repl::run(&mut session).max(code);
+    }
+    code
+}
+
+/// Whether the words ask only for help (`tasks --help`, `help groups`, `tasks submit -h`).
+fn wants_help(words: &[String]) -> bool {
+    let before_dashes = words.iter().take_while(|w| *w != "--");
+    words.first().is_some_and(|w| w == "help") || before_dashes.clone().any(|w| w == "-h" || w == "--help")
+}
+
+/// Runs one command line. `session` is None only when the words ask for help.
+pub fn dispatch(session: Option<&mut Session>, words: &[String]) -> Res {
+    let Some((cmd, rest)) = TOP.sub(words)? else { return Ok(Flow::Continue) };
+    if cmd == "help" {
+        return dispatch(None, &[rest, &["--help".to_string()]].concat());
+    }
+    if matches!(cmd, "quit" | "exit") {
+        return Ok(Flow::Quit);
+    }
+    if cmd == "cmd" {
+        return run_cmd(rest);
+    }
+    let Some(s) = session else {
+        // Only help gets here; the area prints it without a session.
+        return help_only(cmd, rest);
+    };
+    match cmd {
+        "admin" => admin::run(s, rest),
+        "auth" => users::auth(s, rest),
+        "login" => users::login(s, rest),
+        "users" => users::run(s, rest),
+        "groups" => groups::run(s, rest),
+        "tasks" => tasks::run(s, rest),
+        "workers" => workers::run(s, rest),
+        other => Err(TOP.unknown(other)),
+    }
+}
+
+/// Help for `cmd` without a session: each area answers help before it needs the coordinator.
+fn help_only(cmd: &str, rest: &[String]) -> Res {
+    let mut offline = users::offline_session();
+    match cmd {
+        "admin" => admin::run(&mut offline, rest),
+        "auth" => users::auth(&mut offline, rest),
+        "login" => users::login(&mut offline, rest),
+        "users" => users::run(&mut offline, rest),
+        "groups" => groups::run(&mut offline, rest),
+        "tasks" => tasks::run(&mut offline, rest),
+        "workers" => workers::run(&mut offline, rest),
+        other => Err(TOP.unknown(other)),
+    }
+}
+
+/// Parses `words` for `spec`; None when help was printed.
+pub fn parse(spec: &Spec, words: &[String]) -> Result<Option<Args>, Error> {
+    args::parse(spec, words)
+}
+
+const CMD: Spec = Spec {
+    name: "cmd",
+    usage: "-- <COMMAND>...",
+    about: "Run a command with $SHELL -c (default /bin/bash) on this machine, e.g. `cmd -- ls -l`",
+    flags: &[args::Flag::switch("split", Some('s'), "Pass the words as separate arguments after -c instead of joining them")],
+};
+
+fn run_cmd(words: &[String]) -> Res {
+    let Some(a) = parse(&CMD, words)? else { return Ok(Flow::Continue) };
+    let cmd = a.all_pos();
+    if cmd.is_empty() {
+        return Err(a.usage("missing <COMMAND>".into()));
+    }
+    let shell = std::env::var("SHELL").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "/bin/bash".into());
+    let mut c = std::process::Command::new(&shell);
+    c.arg("-c");
+    if a.has("split") {
+        c.args(&cmd);
+    } else {
+        c.arg(cmd.join(" "));
+    }
+    let status = c.status().map_err(|e| Error::Failed(format!("cannot run {shell}: {e}")))?;
+    match status.code() {
+        Some(0) => Ok(Flow::Continue),
+        Some(n) => Err(Error::Failed(format!("the command exited with status {n}"))),
+        None => Err(Error::Failed("the command was killed by a signal".into())),
+    }
 }

@@ -38,6 +38,7 @@ pub struct Claims {
 }
 
 /// The coordinator's signing key pair.
+#[derive(Clone)]
 pub struct Keys {
     secret: SecretKey,
     public: PublicKey,
@@ -81,6 +82,16 @@ impl Keys {
     pub fn derive_secret(&self, purpose: &str) -> String {
         let sig = self.secret.sign(format!("mito derived secret: {purpose}").as_bytes(), None);
         sig.as_ref()[..24].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// An Ed25519 signature of `msg` (the local object store signs its URLs with it).
+    pub fn sign_bytes(&self, msg: &[u8]) -> [u8; 64] {
+        *self.secret.sign(msg, None)
+    }
+
+    /// Whether `sig` is our signature of `msg`.
+    pub fn verify_bytes(&self, msg: &[u8], sig: &[u8]) -> bool {
+        Signature::from_slice(sig).is_ok_and(|s| self.public.verify(msg, &s).is_ok())
     }
 
     /// Issues a token for `sub`, valid for `ttl`, carrying signature `sign`.

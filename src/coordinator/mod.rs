@@ -4,8 +4,9 @@
 //! mito coordinator --config coordinator.toml --bind 0.0.0.0:5000
 //! ```
 //!
-//! Startup: config → logging → keys → PostgreSQL (retried while unreachable) → schema and
-//! admin user → handler threads. SIGINT, SIGTERM or `POST /admin/shutdown` stop it: the
+//! Startup: config → logging → keys → object storage (S3 buckets or the local store's
+//! directories) → PostgreSQL (retried while unreachable) → schema and admin user →
+//! handler threads. SIGINT, SIGTERM or `POST /admin/shutdown` stop it: the
 //! handlers finish what they are doing and the process exits 0.
 
 pub mod auth;
@@ -18,6 +19,7 @@ pub mod redis;
 mod routes;
 pub mod scheduler;
 pub mod server;
+pub mod storage;
 pub mod tasks;
 pub mod workers;
 
@@ -102,6 +104,8 @@ pub struct Ctx {
     /// Handed to workers at registration.
     pub redis_worker_url: Option<String>,
     pub scheduler: scheduler::Scheduler,
+    /// Where artifacts and attachments live.
+    pub storage: storage::Storage,
 }
 
 /// Whether a database error is a unique-constraint violation.
@@ -206,6 +210,9 @@ pub fn run(cfg: CoordinatorConfig) -> Result<(), String> {
         None => None,
     };
 
+    let storage = storage::Storage::from_config(&cfg, &keys)?;
+    storage.ensure_buckets()?;
+
     let stop_early = || signals.try_recv().is_ok();
     log::info!("connecting to the database {}", db::redact(&cfg.db_url));
     let Some(mut first) = db::connect_with_retry(&cfg.db_url, stop_early) else {
@@ -231,6 +238,7 @@ pub fn run(cfg: CoordinatorConfig) -> Result<(), String> {
         redis_client_url: redis_urls.as_ref().map(|u| u.client.clone()),
         redis_worker_url: redis_urls.map(|u| u.worker),
         scheduler: scheduler::Scheduler::new(),
+        storage,
     });
     let mut background = scheduler::spawn(ctx.clone());
     background.extend(reaper::spawn(ctx.clone()));
@@ -244,6 +252,7 @@ pub fn run(cfg: CoordinatorConfig) -> Result<(), String> {
         recv(stopped) -> _ => {}
     }
     ctx.shutdown.trigger();
+    ctx.storage.close();
     for h in handlers.into_iter().chain(background) {
         let _ = h.join();
     }

@@ -189,6 +189,13 @@ fn handle(ctx: &Ctx, mut req: tiny_http::Request) {
             ctx.scheduler.park(super::scheduler::Parked::new(req, worker_id, deadline));
             return;
         }
+        Ok(routes::Outcome::Object(obj)) => {
+            log::debug!("{method} {} -> object store", path_of(&url));
+            return match &ctx.storage {
+                super::storage::Storage::Local(store) => store.serve(req, obj),
+                super::storage::Storage::S3(_) => respond(req, ApiError::NoRoute.reply()),
+            };
+        }
         Err(e) => {
             if let ApiError::Internal(detail) = &e {
                 log::error!("{method} {} failed: {detail}", path_of(&url));
@@ -235,6 +242,10 @@ fn process(ctx: &Ctx, req: &mut tiny_http::Request) -> Result<routes::Outcome, A
         return Ok(routes::Outcome::Reply(cors_preflight()));
     }
     let endpoint = routes::resolve(req.method(), &segs)?;
+    if let routes::Endpoint::Object(obj) = endpoint {
+        // The body may be far larger than body_limit; the store streams it.
+        return Ok(routes::Outcome::Object(obj));
+    }
     let mut call = Call {
         peer: req.remote_addr().copied(),
         headers: req.headers().iter().map(|h| (h.field.to_string(), h.value.to_string())).collect(),

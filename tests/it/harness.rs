@@ -504,6 +504,137 @@ pub fn redis_url() -> &'static str {
     })
 }
 
+// ---------------------------------------------------------------- S3 (object storage tests)
+
+/// Credentials of the test S3 server.
+pub const S3_ACCESS_KEY: &str = "mito-test-access";
+pub const S3_SECRET_KEY: &str = "mito-test-secret-key";
+
+/// The s3s-fs binary: `$MITO_TEST_S3S_FS`, else `/opt/s3s-fs/bin/s3s-fs`, else on PATH.
+pub fn s3s_fs_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("MITO_TEST_S3S_FS").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let opt = PathBuf::from("/opt/s3s-fs/bin/s3s-fs");
+    if opt.exists() {
+        return opt;
+    }
+    PathBuf::from("s3s-fs")
+}
+
+/// An S3-compatible server that checks SigV4 signatures and presigned-URL expiry
+/// (s3s-fs: objects in a temp directory), on a free loopback port.
+pub struct S3Server {
+    pub url: String,
+    pub port: u16,
+    pub root: TempDir,
+    pid: Option<u32>,
+}
+
+impl S3Server {
+    /// Starts a private server (for tests that stop it); most tests share [`s3_server`].
+    pub fn start() -> S3Server {
+        let mut s = S3Server { url: String::new(), port: 0, root: TempDir::new("s3"), pid: None };
+        for _ in 0..5 {
+            s.port = free_port();
+            if s.launch() {
+                return s;
+            }
+        }
+        panic!("s3s-fs did not come up (binary {}); install it with\n  cargo install s3s-fs --version 0.14.1 --features binary --locked --root /opt/s3s-fs", s3s_fs_bin().display());
+    }
+
+    /// Starts the server process on `self.port`; true once it accepts connections.
+    fn launch(&mut self) -> bool {
+        self.url = format!("http://127.0.0.1:{}", self.port);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (port, root) = (self.port, self.root.path().to_path_buf());
+        // Spawned from a thread that lives until the server exits: PR_SET_PDEATHSIG fires
+        // when the spawning thread ends.
+        std::thread::Builder::new()
+            .name("test-s3s-fs".into())
+            .spawn(move || {
+                let mut cmd = Command::new(s3s_fs_bin());
+                cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                    .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
+                    .arg(&root);
+                cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+                die_with_parent(&mut cmd, libc::SIGKILL);
+                match cmd.spawn() {
+                    Ok(mut child) => {
+                        let _ = tx.send(Ok(child.id()));
+                        let _ = child.wait();
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e.to_string()));
+                    }
+                }
+            })
+            .unwrap();
+        let pid = rx.recv().unwrap().unwrap_or_else(|e| {
+            panic!("cannot run s3s-fs ({}): {e}; install it with\n  cargo install s3s-fs --version 0.14.1 --features binary --locked --root /opt/s3s-fs", s3s_fs_bin().display())
+        });
+        self.pid = Some(pid);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return true;
+            }
+            // SAFETY: signal 0 only checks that our child still exists.
+            if unsafe { libc::kill(pid as i32, 0) } != 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.stop();
+        false
+    }
+
+    /// Kills the server (its data stays in `root`).
+    pub fn stop(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            // SAFETY: killing the child we started, by its pid.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Starts it again on the same port and data.
+    pub fn restart(&mut self) {
+        assert!(self.launch(), "s3s-fs did not come back on port {}", self.port);
+    }
+
+    /// Coordinator flags that use this server, with buckets of their own (so parallel
+    /// tests never share objects).
+    pub fn coordinator_flags(&self) -> Vec<String> {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let tag = format!("{}-{n}", std::process::id());
+        vec![
+            "--s3".into(), self.url.clone(),
+            "--s3-access-key".into(), S3_ACCESS_KEY.into(),
+            "--s3-secret-key".into(), S3_SECRET_KEY.into(),
+            "--artifacts-bucket".into(), format!("art-{tag}"),
+            "--attachments-bucket".into(), format!("att-{tag}"),
+        ]
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The S3 server shared by the test process, started on first use.
+pub fn s3_server() -> &'static S3Server {
+    static S3: OnceLock<S3Server> = OnceLock::new();
+    S3.get_or_init(S3Server::start)
+}
+
 /// A registered worker, talking with its own token.
 pub struct TestWorker {
     pub uuid: String,

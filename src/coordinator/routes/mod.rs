@@ -12,10 +12,16 @@ pub mod tasks;
 mod users;
 pub mod worker_api;
 mod workers;
+// ---- object storage (issue 5)
+pub mod artifacts;
+pub mod attachments;
+mod objects;
+// ---- end object storage
 
 use super::auth::{self, AuthUser, AuthWorker};
 use super::error::ApiError;
 use super::server::{Call, Reply};
+use super::storage::ObjectRequest;
 use super::Ctx;
 use tiny_http::Method;
 use uuid::Uuid;
@@ -67,6 +73,30 @@ pub enum Endpoint {
     ShutdownWorkers,
     ShutdownWorkerList,
     AdminShutdownWorker(Uuid),
+    // ---- object storage (issue 5): (group, key), (task uuid, content type) as in the path
+    UploadAttachment(String),
+    QueryAttachments(String),
+    AttachmentMetadata(String, String),
+    DeleteAttachment(String, String),
+    DownloadAttachment(String, String),
+    DownloadAttachmentsByFilter(String),
+    DownloadAttachmentsByKeys(String),
+    DeleteAttachmentsByFilter(String),
+    DeleteAttachmentsByKeys(String),
+    UploadArtifact(String),
+    DeleteArtifact(String, String),
+    DownloadArtifact(String, String),
+    DownloadArtifactsByFilter,
+    DownloadArtifactsByUuids,
+    DeleteArtifactsByFilter,
+    DeleteArtifactsByUuids,
+    WorkerArtifact(String, String),
+    WorkerAttachment(String, String),
+    AdminDeleteAttachment(String, String),
+    AdminDeleteArtifact(String, String),
+    /// A local-store object URL; its signature is the authorization.
+    Object(ObjectRequest),
+    // ---- end object storage
 }
 
 fn uuid_param(s: &str) -> Result<Uuid, ApiError> {
@@ -109,6 +139,8 @@ pub enum Outcome {
     Reply(Reply),
     /// A long-poll fetch with nothing to hand out yet.
     Park { worker_id: i64, deadline: std::time::Instant },
+    /// A local object store transfer: it streams and answers by itself.
+    Object(ObjectRequest),
 }
 
 macro_rules! on {
@@ -177,14 +209,61 @@ pub fn resolve(method: &Method, segs: &[&str]) -> Result<Endpoint, ApiError> {
             on!(method, Put => E::WorkerGroups(w?), Delete => E::RemoveWorkerGroupsByQuery(w?))
         }
         ["workers", w, "groups", "remove"] => on!(method, Delete => E::RemoveWorkerGroups(uuid_param(w)?)),
+        _ => resolve_storage(method, segs),
+    }
+}
+
+// ---- object storage routes (issue 5). Static segments come before captures, so
+// `/tasks/download/...` is never read as `/tasks/{uuid}/...` and `attachments/query` is
+// never a key.
+fn resolve_storage(method: &Method, segs: &[&str]) -> Result<Endpoint, ApiError> {
+    use Endpoint as E;
+    let s = |x: &str| x.to_string();
+    let key = |rest: &[&str]| rest.join("/");
+    match segs {
+        ["groups", g, "attachments"] => on!(method, Post => E::UploadAttachment(s(g))),
+        ["groups", g, "attachments", "query"] => on!(method, Post => E::QueryAttachments(s(g))),
+        ["groups", g, "attachments", rest @ ..] if !rest.is_empty() => on!(method,
+            Get => E::AttachmentMetadata(s(g), key(rest)),
+            Delete => E::DeleteAttachment(s(g), key(rest)),
+        ),
+        ["groups", g, "download", "attachments"] => on!(method, Post => E::DownloadAttachmentsByFilter(s(g))),
+        ["groups", g, "download", "attachments", "list"] => on!(method, Post => E::DownloadAttachmentsByKeys(s(g))),
+        ["groups", g, "download", "attachments", rest @ ..] if !rest.is_empty() => {
+            on!(method, Get => E::DownloadAttachment(s(g), key(rest)))
+        }
+        ["groups", g, "delete", "attachments"] => on!(method, Post => E::DeleteAttachmentsByFilter(s(g))),
+        ["groups", g, "delete", "attachments", "list"] => on!(method, Post => E::DeleteAttachmentsByKeys(s(g))),
+        ["tasks", "download", "artifacts"] => on!(method, Post => E::DownloadArtifactsByFilter),
+        ["tasks", "download", "artifacts", "list"] => on!(method, Post => E::DownloadArtifactsByUuids),
+        ["tasks", "delete", "artifacts"] => on!(method, Post => E::DeleteArtifactsByFilter),
+        ["tasks", "delete", "artifacts", "list"] => on!(method, Post => E::DeleteArtifactsByUuids),
+        ["tasks", u, "artifacts"] => on!(method, Post => E::UploadArtifact(s(u))),
+        ["tasks", u, "artifacts", ct] => on!(method, Delete => E::DeleteArtifact(s(u), s(ct))),
+        ["tasks", u, "download", "artifacts", ct] => on!(method, Get => E::DownloadArtifact(s(u), s(ct))),
+        ["workers", "tasks", u, "artifacts", ct] => on!(method, Get => E::WorkerArtifact(s(u), s(ct))),
+        ["workers", "tasks", u, "attachments", rest @ ..] if !rest.is_empty() => {
+            on!(method, Get => E::WorkerAttachment(s(u), key(rest)))
+        }
+        ["admin", "groups", g, "attachments", rest @ ..] if !rest.is_empty() => {
+            on!(method, Delete => E::AdminDeleteAttachment(s(g), key(rest)))
+        }
+        ["admin", "tasks", u, "artifacts", ct] => on!(method, Delete => E::AdminDeleteArtifact(s(u), s(ct))),
+        ["objects", bucket, rest @ ..] if !rest.is_empty() => {
+            let obj = ObjectRequest { bucket: s(bucket), key: key(rest) };
+            on!(method, Get => E::Object(obj.clone()), Put => E::Object(obj))
+        }
         _ => Err(ApiError::NoRoute),
     }
 }
+// ---- end object storage routes
 
 fn guard(e: &Endpoint) -> Guard {
     use Endpoint as E;
     match e {
-        E::Health | E::Login => Guard::Anyone,
+        E::Health | E::Login | E::Object(_) => Guard::Anyone,
+        E::WorkerArtifact(..) | E::WorkerAttachment(..) => Guard::Worker,
+        E::AdminDeleteAttachment(..) | E::AdminDeleteArtifact(..) => Guard::Admin,
         E::AdminCreateUser
         | E::AdminDeleteUser(_)
         | E::AdminChangePassword(_)
@@ -277,6 +356,29 @@ pub fn dispatch(ctx: &Ctx, endpoint: Endpoint, call: &Call, who: Principal) -> R
         E::QueryWorkers => workers::query(ctx, call, who.user()?),
         E::ShutdownWorkers => workers::shutdown_by_filter(ctx, call, who.user()?),
         E::ShutdownWorkerList => workers::shutdown_by_list(ctx, call, who.user()?),
+        // ---- object storage (issue 5)
+        E::UploadAttachment(g) => attachments::upload(ctx, call, who.user()?, &g),
+        E::QueryAttachments(g) => attachments::query(ctx, call, who.user()?, &g),
+        E::AttachmentMetadata(g, k) => attachments::metadata(ctx, who.user()?, &g, &k),
+        E::DeleteAttachment(g, k) => attachments::delete(ctx, who.user()?, &g, &k),
+        E::DownloadAttachment(g, k) => attachments::download(ctx, call, who.user()?, &g, &k),
+        E::DownloadAttachmentsByFilter(g) => attachments::download_by_filter(ctx, call, who.user()?, &g),
+        E::DownloadAttachmentsByKeys(g) => attachments::download_by_keys(ctx, call, who.user()?, &g),
+        E::DeleteAttachmentsByFilter(g) => attachments::delete_by_filter(ctx, call, who.user()?, &g),
+        E::DeleteAttachmentsByKeys(g) => attachments::delete_by_keys(ctx, call, who.user()?, &g),
+        E::UploadArtifact(u) => artifacts::upload(ctx, call, who.user()?, &u),
+        E::DeleteArtifact(u, ct) => artifacts::delete(ctx, who.user()?, &u, &ct),
+        E::DownloadArtifact(u, ct) => artifacts::download(ctx, call, who.user()?, &u, &ct),
+        E::DownloadArtifactsByFilter => artifacts::download_by_filter(ctx, call, who.user()?),
+        E::DownloadArtifactsByUuids => artifacts::download_by_uuids(ctx, call, who.user()?),
+        E::DeleteArtifactsByFilter => artifacts::delete_by_filter(ctx, call, who.user()?),
+        E::DeleteArtifactsByUuids => artifacts::delete_by_uuids(ctx, call, who.user()?),
+        E::WorkerArtifact(u, ct) => artifacts::worker_download(ctx, call, who.worker()?, &u, &ct),
+        E::WorkerAttachment(u, k) => artifacts::worker_attachment(ctx, call, who.worker()?, &u, &k),
+        E::AdminDeleteAttachment(g, k) => attachments::admin_delete(ctx, &g, &k),
+        E::AdminDeleteArtifact(u, ct) => artifacts::admin_delete(ctx, &u, &ct),
+        E::Object(obj) => return Ok(Outcome::Object(obj)),
+        // ---- end object storage
     }?;
     Ok(Outcome::Reply(reply))
 }
@@ -298,5 +400,17 @@ mod tests {
         assert!(matches!(r(Method::Get, "/groups/"), Err(ApiError::NoRoute)));
         assert!(matches!(r(Method::Get, "/nope"), Err(ApiError::NoRoute)));
         assert!(matches!(r(Method::Delete, "/groups/g/users"), Ok(Endpoint::RemoveGroupUsersByQuery(_))));
+    }
+
+    #[test]
+    fn storage_routes_prefer_static_segments() {
+        assert!(matches!(r(Method::Get, "/groups/g/attachments/query"), Err(ApiError::MethodNotAllowed)));
+        assert!(matches!(r(Method::Get, "/groups/g/download/attachments/list"), Err(ApiError::MethodNotAllowed)));
+        assert!(matches!(r(Method::Get, "/groups/g/attachments/a/b/c"), Ok(Endpoint::AttachmentMetadata(g, k)) if g == "g" && k == "a/b/c"));
+        assert!(matches!(r(Method::Post, "/tasks/download/artifacts"), Ok(Endpoint::DownloadArtifactsByFilter)));
+        assert!(matches!(r(Method::Post, "/tasks/x/artifacts"), Ok(Endpoint::UploadArtifact(u)) if u == "x"));
+        assert!(matches!(r(Method::Put, "/objects/b/k/x"), Ok(Endpoint::Object(o)) if o.key == "k/x"));
+        assert!(matches!(r(Method::Delete, "/objects/b/k"), Err(ApiError::MethodNotAllowed)));
+        assert!(matches!(r(Method::Get, "/objects/b"), Err(ApiError::NoRoute)));
     }
 }

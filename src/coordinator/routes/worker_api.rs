@@ -136,9 +136,13 @@ pub fn report(ctx: &Ctx, call: &Call, worker: &AuthWorker) -> Result<Reply, ApiE
             tx.commit()?;
             Ok(Reply::json(&ReportTaskResp { url: None }))
         }
-        ReportTaskOp::Upload { .. } => Err(ApiError::Unavailable(
-            "this coordinator has no object storage yet, so artifacts cannot be uploaded".into(),
-        )),
+        ReportTaskOp::Upload { content_type, content_length } => {
+            let (_, url) = super::artifacts::reserve_upload(
+                ctx, &mut tx, call, t.uuid, t.group_id, content_type, content_length,
+            )?;
+            tx.commit()?;
+            Ok(Reply::json(&ReportTaskResp { url: Some(url) }))
+        }
         ReportTaskOp::Submit(sub) => {
             if !done {
                 return Err(ApiError::bad("Task can not spawn new tasks: report Finish or Cancel first"));

@@ -1,0 +1,282 @@
+//! Parsing one client command's words (after its name) against a table of its flags, the
+//! same way on the command line and in interactive mode.
+//!
+//! ```
+//! use mito::client::args::{parse, Flag, Spec};
+//! const SPEC: Spec = Spec {
+//!     name: "tasks get", usage: "<UUID>", about: "Show a task",
+//!     flags: &[Flag::opt("group", Some('g'), "GROUP", "The group")],
+//! };
+//! let words: Vec<String> = ["-g", "g1", "abc"].iter().map(|s| s.to_string()).collect();
+//! let a = parse(&SPEC, &words).unwrap().unwrap();
+//! assert_eq!(a.value("group"), Some("g1"));
+//! assert_eq!(a.pos, vec!["abc"]);
+//! ```
+//!
+//! Words after a literal `--` are kept apart (`trailing`): they are the task's command for
+//! `tasks submit`, and plain positionals elsewhere (so `-- -1GB` passes a value that starts
+//! with `-`). Every command also takes `--json` and `-h/--help`.
+
+use super::Error;
+use std::str::FromStr;
+
+/// One flag of a command.
+#[derive(Debug, Clone, Copy)]
+pub struct Flag {
+    pub long: &'static str,
+    pub short: Option<char>,
+    /// The value's name in help; None for a switch.
+    pub metavar: Option<&'static str>,
+    pub help: &'static str,
+}
+
+impl Flag {
+    pub const fn switch(long: &'static str, short: Option<char>, help: &'static str) -> Flag {
+        Flag { long, short, metavar: None, help }
+    }
+    pub const fn opt(long: &'static str, short: Option<char>, metavar: &'static str, help: &'static str) -> Flag {
+        Flag { long, short, metavar: Some(metavar), help }
+    }
+}
+
+const JSON: Flag = Flag::switch("json", None, "Print the result as JSON (one document on stdout)");
+
+/// A command: its full name, the positional part of its usage, what it does, its flags.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    pub name: &'static str,
+    pub usage: &'static str,
+    pub about: &'static str,
+    pub flags: &'static [Flag],
+}
+
+impl Spec {
+    pub fn help(&self) -> String {
+        let mut s = format!("{}\n\nUsage: {} [OPTIONS] {}\n\nOptions:\n", self.about, self.name, self.usage);
+        for f in self.flags.iter().chain([&JSON]) {
+            let short = f.short.map(|c| format!("-{c}, ")).unwrap_or_else(|| "    ".into());
+            let value = f.metavar.map(|m| format!(" <{m}>")).unwrap_or_default();
+            s.push_str(&format!("  {short}--{}{value}\n          {}\n", f.long, f.help));
+        }
+        s.push_str("  -h, --help\n          Print help\n");
+        s
+    }
+
+    fn usage_error(&self, what: String) -> Error {
+        Error::Usage(format!("{}: {what} (see `{} --help`)", self.name, self.name))
+    }
+}
+
+/// The parsed words of one command.
+#[derive(Debug, Default)]
+pub struct Args {
+    name: &'static str,
+    opts: Vec<(&'static str, String)>,
+    switches: Vec<&'static str>,
+    pub pos: Vec<String>,
+    /// The words after `--`, if there was one.
+    pub trailing: Option<Vec<String>>,
+    pub json: bool,
+}
+
+/// Parses `words`; Ok(None) means help was asked for (and printed).
+pub fn parse(spec: &Spec, words: &[String]) -> Result<Option<Args>, Error> {
+    use lexopt::Arg;
+    let (head, trailing) = match words.iter().position(|w| w == "--") {
+        Some(i) => (&words[..i], Some(words[i + 1..].to_vec())),
+        None => (words, None),
+    };
+    let mut out = Args { name: spec.name, trailing, ..Args::default() };
+    let mut p = lexopt::Parser::from_args(head.iter().cloned());
+    loop {
+        let arg = p.next().map_err(|e| spec.usage_error(e.to_string()))?;
+        let Some(arg) = arg else { break };
+        let (flag, shown) = match arg {
+            Arg::Short('h') | Arg::Long("help") => {
+                print!("{}", spec.help());
+                return Ok(None);
+            }
+            Arg::Long("json") => {
+                out.json = true;
+                continue;
+            }
+            Arg::Long(l) => {
+                let f = spec.flags.iter().find(|f| f.long == l);
+                (f.ok_or_else(|| spec.usage_error(format!("unknown option --{l}")))?, format!("--{l}"))
+            }
+            // A negative number or size (`-1GB`) is a positional, not a cluster of flags.
+            Arg::Short(c) if c.is_ascii_digit() && !spec.flags.iter().any(|f| f.short == Some(c)) => {
+                let rest = p.optional_value().map(|v| v.to_string_lossy().into_owned()).unwrap_or_default();
+                out.pos.push(format!("-{c}{rest}"));
+                continue;
+            }
+            Arg::Short(c) => {
+                let f = spec.flags.iter().find(|f| f.short == Some(c));
+                (f.ok_or_else(|| spec.usage_error(format!("unknown option -{c}")))?, format!("-{c}"))
+            }
+            Arg::Value(v) => {
+                out.pos.push(v.to_string_lossy().into_owned());
+                continue;
+            }
+        };
+        match flag.metavar {
+            None => out.switches.push(flag.long),
+            Some(m) => {
+                let v = p.value().map_err(|_| spec.usage_error(format!("{shown} needs a value <{m}>")))?;
+                out.opts.push((flag.long, v.to_string_lossy().into_owned()));
+            }
+        }
+    }
+    Ok(Some(out))
+}
+
+impl Args {
+    pub fn has(&self, long: &str) -> bool {
+        self.switches.contains(&long)
+    }
+
+    /// The last value given for `long`.
+    pub fn value(&self, long: &str) -> Option<&str> {
+        self.opts.iter().rev().find(|(l, _)| *l == long).map(|(_, v)| v.as_str())
+    }
+
+    /// Every value given for `long`, comma lists split, empty items dropped.
+    pub fn list(&self, long: &str) -> Vec<String> {
+        self.opts
+            .iter()
+            .filter(|(l, _)| *l == long)
+            .flat_map(|(_, v)| v.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Like `list`, but None when the flag was not given at all.
+    pub fn opt_list(&self, long: &str) -> Option<Vec<String>> {
+        self.opts.iter().any(|(l, _)| *l == long).then(|| self.list(long))
+    }
+
+    /// The value of `long` parsed as `T`; `what` says what was expected.
+    pub fn parsed<T: FromStr>(&self, long: &str, what: &str) -> Result<Option<T>, Error> {
+        match self.value(long) {
+            None => Ok(None),
+            Some(v) => v.trim().parse().map(Some).map_err(|_| self.usage(format!("--{long} {v:?} is not {what}"))),
+        }
+    }
+
+    /// Positionals followed by the words after `--`, for commands without a trailing command.
+    pub fn all_pos(&self) -> Vec<String> {
+        let mut v = self.pos.clone();
+        v.extend(self.trailing.iter().flatten().cloned());
+        v
+    }
+
+    /// A usage error for this command.
+    pub fn usage(&self, what: String) -> Error {
+        Error::Usage(format!("{}: {what} (see `{} --help`)", self.name, self.name))
+    }
+
+    /// Exactly `names.len()` positionals (after `--` too), or a usage error naming the missing one.
+    pub fn exact(&self, names: &[&str]) -> Result<Vec<String>, Error> {
+        let all = self.all_pos();
+        if all.len() < names.len() {
+            return Err(self.usage(format!("missing <{}>", names[all.len()])));
+        }
+        if all.len() > names.len() {
+            return Err(self.usage(format!("unexpected argument {:?}", all[names.len()])));
+        }
+        Ok(all)
+    }
+
+    /// At most `max` positionals.
+    pub fn at_most(&self, max: usize) -> Result<Vec<String>, Error> {
+        let all = self.all_pos();
+        if all.len() > max {
+            return Err(self.usage(format!("unexpected argument {:?}", all[max])));
+        }
+        Ok(all)
+    }
+}
+
+/// A group of commands (`tasks`, `groups attachments`, ...): its name and members.
+pub struct Group {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub subs: &'static [(&'static str, &'static str)],
+}
+
+impl Group {
+    pub fn help(&self) -> String {
+        let mut s = format!("{}\n\nUsage: {} <COMMAND>\n\nCommands:\n", self.about, self.name);
+        let width = self.subs.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+        for (n, a) in self.subs {
+            s.push_str(&format!("  {n:width$}  {a}\n"));
+        }
+        s.push_str(&format!("\nSee `{} <COMMAND> --help` for a command's options.\n", self.name));
+        s
+    }
+
+    /// Splits off the subcommand; Ok(None) when help was asked for (and printed).
+    pub fn sub<'a>(&self, words: &'a [String]) -> Result<Option<(&'a str, &'a [String])>, Error> {
+        match words.first().map(String::as_str) {
+            None => Err(Error::Usage(format!("{}: a command is required\n\n{}", self.name, self.help()))),
+            Some("-h" | "--help" | "help") => {
+                print!("{}", self.help());
+                Ok(None)
+            }
+            Some(w) => Ok(Some((w, &words[1..]))),
+        }
+    }
+
+    pub fn unknown(&self, w: &str) -> Error {
+        let names: Vec<&str> = self.subs.iter().map(|(n, _)| *n).collect();
+        Error::Usage(format!("{}: unknown command {w:?}; expected one of {} (see `{} --help`)", self.name, names.join(", "), self.name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: Spec = Spec {
+        name: "t x",
+        usage: "<A>",
+        about: "test",
+        flags: &[Flag::opt("tags", Some('t'), "TAGS", "tags"), Flag::switch("force", Some('f'), "force")],
+    };
+
+    fn w(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn flags_positionals_and_trailing() {
+        let a = parse(&SPEC, &w(&["-t", "a,b", "p1", "-f", "--tags=c", "--json", "--", "echo", "-t"])).unwrap().unwrap();
+        assert_eq!(a.list("tags"), vec!["a", "b", "c"]);
+        assert!(a.has("force") && a.json);
+        assert_eq!(a.pos, vec!["p1"]);
+        assert_eq!(a.trailing, Some(w(&["echo", "-t"])));
+        assert_eq!(a.all_pos(), w(&["p1", "echo", "-t"]));
+    }
+
+    #[test]
+    fn values_may_start_with_a_dash() {
+        let a = parse(&SPEC, &w(&["-t", "-500MB", "g", "-1GiB"])).unwrap().unwrap();
+        assert_eq!(a.value("tags"), Some("-500MB"));
+        assert_eq!(a.pos, vec!["g", "-1GiB"]);
+    }
+
+    #[test]
+    fn mistakes_are_usage_errors() {
+        for bad in [&["--nope"][..], &["-t"], &["-z"]] {
+            match parse(&SPEC, &w(bad)) {
+                Err(Error::Usage(m)) => assert!(m.contains("t x") && m.contains("--help"), "{m}"),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+        let a = parse(&SPEC, &w(&["a", "b"])).unwrap().unwrap();
+        assert!(a.exact(&["A"]).is_err());
+        assert!(a.exact(&["A", "B", "C"]).is_err());
+    }
+}

@@ -1,0 +1,260 @@
+//! `tasks artifacts ...`: the archives a task leaves behind (`result`, `exec-log`,
+//! `std-log`), moved straight to and from object storage through presigned URLs; and the
+//! streaming reader `tasks logs` uses on the std-log archive.
+
+use super::args::{Args, Flag, Group, Spec};
+use super::attachments::{destination, run_batch, url_and_size};
+use super::output::print_json;
+use super::tasks::{self, content_type_arg, uuid_arg, CREATORS, EXIT, F_GROUP, F_LABELS, F_TAGS, PRIO, REPORTER, STATES};
+use super::transfer::{self, Job, Progress};
+use super::{parse, Error, Flow, Res, Session};
+use serde_json::{json, Value};
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Duration;
+
+const ARTIFACTS: Group = Group {
+    name: "tasks artifacts",
+    about: "Files tasks produced: result, exec-log and std-log archives",
+    subs: &[
+        ("upload", "Upload a file as a task's artifact"),
+        ("download", "Download a task's artifact"),
+        ("delete", "Delete a task's artifact"),
+        ("download-many", "Download one artifact type of the tasks that match a filter"),
+        ("download-list", "Download one artifact type of the listed tasks"),
+        ("delete-many", "Delete one artifact type of the tasks that match a filter"),
+        ("delete-list", "Delete one artifact type of the listed tasks"),
+    ],
+};
+
+const PB: Flag = Flag::switch("pb", None, "Show a progress bar even when stderr is not a terminal");
+const OUT: Flag = Flag::opt("output-path", Some('o'), "OUTPUT_PATH", "Where to save (an existing directory keeps the file name)");
+const DIR: Flag = Flag::opt("output-dir", Some('o'), "DIR", "The directory to save into (default .); files are named <uuid>.tar.gz");
+const NO_DL: Flag = Flag::switch("no-download", None, "Only print the download URLs");
+const CONC: Flag = Flag::opt("concurrent", None, "N", "Download N files at a time (default 1)");
+
+const UPLOAD: Spec = Spec {
+    name: "tasks artifacts upload",
+    usage: "<LOCAL_FILE> <UUID> <CONTENT_TYPE>",
+    about: "Upload a file as a task's artifact (result, exec-log or std-log)",
+    flags: &[PB],
+};
+const DOWNLOAD: Spec = Spec {
+    name: "tasks artifacts download",
+    usage: "<UUID> <CONTENT_TYPE>",
+    about: "Download a task's artifact (by default to ./<type>.tar.gz)",
+    flags: &[OUT, NO_DL, PB],
+};
+const DELETE: Spec = Spec { name: "tasks artifacts delete", usage: "<UUID> <CONTENT_TYPE>", about: "Delete a task's artifact", flags: &[] };
+const DOWNLOAD_MANY: Spec = Spec {
+    name: "tasks artifacts download-many",
+    usage: "<CONTENT_TYPE>",
+    about: "Download one artifact type of the tasks that match a filter",
+    flags: &[CREATORS, F_GROUP, F_TAGS, F_LABELS, STATES, EXIT, PRIO, REPORTER, DIR, NO_DL, PB, CONC],
+};
+const DOWNLOAD_LIST: Spec = Spec {
+    name: "tasks artifacts download-list",
+    usage: "<CONTENT_TYPE> <UUID>...",
+    about: "Download one artifact type of the listed tasks",
+    flags: &[DIR, NO_DL, PB, CONC],
+};
+const DELETE_MANY: Spec = Spec {
+    name: "tasks artifacts delete-many",
+    usage: "<CONTENT_TYPE>",
+    about: "Delete one artifact type of the tasks that match a filter",
+    flags: &[CREATORS, F_GROUP, F_TAGS, F_LABELS, STATES, EXIT, PRIO, REPORTER],
+};
+const DELETE_LIST: Spec = Spec {
+    name: "tasks artifacts delete-list",
+    usage: "<CONTENT_TYPE> <UUID>...",
+    about: "Delete one artifact type of the listed tasks",
+    flags: &[],
+};
+
+pub fn run(s: &mut Session, words: &[String]) -> Res {
+    let Some((cmd, rest)) = ARTIFACTS.sub(words)? else { return Ok(Flow::Continue) };
+    let spec = match cmd {
+        "upload" => &UPLOAD,
+        "download" => &DOWNLOAD,
+        "delete" => &DELETE,
+        "download-many" => &DOWNLOAD_MANY,
+        "download-list" => &DOWNLOAD_LIST,
+        "delete-many" => &DELETE_MANY,
+        "delete-list" => &DELETE_LIST,
+        other => return Err(ARTIFACTS.unknown(other)),
+    };
+    let Some(a) = parse(spec, rest)? else { return Ok(Flow::Continue) };
+    match cmd {
+        "upload" => upload(s, &a),
+        "download" => download(s, &a),
+        "delete" => {
+            let pos = a.exact(&["UUID", "CONTENT_TYPE"])?;
+            let (uuid, ct) = (uuid_arg(&a, &pos[0])?, content_type_arg(&a, &pos[1])?);
+            s.http.delete(&format!("/tasks/{uuid}/artifacts/{ct}"))?;
+            if !s.json(&a) {
+                println!("Artifact {ct} of task {uuid} deleted");
+            }
+            Ok(())
+        }
+        "download-many" | "download-list" => download_batch(s, &a, cmd == "download-list"),
+        _ => delete_batch(s, &a, cmd == "delete-list"),
+    }
+    .map(|()| Flow::Continue)
+}
+
+fn bar(a: &Args) -> bool {
+    a.has("pb") || transfer::stderr_is_tty()
+}
+
+fn upload(s: &mut Session, a: &Args) -> Result<(), Error> {
+    let pos = a.exact(&["LOCAL_FILE", "UUID", "CONTENT_TYPE"])?;
+    let local = PathBuf::from(&pos[0]);
+    let (uuid, ct) = (uuid_arg(a, &pos[1])?, content_type_arg(a, &pos[2])?);
+    let meta = std::fs::metadata(&local).map_err(|e| Error::Failed(format!("cannot read {}: {e}", local.display())))?;
+    if meta.is_dir() {
+        return Err(Error::Failed(format!("{} is a directory; upload a file (e.g. a tar archive of it)", local.display())));
+    }
+    let len = meta.len();
+    let r = s.http.post(&format!("/tasks/{uuid}/artifacts"), &json!({"content_type": ct, "content_length": len}))?.json()?;
+    let url = r["url"].as_str().ok_or_else(|| Error::Failed("the coordinator gave no upload URL".into()))?;
+    let pb = Progress::new(&format!("Uploading from {}", local.display()), Some(len), bar(a));
+    let done = transfer::upload(url, &local, len, &pb);
+    pb.finish();
+    done?;
+    let exist = r["exist"].as_bool().unwrap_or(false);
+    if s.json(a) {
+        print_json(&json!({"uuid": uuid, "content_type": ct, "size": len, "exist": exist}));
+    } else if exist {
+        println!("Artifact already exists on server, replaced it: {ct} of task {uuid} ({len} B)");
+    } else {
+        println!("Artifact uploaded successfully: {ct} of task {uuid} ({len} B)");
+    }
+    Ok(())
+}
+
+fn download(s: &mut Session, a: &Args) -> Result<(), Error> {
+    let pos = a.exact(&["UUID", "CONTENT_TYPE"])?;
+    let (uuid, ct) = (uuid_arg(a, &pos[0])?, content_type_arg(a, &pos[1])?);
+    let r = s.http.get(&format!("/tasks/{uuid}/download/artifacts/{ct}"))?.json()?;
+    let (url, size) = url_and_size(&r)?;
+    if a.has("no-download") {
+        if s.json(a) {
+            print_json(&json!({"uuid": uuid, "content_type": ct, "url": url, "size": size}));
+        } else {
+            println!("Artifact URL: {url}");
+        }
+        return Ok(());
+    }
+    let dest = destination(a.value("output-path"), ct.file_name(), ct.file_name());
+    let pb = Progress::new(&format!("Downloading to {}", dest.display()), Some(size), bar(a));
+    let n = transfer::download(&url, &dest, &pb);
+    pb.finish();
+    let n = n?;
+    if s.json(a) {
+        print_json(&json!({"uuid": uuid, "content_type": ct, "size": n, "path": dest}));
+    } else {
+        println!("Artifact of size {n}B downloaded to {}", dest.display());
+    }
+    Ok(())
+}
+
+/// `<CONTENT_TYPE> <UUID>...` for the list forms.
+fn type_and_uuids(a: &Args) -> Result<(crate::api::ArtifactContentType, Vec<uuid::Uuid>), Error> {
+    let pos = a.all_pos();
+    let Some(first) = pos.first() else { return Err(a.usage("missing <CONTENT_TYPE>".into())) };
+    let ct = content_type_arg(a, first)?;
+    let uuids: Vec<uuid::Uuid> = pos[1..]
+        .iter()
+        .flat_map(|w| w.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_string).collect::<Vec<_>>())
+        .map(|w| uuid_arg(a, &w))
+        .collect::<Result<_, _>>()?;
+    if uuids.is_empty() {
+        return Err(a.usage("missing <UUID>".into()));
+    }
+    Ok((ct, uuids))
+}
+
+/// The task filter plus `content_type`, as the artifact batch routes take it.
+fn filter_body(s: &Session, a: &Args, ct: crate::api::ArtifactContentType) -> Result<Value, Error> {
+    let f = tasks::filter(s, a)?;
+    let mut v = serde_json::to_value(&f).map_err(|e| Error::Failed(format!("cannot encode the filter: {e}")))?;
+    if let Some(m) = v.as_object_mut() {
+        for k in ["limit", "offset", "count"] {
+            m.remove(k);
+        }
+        m.retain(|_, x| !x.is_null());
+        m.insert("content_type".into(), json!(ct));
+    }
+    Ok(v)
+}
+
+fn download_batch(s: &mut Session, a: &Args, by_list: bool) -> Result<(), Error> {
+    let (ct, r) = if by_list {
+        let (ct, uuids) = type_and_uuids(a)?;
+        (ct, s.http.post("/tasks/download/artifacts/list", &json!({"uuids": uuids, "content_type": ct}))?)
+    } else {
+        let pos = a.exact(&["CONTENT_TYPE"])?;
+        let ct = content_type_arg(a, &pos[0])?;
+        (ct, s.http.post("/tasks/download/artifacts", &filter_body(s, a, ct)?)?)
+    };
+    let r = r.json()?;
+    let dir = PathBuf::from(a.value("output-dir").unwrap_or("."));
+    let jobs = r["downloads"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            let uuid = d["uuid"].as_str().unwrap_or_default().to_string();
+            Job {
+                dest: dir.join(format!("{uuid}.tar.gz")),
+                url: d["url"].as_str().unwrap_or_default().to_string(),
+                size: d["size"].as_i64().unwrap_or(0).max(0) as u64,
+                name: uuid,
+            }
+        })
+        .collect();
+    run_batch(s, a, &format!("Artifact {ct} of task"), jobs)
+}
+
+fn delete_batch(s: &mut Session, a: &Args, by_list: bool) -> Result<(), Error> {
+    let r = if by_list {
+        let (ct, uuids) = type_and_uuids(a)?;
+        s.http.post("/tasks/delete/artifacts/list", &json!({"uuids": uuids, "content_type": ct}))?
+    } else {
+        let pos = a.exact(&["CONTENT_TYPE"])?;
+        let ct = content_type_arg(a, &pos[0])?;
+        s.http.post("/tasks/delete/artifacts", &filter_body(s, a, ct)?)?
+    }
+    .json()?;
+    if s.json(a) {
+        print_json(&r);
+        return Ok(());
+    }
+    println!("Deleted {} artifacts", r["deleted_count"]);
+    if let Some(failed) = r["failed_uuids"].as_array().filter(|f| !f.is_empty()) {
+        let v: Vec<&str> = failed.iter().filter_map(Value::as_str).collect();
+        println!("Failed to delete {} artifacts: {}", v.len(), v.join(", "));
+    }
+    Ok(())
+}
+
+/// Streams a std-log archive (gzip'd tar) from `url`, handing each entry to `f` by path.
+pub fn read_std_log(url: &str, mut f: impl FnMut(&str, &mut dyn Read) -> std::io::Result<()>) -> Result<(), Error> {
+    let agent = ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(15)).timeout_read(Duration::from_secs(120)).build();
+    let resp = agent.get(url).call().map_err(|e| match e {
+        ureq::Error::Status(code, r) => {
+            let mut body = String::new();
+            let _ = r.into_reader().take(64 << 10).read_to_string(&mut body);
+            Error::Failed(format!("downloading the std-log: the object store answered {code}: {}", transfer::storage_message(&body)))
+        }
+        ureq::Error::Transport(t) => Error::Failed(transfer::transport_error("downloading the std-log", &t)),
+    })?;
+    let bad = |e: std::io::Error| Error::Failed(format!("the std-log archive cannot be read: {e}"));
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(resp.into_reader()));
+    for entry in archive.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        let path = entry.path().map_err(bad)?.to_string_lossy().into_owned();
+        f(&path, &mut entry).map_err(bad)?;
+    }
+    Ok(())
+}

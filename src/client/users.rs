@@ -1,0 +1,269 @@
+//! Logging in (the credentials file, `GET /auth`, `POST /login`), `auth`, `login` and the
+//! `users` commands, and the terminal prompts they may need.
+
+use super::args::{Flag, Group, Spec};
+use super::http::Http;
+use super::output::print_json;
+use super::{parse, Error, Flow, Res, Session};
+use crate::api::{self, GroupsQueryResp, UserChangePasswordReq, UserChangePasswordResp, UserLoginReq, UserLoginResp};
+use crate::config::ClientConfig;
+use crate::credentials;
+use std::io::{BufRead, Write};
+
+/// Makes sure of a valid token: the cached one if `GET /auth` accepts it, else a login.
+pub fn setup(cfg: ClientConfig, json: bool) -> Result<Session, Error> {
+    let mut http = Http::new(&cfg.coordinator_addr);
+    // The user of a stale cached token is who logs in when -u is not given.
+    let mut cached_user = None;
+    if let Some((user, token)) = credentials::load(&cfg.credential_path, cfg.user.as_deref()) {
+        http.token = Some(token);
+        let (status, body) = http.status_of("GET", "/auth")?;
+        if status == 200 && body.trim() == user {
+            return Ok(Session { http, user, cfg, json });
+        }
+        if status >= 500 {
+            return Err(Error::Failed(format!(
+                "GET /auth: the coordinator failed ({status}: {}); try again later",
+                super::http::server_message(&body)
+            )));
+        }
+        http.token = None;
+        cached_user = Some(user);
+    }
+    let user = match cfg.user.clone().or(cached_user) {
+        Some(u) => u,
+        None => prompt("Username: ", &cfg)?,
+    };
+    let password = match &cfg.password {
+        Some(p) => p.clone(),
+        None => prompt_password(&format!("Password for {user}: "), &cfg, &user)?,
+    };
+    let token = login_request(&http, &user, &password, cfg.retain)?;
+    store(&cfg, &user, &token);
+    http.token = Some(token);
+    Ok(Session { http, user, cfg, json })
+}
+
+/// A session that never talks to anyone, for printing help.
+pub fn offline_session() -> Session {
+    let cfg = ClientConfig {
+        coordinator_addr: "http://127.0.0.1:5000".into(),
+        credential_path: std::path::PathBuf::from("/dev/null"),
+        user: None,
+        password: None,
+        retain: false,
+    };
+    Session { http: Http::new(&cfg.coordinator_addr), user: String::new(), cfg, json: false }
+}
+
+fn login_request(http: &Http, user: &str, password: &str, retain: bool) -> Result<String, Error> {
+    let req = UserLoginReq { username: user.to_string(), md5_password: api::md5_password(password), retain };
+    let resp: UserLoginResp = http.post("/login", &req).map_err(|e| match e {
+        Error::Failed(m) => Error::Failed(format!("cannot log in as {user}: {m}")),
+        other => other,
+    })?.parse()?;
+    Ok(resp.token)
+}
+
+fn store(cfg: &ClientConfig, user: &str, token: &str) {
+    if let Err(e) = credentials::store(&cfg.credential_path, user, token) {
+        eprintln!("warning: cannot save the token in {}: {e}; you will have to log in again next time", cfg.credential_path.display());
+    }
+}
+
+pub fn stdin_is_tty_pub() -> bool {
+    stdin_is_tty()
+}
+
+fn stdin_is_tty() -> bool {
+    // SAFETY: isatty only inspects the descriptor.
+    unsafe { libc::isatty(0) == 1 }
+}
+
+fn no_terminal(what: &str, cfg: &ClientConfig) -> Error {
+    Error::Failed(format!(
+        "no valid token in {} and no {what} given, and stdin is not a terminal to ask for it; \
+         give -u/--user and -p/--password (or MITO_USER and MITO_PASSWORD)",
+        cfg.credential_path.display()
+    ))
+}
+
+/// Reads a line from the terminal; refuses when stdin is not one.
+fn prompt(label: &str, cfg: &ClientConfig) -> Result<String, Error> {
+    if !stdin_is_tty() {
+        return Err(no_terminal("username", cfg));
+    }
+    ask(label, false)
+}
+
+fn prompt_password(label: &str, cfg: &ClientConfig, _user: &str) -> Result<String, Error> {
+    if !stdin_is_tty() {
+        return Err(no_terminal("password", cfg));
+    }
+    ask(label, true)
+}
+
+/// Prompts on stderr and reads one line from the terminal, without echo for secrets.
+pub fn ask(label: &str, secret: bool) -> Result<String, Error> {
+    if !stdin_is_tty() {
+        return Err(Error::Failed(format!("`{}` must be given as an argument when stdin is not a terminal", label.trim_end_matches([':', ' ']))));
+    }
+    eprint!("{label}");
+    let _ = std::io::stderr().flush();
+    let guard = if secret { EchoOff::new() } else { None };
+    let mut line = String::new();
+    let n = std::io::stdin().lock().read_line(&mut line).map_err(|e| Error::Failed(format!("reading the terminal: {e}")))?;
+    drop(guard);
+    if secret {
+        eprintln!();
+    }
+    if n == 0 {
+        return Err(Error::Failed("no input (end of file)".into()));
+    }
+    let v = line.trim_end_matches(['\n', '\r']).to_string();
+    if v.is_empty() {
+        return Err(Error::Failed(format!("{} cannot be empty", label.trim_end_matches([':', ' ']))));
+    }
+    Ok(v)
+}
+
+/// Terminal echo switched off until dropped.
+struct EchoOff(libc::termios);
+
+impl EchoOff {
+    fn new() -> Option<EchoOff> {
+        // SAFETY: tcgetattr/tcsetattr on stdin with a zeroed, then filled, termios.
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(0, &mut t) != 0 {
+                return None;
+            }
+            let old = t;
+            t.c_lflag &= !libc::ECHO;
+            t.c_lflag |= libc::ECHONL;
+            libc::tcsetattr(0, libc::TCSANOW, &t);
+            Some(EchoOff(old))
+        }
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        // SAFETY: restores the settings read in `new`.
+        unsafe {
+            libc::tcsetattr(0, libc::TCSANOW, &self.0);
+        }
+    }
+}
+
+/// An argument, or asked for on the terminal.
+pub fn arg_or_ask(v: Option<&String>, label: &str, secret: bool) -> Result<String, Error> {
+    match v {
+        Some(v) => Ok(v.clone()),
+        None => ask(label, secret),
+    }
+}
+
+const AUTH: Spec = Spec { name: "auth", usage: "", about: "Show who is logged in (checks the token with the coordinator)", flags: &[] };
+
+pub fn auth(s: &mut Session, words: &[String]) -> Res {
+    let Some(a) = parse(&AUTH, words)? else { return Ok(Flow::Continue) };
+    a.exact(&[])?;
+    let name = s.http.get("/auth")?.body.trim().to_string();
+    if s.json(&a) {
+        print_json(&serde_json::json!({ "username": name }));
+    } else {
+        println!("Currently logged in as {name}");
+    }
+    Ok(Flow::Continue)
+}
+
+const LOGIN: Spec = Spec {
+    name: "login",
+    usage: "[USERNAME] [PASSWORD]",
+    about: "Log in (as the current user, or another); the token is saved in the credentials file",
+    flags: &[Flag::switch("retain", None, "Keep this user's other sessions signed in")],
+};
+
+pub fn login(s: &mut Session, words: &[String]) -> Res {
+    let Some(a) = parse(&LOGIN, words)? else { return Ok(Flow::Continue) };
+    let pos = a.at_most(2)?;
+    let user = match pos.first() {
+        Some(u) => u.clone(),
+        None if !s.user.is_empty() => s.user.clone(),
+        None => ask("Username: ", false)?,
+    };
+    let password = arg_or_ask(pos.get(1), &format!("Password for {user}: "), true)?;
+    let token = login_request(&s.http, &user, &password, a.has("retain") || s.cfg.retain)?;
+    store(&s.cfg, &user, &token);
+    s.http.token = Some(token);
+    // Unlike mitosis, the session really becomes this user (default group included).
+    s.user = user;
+    if s.json(&a) {
+        print_json(&serde_json::json!({ "username": s.user }));
+    } else {
+        println!("Logged in as {}", s.user);
+    }
+    Ok(Flow::Continue)
+}
+
+const USERS: Group = Group {
+    name: "users",
+    about: "Your password and your groups",
+    subs: &[("change-password", "Change your password"), ("groups", "List your groups and roles (alias my-groups)")],
+};
+
+const CHANGE_PASSWORD: Spec = Spec {
+    name: "users change-password",
+    usage: "[ORIG_PASSWORD] [NEW_PASSWORD]",
+    about: "Change your password (asks on the terminal for what is not given); other sessions are signed out",
+    flags: &[],
+};
+
+const MY_GROUPS: Spec = Spec { name: "users groups", usage: "", about: "List the groups you are in, with your role", flags: &[] };
+
+pub fn run(s: &mut Session, words: &[String]) -> Res {
+    let Some((cmd, rest)) = USERS.sub(words)? else { return Ok(Flow::Continue) };
+    match cmd {
+        "change-password" => change_password(s, rest),
+        "groups" | "my-groups" => my_groups(s, rest),
+        other => Err(USERS.unknown(other)),
+    }
+}
+
+fn change_password(s: &mut Session, words: &[String]) -> Res {
+    let Some(a) = parse(&CHANGE_PASSWORD, words)? else { return Ok(Flow::Continue) };
+    let pos = a.at_most(2)?;
+    let old = arg_or_ask(pos.first(), "Current password: ", true)?;
+    let new = arg_or_ask(pos.get(1), "New password: ", true)?;
+    if pos.get(1).is_none() {
+        let again = ask("New password again: ", true)?;
+        if again != new {
+            return Err(Error::Failed("the two new passwords differ; nothing was changed".into()));
+        }
+    }
+    let req = UserChangePasswordReq { old_md5_password: api::md5_password(&old), new_md5_password: api::md5_password(&new) };
+    let resp: UserChangePasswordResp = s.http.post(&format!("/users/{}/password", super::http::enc(&s.user, false)), &req)?.parse()?;
+    store(&s.cfg, &s.user, &resp.token);
+    s.http.token = Some(resp.token);
+    if !s.json(&a) {
+        println!("Password changed for {}", s.user);
+    }
+    Ok(Flow::Continue)
+}
+
+fn my_groups(s: &mut Session, words: &[String]) -> Res {
+    let Some(a) = parse(&MY_GROUPS, words)? else { return Ok(Flow::Continue) };
+    a.exact(&[])?;
+    let r = s.http.get("/users/groups")?;
+    if s.json(&a) {
+        print_json(&r.json()?);
+        return Ok(Flow::Continue);
+    }
+    let g: GroupsQueryResp = r.parse()?;
+    println!("Currently in {} groups", g.groups.len());
+    for (name, role) in &g.groups {
+        println!("Have {role} access for group {name}");
+    }
+    Ok(Flow::Continue)
+}

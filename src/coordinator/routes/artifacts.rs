@@ -1,0 +1,292 @@
+//! Artifacts: the archives a task leaves (`result`, `exec-log`, `std-log`), under object key
+//! `{task uuid}/{result|exec-log|std-log}.tar.gz` in the artifacts bucket.
+//!
+//! ```text
+//! POST /tasks/<uuid>/artifacts {"content_type":"result","content_length":123} -> {"exist":false,"url":"<PUT url>"}
+//! GET  /tasks/<uuid>/download/artifacts/result                               -> {"url":"<GET url>","size":123}
+//! ```
+//!
+//! Reading needs membership in the task's group (mitosis checks nothing on downloads);
+//! uploading and deleting need Write. Workers upload through the `Upload` report op
+//! ([`reserve_upload`]) and get download URLs only for tasks of groups they serve. A task
+//! the caller may not see is "not found".
+
+use super::objects::{authorize_task, lock_group_for_upload, origin, parse_content_type, parse_uuid, release, task_group};
+use crate::api::{
+    ArtifactContentType, ArtifactDownloadItem, ArtifactsDeleteByFilterReq, ArtifactsDeleteByFilterResp,
+    ArtifactsDeleteByUuidsReq, ArtifactsDeleteByUuidsResp, ArtifactsDownloadByFilterReq, ArtifactsDownloadByUuidsReq,
+    ArtifactsDownloadListResp, GroupWorkerRole, RemoteResourceDownloadResp, UploadArtifactReq, UploadArtifactResp,
+    UserGroupRole,
+};
+use crate::coordinator::auth::{AuthUser, AuthWorker};
+use super::tasks::{build_filter, union_sql, TaskFilter};
+use crate::coordinator::error::ApiError;
+use crate::coordinator::server::{Call, Reply};
+use crate::coordinator::storage::{download_ttl, Bucket, UPLOAD_TTL};
+use crate::coordinator::Ctx;
+use std::time::Duration;
+use uuid::Uuid;
+
+const SINGLE: Duration = Duration::from_secs(3600);
+const BATCH: Duration = Duration::from_secs(86_400);
+
+/// The object key of a task's artifact.
+pub fn object_key(task: Uuid, ct: ArtifactContentType) -> String {
+    format!("{task}/{}", ct.file_name())
+}
+
+/// Charges `content_length` bytes to the task's group, records the artifact and returns
+/// `(exist, PUT url)`; `exist` says the artifact was there before. Bumps the task's
+/// `updated_at`. Runs inside the caller's transaction: the charge and the row count only
+/// if the caller commits, and the URL must not be handed out before that. Used by the
+/// user route and by the worker's `Upload` report op.
+pub fn reserve_upload(
+    ctx: &Ctx,
+    tx: &mut postgres::Transaction<'_>,
+    call: &Call,
+    task: Uuid,
+    group_id: i64,
+    content_type: ArtifactContentType,
+    content_length: u64,
+) -> Result<(bool, String), ApiError> {
+    let budget = lock_group_for_upload(tx, group_id)?;
+    let ct = content_type.code();
+    let old: Option<i64> = tx
+        .query_opt("SELECT size FROM artifacts WHERE task_id = $1 AND content_type = $2 FOR UPDATE", &[&task, &ct])?
+        .map(|r| r.get(0));
+    let recorded = budget.charge(tx, old, content_length)?;
+    tx.execute(
+        "INSERT INTO artifacts (task_id, content_type, size) VALUES ($1, $2, $3)
+         ON CONFLICT (task_id, content_type) DO UPDATE SET size = EXCLUDED.size, updated_at = now()",
+        &[&task, &ct, &recorded],
+    )?;
+    tx.execute("UPDATE active_tasks SET updated_at = now() WHERE uuid = $1", &[&task])?;
+    tx.execute("UPDATE archived_tasks SET updated_at = now() WHERE uuid = $1", &[&task])?;
+    let url = ctx.storage.presign_put(
+        &origin(ctx, call),
+        Bucket::Artifacts,
+        &object_key(task, content_type),
+        content_length,
+        UPLOAD_TTL,
+    )?;
+    Ok((old.is_some(), url))
+}
+
+/// `POST /tasks/{uuid}/artifacts`: a user uploads an artifact of an active or archived task.
+pub fn upload(ctx: &Ctx, call: &Call, user: &AuthUser, task: &str) -> Result<Reply, ApiError> {
+    let task = parse_uuid(task)?;
+    let req: UploadArtifactReq = call.json()?;
+    let mut db = ctx.pool.get()?;
+    let mut tx = db.transaction()?;
+    let group_id = authorize_task(&mut tx, user, task, UserGroupRole::Write)?;
+    let (exist, url) = reserve_upload(ctx, &mut tx, call, task, group_id, req.content_type, req.content_length)?;
+    tx.commit()?;
+    Ok(Reply::json(&UploadArtifactResp { exist, url }))
+}
+
+fn no_artifact(task: Uuid, ct: ArtifactContentType) -> ApiError {
+    ApiError::NotFound(format!("Artifact {ct} of task {task}"))
+}
+
+fn artifact_url(ctx: &Ctx, call: &Call, db: &mut postgres::Client, task: Uuid, ct: ArtifactContentType) -> Result<Reply, ApiError> {
+    let size: i64 = db
+        .query_opt("SELECT size FROM artifacts WHERE task_id = $1 AND content_type = $2", &[&task, &ct.code()])?
+        .ok_or_else(|| no_artifact(task, ct))?
+        .get(0);
+    let url = ctx.storage.presign_get(&origin(ctx, call), Bucket::Artifacts, &object_key(task, ct), download_ttl(size, SINGLE))?;
+    Ok(Reply::json(&RemoteResourceDownloadResp { url, size }))
+}
+
+/// `GET /tasks/{uuid}/download/artifacts/{ct}`: for members of the task's group.
+pub fn download(ctx: &Ctx, call: &Call, user: &AuthUser, task: &str, ct: &str) -> Result<Reply, ApiError> {
+    let (task, ct) = (parse_uuid(task)?, parse_content_type(ct)?);
+    let mut db = ctx.pool.get()?;
+    authorize_task(&mut *db, user, task, UserGroupRole::Read)?;
+    artifact_url(ctx, call, &mut db, task, ct)
+}
+
+/// `GET /workers/tasks/{uuid}/artifacts/{ct}`: for tasks of groups the worker serves.
+pub fn worker_download(ctx: &Ctx, call: &Call, worker: &AuthWorker, task: &str, ct: &str) -> Result<Reply, ApiError> {
+    let (task, ct) = (parse_uuid(task)?, parse_content_type(ct)?);
+    let mut db = ctx.pool.get()?;
+    let not_found = || ApiError::NotFound(format!("Task with uuid {task}"));
+    let group_id = task_group(&mut *db, task)?.ok_or_else(not_found)?;
+    let serves = db.query_opt(
+        "SELECT 1 FROM group_worker WHERE worker_id = $1 AND group_id = $2 AND role >= $3",
+        &[&worker.id, &group_id, &GroupWorkerRole::Write.code()],
+    )?;
+    if serves.is_none() {
+        return Err(not_found());
+    }
+    artifact_url(ctx, call, &mut db, task, ct)
+}
+
+/// `GET /workers/tasks/{uuid}/attachments/{*key}`: an attachment of the group of the
+/// worker's current task (the uuid must be that task's).
+pub fn worker_attachment(ctx: &Ctx, call: &Call, worker: &AuthWorker, task: &str, key: &str) -> Result<Reply, ApiError> {
+    let task = parse_uuid(task)?;
+    let mut db = ctx.pool.get()?;
+    let row = db
+        .query_opt(
+            "SELECT g.id, g.group_name FROM active_tasks t JOIN groups g ON g.id = t.group_id
+             WHERE t.uuid = $1 AND t.assigned_worker = $2",
+            &[&task, &worker.id],
+        )?
+        .ok_or_else(|| ApiError::NotFound(format!("Task with uuid {task}")))?;
+    let (group_id, group): (i64, String) = (row.get(0), row.get(1));
+    super::attachments::download_in(ctx, call, &mut db, group_id, &group, key)
+}
+
+fn download_items(ctx: &Ctx, call: &Call, ct: ArtifactContentType, rows: Vec<postgres::Row>) -> Result<Reply, ApiError> {
+    let origin = origin(ctx, call);
+    let mut downloads = Vec::with_capacity(rows.len());
+    for r in rows {
+        let (uuid, size): (Uuid, i64) = (r.get(0), r.get(1));
+        let url = ctx.storage.presign_get(&origin, Bucket::Artifacts, &object_key(uuid, ct), download_ttl(size, BATCH))?;
+        downloads.push(ArtifactDownloadItem { uuid, url, size });
+    }
+    Ok(Reply::json(&ArtifactsDownloadListResp { downloads }))
+}
+
+/// `POST /tasks/download/artifacts/list`: GET URLs for the listed tasks' artifacts of one
+/// type, for tasks in groups the caller is a member of; others are left out like tasks
+/// without that artifact.
+pub fn download_by_uuids(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
+    let req: ArtifactsDownloadByUuidsReq = call.json()?;
+    if req.uuids.is_empty() {
+        return Err(ApiError::bad("Empty uuids: name at least one task"));
+    }
+    let mut db = ctx.pool.get()?;
+    let rows = db.query(
+        "SELECT a.task_id, a.size FROM artifacts a
+         JOIN (SELECT uuid, group_id FROM active_tasks WHERE uuid = ANY($1)
+               UNION ALL SELECT uuid, group_id FROM archived_tasks WHERE uuid = ANY($1)) t ON t.uuid = a.task_id
+         JOIN user_group ug ON ug.group_id = t.group_id AND ug.user_id = $2
+         WHERE a.content_type = $3 AND a.task_id = ANY($1)
+         ORDER BY a.task_id",
+        &[&req.uuids, &user.id, &req.content_type.code()],
+    )?;
+    download_items(ctx, call, req.content_type, rows)
+}
+
+/// The artifacts of one type of the tasks a filter selects, after checking the caller's
+/// role `min` in the filter's group (default: their personal group).
+fn filtered(
+    db: &mut postgres::Client,
+    user: &AuthUser,
+    req: &ArtifactsDownloadByFilterReq,
+    min: UserGroupRole,
+) -> Result<Vec<postgres::Row>, ApiError> {
+    let f = TaskFilter {
+        group_name: req.group_name.as_deref(),
+        creator_usernames: &req.creator_usernames,
+        tags: &req.tags,
+        labels: &req.labels,
+        states: &req.states,
+        exit_status: &req.exit_status,
+        priority: &req.priority,
+    };
+    let (_, mut q) = build_filter(db, user, &f, min)?;
+    let union = union_sql(&mut q, req.reporter_uuid);
+    let ct = q.bind(req.content_type.code());
+    let sql = format!(
+        "SELECT a.task_id, a.size FROM artifacts a JOIN ({union}) x ON x.uuid = a.task_id
+         WHERE a.content_type = {ct} ORDER BY a.task_id"
+    );
+    Ok(db.query(&sql, &q.params())?)
+}
+
+/// `POST /tasks/download/artifacts`: GET URLs for the artifacts of the tasks a filter selects.
+pub fn download_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
+    let req: ArtifactsDownloadByFilterReq = call.json()?;
+    let mut db = ctx.pool.get()?;
+    let rows = filtered(&mut db, user, &req, UserGroupRole::Read)?;
+    download_items(ctx, call, req.content_type, rows)
+}
+
+/// Deletes one artifact in its own transaction: the object first, then (only if that
+/// worked) the row and the charged space. `user` None: an admin, who may delete any time.
+fn delete_one(ctx: &Ctx, user: Option<&AuthUser>, task: Uuid, ct: ArtifactContentType) -> Result<(), ApiError> {
+    let mut db = ctx.pool.get()?;
+    let mut tx = db.transaction()?;
+    let group_id = match user {
+        Some(u) => Some(authorize_task(&mut tx, u, task, UserGroupRole::Write)?),
+        // Artifact rows have no foreign key: an admin may clean up after a task row is gone.
+        None => task_group(&mut tx, task)?,
+    };
+    let row = tx
+        .query_opt(
+            "SELECT size, updated_at > now() - interval '1 hour' FROM artifacts
+             WHERE task_id = $1 AND content_type = $2 FOR UPDATE",
+            &[&task, &ct.code()],
+        )?
+        .ok_or_else(|| no_artifact(task, ct))?;
+    if user.is_some() && row.get::<_, bool>(1) {
+        return Err(ApiError::bad("Cannot delete artifact that has been updated in the last hour"));
+    }
+    ctx.storage.delete(Bucket::Artifacts, &object_key(task, ct))?;
+    tx.execute("DELETE FROM artifacts WHERE task_id = $1 AND content_type = $2", &[&task, &ct.code()])?;
+    if let Some(g) = group_id {
+        release(&mut tx, g, row.get(0))?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// `DELETE /tasks/{uuid}/artifacts/{ct}` (Write; not within an hour of an upload).
+pub fn delete(ctx: &Ctx, user: &AuthUser, task: &str, ct: &str) -> Result<Reply, ApiError> {
+    let (task, ct) = (parse_uuid(task)?, parse_content_type(ct)?);
+    delete_one(ctx, Some(user), task, ct).map(|()| Reply::ok())
+}
+
+/// `DELETE /admin/tasks/{uuid}/artifacts/{ct}`: any time.
+pub fn admin_delete(ctx: &Ctx, task: &str, ct: &str) -> Result<Reply, ApiError> {
+    let (task, ct) = (parse_uuid(task)?, parse_content_type(ct)?);
+    delete_one(ctx, None, task, ct).map(|()| Reply::ok())
+}
+
+/// Deletes one by one. A refusal (not found, no permission, too recent) skips that item;
+/// after an unreachable store or database the rest are not tried, and anything else
+/// fails the request. Returns (deleted, not deleted).
+fn delete_many(ctx: &Ctx, user: &AuthUser, uuids: Vec<Uuid>, ct: ArtifactContentType) -> Result<(u64, Vec<Uuid>), ApiError> {
+    let mut deleted = 0;
+    let mut failed = Vec::new();
+    let mut down = false;
+    for task in uuids {
+        if down {
+            failed.push(task);
+            continue;
+        }
+        match delete_one(ctx, Some(user), task, ct) {
+            Ok(()) => deleted += 1,
+            Err(ApiError::Internal(e)) => return Err(ApiError::Internal(e)),
+            Err(e) => {
+                down = matches!(e, ApiError::Unavailable(_));
+                failed.push(task);
+            }
+        }
+    }
+    Ok((deleted, failed))
+}
+
+/// `POST /tasks/delete/artifacts`: deletes the artifacts of the tasks a filter selects
+/// (Write in the group), skipping those uploaded within the hour.
+pub fn delete_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
+    let req: ArtifactsDeleteByFilterReq = call.json()?;
+    let uuids: Vec<Uuid> = {
+        let mut db = ctx.pool.get()?;
+        filtered(&mut db, user, &req, UserGroupRole::Write)?.iter().map(|r| r.get(0)).collect()
+    };
+    let (deleted_count, _) = delete_many(ctx, user, uuids, req.content_type)?;
+    Ok(Reply::json(&ArtifactsDeleteByFilterResp { deleted_count }))
+}
+
+/// `POST /tasks/delete/artifacts/list`: `failed_uuids` lists what was not deleted.
+pub fn delete_by_uuids(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
+    let req: ArtifactsDeleteByUuidsReq = call.json()?;
+    if req.uuids.is_empty() {
+        return Err(ApiError::bad("Empty uuids: name at least one task"));
+    }
+    let (deleted_count, failed_uuids) = delete_many(ctx, user, req.uuids, req.content_type)?;
+    Ok(Reply::json(&ArtifactsDeleteByUuidsResp { deleted_count, failed_uuids }))
+}
