@@ -9,6 +9,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod coordinator;
+pub mod credentials;
 pub mod logging;
 pub mod signal;
 pub mod worker;
