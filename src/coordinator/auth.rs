@@ -248,3 +248,25 @@ mod tests {
         }
     }
 }
+
+/// A registered worker, identified by its token.
+#[derive(Debug, Clone)]
+pub struct AuthWorker {
+    pub id: i64,
+    pub uuid: uuid::Uuid,
+    pub state: crate::api::WorkerState,
+}
+
+/// Checks a worker token: its subject must be the uuid of a worker that still exists
+/// (removed workers get 401, which tells them to exit).
+pub fn authenticate_worker(db: &mut postgres::Client, claims: &Claims) -> Result<AuthWorker, ApiError> {
+    let uuid: uuid::Uuid = claims.sub.parse().map_err(|_| ApiError::InvalidToken)?;
+    let row = db
+        .query_opt("SELECT id, state FROM workers WHERE worker_id = $1", &[&uuid])?
+        .ok_or(ApiError::WrongCredentials)?;
+    Ok(AuthWorker {
+        id: row.get(0),
+        uuid,
+        state: crate::api::WorkerState::from_code(row.get(1)).unwrap_or(crate::api::WorkerState::Normal),
+    })
+}

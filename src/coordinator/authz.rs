@@ -43,3 +43,67 @@ pub fn authorize_group(
         Some(found) => Ok(found),
     }
 }
+
+/// Requires that the caller may act on worker `uuid`: the caller has at least `min_user` in
+/// some group that has at least `min_group` on the worker. Returns the worker's row id.
+/// A worker the caller shares no group with is "not found", as if it did not exist.
+pub fn authorize_worker(
+    db: &mut impl postgres::GenericClient,
+    user: &AuthUser,
+    uuid: uuid::Uuid,
+    min_user: UserGroupRole,
+    min_group: crate::api::GroupWorkerRole,
+) -> Result<i64, ApiError> {
+    let row = db.query_opt(
+        "SELECT w.id,
+            EXISTS (SELECT 1 FROM group_worker gw JOIN user_group ug ON ug.group_id = gw.group_id
+                    WHERE gw.worker_id = w.id AND ug.user_id = $2),
+            EXISTS (SELECT 1 FROM group_worker gw JOIN user_group ug ON ug.group_id = gw.group_id
+                    WHERE gw.worker_id = w.id AND ug.user_id = $2 AND ug.role >= $3 AND gw.role >= $4)
+         FROM workers w WHERE w.worker_id = $1",
+        &[&uuid, &user.id, &min_user.code(), &min_group.code()],
+    )?;
+    match row {
+        Some(r) if r.get::<_, bool>(1) => {
+            if r.get::<_, bool>(2) {
+                Ok(r.get(0))
+            } else {
+                Err(ApiError::Forbidden(format!(
+                    "this needs the {min_user} role in a group that has the {min_group} role on worker {uuid}"
+                )))
+            }
+        }
+        _ => Err(ApiError::NotFound(format!("Worker {uuid}"))),
+    }
+}
+
+/// The caller's role in the group with row id `group_id`, if a member.
+pub fn role_in(
+    db: &mut impl postgres::GenericClient,
+    user: &AuthUser,
+    group_id: i64,
+) -> Result<Option<UserGroupRole>, ApiError> {
+    let row = db.query_opt(
+        "SELECT role FROM user_group WHERE user_id = $1 AND group_id = $2",
+        &[&user.id, &group_id],
+    )?;
+    Ok(row.and_then(|r| UserGroupRole::from_code(r.get(0))))
+}
+
+/// Requires at least `min` in the task's group. A caller outside the group is told the
+/// task does not exist, exactly as for a task that does not.
+pub fn authorize_task(
+    db: &mut impl postgres::GenericClient,
+    user: &AuthUser,
+    group_id: i64,
+    uuid: uuid::Uuid,
+    min: UserGroupRole,
+) -> Result<UserGroupRole, ApiError> {
+    match role_in(db, user, group_id)? {
+        None => Err(ApiError::NotFound(format!("Task with uuid {uuid}"))),
+        Some(role) if role < min => Err(ApiError::Forbidden(format!(
+            "this needs the {min} role in the task's group; you have {role}"
+        ))),
+        Some(role) => Ok(role),
+    }
+}

@@ -14,7 +14,7 @@
 
 use super::server::Reply;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum ApiError {
     /// The token is not one we issued, or it is garbled or expired.
     InvalidToken,
@@ -47,6 +47,15 @@ impl ApiError {
     /// Shorthand for `InvalidRequest`.
     pub fn bad(msg: impl Into<String>) -> Self {
         ApiError::InvalidRequest(msg.into())
+    }
+
+    /// The message a caller sees (the `msg` of a JSON error, or the plain text).
+    pub fn message(&self) -> String {
+        let r = self.reply();
+        match serde_json::from_slice::<crate::api::ErrorMsg>(&r.body) {
+            Ok(m) => m.msg,
+            Err(_) => String::from_utf8_lossy(&r.body).into_owned(),
+        }
     }
 
     /// The HTTP answer for this error.

@@ -12,9 +12,14 @@ pub mod auth;
 pub mod authz;
 pub mod db;
 pub mod error;
+pub mod filter;
+pub mod reaper;
 pub mod redis;
 mod routes;
+pub mod scheduler;
 pub mod server;
+pub mod tasks;
+pub mod workers;
 
 use crate::cli::{help_text, parse_mode, OptSpec};
 use crate::config::{cache_dir, ConfigError, CoordinatorConfig, Layers};
@@ -96,6 +101,7 @@ pub struct Ctx {
     pub redis_client_url: Option<String>,
     /// Handed to workers at registration.
     pub redis_worker_url: Option<String>,
+    pub scheduler: scheduler::Scheduler,
 }
 
 /// Whether a database error is a unique-constraint violation.
@@ -202,7 +208,10 @@ pub fn run(cfg: CoordinatorConfig) -> Result<(), String> {
         shutdown,
         redis_client_url: redis_urls.as_ref().map(|u| u.client.clone()),
         redis_worker_url: redis_urls.map(|u| u.worker),
+        scheduler: scheduler::Scheduler::new(),
     });
+    let mut background = scheduler::spawn(ctx.clone());
+    background.extend(reaper::spawn(ctx.clone()));
     let handlers = server::spawn_handlers(ctx.clone(), server.clone(), threads);
     log::info!("coordinator listening on http://{bind} with {threads} handler threads");
 
@@ -213,7 +222,7 @@ pub fn run(cfg: CoordinatorConfig) -> Result<(), String> {
         recv(stopped) -> _ => {}
     }
     ctx.shutdown.trigger();
-    for h in handlers {
+    for h in handlers.into_iter().chain(background) {
         let _ = h.join();
     }
     drop(server);

@@ -183,7 +183,12 @@ fn handle(ctx: &Ctx, mut req: tiny_http::Request) {
     let method = req.method().clone();
     let url = req.url().to_string();
     let reply = match process(ctx, &mut req) {
-        Ok(r) => r,
+        Ok(routes::Outcome::Reply(r)) => r,
+        Ok(routes::Outcome::Park { worker_id, deadline }) => {
+            log::debug!("{method} {} parked until a task is ready", path_of(&url));
+            ctx.scheduler.park(super::scheduler::Parked::new(req, worker_id, deadline));
+            return;
+        }
         Err(e) => {
             if let ApiError::Internal(detail) = &e {
                 log::error!("{method} {} failed: {detail}", path_of(&url));
@@ -216,7 +221,7 @@ fn header(name: &str, value: &str) -> tiny_http::Header {
     tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("static header is valid")
 }
 
-fn process(ctx: &Ctx, req: &mut tiny_http::Request) -> Result<Reply, ApiError> {
+fn process(ctx: &Ctx, req: &mut tiny_http::Request) -> Result<routes::Outcome, ApiError> {
     let url = req.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
     let raw = path.strip_prefix('/').ok_or(ApiError::NoRoute)?;
@@ -227,7 +232,7 @@ fn process(ctx: &Ctx, req: &mut tiny_http::Request) -> Result<Reply, ApiError> {
         .map_err(ApiError::BadPath)?;
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
     if *req.method() == tiny_http::Method::Options {
-        return Ok(cors_preflight());
+        return Ok(routes::Outcome::Reply(cors_preflight()));
     }
     let endpoint = routes::resolve(req.method(), &segs)?;
     let mut call = Call {

@@ -1,0 +1,111 @@
+//! The reaper: removes workers whose heartbeat is overdue and workers whose task ran past
+//! its timeout plus a 60 s grace; their tasks go back to Ready.
+//!
+//! One reaper acts at a time across coordinators: the one holding a PostgreSQL advisory
+//! lock on its own connection. The clock of a new leader starts at its election, so a
+//! coordinator outage does not count against workers that could not reach it.
+//!
+//! ```ignore
+//! let handle = reaper::spawn(ctx.clone()); // runs until shutdown
+//! ```
+
+use super::{scheduler, workers, Ctx};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+const LOCK: i64 = 0x6d69_746f_0002;
+/// Grace past a task's timeout before the coordinator steps in (the worker enforces the
+/// timeout itself; this catches workers that cannot).
+const TASK_GRACE_SECS: i64 = 60;
+
+pub fn spawn(ctx: Arc<Ctx>) -> Option<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("reaper".into())
+        .spawn(move || run(&ctx))
+        .map_err(|e| log::error!("cannot start the reaper thread: {e}"))
+        .ok()
+}
+
+fn tick(ctx: &Ctx) -> Duration {
+    (ctx.cfg.heartbeat_timeout / 4).clamp(Duration::from_millis(250), Duration::from_secs(5))
+}
+
+fn run(ctx: &Ctx) {
+    let mut leader: Option<(postgres::Client, SystemTime)> = None;
+    let mut next = Instant::now();
+    while !ctx.shutdown.is_set() {
+        if Instant::now() < next {
+            std::thread::sleep(Duration::from_millis(100).min(next - Instant::now()));
+            continue;
+        }
+        next = Instant::now() + tick(ctx);
+        if leader.as_ref().is_some_and(|(c, _)| c.is_closed()) {
+            leader = None;
+        }
+        if leader.is_none() {
+            leader = elect(ctx);
+        }
+        let Some((_, since)) = leader.as_ref() else { continue };
+        if let Err(e) = reap(ctx, *since) {
+            log::warn!("reaping failed (will retry): {e:?}");
+        }
+    }
+}
+
+/// Tries to become the reaper; holds the lock for as long as the connection lives.
+fn elect(ctx: &Ctx) -> Option<(postgres::Client, SystemTime)> {
+    let mut c = super::db::connect(&ctx.cfg.db_url).ok()?;
+    let got: bool = c.query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK]).ok()?.get(0);
+    if !got {
+        return None;
+    }
+    let since: SystemTime = c.query_one("SELECT now()", &[]).ok()?.get(0);
+    log::info!("this coordinator now reaps lost workers and overdue tasks");
+    Some((c, since))
+}
+
+fn reap(ctx: &Ctx, since: SystemTime) -> Result<(), super::error::ApiError> {
+    let mut db = ctx.pool.get()?;
+    let timeout = ctx.cfg.heartbeat_timeout.as_secs_f64();
+    let silent: Vec<(i64, uuid::Uuid)> = db
+        .query(
+            "SELECT id, worker_id FROM workers WHERE greatest(last_heartbeat, $1) < now() - make_interval(secs => $2)",
+            &[&since, &timeout],
+        )?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let overdue: Vec<(i64, uuid::Uuid)> = db
+        .query(
+            "SELECT w.id, w.worker_id FROM active_tasks t JOIN workers w ON w.id = t.assigned_worker
+             WHERE t.state = 2 AND greatest(t.updated_at, $1) + make_interval(secs => t.timeout + $2) < now()",
+            &[&since, &(TASK_GRACE_SECS as f64)],
+        )?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    if silent.is_empty() && overdue.is_empty() {
+        return Ok(());
+    }
+    for (_, u) in &silent {
+        log::warn!("worker {u} sent no heartbeat for {:?}; removing it and requeueing its task", ctx.cfg.heartbeat_timeout);
+    }
+    for (_, u) in &overdue {
+        log::warn!("worker {u} holds a task past its timeout plus {TASK_GRACE_SECS}s; removing it and requeueing the task");
+    }
+    let mut ids: Vec<i64> = silent.iter().chain(overdue.iter()).map(|(id, _)| *id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut tx = db.transaction()?;
+    let groups = workers::remove(&mut tx, &ids)?;
+    for g in &groups {
+        ctx.scheduler.notify_group(&mut tx, *g)?;
+    }
+    tx.commit()?;
+    for g in groups {
+        ctx.scheduler.task_ready(g);
+    }
+    let _ = scheduler::CHANNEL;
+    Ok(())
+}

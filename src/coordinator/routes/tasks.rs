@@ -1,0 +1,345 @@
+//! Tasks as users see them: submit, read, query, change, label, cancel.
+
+use crate::api::{
+    ChangeTaskReq, ErrorMsg, SubmitTaskReq, SubmitTaskResp, TaskQueryResp, TaskState, TasksCancelByFilterReq,
+    TasksCancelByFilterResp, TasksCancelByUuidsReq, TasksCancelByUuidsResp, TasksQueryReq, TasksQueryResp,
+    TasksSubmitReq, TasksSubmitResp, UpdateTaskLabelsReq, UserGroupRole,
+};
+use crate::coordinator::auth::AuthUser;
+use crate::coordinator::authz::{authorize_group, authorize_task};
+use crate::coordinator::error::ApiError;
+use crate::coordinator::filter::{comparison, not_empty, Sql};
+use crate::coordinator::server::{Call, Reply};
+use crate::coordinator::tasks::{self, Found};
+use crate::coordinator::Ctx;
+use std::collections::{BTreeMap, BTreeSet};
+use uuid::Uuid;
+
+/// The most items one batch call takes.
+pub const MAX_BATCH: usize = 10_000;
+/// Rows per INSERT / per uuid lookup.
+const CHUNK: usize = 1024;
+
+fn check_batch_len(n: usize, what: &str) -> Result<(), ApiError> {
+    if n == 0 {
+        return Err(ApiError::bad(format!("{what} cannot be empty")));
+    }
+    if n > MAX_BATCH {
+        return Err(ApiError::bad(format!("{what} has {n} items; at most {MAX_BATCH} per call, split it")));
+    }
+    Ok(())
+}
+
+/// Submits tasks; each item succeeds or fails on its own. Needs Write in each group.
+fn submit_all(ctx: &Ctx, user: &AuthUser, reqs: &[SubmitTaskReq]) -> Result<Vec<Result<SubmitTaskResp, ApiError>>, ApiError> {
+    let mut results: Vec<Option<Result<SubmitTaskResp, ApiError>>> = (0..reqs.len()).map(|_| None).collect();
+    let mut db = ctx.pool.get()?;
+    let mut tx = db.transaction()?;
+    let mut by_group: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, r) in reqs.iter().enumerate() {
+        match tasks::validate_submit(r) {
+            Ok(()) => by_group.entry(r.group_name.as_str()).or_default().push(i),
+            Err(e) => results[i] = Some(Err(ApiError::bad(e))),
+        }
+    }
+    let mut ready_groups = Vec::new();
+    for (group, idx) in by_group {
+        let group_id = match authorize_group(&mut tx, user, group, UserGroupRole::Write) {
+            Ok((gid, _)) => gid,
+            Err(e) => {
+                for i in idx {
+                    results[i] = Some(Err(e.clone()));
+                }
+                continue;
+            }
+        };
+        for chunk in idx.chunks(CHUNK) {
+            let items: Vec<&SubmitTaskReq> = chunk.iter().map(|i| &reqs[*i]).collect();
+            let made = tasks::insert(&mut tx, user.id, group_id, &items, TaskState::Ready, None)?;
+            for (i, (task_id, uuid)) in chunk.iter().zip(made) {
+                results[*i] = Some(Ok(SubmitTaskResp { task_id, uuid }));
+            }
+        }
+        ctx.scheduler.notify_group(&mut tx, group_id)?;
+        ready_groups.push(group_id);
+    }
+    tx.commit()?;
+    for g in ready_groups {
+        ctx.scheduler.task_ready(g);
+    }
+    Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Err(ApiError::Internal("unanswered".into())))).collect())
+}
+
+/// `POST /tasks`.
+pub fn submit(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
+    let req: SubmitTaskReq = call.json()?;
+    let mut out = submit_all(ctx, user, std::slice::from_ref(&req))?;
+    match out.pop() {
+        Some(Ok(r)) => Ok(Reply::json(&r)),
+        Some(Err(e)) => Err(e),
+        None => Err(ApiError::Internal("no result".into())),
+    }
+}
+
+/// `POST /tasks/submit`: a result per item, in order.
+pub fn submit_batch(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
+    let req: TasksSubmitReq = call.json()?;
+    check_batch_len(req.tasks.len(), "Tasks list")?;
+    let results = submit_all(ctx, user, &req.tasks)?
+        .into_iter()
+        .map(|r| r.map_err(|e| ErrorMsg { msg: e.message() }))
+        .collect();
+    Ok(Reply::json(&TasksSubmitResp { results }))
+}
+
+fn find_visible(db: &mut impl postgres::GenericClient, user: &AuthUser, uuid: Uuid, min: UserGroupRole) -> Result<Found, ApiError> {
+    let found = tasks::find(db, uuid)?.ok_or_else(|| ApiError::NotFound(format!("Task with uuid {uuid}")))?;
+    authorize_task(db, user, found.group_id, uuid, min)?;
+    Ok(found)
+}
+
+/// `GET /tasks/{uuid}`: needs Read in the task's group.
+pub fn get(ctx: &Ctx, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
+    let mut db = ctx.pool.get()?;
+    let found = find_visible(&mut *db, user, uuid, UserGroupRole::Read)?;
+    let artifacts = tasks::artifacts(&mut *db, uuid)?;
+    Ok(Reply::json(&TaskQueryResp { info: found.info, artifacts }))
+}
+
+/// Locks an active task for a change; `None` if there is no such active task.
+fn lock_active(tx: &mut postgres::Transaction, uuid: Uuid) -> Result<Option<(i64, i64, TaskState)>, ApiError> {
+    let row = tx.query_opt("SELECT id, group_id, state FROM active_tasks WHERE uuid = $1 FOR UPDATE", &[&uuid])?;
+    Ok(row.map(|r| (r.get(0), r.get(1), TaskState::from_code(r.get(2)).unwrap_or(TaskState::Unknown))))
+}
+
+/// `PUT /tasks/{uuid}`: changes a Ready task (Write).
+pub fn change(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
+    let req: ChangeTaskReq = call.json()?;
+    if req.tags.is_none() && req.timeout.is_none() && req.priority.is_none() && req.task_spec.is_none() {
+        return Err(ApiError::bad("No change specified: give tags, timeout, priority or task_spec"));
+    }
+    if let Some(spec) = &req.task_spec {
+        tasks::validate_spec(spec).map_err(ApiError::bad)?;
+    }
+    if req.timeout.is_some_and(|t| t.as_secs() == 0) {
+        return Err(ApiError::bad("timeout must be at least 1s"));
+    }
+    let mut db = ctx.pool.get()?;
+    let mut tx = db.transaction()?;
+    let (id, group_id, state) = lock_active(&mut tx, uuid)?.ok_or_else(|| ApiError::NotFound(format!("Ready task with uuid {uuid}")))?;
+    authorize_task(&mut tx, user, group_id, uuid, UserGroupRole::Write)?;
+    if state != TaskState::Ready {
+        return Err(ApiError::NotFound(format!("Ready task with uuid {uuid} (it is {state}; only Ready tasks can be changed)")));
+    }
+    let tags: Option<Vec<String>> = req.tags.map(|t| t.into_iter().collect());
+    let timeout: Option<i64> = req.timeout.map(|t| t.as_secs() as i64);
+    let spec = req
+        .task_spec
+        .map(|s| serde_json::to_value(&s))
+        .transpose()
+        .map_err(|e| ApiError::Internal(format!("serialize spec: {e}")))?;
+    tx.execute(
+        "UPDATE active_tasks SET tags = COALESCE($2, tags), timeout = COALESCE($3, timeout),
+            priority = COALESCE($4, priority), spec = COALESCE($5, spec), updated_at = now()
+         WHERE id = $1",
+        &[&id, &tags, &timeout, &req.priority, &spec],
+    )?;
+    ctx.scheduler.notify_group(&mut tx, group_id)?;
+    tx.commit()?;
+    ctx.scheduler.task_ready(group_id);
+    Ok(Reply::ok())
+}
+
+/// `DELETE /tasks/{uuid}`: a Ready or Pending task is archived as cancelled at once; a
+/// Running one is marked, and its worker stops it (README: Extensions).
+pub fn cancel(ctx: &Ctx, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
+    let mut db = ctx.pool.get()?;
+    let mut tx = db.transaction()?;
+    let missing = || ApiError::NotFound(format!("Task with uuid {uuid}"));
+    let (id, group_id, state) = lock_active(&mut tx, uuid)?.ok_or_else(missing)?;
+    authorize_task(&mut tx, user, group_id, uuid, UserGroupRole::Write)?;
+    match state {
+        TaskState::Ready | TaskState::Pending => {
+            tasks::archive_cancelled(&mut tx, &[id], &[state.code()])?;
+        }
+        TaskState::Running => {
+            tx.execute("UPDATE active_tasks SET cancel_requested = true WHERE id = $1", &[&id])?;
+        }
+        other => {
+            return Err(ApiError::bad(format!("task {uuid} is {other} and being committed; it can no longer be cancelled")));
+        }
+    }
+    tx.commit()?;
+    Ok(Reply::ok())
+}
+
+/// `PUT /tasks/{uuid}/labels`: replaces the labels of an active or archived task (Write).
+pub fn labels(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
+    let req: UpdateTaskLabelsReq = call.json()?;
+    let labels: Vec<String> = req.labels.into_iter().collect();
+    let mut db = ctx.pool.get()?;
+    let found = find_visible(&mut *db, user, uuid, UserGroupRole::Write)?;
+    let sql = if found.active {
+        "UPDATE active_tasks SET labels = $2, updated_at = now() WHERE id = $1"
+    } else {
+        "UPDATE archived_tasks SET labels = $2 WHERE id = $1"
+    };
+    db.execute(sql, &[&found.id, &labels])?;
+    Ok(Reply::ok())
+}
+
+/// The task filters shared by query, cancel and artifact routes.
+pub struct TaskFilter<'a> {
+    pub group_name: Option<&'a str>,
+    pub creator_usernames: &'a Option<BTreeSet<String>>,
+    pub tags: &'a Option<BTreeSet<String>>,
+    pub labels: &'a Option<BTreeSet<String>>,
+    pub states: &'a Option<BTreeSet<TaskState>>,
+    pub exit_status: &'a Option<String>,
+    pub priority: &'a Option<String>,
+}
+
+/// Checks the caller's role in the filter's group (default: their own) and builds the
+/// conditions every part of the query shares. Returns (group name, conditions).
+pub fn build_filter(db: &mut impl postgres::GenericClient, user: &AuthUser, f: &TaskFilter, min: UserGroupRole) -> Result<(String, Sql), ApiError> {
+    not_empty("creator_usernames", f.creator_usernames)?;
+    not_empty("tags", f.tags)?;
+    not_empty("labels", f.labels)?;
+    not_empty("states", f.states)?;
+    let exit = comparison("exit_status", f.exit_status)?;
+    let prio = comparison("priority", f.priority)?;
+    let group = f.group_name.unwrap_or(&user.username).to_string();
+    let (group_id, _) = authorize_group(db, user, &group, min)?;
+    let mut q = Sql::new();
+    q.and("t.group_id = {}", group_id);
+    if let Some(c) = f.creator_usernames {
+        q.and("u.username = ANY({})", c.iter().cloned().collect::<Vec<_>>());
+    }
+    if let Some(t) = f.tags {
+        q.and("t.tags @> {}", t.iter().cloned().collect::<Vec<_>>());
+    }
+    if let Some(l) = f.labels {
+        q.and("t.labels @> {}", l.iter().cloned().collect::<Vec<_>>());
+    }
+    if let Some(s) = f.states {
+        q.and("t.state = ANY({})", s.iter().map(|s| s.code()).collect::<Vec<_>>());
+    }
+    if let Some(c) = exit {
+        // Compared as a number, so `<` and `>` mean what they say.
+        q.and(&format!("(t.result->>'exit_status')::int {} {{}}", c.op), c.value);
+    }
+    if let Some(c) = prio {
+        q.and(&format!("t.priority {} {{}}", c.op), c.value);
+    }
+    Ok((group, q))
+}
+
+/// The union of active and archived tasks matching `q`; archived rows only when a
+/// reporter is given.
+pub fn union_sql(q: &mut Sql, reporter: Option<Uuid>) -> String {
+    let common = q.conditions();
+    let (active_extra, archived_extra) = match reporter {
+        Some(r) => {
+            let p = q.bind(r);
+            (" AND FALSE".to_string(), format!(" AND t.reporter_uuid = {p}"))
+        }
+        None => (String::new(), String::new()),
+    };
+    format!(
+        "{} WHERE {common}{active_extra} UNION ALL {} WHERE {common}{archived_extra}",
+        tasks::active_select(),
+        tasks::archived_select()
+    )
+}
+
+/// `POST /tasks/query`: needs Read; limit and offset apply to the combined result.
+pub fn query(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
+    let req: TasksQueryReq = call.json()?;
+    let mut db = ctx.pool.get()?;
+    let f = TaskFilter {
+        group_name: req.group_name.as_deref(),
+        creator_usernames: &req.creator_usernames,
+        tags: &req.tags,
+        labels: &req.labels,
+        states: &req.states,
+        exit_status: &req.exit_status,
+        priority: &req.priority,
+    };
+    let (group_name, mut q) = build_filter(&mut *db, user, &f, UserGroupRole::Read)?;
+    let union = union_sql(&mut q, req.reporter_uuid);
+    if req.count {
+        let n: i64 = db.query_one(&format!("SELECT count(*) FROM ({union}) x"), &q.params())?.get(0);
+        return Ok(Reply::json(&TasksQueryResp { count: n as u64, tasks: Vec::new(), group_name }));
+    }
+    let limit = q.bind(req.limit.map(|l| l.min(i64::MAX as u64) as i64));
+    let offset = q.bind(req.offset.unwrap_or(0).min(i64::MAX as u64) as i64);
+    let sql = format!("SELECT * FROM ({union}) x ORDER BY x.active DESC, x.id LIMIT {limit} OFFSET {offset}");
+    let rows = db.query(&sql, &q.params())?;
+    let tasks = rows.iter().map(|r| tasks::from_row(r).map(|f| f.info)).collect::<Result<Vec<_>, _>>()?;
+    Ok(Reply::json(&TasksQueryResp { count: tasks.len() as u64, tasks, group_name }))
+}
+
+/// `POST /tasks/cancel`: cancels matching Ready and Pending tasks (Write).
+pub fn cancel_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
+    let req: TasksCancelByFilterReq = call.json()?;
+    let cancellable = [TaskState::Ready, TaskState::Pending];
+    let states: BTreeSet<TaskState> = match &req.states {
+        Some(s) => {
+            let both: BTreeSet<TaskState> = s.iter().copied().filter(|s| cancellable.contains(s)).collect();
+            if both.is_empty() { cancellable.into_iter().collect() } else { both }
+        }
+        None => cancellable.into_iter().collect(),
+    };
+    let states = Some(states);
+    let mut db = ctx.pool.get()?;
+    let mut tx = db.transaction()?;
+    let f = TaskFilter {
+        group_name: req.group_name.as_deref(),
+        creator_usernames: &req.creator_usernames,
+        tags: &req.tags,
+        labels: &req.labels,
+        states: &states,
+        exit_status: &req.exit_status,
+        priority: &req.priority,
+    };
+    let (group_name, q) = build_filter(&mut tx, user, &f, UserGroupRole::Write)?;
+    let sql = format!(
+        "SELECT t.id FROM active_tasks t JOIN users u ON u.id = t.creator_id WHERE {} FOR UPDATE OF t",
+        q.conditions()
+    );
+    let ids: Vec<i64> = tx.query(&sql, &q.params())?.iter().map(|r| r.get(0)).collect();
+    let codes: Vec<i32> = cancellable.iter().map(|s| s.code()).collect();
+    let mut n = 0u64;
+    for chunk in ids.chunks(CHUNK) {
+        n += tasks::archive_cancelled(&mut tx, chunk, &codes)?.len() as u64;
+    }
+    tx.commit()?;
+    Ok(Reply::json(&TasksCancelByFilterResp { cancelled_count: n, group_name }))
+}
+
+/// `POST /tasks/cancel/list`: cancels the listed Ready and Pending tasks the caller may
+/// write; the rest come back in `failed_uuids`.
+pub fn cancel_by_list(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
+    let req: TasksCancelByUuidsReq = call.json()?;
+    check_batch_len(req.uuids.len(), "uuids")?;
+    let codes = vec![TaskState::Ready.code(), TaskState::Pending.code()];
+    let mut db = ctx.pool.get()?;
+    let mut tx = db.transaction()?;
+    let mut done: BTreeSet<Uuid> = BTreeSet::new();
+    for chunk in req.uuids.chunks(CHUNK) {
+        let ids: Vec<i64> = tx
+            .query(
+                "SELECT t.id FROM active_tasks t
+                 JOIN user_group ug ON ug.group_id = t.group_id AND ug.user_id = $2 AND ug.role >= $3
+                 WHERE t.uuid = ANY($1) AND t.state = ANY($4) FOR UPDATE OF t",
+                &[&chunk, &user.id, &UserGroupRole::Write.code(), &codes],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        done.extend(tasks::archive_cancelled(&mut tx, &ids, &codes)?);
+    }
+    tx.commit()?;
+    let failed_uuids: Vec<Uuid> = req.uuids.iter().copied().filter(|u| !done.contains(u)).collect();
+    Ok(Reply::json(&TasksCancelByUuidsResp { cancelled_count: done.len() as u64, failed_uuids }))
+}

@@ -1,0 +1,108 @@
+//! Workers in the database: removal (with their tasks requeued), graceful shutdown, and
+//! reading rows as wire types.
+//!
+//! ```ignore
+//! let groups = workers::remove(&mut tx, &[worker_id])?; // their tasks go back to Ready
+//! ```
+
+use super::error::ApiError;
+use super::tasks;
+use crate::api::{GroupWorkerRole, TaskState, Timestamp, WorkerQueryInfo, WorkerShutdownOp, WorkerState};
+use postgres::GenericClient;
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// Columns for [`info`], from `workers w JOIN users u LEFT JOIN active_tasks t`.
+pub const INFO_SELECT: &str = "SELECT w.worker_id, u.username, w.tags, w.labels, w.created_at, w.updated_at, w.state, \
+     w.last_heartbeat, t.uuid, w.id \
+     FROM workers w JOIN users u ON u.id = w.creator_id LEFT JOIN active_tasks t ON t.id = w.assigned_task_id";
+
+pub fn info(r: &postgres::Row) -> WorkerQueryInfo {
+    WorkerQueryInfo {
+        worker_id: r.get(0),
+        creator_username: r.get(1),
+        tags: r.get(2),
+        labels: r.get(3),
+        created_at: Timestamp(r.get(4)),
+        updated_at: Timestamp(r.get(5)),
+        state: WorkerState::from_code(r.get(6)).unwrap_or(WorkerState::Normal),
+        last_heartbeat: Timestamp(r.get(7)),
+        assigned_task_id: r.get(8),
+    }
+}
+
+/// The groups a worker serves, with their roles.
+pub fn groups(db: &mut impl GenericClient, worker_id: i64) -> Result<BTreeMap<String, GroupWorkerRole>, ApiError> {
+    Ok(db
+        .query(
+            "SELECT g.group_name, gw.role FROM group_worker gw JOIN groups g ON g.id = gw.group_id WHERE gw.worker_id = $1",
+            &[&worker_id],
+        )?
+        .iter()
+        .filter_map(|r| GroupWorkerRole::from_code(r.get(1)).map(|role| (r.get::<_, String>(0), role)))
+        .collect())
+}
+
+/// Removes workers. Their tasks go back to Ready (to run elsewhere), except tasks a user
+/// asked to cancel, which are archived as cancelled. Returns the groups whose tasks were
+/// requeued, for the wake-up after commit.
+pub fn remove(tx: &mut impl GenericClient, ids: &[i64]) -> Result<Vec<i64>, ApiError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let cancelled: Vec<i64> = tx
+        .query("SELECT id FROM active_tasks WHERE assigned_worker = ANY($1) AND cancel_requested", &[&ids])?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if !cancelled.is_empty() {
+        let states = [TaskState::Running.code(), TaskState::Finished.code(), TaskState::Cancelled.code()];
+        tasks::archive_cancelled(tx, &cancelled, &states)?;
+    }
+    let requeued: Vec<i64> = tx
+        .query(
+            "UPDATE active_tasks SET state = $2, assigned_worker = NULL, updated_at = now()
+             WHERE assigned_worker = ANY($1) RETURNING group_id",
+            &[&ids, &TaskState::Ready.code()],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    tx.execute("DELETE FROM workers WHERE id = ANY($1)", &[&ids])?;
+    let mut groups = requeued;
+    groups.sort_unstable();
+    groups.dedup();
+    Ok(groups)
+}
+
+/// Stops workers: Force removes them now; Graceful removes idle ones and marks busy ones
+/// to be removed when they commit their task. Returns (how many, groups to wake).
+pub fn shutdown(tx: &mut impl GenericClient, ids: &[i64], op: WorkerShutdownOp) -> Result<(u64, Vec<i64>), ApiError> {
+    if ids.is_empty() {
+        return Ok((0, Vec::new()));
+    }
+    match op {
+        WorkerShutdownOp::Force => {
+            let n = tx.query_one("SELECT count(*) FROM workers WHERE id = ANY($1)", &[&ids])?.get::<_, i64>(0);
+            Ok((n as u64, remove(tx, ids)?))
+        }
+        WorkerShutdownOp::Graceful => {
+            let idle: Vec<i64> = tx
+                .query("SELECT id FROM workers WHERE id = ANY($1) AND assigned_task_id IS NULL", &[&ids])?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let marked = tx.execute(
+                "UPDATE workers SET state = $2, updated_at = now() WHERE id = ANY($1) AND assigned_task_id IS NOT NULL",
+                &[&ids, &WorkerState::GracefulShutdown.code()],
+            )?;
+            let groups = remove(tx, &idle)?;
+            Ok((idle.len() as u64 + marked, groups))
+        }
+    }
+}
+
+/// Looks a worker up by uuid.
+pub fn id_of(db: &mut impl GenericClient, uuid: Uuid) -> Result<Option<i64>, ApiError> {
+    Ok(db.query_opt("SELECT id FROM workers WHERE worker_id = $1", &[&uuid])?.map(|r| r.get(0)))
+}
