@@ -10,3 +10,4 @@ mod cli;
 mod groups;
 mod redis_acl;
 mod startup;
+mod worker;
