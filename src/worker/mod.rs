@@ -406,6 +406,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn groups_tags_and_labels_take_commas_and_repeats() {
+        let mut p = lexopt::Parser::from_args(["-g", "a,b:write", "--groups", "c:admin", "-t", "gpu", "-l", "x,y", "--lifetime", "1year"]);
+        let crate::cli::Parsed::Run(args) = crate::cli::parse_opts(&mut p, "mito worker", SPECS, false).unwrap() else {
+            panic!("expected options")
+        };
+        let l = Layers::load("worker", WorkerConfig::KEYS, None, args.values).unwrap();
+        let cfg = WorkerConfig::from_layers(&l).unwrap();
+        assert_eq!(cfg.groups, vec!["a", "b:write", "c:admin"]);
+        assert_eq!(cfg.tags, vec!["gpu"]);
+        assert_eq!(cfg.labels, vec!["x", "y"]);
+        assert!(cfg.lifetime.unwrap() > Duration::from_secs(364 * 86_400));
+    }
+
+    #[test]
     fn stop_wakes_sleepers_at_once() {
         let stop = Arc::new(Stop::new());
         let s = stop.clone();

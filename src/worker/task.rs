@@ -231,7 +231,7 @@ fn watch(ctx: &Ctx, watched: Uuid, target: S, deadline: Instant) -> Result<bool,
         }
         let path = format!("/workers/tasks/{watched}");
         match ctx.net.call_json::<TaskQueryResp>("checking a watched task", Some(deadline), || ctx.net.request("GET", &path).call()) {
-            Ok(r) if state_reaches(r.info.state, target) => return Ok(true),
+            Ok(r) if state_reaches(r.info.state, r.info.result.is_some(), target) => return Ok(true),
             Ok(_) => {}
             Err(e @ (CallError::Unauthorized | CallError::Stopped)) => return Err(e),
             Err(CallError::Timeout(_)) => return Ok(false),
@@ -277,8 +277,12 @@ pub fn reaches(s: S, target: S) -> bool {
 }
 
 /// The coordinator's task state read as an execution state: a Running task has at least
-/// started fetching; a Finished or Cancelled one got as far as its report.
-fn state_reaches(state: TaskState, target: S) -> bool {
+/// started fetching; a Finished or Cancelled one got as far as its report; one with a
+/// result is committed.
+fn state_reaches(state: TaskState, committed: bool, target: S) -> bool {
+    if committed {
+        return reaches(S::TaskCommitted, target);
+    }
     match state {
         TaskState::Running => target == S::FetchResource,
         TaskState::Finished => reaches(S::UploadFinishedResult, target),
@@ -306,7 +310,9 @@ mod tests {
         assert!(!reaches(S::TaskCommitted, S::WorkerExited));
         assert!(reaches(S::FetchResourceNotFound, S::FetchResourceNotFound));
         assert!(!reaches(S::TaskCommitted, S::FetchResourceNotFound));
-        assert!(state_reaches(TaskState::Finished, S::ExecFinished));
-        assert!(!state_reaches(TaskState::Ready, S::ExecPending));
+        assert!(state_reaches(TaskState::Finished, false, S::ExecFinished));
+        assert!(!state_reaches(TaskState::Finished, false, S::TaskCommitted));
+        assert!(state_reaches(TaskState::Finished, true, S::TaskCommitted));
+        assert!(!state_reaches(TaskState::Ready, false, S::ExecPending));
     }
 }

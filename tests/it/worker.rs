@@ -377,3 +377,46 @@ fn worker_help_lists_every_option() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("scheme"));
 }
+
+#[test]
+fn task_states_are_published_to_redis() {
+    let _one = crate::redis_acl::REDIS.lock().unwrap_or_else(|e| e.into_inner());
+    let c = Coordinator::start_with(TestDb::new(), &["--redis", redis_url()]);
+    let alice = c.user("alice");
+    let w = Worker::start(&c.url, "alice", "alice-pw", &[]);
+    w.id();
+    assert!(w.wait_log("publishing task states to Redis", Duration::from_secs(5)), "{}", w.log_text());
+    let uuid = submit(&alice, "alice", &["true"], "30s", false);
+    wait_committed(&alice, &uuid, Duration::from_secs(30));
+    let mut con = redis::Client::open(redis_url()).unwrap().get_connection().unwrap();
+    let state: Option<i32> = redis::cmd("GET").arg(format!("task:{uuid}")).query(&mut con).unwrap();
+    assert_eq!(state, Some(19), "TaskCommitted is the last state");
+    let ttl: i64 = redis::cmd("TTL").arg(format!("task:{uuid}")).query(&mut con).unwrap();
+    assert!(ttl > 0 && ttl <= 60, "terminal states expire after 60 s: {ttl}");
+}
+
+#[test]
+fn a_watching_task_starts_only_after_the_watched_one_commits() {
+    let c = Coordinator::start();
+    let alice = c.user("alice");
+    let w1 = Worker::start(&c.url, "alice", "alice-pw", &[]);
+    let w2 = Worker::start(&c.url, "alice", "alice-pw", &[]);
+    w1.id();
+    w2.id();
+    let marker = w1.home.path().join("first-done");
+    let out = w1.home.path().join("second.txt");
+    let first = submit(&alice, "alice", &["sh", "-c", &format!("sleep 3; touch {}", marker.display())], "30s", false);
+    let body = json!({
+        "group_name": "alice", "tags": [], "labels": [], "timeout": "30s", "priority": 0,
+        "task_spec": {
+            "args": ["sh", "-c", format!("test -f {} && echo after > {}", marker.display(), out.display())],
+            "watch": [first, "TaskCommitted"]
+        }
+    });
+    let (s, b) = alice.post("/tasks", &body);
+    assert_eq!(s, 200, "{b}");
+    let second = json(&b)["uuid"].as_str().unwrap().to_string();
+    let info = wait_committed(&alice, &second, Duration::from_secs(60));
+    assert_eq!(info["result"]["exit_status"], 0, "the watched task had finished when this one ran: {info}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap().trim(), "after");
+}
