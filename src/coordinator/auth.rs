@@ -261,6 +261,10 @@ pub struct AuthWorker {
 /// (removed workers get 401, which tells them to exit).
 pub fn authenticate_worker(db: &mut postgres::Client, claims: &Claims) -> Result<AuthWorker, ApiError> {
     let uuid: uuid::Uuid = claims.sub.parse().map_err(|_| ApiError::InvalidToken)?;
+    // A worker's lifetime is its token's: honour it to the second.
+    if claims.exp < now_secs() {
+        return Err(ApiError::WrongCredentials);
+    }
     let row = db
         .query_opt("SELECT id, state FROM workers WHERE worker_id = $1", &[&uuid])?
         .ok_or(ApiError::WrongCredentials)?;

@@ -2,8 +2,9 @@
 //! its timeout plus a 60 s grace; their tasks go back to Ready.
 //!
 //! One reaper acts at a time across coordinators: the one holding a PostgreSQL advisory
-//! lock on its own connection. The clock of a new leader starts at its election, so a
-//! coordinator outage does not count against workers that could not reach it.
+//! lock on its own connection. For heartbeats the clock of a new leader starts at its
+//! election, so a coordinator outage does not count against workers that could not reach
+//! it. A task's timeout needs no such allowance: the worker enforces it itself.
 //!
 //! ```ignore
 //! let handle = reaper::spawn(ctx.clone()); // runs until shutdown
@@ -79,8 +80,8 @@ fn reap(ctx: &Ctx, since: SystemTime) -> Result<(), super::error::ApiError> {
     let overdue: Vec<(i64, uuid::Uuid)> = db
         .query(
             "SELECT w.id, w.worker_id FROM active_tasks t JOIN workers w ON w.id = t.assigned_worker
-             WHERE t.state = 2 AND greatest(t.updated_at, $1) + make_interval(secs => t.timeout + $2) < now()",
-            &[&since, &(TASK_GRACE_SECS as f64)],
+             WHERE t.state = 2 AND t.updated_at + make_interval(secs => t.timeout + $1) < now()",
+            &[&TASK_GRACE_SECS],
         )?
         .iter()
         .map(|r| (r.get(0), r.get(1)))

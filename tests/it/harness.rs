@@ -191,6 +191,8 @@ fn postgres() -> &'static Postgres {
 pub struct TestDb {
     pub url: String,
     name: String,
+    /// Dropped with this value (false for a second handle on someone else's database).
+    owned: bool,
 }
 
 impl TestDb {
@@ -201,7 +203,13 @@ impl TestDb {
         let mut c = postgres::Client::connect(&pg.admin_url, postgres::NoTls).expect("connect to the test PostgreSQL");
         c.batch_execute(&format!("CREATE DATABASE {name}")).expect("create a test database");
         let base = pg.admin_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&pg.admin_url);
-        TestDb { url: format!("{base}/{name}"), name }
+        TestDb { url: format!("{base}/{name}"), name, owned: true }
+    }
+
+    /// Another handle on an existing database (e.g. for a second coordinator); it does
+    /// not drop the database.
+    pub fn from_url(url: &str) -> TestDb {
+        TestDb { url: url.to_string(), name: String::new(), owned: false }
     }
 
     /// A direct connection, for tests that look at or tamper with the database.
@@ -212,6 +220,9 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         if let Ok(mut c) = postgres::Client::connect(&postgres().admin_url, postgres::NoTls) {
             let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
         }
@@ -491,4 +502,60 @@ pub fn redis_url() -> &'static str {
         }
         panic!("redis-server did not come up");
     })
+}
+
+/// A registered worker, talking with its own token.
+pub struct TestWorker {
+    pub uuid: String,
+    pub api: Api,
+}
+
+impl TestWorker {
+    /// Fetches a task at once (no long-poll); None when there is none.
+    pub fn fetch(&self) -> Option<serde_json::Value> {
+        let (s, b) = self.api.get("/workers/tasks");
+        assert_eq!(s, 200, "fetch: {b}");
+        let v = json(&b);
+        (!v.is_null()).then_some(v)
+    }
+
+    pub fn report(&self, id: i64, op: serde_json::Value) -> (u16, String) {
+        self.api.post("/workers/tasks", &serde_json::json!({"id": id, "op": op}))
+    }
+
+    /// Reports Finish and commits with `exit_status`.
+    pub fn complete(&self, task: &serde_json::Value, exit_status: i32) {
+        let id = task["id"].as_i64().unwrap();
+        assert_eq!(self.report(id, serde_json::json!("Finish")).0, 200);
+        let (s, b) = self.report(id, serde_json::json!({"Commit": {"exit_status": exit_status, "msg": null}}));
+        assert_eq!(s, 200, "commit: {b}");
+    }
+}
+
+impl Coordinator {
+    /// Registers a worker as `user` with these tags and group entries.
+    pub fn worker(&self, user: &Api, tags: &[&str], groups: &[&str]) -> TestWorker {
+        let (s, b) = user.post("/workers", &serde_json::json!({"tags": tags, "labels": [], "groups": groups}));
+        assert_eq!(s, 200, "register: {b}");
+        let v = json(&b);
+        TestWorker {
+            uuid: v["worker_id"].as_str().unwrap().to_string(),
+            api: Api { base: self.url.clone(), token: Some(v["token"].as_str().unwrap().to_string()) },
+        }
+    }
+}
+
+/// A task submission body.
+pub fn task(group: &str, args: &[&str], tags: &[&str], priority: i32) -> serde_json::Value {
+    serde_json::json!({
+        "group_name": group, "tags": tags, "labels": [], "timeout": "10m", "priority": priority,
+        "task_spec": {"args": args}
+    })
+}
+
+/// Submits a task and returns its uuid.
+pub fn submit(api: &Api, body: &serde_json::Value) -> String {
+    let (s, b) = api.post("/tasks", body);
+    assert_eq!(s, 200, "submit: {b}");
+    json(&b)["uuid"].as_str().unwrap().to_string()
 }

@@ -42,7 +42,7 @@ fn a_restart_keeps_the_state_and_does_not_recreate_the_admin() {
     let bob = c.user("bob");
     assert_eq!(bob.post("/groups", &serde_json::json!({"group_name": "keepme"})).0, 200);
     c.stop();
-    let db = std::mem::replace(&mut c.db, TestDb::new());
+    let db = std::mem::replace(&mut c.db, TestDb::from_url(""));
     let c2 = Coordinator::start_with(db, &["--admin-password", "changed"]);
     // The admin keeps its original password: bootstrap skips an existing admin.
     let body = serde_json::json!({"username": "mitosis_admin", "md5_password": mito::api::md5_password("changed")});
