@@ -15,3 +15,4 @@ mod scheduling;
 mod startup;
 mod tasks;
 mod worker;
+mod worker_protocol;
