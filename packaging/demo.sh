@@ -62,4 +62,26 @@ curl -s -X PUT "$URL/groups/lab/users" -H 'Content-Type: application/json' -H "A
 curl -s "$URL/groups/lab" -H "Authorization: Bearer $ALICE"; echo
 curl -s "$URL/users/groups" -H "Authorization: Bearer $TOKEN"; echo
 
+say "starting mito worker as alice, serving group lab (working files under .demo/cache)"
+XDG_CONFIG_HOME="$DEMO/config" XDG_CACHE_HOME="$DEMO/cache" \
+    "$MITO" worker -c "$URL" -u alice -p alice-pw --retain --groups lab --polling-interval 2s 2>"$DEMO/worker.log" &
+PIDS+=($!)
+for _ in $(seq 100); do grep -q "Worker is running" "$DEMO/worker.log" 2>/dev/null && break; sleep 0.1; done
+grep "Worker registered" "$DEMO/worker.log" || { cat "$DEMO/worker.log"; exit 1; }
+
+say "submitting a task to group lab and waiting for it"
+TASK=$(post /tasks '{"group_name":"lab","tags":[],"labels":[],"timeout":"1m","priority":0,
+  "task_spec":{"args":["sh","-c","echo hello from $MITO_TASK_UUID > '"$DEMO"'/task-output.txt; uname -sr >> '"$DEMO"'/task-output.txt"]}}' "$ALICE" \
+  | sed 's/.*"uuid":"\([^"]*\)".*/\1/')
+echo "task $TASK"
+for _ in $(seq 300); do
+    INFO=$(curl -s "$URL/tasks/$TASK" -H "Authorization: Bearer $ALICE")
+    case "$INFO" in *'"result":{'*) break ;; esac
+    sleep 0.1
+done
+echo "$INFO" | python3 -c 'import json,sys; i=json.load(sys.stdin)["info"]; print("state:", i["state"], " result:", json.dumps(i["result"]))' 2>/dev/null || echo "$INFO"
+say "the task's output"
+cat "$DEMO/task-output.txt"
+grep "committed" "$DEMO/worker.log" || true
+
 say "done; stopping everything the demo started"
