@@ -39,7 +39,9 @@ pub fn handle(ctx: &Ctx, task: WorkerTaskResp) -> Result<(), CallError> {
 
 fn handle_inner(ctx: &Ctx, task: &WorkerTaskResp, started: Instant) -> Result<(), CallError> {
     let uuid = task.uuid;
-    log::info!("task {uuid} started: {:?}", task.spec.args);
+    log::info!("task {uuid} started (timeout {})", humantime::format_duration(task.timeout));
+    // Arguments may carry secrets, so only at debug.
+    log::debug!("task {uuid} runs {:?}", task.spec.args);
     if let Err(e) = ctx.dirs.reset() {
         log::error!("cannot prepare the working directory for task {uuid}: {e}");
     }
@@ -68,6 +70,10 @@ fn handle_inner(ctx: &Ctx, task: &WorkerTaskResp, started: Instant) -> Result<()
         }
     }
 
+    if ctx.shared.cancel.load(std::sync::atomic::Ordering::SeqCst) {
+        log::info!("task {uuid} was cancelled before it started");
+        return give_up(ctx, task, Msg::UserCancellation, started);
+    }
     ctx.states.announce_for(uuid, S::ExecPending, Some(task.timeout + Duration::from_secs(60)));
     let env = TaskEnv {
         uuid,
@@ -239,6 +245,10 @@ fn watch(ctx: &Ctx, watched: Uuid, target: S, deadline: Instant) -> Result<bool,
         }
         if Instant::now() + WATCH_POLL >= deadline {
             return Ok(false);
+        }
+        // A cancelled task stops waiting; the caller sees the flag before spawning.
+        if ctx.shared.cancel.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(true);
         }
         if ctx.shared.stop.sleep(WATCH_POLL) {
             return Err(CallError::Stopped);

@@ -420,3 +420,62 @@ fn a_watching_task_starts_only_after_the_watched_one_commits() {
     assert_eq!(info["result"]["exit_status"], 0, "the watched task had finished when this one ran: {info}");
     assert_eq!(std::fs::read_to_string(&out).unwrap().trim(), "after");
 }
+
+#[test]
+fn a_shared_log_file_marks_each_line_with_the_worker() {
+    let c = Coordinator::start();
+    let _alice = c.user("alice");
+    let mut w = Worker::start(&c.url, "alice", "alice-pw", &["--file-log", "--shared-log"]);
+    let id = w.id();
+    let dir = w.home.path().join(".cache/mitosis/worker");
+    let file = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("workers.log."))
+        .expect("a workers.log.<date> file");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let prefix = format!("[worker:{id}] ");
+    assert!(text.lines().any(|l| l.contains("Worker is running")), "{text}");
+    assert!(text.lines().all(|l| l.starts_with(&prefix)), "{text}");
+    assert_eq!(w.signal(libc::SIGTERM).and_then(|s| s.code()), Some(0));
+
+    // Without --shared-log: one file per worker, named after it.
+    let w2 = Worker::start(&c.url, "alice", "alice-pw", &["--file-log"]);
+    let id2 = w2.id();
+    let own = w2.home.path().join(".cache/mitosis/worker").join(format!("{id2}.log"));
+    assert!(std::fs::read_to_string(&own).unwrap_or_default().contains("Worker is running"), "{}", own.display());
+}
+
+#[test]
+fn a_task_cancelled_while_it_watches_never_starts() {
+    let c = Coordinator::start();
+    let alice = c.user("alice");
+    let w1 = Worker::start(&c.url, "alice", "alice-pw", &[]);
+    let w2 = Worker::start(&c.url, "alice", "alice-pw", &[]);
+    w1.id();
+    w2.id();
+    let first = submit(&alice, "alice", &["sleep", "60"], "2m", false);
+    let ran = w1.home.path().join("ran");
+    let body = json!({
+        "group_name": "alice", "tags": [], "labels": [], "timeout": "30s", "priority": 0,
+        "task_spec": {"args": ["touch", ran.to_str().unwrap()], "watch": [first, "TaskCommitted"]}
+    });
+    let (s, b) = alice.post("/tasks", &body);
+    assert_eq!(s, 200, "{b}");
+    let second = json(&b)["uuid"].as_str().unwrap().to_string();
+    let needle = format!("waiting for task {first}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(w1.log_text().contains(&needle) || w2.log_text().contains(&needle)) {
+        assert!(Instant::now() < deadline, "nobody watches:\n{}\n{}", w1.log_text(), w2.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (s, b) = alice.delete(&format!("/tasks/{second}"));
+    assert_eq!(s, 200, "{b}");
+    let info = wait_committed(&alice, &second, Duration::from_secs(15));
+    assert_eq!(info["state"], "Cancelled", "{info}");
+    assert_eq!(info["result"]["msg"], "UserCancellation", "{info}");
+    assert!(!ran.exists(), "the cancelled task ran");
+    let (s, _) = alice.delete(&format!("/tasks/{first}"));
+    assert_eq!(s, 200);
+}
