@@ -10,6 +10,9 @@
 //! exits at once). Connection errors and 5xx answers are retried with backoff everywhere;
 //! the worker gives up only on a 401 (it was removed, or its lifetime ended) or a signal.
 
+// ureq's error type is large; it only travels one call up, on the retry path.
+#![allow(clippy::result_large_err)]
+
 mod artifacts;
 mod exec;
 mod fetch;
@@ -441,7 +444,7 @@ mod tests {
         assert!(log_target(&cfg, id).is_none());
         cfg.file_log = true;
         cfg.log_path = Some("/var/log/mito/w.log".into());
-        assert!(matches!(log_target(&cfg, id), Some((FileTarget::Exact(p), None)) if p == PathBuf::from("/var/log/mito/w.log")));
+        assert!(matches!(log_target(&cfg, id), Some((FileTarget::Exact(p), None)) if p == std::path::Path::new("/var/log/mito/w.log")));
         cfg.shared_log = true;
         match log_target(&cfg, id) {
             Some((FileTarget::DailyKeep { dir, prefix, keep }, Some(line))) => {

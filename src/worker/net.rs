@@ -32,7 +32,7 @@ impl Backoff {
         let d = self.next;
         self.next = (d * 2).min(self.cap);
         let half = d / 2;
-        let jitter = (uuid::Uuid::new_v4().as_u128() % (half.as_millis().max(1) as u128)) as u64;
+        let jitter = (uuid::Uuid::new_v4().as_u128() % half.as_millis().max(1)) as u64;
         half + Duration::from_millis(jitter)
     }
 
