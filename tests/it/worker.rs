@@ -479,3 +479,36 @@ fn a_task_cancelled_while_it_watches_never_starts() {
     let (s, _) = alice.delete(&format!("/tasks/{first}"));
     assert_eq!(s, 200);
 }
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let c = Coordinator::start();
+    let alice = c.user("alice");
+    let mut w = Worker::start(&c.url, "alice", "alice-pw", &[]);
+    w.id();
+    let pids = w.home.path().join("pids");
+    // Ignores SIGTERM, so the first signal's shutdown has to wait before SIGKILL.
+    let script = format!("trap '' TERM; echo \"$$\" > {p}; while :; do sleep 1; done", p = pids.display());
+    submit(&alice, "alice", &["sh", "-c", &script], "5m", false);
+    let pid: i32 = wait_file(&pids, Duration::from_secs(20)).trim().parse().unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(w.child.id() as i32, libc::SIGTERM) };
+    assert!(w.wait_log("stopping the running task", Duration::from_secs(5)), "{}", w.log_text());
+    let t0 = Instant::now();
+    let status = w.signal(libc::SIGINT).expect("exits");
+    assert!(t0.elapsed() < Duration::from_secs(2), "took {:?}", t0.elapsed());
+    assert_eq!(status.code(), Some(1));
+    assert!(wait_gone(pid, Duration::from_secs(5)), "the task survived");
+}
+
+#[test]
+fn settings_come_from_the_environment_too() {
+    let home = TempDir::new("worker-env");
+    let out = mito(home.path()).arg("worker").env("MITO_COORDINATOR_ADDR", "localhost:5000").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("MITO_COORDINATOR_ADDR") && err.contains("scheme"), "{err}");
+    let out = mito(home.path()).arg("worker").env("MITO_POLLING_INTERVAL", "often").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("MITO_POLLING_INTERVAL"));
+}
