@@ -17,6 +17,7 @@ mod artifacts;
 mod exec;
 mod fetch;
 mod heartbeat;
+mod login;
 mod net;
 mod state;
 mod task;
@@ -24,9 +25,9 @@ mod task;
 use crate::api::{RegisterWorkerReq, RegisterWorkerResp};
 use crate::cli::{help_text, parse_mode, OptSpec};
 use crate::config::{cache_dir, ConfigError, Layers, WorkerConfig};
-use crate::credentials::{self, CredError};
 use crate::logging::{self, FileTarget};
 use artifacts::Dirs;
+use login::CredError;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use net::{Backoff, CallError, Net};
 use std::path::PathBuf;
@@ -370,11 +371,11 @@ fn spawn_signal_thread(shared: Arc<Shared>) -> Result<(), String> {
 fn obtain_credentials(cfg: &WorkerConfig, stop: &Stop, cap: Duration) -> Result<Option<(String, String)>, String> {
     let path = match &cfg.credential_path {
         Some(p) => p.clone(),
-        None => credentials::default_path().ok_or("cannot find the credentials file: set credential_path or $HOME")?,
+        None => login::default_path().ok_or("cannot find the credentials file: set credential_path or $HOME")?,
     };
     let mut backoff = Backoff::new(Duration::from_millis(500), cap);
     loop {
-        match credentials::obtain(&cfg.coordinator_addr, &path, cfg.user.as_deref(), cfg.password.as_deref(), cfg.retain) {
+        match login::obtain(&cfg.coordinator_addr, &path, cfg.user.as_deref(), cfg.password.as_deref(), cfg.retain) {
             Ok(c) => return Ok(Some(c)),
             Err(CredError::Fatal(m)) => return Err(m),
             Err(CredError::Unreachable(m)) => {
