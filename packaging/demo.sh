@@ -58,10 +58,25 @@ WHO=alice client -u alice -p alice-pw groups create lab
 WHO=alice client groups update-user lab mitosis_admin:read
 WHO=alice client groups get lab
 WHO=admin client users groups
-say "alice submits a task to lab and finds it (with --json for scripts)"
-WHO=alice client tasks submit -g lab -l demo -- echo "Hello, Mitosis!"
-WHO=alice client tasks query -g lab -l demo -v
+
+say "starting mito worker as alice, serving group lab (working files under .demo/cache)"
+XDG_CONFIG_HOME="$DEMO/config" XDG_CACHE_HOME="$DEMO/cache" \
+    "$MITO" worker -c "$URL" -u alice -p alice-pw --retain --groups lab 2>"$DEMO/worker.log" &
+WORKER=$!
+for _ in $(seq 100); do grep -q "Worker is running" "$DEMO/worker.log" 2>/dev/null && break; sleep 0.1; done
+grep "Worker registered" "$DEMO/worker.log" || { cat "$DEMO/worker.log"; exit 1; }
+
+say "alice submits a sample task to lab and waits for it"
+WHO=alice client tasks submit -g lab -l demo --terminal --wait -- \
+    sh -c 'echo "Hello, Mitosis! from task $MITO_TASK_UUID"; uname -sr; echo "42" > "$MITO_RESULT_DIR/answer.txt"; echo "a warning" >&2'
+UUID=$(WHO=alice client --json tasks query -g lab -l demo | grep -o '"uuid": *"[0-9a-f-]*"' | head -1 | grep -o '[0-9a-f-]\{36\}')
+say "the task, its output and its artifacts"
+WHO=alice client tasks get "$UUID"
+WHO=alice client tasks logs "$UUID"
+WHO=alice client tasks artifacts download "$UUID" result -o "$DEMO/result.tar.gz"
+tar -xzOf "$DEMO/result.tar.gz" result/answer.txt | sed 's/^/result\/answer.txt: /'
 WHO=alice client --json tasks query -g lab --count
 say "a failure exits non-zero with the server's message"
 WHO=alice client groups get nosuchgroup || echo "(exit status $?)"
 say "done; stopping everything the demo started"
+kill "$WORKER" 2>/dev/null; wait "$WORKER" 2>/dev/null || true

@@ -24,6 +24,8 @@ pub enum FileTarget {
     Exact(PathBuf),
     /// `<dir>/<prefix>.YYYY-MM-DD`, a new file each UTC day.
     Daily { dir: PathBuf, prefix: String },
+    /// Like `Daily`, keeping only the `keep` newest files.
+    DailyKeep { dir: PathBuf, prefix: String, keep: usize },
 }
 
 fn level() -> LevelFilter {
@@ -71,12 +73,9 @@ pub fn init(file: Option<FileTarget>) -> Result<(), String> {
                 .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
             loggers.push(WriteLogger::new(level, config, f));
         }
-        Some(FileTarget::Daily { dir, prefix }) => {
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| format!("cannot create log directory {}: {e}", dir.display()))?;
-            let mut w = DailyFile { dir, prefix, date: String::new(), file: None };
-            w.rotate().map_err(|e| format!("cannot open log file: {e}"))?;
-            loggers.push(WriteLogger::new(level, config, w));
+        Some(FileTarget::Daily { dir, prefix }) => loggers.push(WriteLogger::new(level, config, daily(dir, prefix, 0)?)),
+        Some(FileTarget::DailyKeep { dir, prefix, keep }) => {
+            loggers.push(WriteLogger::new(level, config, daily(dir, prefix, keep)?))
         }
         None => {}
     }
@@ -89,6 +88,8 @@ struct DailyFile {
     prefix: String,
     date: String,
     file: Option<File>,
+    /// How many files to keep (0: all).
+    keep: usize,
 }
 
 impl DailyFile {
@@ -103,8 +104,27 @@ impl DailyFile {
             let path = self.dir.join(format!("{}.{today}", self.prefix));
             self.file = Some(OpenOptions::new().create(true).append(true).open(path)?);
             self.date = today;
+            if self.keep > 0 {
+                self.prune();
+            }
         }
         Ok(())
+    }
+
+    /// Removes all but the `keep` newest files (the date suffix sorts by age).
+    fn prune(&self) {
+        let start = format!("{}.", self.prefix);
+        let Ok(rd) = std::fs::read_dir(&self.dir) else { return };
+        let mut names: Vec<String> = rd
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.strip_prefix(&start).is_some_and(|d| d.len() == 10 && d.as_bytes()[4] == b'-'))
+            .collect();
+        names.sort();
+        let excess = names.len().saturating_sub(self.keep);
+        for n in &names[..excess] {
+            let _ = std::fs::remove_file(self.dir.join(n));
+        }
     }
 }
 
@@ -119,5 +139,173 @@ impl Write for DailyFile {
             Some(f) => f.flush(),
             None => Ok(()),
         }
+    }
+}
+
+/// Installs a logger that writes to stderr now and to a file attached later with
+/// [`attach_file`] (the worker learns its file name only once it is registered).
+pub fn init_late() -> Result<(), String> {
+    let level = level();
+    let logger: &'static LateLogger = Box::leak(Box::new(LateLogger {
+        level,
+        term: TermLogger::new(level, config(), TerminalMode::Stderr, color()),
+        file: std::sync::OnceLock::new(),
+    }));
+    log::set_logger(logger).map_err(|e| format!("cannot install the logger: {e}"))?;
+    log::set_max_level(level);
+    let _ = LATE.set(logger);
+    Ok(())
+}
+
+/// Adds the file sink to the logger of [`init_late`]; every line gets `prefix` when one is given.
+pub fn attach_file(target: FileTarget, prefix: Option<String>) -> Result<(), String> {
+    let writer: Box<dyn Write + Send> = match target {
+        FileTarget::Exact(path) => {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| format!("cannot create log directory {}: {e}", parent.display()))?;
+            }
+            Box::new(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?,
+            )
+        }
+        FileTarget::Daily { dir, prefix } => Box::new(daily(dir, prefix, 0)?),
+        FileTarget::DailyKeep { dir, prefix, keep } => Box::new(daily(dir, prefix, keep)?),
+    };
+    let writer: Box<dyn Write + Send> = match prefix {
+        Some(p) => Box::new(LinePrefix { inner: writer, prefix: p, at_start: true }),
+        None => writer,
+    };
+    let Some(late) = LATE.get() else {
+        return Err("the logger was not installed with init_late".into());
+    };
+    let sink = WriteLogger::new(late.level, config(), writer);
+    late.file.set(sink).map_err(|_| "a log file is already attached".to_string())
+}
+
+fn daily(dir: PathBuf, prefix: String, keep: usize) -> Result<DailyFile, String> {
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create log directory {}: {e}", dir.display()))?;
+    let mut w = DailyFile { dir, prefix, date: String::new(), file: None, keep };
+    w.rotate().map_err(|e| format!("cannot open log file: {e}"))?;
+    Ok(w)
+}
+
+fn config() -> simplelog::Config {
+    ConfigBuilder::new()
+        .set_target_level(LevelFilter::Off)
+        .set_thread_level(LevelFilter::Off)
+        .add_filter_ignore_str("tokio_postgres")
+        .add_filter_ignore_str("postgres")
+        .add_filter_ignore_str("tiny_http")
+        .add_filter_ignore_str("ureq")
+        .add_filter_ignore_str("rustls")
+        .set_time_format_rfc3339()
+        .build()
+}
+
+fn color() -> ColorChoice {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
+        ColorChoice::Auto
+    } else {
+        ColorChoice::Never
+    }
+}
+
+type FileSink = std::sync::OnceLock<Box<WriteLogger<Box<dyn Write + Send>>>>;
+
+/// The late logger, reachable from `attach_file`.
+static LATE: std::sync::OnceLock<&'static LateLogger> = std::sync::OnceLock::new();
+
+struct LateLogger {
+    level: LevelFilter,
+    term: Box<TermLogger>,
+    file: FileSink,
+}
+
+impl log::Log for LateLogger {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= self.level
+    }
+    fn log(&self, r: &log::Record) {
+        self.term.log(r);
+        if let Some(f) = self.file.get() {
+            f.log(r);
+        }
+    }
+    fn flush(&self) {
+        self.term.flush();
+        if let Some(f) = self.file.get() {
+            f.flush();
+        }
+    }
+}
+
+/// Puts `prefix` at the start of every line written through it.
+struct LinePrefix {
+    inner: Box<dyn Write + Send>,
+    prefix: String,
+    at_start: bool,
+}
+
+impl Write for LinePrefix {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut out = Vec::with_capacity(buf.len() + self.prefix.len());
+        for &b in buf {
+            if self.at_start {
+                out.extend_from_slice(self.prefix.as_bytes());
+            }
+            out.push(b);
+            self.at_start = b == b'\n';
+        }
+        self.inner.write_all(&out)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_prefix_marks_every_line_once() {
+        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        struct W(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl Write for W {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut p = LinePrefix { inner: Box::new(W(buf.clone())), prefix: "[w] ".into(), at_start: true };
+        p.write_all(b"one ").unwrap();
+        p.write_all(b"line\ntwo\n").unwrap();
+        assert_eq!(String::from_utf8(buf.lock().unwrap().clone()).unwrap(), "[w] one line\n[w] two\n");
+    }
+
+    #[test]
+    fn daily_files_keep_only_the_newest() {
+        let dir = std::env::temp_dir().join(format!("mito-logkeep-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for d in ["2020-01-01", "2020-01-02", "2020-01-03", "2020-01-04"] {
+            std::fs::write(dir.join(format!("workers.log.{d}")), "x").unwrap();
+        }
+        std::fs::write(dir.join("other.log"), "x").unwrap();
+        let _w = daily(dir.clone(), "workers.log".into(), 3).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert_eq!(left.len(), 4, "{left:?}");
+        assert!(left.contains(&"other.log".to_string()) && !left.contains(&"workers.log.2020-01-02".to_string()), "{left:?}");
     }
 }

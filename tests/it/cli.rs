@@ -76,7 +76,7 @@ fn unknown_flags_and_missing_values_exit_2_with_one_line() {
 #[test]
 fn modes_not_yet_available_exit_2() {
     let home = TempDir::new("cli");
-    for mode in ["worker", "manager"] {
+    for mode in ["manager"] {
         let o = run(&home, &[mode]);
         assert_eq!(o.status.code(), Some(2), "{mode}");
         assert!(text(&o).1.contains("not available"), "{mode}: {:?}", text(&o));

@@ -18,3 +18,5 @@ mod scheduling;
 mod startup;
 mod storage;
 mod tasks;
+mod worker;
+mod worker_protocol;

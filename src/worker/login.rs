@@ -1,0 +1,148 @@
+//! Logging the worker's user in: reuse the token saved in the credentials file shared with
+//! the client if the coordinator still accepts it (`GET /auth`), otherwise log in
+//! (`POST /login`) with the configured password, or one asked for on the terminal, and save
+//! the new token.
+//!
+//! ```ignore
+//! let (user, token) = login::obtain("http://127.0.0.1:5000", &path, Some("alice"), None, false)?;
+//! ```
+//!
+//! Never prompts when stdin is not a terminal: it fails with a message saying what to pass.
+
+use crate::credentials::{load, store};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// `$XDG_CONFIG_HOME/mitosis/credentials` (or under `~/.config`).
+pub fn default_path() -> Option<PathBuf> {
+    crate::config::config_dir().map(|d| d.join("mitosis").join("credentials"))
+}
+
+/// Why no credential could be had.
+#[derive(Debug)]
+pub enum CredError {
+    /// The coordinator could not be reached or answered 5xx: worth retrying later.
+    Unreachable(String),
+    /// Anything a retry will not fix (wrong password, no password and no terminal, ...).
+    Fatal(String),
+}
+
+impl std::fmt::Display for CredError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CredError::Unreachable(m) | CredError::Fatal(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Returns a valid `(user, token)`: the cached one if `GET /auth` accepts it, otherwise a
+/// fresh login (stored back into `path`). Prompts only when stdin is a terminal.
+pub fn obtain(
+    base: &str,
+    path: &Path,
+    user: Option<&str>,
+    password: Option<&str>,
+    retain: bool,
+) -> Result<(String, String), CredError> {
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
+    if let Some((u, token)) = load(path, user) {
+        match agent.get(&format!("{base}/auth")).set("Authorization", &format!("Bearer {token}")).call() {
+            Ok(r) => {
+                if r.into_string().map(|b| b.trim() == u).unwrap_or(false) {
+                    return Ok((u, token));
+                }
+            }
+            Err(ureq::Error::Status(s, _)) if s >= 500 => {
+                return Err(CredError::Unreachable(format!("{base}/auth answered {s}")));
+            }
+            Err(ureq::Error::Status(..)) => {}
+            Err(ureq::Error::Transport(t)) => {
+                return Err(CredError::Unreachable(format!("cannot reach the coordinator at {base}: {t}")));
+            }
+        }
+        log::warn!("the stored token for {u} in {} is no longer valid; logging in again", path.display());
+    }
+    let (user, password) = ask_missing(user, password, path)?;
+    let body = crate::api::UserLoginReq {
+        username: user.clone(),
+        md5_password: crate::api::md5_password(&password),
+        retain,
+    };
+    let resp = agent.post(&format!("{base}/login")).send_json(&body);
+    let token = match resp {
+        Ok(r) => r
+            .into_json::<crate::api::UserLoginResp>()
+            .map_err(|e| CredError::Fatal(format!("{base}/login gave an unexpected answer: {e}")))?
+            .token,
+        Err(ureq::Error::Status(s, _)) if s >= 500 => {
+            return Err(CredError::Unreachable(format!("{base}/login answered {s}")));
+        }
+        Err(ureq::Error::Status(s, r)) => {
+            let msg = r.into_json::<crate::api::ErrorMsg>().map(|m| m.msg).unwrap_or_default();
+            return Err(CredError::Fatal(format!("login as {user} failed ({s} {msg}); check the user name and password")));
+        }
+        Err(ureq::Error::Transport(t)) => {
+            return Err(CredError::Unreachable(format!("cannot reach the coordinator at {base}: {t}")));
+        }
+    };
+    if let Err(e) = store(path, &user, &token) {
+        log::warn!("cannot save the token to {}: {e}; the next start will log in again", path.display());
+    }
+    Ok((user, token))
+}
+
+fn ask_missing(user: Option<&str>, password: Option<&str>, path: &Path) -> Result<(String, String), CredError> {
+    if let (Some(u), Some(p)) = (user, password) {
+        return Ok((u.to_string(), p.to_string()));
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(CredError::Fatal(format!(
+            "no valid token in {} and no {} given; pass --user and --password (or MITO_USER and MITO_PASSWORD), \
+             or run once from a terminal to log in",
+            path.display(),
+            if user.is_none() { "user name and password" } else { "password" }
+        )));
+    }
+    let user = match user {
+        Some(u) => u.to_string(),
+        None => prompt("Username: ", true)?,
+    };
+    let password = match password {
+        Some(p) => p.to_string(),
+        None => prompt("Password: ", false)?,
+    };
+    if user.is_empty() || password.is_empty() {
+        return Err(CredError::Fatal("an empty user name or password was entered".into()));
+    }
+    Ok((user, password))
+}
+
+/// Reads one line from the terminal, with echo off when `echo` is false.
+fn prompt(label: &str, echo: bool) -> Result<String, CredError> {
+    let mut err = std::io::stderr();
+    let _ = write!(err, "{label}");
+    let _ = err.flush();
+    let fd = libc::STDIN_FILENO;
+    // SAFETY: termios calls on stdin with a zeroed, then kernel-filled struct.
+    let saved = unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        if echo || libc::tcgetattr(fd, &mut t) != 0 {
+            None
+        } else {
+            let old = t;
+            t.c_lflag &= !libc::ECHO;
+            libc::tcsetattr(fd, libc::TCSANOW, &t);
+            Some(old)
+        }
+    };
+    let mut line = String::new();
+    let read = std::io::stdin().lock().read_line(&mut line);
+    if let Some(old) = saved {
+        // SAFETY: restores the settings read above.
+        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &old) };
+        let _ = writeln!(err);
+    }
+    read.map_err(|e| CredError::Fatal(format!("cannot read from the terminal: {e}")))?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
