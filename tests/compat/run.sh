@@ -1,0 +1,265 @@
+#!/usr/bin/env bash
+# `make compat`: wire compatibility between mito and the released mitosis 0.6.8.
+#
+# Three checks, each a series of steps that print PASS or FAIL with the command that ran:
+#   1. the mitosis 0.6.8 client against a mito coordinator (users, groups, tasks,
+#      attachments, artifacts; mito's local object store, no S3);
+#   2. a mitosis 0.6.8 worker against a mito coordinator (register, fetch, run, commit);
+#   3. a mito worker, and the mitosis client, against a mitosis 0.6.8 coordinator
+#      (which needs S3: s3s-fs on a free port).
+# The script exits non-zero if any step fails. Everything it starts (a private PostgreSQL,
+# s3s-fs, coordinators, workers) is stopped by pid on exit; logs are kept in .compat/run.
+#
+# The mitosis binary is $MITOSIS_BIN, else /opt/mitosis-0.6.8/bin/mito, else it is installed
+# into .compat/mitosis-0.6.8 with `cargo install mito --version 0.6.8 --locked`.
+# s3s-fs is $MITO_TEST_S3S_FS, else /opt/s3s-fs/bin/s3s-fs, else installed into .compat/s3s-fs.
+#
+# The mitosis client exits 0 even when a request fails, so steps are judged by its output
+# (it logs ERROR on failures) and by reading the state back through mito's own client.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+MITO="$ROOT/target/debug/mito"
+COMPAT="$ROOT/.compat"
+RUN="$COMPAT/run"
+rm -rf "$RUN"; mkdir -p "$RUN"
+
+[ -x "$MITO" ] || { echo "compat: $MITO is missing; run \`cargo build\` (or \`make compat\`)" >&2; exit 2; }
+
+if [ -z "${MITOSIS_BIN:-}" ]; then
+    MITOSIS_BIN=/opt/mitosis-0.6.8/bin/mito
+    if [ ! -x "$MITOSIS_BIN" ]; then
+        MITOSIS_BIN="$COMPAT/mitosis-0.6.8/bin/mito"
+        if [ ! -x "$MITOSIS_BIN" ]; then
+            echo "compat: installing mitosis 0.6.8 into .compat/mitosis-0.6.8 (takes several minutes)"
+            cargo install mito --version 0.6.8 --locked --root "$COMPAT/mitosis-0.6.8" || exit 2
+        fi
+    fi
+fi
+S3S_FS=${MITO_TEST_S3S_FS:-/opt/s3s-fs/bin/s3s-fs}
+if [ ! -x "$S3S_FS" ]; then
+    S3S_FS="$COMPAT/s3s-fs/bin/s3s-fs"
+    if [ ! -x "$S3S_FS" ]; then
+        echo "compat: installing s3s-fs 0.14.1 into .compat/s3s-fs"
+        cargo install s3s-fs --version 0.14.1 --features binary --locked --root "$COMPAT/s3s-fs" || exit 2
+    fi
+fi
+echo "compat: mito $("$MITO" --version 2>&1 | head -1), mitosis $("$MITOSIS_BIN" --version 2>&1 | head -1)"
+
+# ---------------------------------------------------------------- processes and cleanup
+PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+[ -n "$PGBIN" ] || { echo "compat: PostgreSQL server binaries not found (apt-get install postgresql)" >&2; exit 2; }
+AS_PG=(); if [ "$(id -u)" = 0 ]; then chown postgres "$RUN"; AS_PG=(runuser -u postgres --); fi
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    [ -f "$RUN/pg/postmaster.pid" ] && "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$RUN/pg" -m fast stop >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+wait_http() { # URL: true once it answers (any status), within 20 s
+    for _ in $(seq 200); do curl -s -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done
+    return 1
+}
+
+PGPORT=$(free_port)
+"${AS_PG[@]}" "$PGBIN/initdb" -A trust -U postgres -D "$RUN/pg" >/dev/null || exit 2
+"${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$RUN/pg" -o "-p $PGPORT -k $RUN -c listen_addresses=127.0.0.1" \
+    -l "$RUN/pg.log" -w start >/dev/null || exit 2
+for db in mito mitosis; do "$PGBIN/psql" -h 127.0.0.1 -p "$PGPORT" -U postgres -qc "CREATE DATABASE $db" >/dev/null; done
+openssl genpkey -algorithm ed25519 -out "$RUN/private.pem" 2>/dev/null
+openssl pkey -in "$RUN/private.pem" -pubout -out "$RUN/public.pem"
+
+# ---------------------------------------------------------------- reporting
+FAILS=0; PASSES=0
+pass() { PASSES=$((PASSES + 1)); printf '  PASS  %s\n' "$*"; }
+fail() { FAILS=$((FAILS + 1)); printf '  FAIL  %s\n' "$*"; }
+section() { printf '\n== %s\n' "$*"; }
+
+# A temp HOME per user so neither client reads or writes ~/.config/mitosis.
+home_of() { local h="$RUN/home-$1"; mkdir -p "$h/.config" "$h/.cache"; echo "$h"; }
+
+# WHO is USER or USER:PASSWORD; the password defaults to "USER-pw" (the admin's is its name).
+creds() { local u=${1%%:*} p; if [ "$u" != "$1" ]; then p=${1#*:}; elif [ "$u" = mitosis_admin ]; then p=$u; else p="$u-pw"; fi; echo "$u $p"; }
+# old WHO URL ARGS...: runs the mitosis client as WHO,
+# output in $OUT. Fails the step when the output has ERROR. Logs in afresh each time: with
+# -u and -p given the client never prompts.
+OUT=""
+old() {
+    local who pw url=$2; read -r who pw <<<"$(creds "$1")"; shift 2
+    local h; h=$(home_of "old-$who")
+    OUT=$(cd "$h" && HOME="$h" XDG_CONFIG_HOME="$h/.config" XDG_CACHE_HOME="$h/.cache" \
+        timeout 60 "$MITOSIS_BIN" client -c "$url" -u "$who" -p "$pw" "$@" 2>&1 </dev/null)
+    local rc=$?
+    printf '%s\n' "$OUT" >>"$RUN/mitosis-client.log"
+    [ $rc = 0 ] && ! grep -q 'ERROR' <<<"$OUT"
+}
+# step DESCRIPTION WHO URL ARGS...: one PASS/FAIL line for one mitosis client command.
+step() {
+    local desc=$1 who=$2 url=$3; shift 3
+    if old "$who" "$url" "$@"; then pass "$desc: mitosis client $*"
+    else fail "$desc: mitosis client $* -> $(head -c 400 <<<"$OUT")"; fi
+}
+# new WHO URL ARGS...: runs mito's own client (JSON output) to read state back.
+new() {
+    local who pw url=$2; read -r who pw <<<"$(creds "$1")"; shift 2
+    local h; h=$(home_of "new-$who")
+    HOME="$h" XDG_CONFIG_HOME="$h/.config" timeout 60 "$MITO" client -c "$url" \
+        --credential-path "$h/credentials" -u "$who" -p "$pw" --json "$@" 2>>"$RUN/mito-client.log" </dev/null
+}
+# expect DESCRIPTION COMMAND...: PASS when the command succeeds.
+expect() {
+    local desc=$1; shift
+    if "$@" >/dev/null 2>&1; then pass "$desc"; else fail "$desc"; fi
+}
+json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {'d': d}))" "$1"; }
+uuid_in() { grep -o '[0-9a-f]\{8\}-[0-9a-f]\{4\}-[0-9a-f]\{4\}-[0-9a-f]\{4\}-[0-9a-f]\{12\}' | head -1; }
+
+# wait_task WHO URL UUID STATE: polls mito's client until the task reaches STATE (60 s).
+wait_task() {
+    local st=""
+    for _ in $(seq 120); do
+        st=$(new "$1" "$2" tasks get "$3" | json "d['info']['state']" 2>/dev/null)
+        [ "$st" = "$4" ] && return 0
+        sleep 0.5
+    done
+    echo "task $3 is still ${st:-unknown}, expected $4" >&2
+    return 1
+}
+
+# ---------------------------------------------------------------- mito coordinator
+MPORT=$(free_port); MURL="http://127.0.0.1:$MPORT"
+"$MITO" coordinator --bind "127.0.0.1:$MPORT" --db "postgres://postgres@127.0.0.1:$PGPORT/mito" \
+    --access-token-private-path "$RUN/private.pem" --access-token-public-path "$RUN/public.pem" \
+    --data-dir "$RUN/mito-data" 2>"$RUN/mito-coordinator.log" &
+PIDS+=($!)
+wait_http "$MURL/health" || { echo "compat: mito coordinator did not start:"; tail "$RUN/mito-coordinator.log"; exit 1; }
+
+section "1. mitosis 0.6.8 client -> mito coordinator ($MURL)"
+step "auth" mitosis_admin "$MURL" auth
+step "admin creates alice" mitosis_admin "$MURL" admin users create alice alice-pw
+step "admin creates bob" mitosis_admin "$MURL" admin users create bob bob-old
+step "bob changes his password" bob:bob-old "$MURL" users change-password bob-old bob-pw
+expect "bob logs in to mito with the new password" new bob "$MURL" auth
+step "alice creates group lab" alice "$MURL" groups create lab
+step "alice adds bob to lab as writer" alice "$MURL" groups update-user lab bob:write mitosis_admin:read
+step "alice reads group lab" alice "$MURL" groups get lab
+if grep -q 'bob' <<<"$OUT"; then pass "groups get lists bob"; else fail "groups get lists bob -> $OUT"; fi
+step "bob lists his groups" bob "$MURL" users groups
+if grep -q 'lab' <<<"$OUT"; then pass "users groups lists lab"; else fail "users groups lists lab -> $OUT"; fi
+step "alice removes bob from lab" alice "$MURL" groups remove-user lab bob
+if new bob "$MURL" users groups | grep -q '"lab"'; then fail "bob still sees lab after remove-user (mito client users groups)"
+else pass "bob no longer sees lab (mito client users groups)"; fi
+
+step "alice submits a task" alice "$MURL" tasks submit -g lab -l compat -- echo hi
+T1=$(uuid_in <<<"$OUT")
+if [ -n "$T1" ] && new alice "$MURL" tasks get "$T1" | json "d['info']['state']" 2>/dev/null | grep -qx Ready; then
+    pass "the submitted task $T1 is Ready (mito client tasks get)"
+else fail "the submitted task ${T1:-<no uuid printed>} is not Ready: $OUT"; fi
+step "alice gets the task" alice "$MURL" tasks get "${T1:-missing}"
+if grep -q "${T1:-missing}" <<<"$OUT"; then pass "tasks get shows the uuid"; else fail "tasks get shows the uuid -> $OUT"; fi
+step "alice queries tasks" alice "$MURL" tasks query -g lab -l compat -v
+if grep -q "${T1:-missing}" <<<"$OUT"; then pass "tasks query finds the task"; else fail "tasks query finds the task -> $OUT"; fi
+step "alice counts tasks" alice "$MURL" tasks query -g lab --count
+step "alice cancels the task" alice "$MURL" tasks cancel "${T1:-missing}"
+expect "the task is Cancelled (mito client tasks get)" wait_task alice "$MURL" "${T1:-missing}" Cancelled
+
+printf 'compat attachment %s\n' "$RANDOM" >"$RUN/input.txt"
+step "alice uploads an attachment" alice "$MURL" groups attachments upload -g lab "$RUN/input.txt" data/input.txt
+step "alice lists attachments" alice "$MURL" groups attachments query -g lab
+if grep -q 'data/input.txt' <<<"$OUT"; then pass "attachments query lists data/input.txt"; else fail "attachments query lists data/input.txt -> $OUT"; fi
+step "alice downloads the attachment" alice "$MURL" groups attachments download -g lab data/input.txt -o "$RUN/input.back"
+expect "the downloaded attachment has the uploaded bytes" cmp "$RUN/input.txt" "$RUN/input.back"
+step "alice deletes the attachment" alice "$MURL" groups attachments delete -g lab data/input.txt
+if new alice "$MURL" groups attachments query -g lab | grep -q 'data/input.txt'; then fail "the attachment is still listed after delete (mito client)"
+else pass "the attachment is gone (mito client groups attachments query)"; fi
+
+step "alice uploads a result artifact to the task" alice "$MURL" tasks artifacts upload "$RUN/input.txt" "${T1:-missing}" result
+mkdir -p "$RUN/artifact"
+step "alice downloads the artifact" alice "$MURL" tasks artifacts download "${T1:-missing}" result -o "$RUN/artifact"
+if cmp -s "$RUN/input.txt" "$(find "$RUN/artifact" -type f | head -1)"; then pass "the downloaded artifact has the uploaded bytes"
+else fail "the downloaded artifact has the uploaded bytes (got: $(find "$RUN/artifact" -type f))"; fi
+
+section "2. mitosis 0.6.8 worker -> mito coordinator ($MURL)"
+# worker_up NAME LOG: true once the worker's log says it is running (30 s).
+worker_up() {
+    for _ in $(seq 300); do grep -q 'Worker is running' "$2" 2>/dev/null && return 0; sleep 0.1; done
+    return 1
+}
+H=$(home_of old-worker)
+(cd "$H" && HOME="$H" XDG_CONFIG_HOME="$H/.config" XDG_CACHE_HOME="$H/.cache" \
+    exec "$MITOSIS_BIN" worker -c "$MURL" -u alice -p alice-pw -g lab --skip-redis \
+    --polling-interval 1s --heartbeat-interval 5s </dev/null >"$RUN/mitosis-worker.log" 2>&1) &
+OLDW=$!; PIDS+=($OLDW)
+cmd="mitosis worker -c $MURL -u alice -p alice-pw -g lab --skip-redis --polling-interval 1s"
+if worker_up OLDW "$RUN/mitosis-worker.log"; then pass "registers and runs: $cmd"
+else fail "registers and runs: $cmd -> $(tail -5 "$RUN/mitosis-worker.log")"; fi
+T2=$(new alice "$MURL" tasks submit -g lab --terminal -- sh -c 'echo hi from mitosis; echo 42 >"$MITO_RESULT_DIR/answer.txt"' | json "d['uuid']" 2>/dev/null)
+if [ -n "$T2" ]; then pass "mito client submits task $T2"; else fail "mito client submits a task (see $RUN/mito-client.log)"; fi
+if wait_task alice "$MURL" "${T2:-missing}" Finished 2>>"$RUN/mito-client.log"; then
+    st=$(new alice "$MURL" tasks get "$T2" | json "d['info']['result']['exit_status']" 2>/dev/null)
+    if [ "$st" = 0 ]; then pass "the mitosis worker ran it: Finished, exit_status 0 (mito client tasks get)"
+    else fail "the mitosis worker ran it: Finished but exit_status ${st:-missing}"; fi
+else fail "the mitosis worker ran it: not Finished in 60 s ($(tail -3 "$RUN/mitosis-worker.log"))"; fi
+mkdir -p "$RUN/result2"
+if new alice "$MURL" tasks artifacts download "${T2:-missing}" result -o "$RUN/result2" >/dev/null \
+    && tar -xzOf "$(find "$RUN/result2" -type f | head -1)" 2>/dev/null | grep -qx 42; then
+    pass "the worker's result artifact holds answer.txt (mito client tasks artifacts download)"
+else fail "the worker's result artifact holds answer.txt"; fi
+if new alice "$MURL" tasks artifacts download "${T2:-missing}" std-log -o "$RUN/result2" >/dev/null \
+    && find "$RUN/result2" -type f -name '*std*' | head -1 | xargs -r tar -xzOf 2>/dev/null | grep -q 'hi from mitosis'; then
+    pass "the worker's std-log artifact holds the task's stdout"
+else fail "the worker's std-log artifact holds the task's stdout"; fi
+stop "$OLDW"
+
+section "3. mito worker and mitosis 0.6.8 client -> mitosis 0.6.8 coordinator"
+S3PORT=$(free_port); S3URL="http://127.0.0.1:$S3PORT"
+mkdir -p "$RUN/s3"
+"$S3S_FS" --host 127.0.0.1 --port "$S3PORT" --access-key compat_access --secret-key compat_secret "$RUN/s3" \
+    >"$RUN/s3s-fs.log" 2>&1 &
+PIDS+=($!)
+wait_http "$S3URL/" || { fail "s3s-fs did not start: $(tail -3 "$RUN/s3s-fs.log")"; }
+OPORT=$(free_port); OURL="http://127.0.0.1:$OPORT"
+H=$(home_of old-coordinator)
+(cd "$H" && HOME="$H" XDG_CONFIG_HOME="$H/.config" exec "$MITOSIS_BIN" coordinator --bind "127.0.0.1:$OPORT" \
+    --db "postgres://postgres@127.0.0.1:$PGPORT/mitosis" --s3 "$S3URL" \
+    --s3-access-key compat_access --s3-secret-key compat_secret --s3-force-path-style \
+    --access-token-private-path "$RUN/private.pem" --access-token-public-path "$RUN/public.pem" \
+    </dev/null >"$RUN/mitosis-coordinator.log" 2>&1) &
+PIDS+=($!)
+if wait_http "$OURL/health"; then pass "mitosis coordinator serves $OURL (S3 at $S3URL)"
+else fail "mitosis coordinator did not start: $(tail -5 "$RUN/mitosis-coordinator.log")"; fi
+
+step "admin creates alice" mitosis_admin "$OURL" admin users create alice alice-pw
+step "alice creates group lab" alice "$OURL" groups create lab
+H=$(home_of new-worker)
+HOME="$H" XDG_CONFIG_HOME="$H/.config" XDG_CACHE_HOME="$H/.cache" "$MITO" worker -c "$OURL" \
+    -u alice -p alice-pw -g lab --polling-interval 1s </dev/null >"$RUN/mito-worker.log" 2>&1 &
+NEWW=$!; PIDS+=($NEWW)
+cmd="mito worker -c $OURL -u alice -p alice-pw -g lab --polling-interval 1s"
+if worker_up NEWW "$RUN/mito-worker.log"; then pass "registers and runs: $cmd"
+else fail "registers and runs: $cmd -> $(tail -5 "$RUN/mito-worker.log")"; fi
+step "alice submits a task with the mitosis client" alice "$OURL" tasks submit -g lab --terminal -- \
+    sh -c 'echo hi from mito; echo 42 >"$MITO_RESULT_DIR/answer.txt"'
+T3=$(uuid_in <<<"$OUT")
+# The mitosis coordinator has mitosis's API, so mito's client reads the state back.
+if wait_task alice "$OURL" "${T3:-missing}" Finished 2>>"$RUN/mito-client.log"; then
+    st=$(new alice "$OURL" tasks get "$T3" | json "d['info']['result']['exit_status']" 2>/dev/null)
+    if [ "$st" = 0 ]; then pass "the mito worker ran it: Finished, exit_status 0"
+    else fail "the mito worker ran it: Finished but exit_status ${st:-missing}"; fi
+else fail "the mito worker ran it: not Finished in 60 s ($(tail -3 "$RUN/mito-worker.log"))"; fi
+step "alice reads the task with the mitosis client" alice "$OURL" tasks get "${T3:-missing}"
+if grep -qi 'finished' <<<"$OUT"; then pass "mitosis client sees it Finished"; else fail "mitosis client sees it Finished -> $OUT"; fi
+mkdir -p "$RUN/result3"
+step "alice downloads the result with the mitosis client" alice "$OURL" tasks artifacts download "${T3:-missing}" result -o "$RUN/result3"
+if tar -xzOf "$(find "$RUN/result3" -type f | head -1)" 2>/dev/null | grep -qx 42; then
+    pass "the mito worker's result artifact holds answer.txt"
+else fail "the mito worker's result artifact holds answer.txt"; fi
+stop "$NEWW"
+
+printf '\ncompat: %d passed, %d failed (logs in %s)\n' "$PASSES" "$FAILS" "$RUN"
+[ "$FAILS" = 0 ]
