@@ -174,7 +174,14 @@ step "alice lists attachments" alice "$MURL" groups attachments query -g lab
 if grep -q 'data/input.txt' <<<"$OUT"; then pass "attachments query lists data/input.txt"; else fail "attachments query lists data/input.txt -> $OUT"; fi
 step "alice downloads the attachment" alice "$MURL" groups attachments download -g lab data/input.txt -o "$RUN/input.back"
 expect "the downloaded attachment has the uploaded bytes" cmp "$RUN/input.txt" "$RUN/input.back"
-step "alice deletes the attachment" alice "$MURL" groups attachments delete -g lab data/input.txt
+# mitosis refuses to delete an attachment updated within the last hour (section 3 checks
+# that the real coordinator does too); backdate it in mito's database, then delete it.
+old alice "$MURL" groups attachments delete -g lab data/input.txt
+if grep -q 'updated in the last hour' <<<"$OUT"; then pass "a fresh attachment is not deleted, as in mitosis: mitosis client groups attachments delete"
+else fail "a fresh attachment is not deleted, as in mitosis -> $OUT"; fi
+"$PGBIN/psql" -h 127.0.0.1 -p "$PGPORT" -U postgres -d mito -qc \
+    "UPDATE attachments SET updated_at = now() - interval '2 hours' WHERE key = 'data/input.txt'" >/dev/null
+step "alice deletes the (backdated) attachment" alice "$MURL" groups attachments delete -g lab data/input.txt
 if new alice "$MURL" groups attachments query -g lab | grep -q 'data/input.txt'; then fail "the attachment is still listed after delete (mito client)"
 else pass "the attachment is gone (mito client groups attachments query)"; fi
 
@@ -183,6 +190,34 @@ mkdir -p "$RUN/artifact"
 step "alice downloads the artifact" alice "$MURL" tasks artifacts download "${T1:-missing}" result -o "$RUN/artifact"
 if cmp -s "$RUN/input.txt" "$(find "$RUN/artifact" -type f | head -1)"; then pass "the downloaded artifact has the uploaded bytes"
 else fail "the downloaded artifact has the uploaded bytes (got: $(find "$RUN/artifact" -type f))"; fi
+
+# Task edits and filters: the other task commands a mitosis user types.
+step "alice submits a task with every option" alice "$MURL" tasks submit -g lab -t gpu -l compat,opts \
+    --timeout 1h -p 5 -e A=1,B=2 --terminal -- echo opts
+T4=$(uuid_in <<<"$OUT")
+got=$(new alice "$MURL" tasks get "${T4:-missing}" | json "(d['info']['priority'], sorted(d['info']['tags']), sorted(d['info']['labels']), d['info']['timeout'], d['info']['spec']['envs'], d['info']['spec']['terminal_output'])" 2>&1)
+if [ "$got" = "(5, ['gpu'], ['compat', 'opts'], 3600, {'A': '1', 'B': '2'}, True)" ]; then pass "mito stored every submit option: $got"
+else fail "mito stored every submit option: got $got"; fi
+step "alice changes the task" alice "$MURL" tasks change "${T4:-missing}" -p 7 --timeout 2h -- echo changed
+got=$(new alice "$MURL" tasks get "${T4:-missing}" | json "(d['info']['priority'], d['info']['timeout'], d['info']['spec']['args'])" 2>&1)
+if [ "$got" = "(7, 7200, ['echo', 'changed'])" ]; then pass "the change is stored: $got"; else fail "the change is stored: got $got"; fi
+step "alice replaces the task's labels" alice "$MURL" tasks update-labels "${T4:-missing}" relabelled
+got=$(new alice "$MURL" tasks get "${T4:-missing}" | json "d['info']['labels']" 2>&1)
+if [ "$got" = "['relabelled']" ]; then pass "the labels are replaced"; else fail "the labels are replaced: got $got"; fi
+step "alice queries by state and priority" alice "$MURL" tasks query -g lab -s ready -p '>=7'
+if grep -q "${T4:-missing}" <<<"$OUT" && ! grep -q "${T1:-missing}" <<<"$OUT"; then pass "the filters select the changed task only"
+else fail "the filters select the changed task only -> $OUT"; fi
+step "alice cancels by filter" alice "$MURL" tasks cancel-many -g lab -l relabelled
+expect "cancel-many cancelled the task (mito client tasks get)" wait_task alice "$MURL" "${T4:-missing}" Cancelled
+old alice "$MURL" groups attachments upload -g lab "$RUN/input.txt" data/meta.txt
+step "alice reads an attachment's metadata" alice "$MURL" groups attachments get -g lab data/meta.txt
+if grep -q 'size 24B' <<<"$OUT"; then pass "attachments get shows the size"; else fail "attachments get shows the size -> $OUT"; fi
+"$PGBIN/psql" -h 127.0.0.1 -p "$PGPORT" -U postgres -d mito -qc \
+    "UPDATE artifacts SET updated_at = now() - interval '2 hours'" >/dev/null
+step "alice deletes the (backdated) artifact" alice "$MURL" tasks artifacts delete "${T1:-missing}" result
+got=$(new alice "$MURL" tasks get "${T1:-missing}" | json "[a['content_type'] for a in d['artifacts']]" 2>&1)
+if [ "$got" = "[]" ]; then pass "the artifact is gone (mito client tasks get)"
+else fail "the artifact is gone (mito client tasks get): artifacts $got"; fi
 
 section "2. mitosis 0.6.8 worker -> mito coordinator ($MURL)"
 # worker_up NAME LOG: true once the worker's log says it is running (30 s).
@@ -214,6 +249,58 @@ if new alice "$MURL" tasks artifacts download "${T2:-missing}" std-log -o "$RUN/
     && find "$RUN/result2" -type f -name '*std*' | head -1 | xargs -r tar -xzOf 2>/dev/null | grep -q 'hi from mitosis'; then
     pass "the worker's std-log artifact holds the task's stdout"
 else fail "the worker's std-log artifact holds the task's stdout"; fi
+
+# submit_wait DESC STATE ARGS...: submits with mito's client, waits for STATE, leaves the
+# task's JSON (mito client tasks get) in $TASK.
+TASK=""
+submit_wait() {
+    local desc=$1 want=$2; shift 2
+    local u; u=$(new alice "$MURL" tasks submit -g lab "$@" | json "d['uuid']" 2>/dev/null)
+    TASK=""
+    if [ -n "$u" ] && wait_task alice "$MURL" "$u" "$want" 2>>"$RUN/mito-client.log"; then
+        TASK=$(new alice "$MURL" tasks get "$u"); return 0
+    fi
+    fail "$desc: task ${u:-<not submitted>} did not reach $want ($(tail -2 "$RUN/mitosis-worker.log"))"
+    return 1
+}
+new alice "$MURL" groups attachments upload -g lab "$RUN/input.txt" data/res.txt >/dev/null
+if submit_wait "attachment resource" Finished -r attachment=data/res.txt:in.txt -- \
+        sh -c 'cmp "$MITO_RESOURCE_DIR/in.txt" '"'$RUN/input.txt'"; then
+    got=$(json "d['info']['result']['exit_status']" <<<"$TASK")
+    if [ "$got" = 0 ]; then pass "the mitosis worker downloads an attachment resource from mito's store"
+    else fail "the mitosis worker downloads an attachment resource: exit_status $got"; fi
+fi
+if submit_wait "failing task" Finished -- sh -c 'exit 3'; then
+    got=$(json "d['info']['result']['exit_status']" <<<"$TASK")
+    # exit_status is the raw wait status in mitosis: exit 3 is 3 << 8.
+    if [ "$got" = 768 ]; then pass "a failing task (exit 3) is Finished with raw exit_status 768"; else fail "a failing task (exit 3): exit_status $got, expected 768"; fi
+fi
+if submit_wait "timeout" Cancelled --timeout 2s -- sleep 60; then
+    got=$(json "d['info']['result']['msg']" <<<"$TASK")
+    if [ "$got" = ExecTimeout ]; then pass "a task over its timeout is Cancelled with msg ExecTimeout"
+    else fail "a task over its timeout: msg $got"; fi
+fi
+cat >"$RUN/new_task.json" <<'JSON'
+{"group_name": "lab", "tags": [], "labels": ["downstream"], "timeout": "1m", "priority": 0,
+ "task_spec": {"args": ["sh", "-c", "test -n \"$MITO_UPSTREAM_TASK_UUID\""], "envs": {}, "resources": [],
+               "terminal_output": false, "watch": null}}
+JSON
+if submit_wait "downstream" Finished -- sh -c 'cp '"'$RUN/new_task.json'"' "$MITO_NEW_TASK"'; then
+    down=$(json "d['info']['downstream_task_uuid']" <<<"$TASK")
+    if [ "$down" != None ] && wait_task alice "$MURL" "$down" Finished 2>>"$RUN/mito-client.log" \
+        && [ "$(new alice "$MURL" tasks get "$down" | json "d['info']['result']['exit_status']")" = 0 ]; then
+        pass "a task's MITO_NEW_TASK is submitted by the mitosis worker and runs after it"
+    else fail "a task's MITO_NEW_TASK: downstream ${down} did not finish with 0"; fi
+fi
+
+step "alice lists the workers of lab" alice "$MURL" workers query -g lab -v
+W=$(grep -o '[0-9a-f]\{8\}-[0-9a-f-]\{27\}' <<<"$OUT" | head -1)
+if [ -n "$W" ]; then pass "workers query shows the mitosis worker $W"; else fail "workers query shows the mitosis worker -> $OUT"; fi
+step "alice reads the worker" alice "$MURL" workers get "${W:-missing}"
+step "alice stops the worker" alice "$MURL" workers cancel "${W:-missing}"
+for _ in $(seq 100); do kill -0 "$OLDW" 2>/dev/null || break; sleep 0.2; done
+if kill -0 "$OLDW" 2>/dev/null; then fail "the mitosis worker exits after workers cancel (still running after 20 s)"
+else pass "the mitosis worker exits after workers cancel"; fi
 stop "$OLDW"
 
 section "3. mito worker and mitosis 0.6.8 client -> mitosis 0.6.8 coordinator"
@@ -236,6 +323,10 @@ else fail "mitosis coordinator did not start: $(tail -5 "$RUN/mitosis-coordinato
 
 step "admin creates alice" mitosis_admin "$OURL" admin users create alice alice-pw
 step "alice creates group lab" alice "$OURL" groups create lab
+old alice "$OURL" groups attachments upload -g lab "$RUN/input.txt" data/input.txt
+old alice "$OURL" groups attachments delete -g lab data/input.txt
+if grep -q 'updated in the last hour' <<<"$OUT"; then pass "mitosis also refuses to delete a fresh attachment"
+else fail "mitosis also refuses to delete a fresh attachment -> $OUT"; fi
 H=$(home_of new-worker)
 HOME="$H" XDG_CONFIG_HOME="$H/.config" XDG_CACHE_HOME="$H/.cache" "$MITO" worker -c "$OURL" \
     -u alice -p alice-pw -g lab --polling-interval 1s </dev/null >"$RUN/mito-worker.log" 2>&1 &
@@ -259,6 +350,12 @@ step "alice downloads the result with the mitosis client" alice "$OURL" tasks ar
 if tar -xzOf "$(find "$RUN/result3" -type f | head -1)" 2>/dev/null | grep -qx 42; then
     pass "the mito worker's result artifact holds answer.txt"
 else fail "the mito worker's result artifact holds answer.txt"; fi
+step "alice submits a failing task with the mitosis client" alice "$OURL" tasks submit -g lab -- sh -c 'exit 3'
+T5=$(uuid_in <<<"$OUT")
+if wait_task alice "$OURL" "${T5:-missing}" Finished 2>>"$RUN/mito-client.log" \
+    && [ "$(new alice "$OURL" tasks get "$T5" | json "d['info']['result']['exit_status']")" = 768 ]; then
+    pass "the mito worker reports exit 3 as raw exit_status 768, as a mitosis worker does"
+else fail "the mito worker reports exit 3 as raw exit_status 768"; fi
 stop "$NEWW"
 
 printf '\ncompat: %d passed, %d failed (logs in %s)\n' "$PASSES" "$FAILS" "$RUN"
