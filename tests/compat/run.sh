@@ -91,7 +91,7 @@ creds() { local u=${1%%:*} p; if [ "$u" != "$1" ]; then p=${1#*:}; elif [ "$u" =
 OUT=""
 old() {
     local who pw url=$2; read -r who pw <<<"$(creds "$1")"; shift 2
-    local h; h=$(home_of "old-$who")
+    local h; h=$(home_of "old-$who-${url##*:}")
     OUT=$(cd "$h" && HOME="$h" XDG_CONFIG_HOME="$h/.config" XDG_CACHE_HOME="$h/.cache" \
         timeout 60 "$MITOSIS_BIN" client -c "$url" -u "$who" -p "$pw" "$@" 2>&1 </dev/null)
     local rc=$?
@@ -107,7 +107,7 @@ step() {
 # new WHO URL ARGS...: runs mito's own client (JSON output) to read state back.
 new() {
     local who pw url=$2; read -r who pw <<<"$(creds "$1")"; shift 2
-    local h; h=$(home_of "new-$who")
+    local h; h=$(home_of "new-$who-${url##*:}")
     HOME="$h" XDG_CONFIG_HOME="$h/.config" timeout 60 "$MITO" client -c "$url" \
         --credential-path "$h/credentials" -u "$who" -p "$pw" --json "$@" 2>>"$RUN/mito-client.log" </dev/null
 }
@@ -358,5 +358,73 @@ if wait_task alice "$OURL" "${T5:-missing}" Finished 2>>"$RUN/mito-client.log" \
 else fail "the mito worker reports exit 3 as raw exit_status 768"; fi
 stop "$NEWW"
 
-printf '\ncompat: %d passed, %d failed (logs in %s)\n' "$PASSES" "$FAILS" "$RUN"
+section "4. the same mitosis 0.6.8 client commands against both coordinators give the same output"
+# Output is compared after removing what legitimately differs: colours, log timestamps,
+# uuids, dates and the coordinator's address. In arguments, @T stands for the task
+# submitted in this section on the coordinator being asked.
+norm() {
+    sed -e 's/\x1b\[[0-9;]*m//g' -e 's/^[0-9T:.-]*Z *//' \
+        -e 's/[0-9a-f]\{8\}-[0-9a-f]\{4\}-[0-9a-f]\{4\}-[0-9a-f]\{4\}-[0-9a-f]\{12\}/<uuid>/g' \
+        -e 's/[0-9]\{4\}-[0-9]\{2\}-[0-9]\{2\}[ T][0-9:.]*\( *[+-][0-9:]*\|Z\)\?/<time>/g' \
+        -e "s#$MURL#<url>#g; s#$OURL#<url>#g"
+}
+MT=""; OT=""
+# mirror [-s] [-k REASON] WHO ARGS...: -s compares sorted lines (replies that are maps, in
+# no order); -k marks a known, deliberate difference: printed as KNOWN with the reason.
+KNOWN=0
+mirror() {
+    local sorted=cat known=""
+    [ "$1" = -s ] && { sorted=sort; shift; }
+    [ "$1" = -k ] && { known=$2; shift 2; }
+    local who=$1; shift
+    local a=() b=() x
+    for x in "$@"; do a+=("${x//@T/${MT:-none}}"); b+=("${x//@T/${OT:-none}}"); done
+    old "$who" "$MURL" "${a[@]}"; local got_m; got_m=$(norm <<<"$OUT" | $sorted); MOUT=$OUT
+    old "$who" "$OURL" "${b[@]}"; local got_o; got_o=$(norm <<<"$OUT" | $sorted)
+    local first; first=$(grep -v 'credential not found' <<<"$got_m" | head -1 | cut -c1-70)
+    if [ "$got_m" = "$got_o" ]; then pass "same output: mitosis client $* (${first:-no output})"; return; fi
+    if [ -n "$known" ]; then KNOWN=$((KNOWN + 1)); printf '  KNOWN %s: mitosis client %s\n' "$known" "$*"
+    else fail "different output: mitosis client $*"; fi
+    diff <(echo "$got_o") <(echo "$got_m") | sed 's/^</      mitosis:/; s/^>/      mito:   /' | grep -v '^---\|^[0-9]'
+}
+printf 'mirror\n' >"$RUN/mirror.txt"
+mirror mitosis_admin admin users create mirror mirror-pw
+mirror mitosis_admin admin users create mirror2 mirror2-pw
+mirror mitosis_admin admin users create mirror mirror-pw
+mirror mirror groups create mgrp
+mirror mirror groups create mgrp
+mirror mirror groups update-user mgrp mirror2:read
+mirror mirror groups get mgrp
+mirror -k "mito answers 403 for a group that is missing or not yours, so non-members learn nothing" mirror groups get nosuchgroup
+mirror -s mirror2 users groups
+mirror mirror tasks submit -g mgrp -l m1 -t t1 -p 3 --timeout 5m -e K=V -- echo hi
+MT=$(uuid_in <<<"$MOUT"); OT=$(uuid_in <<<"$OUT")
+mirror mirror tasks get @T
+mirror mirror tasks query -g mgrp -v
+mirror mirror tasks query -g mgrp --count
+mirror mirror tasks query -g mgrp -s ready -e '!=0'
+mirror -k "mito requires Write to submit; mitosis checks nothing (architecture.md 6)" mirror2 tasks submit -g mgrp -- echo denied
+mirror -k "mito says which role is needed" mirror2 tasks cancel @T
+mirror mirror tasks change @T -p 4 -- echo changed
+mirror mirror tasks update-labels @T m2
+mirror mirror tasks get @T
+mirror mirror tasks cancel @T
+mirror mirror tasks cancel @T
+mirror mirror tasks get 00000000-0000-0000-0000-000000000000
+mirror mirror groups attachments upload -g mgrp "$RUN/mirror.txt" k/mirror.txt
+mirror mirror groups attachments query -g mgrp
+mirror mirror groups attachments get -g mgrp k/mirror.txt
+mirror -k "wording of not found" mirror groups attachments get -g mgrp k/missing.txt
+mirror -k "wording of not found" mirror groups attachments download -g mgrp k/missing.txt -o "$RUN/missing.txt"
+mirror mirror groups attachments delete -g mgrp k/mirror.txt
+mirror -k "mito says which role is needed" mirror2 groups attachments upload -g mgrp "$RUN/mirror.txt" k/denied.txt
+mirror -k "wording of not found" mirror tasks artifacts download @T result -o "$RUN"
+mirror mirror workers query -g mgrp
+mirror mirror groups remove-user mgrp mirror2
+mirror -s mirror2 users groups
+mirror mirror:wrong-pw auth
+mirror mirror users change-password wrong-pw new-pw
+mirror mirror2 admin users create nope nope-pw
+
+printf '\ncompat: %d passed, %d failed, %d known differences (logs in %s)\n' "$PASSES" "$FAILS" "$KNOWN" "$RUN"
 [ "$FAILS" = 0 ]
