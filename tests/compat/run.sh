@@ -293,6 +293,18 @@ if submit_wait "downstream" Finished -- sh -c 'cp '"'$RUN/new_task.json'"' "$MIT
     else fail "a task's MITO_NEW_TASK: downstream ${down} did not finish with 0"; fi
 fi
 
+# mito lets a user cancel a Running task (README "Extensions"); a mitosis worker never asks
+# about cancellations, so it finishes the task, and mito archives it as Cancelled anyway.
+u=$(new alice "$MURL" tasks submit -g lab -- sleep 3 | json "d['uuid']" 2>/dev/null)
+if [ -n "$u" ] && wait_task alice "$MURL" "$u" Running 2>>"$RUN/mito-client.log"; then
+    step "alice cancels a task running on the mitosis worker" alice "$MURL" tasks cancel "$u"
+    if wait_task alice "$MURL" "$u" Cancelled 2>>"$RUN/mito-client.log" \
+        && [ "$(new alice "$MURL" tasks get "$u" | json "d['info']['result']['msg']")" = UserCancellation ]; then
+        pass "the running task ends Cancelled with msg UserCancellation"
+    else fail "the running task ends Cancelled with msg UserCancellation ($(tail -2 "$RUN/mitosis-worker.log"))"; fi
+    if submit_wait "after a cancel" Finished -- true; then pass "the mitosis worker still runs tasks after the cancel"; fi
+else fail "a task for the cancel check did not start running on the mitosis worker"; fi
+
 step "alice lists the workers of lab" alice "$MURL" workers query -g lab -v
 W=$(grep -o '[0-9a-f]\{8\}-[0-9a-f-]\{27\}' <<<"$OUT" | head -1)
 if [ -n "$W" ]; then pass "workers query shows the mitosis worker $W"; else fail "workers query shows the mitosis worker -> $OUT"; fi
@@ -350,6 +362,13 @@ step "alice downloads the result with the mitosis client" alice "$OURL" tasks ar
 if tar -xzOf "$(find "$RUN/result3" -type f | head -1)" 2>/dev/null | grep -qx 42; then
     pass "the mito worker's result artifact holds answer.txt"
 else fail "the mito worker's result artifact holds answer.txt"; fi
+step "alice submits a task with an attachment resource" alice "$OURL" tasks submit -g lab \
+    -r attachment=data/input.txt:in.txt -- sh -c 'cmp "$MITO_RESOURCE_DIR/in.txt" '"'$RUN/input.txt'"
+T6=$(uuid_in <<<"$OUT")
+if wait_task alice "$OURL" "${T6:-missing}" Finished 2>>"$RUN/mito-client.log" \
+    && [ "$(new alice "$OURL" tasks get "$T6" | json "d['info']['result']['exit_status']")" = 0 ]; then
+    pass "the mito worker downloads an attachment resource through mitosis's presigned S3 URL"
+else fail "the mito worker downloads an attachment resource ($(tail -2 "$RUN/mito-worker.log"))"; fi
 step "alice submits a failing task with the mitosis client" alice "$OURL" tasks submit -g lab -- sh -c 'exit 3'
 T5=$(uuid_in <<<"$OUT")
 if wait_task alice "$OURL" "${T5:-missing}" Finished 2>>"$RUN/mito-client.log" \
