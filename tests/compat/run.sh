@@ -133,9 +133,14 @@ wait_task() {
 
 # ---------------------------------------------------------------- mito coordinator
 MPORT=$(free_port); MURL="http://127.0.0.1:$MPORT"
-"$MITO" coordinator --bind "127.0.0.1:$MPORT" --db "postgres://postgres@127.0.0.1:$PGPORT/mito" \
-    --access-token-private-path "$RUN/private.pem" --access-token-public-path "$RUN/public.pem" \
-    --data-dir "$RUN/mito-data" 2>"$RUN/mito-coordinator.log" &
+# Started as a new user would: config.example.toml with its address and database adjusted
+# (its key paths are relative, so they resolve to the keys generated in $RUN).
+sed -e "s|^bind = .*|bind = \"127.0.0.1:$MPORT\"|" \
+    -e "s|^db_url = .*|db_url = \"postgres://postgres@127.0.0.1:$PGPORT/mito\"|" \
+    -e "s|^# data_dir = .*|data_dir = \"$RUN/mito-data\"|" config.example.toml >"$RUN/coordinator.toml"
+H=$(home_of mito-coordinator)
+HOME="$H" XDG_CONFIG_HOME="$H/.config" "$MITO" coordinator --config "$RUN/coordinator.toml" \
+    </dev/null 2>"$RUN/mito-coordinator.log" &
 PIDS+=($!)
 wait_http "$MURL/health" || { echo "compat: mito coordinator did not start:"; tail "$RUN/mito-coordinator.log"; exit 1; }
 
@@ -211,7 +216,7 @@ step "alice cancels by filter" alice "$MURL" tasks cancel-many -g lab -l relabel
 expect "cancel-many cancelled the task (mito client tasks get)" wait_task alice "$MURL" "${T4:-missing}" Cancelled
 old alice "$MURL" groups attachments upload -g lab "$RUN/input.txt" data/meta.txt
 step "alice reads an attachment's metadata" alice "$MURL" groups attachments get -g lab data/meta.txt
-if grep -q 'size 24B' <<<"$OUT"; then pass "attachments get shows the size"; else fail "attachments get shows the size -> $OUT"; fi
+if grep -q "size $(wc -c <"$RUN/input.txt")B" <<<"$OUT"; then pass "attachments get shows the size"; else fail "attachments get shows the size -> $OUT"; fi
 "$PGBIN/psql" -h 127.0.0.1 -p "$PGPORT" -U postgres -d mito -qc \
     "UPDATE artifacts SET updated_at = now() - interval '2 hours'" >/dev/null
 step "alice deletes the (backdated) artifact" alice "$MURL" tasks artifacts delete "${T1:-missing}" result
@@ -413,7 +418,7 @@ mirror mitosis_admin admin users create mirror mirror-pw
 mirror mirror groups create mgrp
 mirror mirror groups create mgrp
 mirror mirror groups update-user mgrp mirror2:read
-mirror mirror groups get mgrp
+mirror -s mirror groups get mgrp
 mirror -k "mito answers 403 for a group that is missing or not yours, so non-members learn nothing" mirror groups get nosuchgroup
 mirror -s mirror2 users groups
 mirror mirror tasks submit -g mgrp -l m1 -t t1 -p 3 --timeout 5m -e K=V -- echo hi
@@ -441,7 +446,10 @@ mirror -k "wording of not found" mirror tasks artifacts download @T result -o "$
 mirror mirror workers query -g mgrp
 mirror mirror groups remove-user mgrp mirror2
 mirror -s mirror2 users groups
-mirror mirror:wrong-pw auth
+mirror mirror login mirror wrong-pw
+mirror mirror2 users change-password mirror2-pw mirror2-new
+mirror mirror2:mirror2-new login mirror2 mirror2-new
+mirror mirror2:mirror2-new login mirror2 mirror2-pw
 mirror mirror users change-password wrong-pw new-pw
 mirror mirror2 admin users create nope nope-pw
 
