@@ -385,7 +385,8 @@ stop "$NEWW"
 section "4. the same mitosis 0.6.8 client commands against both coordinators give the same output"
 # Output is compared after removing what legitimately differs: colours, log timestamps,
 # uuids, dates and the coordinator's address. In arguments, @T stands for the task
-# submitted in this section on the coordinator being asked.
+# submitted in this section on the coordinator being asked, @U for the second one and @W
+# for the worker.
 norm() {
     sed -e 's/\x1b\[[0-9;]*m//g' -e 's/^[0-9T:.-]*Z *//' \
         -e 's/[0-9a-f]\{8\}-[0-9a-f]\{4\}-[0-9a-f]\{4\}-[0-9a-f]\{4\}-[0-9a-f]\{12\}/<uuid>/g' \
@@ -402,7 +403,10 @@ mirror() {
     [ "$1" = -k ] && { known=$2; shift 2; }
     local who=$1; shift
     local a=() b=() x
-    for x in "$@"; do a+=("${x//@T/${MT:-none}}"); b+=("${x//@T/${OT:-none}}"); done
+    for x in "$@"; do
+        a+=("$(sed "s/@T/${MT:-none}/g; s/@U/${MU:-none}/g; s/@W/${MW:-none}/g" <<<"$x")")
+        b+=("$(sed "s/@T/${OT:-none}/g; s/@U/${OU:-none}/g; s/@W/${OW:-none}/g" <<<"$x")")
+    done
     old "$who" "$MURL" "${a[@]}"; local got_m; got_m=$(norm <<<"$OUT" | $sorted); MOUT=$OUT
     old "$who" "$OURL" "${b[@]}"; local got_o; got_o=$(norm <<<"$OUT" | $sorted)
     local first; first=$(grep -v 'credential not found' <<<"$got_m" | head -1 | cut -c1-70)
@@ -461,6 +465,35 @@ mirror mirror groups attachments delete-list -g mgrp k/a.txt k/b.txt
 mirror mitosis_admin admin users group-quota mirror 20
 mirror mitosis_admin admin groups storage-quota mgrp 1GB
 mirror -s mirror groups get mgrp
+# A mitosis worker on each coordinator, then the same worker commands and the same task.
+for c in M O; do
+    url=$MURL; [ $c = O ] && url=$OURL
+    H=$(home_of "mirror-worker-$c")
+    (cd "$H" && HOME="$H" XDG_CONFIG_HOME="$H/.config" XDG_CACHE_HOME="$H/.cache" \
+        exec "$MITOSIS_BIN" worker -c "$url" -u mirror -p mirror-pw -g mgrp -t w1 -l l0 --skip-redis \
+        --polling-interval 1s --heartbeat-interval 5s </dev/null >"$RUN/mirror-worker-$c.log" 2>&1) &
+    PIDS+=($!); eval "${c}WPID=$!"
+done
+if worker_up x "$RUN/mirror-worker-M.log" && worker_up x "$RUN/mirror-worker-O.log"; then
+    pass "a mitosis worker runs on each coordinator"
+else fail "a mitosis worker runs on each coordinator ($(tail -2 "$RUN"/mirror-worker-*.log))"; fi
+mirror mirror workers query -g mgrp -v
+MW=$(uuid_in <<<"$MOUT"); OW=$(uuid_in <<<"$OUT")
+mirror mirror workers get @W
+mirror mirror workers update-labels @W l1 l2
+mirror mirror workers update-tags @W w1 w2
+mirror mirror workers get @W
+mirror mirror tasks submit -g mgrp -t w2 --terminal -- sh -c 'echo out; echo err >&2; exit 2'
+MU=$(uuid_in <<<"$MOUT"); OU=$(uuid_in <<<"$OUT")
+wait_task mirror "$MURL" "${MU:-missing}" Finished 2>>"$RUN/mito-client.log"
+wait_task mirror "$OURL" "${OU:-missing}" Finished 2>>"$RUN/mito-client.log"
+mirror mirror tasks get @U
+mirror mirror tasks query -g mgrp -e '!=0' -s finished -v
+mirror mirror tasks artifacts download @U std-log -o "$RUN/stdlog"
+mirror mirror workers cancel @W
+for p in "$MWPID" "$OWPID"; do for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done; done
+if kill -0 "$MWPID" 2>/dev/null || kill -0 "$OWPID" 2>/dev/null; then fail "both mitosis workers exit after workers cancel"
+else pass "both mitosis workers exit after workers cancel"; fi
 # Last before mirror2 leaves: mitosis creates this task, which would change later counts.
 mirror -k "mito requires Write to submit; mitosis checks nothing (architecture.md 6)" mirror2 tasks submit -g mgrp -- echo denied
 mirror mirror groups remove-user mgrp mirror2
