@@ -367,6 +367,16 @@ step "alice downloads the result with the mitosis client" alice "$OURL" tasks ar
 if tar -xzOf "$(find "$RUN/result3" -type f | head -1)" 2>/dev/null | grep -qx 42; then
     pass "the mito worker's result artifact holds answer.txt"
 else fail "the mito worker's result artifact holds answer.txt"; fi
+# The archives a mito worker uploads have the layout a mitosis worker's have (section 2).
+mkdir -p "$RUN/stdlog3"
+step "alice downloads the mito worker's std-log" alice "$OURL" tasks artifacts download "${T3:-missing}" std-log -o "$RUN/stdlog3"
+for kind in result std-log; do
+    mine=$(find "$RUN/result3" "$RUN/stdlog3" -name "$kind.tar.gz" | head -1)
+    theirs=$(find "$RUN/result2" -name "$kind.tar.gz" | head -1)
+    a=$(tar -tzf "$theirs" 2>&1 | sort); b=$(tar -tzf "$mine" 2>&1 | sort)
+    if [ -n "$mine" ] && [ -n "$theirs" ] && [ "$a" = "$b" ]; then pass "the $kind archive lists the same entries as a mitosis worker's: $(echo $b)"
+    else fail "the $kind archive lists the same entries as a mitosis worker's: mitosis [$(echo $a)], mito [$(echo $b)]"; fi
+done
 step "alice submits a task with an attachment resource" alice "$OURL" tasks submit -g lab \
     -r attachment=data/input.txt:in.txt -- sh -c 'cmp "$MITO_RESOURCE_DIR/in.txt" '"'$RUN/input.txt'"
 T6=$(uuid_in <<<"$OUT")
@@ -394,12 +404,21 @@ norm() {
         -e "s#$MURL#<url>#g; s#$OURL#<url>#g"
 }
 MT=""; OT=""
-# mirror [-s] [-k REASON] WHO ARGS...: -s compares sorted lines (replies that are maps, in
-# no order); -k marks a known, deliberate difference: printed as KNOWN with the reason.
+# unordered: sorts lines, and the items of [...] and {...} lists within a line, for replies
+# that mitosis keeps in hash maps and sets (their order changes from run to run).
+unordered() {
+    python3 -c '
+import re, sys
+def srt(m): return m.group(1) + ", ".join(sorted(m.group(2).split(", "))) + m.group(3)
+lines = [re.sub(r"([\[{])([^\[\]{}]*)([\]}])", srt, l) for l in sys.stdin.read().splitlines()]
+print("\n".join(sorted(lines)))'
+}
+# mirror [-k REASON] WHO ARGS...: compares the outputs, unordered (mitosis prints tags,
+# labels and maps in hash order); -k marks a known, deliberate difference: printed as KNOWN
+# with the reason.
 KNOWN=0
 mirror() {
-    local sorted=cat known=""
-    [ "$1" = -s ] && { sorted=sort; shift; }
+    local sorted=unordered known=""
     [ "$1" = -k ] && { known=$2; shift 2; }
     local who=$1; shift
     local a=() b=() x
@@ -422,9 +441,9 @@ mirror mitosis_admin admin users create mirror mirror-pw
 mirror mirror groups create mgrp
 mirror mirror groups create mgrp
 mirror mirror groups update-user mgrp mirror2:read
-mirror -s mirror groups get mgrp
+mirror mirror groups get mgrp
 mirror -k "mito answers 403 for a group that is missing or not yours, so non-members learn nothing" mirror groups get nosuchgroup
-mirror -s mirror2 users groups
+mirror mirror2 users groups
 mirror mirror tasks submit -g mgrp -l m1 -t t1 -p 3 --timeout 5m -e K=V -- echo hi
 MT=$(uuid_in <<<"$MOUT"); OT=$(uuid_in <<<"$OUT")
 mirror mirror tasks get @T
@@ -459,12 +478,12 @@ mirror mirror tasks cancel-many -g mgrp -l many
 mirror mirror tasks query -g mgrp -l many -s cancelled --count
 mirror mirror groups attachments upload -g mgrp "$RUN/mirror.txt" k/a.txt
 mirror mirror groups attachments upload -g mgrp "$RUN/mirror.txt" k/b.txt
-mirror -s mirror groups attachments download-many -g mgrp -k k/ -o "$RUN/many"
+mirror mirror groups attachments download-many -g mgrp -k k/ -o "$RUN/many"
 mirror mirror groups attachments query -g mgrp -k k/ --count
 mirror mirror groups attachments delete-list -g mgrp k/a.txt k/b.txt
 mirror mitosis_admin admin users group-quota mirror 20
 mirror mitosis_admin admin groups storage-quota mgrp 1GB
-mirror -s mirror groups get mgrp
+mirror mirror groups get mgrp
 # A mitosis worker on each coordinator, then the same worker commands and the same task.
 for c in M O; do
     url=$MURL; [ $c = O ] && url=$OURL
@@ -497,7 +516,7 @@ else pass "both mitosis workers exit after workers cancel"; fi
 # Last before mirror2 leaves: mitosis creates this task, which would change later counts.
 mirror -k "mito requires Write to submit; mitosis checks nothing (architecture.md 6)" mirror2 tasks submit -g mgrp -- echo denied
 mirror mirror groups remove-user mgrp mirror2
-mirror -s mirror2 users groups
+mirror mirror2 users groups
 mirror mirror login mirror wrong-pw
 mirror mirror2 users change-password mirror2-pw mirror2-new
 mirror mirror2:mirror2-new login mirror2 mirror2-new
