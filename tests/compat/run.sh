@@ -457,6 +457,11 @@ mirror mirror tasks get @T
 mirror mirror tasks cancel @T
 mirror mirror tasks cancel @T
 mirror mirror tasks get 00000000-0000-0000-0000-000000000000
+mirror mirror tasks submit -g mgrp -l watch --watch @T,ExecSpawned -r artifact=@T:result:up,attachment=k/x:x -- true
+mirror mirror tasks query -g mgrp -l watch -v
+mirror mirror tasks submit -g mgrp -l watch -r attachment=../x:x -- true
+mirror mirror tasks submit -g mgrp -l watch --watch 00000000-0000-0000-0000-000000000000,ExecSpawned -- true
+mirror mirror tasks cancel-many -g mgrp -l watch
 mirror mirror groups attachments upload -g mgrp "$RUN/mirror.txt" k/mirror.txt
 mirror mirror groups attachments query -g mgrp
 mirror mirror groups attachments get -g mgrp k/mirror.txt
