@@ -160,7 +160,6 @@ pub fn verify_password(stored: &str, md5: &Md5Password) -> bool {
     super::release_freed_memory();
     ok
 }
-}
 
 /// The bearer token of a request: 400 when the header is missing or not `Bearer`.
 pub fn bearer(call: &Call) -> Result<String, ApiError> {
