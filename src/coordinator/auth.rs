@@ -142,18 +142,23 @@ pub fn new_signature() -> i64 {
 pub fn hash_password(md5: &Md5Password) -> Result<String, ApiError> {
     let salt = SaltString::encode_b64(uuid::Uuid::new_v4().as_bytes())
         .map_err(|e| ApiError::Internal(format!("salt: {e}")))?;
-    Argon2::default()
+    let hash = Argon2::default()
         .hash_password(md5, &salt)
         .map(|h| h.to_string())
-        .map_err(|e| ApiError::Internal(format!("password hash: {e}")))
+        .map_err(|e| ApiError::Internal(format!("password hash: {e}")));
+    super::release_freed_memory();
+    hash
 }
 
 /// Whether `md5` matches the stored hash.
 pub fn verify_password(stored: &str, md5: &Md5Password) -> bool {
-    match PasswordHash::new(stored) {
+    let ok = match PasswordHash::new(stored) {
         Ok(h) => Argon2::default().verify_password(md5, &h).is_ok(),
         Err(_) => false,
-    }
+    };
+    // Each check briefly uses ~19 MiB; give it back rather than keep it resident.
+    super::release_freed_memory();
+    ok
 }
 
 /// The bearer token of a request: 400 when the header is missing or not `Bearer`.
@@ -182,17 +187,15 @@ pub struct AuthUser {
 /// Checks a user token against the database: the user exists, is Active, and the token's
 /// signature is current (otherwise it was revoked by a login or a password change).
 pub fn authenticate_user(
-    db: &mut postgres::Client,
+    db: &mut super::db::Conn,
     claims: &Claims,
     need_admin: bool,
 ) -> Result<AuthUser, ApiError> {
     if claims.exp < now_secs() {
         return Err(ApiError::WrongCredentials);
     }
-    let row = db.query_opt(
-        "SELECT id, admin, state, auth_signature FROM users WHERE username = $1",
-        &[&claims.sub],
-    )?;
+    let st = db.prepared("SELECT id, admin, state, auth_signature FROM users WHERE username = $1")?;
+    let row = db.query_opt(&st, &[&claims.sub])?;
     let row = row.ok_or(ApiError::WrongCredentials)?;
     let admin: bool = row.get(1);
     if need_admin && !admin {
@@ -270,14 +273,15 @@ pub struct AuthWorker {
 
 /// Checks a worker token: its subject must be the uuid of a worker that still exists
 /// (removed workers get 401, which tells them to exit).
-pub fn authenticate_worker(db: &mut postgres::Client, claims: &Claims) -> Result<AuthWorker, ApiError> {
+pub fn authenticate_worker(db: &mut super::db::Conn, claims: &Claims) -> Result<AuthWorker, ApiError> {
     let uuid: uuid::Uuid = claims.sub.parse().map_err(|_| ApiError::InvalidToken)?;
     // A worker's lifetime is its token's: honour it to the second.
     if claims.exp < now_secs() {
         return Err(ApiError::WrongCredentials);
     }
+    let st = db.prepared("SELECT id, state FROM workers WHERE worker_id = $1")?;
     let row = db
-        .query_opt("SELECT id, state FROM workers WHERE worker_id = $1", &[&uuid])?
+        .query_opt(&st, &[&uuid])?
         .ok_or(ApiError::WrongCredentials)?;
     Ok(AuthWorker {
         id: row.get(0),

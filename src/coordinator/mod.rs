@@ -190,6 +190,17 @@ fn listen(bind: std::net::SocketAddr) -> Result<tiny_http::Server, String> {
     tiny_http::Server::from_listener(listener, None).map_err(|e| format!("cannot serve on {bind}: {e}"))
 }
 
+/// Hands memory freed so far back to the system. Hashing the admin password (argon2id uses
+/// ~19 MiB) raises glibc's mmap threshold, so without this the idle coordinator would keep
+/// that memory resident forever.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Starts everything and blocks until shutdown.
 pub fn run(cfg: CoordinatorConfig) -> Result<(), String> {
     let signals = crate::signal::listen();
@@ -222,6 +233,7 @@ pub fn run(cfg: CoordinatorConfig) -> Result<(), String> {
     db::migrate(&mut first, &cfg.admin_user, &cfg.admin_password)?;
     let pool = db::Pool::new(&cfg.db_url, cfg.http_threads);
     pool.seed(first);
+    release_freed_memory();
 
     let server = listen(cfg.bind)?;
     let server = Arc::new(server);

@@ -143,15 +143,16 @@ fn to_resp(r: &postgres::Row) -> Result<WorkerTaskResp, ApiError> {
 
 /// Gives the worker its task: the one it holds but evidently never received (a fetch
 /// while holding a Running task means the answer was lost), else the best Ready task.
-pub fn claim(db: &mut postgres::Client, worker_id: i64) -> Result<Option<WorkerTaskResp>, ApiError> {
-    let mut tx = db.transaction()?;
-    // A claim can be replayed, so it need not wait for the disk.
-    tx.batch_execute("SET LOCAL synchronous_commit = off")?;
-    let row = match tx.query_opt(REDELIVER, &[&worker_id])? {
-        Some(r) => Some(r),
-        None => tx.query_opt(CLAIM, &[&worker_id])?,
-    };
-    tx.commit()?;
+pub fn claim(db: &mut super::db::Conn, worker_id: i64) -> Result<Option<WorkerTaskResp>, ApiError> {
+    // A claim can be replayed (redelivery), so it need not wait for the disk.
+    let row = db.replayable(|db| {
+        let redeliver = db.prepared(REDELIVER)?;
+        if let Some(r) = db.query_opt(&redeliver, &[&worker_id])? {
+            return Ok(Some(r));
+        }
+        let claim = db.prepared(CLAIM)?;
+        Ok(db.query_opt(&claim, &[&worker_id])?)
+    })?;
     row.as_ref().map(to_resp).transpose()
 }
 

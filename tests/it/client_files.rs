@@ -6,8 +6,15 @@ use crate::client::{admin_home, client, err, fails, ok, ok_json, out};
 use crate::harness::*;
 use std::path::Path;
 
-fn setup() -> (Coordinator, Api, TempDir) {
-    let c = Coordinator::start();
+/// A coordinator with the local store, or with the S3 server (which checks signatures).
+fn setup(s3: bool) -> (Coordinator, Api, TempDir) {
+    let c = if s3 {
+        let flags = s3_server().coordinator_flags();
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        Coordinator::start_with(TestDb::new(), &flags)
+    } else {
+        Coordinator::start()
+    };
     let ann = c.user("ann");
     let home = TempDir::new("client");
     ok(&client(&c, &home, &["-u", "ann", "-p", "ann-pw", "--retain"]));
@@ -23,9 +30,8 @@ fn read(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
-#[test]
-fn attachments_upload_download_and_smart_keys() {
-    let (c, _ann, home) = setup();
+fn attachments_upload_download_and_smart_keys(s3: bool) {
+    let (c, _ann, home) = setup(s3);
     let data = content(3_000_000);
     std::fs::write(home.path().join("data.bin"), &data).unwrap();
     std::fs::write(home.path().join("small.txt"), b"small").unwrap();
@@ -73,9 +79,8 @@ fn attachments_upload_download_and_smart_keys() {
     assert!(text.starts_with("Found 1 attachments in group ann") && text.contains("inputs/data.bin"), "{text}");
 }
 
-#[test]
-fn attachment_batches_and_deletes() {
-    let (c, _ann, home) = setup();
+fn attachment_batches_and_deletes(s3: bool) {
+    let (c, _ann, home) = setup(s3);
     ok(&client(&c, &home, &["groups", "create", "lab"]));
     for (name, body) in [("a.txt", "alpha"), ("b.txt", "beta"), ("c.txt", "gamma")] {
         std::fs::write(home.path().join(name), body).unwrap();
@@ -123,9 +128,8 @@ fn put(url: &str, body: &[u8]) {
     assert!(r.is_ok(), "PUT to the presigned URL: {r:?}");
 }
 
-#[test]
-fn artifacts_and_logs() {
-    let (c, ann, home) = setup();
+fn artifacts_and_logs(s3: bool) {
+    let (c, ann, home) = setup(s3);
     let w = c.worker(&ann, &[], &[]);
     let o = ok(&client(&c, &home, &["tasks", "submit", "--terminal", "--", "sh", "-c", "echo out; echo err >&2"]));
     let u = o.trim().rsplit(' ').next().unwrap().to_string();
@@ -179,4 +183,34 @@ fn artifacts_and_logs() {
     let plain = o.trim().rsplit(' ').next().unwrap().to_string();
     let e = fails(&client(&c, &home, &["tasks", "logs", &plain]), 1);
     assert!(e.contains("--terminal"), "{e}");
+}
+
+#[test]
+fn attachments_upload_download_and_smart_keys_local() {
+    attachments_upload_download_and_smart_keys(false);
+}
+
+#[test]
+fn attachments_upload_download_and_smart_keys_s3() {
+    attachments_upload_download_and_smart_keys(true);
+}
+
+#[test]
+fn attachment_batches_and_deletes_local() {
+    attachment_batches_and_deletes(false);
+}
+
+#[test]
+fn attachment_batches_and_deletes_s3() {
+    attachment_batches_and_deletes(true);
+}
+
+#[test]
+fn artifacts_and_logs_local() {
+    artifacts_and_logs(false);
+}
+
+#[test]
+fn artifacts_and_logs_s3() {
+    artifacts_and_logs(true);
 }

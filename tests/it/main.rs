@@ -10,6 +10,7 @@ mod cli;
 mod client;
 mod client_tasks;
 mod client_files;
+mod end_to_end;
 mod groups;
 mod lifecycle;
 mod permissions;

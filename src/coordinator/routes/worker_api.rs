@@ -45,18 +45,15 @@ pub fn fetch(ctx: &Ctx, call: &Call, worker: &AuthWorker) -> Result<Fetch, ApiEr
 pub fn heartbeat(ctx: &Ctx, call: &Call, worker: &AuthWorker) -> Result<Reply, ApiError> {
     let want_cancels = matches!(call.query_one("cancellations")?.as_deref(), Some("true" | "1"));
     let mut db = ctx.pool.get()?;
-    let mut tx = db.transaction()?;
-    tx.batch_execute("SET LOCAL synchronous_commit = off")?;
-    tx.execute("UPDATE workers SET last_heartbeat = now() WHERE id = $1", &[&worker.id])?;
-    let cancel: Vec<Uuid> = if want_cancels {
-        tx.query("SELECT uuid FROM active_tasks WHERE assigned_worker = $1 AND cancel_requested", &[&worker.id])?
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    tx.commit()?;
+    let cancel: Vec<Uuid> = db.replayable(|db| {
+        let beat = db.prepared("UPDATE workers SET last_heartbeat = now() WHERE id = $1")?;
+        db.execute(&beat, &[&worker.id])?;
+        if !want_cancels {
+            return Ok(Vec::new());
+        }
+        let q = db.prepared("SELECT uuid FROM active_tasks WHERE assigned_worker = $1 AND cancel_requested")?;
+        Ok(db.query(&q, &[&worker.id])?.iter().map(|r| r.get(0)).collect())
+    })?;
     if want_cancels {
         Ok(Reply::json(&serde_json::json!({ "cancel": cancel })))
     } else {
@@ -109,14 +106,26 @@ struct Assigned {
 pub fn report(ctx: &Ctx, call: &Call, worker: &AuthWorker) -> Result<Reply, ApiError> {
     let req: ReportTaskReq = call.json()?;
     let mut db = ctx.pool.get()?;
+    let not_found = || ApiError::NotFound(format!("Task {}", req.id));
+    if let ReportTaskOp::Finish | ReportTaskOp::Cancel = req.op {
+        let state = if matches!(req.op, ReportTaskOp::Finish) { TaskState::Finished } else { TaskState::Cancelled };
+        let update = db.prepared(
+            "UPDATE active_tasks SET state = $3, updated_at = now() WHERE id = $1 AND assigned_worker = $2",
+        )?;
+        // Replayable: the worker reports again if this is lost.
+        let n = db.replayable(|db| Ok(db.execute(&update, &[&req.id, &worker.id, &state.code()])?))?;
+        if n == 0 {
+            return Err(not_found());
+        }
+        return Ok(Reply::json(&ReportTaskResp { url: None }));
+    }
+    let select = db.prepared(
+        "SELECT id, uuid, group_id, state, creator_id, cancel_requested, downstream_task_uuid
+         FROM active_tasks WHERE id = $1 AND assigned_worker = $2 FOR UPDATE",
+    )?;
+    let archive = db.prepared(ARCHIVE)?;
     let mut tx = db.transaction()?;
-    let row = tx
-        .query_opt(
-            "SELECT id, uuid, group_id, state, creator_id, cancel_requested, downstream_task_uuid
-             FROM active_tasks WHERE id = $1 AND assigned_worker = $2 FOR UPDATE",
-            &[&req.id, &worker.id],
-        )?
-        .ok_or_else(|| ApiError::NotFound(format!("Task {}", req.id)))?;
+    let row = tx.query_opt(&select, &[&req.id, &worker.id])?.ok_or_else(not_found)?;
     let t = Assigned {
         id: row.get(0),
         uuid: row.get(1),
@@ -128,14 +137,7 @@ pub fn report(ctx: &Ctx, call: &Call, worker: &AuthWorker) -> Result<Reply, ApiE
     };
     let done = matches!(t.state, TaskState::Finished | TaskState::Cancelled);
     match req.op {
-        ReportTaskOp::Finish | ReportTaskOp::Cancel => {
-            let state = if matches!(req.op, ReportTaskOp::Finish) { TaskState::Finished } else { TaskState::Cancelled };
-            // Replayable: the worker reports again if this is lost.
-            tx.batch_execute("SET LOCAL synchronous_commit = off")?;
-            tx.execute("UPDATE active_tasks SET state = $2, updated_at = now() WHERE id = $1", &[&t.id, &state.code()])?;
-            tx.commit()?;
-            Ok(Reply::json(&ReportTaskResp { url: None }))
-        }
+        ReportTaskOp::Finish | ReportTaskOp::Cancel => Err(ApiError::Internal("handled above".into())),
         ReportTaskOp::Upload { content_type, content_length } => {
             let (_, url) = super::artifacts::reserve_upload(
                 ctx, &mut tx, call, t.uuid, t.group_id, content_type, content_length,
@@ -155,7 +157,7 @@ pub fn report(ctx: &Ctx, call: &Call, worker: &AuthWorker) -> Result<Reply, ApiE
             if !done {
                 return Err(ApiError::bad("Task can not be marked as done: report Finish or Cancel first"));
             }
-            let woken = commit(ctx, &mut tx, worker, &t, result)?;
+            let woken = commit(ctx, &mut tx, &archive, worker, &t, result)?;
             tx.commit()?;
             if let Some(g) = woken {
                 ctx.scheduler.task_ready(g);
@@ -197,9 +199,23 @@ fn submit_downstream(
 
 /// Archives the task with its result, frees the worker (removing it if it was asked to
 /// stop after this task) and readies the downstream task. Returns a group to wake.
+/// Moves the task to the archive with its result and frees the worker, in one statement.
+const ARCHIVE: &str = "WITH moved AS (DELETE FROM active_tasks WHERE id = $1 RETURNING *),
+    archived AS (
+        INSERT INTO archived_tasks (id, creator_id, group_id, task_id, uuid, tags, labels, created_at, updated_at,
+                                    state, assigned_worker, timeout, priority, spec, result,
+                                    upstream_task_uuid, downstream_task_uuid, reporter_uuid)
+        SELECT id, creator_id, group_id, task_id, uuid, tags, labels, created_at, now(),
+               $2, assigned_worker, timeout, priority, spec, $3, upstream_task_uuid, downstream_task_uuid, $4
+        FROM moved
+        RETURNING id
+    )
+    UPDATE workers SET assigned_task_id = NULL, updated_at = now() WHERE id = $5";
+
 fn commit(
     ctx: &Ctx,
     tx: &mut postgres::Transaction,
+    archive: &postgres::Statement,
     worker: &AuthWorker,
     t: &Assigned,
     result: TaskResultSpec,
@@ -210,17 +226,7 @@ fn commit(
         (t.state, result)
     };
     let result = serde_json::to_value(result).map_err(|e| ApiError::Internal(format!("serialize result: {e}")))?;
-    tx.execute(
-        "WITH moved AS (DELETE FROM active_tasks WHERE id = $1 RETURNING *)
-         INSERT INTO archived_tasks (id, creator_id, group_id, task_id, uuid, tags, labels, created_at, updated_at,
-                                     state, assigned_worker, timeout, priority, spec, result,
-                                     upstream_task_uuid, downstream_task_uuid, reporter_uuid)
-         SELECT id, creator_id, group_id, task_id, uuid, tags, labels, created_at, now(),
-                $2, assigned_worker, timeout, priority, spec, $3, upstream_task_uuid, downstream_task_uuid, $4
-         FROM moved",
-        &[&t.id, &state.code(), &result, &worker.uuid],
-    )?;
-    tx.execute("UPDATE workers SET assigned_task_id = NULL, updated_at = now() WHERE id = $1", &[&worker.id])?;
+    tx.execute(archive, &[&t.id, &state.code(), &result, &worker.uuid, &worker.id])?;
     if worker.state == WorkerState::GracefulShutdown {
         workers::remove(tx, &[worker.id])?;
         log::info!("worker {} stopped after its last task, as asked", worker.uuid);
