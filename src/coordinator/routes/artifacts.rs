@@ -19,7 +19,7 @@ use crate::api::{
     UserGroupRole,
 };
 use crate::coordinator::auth::{AuthUser, AuthWorker};
-use super::tasks::{build_filter, union_sql, TaskFilter};
+use super::tasks::{build_filter, union_sql};
 use crate::coordinator::error::ApiError;
 use crate::coordinator::server::{Call, Reply};
 use crate::coordinator::storage::{download_ttl, Bucket, UPLOAD_TTL};
@@ -177,15 +177,7 @@ fn filtered(
     req: &ArtifactsDownloadByFilterReq,
     min: UserGroupRole,
 ) -> Result<Vec<postgres::Row>, ApiError> {
-    let f = TaskFilter {
-        group_name: req.group_name.as_deref(),
-        creator_usernames: &req.creator_usernames,
-        tags: &req.tags,
-        labels: &req.labels,
-        states: &req.states,
-        exit_status: &req.exit_status,
-        priority: &req.priority,
-    };
+    let f = crate::task_filter!(req);
     let (_, mut q) = build_filter(db, user, &f, min)?;
     let union = union_sql(&mut q, req.reporter_uuid);
     let ct = q.bind(req.content_type.code());

@@ -199,6 +199,26 @@ pub struct TaskFilter<'a> {
     pub priority: &'a Option<String>,
 }
 
+/// A [`TaskFilter`] over any request that has the task filter fields; `states` may be
+/// given separately (cancel narrows them).
+#[macro_export]
+macro_rules! task_filter {
+    ($req:expr) => {
+        $crate::task_filter!($req, &$req.states)
+    };
+    ($req:expr, $states:expr) => {
+        $crate::coordinator::routes::tasks::TaskFilter {
+            group_name: $req.group_name.as_deref(),
+            creator_usernames: &$req.creator_usernames,
+            tags: &$req.tags,
+            labels: &$req.labels,
+            states: $states,
+            exit_status: &$req.exit_status,
+            priority: &$req.priority,
+        }
+    };
+}
+
 /// Checks the caller's role in the filter's group (default: their own) and builds the
 /// conditions every part of the query shares. Returns (group name, conditions).
 pub fn build_filter(db: &mut impl postgres::GenericClient, user: &AuthUser, f: &TaskFilter, min: UserGroupRole) -> Result<(String, Sql), ApiError> {
@@ -256,15 +276,7 @@ pub fn union_sql(q: &mut Sql, reporter: Option<Uuid>) -> String {
 pub fn query(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
     let req: TasksQueryReq = call.json()?;
     let mut db = ctx.pool.get()?;
-    let f = TaskFilter {
-        group_name: req.group_name.as_deref(),
-        creator_usernames: &req.creator_usernames,
-        tags: &req.tags,
-        labels: &req.labels,
-        states: &req.states,
-        exit_status: &req.exit_status,
-        priority: &req.priority,
-    };
+    let f = crate::task_filter!(req);
     let (group_name, mut q) = build_filter(&mut *db, user, &f, UserGroupRole::Read)?;
     let union = union_sql(&mut q, req.reporter_uuid);
     if req.count {
@@ -293,15 +305,7 @@ pub fn cancel_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply
     let states = Some(states);
     let mut db = ctx.pool.get()?;
     let mut tx = db.transaction()?;
-    let f = TaskFilter {
-        group_name: req.group_name.as_deref(),
-        creator_usernames: &req.creator_usernames,
-        tags: &req.tags,
-        labels: &req.labels,
-        states: &states,
-        exit_status: &req.exit_status,
-        priority: &req.priority,
-    };
+    let f = crate::task_filter!(req, &states);
     let (group_name, q) = build_filter(&mut tx, user, &f, UserGroupRole::Write)?;
     let sql = format!(
         "SELECT t.id FROM active_tasks t JOIN users u ON u.id = t.creator_id WHERE {} FOR UPDATE OF t",
