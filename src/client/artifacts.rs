@@ -3,7 +3,7 @@
 //! streaming reader `tasks logs` uses on the std-log archive.
 
 use super::args::{Args, Flag, Group, Spec};
-use super::attachments::{destination, run_batch, url_and_size};
+use super::attachments::{bar, destination, run_batch, upload_through, url_and_size};
 use super::output::print_json;
 use super::tasks::{self, content_type_arg, uuid_arg, CREATORS, EXIT, F_GROUP, F_LABELS, F_TAGS, PRIO, REPORTER, STATES};
 use super::transfer::{self, Job, Progress};
@@ -102,10 +102,6 @@ pub fn run(s: &mut Session, words: &[String]) -> Res {
     .map(|()| Flow::Continue)
 }
 
-fn bar(a: &Args) -> bool {
-    a.has("pb") || transfer::stderr_is_tty()
-}
-
 fn upload(s: &mut Session, a: &Args) -> Result<(), Error> {
     let pos = a.exact(&["LOCAL_FILE", "UUID", "CONTENT_TYPE"])?;
     let local = PathBuf::from(&pos[0]);
@@ -115,13 +111,8 @@ fn upload(s: &mut Session, a: &Args) -> Result<(), Error> {
         return Err(Error::Failed(format!("{} is a directory; upload a file (e.g. a tar archive of it)", local.display())));
     }
     let len = meta.len();
-    let r = s.http.post(&format!("/tasks/{uuid}/artifacts"), &json!({"content_type": ct, "content_length": len}))?.json()?;
-    let url = r["url"].as_str().ok_or_else(|| Error::Failed("the coordinator gave no upload URL".into()))?;
-    let pb = Progress::new(&format!("Uploading from {}", local.display()), Some(len), bar(a));
-    let done = transfer::upload(url, &local, len, &pb);
-    pb.finish();
-    done?;
-    let exist = r["exist"].as_bool().unwrap_or(false);
+    let body = json!({"content_type": ct, "content_length": len});
+    let exist = upload_through(s, a, &format!("/tasks/{uuid}/artifacts"), &body, &local, len)?;
     if s.json(a) {
         print_json(&json!({"uuid": uuid, "content_type": ct, "size": len, "exist": exist}));
     } else if exist {

@@ -148,8 +148,28 @@ fn base(group: &str) -> String {
     format!("/groups/{}", enc(group, false))
 }
 
-fn bar(a: &Args) -> bool {
+/// Whether to draw a progress bar: asked for with `--pb`, or stderr is a terminal.
+pub(super) fn bar(a: &Args) -> bool {
     a.has("pb") || transfer::stderr_is_tty()
+}
+
+/// Asks the coordinator for an upload URL (`POST path` with `body`) and streams `local`
+/// (`len` bytes) to it. Returns whether the object existed already.
+pub(super) fn upload_through(
+    s: &mut Session,
+    a: &Args,
+    path: &str,
+    body: &Value,
+    local: &Path,
+    len: u64,
+) -> Result<bool, Error> {
+    let r = s.http.post(path, body)?.json()?;
+    let url = r["url"].as_str().ok_or_else(|| Error::Failed("the coordinator gave no upload URL".into()))?;
+    let pb = Progress::new(&format!("Uploading from {}", local.display()), Some(len), bar(a));
+    let done = transfer::upload(url, local, len, &pb);
+    pb.finish();
+    done?;
+    Ok(r["exist"].as_bool().unwrap_or(false))
 }
 
 fn upload(s: &mut Session, a: &Args) -> Result<(), Error> {
@@ -175,13 +195,8 @@ fn upload(s: &mut Session, a: &Args) -> Result<(), Error> {
         return Err(a.usage(format!("cannot make an attachment key from {:?}", pos.get(1))));
     }
     let len = meta.len();
-    let r = s.http.post(&format!("{}/attachments", base(&group)), &json!({"key": key, "content_length": len}))?.json()?;
-    let url = r["url"].as_str().ok_or_else(|| Error::Failed("the coordinator gave no upload URL".into()))?;
-    let pb = Progress::new(&format!("Uploading from {}", local.display()), Some(len), bar(a));
-    let done = transfer::upload(url, &local, len, &pb);
-    pb.finish();
-    done?;
-    let exist = r["exist"].as_bool().unwrap_or(false);
+    let body = json!({"key": key, "content_length": len});
+    let exist = upload_through(s, a, &format!("{}/attachments", base(&group)), &body, &local, len)?;
     if s.json(a) {
         print_json(&json!({"group_name": group, "key": key, "size": len, "exist": exist}));
     } else if exist {
