@@ -35,6 +35,7 @@ fn tick(ctx: &Ctx) -> Duration {
 fn run(ctx: &Ctx) {
     let mut leader: Option<(postgres::Client, SystemTime)> = None;
     let mut next = Instant::now();
+    let mut next_vacuum = Instant::now();
     while !ctx.shutdown.is_set() {
         if Instant::now() < next {
             std::thread::sleep(Duration::from_millis(100).min(next - Instant::now()));
@@ -47,9 +48,39 @@ fn run(ctx: &Ctx) {
         if leader.is_none() {
             leader = elect(ctx);
         }
-        let Some((_, since)) = leader.as_ref() else { continue };
+        let Some((conn, since)) = leader.as_mut() else { continue };
         if let Err(e) = reap(ctx, *since) {
             log::warn!("reaping failed (will retry): {e:?}");
+        }
+        if Instant::now() >= next_vacuum {
+            next_vacuum = Instant::now() + VACUUM_EVERY;
+            vacuum_queue(conn);
+        }
+    }
+}
+
+/// How often the leader looks at the queue table's dead rows.
+const VACUUM_EVERY: Duration = Duration::from_secs(5);
+/// Dead rows in `active_tasks` worth a VACUUM.
+const VACUUM_DEAD_ROWS: i64 = 1000;
+
+/// Every claim, report and archive leaves a dead row version in `active_tasks`, and the
+/// claim's index scan walks over them until they are vacuumed; a busy queue would
+/// otherwise wait up to autovacuum's minute with its claims getting slower (measured: a
+/// burst of 15,000 cancelled tasks halved end-to-end throughput). VACUUM of this small,
+/// hot table takes milliseconds and does not block the queue.
+fn vacuum_queue(conn: &mut postgres::Client) {
+    let dead = conn
+        .query_opt("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'active_tasks'", &[])
+        .ok()
+        .flatten()
+        .map(|r| r.get::<_, i64>(0))
+        .unwrap_or(0);
+    if dead >= VACUUM_DEAD_ROWS {
+        let t0 = Instant::now();
+        match conn.batch_execute("VACUUM active_tasks") {
+            Ok(()) => log::debug!("vacuumed active_tasks ({dead} dead rows) in {:?}", t0.elapsed()),
+            Err(e) => log::warn!("VACUUM active_tasks failed: {e}"),
         }
     }
 }

@@ -227,3 +227,23 @@ fn a_task_running_past_its_timeout_and_grace_has_its_worker_removed() {
     assert_eq!(state_of(&a, &uuid)["state"], "Ready");
     assert_eq!(w.api.get("/workers/tasks").0, 401);
 }
+
+#[test]
+fn the_reaper_vacuums_the_queue_table_after_churn() {
+    let c = Coordinator::start();
+    let a = c.user("ann");
+    let tasks: Vec<_> = (0..1500).map(|_| task("ann", &["true"], &[], 0)).collect();
+    assert_eq!(a.post("/tasks/submit", &json!({ "tasks": tasks })).0, 200);
+    assert_eq!(a.post("/tasks/cancel", &json!({})).0, 200);
+    let mut db = c.db.connect();
+    let t0 = Instant::now();
+    let mut vacuumed = false;
+    while t0.elapsed() < Duration::from_secs(30) && !vacuumed {
+        std::thread::sleep(Duration::from_millis(500));
+        vacuumed = db
+            .query_one("SELECT last_vacuum IS NOT NULL FROM pg_stat_user_tables WHERE relname = 'active_tasks'", &[])
+            .unwrap()
+            .get(0);
+    }
+    assert!(vacuumed, "1,500 dead rows in active_tasks and no VACUUM within 30 s");
+}
