@@ -303,6 +303,27 @@ pub fn not_yet(parser: &mut lexopt::Parser, mode: &str, about: &str) -> i32 {
     }
 }
 
+/// Reports a configuration mistake on stderr; returns exit status 2.
+pub fn config_error(cmd: &str, e: &crate::config::ConfigError) -> i32 {
+    eprintln!("{cmd}: {e}");
+    2
+}
+
+/// Logs the config warnings, runs a mode, and turns its outcome into the exit status
+/// (an error is logged and gives 1).
+pub fn run_logged(warnings: &[String], run: impl FnOnce() -> Result<(), String>) -> i32 {
+    for w in warnings {
+        log::warn!("{w}");
+    }
+    match run() {
+        Ok(()) => 0,
+        Err(e) => {
+            log::error!("{e}");
+            1
+        }
+    }
+}
+
 /// Runs the common part of a mode's argument handling: help, version and one-line errors.
 /// Returns the parsed arguments, or the exit status to return at once.
 pub fn parse_mode(

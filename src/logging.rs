@@ -42,22 +42,8 @@ fn level() -> LevelFilter {
 /// Installs the global logger. Fails only if the log file cannot be opened.
 pub fn init(file: Option<FileTarget>) -> Result<(), String> {
     let level = level();
-    let config = ConfigBuilder::new()
-        .set_target_level(LevelFilter::Off)
-        .set_thread_level(LevelFilter::Off)
-        .add_filter_ignore_str("tokio_postgres")
-        .add_filter_ignore_str("postgres")
-        .add_filter_ignore_str("tiny_http")
-        .add_filter_ignore_str("ureq")
-        .add_filter_ignore_str("rustls")
-        .set_time_format_rfc3339()
-        .build();
-    use std::io::IsTerminal;
-    let color = if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
-        ColorChoice::Auto
-    } else {
-        ColorChoice::Never
-    };
+    let config = config();
+    let color = color();
     let mut loggers: Vec<Box<dyn SharedLogger>> =
         vec![TermLogger::new(level, config.clone(), TerminalMode::Stderr, color)];
     match file {

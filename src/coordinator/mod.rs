@@ -24,7 +24,7 @@ pub mod tasks;
 pub mod workers;
 
 use crate::cli::{help_text, parse_mode, OptSpec};
-use crate::config::{cache_dir, ConfigError, CoordinatorConfig, Layers};
+use crate::config::{cache_dir, CoordinatorConfig, Layers};
 use crate::logging::{self, FileTarget};
 use crossbeam_channel::{bounded, select, Receiver, Sender};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -123,31 +123,17 @@ pub fn main(parser: &mut lexopt::Parser) -> i32 {
     };
     let layers = match Layers::load("coordinator", CoordinatorConfig::KEYS, args.config.as_deref(), args.values) {
         Ok(l) => l,
-        Err(e) => return fail_config(e),
+        Err(e) => return crate::cli::config_error("mito coordinator", &e),
     };
     let cfg = match CoordinatorConfig::from_layers(&layers) {
         Ok(c) => c,
-        Err(e) => return fail_config(e),
+        Err(e) => return crate::cli::config_error("mito coordinator", &e),
     };
     if let Err(e) = logging::init(log_target(&cfg)) {
         eprintln!("mito coordinator: {e}");
         return 1;
     }
-    for w in &layers.warnings {
-        log::warn!("{w}");
-    }
-    match run(cfg) {
-        Ok(()) => 0,
-        Err(e) => {
-            log::error!("{e}");
-            1
-        }
-    }
-}
-
-fn fail_config(e: ConfigError) -> i32 {
-    eprintln!("mito coordinator: {e}");
-    2
+    crate::cli::run_logged(&layers.warnings, || run(cfg))
 }
 
 fn log_target(cfg: &CoordinatorConfig) -> Option<FileTarget> {

@@ -10,7 +10,7 @@
 //! let handle = reaper::spawn(ctx.clone()); // runs until shutdown
 //! ```
 
-use super::{scheduler, workers, Ctx};
+use super::{workers, Ctx};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -138,6 +138,5 @@ fn reap(ctx: &Ctx, since: SystemTime) -> Result<(), super::error::ApiError> {
     for g in groups {
         ctx.scheduler.task_ready(g);
     }
-    let _ = scheduler::CHANNEL;
     Ok(())
 }

@@ -24,7 +24,7 @@ mod task;
 
 use crate::api::{RegisterWorkerReq, RegisterWorkerResp};
 use crate::cli::{help_text, parse_mode, OptSpec};
-use crate::config::{cache_dir, ConfigError, Layers, WorkerConfig};
+use crate::config::{cache_dir, Layers, WorkerConfig};
 use crate::logging::{self, FileTarget};
 use artifacts::Dirs;
 use login::CredError;
@@ -212,28 +212,14 @@ pub fn main(parser: &mut lexopt::Parser) -> i32 {
         .and_then(|l| WorkerConfig::from_layers(&l).map(|c| (c, l.warnings)))
     {
         Ok(c) => c,
-        Err(e) => return fail_config(e),
+        Err(e) => return crate::cli::config_error("mito worker", &e),
     };
     let (cfg, warnings) = cfg;
     if let Err(e) = logging::init_late() {
         eprintln!("mito worker: {e}");
         return 1;
     }
-    for w in &warnings {
-        log::warn!("{w}");
-    }
-    match run(cfg) {
-        Ok(()) => 0,
-        Err(e) => {
-            log::error!("{e}");
-            1
-        }
-    }
-}
-
-fn fail_config(e: ConfigError) -> i32 {
-    eprintln!("mito worker: {e}");
-    2
+    crate::cli::run_logged(&warnings, || run(cfg))
 }
 
 /// Where the log file goes, as worker_client.md §1.11 has it.

@@ -149,7 +149,7 @@ pub fn report(ctx: &Ctx, call: &Call, worker: &AuthWorker) -> Result<Reply, ApiE
             if !done {
                 return Err(ApiError::bad("Task can not spawn new tasks: report Finish or Cancel first"));
             }
-            submit_downstream(ctx, &mut tx, worker, &t, &sub)?;
+            submit_downstream(&mut tx, worker, &t, &sub)?;
             tx.commit()?;
             Ok(Reply::json(&ReportTaskResp { url: None }))
         }
@@ -168,13 +168,11 @@ pub fn report(ctx: &Ctx, call: &Call, worker: &AuthWorker) -> Result<Reply, ApiE
 }
 
 fn submit_downstream(
-    ctx: &Ctx,
     tx: &mut postgres::Transaction,
     worker: &AuthWorker,
     t: &Assigned,
     sub: &SubmitTaskReq,
 ) -> Result<(), ApiError> {
-    let _ = ctx;
     let creator = tx.query_opt("SELECT state FROM users WHERE id = $1", &[&t.creator_id])?.ok_or(ApiError::WrongCredentials)?;
     if UserState::from_code(creator.get(0)) != Some(UserState::Active) {
         return Err(ApiError::Forbidden("the task's creator is no longer active".into()));
