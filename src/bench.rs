@@ -25,11 +25,11 @@ const SPECS: &[OptSpec] = &[
     OptSpec { long: "coordinator", short: Some('c'), key: None, metavar: Some("URL"), help: "The coordinator (default http://127.0.0.1:5000)", list: false },
     OptSpec { long: "user", short: Some('u'), key: None, metavar: Some("USER"), help: "A user who may create a group (default mitosis_admin)", list: false },
     OptSpec { long: "password", short: Some('p'), key: None, metavar: Some("PASSWORD"), help: "Its password (default mitosis_admin)", list: false },
-    OptSpec { long: "batch", short: None, key: None, metavar: Some("N"), help: "Tasks per batch submit (default 5000)", list: false },
-    OptSpec { long: "tasks", short: None, key: None, metavar: Some("N"), help: "Tasks in the end-to-end run (default 10000)", list: false },
+    OptSpec { long: "batch", short: None, key: None, metavar: Some("N"), help: "Tasks per batch submit (default 5000; 0 skips this run)", list: false },
+    OptSpec { long: "tasks", short: None, key: None, metavar: Some("N"), help: "Tasks in the end-to-end run (default 10000; 0 skips this run)", list: false },
     OptSpec { long: "workers", short: None, key: None, metavar: Some("N"), help: "Workers in the end-to-end run (default 16)", list: false },
     OptSpec { long: "idle-workers", short: None, key: None, metavar: Some("N"), help: "Parked workers in the latency run (default 4)", list: false },
-    OptSpec { long: "samples", short: None, key: None, metavar: Some("N"), help: "Latency samples (default 200)", list: false },
+    OptSpec { long: "samples", short: None, key: None, metavar: Some("N"), help: "Latency samples (default 200; 0 skips this run)", list: false },
     OptSpec { long: "repeat", short: None, key: None, metavar: Some("N"), help: "Repetitions of the throughput runs (default 3)", list: false },
     OptSpec { long: "poll", short: None, key: None, metavar: Some("DURATION"), help: "Poll at this interval instead of long-polling (for coordinators without it)", list: false },
     OptSpec { long: "coordinator-pid", short: None, key: None, metavar: Some("PID"), help: "Sample this process's resident memory", list: false },
@@ -56,6 +56,14 @@ fn num(args: &crate::cli::ParsedArgs, name: &str, default: usize) -> Result<usiz
     }
 }
 
+/// A count where 0 means "skip this run".
+fn count(args: &crate::cli::ParsedArgs, name: &str, default: usize) -> Result<usize, String> {
+    match args.extra(name).flatten() {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|_| format!("--{name} {v:?}: expected a number (0 skips this run)")),
+    }
+}
+
 /// Entry point of `mito bench`; returns the exit status.
 pub fn main(parser: &mut lexopt::Parser) -> i32 {
     let args = match parse_mode(parser, "mito bench", SPECS, false, || {
@@ -69,11 +77,11 @@ pub fn main(parser: &mut lexopt::Parser) -> i32 {
             base: args.extra("coordinator").flatten().unwrap_or("http://127.0.0.1:5000").trim_end_matches('/').to_string(),
             user: args.extra("user").flatten().unwrap_or("mitosis_admin").to_string(),
             password: args.extra("password").flatten().unwrap_or("mitosis_admin").to_string(),
-            batch: num(&args, "batch", 5000)?,
-            tasks: num(&args, "tasks", 10_000)?,
+            batch: count(&args, "batch", 5000)?,
+            tasks: count(&args, "tasks", 10_000)?,
             workers: num(&args, "workers", 16)?,
             idle: num(&args, "idle-workers", 4)?,
-            samples: num(&args, "samples", 200)?,
+            samples: count(&args, "samples", 200)?,
             repeat: num(&args, "repeat", 3)?,
             poll: args
                 .extra("poll")
@@ -116,6 +124,155 @@ impl Http {
     }
 }
 
+/// A lean HTTP/1.1 keep-alive connection for the measured loops. The load runs on the same
+/// cores as what it measures, so a simulated worker should cost about what a real one on
+/// another machine costs the coordinator's host: nothing. ureq spends several times more
+/// per request than this (URL parsing, header maps, pooling), which would be taken from
+/// the coordinator and PostgreSQL.
+struct Wire {
+    addr: String,
+    host: String,
+    conn: Option<std::io::BufReader<std::net::TcpStream>>,
+    out: Vec<u8>,
+}
+
+impl Wire {
+    fn new(base: &str) -> Result<Wire, String> {
+        let url = url::Url::parse(base).map_err(|e| format!("--coordinator {base:?}: {e}"))?;
+        if url.scheme() != "http" {
+            return Err(format!("--coordinator {base:?}: only http:// URLs can be measured"));
+        }
+        let host = url.host_str().ok_or_else(|| format!("--coordinator {base:?}: no host"))?;
+        let port = url.port_or_known_default().unwrap_or(80);
+        let addr = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+        Ok(Wire { host: addr.clone(), addr, conn: None, out: Vec::with_capacity(1024) })
+    }
+
+    /// Sends a request and returns the body of a 2xx answer; a connection the server closed
+    /// while idle is reopened once.
+    fn call(&mut self, method: &str, path: &str, token: &str, body: Option<&[u8]>) -> Result<Vec<u8>, String> {
+        use std::io::Write;
+        self.out.clear();
+        let _ = write!(self.out, "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n", self.host);
+        if let Some(b) = body {
+            let _ = write!(self.out, "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n", b.len());
+            self.out.extend_from_slice(b);
+        } else {
+            self.out.extend_from_slice(b"\r\n");
+        }
+        let fresh = self.conn.is_none();
+        match self.exchange() {
+            Ok(r) => r.map_err(|(code, text)| format!("{method} {path}: {code} {text}")),
+            Err(_) if !fresh => self.exchange().map_err(|e| format!("{method} {path}: {e}"))?.map_err(|(code, text)| format!("{method} {path}: {code} {text}")),
+            Err(e) => Err(format!("{method} {path}: {e}")),
+        }
+    }
+
+    /// One request/response on the (re)opened connection: Ok(Err) for a non-2xx answer.
+    fn exchange(&mut self) -> std::io::Result<Result<Vec<u8>, (u16, String)>> {
+        use std::io::{BufRead, Read, Write};
+        if self.conn.is_none() {
+            let s = std::net::TcpStream::connect(&self.addr)?;
+            s.set_nodelay(true)?;
+            s.set_read_timeout(Some(Duration::from_secs(120)))?;
+            self.conn = Some(std::io::BufReader::new(s));
+        }
+        let conn = self.conn.as_mut().expect("just opened");
+        let result = (|| {
+            conn.get_mut().write_all(&self.out)?;
+            let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+            let mut line = String::new();
+            if conn.read_line(&mut line)? == 0 {
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
+            }
+            let status: u16 = line.split(' ').nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| bad("bad status line"))?;
+            let (mut length, mut chunked, mut close) = (None, false, false);
+            loop {
+                line.clear();
+                conn.read_line(&mut line)?;
+                let l = line.trim_end();
+                if l.is_empty() {
+                    break;
+                }
+                let (k, v) = l.split_once(':').ok_or_else(|| bad("bad header"))?;
+                let v = v.trim();
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = Some(v.parse::<usize>().map_err(|_| bad("bad content-length"))?);
+                } else if k.eq_ignore_ascii_case("transfer-encoding") {
+                    chunked = v.eq_ignore_ascii_case("chunked");
+                } else if k.eq_ignore_ascii_case("connection") {
+                    close = v.eq_ignore_ascii_case("close");
+                }
+            }
+            let mut body = Vec::new();
+            if chunked {
+                loop {
+                    line.clear();
+                    conn.read_line(&mut line)?;
+                    let n = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16).map_err(|_| bad("bad chunk"))?;
+                    let start = body.len();
+                    body.resize(start + n, 0);
+                    conn.read_exact(&mut body[start..])?;
+                    line.clear();
+                    conn.read_line(&mut line)?;
+                    if n == 0 {
+                        break;
+                    }
+                }
+            } else if let Some(n) = length {
+                body.resize(n, 0);
+                conn.read_exact(&mut body)?;
+            } else {
+                conn.read_to_end(&mut body)?;
+                close = true;
+            }
+            Ok((status, body, close))
+        })();
+        match result {
+            Ok((status, body, close)) => {
+                if close {
+                    self.conn = None;
+                }
+                Ok(if (200..300).contains(&status) { Ok(body) } else { Err((status, String::from_utf8_lossy(&body).into_owned())) })
+            }
+            Err(e) => {
+                self.conn = None;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A worker as the coordinator sees it: fetch, Finish, Commit, over a [`Wire`].
+struct SimWorker {
+    wire: Wire,
+    token: String,
+    poll: Option<Duration>,
+}
+
+impl SimWorker {
+    /// One fetch: a long poll of up to 2 s, or (polling) one request and a pause if empty.
+    fn fetch(&mut self) -> Result<Option<WorkerTaskResp>, String> {
+        let path = if self.poll.is_some() { "/workers/tasks" } else { "/workers/tasks?wait=2" };
+        let body = self.wire.call("GET", path, &self.token, None)?;
+        let t: Option<WorkerTaskResp> =
+            serde_json::from_slice(&body).map_err(|e| format!("unexpected fetch answer {:?}: {e}", String::from_utf8_lossy(&body)))?;
+        if let (None, Some(p)) = (&t, self.poll) {
+            std::thread::sleep(p);
+        }
+        Ok(t)
+    }
+
+    /// Reports the task finished, then commits it with exit status 0.
+    fn finish(&mut self, id: i64) -> Result<(), String> {
+        let finish = format!(r#"{{"id":{id},"op":"Finish"}}"#);
+        self.wire.call("POST", "/workers/tasks", &self.token, Some(finish.as_bytes()))?;
+        let commit = format!(r#"{{"id":{id},"op":{{"Commit":{{"exit_status":0,"msg":null}}}}}}"#);
+        self.wire.call("POST", "/workers/tasks", &self.token, Some(commit.as_bytes()))?;
+        Ok(())
+    }
+}
+
 fn parse<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
     serde_json::from_str(s).map_err(|e| format!("unexpected answer {s:?}: {e}"))
 }
@@ -123,6 +280,18 @@ fn parse<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
 fn rss_kib(pid: Option<u32>) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
     text.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// CPU time (user + system) the process has used, from /proc (Linux).
+fn cpu_secs(pid: Option<u32>) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
+    // Fields after the command name (which may hold spaces) start at ") ".
+    let rest = &text[text.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| ticks / hz as f64)
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -162,24 +331,9 @@ impl Bench {
         Ok(r.token)
     }
 
-    /// One fetch: long-poll, or poll until `until`.
-    fn fetch(&self, http: &Http, token: &str, until: Instant) -> Result<Option<WorkerTaskResp>, String> {
-        loop {
-            let path = if self.poll.is_some() { "/workers/tasks".to_string() } else { "/workers/tasks?wait=2".to_string() };
-            let t: Option<WorkerTaskResp> = parse(&http.call("GET", &path, token, None)?)?;
-            if t.is_some() || Instant::now() >= until {
-                return Ok(t);
-            }
-            if let Some(p) = self.poll {
-                std::thread::sleep(p);
-            }
-        }
-    }
-
-    fn finish(&self, http: &Http, token: &str, id: i64) -> Result<(), String> {
-        http.call("POST", "/workers/tasks", token, Some(&json!({"id": id, "op": "Finish"})))?;
-        http.call("POST", "/workers/tasks", token, Some(&json!({"id": id, "op": {"Commit": {"exit_status": 0, "msg": null}}})))?;
-        Ok(())
+    /// Registers a worker and connects it.
+    fn sim_worker(&self, base: &str) -> Result<SimWorker, String> {
+        Ok(SimWorker { wire: Wire::new(base)?, token: self.worker()?, poll: self.poll })
     }
 }
 
@@ -198,7 +352,20 @@ fn run(o: &Opts) -> Result<(), String> {
         println!("coordinator resident memory, idle: {:.1} MB", k as f64 / 1024.0);
     }
 
-    // 1. Batch submit; the tasks are then cancelled so they do not feed the later runs.
+    if o.batch > 0 {
+        batch_run(&b, o)?;
+    }
+    if o.samples > 0 {
+        latency_run(&b, o)?;
+    }
+    if o.tasks > 0 {
+        end_to_end_run(&b, o)?;
+    }
+    Ok(())
+}
+
+/// Batch submit; the tasks are then cancelled so they do not feed the later runs.
+fn batch_run(b: &Bench, o: &Opts) -> Result<(), String> {
     let mut rates = Vec::new();
     for _ in 0..o.repeat {
         let body = b.tasks(o.batch);
@@ -213,23 +380,24 @@ fn run(o: &Opts) -> Result<(), String> {
         b.http.call("POST", "/tasks/cancel", &b.token, Some(&json!({"group_name": b.group})))?;
     }
     println!("batch submit of {} tasks: median {:.0} tasks/s", o.batch, median(&mut rates));
+    Ok(())
+}
 
-    // 2. Submit → fetch latency with parked workers.
+/// Submit → fetch latency with parked workers.
+fn latency_run(b: &Bench, o: &Opts) -> Result<(), String> {
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = crossbeam_channel::unbounded::<(Instant, uuid::Uuid)>();
     let mut idle = Vec::new();
     for _ in 0..o.idle {
-        let wt = b.worker()?;
-        let (stop, tx, base, poll, tag, group) = (stop.clone(), tx.clone(), o.base.clone(), o.poll, b.tag.clone(), b.group.clone());
-        let bb = Bench { http: Http::new(&base), token: String::new(), group, tag, poll };
+        let mut w = b.sim_worker(&o.base)?;
+        let (stop, tx) = (stop.clone(), tx.clone());
         idle.push((
-            wt.clone(),
+            w.token.clone(),
             std::thread::spawn(move || -> Result<(), String> {
-                let http = Http::new(&base);
                 while !stop.load(Ordering::SeqCst) {
-                    if let Some(t) = bb.fetch(&http, &wt, Instant::now())? {
+                    if let Some(t) = w.fetch()? {
                         let _ = tx.send((Instant::now(), t.uuid));
-                        bb.finish(&http, &wt, t.id)?;
+                        w.finish(t.id)?;
                     }
                 }
                 Ok(())
@@ -238,10 +406,14 @@ fn run(o: &Opts) -> Result<(), String> {
     }
     std::thread::sleep(Duration::from_millis(300));
     let one = json!({"group_name": b.group, "tags": [b.tag], "labels": [], "timeout": "1m", "priority": 0, "task_spec": {"args": ["true"]}});
-    let mut lat = Vec::new();
+    let one = serde_json::to_vec(&one).map_err(|e| e.to_string())?;
+    let mut submitter = Wire::new(&o.base)?;
+    let (mut lat, mut submit) = (Vec::new(), Vec::new());
     for _ in 0..o.samples {
         let t0 = Instant::now();
-        let r: SubmitTaskResp = parse(&b.http.call("POST", "/tasks", &b.token, Some(&one))?)?;
+        let body = submitter.call("POST", "/tasks", &b.token, Some(&one))?;
+        submit.push(t0.elapsed().as_secs_f64() * 1000.0);
+        let r: SubmitTaskResp = parse(&String::from_utf8_lossy(&body))?;
         let (at, uuid) = rx.recv_timeout(Duration::from_secs(30)).map_err(|_| "a submitted task was never fetched".to_string())?;
         if uuid != r.uuid {
             return Err("latency run: fetched another task than the one submitted".into());
@@ -255,16 +427,21 @@ fn run(o: &Opts) -> Result<(), String> {
         let _ = b.http.call("DELETE", "/workers", &wt, None);
     }
     println!(
-        "submit -> fetch latency with {} idle {} workers: p50 {:.2} ms, p90 {:.2} ms ({} samples)",
+        "submit -> fetch latency with {} idle {} workers: p50 {:.2} ms, p90 {:.2} ms ({} samples; the submit's own answer: p50 {:.2} ms)",
         o.idle,
         if o.poll.is_some() { "polling" } else { "long-polling" },
         percentile(&mut lat, 0.5),
         percentile(&mut lat, 0.9),
-        o.samples
+        o.samples,
+        percentile(&mut submit, 0.5),
     );
+    Ok(())
+}
 
-    // 3. End to end with `workers` workers.
+/// End to end with `workers` workers.
+fn end_to_end_run(b: &Bench, o: &Opts) -> Result<(), String> {
     let mut e2e = Vec::new();
+    let mut cpu = Vec::new();
     let mut peak = 0u64;
     for _ in 0..o.repeat {
         let body = b.tasks(o.tasks);
@@ -273,27 +450,19 @@ fn run(o: &Opts) -> Result<(), String> {
             return Err("end-to-end run: submit failed".into());
         }
         let done = Arc::new(AtomicUsize::new(0));
-        let tokens: Vec<String> = (0..o.workers).map(|_| b.worker()).collect::<Result<_, _>>()?;
+        let workers: Vec<SimWorker> = (0..o.workers).map(|_| b.sim_worker(&o.base)).collect::<Result<_, _>>()?;
+        let tokens: Vec<String> = workers.iter().map(|w| w.token.clone()).collect();
         let t0 = Instant::now();
-        let handles: Vec<_> = tokens
-            .iter()
-            .cloned()
-            .map(|wt| {
-                let (done, base, poll, tag, group, total) = (done.clone(), o.base.clone(), o.poll, b.tag.clone(), b.group.clone(), o.tasks);
+        let cpu0 = cpu_secs(o.pid);
+        let handles: Vec<_> = workers
+            .into_iter()
+            .map(|mut w| {
+                let (done, total) = (done.clone(), o.tasks);
                 std::thread::spawn(move || -> Result<(), String> {
-                    let bb = Bench { http: Http::new(&base), token: String::new(), group, tag, poll };
-                    let http = Http::new(&base);
                     while done.load(Ordering::SeqCst) < total {
-                        match bb.fetch(&http, &wt, Instant::now())? {
-                            Some(t) => {
-                                bb.finish(&http, &wt, t.id)?;
-                                done.fetch_add(1, Ordering::SeqCst);
-                            }
-                            None => {
-                                if poll.is_none() {
-                                    continue;
-                                }
-                            }
+                        if let Some(t) = w.fetch()? {
+                            w.finish(t.id)?;
+                            done.fetch_add(1, Ordering::SeqCst);
                         }
                     }
                     Ok(())
@@ -308,6 +477,9 @@ fn run(o: &Opts) -> Result<(), String> {
             }
         }
         let dt = t0.elapsed().as_secs_f64();
+        if let (Some(a), Some(z)) = (cpu0, cpu_secs(o.pid)) {
+            cpu.push((z - a) / o.tasks as f64 * 1e6);
+        }
         for h in handles {
             h.join().map_err(|_| "a worker thread panicked".to_string())??;
         }
@@ -317,6 +489,9 @@ fn run(o: &Opts) -> Result<(), String> {
         e2e.push(o.tasks as f64 / dt);
     }
     println!("end to end with {} workers: median {:.0} tasks/s ({} tasks per run)", o.workers, median(&mut e2e), o.tasks);
+    if !cpu.is_empty() {
+        println!("coordinator CPU time per task end to end: median {:.0} us", median(&mut cpu));
+    }
     if o.pid.is_some() {
         println!("coordinator resident memory, peak under load: {:.1} MB", peak as f64 / 1024.0);
         if let Some(k) = rss_kib(o.pid) {

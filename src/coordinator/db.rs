@@ -21,6 +21,19 @@ use std::time::{Duration, Instant};
 
 /// How long a request waits for a free connection before answering 503.
 const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Session settings of the queue pool, whose connections serve only the workers' claims,
+/// Finish reports and heartbeats:
+/// - those can all be replayed (a lost claim is redelivered, a worker reports again, the
+///   next heartbeat repeats this one), so their commits need not wait for the disk;
+/// - the claim must walk the Ready index in claim order whatever the statistics say. Just
+///   after a burst of submissions, stale statistics make the planner believe the queue is
+///   tiny and choose a bitmap scan plus a sort of every Ready task instead (measured: 4 ms
+///   a claim with 10,000 queued, growing with the queue). Sorting and sequential and bitmap
+///   scans are therefore priced out on these connections; every statement on them has an
+///   index that serves it.
+pub const QUEUE_SETUP: &str = "SET synchronous_commit = off; SET enable_sort = off; \
+     SET enable_seqscan = off; SET enable_bitmapscan = off";
+
 /// Lock id for schema migration (any constant shared by all coordinators).
 const MIGRATION_LOCK: i64 = 0x6d69_746f_0001;
 
@@ -88,6 +101,8 @@ pub fn connect_with_retry(url: &str, stop: impl Fn() -> bool) -> Option<Client> 
 /// once before its next use, so one failed request is all a database restart costs.
 pub struct Pool {
     url: String,
+    /// Run on every new connection (session settings).
+    setup: &'static str,
     tx: Sender<Slot>,
     rx: Receiver<Slot>,
     epoch: AtomicU64,
@@ -103,15 +118,31 @@ type Statements = std::collections::HashMap<&'static str, postgres::Statement>;
 
 impl Pool {
     pub fn new(url: &str, size: usize) -> Pool {
+        Pool::with_setup(url, size, "")
+    }
+
+    /// A pool whose connections run `setup` (e.g. `SET` statements) when they open.
+    pub fn with_setup(url: &str, size: usize, setup: &'static str) -> Pool {
         let (tx, rx) = bounded(size.max(1));
         for _ in 0..size.max(1) {
             tx.send(None).expect("the channel has room for every slot");
         }
-        Pool { url: url.to_string(), tx, rx, epoch: AtomicU64::new(0) }
+        Pool { url: url.to_string(), setup, tx, rx, epoch: AtomicU64::new(0) }
+    }
+
+    fn open(&self) -> Result<Client, postgres::Error> {
+        let mut c = connect(&self.url)?;
+        if !self.setup.is_empty() {
+            c.batch_execute(self.setup)?;
+        }
+        Ok(c)
     }
 
     /// Puts an already open connection into a free slot.
-    pub fn seed(&self, client: Client) {
+    pub fn seed(&self, mut client: Client) {
+        if !self.setup.is_empty() && client.batch_execute(self.setup).is_err() {
+            return;
+        }
         if let Ok(None) = self.rx.try_recv() {
             let _ = self.tx.send(Some((client, Statements::new(), self.epoch.load(Ordering::SeqCst))));
         }
@@ -131,7 +162,7 @@ impl Pool {
         };
         let (client, stmts) = match usable {
             Some(c) => c,
-            None => match connect(&self.url) {
+            None => match self.open() {
                 Ok(c) => (c, Statements::new()),
                 Err(e) => {
                     let _ = self.tx.send(None);
@@ -153,23 +184,6 @@ pub struct Conn<'a> {
 }
 
 impl Conn<'_> {
-    /// Runs `f` in a transaction whose commit does not wait for the disk: for changes a
-    /// crash may lose because they are replayed (a claim, a heartbeat, a Finish report).
-    /// BEGIN and the setting go in one round trip.
-    pub fn replayable<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, ApiError>) -> Result<T, ApiError> {
-        self.batch_execute("BEGIN; SET LOCAL synchronous_commit = off")?;
-        match f(self) {
-            Ok(v) => {
-                self.batch_execute("COMMIT")?;
-                Ok(v)
-            }
-            Err(e) => {
-                let _ = self.batch_execute("ROLLBACK");
-                Err(e)
-            }
-        }
-    }
-
     /// `sql` prepared on this connection, once.
     pub fn prepared(&mut self, sql: &'static str) -> Result<postgres::Statement, postgres::Error> {
         if let Some(st) = self.stmts.get(sql) {

@@ -108,7 +108,11 @@ impl From<postgres::Error> for ApiError {
             let detail = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
             ApiError::InvalidRequest(format!("a value in the request cannot be stored: {detail}"))
         } else {
-            ApiError::Internal(format!("database error: {e}"))
+            let detail = match e.as_db_error() {
+                Some(d) => format!("{} ({})", d.message(), d.code().code()),
+                None => e.to_string(),
+            };
+            ApiError::Internal(format!("database error: {detail}"))
         }
     }
 }

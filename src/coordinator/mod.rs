@@ -96,7 +96,12 @@ impl Shutdown {
 pub struct Ctx {
     pub cfg: CoordinatorConfig,
     pub pool: db::Pool,
+    /// Connections for the workers' busiest calls (fetch, Finish, heartbeat); see
+    /// [`db::QUEUE_SETUP`].
+    pub queue_pool: db::Pool,
     pub keys: auth::Keys,
+    /// Tokens whose signatures were already checked.
+    pub tokens: auth::TokenCache,
     pub shutdown_secret: String,
     pub shutdown: Shutdown,
     /// Handed to clients by `GET /redis`.
@@ -219,6 +224,8 @@ pub fn run(cfg: CoordinatorConfig) -> Result<(), String> {
     db::migrate(&mut first, &cfg.admin_user, &cfg.admin_password)?;
     let pool = db::Pool::new(&cfg.db_url, cfg.http_threads);
     pool.seed(first);
+    // The dispatcher claims for parked fetches besides the handlers.
+    let queue_pool = db::Pool::with_setup(&cfg.db_url, cfg.http_threads + 1, db::QUEUE_SETUP);
     release_freed_memory();
 
     let server = listen(cfg.bind)?;
@@ -230,7 +237,9 @@ pub fn run(cfg: CoordinatorConfig) -> Result<(), String> {
     let ctx = Arc::new(Ctx {
         cfg,
         pool,
+        queue_pool,
         keys,
+        tokens: auth::TokenCache::default(),
         shutdown_secret: secret,
         shutdown,
         redis_client_url: redis_urls.as_ref().map(|u| u.client.clone()),

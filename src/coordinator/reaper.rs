@@ -60,7 +60,7 @@ fn run(ctx: &Ctx) {
 }
 
 /// How often the leader looks at the queue table's dead rows.
-const VACUUM_EVERY: Duration = Duration::from_secs(5);
+const VACUUM_EVERY: Duration = Duration::from_secs(1);
 /// Dead rows in `active_tasks` worth a VACUUM.
 const VACUUM_DEAD_ROWS: i64 = 1000;
 

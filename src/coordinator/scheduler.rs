@@ -11,7 +11,10 @@
 //! other coordinators through PostgreSQL `NOTIFY` — or answers `null` at the deadline.
 //!
 //! ```ignore
-//! if let Some(task) = scheduler::claim(&mut db, worker_id)? { /* answer it */ }
+//! match scheduler::claim(ctx, &mut db, worker_token, deadline)? {
+//!     Claimed::Task(task) => { /* answer it */ }
+//!     Claimed::Nothing(how) => ctx.scheduler.park(request, how),
+//! }
 //! ctx.scheduler.task_ready(group_id); // after committing a newly Ready task
 //! ```
 
@@ -20,8 +23,10 @@ use super::server::{respond, Reply};
 use super::Ctx;
 use crate::api::WorkerTaskResp;
 use crossbeam_channel::{unbounded, Receiver, Sender};
+use super::auth::WorkerToken;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::GenericClient;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -30,22 +35,28 @@ use uuid::Uuid;
 /// The NOTIFY channel coordinators share.
 pub const CHANNEL: &str = "mito_tasks";
 
-/// A fetch waiting for a task.
-pub struct Parked {
-    pub req: tiny_http::Request,
-    pub worker_id: i64,
+/// What a fetch that found nothing parks with: the worker, its deadline, and what it may
+/// run (read by the same statement that found nothing), so the dispatcher knows which
+/// wake-ups concern it without asking the database.
+pub struct ParkAs {
+    pub worker: WorkerToken,
+    worker_id: i64,
     pub deadline: Instant,
     groups: Vec<i64>,
+    tags: Vec<String>,
+    /// [`Scheduler::ready_seq`] before the statement that found nothing: if it moved since,
+    /// a task may have become ready in between, and the dispatcher claims once more.
+    seq: u64,
 }
 
-impl Parked {
-    pub fn new(req: tiny_http::Request, worker_id: i64, deadline: Instant) -> Parked {
-        Parked { req, worker_id, deadline, groups: Vec::new() }
-    }
+/// A fetch waiting for a task.
+pub struct Parked {
+    req: tiny_http::Request,
+    how: ParkAs,
 }
 
 enum Event {
-    Park(Parked),
+    Park(Box<Parked>),
     /// Tasks may have become ready in this group.
     Group(i64),
     /// This worker's tags or groups changed.
@@ -58,6 +69,9 @@ enum Event {
 pub struct Scheduler {
     tx: Sender<Event>,
     rx: Receiver<Event>,
+    /// Counts announcements (ready tasks, changed workers), to close the gap between a
+    /// fetch finding nothing and its parking.
+    seq: AtomicU64,
     /// Identifies this coordinator in NOTIFY payloads, so it skips its own.
     pub instance: String,
 }
@@ -71,11 +85,22 @@ impl Default for Scheduler {
 impl Scheduler {
     pub fn new() -> Scheduler {
         let (tx, rx) = unbounded();
-        Scheduler { tx, rx, instance: Uuid::new_v4().simple().to_string() }
+        Scheduler { tx, rx, seq: AtomicU64::new(0), instance: Uuid::new_v4().simple().to_string() }
     }
 
-    pub fn park(&self, p: Parked) {
-        if let Err(e) = self.tx.send(Event::Park(p)) {
+    /// Read before a claim; handed back in [`ParkAs`].
+    pub fn ready_seq(&self) -> u64 {
+        self.seq.load(Ordering::SeqCst)
+    }
+
+    fn announce(&self, ev: Event) {
+        self.seq.fetch_add(1, Ordering::SeqCst);
+        let _ = self.tx.send(ev);
+    }
+
+    /// Hands a fetch that found nothing to the dispatcher.
+    pub fn park(&self, req: tiny_http::Request, how: ParkAs) {
+        if let Err(e) = self.tx.send(Event::Park(Box::new(Parked { req, how }))) {
             if let Event::Park(p) = e.0 {
                 respond(p.req, Reply::null());
             }
@@ -84,19 +109,28 @@ impl Scheduler {
 
     /// Wakes parked fetches of workers serving `group_id` (call after the commit).
     pub fn task_ready(&self, group_id: i64) {
-        let _ = self.tx.send(Event::Group(group_id));
+        self.announce(Event::Group(group_id));
     }
 
     /// Wakes the parked fetch of a worker whose tags or groups changed.
     pub fn worker_changed(&self, worker_id: i64) {
-        let _ = self.tx.send(Event::Worker(worker_id));
+        self.announce(Event::Worker(worker_id));
     }
 
     /// Queues a NOTIFY (sent at commit) telling other coordinators about ready tasks.
     pub fn notify_group(&self, tx: &mut impl GenericClient, group_id: i64) -> Result<(), ApiError> {
-        let payload = format!("{}|g:{group_id}", self.instance);
-        tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])?;
+        tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &self.group_payload(group_id)])?;
         Ok(())
+    }
+
+    /// The NOTIFY payload announcing ready tasks in `group_id`.
+    fn group_payload(&self, group_id: i64) -> String {
+        format!("{}{group_id}", self.group_payload_prefix())
+    }
+
+    /// That payload without the group id, for SQL that appends it.
+    pub fn group_payload_prefix(&self) -> String {
+        format!("{}|g:", self.instance)
     }
 
     /// Queues a NOTIFY about a worker's changed tags or groups.
@@ -107,29 +141,48 @@ impl Scheduler {
     }
 }
 
-const REDELIVER: &str = "SELECT t.id, t.uuid, t.timeout, t.upstream_task_uuid, t.spec
-     FROM workers w JOIN active_tasks t ON t.id = w.assigned_task_id AND t.assigned_worker = w.id
-     WHERE w.id = $1 AND t.state = 2";
-
-const CLAIM: &str = "WITH cand AS (
+/// The claim, in one statement that also authenticates the worker: the best Ready task
+/// the worker may run, unless it holds a Running task (see [`WORKER`]). Runs on the queue
+/// pool ([`super::db::QUEUE_SETUP`]). Kept lean: its executor setup is a good part of its
+/// cost, so everything a successful claim does not need is left to [`WORKER`].
+const CLAIM: &str = "WITH w AS (SELECT id, tags, assigned_task_id FROM workers WHERE worker_id = $1 AND state = 0),
+    cand AS (
         SELECT t.id FROM active_tasks t
-        WHERE t.state = 1
-          AND t.group_id IN (SELECT gw.group_id FROM group_worker gw WHERE gw.worker_id = $1 AND gw.role >= 1)
-          AND t.tags <@ (SELECT w.tags FROM workers w WHERE w.id = $1 AND w.state = 0)
+        WHERE t.assigned_worker IS NULL AND t.state = 1
+          AND NOT EXISTS (SELECT 1 FROM active_tasks h WHERE h.id = (SELECT assigned_task_id FROM w) AND h.state = 2)
+          AND t.group_id IN (SELECT gw.group_id FROM group_worker gw
+                             WHERE gw.worker_id = (SELECT id FROM w) AND gw.role >= 1)
+          AND t.tags <@ (SELECT tags FROM w)
         ORDER BY t.priority DESC, t.id
         LIMIT 1
         FOR UPDATE SKIP LOCKED
     ), claimed AS (
-        UPDATE active_tasks t SET state = 2, assigned_worker = $1, updated_at = now()
+        UPDATE active_tasks t SET state = 2, assigned_worker = (SELECT id FROM w), updated_at = now()
         FROM cand WHERE t.id = cand.id
         RETURNING t.id, t.uuid, t.timeout, t.upstream_task_uuid, t.spec
     ), assign AS (
-        UPDATE workers SET assigned_task_id = (SELECT id FROM claimed)
-        WHERE id = $1 AND EXISTS (SELECT 1 FROM claimed)
+        UPDATE workers SET assigned_task_id = claimed.id FROM claimed WHERE workers.id = (SELECT id FROM w)
     )
     SELECT * FROM claimed";
 
-fn to_resp(r: &postgres::Row) -> Result<WorkerTaskResp, ApiError> {
+/// When the claim found nothing: whether the worker exists (no row: it was removed), the
+/// Running task it holds but evidently never received (a fetch while holding one means
+/// the answer was lost), and what it may run, for parking.
+const WORKER: &str = "SELECT t.id, t.uuid, t.timeout, t.upstream_task_uuid, t.spec, w.id, w.tags,
+           ARRAY(SELECT gw.group_id FROM group_worker gw WHERE gw.worker_id = w.id AND gw.role >= 1)
+    FROM workers w
+    LEFT JOIN active_tasks t ON t.id = w.assigned_task_id AND t.assigned_worker = w.id AND t.state = 2
+    WHERE w.worker_id = $1";
+
+/// What a fetch found.
+pub enum Claimed {
+    Task(WorkerTaskResp),
+    /// Nothing to run now; park with this if the worker is willing to wait.
+    Nothing(ParkAs),
+}
+
+/// The task in the first five columns of `r`.
+fn task(r: &postgres::Row) -> Result<WorkerTaskResp, ApiError> {
     let timeout: i64 = r.get(2);
     Ok(WorkerTaskResp {
         id: r.get(0),
@@ -141,27 +194,20 @@ fn to_resp(r: &postgres::Row) -> Result<WorkerTaskResp, ApiError> {
     })
 }
 
-/// Gives the worker its task: the one it holds but evidently never received (a fetch
-/// while holding a Running task means the answer was lost), else the best Ready task.
-pub fn claim(db: &mut super::db::Conn, worker_id: i64) -> Result<Option<WorkerTaskResp>, ApiError> {
-    // A claim can be replayed (redelivery), so it need not wait for the disk.
-    let row = db.replayable(|db| {
-        let redeliver = db.prepared(REDELIVER)?;
-        if let Some(r) = db.query_opt(&redeliver, &[&worker_id])? {
-            return Ok(Some(r));
-        }
-        let claim = db.prepared(CLAIM)?;
-        Ok(db.query_opt(&claim, &[&worker_id])?)
-    })?;
-    row.as_ref().map(to_resp).transpose()
-}
-
-fn worker_groups(db: &mut postgres::Client, worker_id: i64) -> Result<Vec<i64>, ApiError> {
-    Ok(db
-        .query("SELECT group_id FROM group_worker WHERE worker_id = $1 AND role >= 1", &[&worker_id])?
-        .iter()
-        .map(|r| r.get(0))
-        .collect())
+/// Gives the worker its task, or says what to park with. `WrongCredentials` when the
+/// worker no longer exists.
+pub fn claim(ctx: &Ctx, db: &mut super::db::Conn, worker: WorkerToken, deadline: Instant) -> Result<Claimed, ApiError> {
+    let seq = ctx.scheduler.ready_seq();
+    let st = db.prepared(CLAIM)?;
+    if let Some(r) = db.query_opt(&st, &[&worker.uuid])? {
+        return Ok(Claimed::Task(task(&r)?));
+    }
+    let st = db.prepared(WORKER)?;
+    let r = db.query_opt(&st, &[&worker.uuid])?.ok_or(ApiError::WrongCredentials)?;
+    if r.get::<_, Option<i64>>(0).is_some() {
+        return Ok(Claimed::Task(task(&r)?));
+    }
+    Ok(Claimed::Nothing(ParkAs { worker, worker_id: r.get(5), deadline, tags: r.get(6), groups: r.get(7), seq }))
 }
 
 /// Starts the dispatcher and the LISTEN thread.
@@ -179,18 +225,23 @@ pub fn spawn(ctx: Arc<Ctx>) -> Vec<JoinHandle<()>> {
     handles
 }
 
-/// Tries to answer one parked fetch; gives it back if there is still nothing for it.
+/// Tries to answer one parked fetch; gives it back (with what it may run refreshed) if
+/// there is still nothing for it.
 fn try_answer(ctx: &Ctx, p: Parked) -> Option<Parked> {
-    let mut db = match ctx.pool.get() {
+    let mut db = match ctx.queue_pool.get() {
         Ok(db) => db,
         Err(_) => return Some(p),
     };
-    match claim(&mut db, p.worker_id) {
-        Ok(Some(task)) => {
+    match claim(ctx, &mut db, p.how.worker, p.how.deadline) {
+        Ok(Claimed::Task(task)) => {
             respond(p.req, Reply::json(&task));
             None
         }
-        Ok(None) => Some(p),
+        Ok(Claimed::Nothing(how)) => Some(Parked { req: p.req, how }),
+        Err(ApiError::WrongCredentials) => {
+            respond(p.req, ApiError::WrongCredentials.reply());
+            None
+        }
         Err(e) => {
             log::warn!("claim for a parked fetch failed: {e:?}");
             Some(p)
@@ -198,43 +249,45 @@ fn try_answer(ctx: &Ctx, p: Parked) -> Option<Parked> {
     }
 }
 
+/// Workers with the same groups and tags may run the same tasks: once a claim for one of
+/// them finds nothing, the others are not asked in the same round (with a thousand idle
+/// workers, one submit costs a few claims, not a thousand).
+fn eligibility(p: &Parked) -> (Vec<i64>, Vec<String>) {
+    let (mut g, mut t) = (p.how.groups.clone(), p.how.tags.clone());
+    g.sort_unstable();
+    t.sort_unstable();
+    (g, t)
+}
+
 fn dispatcher(ctx: &Ctx) {
     let rx = ctx.scheduler.rx.clone();
     let mut parked: Vec<Parked> = Vec::new();
     while !ctx.shutdown.is_set() {
         let now = Instant::now();
-        let next = parked.iter().map(|p| p.deadline).min().unwrap_or(now + Duration::from_millis(500));
+        let next = parked.iter().map(|p| p.how.deadline).min().unwrap_or(now + Duration::from_millis(500));
         let wait = next.saturating_duration_since(now).min(Duration::from_millis(500));
         match rx.recv_timeout(wait) {
-            Ok(Event::Park(mut p)) => {
-                if let Some(mut back) = try_answer(ctx, p) {
-                    if let Ok(mut db) = ctx.pool.get() {
-                        back.groups = worker_groups(&mut db, back.worker_id).unwrap_or_default();
-                    }
-                    p = back;
-                    parked.push(p);
-                }
+            Ok(Event::Park(p)) => {
+                // Something became ready since the fetch looked: look once more.
+                let p = if ctx.scheduler.ready_seq() != p.how.seq { try_answer(ctx, *p) } else { Some(*p) };
+                parked.extend(p);
             }
             Ok(ev) => {
+                let mut exhausted = std::collections::HashSet::new();
                 let mut keep = Vec::with_capacity(parked.len());
                 for p in parked.drain(..) {
                     let interested = match &ev {
-                        Event::Group(g) => p.groups.contains(g),
-                        Event::Worker(w) => p.worker_id == *w,
+                        Event::Group(g) => p.how.groups.contains(g),
+                        Event::Worker(w) => p.how.worker_id == *w,
                         _ => true,
                     };
-                    if interested {
-                        if let Some(mut back) = try_answer(ctx, p) {
-                            // A worker event may mean its groups changed: reload them.
-                            if matches!(ev, Event::Worker(_)) {
-                                if let Ok(mut db) = ctx.pool.get() {
-                                    back.groups = worker_groups(&mut db, back.worker_id).unwrap_or_default();
-                                }
-                            }
-                            keep.push(back);
-                        }
-                    } else {
+                    if !interested || exhausted.contains(&eligibility(&p)) {
                         keep.push(p);
+                        continue;
+                    }
+                    if let Some(back) = try_answer(ctx, p) {
+                        exhausted.insert(eligibility(&back));
+                        keep.push(back);
                     }
                 }
                 parked = keep;
@@ -243,7 +296,7 @@ fn dispatcher(ctx: &Ctx) {
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
         let now = Instant::now();
-        let (expired, waiting): (Vec<Parked>, Vec<Parked>) = parked.into_iter().partition(|p| p.deadline <= now);
+        let (expired, waiting): (Vec<Parked>, Vec<Parked>) = parked.into_iter().partition(|p| p.how.deadline <= now);
         parked = waiting;
         for p in expired {
             respond(p.req, Reply::null());
@@ -274,7 +327,7 @@ fn listener(ctx: &Ctx) {
         }
         delay = Duration::from_millis(200);
         // Whatever happened while we were not listening.
-        let _ = ctx.scheduler.tx.send(Event::All);
+        ctx.scheduler.announce(Event::All);
         loop {
             if ctx.shutdown.is_set() {
                 return;
@@ -283,7 +336,7 @@ fn listener(ctx: &Ctx) {
             match next {
                 Ok(Some(n)) => {
                     if let Some(ev) = parse_payload(n.payload(), &ctx.scheduler.instance) {
-                        let _ = ctx.scheduler.tx.send(ev);
+                        ctx.scheduler.announce(ev);
                     }
                 }
                 Ok(None) => {

@@ -184,9 +184,9 @@ fn handle(ctx: &Ctx, mut req: tiny_http::Request) {
     let url = req.url().to_string();
     let reply = match process(ctx, &mut req) {
         Ok(routes::Outcome::Reply(r)) => r,
-        Ok(routes::Outcome::Park { worker_id, deadline }) => {
+        Ok(routes::Outcome::Park(how)) => {
             log::debug!("{method} {} parked until a task is ready", path_of(&url));
-            ctx.scheduler.park(super::scheduler::Parked::new(req, worker_id, deadline));
+            ctx.scheduler.park(req, how);
             return;
         }
         Ok(routes::Outcome::Object(obj)) => {

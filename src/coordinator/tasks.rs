@@ -5,7 +5,8 @@
 //!
 //! ```ignore
 //! let found = tasks::find(&mut db, uuid)?;          // active first, then archived
-//! let ids = tasks::insert(&mut tx, user_id, group_id, &reqs, TaskState::Ready, None)?;
+//! let st = tasks::prepare_submit(&mut db)?;
+//! let made = tasks::submit(&mut *db, &st, user_id, "lab", &reqs, &announce)?; // None: not allowed
 //! ```
 
 use super::error::ApiError;
@@ -13,6 +14,7 @@ use crate::api::{
     ArtifactContentType, ArtifactQueryResp, SubmitTaskReq, TaskQueryInfo, TaskResultSpec, TaskSpec, TaskState,
     Timestamp,
 };
+use postgres::types::ToSql;
 use postgres::GenericClient;
 use uuid::Uuid;
 
@@ -134,46 +136,146 @@ pub fn validate_submit(req: &SubmitTaskReq) -> Result<(), String> {
     Ok(())
 }
 
-/// Inserts tasks of one group in one statement; returns (task_id, uuid) per request, in
-/// order. The group's task counter advances by the number of tasks.
-pub fn insert(
-    tx: &mut impl GenericClient,
+/// The insert of a batch of tasks into one group, as one statement: the group row (the
+/// `g` CTE, `$2`) advances its task counter by the batch size, the tasks take the ids
+/// after its old value, and Ready tasks are announced to the other coordinators (NOTIFY).
+/// The tasks' fields travel as a few arrays, so a statement has the same 12 parameters
+/// for one task or ten thousand, far from PostgreSQL's limit of 65,535.
+macro_rules! insert_tasks {
+    ($group:literal) => {
+        concat!(
+            "WITH g AS (",
+            $group,
+            "), c AS (
+                UPDATE groups SET task_count = task_count + cardinality($3::uuid[]) FROM g WHERE groups.id = g.id
+                RETURNING groups.id, groups.task_count - cardinality($3::uuid[]) AS base
+            ), ins AS (
+                INSERT INTO active_tasks (creator_id, group_id, task_id, uuid, tags, labels, state, timeout, priority,
+                                          spec, upstream_task_uuid)
+                SELECT $1, c.id, c.base + x.n, x.uuid,
+                       ARRAY(SELECT jsonb_array_elements_text(x.tags)),
+                       ARRAY(SELECT jsonb_array_elements_text(x.labels)),
+                       $9, x.timeout, x.priority, x.spec, $10
+                FROM c, unnest($3::uuid[], $4::jsonb[], $5::jsonb[], $6::bigint[], $7::int[], $8::jsonb[])
+                        WITH ORDINALITY AS x(uuid, tags, labels, timeout, priority, spec, n)
+            ), announced AS (
+                SELECT pg_notify($11, $12::text || c.id) FROM c WHERE $9 = 1
+            )
+            SELECT c.id, c.base, (SELECT count(*) FROM announced) FROM c"
+        )
+    };
+}
+
+/// Inserts into the group with row id `$2`.
+const INSERT_INTO_GROUP: &str = insert_tasks!("SELECT id FROM groups WHERE id = $2");
+
+/// Inserts into the group named `$2` if the creator `$1` holds at least role `$13` there
+/// (nothing happens otherwise): a user's submission, authorized in the same round trip.
+const SUBMIT: &str = insert_tasks!(
+    "SELECT g.id FROM groups g JOIN user_group ug ON ug.group_id = g.id
+     WHERE g.group_name = $2 AND ug.user_id = $1 AND ug.role >= $13"
+);
+
+/// What an insert made: the group's row id and (task_id, uuid) per task, in order.
+pub struct Inserted {
+    pub group_id: i64,
+    pub tasks: Vec<(i64, Uuid)>,
+}
+
+/// The tasks' fields as the array parameters `$3`–`$8`.
+struct Columns {
+    uuids: Vec<Uuid>,
+    tags: Vec<serde_json::Value>,
+    labels: Vec<serde_json::Value>,
+    timeouts: Vec<i64>,
+    priorities: Vec<i32>,
+    specs: Vec<serde_json::Value>,
+}
+
+impl Columns {
+    fn of(reqs: &[&SubmitTaskReq]) -> Result<Columns, ApiError> {
+        Ok(Columns {
+            uuids: reqs.iter().map(|_| Uuid::new_v4()).collect(),
+            tags: reqs.iter().map(|r| serde_json::json!(r.tags)).collect(),
+            labels: reqs.iter().map(|r| serde_json::json!(r.labels)).collect(),
+            timeouts: reqs.iter().map(|r| r.timeout.as_secs() as i64).collect(),
+            priorities: reqs.iter().map(|r| r.priority).collect(),
+            specs: reqs
+                .iter()
+                .map(|r| serde_json::to_value(&r.task_spec))
+                .collect::<Result<_, _>>()
+                .map_err(|e| ApiError::Internal(format!("serialize spec: {e}")))?,
+        })
+    }
+}
+
+/// The scalar parameters of [`INSERT_INTO_GROUP`] and [`SUBMIT`].
+struct InsertInto<'a> {
     creator_id: i64,
-    group_id: i64,
-    reqs: &[&SubmitTaskReq],
+    /// `$2`: the group's row id or name.
+    group: &'a (dyn ToSql + Sync),
     state: TaskState,
     upstream: Option<Uuid>,
-) -> Result<Vec<(i64, Uuid)>, ApiError> {
-    if reqs.is_empty() {
-        return Ok(Vec::new());
-    }
-    let n = reqs.len() as i64;
-    let last: i64 = tx
-        .query_one("UPDATE groups SET task_count = task_count + $2 WHERE id = $1 RETURNING task_count", &[&group_id, &n])?
-        .get(0);
-    let first = last - n + 1;
-    let task_ids: Vec<i64> = (first..=last).collect();
-    let uuids: Vec<Uuid> = reqs.iter().map(|_| Uuid::new_v4()).collect();
-    let tags: Vec<serde_json::Value> = reqs.iter().map(|r| serde_json::json!(r.tags)).collect();
-    let labels: Vec<serde_json::Value> = reqs.iter().map(|r| serde_json::json!(r.labels)).collect();
-    let timeouts: Vec<i64> = reqs.iter().map(|r| r.timeout.as_secs() as i64).collect();
-    let priorities: Vec<i32> = reqs.iter().map(|r| r.priority).collect();
-    let specs: Vec<serde_json::Value> = reqs
-        .iter()
-        .map(|r| serde_json::to_value(&r.task_spec))
-        .collect::<Result<_, _>>()
-        .map_err(|e| ApiError::Internal(format!("serialize spec: {e}")))?;
-    tx.execute(
-        "INSERT INTO active_tasks (creator_id, group_id, task_id, uuid, tags, labels, state, timeout, priority, spec, upstream_task_uuid)
-         SELECT $1, $2, x.task_id, x.uuid,
-                ARRAY(SELECT jsonb_array_elements_text(x.tags)),
-                ARRAY(SELECT jsonb_array_elements_text(x.labels)),
-                $3, x.timeout, x.priority, x.spec, $4
-         FROM unnest($5::bigint[], $6::uuid[], $7::jsonb[], $8::jsonb[], $9::bigint[], $10::int[], $11::jsonb[])
-              AS x(task_id, uuid, tags, labels, timeout, priority, spec)",
-        &[&creator_id, &group_id, &state.code(), &upstream, &task_ids, &uuids, &tags, &labels, &timeouts, &priorities, &specs],
-    )?;
-    Ok(task_ids.into_iter().zip(uuids).collect())
+    /// [`super::scheduler::Scheduler::group_payload_prefix`], for Ready tasks.
+    announce: &'a str,
+}
+
+/// Runs [`INSERT_INTO_GROUP`] or [`SUBMIT`] (`extra`: its parameters after `$12`). None
+/// when no group row matched.
+fn run_insert(
+    db: &mut impl GenericClient,
+    sql: &postgres::Statement,
+    to: InsertInto,
+    reqs: &[&SubmitTaskReq],
+    extra: &[&(dyn ToSql + Sync)],
+) -> Result<Option<Inserted>, ApiError> {
+    let c = Columns::of(reqs)?;
+    let code = to.state.code();
+    let channel = super::scheduler::CHANNEL;
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+        &to.creator_id, to.group, &c.uuids, &c.tags, &c.labels, &c.timeouts, &c.priorities, &c.specs, &code,
+        &to.upstream, &channel, &to.announce,
+    ];
+    params.extend_from_slice(extra);
+    let Some(row) = db.query_opt(sql, &params)? else { return Ok(None) };
+    let base: i64 = row.get(1);
+    let tasks = c.uuids.into_iter().enumerate().map(|(i, u)| (base + 1 + i as i64, u)).collect();
+    Ok(Some(Inserted { group_id: row.get(0), tasks }))
+}
+
+/// Inserts a Pending task downstream of `upstream` into the group with row id `group_id`
+/// (it is announced when it becomes Ready); returns its (task_id, uuid).
+pub fn insert_downstream(
+    db: &mut impl GenericClient,
+    creator_id: i64,
+    group_id: i64,
+    req: &SubmitTaskReq,
+    upstream: Uuid,
+) -> Result<(i64, Uuid), ApiError> {
+    let st = db.prepare(INSERT_INTO_GROUP)?;
+    let to = InsertInto { creator_id, group: &group_id, state: TaskState::Pending, upstream: Some(upstream), announce: "" };
+    let made = run_insert(db, &st, to, &[req], &[])?;
+    made.and_then(|m| m.tasks.first().copied()).ok_or_else(|| ApiError::Internal(format!("group {group_id} vanished")))
+}
+
+/// The statement of [`submit`], prepared on the connection (once).
+pub fn prepare_submit(db: &mut super::db::Conn) -> Result<postgres::Statement, ApiError> {
+    Ok(db.prepared(SUBMIT)?)
+}
+
+/// A user's submission of Ready tasks to the group named `group`, in one statement with
+/// its authorization (Write at least): None, and nothing written, when the user may not.
+pub fn submit(
+    db: &mut impl GenericClient,
+    prepared: &postgres::Statement,
+    user_id: i64,
+    group: &str,
+    reqs: &[&SubmitTaskReq],
+    announce: &str,
+) -> Result<Option<Inserted>, ApiError> {
+    let write = crate::api::UserGroupRole::Write.code();
+    let to = InsertInto { creator_id: user_id, group: &group, state: TaskState::Ready, upstream: None, announce };
+    run_insert(db, prepared, to, reqs, &[&write])
 }
 
 /// The result a user cancellation records.

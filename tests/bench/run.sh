@@ -33,23 +33,22 @@ echo "machine: $(nproc) cores; coordinator, PostgreSQL and load on this machine"
 "$MITO" bench -c "http://127.0.0.1:$PORT" --coordinator-pid "$COORD" "$@"
 
 echo
-echo "EXPLAIN ANALYZE of the claim with 100,000 Ready tasks:"
-"$PGBIN/psql" -h 127.0.0.1 -p "$PGPORT" -U postgres -d mito -q <<'SQL'
+echo "EXPLAIN ANALYZE of a fetch (the claim) with 100,000 Ready tasks:"
+# The statement and session settings are read from the source, so this explains what runs.
+extract() { python3 -c 'import re,sys; print(re.search(r"const "+sys.argv[1]+r": &str = \"(.*?)\";", open(sys.argv[2]).read(), re.S).group(1).replace("\\\n", " "))' "$@"; }
+FETCH=$(extract FETCH src/coordinator/scheduler.rs)
+SETUP=$(extract QUEUE_SETUP src/coordinator/db.rs)
+"$PGBIN/psql" -h 127.0.0.1 -p "$PGPORT" -U postgres -d mito -q <<SQL
 INSERT INTO groups (group_name, creator_id) SELECT 'explain', id FROM users WHERE username = 'mitosis_admin';
-INSERT INTO workers (worker_id, creator_id, tags) SELECT gen_random_uuid(), id, '{gpu}' FROM users WHERE username = 'mitosis_admin';
+INSERT INTO workers (worker_id, creator_id, tags) SELECT '00000000-0000-0000-0000-00000000e001', id, '{gpu}' FROM users WHERE username = 'mitosis_admin';
 INSERT INTO group_worker (group_id, worker_id, role) SELECT g.id, w.id, 1 FROM groups g, workers w WHERE g.group_name = 'explain' AND w.tags = '{gpu}';
 INSERT INTO active_tasks (creator_id, group_id, task_id, uuid, tags, state, timeout, priority, spec)
 SELECT g.creator_id, g.id, n, gen_random_uuid(), CASE WHEN n % 2 = 0 THEN '{gpu}'::text[] ELSE '{}'::text[] END, 1, 60, n % 10, '{"args":["true"]}'
 FROM groups g, generate_series(1, 100000) n WHERE g.group_name = 'explain';
 ANALYZE;
+$SETUP;
+PREPARE fetch(uuid) AS $FETCH;
 BEGIN;
-EXPLAIN (ANALYZE, COSTS OFF, TIMING ON)
-WITH cand AS (
-    SELECT t.id FROM active_tasks t
-    WHERE t.state = 1
-      AND t.group_id IN (SELECT gw.group_id FROM group_worker gw WHERE gw.worker_id = (SELECT id FROM workers WHERE tags = '{gpu}') AND gw.role >= 1)
-      AND t.tags <@ (SELECT w.tags FROM workers w WHERE w.tags = '{gpu}' AND w.state = 0)
-    ORDER BY t.priority DESC, t.id LIMIT 1 FOR UPDATE SKIP LOCKED)
-UPDATE active_tasks t SET state = 2 FROM cand WHERE t.id = cand.id RETURNING t.id;
+EXPLAIN (ANALYZE, COSTS OFF, TIMING ON) EXECUTE fetch('00000000-0000-0000-0000-00000000e001');
 ROLLBACK;
 SQL

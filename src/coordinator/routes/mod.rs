@@ -18,7 +18,7 @@ pub mod attachments;
 mod objects;
 // ---- end object storage
 
-use super::auth::{self, AuthUser, AuthWorker};
+use super::auth::{self, AuthUser, AuthWorker, WorkerToken};
 use super::error::ApiError;
 use super::server::{Call, Reply};
 use super::storage::ObjectRequest;
@@ -109,6 +109,8 @@ enum Guard {
     User,
     Admin,
     Worker,
+    /// A worker whose existence the handler's own statement checks.
+    WorkerToken,
 }
 
 /// The authenticated caller.
@@ -116,6 +118,7 @@ pub enum Principal {
     Anonymous,
     User(AuthUser),
     Worker(AuthWorker),
+    WorkerToken(WorkerToken),
 }
 
 impl Principal {
@@ -132,13 +135,20 @@ impl Principal {
             _ => Err(ApiError::Internal("route expected a worker".into())),
         }
     }
+
+    fn worker_token(&self) -> Result<WorkerToken, ApiError> {
+        match self {
+            Principal::WorkerToken(w) => Ok(*w),
+            _ => Err(ApiError::Internal("route expected a worker token".into())),
+        }
+    }
 }
 
 /// What a request leads to.
 pub enum Outcome {
     Reply(Reply),
     /// A long-poll fetch with nothing to hand out yet.
-    Park { worker_id: i64, deadline: std::time::Instant },
+    Park(super::scheduler::ParkAs),
     /// A local object store transfer: it streams and answers by itself.
     Object(ObjectRequest),
 }
@@ -272,7 +282,8 @@ fn guard(e: &Endpoint) -> Guard {
         | E::AdminStorageQuota(_)
         | E::AdminShutdown
         | E::AdminShutdownWorker(_) => Guard::Admin,
-        E::Unregister | E::Heartbeat | E::FetchTask | E::ReportTask | E::WorkerGetTask(_) => Guard::Worker,
+        E::Heartbeat | E::FetchTask | E::ReportTask => Guard::WorkerToken,
+        E::Unregister | E::WorkerGetTask(_) => Guard::Worker,
         _ => Guard::User,
     }
 }
@@ -284,10 +295,15 @@ pub fn authenticate(ctx: &Ctx, endpoint: &Endpoint, call: &Call) -> Result<Princ
         return Ok(Principal::Anonymous);
     }
     let token = auth::bearer(call)?;
-    let claims = ctx.keys.verify(&token)?;
+    let claims = ctx.tokens.verify(&ctx.keys, &token)?;
+    if let Guard::WorkerToken = g {
+        return WorkerToken::from_claims(&claims).map(Principal::WorkerToken);
+    }
     let mut db = ctx.pool.get()?;
     match g {
-        Guard::Worker => auth::authenticate_worker(&mut db, &claims).map(Principal::Worker),
+        Guard::Worker => {
+            auth::authenticate_worker(&mut db, WorkerToken::from_claims(&claims)?).map(Principal::Worker)
+        }
         _ => auth::authenticate_user(&mut db, &claims, matches!(g, Guard::Admin)).map(Principal::User),
     }
 }
@@ -296,10 +312,9 @@ pub fn authenticate(ctx: &Ctx, endpoint: &Endpoint, call: &Call) -> Result<Princ
 pub fn dispatch(ctx: &Ctx, endpoint: Endpoint, call: &Call, who: Principal) -> Result<Outcome, ApiError> {
     use Endpoint as E;
     if let E::FetchTask = endpoint {
-        let w = who.worker()?;
-        return Ok(match worker_api::fetch(ctx, call, w)? {
+        return Ok(match worker_api::fetch(ctx, call, who.worker_token()?)? {
             worker_api::Fetch::Now(r) => Outcome::Reply(r),
-            worker_api::Fetch::Park(deadline) => Outcome::Park { worker_id: w.id, deadline },
+            worker_api::Fetch::Park(p) => Outcome::Park(p),
         });
     }
     let reply = match endpoint {
@@ -338,9 +353,9 @@ pub fn dispatch(ctx: &Ctx, endpoint: Endpoint, call: &Call, who: Principal) -> R
         E::CancelTaskList => tasks::cancel_by_list(ctx, call, who.user()?),
         E::RegisterWorker => workers::register(ctx, call, who.user()?),
         E::Unregister => worker_api::unregister(ctx, who.worker()?),
-        E::Heartbeat => worker_api::heartbeat(ctx, call, who.worker()?),
+        E::Heartbeat => worker_api::heartbeat(ctx, call, who.worker_token()?),
         E::FetchTask => Err(ApiError::Internal("fetch is handled above".into())),
-        E::ReportTask => worker_api::report(ctx, call, who.worker()?),
+        E::ReportTask => worker_api::report(ctx, call, who.worker_token()?),
         E::WorkerGetTask(t) => worker_api::get_task(ctx, who.worker()?, t),
         E::GetWorker(w) => workers::get(ctx, who.user()?, w),
         E::ShutdownWorker(w) => workers::shutdown_one(ctx, call, Some(who.user()?), w),

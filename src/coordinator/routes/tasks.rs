@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 /// The most items one batch call takes.
 pub const MAX_BATCH: usize = 10_000;
-/// Rows per INSERT / per uuid lookup.
+/// Uuids per lookup.
 const CHUNK: usize = 1024;
 
 fn check_batch_len(n: usize, what: &str) -> Result<(), ApiError> {
@@ -30,44 +30,65 @@ fn check_batch_len(n: usize, what: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Submits tasks; each item succeeds or fails on its own. Needs Write in each group.
+/// Submits tasks; each item succeeds or fails on its own. Needs Write in each group. One
+/// group (the usual case) is one statement; several share a transaction, so a crash never
+/// leaves a batch half submitted.
 fn submit_all(ctx: &Ctx, user: &AuthUser, reqs: &[SubmitTaskReq]) -> Result<Vec<Result<SubmitTaskResp, ApiError>>, ApiError> {
     let mut results: Vec<Option<Result<SubmitTaskResp, ApiError>>> = (0..reqs.len()).map(|_| None).collect();
-    let mut db = ctx.pool.get()?;
-    let mut tx = db.transaction()?;
-    let mut by_group: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    let mut by_group: BTreeMap<&str, Vec<&SubmitTaskReq>> = BTreeMap::new();
+    let mut slots: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, r) in reqs.iter().enumerate() {
         match tasks::validate_submit(r) {
-            Ok(()) => by_group.entry(r.group_name.as_str()).or_default().push(i),
+            Ok(()) => {
+                by_group.entry(r.group_name.as_str()).or_default().push(r);
+                slots.entry(r.group_name.as_str()).or_default().push(i);
+            }
             Err(e) => results[i] = Some(Err(ApiError::bad(e))),
         }
     }
-    let mut ready_groups = Vec::new();
-    for (group, idx) in by_group {
-        let group_id = match authorize_group(&mut tx, user, group, UserGroupRole::Write) {
-            Ok((gid, _)) => gid,
-            Err(e) => {
-                for i in idx {
-                    results[i] = Some(Err(e.clone()));
+    let announce = ctx.scheduler.group_payload_prefix();
+    let mut db = ctx.pool.get()?;
+    let st = tasks::prepare_submit(&mut db)?;
+    let made = if by_group.len() <= 1 {
+        submit_groups(&mut *db, &st, user, &by_group, &announce)?
+    } else {
+        let mut tx = db.transaction()?;
+        let made = submit_groups(&mut tx, &st, user, &by_group, &announce)?;
+        tx.commit()?;
+        made
+    };
+    for (group, made) in made {
+        let idx = &slots[group];
+        match made {
+            Some(m) => {
+                ctx.scheduler.task_ready(m.group_id);
+                for (i, (task_id, uuid)) in idx.iter().zip(m.tasks) {
+                    results[*i] = Some(Ok(SubmitTaskResp { task_id, uuid }));
                 }
-                continue;
             }
-        };
-        for chunk in idx.chunks(CHUNK) {
-            let items: Vec<&SubmitTaskReq> = chunk.iter().map(|i| &reqs[*i]).collect();
-            let made = tasks::insert(&mut tx, user.id, group_id, &items, TaskState::Ready, None)?;
-            for (i, (task_id, uuid)) in chunk.iter().zip(made) {
-                results[*i] = Some(Ok(SubmitTaskResp { task_id, uuid }));
+            None => {
+                // Nothing was written: say why.
+                let e = authorize_group(&mut *db, user, group, UserGroupRole::Write)
+                    .err()
+                    .unwrap_or_else(|| ApiError::Forbidden(format!("you could not submit to group {group} just now; retry")));
+                for i in idx {
+                    results[*i] = Some(Err(e.clone()));
+                }
             }
         }
-        ctx.scheduler.notify_group(&mut tx, group_id)?;
-        ready_groups.push(group_id);
-    }
-    tx.commit()?;
-    for g in ready_groups {
-        ctx.scheduler.task_ready(g);
     }
     Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Err(ApiError::Internal("unanswered".into())))).collect())
+}
+
+/// What [`tasks::submit`] made in each group (None: not allowed there).
+fn submit_groups<'a>(
+    db: &mut impl postgres::GenericClient,
+    st: &postgres::Statement,
+    user: &AuthUser,
+    by_group: &BTreeMap<&'a str, Vec<&SubmitTaskReq>>,
+    announce: &str,
+) -> Result<Vec<(&'a str, Option<tasks::Inserted>)>, ApiError> {
+    by_group.iter().map(|(g, items)| Ok((*g, tasks::submit(db, st, user.id, g, items, announce)?))).collect()
 }
 
 /// `POST /tasks`.

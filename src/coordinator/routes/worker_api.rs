@@ -4,26 +4,27 @@ use crate::api::{
     ReportTaskOp, ReportTaskReq, ReportTaskResp, SubmitTaskReq, TaskQueryResp, TaskResultMessage, TaskResultSpec,
     TaskState, UserState, WorkerState,
 };
-use crate::coordinator::auth::AuthWorker;
+use crate::coordinator::auth::{self, AuthWorker, WorkerToken};
 use crate::coordinator::error::ApiError;
-use crate::coordinator::scheduler;
+use crate::coordinator::scheduler::{self, Claimed, ParkAs};
 use crate::coordinator::server::{Call, Reply};
 use crate::coordinator::{tasks, workers, Ctx};
+use postgres::types::ToSql;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// What a fetch handler decided.
 pub enum Fetch {
     Now(Reply),
-    /// Nothing yet: hand the request to the dispatcher until this deadline.
-    Park(Instant),
+    /// Nothing yet: hand the request to the dispatcher.
+    Park(ParkAs),
 }
 
 /// The longest long-poll a worker may ask for.
 pub const MAX_WAIT_SECS: u64 = 60;
 
 /// `GET /workers/tasks[?wait=N]`.
-pub fn fetch(ctx: &Ctx, call: &Call, worker: &AuthWorker) -> Result<Fetch, ApiError> {
+pub fn fetch(ctx: &Ctx, call: &Call, worker: WorkerToken) -> Result<Fetch, ApiError> {
     let wait = match call.query_one("wait")? {
         None => None,
         Some(s) => match s.parse::<u64>() {
@@ -31,30 +32,29 @@ pub fn fetch(ctx: &Ctx, call: &Call, worker: &AuthWorker) -> Result<Fetch, ApiEr
             _ => return Err(ApiError::BadQuery(format!("wait={s:?}: expected whole seconds from 1 to {MAX_WAIT_SECS}"))),
         },
     };
-    let mut db = ctx.pool.get()?;
-    match scheduler::claim(&mut db, worker.id)? {
-        Some(task) => Ok(Fetch::Now(Reply::json(&task))),
-        None => match wait {
-            Some(w) if !ctx.shutdown.is_set() => Ok(Fetch::Park(Instant::now() + w)),
-            _ => Ok(Fetch::Now(Reply::null())),
-        },
+    let mut db = ctx.queue_pool.get()?;
+    let deadline = Instant::now() + wait.unwrap_or_default();
+    match scheduler::claim(ctx, &mut db, worker, deadline)? {
+        Claimed::Task(task) => Ok(Fetch::Now(Reply::json(&task))),
+        Claimed::Nothing(how) if wait.is_some() && !ctx.shutdown.is_set() => Ok(Fetch::Park(how)),
+        Claimed::Nothing(_) => Ok(Fetch::Now(Reply::null())),
     }
 }
 
+/// A heartbeat in one statement that also authenticates the worker (on the queue pool: the
+/// next heartbeat repeats it).
+const HEARTBEAT: &str = "WITH w AS (UPDATE workers SET last_heartbeat = now() WHERE worker_id = $1 RETURNING id)
+    SELECT ARRAY(SELECT t.uuid FROM active_tasks t WHERE t.assigned_worker = w.id AND t.cancel_requested)
+    FROM w";
+
 /// `POST /workers/heartbeat[?cancellations=true]`.
-pub fn heartbeat(ctx: &Ctx, call: &Call, worker: &AuthWorker) -> Result<Reply, ApiError> {
+pub fn heartbeat(ctx: &Ctx, call: &Call, worker: WorkerToken) -> Result<Reply, ApiError> {
     let want_cancels = matches!(call.query_one("cancellations")?.as_deref(), Some("true" | "1"));
-    let mut db = ctx.pool.get()?;
-    let cancel: Vec<Uuid> = db.replayable(|db| {
-        let beat = db.prepared("UPDATE workers SET last_heartbeat = now() WHERE id = $1")?;
-        db.execute(&beat, &[&worker.id])?;
-        if !want_cancels {
-            return Ok(Vec::new());
-        }
-        let q = db.prepared("SELECT uuid FROM active_tasks WHERE assigned_worker = $1 AND cancel_requested")?;
-        Ok(db.query(&q, &[&worker.id])?.iter().map(|r| r.get(0)).collect())
-    })?;
+    let mut db = ctx.queue_pool.get()?;
+    let st = db.prepared(HEARTBEAT)?;
+    let row = db.query_opt(&st, &[&worker.uuid])?.ok_or(ApiError::WrongCredentials)?;
     if want_cancels {
+        let cancel: Vec<Uuid> = row.get(0);
         Ok(Reply::json(&serde_json::json!({ "cancel": cancel })))
     } else {
         Ok(Reply::null())
@@ -93,51 +93,177 @@ pub fn get_task(ctx: &Ctx, worker: &AuthWorker, uuid: Uuid) -> Result<Reply, Api
 }
 
 struct Assigned {
-    id: i64,
     uuid: Uuid,
     group_id: i64,
     state: TaskState,
     creator_id: i64,
-    cancel_requested: bool,
-    downstream: Option<Uuid>,
+    id: i64,
 }
 
 /// `POST /workers/tasks`: Finish, Cancel, Upload, Submit or Commit the worker's task.
-pub fn report(ctx: &Ctx, call: &Call, worker: &AuthWorker) -> Result<Reply, ApiError> {
-    let req: ReportTaskReq = call.json()?;
-    let mut db = ctx.pool.get()?;
-    let not_found = || ApiError::NotFound(format!("Task {}", req.id));
-    if let ReportTaskOp::Finish | ReportTaskOp::Cancel = req.op {
-        let state = if matches!(req.op, ReportTaskOp::Finish) { TaskState::Finished } else { TaskState::Cancelled };
-        let update = db.prepared(
-            "UPDATE active_tasks SET state = $3, updated_at = now() WHERE id = $1 AND assigned_worker = $2",
-        )?;
-        // Replayable: the worker reports again if this is lost.
-        let n = db.replayable(|db| Ok(db.execute(&update, &[&req.id, &worker.id, &state.code()])?))?;
-        if n == 0 {
-            return Err(not_found());
+pub fn report(ctx: &Ctx, call: &Call, token: WorkerToken) -> Result<Reply, ApiError> {
+    let req: ReportTaskReq = match call.json() {
+        Ok(r) => r,
+        Err(e) => {
+            // A removed worker hears that first, as on every other route.
+            auth::authenticate_worker(&mut ctx.pool.get()?, token)?;
+            return Err(e);
         }
+    };
+    match req.op {
+        ReportTaskOp::Finish => finish(ctx, token, req.id, TaskState::Finished),
+        ReportTaskOp::Cancel => finish(ctx, token, req.id, TaskState::Cancelled),
+        ReportTaskOp::Commit(result) => commit(ctx, token, req.id, result),
+        op @ (ReportTaskOp::Upload { .. } | ReportTaskOp::Submit(_)) => {
+            let mut db = ctx.pool.get()?;
+            let worker = auth::authenticate_worker(&mut db, token)?;
+            upload_or_submit(ctx, call, &mut db, &worker, req.id, op)
+        }
+    }
+}
+
+fn task_not_found(id: i64) -> ApiError {
+    ApiError::NotFound(format!("Task {id}"))
+}
+
+/// Finish or Cancel in one statement that also authenticates the worker (on the queue
+/// pool: the worker reports again if this is lost).
+const FINISH: &str = "WITH w AS (SELECT id FROM workers WHERE worker_id = $1),
+    done AS (
+        UPDATE active_tasks SET state = $3, updated_at = now()
+        WHERE id = $2 AND assigned_worker = (SELECT id FROM w)
+        RETURNING id
+    )
+    SELECT EXISTS (SELECT 1 FROM done) FROM w";
+
+fn finish(ctx: &Ctx, worker: WorkerToken, id: i64, state: TaskState) -> Result<Reply, ApiError> {
+    let mut db = ctx.queue_pool.get()?;
+    let st = db.prepared(FINISH)?;
+    let row = db.query_opt(&st, &[&worker.uuid, &id, &state.code()])?.ok_or(ApiError::WrongCredentials)?;
+    if !row.get::<_, bool>(0) {
+        return Err(task_not_found(id));
+    }
+    Ok(Reply::json(&ReportTaskResp { url: None }))
+}
+
+/// Commit of the common case, in one statement that also authenticates the worker: a task
+/// with no downstream task, of a worker not asked to stop, moves to the archive with its
+/// result (Cancelled with `UserCancellation` if a user asked) and the worker is freed. This
+/// commit waits for the disk: it is the task's result. Anything else (and every error)
+/// takes [`COMMIT`].
+const COMMIT_PLAIN: &str = "WITH w AS (SELECT id FROM workers WHERE worker_id = $1 AND state <> $7),
+    moved AS (
+        DELETE FROM active_tasks t
+        WHERE t.id = $2 AND t.assigned_worker = (SELECT id FROM w) AND t.state = ANY($3)
+          AND t.downstream_task_uuid IS NULL
+        RETURNING t.*
+    ), archived AS (
+        INSERT INTO archived_tasks (id, creator_id, group_id, task_id, uuid, tags, labels, created_at, updated_at,
+                                    state, assigned_worker, timeout, priority, spec, result,
+                                    upstream_task_uuid, downstream_task_uuid, reporter_uuid)
+        SELECT id, creator_id, group_id, task_id, uuid, tags, labels, created_at, now(),
+               CASE WHEN cancel_requested THEN $4::int ELSE state END, assigned_worker, timeout, priority, spec,
+               CASE WHEN cancel_requested THEN $6::jsonb ELSE $5::jsonb END,
+               upstream_task_uuid, downstream_task_uuid, $1
+        FROM moved
+    )
+    UPDATE workers SET assigned_task_id = NULL, updated_at = now()
+    WHERE id = (SELECT id FROM w) AND EXISTS (SELECT 1 FROM moved)
+    RETURNING id";
+
+/// Commit in general, as [`COMMIT_PLAIN`] and besides: a worker asked to stop after this
+/// task is removed, and a downstream task waiting on this one becomes Ready, with a NOTIFY
+/// to the other coordinators.
+const COMMIT: &str = "WITH w AS (SELECT id FROM workers WHERE worker_id = $1),
+    moved AS (
+        DELETE FROM active_tasks t
+        WHERE t.id = $2 AND t.assigned_worker = (SELECT id FROM w) AND t.state = ANY($3)
+        RETURNING t.*
+    ), archived AS (
+        INSERT INTO archived_tasks (id, creator_id, group_id, task_id, uuid, tags, labels, created_at, updated_at,
+                                    state, assigned_worker, timeout, priority, spec, result,
+                                    upstream_task_uuid, downstream_task_uuid, reporter_uuid)
+        SELECT id, creator_id, group_id, task_id, uuid, tags, labels, created_at, now(),
+               CASE WHEN cancel_requested THEN $4::int ELSE state END, assigned_worker, timeout, priority, spec,
+               CASE WHEN cancel_requested THEN $6::jsonb ELSE $5::jsonb END,
+               upstream_task_uuid, downstream_task_uuid, $1
+        FROM moved
+    ), freed AS (
+        UPDATE workers SET assigned_task_id = NULL, updated_at = now()
+        WHERE id = (SELECT id FROM w) AND state <> $7 AND EXISTS (SELECT 1 FROM moved)
+    ), stopped AS (
+        DELETE FROM workers WHERE id = (SELECT id FROM w) AND state = $7 AND EXISTS (SELECT 1 FROM moved)
+        RETURNING id
+    ), readied AS (
+        UPDATE active_tasks d SET state = $8, updated_at = now()
+        FROM moved WHERE d.uuid = moved.downstream_task_uuid AND d.state = $9
+        RETURNING d.group_id
+    ), notified AS (
+        SELECT pg_notify($10, $11::text || d.group_id) FROM readied d
+    )
+    SELECT w.id, EXISTS (SELECT 1 FROM moved), EXISTS (SELECT 1 FROM stopped),
+           (SELECT group_id FROM readied), (SELECT count(*) FROM notified)
+    FROM w";
+
+fn commit(ctx: &Ctx, worker: WorkerToken, id: i64, result: TaskResultSpec) -> Result<Reply, ApiError> {
+    let json = |r: &TaskResultSpec| serde_json::to_value(r).map_err(|e| ApiError::Internal(format!("serialize result: {e}")));
+    let cancelled = TaskResultSpec { exit_status: result.exit_status, msg: Some(TaskResultMessage::UserCancellation) };
+    let (result, cancelled) = (json(&result)?, json(&cancelled)?);
+    let done = [TaskState::Finished.code(), TaskState::Cancelled.code()];
+    let (cancelled_code, graceful) = (TaskState::Cancelled.code(), WorkerState::GracefulShutdown.code());
+    let mut db = ctx.pool.get()?;
+    let plain = db.prepared(COMMIT_PLAIN)?;
+    let params: [&(dyn ToSql + Sync); 7] = [&worker.uuid, &id, &&done[..], &cancelled_code, &result, &cancelled, &graceful];
+    if db.query_opt(&plain, &params)?.is_some() {
         return Ok(Reply::json(&ReportTaskResp { url: None }));
     }
-    let select = db.prepared(
-        "SELECT id, uuid, group_id, state, creator_id, cancel_requested, downstream_task_uuid
-         FROM active_tasks WHERE id = $1 AND assigned_worker = $2 FOR UPDATE",
-    )?;
-    let archive = db.prepared(ARCHIVE)?;
+    let general = db.prepared(COMMIT)?;
+    let notify = ctx.scheduler.group_payload_prefix();
+    let more: [&(dyn ToSql + Sync); 4] = [&TaskState::Ready.code(), &TaskState::Pending.code(), &scheduler::CHANNEL, &notify];
+    let all: Vec<&(dyn ToSql + Sync)> = params.iter().chain(more.iter()).copied().collect();
+    let row = db.query_opt(&general, &all)?.ok_or(ApiError::WrongCredentials)?;
+    let (worker_id, moved, stopped, readied): (i64, bool, bool, Option<i64>) = (row.get(0), row.get(1), row.get(2), row.get(3));
+    if !moved {
+        let state = db.query_opt("SELECT state FROM active_tasks WHERE id = $1 AND assigned_worker = $2", &[&id, &worker_id])?;
+        return Err(match state {
+            None => task_not_found(id),
+            Some(_) => ApiError::bad("Task can not be marked as done: report Finish or Cancel first"),
+        });
+    }
+    if stopped {
+        log::info!("worker {} stopped after its last task, as asked", worker.uuid);
+    }
+    if let Some(g) = readied {
+        ctx.scheduler.task_ready(g);
+    }
+    Ok(Reply::json(&ReportTaskResp { url: None }))
+}
+
+/// Upload and Submit: rarer reports that need the task's row locked for a while.
+fn upload_or_submit(
+    ctx: &Ctx,
+    call: &Call,
+    db: &mut crate::coordinator::db::Conn,
+    worker: &AuthWorker,
+    id: i64,
+    op: ReportTaskOp,
+) -> Result<Reply, ApiError> {
     let mut tx = db.transaction()?;
-    let row = tx.query_opt(&select, &[&req.id, &worker.id])?.ok_or_else(not_found)?;
+    let row = tx
+        .query_opt(
+            "SELECT id, uuid, group_id, state, creator_id FROM active_tasks WHERE id = $1 AND assigned_worker = $2 FOR UPDATE",
+            &[&id, &worker.id],
+        )?
+        .ok_or_else(|| task_not_found(id))?;
     let t = Assigned {
         id: row.get(0),
         uuid: row.get(1),
         group_id: row.get(2),
         state: TaskState::from_code(row.get(3)).unwrap_or(TaskState::Unknown),
         creator_id: row.get(4),
-        cancel_requested: row.get(5),
-        downstream: row.get(6),
     };
     let done = matches!(t.state, TaskState::Finished | TaskState::Cancelled);
-    match req.op {
-        ReportTaskOp::Finish | ReportTaskOp::Cancel => Err(ApiError::Internal("handled above".into())),
+    match op {
         ReportTaskOp::Upload { content_type, content_length } => {
             let (_, url) = super::artifacts::reserve_upload(
                 ctx, &mut tx, call, t.uuid, t.group_id, content_type, content_length,
@@ -153,17 +279,7 @@ pub fn report(ctx: &Ctx, call: &Call, worker: &AuthWorker) -> Result<Reply, ApiE
             tx.commit()?;
             Ok(Reply::json(&ReportTaskResp { url: None }))
         }
-        ReportTaskOp::Commit(result) => {
-            if !done {
-                return Err(ApiError::bad("Task can not be marked as done: report Finish or Cancel first"));
-            }
-            let woken = commit(ctx, &mut tx, &archive, worker, &t, result)?;
-            tx.commit()?;
-            if let Some(g) = woken {
-                ctx.scheduler.task_ready(g);
-            }
-            Ok(Reply::json(&ReportTaskResp { url: None }))
-        }
+        _ => Err(ApiError::Internal("only Upload and Submit take this path".into())),
     }
 }
 
@@ -189,57 +305,7 @@ fn submit_downstream(
         return Err(ApiError::Forbidden(format!("this worker does not have the Write role in group {group}")));
     }
     tasks::validate_submit(sub).map_err(ApiError::bad)?;
-    let made = tasks::insert(tx, t.creator_id, t.group_id, &[sub], TaskState::Pending, Some(t.uuid))?;
-    let (_, new_uuid) = made.first().copied().ok_or_else(|| ApiError::Internal("no downstream task made".into()))?;
+    let (_, new_uuid) = tasks::insert_downstream(tx, t.creator_id, t.group_id, sub, t.uuid)?;
     tx.execute("UPDATE active_tasks SET downstream_task_uuid = $2 WHERE id = $1", &[&t.id, &new_uuid])?;
     Ok(())
-}
-
-/// Archives the task with its result, frees the worker (removing it if it was asked to
-/// stop after this task) and readies the downstream task. Returns a group to wake.
-/// Moves the task to the archive with its result and frees the worker, in one statement.
-const ARCHIVE: &str = "WITH moved AS (DELETE FROM active_tasks WHERE id = $1 RETURNING *),
-    archived AS (
-        INSERT INTO archived_tasks (id, creator_id, group_id, task_id, uuid, tags, labels, created_at, updated_at,
-                                    state, assigned_worker, timeout, priority, spec, result,
-                                    upstream_task_uuid, downstream_task_uuid, reporter_uuid)
-        SELECT id, creator_id, group_id, task_id, uuid, tags, labels, created_at, now(),
-               $2, assigned_worker, timeout, priority, spec, $3, upstream_task_uuid, downstream_task_uuid, $4
-        FROM moved
-        RETURNING id
-    )
-    UPDATE workers SET assigned_task_id = NULL, updated_at = now() WHERE id = $5";
-
-fn commit(
-    ctx: &Ctx,
-    tx: &mut postgres::Transaction,
-    archive: &postgres::Statement,
-    worker: &AuthWorker,
-    t: &Assigned,
-    result: TaskResultSpec,
-) -> Result<Option<i64>, ApiError> {
-    let (state, result) = if t.cancel_requested {
-        (TaskState::Cancelled, TaskResultSpec { exit_status: result.exit_status, msg: Some(TaskResultMessage::UserCancellation) })
-    } else {
-        (t.state, result)
-    };
-    let result = serde_json::to_value(result).map_err(|e| ApiError::Internal(format!("serialize result: {e}")))?;
-    tx.execute(archive, &[&t.id, &state.code(), &result, &worker.uuid, &worker.id])?;
-    if worker.state == WorkerState::GracefulShutdown {
-        workers::remove(tx, &[worker.id])?;
-        log::info!("worker {} stopped after its last task, as asked", worker.uuid);
-    }
-    let mut woken = None;
-    if let Some(d) = t.downstream {
-        let row = tx.query_opt(
-            "UPDATE active_tasks SET state = $2, updated_at = now() WHERE uuid = $1 AND state = $3 RETURNING group_id",
-            &[&d, &TaskState::Ready.code(), &TaskState::Pending.code()],
-        )?;
-        if let Some(r) = row {
-            let g: i64 = r.get(0);
-            ctx.scheduler.notify_group(tx, g)?;
-            woken = Some(g);
-        }
-    }
-    Ok(woken)
 }
