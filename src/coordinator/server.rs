@@ -178,10 +178,16 @@ fn handler_loop(ctx: &Ctx, server: &tiny_http::Server) {
     }
 }
 
+/// A request or answer body this large leaves freed memory worth handing back at once (a
+/// batch of ten thousand tasks passes through some 20 MB of buffers and structures, which
+/// glibc would otherwise keep in the handler thread's arena).
+const BIG_BODY: usize = 256 * 1024;
+
 fn handle(ctx: &Ctx, mut req: tiny_http::Request) {
     let started = Instant::now();
     let method = req.method().clone();
     let url = req.url().to_string();
+    let big_request = req.body_length().is_some_and(|n| n > BIG_BODY);
     let reply = match process(ctx, &mut req) {
         Ok(routes::Outcome::Reply(r)) => r,
         Ok(routes::Outcome::Park(how)) => {
@@ -204,7 +210,11 @@ fn handle(ctx: &Ctx, mut req: tiny_http::Request) {
         }
     };
     log::debug!("{method} {} -> {} in {:?}", path_of(&url), reply.status, started.elapsed());
+    let big = big_request || reply.body.len() > BIG_BODY;
     respond(req, reply);
+    if big {
+        super::release_freed_memory();
+    }
 }
 
 /// The path without the query string (which may hold secrets).

@@ -22,7 +22,9 @@ trap cleanup EXIT
 "$PGBIN/psql" -h 127.0.0.1 -p "$PGPORT" -U postgres -qc "CREATE DATABASE mito" >/dev/null
 openssl genpkey -algorithm ed25519 -out "$DIR/private.pem" 2>/dev/null
 openssl pkey -in "$DIR/private.pem" -pubout -out "$DIR/public.pem"
-DB="postgres://postgres@127.0.0.1:$PGPORT/mito"
+# The coordinator reaches PostgreSQL over its Unix socket, as a coordinator on the database's
+# host would: TCP over loopback costs both sides more per round trip.
+DB="postgres://postgres@$(python3 -c 'import sys,urllib.parse;print(urllib.parse.quote(sys.argv[1],safe=""))' "$DIR"):$PGPORT/mito"
 MITO_LOG=warn "$MITO" coordinator --bind "127.0.0.1:$PORT" --db "$DB" \
     --access-token-private-path "$DIR/private.pem" --access-token-public-path "$DIR/public.pem" \
     --data-dir "$DIR/data" 2>"$DIR/coordinator.log" &
@@ -33,10 +35,10 @@ echo "machine: $(nproc) cores; coordinator, PostgreSQL and load on this machine"
 "$MITO" bench -c "http://127.0.0.1:$PORT" --coordinator-pid "$COORD" "$@"
 
 echo
-echo "EXPLAIN ANALYZE of a fetch (the claim) with 100,000 Ready tasks:"
+echo "EXPLAIN ANALYZE of the claim with 100,000 Ready tasks:"
 # The statement and session settings are read from the source, so this explains what runs.
 extract() { python3 -c 'import re,sys; print(re.search(r"const "+sys.argv[1]+r": &str = \"(.*?)\";", open(sys.argv[2]).read(), re.S).group(1).replace("\\\n", " "))' "$@"; }
-FETCH=$(extract FETCH src/coordinator/scheduler.rs)
+CLAIM=$(extract CLAIM src/coordinator/scheduler.rs)
 SETUP=$(extract QUEUE_SETUP src/coordinator/db.rs)
 "$PGBIN/psql" -h 127.0.0.1 -p "$PGPORT" -U postgres -d mito -q <<SQL
 INSERT INTO groups (group_name, creator_id) SELECT 'explain', id FROM users WHERE username = 'mitosis_admin';
@@ -47,8 +49,8 @@ SELECT g.creator_id, g.id, n, gen_random_uuid(), CASE WHEN n % 2 = 0 THEN '{gpu}
 FROM groups g, generate_series(1, 100000) n WHERE g.group_name = 'explain';
 ANALYZE;
 $SETUP;
-PREPARE fetch(uuid) AS $FETCH;
+PREPARE claim(uuid) AS $CLAIM;
 BEGIN;
-EXPLAIN (ANALYZE, COSTS OFF, TIMING ON) EXECUTE fetch('00000000-0000-0000-0000-00000000e001');
+EXPLAIN (ANALYZE, COSTS OFF, TIMING ON) EXECUTE claim('00000000-0000-0000-0000-00000000e001');
 ROLLBACK;
 SQL
