@@ -226,6 +226,15 @@ pub struct AuthUser {
     pub admin: bool,
 }
 
+/// A token past its expiry (within the leeway [`Keys::verify`] grants) is refused as
+/// wrong credentials, which tells a client to sign in again.
+pub fn unexpired(claims: &Claims) -> Result<(), ApiError> {
+    if claims.exp < now_secs() {
+        return Err(ApiError::WrongCredentials);
+    }
+    Ok(())
+}
+
 /// Checks a user token against the database: the user exists, is Active, and the token's
 /// signature is current (otherwise it was revoked by a login or a password change).
 pub fn authenticate_user(
@@ -233,9 +242,7 @@ pub fn authenticate_user(
     claims: &Claims,
     need_admin: bool,
 ) -> Result<AuthUser, ApiError> {
-    if claims.exp < now_secs() {
-        return Err(ApiError::WrongCredentials);
-    }
+    unexpired(claims)?;
     let st = db.prepared("SELECT id, admin, state, auth_signature FROM users WHERE username = $1")?;
     let row = db.query_opt(&st, &[&claims.sub])?;
     let row = row.ok_or(ApiError::WrongCredentials)?;

@@ -5,10 +5,12 @@
 //! is Write or Admin, the task's tags are a subset of the worker's), highest priority
 //! first, then oldest, taken with `FOR UPDATE SKIP LOCKED` so no task goes out twice.
 //!
-//! A fetch with `?wait=N` that finds nothing is parked: the dispatcher thread owns the
-//! request (no handler thread waits) and retries the claim when a task becomes ready in
-//! one of the worker's groups — signalled directly by this coordinator's handlers, and by
-//! other coordinators through PostgreSQL `NOTIFY` — or answers `null` at the deadline.
+//! A fetch with `?wait=N` that finds nothing is parked: its request waits in a list, and
+//! no thread waits with it. When tasks become ready in one of the worker's groups, the
+//! parked fetch is claimed for again and answered. The handler that made them ready does
+//! that right after sending its own answer (no other thread has to wake up on the way);
+//! the dispatcher thread does it for wake-ups from elsewhere (other coordinators, through
+//! PostgreSQL `NOTIFY`; the reaper) and answers `null` at each fetch's deadline.
 //!
 //! ```ignore
 //! match scheduler::claim(ctx, &mut db, worker_token, deadline)? {
@@ -16,18 +18,19 @@
 //!     Claimed::Nothing(how) => ctx.scheduler.park(request, how),
 //! }
 //! ctx.scheduler.task_ready(group_id); // after committing a newly Ready task
+//! ctx.scheduler.offer_pending(ctx);   // after answering the request
 //! ```
 
 use super::error::ApiError;
 use super::server::{respond, Reply};
 use super::Ctx;
 use crate::api::WorkerTaskResp;
-use crossbeam_channel::{unbounded, Receiver, Sender};
+use crossbeam_channel::{bounded, Receiver, Sender};
 use super::auth::WorkerToken;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::GenericClient;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -55,20 +58,34 @@ pub struct Parked {
     how: ParkAs,
 }
 
-enum Event {
-    Park(Box<Parked>),
+/// What may have changed for parked fetches.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Wake {
     /// Tasks may have become ready in this group.
     Group(i64),
-    /// This worker's tags or groups changed.
+    /// This worker's tags or groups changed (or its fetch needs another look).
     Worker(i64),
     /// Anything may have changed (e.g. notifications were missed).
     All,
 }
 
-/// The handle handlers use to park fetches and announce ready tasks.
+impl Wake {
+    fn concerns(&self, p: &Parked) -> bool {
+        match self {
+            Wake::Group(g) => p.how.groups.contains(g),
+            Wake::Worker(w) => p.how.worker_id == *w,
+            Wake::All => true,
+        }
+    }
+}
+
+/// Parked fetches and the wake-ups not yet offered to them.
 pub struct Scheduler {
-    tx: Sender<Event>,
-    rx: Receiver<Event>,
+    parked: Mutex<Vec<Parked>>,
+    pending: Mutex<Vec<Wake>>,
+    /// Rouses the dispatcher: a wake-up is pending or a fetch was parked.
+    kick_tx: Sender<()>,
+    kick_rx: Receiver<()>,
     /// Counts announcements (ready tasks, changed workers), to close the gap between a
     /// fetch finding nothing and its parking.
     seq: AtomicU64,
@@ -82,10 +99,22 @@ impl Default for Scheduler {
     }
 }
 
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding these locks leaves the lists whole: keep using them.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Scheduler {
     pub fn new() -> Scheduler {
-        let (tx, rx) = unbounded();
-        Scheduler { tx, rx, seq: AtomicU64::new(0), instance: Uuid::new_v4().simple().to_string() }
+        let (kick_tx, kick_rx) = bounded(1);
+        Scheduler {
+            parked: Mutex::new(Vec::new()),
+            pending: Mutex::new(Vec::new()),
+            kick_tx,
+            kick_rx,
+            seq: AtomicU64::new(0),
+            instance: Uuid::new_v4().simple().to_string(),
+        }
     }
 
     /// Read before a claim; handed back in [`ParkAs`].
@@ -93,31 +122,74 @@ impl Scheduler {
         self.seq.load(Ordering::SeqCst)
     }
 
-    fn announce(&self, ev: Event) {
+    /// Records a change that may let parked fetches run something.
+    fn announce(&self, w: Wake) {
         self.seq.fetch_add(1, Ordering::SeqCst);
-        let _ = self.tx.send(ev);
+        self.wake(w);
     }
 
-    /// Hands a fetch that found nothing to the dispatcher.
+    fn wake(&self, w: Wake) {
+        let mut pending = locked(&self.pending);
+        if !pending.contains(&w) {
+            pending.push(w);
+        }
+        drop(pending);
+        let _ = self.kick_tx.try_send(());
+    }
+
+    /// Parks a fetch that found nothing. If something was announced since its claim
+    /// looked, it gets another look at once.
     pub fn park(&self, req: tiny_http::Request, how: ParkAs) {
-        if let Err(e) = self.tx.send(Event::Park(Box::new(Parked { req, how }))) {
-            if let Event::Park(p) = e.0 {
-                respond(p.req, Reply::null());
-            }
+        let (worker_id, seq) = (how.worker_id, how.seq);
+        locked(&self.parked).push(Parked { req, how });
+        if self.ready_seq() != seq {
+            self.wake(Wake::Worker(worker_id));
+        } else {
+            // A new deadline for the dispatcher to keep.
+            let _ = self.kick_tx.try_send(());
         }
     }
 
     /// Wakes parked fetches of workers serving `group_id` (call after the commit).
     pub fn task_ready(&self, group_id: i64) {
-        self.announce(Event::Group(group_id));
+        self.announce(Wake::Group(group_id));
     }
 
     /// Wakes the parked fetch of a worker whose tags or groups changed.
     pub fn worker_changed(&self, worker_id: i64) {
-        self.announce(Event::Worker(worker_id));
+        self.announce(Wake::Worker(worker_id));
     }
 
-    /// Queues a NOTIFY (sent at commit) telling other coordinators about ready tasks.
+    /// Claims for the parked fetches that pending wake-ups concern, answering those that
+    /// get a task. Handlers call this after answering their own request; the dispatcher
+    /// for the rest.
+    pub fn offer_pending(&self, ctx: &Ctx) {
+        let wakes = std::mem::take(&mut *locked(&self.pending));
+        if wakes.is_empty() {
+            return;
+        }
+        // Workers with the same groups and tags may run the same tasks: once a claim for
+        // one of them finds nothing, the others are not asked (with a thousand idle
+        // workers, one submit costs a few claims, not a thousand).
+        let mut exhausted = std::collections::HashSet::new();
+        loop {
+            let next = {
+                let mut parked = locked(&self.parked);
+                let i = parked
+                    .iter()
+                    .position(|p| wakes.iter().any(|w| w.concerns(p)) && !exhausted.contains(&eligibility(p)));
+                i.map(|i| parked.remove(i))
+            };
+            let Some(p) = next else { break };
+            if let Some(back) = try_answer(ctx, p) {
+                exhausted.insert(eligibility(&back));
+                // Claimed for while out of the list, it may have missed an announcement.
+                self.park(back.req, back.how);
+            }
+        }
+    }
+
+/// Queues a NOTIFY (sent at commit) telling other coordinators about ready tasks.
     pub fn notify_group(&self, tx: &mut impl GenericClient, group_id: i64) -> Result<(), ApiError> {
         tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &self.group_payload(group_id)])?;
         Ok(())
@@ -249,9 +321,6 @@ fn try_answer(ctx: &Ctx, p: Parked) -> Option<Parked> {
     }
 }
 
-/// Workers with the same groups and tags may run the same tasks: once a claim for one of
-/// them finds nothing, the others are not asked in the same round (with a thousand idle
-/// workers, one submit costs a few claims, not a thousand).
 fn eligibility(p: &Parked) -> (Vec<i64>, Vec<String>) {
     let (mut g, mut t) = (p.how.groups.clone(), p.how.tags.clone());
     g.sort_unstable();
@@ -259,50 +328,30 @@ fn eligibility(p: &Parked) -> (Vec<i64>, Vec<String>) {
     (g, t)
 }
 
+/// Offers wake-ups nobody else offered, and answers `null` to fetches whose wait is over.
 fn dispatcher(ctx: &Ctx) {
-    let rx = ctx.scheduler.rx.clone();
-    let mut parked: Vec<Parked> = Vec::new();
+    let s = &ctx.scheduler;
     while !ctx.shutdown.is_set() {
         let now = Instant::now();
-        let next = parked.iter().map(|p| p.how.deadline).min().unwrap_or(now + Duration::from_millis(500));
-        let wait = next.saturating_duration_since(now).min(Duration::from_millis(500));
-        match rx.recv_timeout(wait) {
-            Ok(Event::Park(p)) => {
-                // Something became ready since the fetch looked: look once more.
-                let p = if ctx.scheduler.ready_seq() != p.how.seq { try_answer(ctx, *p) } else { Some(*p) };
-                parked.extend(p);
-            }
-            Ok(ev) => {
-                let mut exhausted = std::collections::HashSet::new();
-                let mut keep = Vec::with_capacity(parked.len());
-                for p in parked.drain(..) {
-                    let interested = match &ev {
-                        Event::Group(g) => p.how.groups.contains(g),
-                        Event::Worker(w) => p.how.worker_id == *w,
-                        _ => true,
-                    };
-                    if !interested || exhausted.contains(&eligibility(&p)) {
-                        keep.push(p);
-                        continue;
-                    }
-                    if let Some(back) = try_answer(ctx, p) {
-                        exhausted.insert(eligibility(&back));
-                        keep.push(back);
-                    }
-                }
-                parked = keep;
-            }
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+        let next = locked(&s.parked).iter().map(|p| p.how.deadline).min();
+        let wait = next.map_or(Duration::from_millis(500), |d| d.saturating_duration_since(now)).min(Duration::from_millis(500));
+        match s.kick_rx.recv_timeout(wait) {
+            Ok(()) | Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
+        s.offer_pending(ctx);
         let now = Instant::now();
-        let (expired, waiting): (Vec<Parked>, Vec<Parked>) = parked.into_iter().partition(|p| p.how.deadline <= now);
-        parked = waiting;
+        let expired: Vec<Parked> = {
+            let mut parked = locked(&s.parked);
+            let (expired, waiting) = std::mem::take(&mut *parked).into_iter().partition(|p| p.how.deadline <= now);
+            *parked = waiting;
+            expired
+        };
         for p in expired {
             respond(p.req, Reply::null());
         }
     }
-    for p in parked {
+    for p in std::mem::take(&mut *locked(&s.parked)) {
         respond(p.req, Reply::null());
     }
 }
@@ -327,7 +376,7 @@ fn listener(ctx: &Ctx) {
         }
         delay = Duration::from_millis(200);
         // Whatever happened while we were not listening.
-        ctx.scheduler.announce(Event::All);
+        ctx.scheduler.announce(Wake::All);
         loop {
             if ctx.shutdown.is_set() {
                 return;
@@ -335,8 +384,8 @@ fn listener(ctx: &Ctx) {
             let next = client.notifications().timeout_iter(Duration::from_millis(500)).next();
             match next {
                 Ok(Some(n)) => {
-                    if let Some(ev) = parse_payload(n.payload(), &ctx.scheduler.instance) {
-                        ctx.scheduler.announce(ev);
+                    if let Some(w) = parse_payload(n.payload(), &ctx.scheduler.instance) {
+                        ctx.scheduler.announce(w);
                     }
                 }
                 Ok(None) => {
@@ -360,15 +409,15 @@ fn sleep_unless(ctx: &Ctx, d: Duration) {
     }
 }
 
-fn parse_payload(payload: &str, me: &str) -> Option<Event> {
+fn parse_payload(payload: &str, me: &str) -> Option<Wake> {
     let (from, what) = payload.split_once('|')?;
     if from == me {
         return None;
     }
     match what.split_once(':') {
-        Some(("g", id)) => id.parse().ok().map(Event::Group),
-        Some(("w", id)) => id.parse().ok().map(Event::Worker),
-        _ => Some(Event::All),
+        Some(("g", id)) => id.parse().ok().map(Wake::Group),
+        Some(("w", id)) => id.parse().ok().map(Wake::Worker),
+        _ => Some(Wake::All),
     }
 }
 
@@ -378,9 +427,9 @@ mod tests {
 
     #[test]
     fn payloads_from_others_become_events() {
-        assert!(matches!(parse_payload("a|g:5", "b"), Some(Event::Group(5))));
-        assert!(matches!(parse_payload("a|w:7", "b"), Some(Event::Worker(7))));
-        assert!(matches!(parse_payload("a|all", "b"), Some(Event::All)));
+        assert_eq!(parse_payload("a|g:5", "b"), Some(Wake::Group(5)));
+        assert_eq!(parse_payload("a|w:7", "b"), Some(Wake::Worker(7)));
+        assert_eq!(parse_payload("a|all", "b"), Some(Wake::All));
         assert!(parse_payload("b|g:5", "b").is_none());
         assert!(parse_payload("garbage", "b").is_none());
     }

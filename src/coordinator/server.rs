@@ -212,6 +212,8 @@ fn handle(ctx: &Ctx, mut req: tiny_http::Request) {
     log::debug!("{method} {} -> {} in {:?}", path_of(&url), reply.status, started.elapsed());
     let big = big_request || reply.body.len() > BIG_BODY;
     respond(req, reply);
+    // Tasks this request made ready go to parked fetches now, from this thread.
+    ctx.scheduler.offer_pending(ctx);
     if big {
         super::release_freed_memory();
     }

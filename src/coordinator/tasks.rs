@@ -6,7 +6,7 @@
 //! ```ignore
 //! let found = tasks::find(&mut db, uuid)?;          // active first, then archived
 //! let st = tasks::prepare_submit(&mut db)?;
-//! let made = tasks::submit(&mut *db, &st, user_id, "lab", &reqs, &announce)?; // None: not allowed
+//! let made = tasks::submit(&mut *db, &st, &token, "lab", &reqs, &announce)?; // None: not allowed
 //! ```
 
 use super::error::ApiError;
@@ -138,8 +138,9 @@ pub fn validate_submit(req: &SubmitTaskReq) -> Result<(), String> {
 }
 
 /// The insert of a batch of tasks into one group, as one statement: the group row (the
-/// `g` CTE, `$2`) advances its task counter by the batch size, the tasks take the ids
-/// after its old value, and Ready tasks are announced to the other coordinators (NOTIFY).
+/// `g` CTE: the group `$2` and the tasks' creator) advances its task counter by the batch
+/// size, the tasks take the ids after its old value, and Ready tasks are announced to the
+/// other coordinators (NOTIFY).
 /// The tasks' fields travel as a few arrays, so a statement has the same 12 parameters
 /// for one task or ten thousand, far from PostgreSQL's limit of 65,535.
 macro_rules! insert_tasks {
@@ -149,11 +150,11 @@ macro_rules! insert_tasks {
             $group,
             "), c AS (
                 UPDATE groups SET task_count = task_count + cardinality($3::uuid[]) FROM g WHERE groups.id = g.id
-                RETURNING groups.id, groups.task_count - cardinality($3::uuid[]) AS base
+                RETURNING groups.id, g.creator, groups.task_count - cardinality($3::uuid[]) AS base
             ), ins AS (
                 INSERT INTO active_tasks (creator_id, group_id, task_id, uuid, tags, labels, state, timeout, priority,
                                           spec, upstream_task_uuid)
-                SELECT $1, c.id, c.base + x.n, x.uuid,
+                SELECT c.creator, c.id, c.base + x.n, x.uuid,
                        ARRAY(SELECT jsonb_array_elements_text(x.tags)),
                        ARRAY(SELECT jsonb_array_elements_text(x.labels)),
                        $9, x.timeout, x.priority, x.spec, $10
@@ -167,14 +168,17 @@ macro_rules! insert_tasks {
     };
 }
 
-/// Inserts into the group with row id `$2`.
-const INSERT_INTO_GROUP: &str = insert_tasks!("SELECT id FROM groups WHERE id = $2");
+/// Inserts into the group with row id `$2`, created by user `$1`.
+const INSERT_INTO_GROUP: &str = insert_tasks!("SELECT id, $1::bigint AS creator FROM groups WHERE id = $2");
 
-/// Inserts into the group named `$2` if the creator `$1` holds at least role `$13` there
-/// (nothing happens otherwise): a user's submission, authorized in the same round trip.
+/// Inserts into the group named `$2` if user `$1` is Active (`$15`), their token's
+/// signature `$14` is current, and they hold at least role `$13` there; nothing happens
+/// otherwise. A user's submission, authenticated and authorized in the same round trip.
 const SUBMIT: &str = insert_tasks!(
-    "SELECT g.id FROM groups g JOIN user_group ug ON ug.group_id = g.id
-     WHERE g.group_name = $2 AND ug.user_id = $1 AND ug.role >= $13"
+    "SELECT g.id, u.id AS creator
+     FROM users u JOIN user_group ug ON ug.user_id = u.id JOIN groups g ON g.id = ug.group_id
+     WHERE u.username = $1 AND u.auth_signature = $14 AND u.state = $15
+       AND g.group_name = $2 AND ug.role >= $13"
 );
 
 /// What an insert made: the group's row id and (task_id, uuid) per task, in order.
@@ -210,7 +214,8 @@ impl<'a> Columns<'a> {
 
 /// The scalar parameters of [`INSERT_INTO_GROUP`] and [`SUBMIT`].
 struct InsertInto<'a> {
-    creator_id: i64,
+    /// `$1`: the creator's user id, or (submissions) user name.
+    creator: &'a (dyn ToSql + Sync),
     /// `$2`: the group's row id or name.
     group: &'a (dyn ToSql + Sync),
     state: TaskState,
@@ -232,7 +237,7 @@ fn run_insert<'a>(
     let code = to.state.code();
     let channel = super::scheduler::CHANNEL;
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![
-        &to.creator_id, to.group, &c.uuids, &c.tags, &c.labels, &c.timeouts, &c.priorities, &c.specs, &code,
+        to.creator, to.group, &c.uuids, &c.tags, &c.labels, &c.timeouts, &c.priorities, &c.specs, &code,
         &to.upstream, &channel, &to.announce,
     ];
     params.extend_from_slice(extra);
@@ -252,7 +257,7 @@ pub fn insert_downstream(
     upstream: Uuid,
 ) -> Result<(i64, Uuid), ApiError> {
     let st = db.prepare(INSERT_INTO_GROUP)?;
-    let to = InsertInto { creator_id, group: &group_id, state: TaskState::Pending, upstream: Some(upstream), announce: "" };
+    let to = InsertInto { creator: &creator_id, group: &group_id, state: TaskState::Pending, upstream: Some(upstream), announce: "" };
     let made = run_insert(db, &st, to, &[req], &[])?;
     made.and_then(|m| m.tasks.first().copied()).ok_or_else(|| ApiError::Internal(format!("group {group_id} vanished")))
 }
@@ -263,18 +268,19 @@ pub fn prepare_submit(db: &mut super::db::Conn) -> Result<postgres::Statement, A
 }
 
 /// A user's submission of Ready tasks to the group named `group`, in one statement with
-/// its authorization (Write at least): None, and nothing written, when the user may not.
+/// its authentication (`token`: Active user, current signature) and authorization (Write
+/// at least): None, and nothing written, when either fails.
 pub fn submit(
     db: &mut impl GenericClient,
     prepared: &postgres::Statement,
-    user_id: i64,
+    token: &super::auth::Claims,
     group: &str,
     reqs: &[&SubmitTaskReq],
     announce: &str,
 ) -> Result<Option<Inserted>, ApiError> {
-    let write = crate::api::UserGroupRole::Write.code();
-    let to = InsertInto { creator_id: user_id, group: &group, state: TaskState::Ready, upstream: None, announce };
-    run_insert(db, prepared, to, reqs, &[&write])
+    let (write, active) = (crate::api::UserGroupRole::Write.code(), crate::api::UserState::Active.code());
+    let to = InsertInto { creator: &token.sub, group: &group, state: TaskState::Ready, upstream: None, announce };
+    run_insert(db, prepared, to, reqs, &[&write, &token.sign, &active])
 }
 
 /// The result a user cancellation records.

@@ -111,6 +111,9 @@ enum Guard {
     Worker,
     /// A worker whose existence the handler's own statement checks.
     WorkerToken,
+    /// A user whose standing (exists, Active, token not revoked) the handler's own
+    /// statement checks.
+    UserToken,
 }
 
 /// The authenticated caller.
@@ -119,6 +122,8 @@ pub enum Principal {
     User(AuthUser),
     Worker(AuthWorker),
     WorkerToken(WorkerToken),
+    /// A user token with a good signature, not yet checked against the database.
+    UserToken(auth::Claims),
 }
 
 impl Principal {
@@ -133,6 +138,13 @@ impl Principal {
         match self {
             Principal::Worker(w) => Ok(w),
             _ => Err(ApiError::Internal("route expected a worker".into())),
+        }
+    }
+
+    fn user_token(&self) -> Result<&auth::Claims, ApiError> {
+        match self {
+            Principal::UserToken(c) => Ok(c),
+            _ => Err(ApiError::Internal("route expected a user token".into())),
         }
     }
 
@@ -283,6 +295,7 @@ fn guard(e: &Endpoint) -> Guard {
         | E::AdminShutdown
         | E::AdminShutdownWorker(_) => Guard::Admin,
         E::Heartbeat | E::FetchTask | E::ReportTask => Guard::WorkerToken,
+        E::SubmitTask | E::SubmitTasks => Guard::UserToken,
         E::Unregister | E::WorkerGetTask(_) => Guard::Worker,
         _ => Guard::User,
     }
@@ -296,8 +309,10 @@ pub fn authenticate(ctx: &Ctx, endpoint: &Endpoint, call: &Call) -> Result<Princ
     }
     let token = auth::bearer(call)?;
     let claims = ctx.tokens.verify(&ctx.keys, &token)?;
-    if let Guard::WorkerToken = g {
-        return WorkerToken::from_claims(&claims).map(Principal::WorkerToken);
+    match g {
+        Guard::WorkerToken => return WorkerToken::from_claims(&claims).map(Principal::WorkerToken),
+        Guard::UserToken => return auth::unexpired(&claims).map(|()| Principal::UserToken(claims)),
+        _ => {}
     }
     let mut db = ctx.pool.get()?;
     match g {
@@ -342,8 +357,8 @@ pub fn dispatch(ctx: &Ctx, endpoint: Endpoint, call: &Call, who: Principal) -> R
         E::AdminUserState(u) => admin::user_state(ctx, call, &u),
         E::AdminStorageQuota(g) => admin::storage_quota(ctx, call, &g),
         E::AdminShutdown => admin::shutdown(ctx, call),
-        E::SubmitTask => tasks::submit(ctx, call, who.user()?),
-        E::SubmitTasks => tasks::submit_batch(ctx, call, who.user()?),
+        E::SubmitTask => tasks::submit(ctx, call, who.user_token()?),
+        E::SubmitTasks => tasks::submit_batch(ctx, call, who.user_token()?),
         E::GetTask(t) => tasks::get(ctx, who.user()?, t),
         E::ChangeTask(t) => tasks::change(ctx, call, who.user()?, t),
         E::CancelTask(t) => tasks::cancel(ctx, who.user()?, t),

@@ -5,7 +5,7 @@ use crate::api::{
     TasksCancelByFilterResp, TasksCancelByUuidsReq, TasksCancelByUuidsResp, TasksQueryReq, TasksQueryResp,
     TasksSubmitReq, TasksSubmitResp, UpdateTaskLabelsReq, UserGroupRole,
 };
-use crate::coordinator::auth::AuthUser;
+use crate::coordinator::auth::{authenticate_user, AuthUser, Claims};
 use crate::coordinator::authz::{authorize_group, authorize_task};
 use crate::coordinator::error::ApiError;
 use crate::coordinator::filter::{comparison, not_empty, Sql};
@@ -31,9 +31,9 @@ fn check_batch_len(n: usize, what: &str) -> Result<(), ApiError> {
 }
 
 /// Submits tasks; each item succeeds or fails on its own. Needs Write in each group. One
-/// group (the usual case) is one statement; several share a transaction, so a crash never
-/// leaves a batch half submitted.
-fn submit_all(ctx: &Ctx, user: &AuthUser, reqs: &[SubmitTaskReq]) -> Result<Vec<Result<SubmitTaskResp, ApiError>>, ApiError> {
+/// group (the usual case) is one statement, which also authenticates the caller; several
+/// share a transaction, so a crash never leaves a batch half submitted.
+fn submit_all(ctx: &Ctx, token: &Claims, reqs: &[SubmitTaskReq]) -> Result<Vec<Result<SubmitTaskResp, ApiError>>, ApiError> {
     let mut results: Vec<Option<Result<SubmitTaskResp, ApiError>>> = (0..reqs.len()).map(|_| None).collect();
     let mut by_group: BTreeMap<&str, Vec<&SubmitTaskReq>> = BTreeMap::new();
     let mut slots: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
@@ -48,53 +48,69 @@ fn submit_all(ctx: &Ctx, user: &AuthUser, reqs: &[SubmitTaskReq]) -> Result<Vec<
     }
     let announce = ctx.scheduler.group_payload_prefix();
     let mut db = ctx.pool.get()?;
+    if by_group.is_empty() {
+        // Nothing to insert, so nothing has checked the caller yet.
+        authenticate_user(&mut db, token, false)?;
+    }
     let st = tasks::prepare_submit(&mut db)?;
     let made = if by_group.len() <= 1 {
-        submit_groups(&mut *db, &st, user, &by_group, &announce)?
+        submit_groups(&mut *db, &st, token, &by_group, &announce)?
     } else {
         let mut tx = db.transaction()?;
-        let made = submit_groups(&mut tx, &st, user, &by_group, &announce)?;
+        let made = submit_groups(&mut tx, &st, token, &by_group, &announce)?;
         tx.commit()?;
         made
     };
+    let mut caller = None;
     for (group, made) in made {
         let idx = &slots[group];
-        match made {
-            Some(m) => {
-                ctx.scheduler.task_ready(m.group_id);
-                for (i, (task_id, uuid)) in idx.iter().zip(m.tasks) {
-                    results[*i] = Some(Ok(SubmitTaskResp { task_id, uuid }));
-                }
+        let Some(m) = made else {
+            // Nothing was written: the caller is not who the token says (the whole request
+            // fails) or may not submit to this group (these items fail).
+            let user = match &caller {
+                Some(u) => u,
+                None => caller.insert(authenticate_user(&mut db, token, false)?),
+            };
+            let e = authorize_group(&mut *db, user, group, UserGroupRole::Write)
+                .err()
+                .unwrap_or_else(|| ApiError::Forbidden(format!("you could not submit to group {group} just now; retry")));
+            for i in idx {
+                results[*i] = Some(Err(e.clone()));
             }
-            None => {
-                // Nothing was written: say why.
-                let e = authorize_group(&mut *db, user, group, UserGroupRole::Write)
-                    .err()
-                    .unwrap_or_else(|| ApiError::Forbidden(format!("you could not submit to group {group} just now; retry")));
-                for i in idx {
-                    results[*i] = Some(Err(e.clone()));
-                }
-            }
+            continue;
+        };
+        ctx.scheduler.task_ready(m.group_id);
+        for (i, (task_id, uuid)) in idx.iter().zip(m.tasks) {
+            results[*i] = Some(Ok(SubmitTaskResp { task_id, uuid }));
         }
     }
     Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Err(ApiError::Internal("unanswered".into())))).collect())
 }
 
-/// What [`tasks::submit`] made in each group (None: not allowed there).
+/// What [`tasks::submit`] made in each group (None: nothing).
 fn submit_groups<'a>(
     db: &mut impl postgres::GenericClient,
     st: &postgres::Statement,
-    user: &AuthUser,
+    token: &Claims,
     by_group: &BTreeMap<&'a str, Vec<&SubmitTaskReq>>,
     announce: &str,
 ) -> Result<Vec<(&'a str, Option<tasks::Inserted>)>, ApiError> {
-    by_group.iter().map(|(g, items)| Ok((*g, tasks::submit(db, st, user.id, g, items, announce)?))).collect()
+    by_group.iter().map(|(g, items)| Ok((*g, tasks::submit(db, st, token, g, items, announce)?))).collect()
+}
+
+/// The body as JSON; when it is not, a caller who is not who the token says hears that
+/// first, as on every route.
+fn body_of<T: serde::de::DeserializeOwned>(ctx: &Ctx, call: &Call, token: &Claims) -> Result<T, ApiError> {
+    call.json().map_err(|e| match ctx.pool.get().and_then(|mut db| authenticate_user(&mut db, token, false)) {
+        Ok(_) => e,
+        Err(auth) => auth,
+    })
 }
 
 /// `POST /tasks`.
-pub fn submit(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
-    let req: SubmitTaskReq = call.json()?;
-    let mut out = submit_all(ctx, user, std::slice::from_ref(&req))?;
+pub fn submit(ctx: &Ctx, call: &Call, token: &Claims) -> Result<Reply, ApiError> {
+    let req: SubmitTaskReq = body_of(ctx, call, token)?;
+    let mut out = submit_all(ctx, token, std::slice::from_ref(&req))?;
     match out.pop() {
         Some(Ok(r)) => Ok(Reply::json(&r)),
         Some(Err(e)) => Err(e),
@@ -103,10 +119,13 @@ pub fn submit(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError
 }
 
 /// `POST /tasks/submit`: a result per item, in order.
-pub fn submit_batch(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
-    let req: TasksSubmitReq = call.json()?;
-    check_batch_len(req.tasks.len(), "Tasks list")?;
-    let results = submit_all(ctx, user, &req.tasks)?
+pub fn submit_batch(ctx: &Ctx, call: &Call, token: &Claims) -> Result<Reply, ApiError> {
+    let req: TasksSubmitReq = body_of(ctx, call, token)?;
+    if let Err(e) = check_batch_len(req.tasks.len(), "Tasks list") {
+        authenticate_user(&mut ctx.pool.get()?, token, false)?;
+        return Err(e);
+    }
+    let results = submit_all(ctx, token, &req.tasks)?
         .into_iter()
         .map(|r| r.map_err(|e| ErrorMsg { msg: e.message() }))
         .collect();
