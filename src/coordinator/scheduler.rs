@@ -29,7 +29,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use super::auth::WorkerToken;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::GenericClient;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -83,6 +83,8 @@ impl Wake {
 pub struct Scheduler {
     parked: Mutex<Vec<Parked>>,
     pending: Mutex<Vec<Wake>>,
+    /// Set when the dispatcher has stopped: nobody would answer a fetch parked now.
+    closed: AtomicBool,
     /// Rouses the dispatcher: a wake-up is pending or a fetch was parked.
     kick_tx: Sender<()>,
     kick_rx: Receiver<()>,
@@ -110,6 +112,7 @@ impl Scheduler {
         Scheduler {
             parked: Mutex::new(Vec::new()),
             pending: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
             kick_tx,
             kick_rx,
             seq: AtomicU64::new(0),
@@ -142,7 +145,9 @@ impl Scheduler {
     pub fn park(&self, req: tiny_http::Request, how: ParkAs) {
         let (worker_id, seq) = (how.worker_id, how.seq);
         locked(&self.parked).push(Parked { req, how });
-        if self.ready_seq() != seq {
+        if self.closed.load(Ordering::SeqCst) {
+            self.answer_all_null();
+        } else if self.ready_seq() != seq {
             self.wake(Wake::Worker(worker_id));
         } else {
             // A new deadline for the dispatcher to keep.
@@ -158,6 +163,12 @@ impl Scheduler {
     /// Wakes the parked fetch of a worker whose tags or groups changed.
     pub fn worker_changed(&self, worker_id: i64) {
         self.announce(Wake::Worker(worker_id));
+    }
+
+    fn answer_all_null(&self) {
+        for p in std::mem::take(&mut *locked(&self.parked)) {
+            respond(p.req, Reply::null());
+        }
     }
 
     /// Claims for the parked fetches that pending wake-ups concern, answering those that
@@ -217,7 +228,7 @@ impl Scheduler {
 /// the worker may run, unless it holds a Running task (see [`WORKER`]). Runs on the queue
 /// pool ([`super::db::QUEUE_SETUP`]). Kept lean: its executor setup is a good part of its
 /// cost, so everything a successful claim does not need is left to [`WORKER`].
-const CLAIM: &str = "WITH w AS (SELECT id, tags, assigned_task_id FROM workers WHERE worker_id = $1 AND state = 0),
+pub const CLAIM: &str = "WITH w AS (SELECT id, tags, assigned_task_id FROM workers WHERE worker_id = $1 AND state = 0),
     cand AS (
         SELECT t.id FROM active_tasks t
         WHERE t.assigned_worker IS NULL AND t.state = 1
@@ -351,9 +362,8 @@ fn dispatcher(ctx: &Ctx) {
             respond(p.req, Reply::null());
         }
     }
-    for p in std::mem::take(&mut *locked(&s.parked)) {
-        respond(p.req, Reply::null());
-    }
+    s.closed.store(true, Ordering::SeqCst);
+    s.answer_all_null();
 }
 
 /// Forwards other coordinators' NOTIFYs to the dispatcher.

@@ -226,11 +226,11 @@ struct InsertInto<'a> {
 
 /// Runs [`INSERT_INTO_GROUP`] or [`SUBMIT`] (`extra`: its parameters after `$12`). None
 /// when no group row matched.
-fn run_insert<'a>(
+fn run_insert(
     db: &mut impl GenericClient,
     sql: &postgres::Statement,
     to: InsertInto,
-    reqs: &[&'a SubmitTaskReq],
+    reqs: &[&SubmitTaskReq],
     extra: &[&(dyn ToSql + Sync)],
 ) -> Result<Option<Inserted>, ApiError> {
     let c = Columns::of(reqs);

@@ -165,3 +165,68 @@ fn two_coordinators_eight_workers_two_thousand_tasks_each_claimed_and_archived_o
     let active: i64 = db.query_one("SELECT count(*) FROM active_tasks", &[]).unwrap().get(0);
     assert_eq!((archived, rows, active), (2000, 2000, 0));
 }
+
+#[test]
+fn the_claim_walks_the_ready_index_even_when_statistics_are_stale() {
+    // Right after a burst of submissions the planner's statistics still describe a tiny
+    // queue; the queue connections' settings must keep it on the ordered index walk (a
+    // bitmap scan plus a sort of every Ready task grows with the queue).
+    let c = Coordinator::start();
+    let a = c.user("ann");
+    let w = c.worker(&a, &[], &[]);
+    let tasks: Vec<_> = (0..5000).map(|i| task("ann", &["true"], &[], i % 3)).collect();
+    assert_eq!(a.post("/tasks/submit", &json!({ "tasks": tasks })).0, 200);
+    let mut db = c.db.connect();
+    db.batch_execute(mito::coordinator::db::QUEUE_SETUP).unwrap();
+    db.batch_execute(&format!("PREPARE claim(uuid) AS {}", mito::coordinator::scheduler::CLAIM)).unwrap();
+    let mut tx = db.transaction().unwrap();
+    let plan: Vec<String> = tx
+        .query(&format!("EXPLAIN EXECUTE claim('{}')", w.uuid), &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let plan = plan.join("\n");
+    assert!(plan.contains("Index Scan using active_tasks_unassigned"), "{plan}");
+    assert!(!plan.contains("Sort") && !plan.contains("Bitmap"), "{plan}");
+    tx.rollback().unwrap();
+    let first = w.fetch().expect("the claim works");
+    let (s, b) = a.get(&format!("/tasks/{}", first["uuid"].as_str().unwrap()));
+    assert_eq!((s, json(&b)["info"]["task_id"].clone()), (200, json!(3)), "priority 2 first, then the oldest");
+}
+
+#[test]
+fn one_submit_wakes_one_of_many_parked_workers_and_each_later_one_the_next() {
+    let c = Coordinator::start();
+    let a = c.user("ann");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut handles = Vec::new();
+    for _ in 0..5 {
+        let w = c.worker(&a, &[], &[]);
+        let tx = tx.clone();
+        handles.push(std::thread::spawn(move || {
+            let t0 = Instant::now();
+            let (s, b) = w.api.get("/workers/tasks?wait=6");
+            let _ = tx.send((t0.elapsed(), s, json(&b)));
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..3 {
+        let uuid = submit(&a, &task("ann", &["true"], &[], 0));
+        let (took, s, t) = rx.recv_timeout(Duration::from_secs(3)).expect("a parked worker is woken");
+        assert_eq!(s, 200);
+        assert_eq!(t["uuid"], uuid.as_str(), "the worker gets the task just submitted");
+        assert!(took < Duration::from_secs(5), "woken, not timed out: {took:?}");
+        // Nobody else was answered: the others are still parked.
+        assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+    }
+    // The two left answer null at their deadline.
+    for _ in 0..2 {
+        let (took, s, t) = rx.recv_timeout(Duration::from_secs(10)).expect("the deadline answers");
+        assert_eq!((s, t.is_null()), (200, true));
+        assert!(took >= Duration::from_secs(5), "{took:?}");
+    }
+    for h in handles {
+        h.join().unwrap();
+    }
+}
