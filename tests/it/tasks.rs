@@ -45,6 +45,36 @@ fn submit_numbers_tasks_per_group_and_get_returns_them() {
 }
 
 #[test]
+fn tags_and_labels_keep_every_character_through_single_and_batch_submits() {
+    let c = Coordinator::start();
+    let a = c.user("ann");
+    let odd = ["a,b", "q\"uote", "back\\slash", "{brace}", " space ", "NULL", "", "ünï ✓", "x'y"];
+    let mut body = task("ann", &["true"], &odd, 0);
+    body["labels"] = json!(odd);
+    let mut batch = vec![body.clone(), task("ann", &["true"], &[], 0)];
+    batch[1]["labels"] = json!(["only a label"]);
+    let (s, b) = a.post("/tasks", &body);
+    assert_eq!(s, 200, "{b}");
+    let single = json(&b)["uuid"].as_str().unwrap().to_string();
+    let (s, b) = a.post("/tasks/submit", &json!({ "tasks": batch }));
+    assert_eq!(s, 200, "{b}");
+    let results = json(&b)["results"].clone();
+    let mut want: Vec<&str> = odd.to_vec();
+    want.sort();
+    for uuid in [single.as_str(), results[0]["Ok"]["uuid"].as_str().unwrap()] {
+        let info = json(&a.get(&format!("/tasks/{uuid}")).1)["info"].clone();
+        let mut tags: Vec<String> = serde_json::from_value(info["tags"].clone()).unwrap();
+        let mut labels: Vec<String> = serde_json::from_value(info["labels"].clone()).unwrap();
+        tags.sort();
+        labels.sort();
+        assert_eq!(tags, want);
+        assert_eq!(labels, want);
+    }
+    let info = json(&a.get(&format!("/tasks/{}", results[1]["Ok"]["uuid"].as_str().unwrap())).1)["info"].clone();
+    assert_eq!((info["tags"].clone(), info["labels"].clone()), (json!([]), json!(["only a label"])));
+}
+
+#[test]
 fn submit_checks_the_spec() {
     let c = Coordinator::start();
     let a = c.user("ann");
