@@ -56,7 +56,7 @@ const SPECS: &[OptSpec] = &[
     OptSpec::value("log-path", None, "log_path", "LOG_PATH", "The log file path. If not specified, then the default rolling log file path would be used. If specified, then the log file would be exactly at the path specified"),
     OptSpec::switch("file-log", None, "file_log", "Enable logging to file"),
     OptSpec::value("data-dir", None, "data_dir", "DATA_DIR", "Where the local object store keeps files (default $XDG_DATA_HOME/mitosis/coordinator)"),
-    OptSpec::value("http-threads", None, "http_threads", "N", "Request handler threads and database connections (default 2 x cores, at least 4)"),
+    OptSpec::value("http-threads", None, "http_threads", "N", "Request handler threads (default 2 x cores, at least 4); the coordinator keeps 2 x N + 3 database connections"),
 ];
 
 const FOOTER: &str = "\
