@@ -146,49 +146,56 @@ fn finish(ctx: &Ctx, worker: WorkerToken, id: i64, state: TaskState) -> Result<R
     Ok(Reply::json(&ReportTaskResp { url: None }))
 }
 
+/// The archive of the task a commit statement's `moved` CTE took out of `active_tasks`:
+/// Cancelled with `$6` (the result saying `UserCancellation`) if a user asked, else in its
+/// own state with `$5`; `$1` is the reporting worker, `$4` the Cancelled state.
+macro_rules! archive_moved {
+    () => {
+        "archived AS (
+        INSERT INTO archived_tasks (id, creator_id, group_id, task_id, uuid, tags, labels, created_at, updated_at,
+                                    state, assigned_worker, timeout, priority, spec, result,
+                                    upstream_task_uuid, downstream_task_uuid, reporter_uuid)
+        SELECT id, creator_id, group_id, task_id, uuid, tags, labels, created_at, now(),
+               CASE WHEN cancel_requested THEN $4::int ELSE state END, assigned_worker, timeout, priority, spec,
+               CASE WHEN cancel_requested THEN $6::jsonb ELSE $5::jsonb END,
+               upstream_task_uuid, downstream_task_uuid, $1
+        FROM moved
+    )"
+    };
+}
+
 /// Commit of the common case, in one statement that also authenticates the worker: a task
 /// with no downstream task, of a worker not asked to stop, moves to the archive with its
 /// result (Cancelled with `UserCancellation` if a user asked) and the worker is freed. This
 /// commit waits for the disk: it is the task's result. Anything else (and every error)
 /// takes [`COMMIT`].
-const COMMIT_PLAIN: &str = "WITH w AS (SELECT id FROM workers WHERE worker_id = $1 AND state <> $7),
+const COMMIT_PLAIN: &str = concat!(
+    "WITH w AS (SELECT id FROM workers WHERE worker_id = $1 AND state <> $7),
     moved AS (
         DELETE FROM active_tasks t
         WHERE t.id = $2 AND t.assigned_worker = (SELECT id FROM w) AND t.state = ANY($3)
           AND t.downstream_task_uuid IS NULL
         RETURNING t.*
-    ), archived AS (
-        INSERT INTO archived_tasks (id, creator_id, group_id, task_id, uuid, tags, labels, created_at, updated_at,
-                                    state, assigned_worker, timeout, priority, spec, result,
-                                    upstream_task_uuid, downstream_task_uuid, reporter_uuid)
-        SELECT id, creator_id, group_id, task_id, uuid, tags, labels, created_at, now(),
-               CASE WHEN cancel_requested THEN $4::int ELSE state END, assigned_worker, timeout, priority, spec,
-               CASE WHEN cancel_requested THEN $6::jsonb ELSE $5::jsonb END,
-               upstream_task_uuid, downstream_task_uuid, $1
-        FROM moved
-    )
+    ), ",
+    archive_moved!(),
+    "
     UPDATE workers SET assigned_task_id = NULL, updated_at = now()
     WHERE id = (SELECT id FROM w) AND EXISTS (SELECT 1 FROM moved)
-    RETURNING id";
+    RETURNING id"
+);
 
 /// Commit in general, as [`COMMIT_PLAIN`] and besides: a worker asked to stop after this
 /// task is removed, and a downstream task waiting on this one becomes Ready, with a NOTIFY
 /// to the other coordinators.
-const COMMIT: &str = "WITH w AS (SELECT id FROM workers WHERE worker_id = $1),
+const COMMIT: &str = concat!(
+    "WITH w AS (SELECT id FROM workers WHERE worker_id = $1),
     moved AS (
         DELETE FROM active_tasks t
         WHERE t.id = $2 AND t.assigned_worker = (SELECT id FROM w) AND t.state = ANY($3)
         RETURNING t.*
-    ), archived AS (
-        INSERT INTO archived_tasks (id, creator_id, group_id, task_id, uuid, tags, labels, created_at, updated_at,
-                                    state, assigned_worker, timeout, priority, spec, result,
-                                    upstream_task_uuid, downstream_task_uuid, reporter_uuid)
-        SELECT id, creator_id, group_id, task_id, uuid, tags, labels, created_at, now(),
-               CASE WHEN cancel_requested THEN $4::int ELSE state END, assigned_worker, timeout, priority, spec,
-               CASE WHEN cancel_requested THEN $6::jsonb ELSE $5::jsonb END,
-               upstream_task_uuid, downstream_task_uuid, $1
-        FROM moved
-    ), freed AS (
+    ), ",
+    archive_moved!(),
+    ", freed AS (
         UPDATE workers SET assigned_task_id = NULL, updated_at = now()
         WHERE id = (SELECT id FROM w) AND state <> $7 AND EXISTS (SELECT 1 FROM moved)
     ), stopped AS (
@@ -203,7 +210,8 @@ const COMMIT: &str = "WITH w AS (SELECT id FROM workers WHERE worker_id = $1),
     )
     SELECT w.id, EXISTS (SELECT 1 FROM moved), EXISTS (SELECT 1 FROM stopped),
            (SELECT group_id FROM readied), (SELECT count(*) FROM notified)
-    FROM w";
+    FROM w"
+);
 
 fn commit(ctx: &Ctx, worker: WorkerToken, id: i64, result: TaskResultSpec) -> Result<Reply, ApiError> {
     let json = |r: &TaskResultSpec| serde_json::to_value(r).map_err(|e| ApiError::Internal(format!("serialize result: {e}")));
