@@ -39,16 +39,16 @@ use uuid::Uuid;
 pub const CHANNEL: &str = "mito_tasks";
 
 /// What a fetch that found nothing parks with: the worker, its deadline, and what it may
-/// run (read by the same statement that found nothing), so the dispatcher knows which
-/// wake-ups concern it without asking the database.
+/// run (read right after the claim that found nothing), so a wake-up finds the fetches it
+/// concerns without asking the database.
 pub struct ParkAs {
     pub worker: WorkerToken,
     worker_id: i64,
     pub deadline: Instant,
     groups: Vec<i64>,
     tags: Vec<String>,
-    /// [`Scheduler::ready_seq`] before the statement that found nothing: if it moved since,
-    /// a task may have become ready in between, and the dispatcher claims once more.
+    /// [`Scheduler::ready_seq`] before the claim that found nothing: if it moved since, a
+    /// task may have become ready in between, and the fetch gets another look.
     seq: u64,
 }
 
