@@ -100,34 +100,34 @@ pub fn main(parser: &mut lexopt::Parser) -> i32 {
     }
 }
 
+/// The bench's own calls (setup, submits, cleanup), over one [`Wire`].
 struct Http {
-    agent: ureq::Agent,
-    base: String,
+    wire: std::sync::Mutex<Wire>,
 }
 
 impl Http {
-    fn new(base: &str) -> Http {
-        Http { agent: ureq::AgentBuilder::new().timeout(Duration::from_secs(120)).build(), base: base.to_string() }
+    fn new(base: &str) -> Result<Http, String> {
+        Ok(Http { wire: std::sync::Mutex::new(Wire::new(base)?) })
     }
 
+    /// A call with a JSON body (or none) and a token (or "" for none); the answer as text.
     fn call(&self, method: &str, path: &str, token: &str, body: Option<&serde_json::Value>) -> Result<String, String> {
-        let req = self.agent.request(method, &format!("{}{path}", self.base)).set("Authorization", &format!("Bearer {token}"));
-        let resp = match body {
-            Some(b) => req.send_json(b),
-            None => req.call(),
-        };
-        match resp {
-            Ok(r) => r.into_string().map_err(|e| e.to_string()),
-            Err(ureq::Error::Status(code, r)) => Err(format!("{method} {path}: {code} {}", r.into_string().unwrap_or_default())),
-            Err(e) => Err(format!("{method} {path}: {e}")),
-        }
+        let body = body.map(serde_json::to_vec).transpose().map_err(|e| e.to_string())?;
+        let answer = self.send(method, path, token, body.as_deref())?;
+        Ok(String::from_utf8_lossy(&answer).into_owned())
+    }
+
+    /// [`Wire::call`] on the bench's connection.
+    fn send(&self, method: &str, path: &str, token: &str, body: Option<&[u8]>) -> Result<Vec<u8>, String> {
+        let mut wire = self.wire.lock().map_err(|_| "a bench thread panicked".to_string())?;
+        wire.call(method, path, token, body)
     }
 }
 
 /// A lean HTTP/1.1 keep-alive connection for the measured loops. The load runs on the same
 /// cores as what it measures, so a simulated worker should cost about what a real one on
-/// another machine costs the coordinator's host: nothing. ureq spends several times more
-/// per request than this (URL parsing, header maps, pooling), which would be taken from
+/// another machine costs the coordinator's host: nothing. ureq spent several times more
+/// per request than this (URL parsing, header maps, pooling), which was taken from
 /// the coordinator and PostgreSQL.
 struct Wire {
     addr: String,
@@ -153,7 +153,10 @@ impl Wire {
     fn call(&mut self, method: &str, path: &str, token: &str, body: Option<&[u8]>) -> Result<Vec<u8>, String> {
         use std::io::Write;
         self.out.clear();
-        let _ = write!(self.out, "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n", self.host);
+        let _ = write!(self.out, "{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.host);
+        if !token.is_empty() {
+            let _ = write!(self.out, "Authorization: Bearer {token}\r\n");
+        }
         if let Some(b) = body {
             let _ = write!(self.out, "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n", b.len());
             self.out.extend_from_slice(b);
@@ -338,10 +341,10 @@ impl Bench {
 }
 
 fn run(o: &Opts) -> Result<(), String> {
-    let http = Http::new(&o.base);
+    let http = Http::new(&o.base)?;
     let login = json!({"username": o.user, "md5_password": md5_password(&o.password), "retain": true});
-    let resp = http.agent.post(&format!("{}/login", o.base)).send_json(&login).map_err(|e| format!("login as {}: {e}", o.user))?;
-    let token = parse::<UserLoginResp>(&resp.into_string().map_err(|e| e.to_string())?)?.token;
+    let resp = http.call("POST", "/login", "", Some(&login)).map_err(|e| format!("login as {}: {e}", o.user))?;
+    let token = parse::<UserLoginResp>(&resp)?.token;
     let id = uuid::Uuid::new_v4().simple().to_string();
     let group = format!("bench-{}", &id[..12]);
     http.call("POST", "/groups", &token, Some(&json!({"group_name": group})))
@@ -367,12 +370,11 @@ fn run(o: &Opts) -> Result<(), String> {
 /// Batch submit; the tasks are then cancelled so they do not feed the later runs.
 fn batch_run(b: &Bench, o: &Opts) -> Result<(), String> {
     let mut rates = Vec::new();
-    let mut wire = Wire::new(&o.base)?;
     for _ in 0..o.repeat {
         // The clock runs from sending the request to receiving the whole answer.
         let body = serde_json::to_vec(&b.tasks(o.batch)).map_err(|e| e.to_string())?;
         let t0 = Instant::now();
-        let answer = wire.call("POST", "/tasks/submit", &b.token, Some(&body))?;
+        let answer = b.http.send("POST", "/tasks/submit", &b.token, Some(&body))?;
         let dt = t0.elapsed().as_secs_f64();
         let r: TasksSubmitResp = parse(&String::from_utf8_lossy(&answer))?;
         let ok = r.results.iter().filter(|r| r.is_ok()).count();
@@ -410,11 +412,10 @@ fn latency_run(b: &Bench, o: &Opts) -> Result<(), String> {
     std::thread::sleep(Duration::from_millis(300));
     let one = json!({"group_name": b.group, "tags": [b.tag], "labels": [], "timeout": "1m", "priority": 0, "task_spec": {"args": ["true"]}});
     let one = serde_json::to_vec(&one).map_err(|e| e.to_string())?;
-    let mut submitter = Wire::new(&o.base)?;
     let (mut lat, mut submit) = (Vec::new(), Vec::new());
     for _ in 0..o.samples {
         let t0 = Instant::now();
-        let body = submitter.call("POST", "/tasks", &b.token, Some(&one))?;
+        let body = b.http.send("POST", "/tasks", &b.token, Some(&one))?;
         submit.push(t0.elapsed().as_secs_f64() * 1000.0);
         let r: SubmitTaskResp = parse(&String::from_utf8_lossy(&body))?;
         let (at, uuid) = rx.recv_timeout(Duration::from_secs(30)).map_err(|_| "a submitted task was never fetched".to_string())?;

@@ -85,7 +85,7 @@ pub struct Scheduler {
     pending: Mutex<Vec<Wake>>,
     /// Set when the dispatcher has stopped: nobody would answer a fetch parked now.
     closed: AtomicBool,
-    /// Rouses the dispatcher: a wake-up is pending or a fetch was parked.
+    /// Rouses the dispatcher: a wake-up is pending.
     kick_tx: Sender<()>,
     kick_rx: Receiver<()>,
     /// Counts announcements (ready tasks, changed workers), to close the gap between a
@@ -145,13 +145,12 @@ impl Scheduler {
     pub fn park(&self, req: tiny_http::Request, how: ParkAs) {
         let (worker_id, seq) = (how.worker_id, how.seq);
         locked(&self.parked).push(Parked { req, how });
+        // No need to rouse the dispatcher for the deadline: waits are at least a second,
+        // and it looks at the deadlines at least every 500 ms.
         if self.closed.load(Ordering::SeqCst) {
             self.answer_all_null();
         } else if self.ready_seq() != seq {
             self.wake(Wake::Worker(worker_id));
-        } else {
-            // A new deadline for the dispatcher to keep.
-            let _ = self.kick_tx.try_send(());
         }
     }
 

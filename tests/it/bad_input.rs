@@ -84,3 +84,22 @@ fn many_concurrent_requests_are_all_answered() {
         assert!(h.join().unwrap().iter().all(|s| *s == 200));
     }
 }
+
+#[test]
+fn a_removed_worker_or_revoked_user_hears_401_before_a_bad_body_on_the_one_statement_routes() {
+    // Submit, report and fetch check their caller inside their own statement; a bad
+    // request never reaches it, and the caller must still hear about its token first.
+    let c = Coordinator::start();
+    let bob = c.user("bob");
+    let w = c.worker(&bob, &[], &[]);
+    assert_eq!(w.api.delete("/workers").0, 200);
+    assert_eq!(w.api.post_raw("/workers/tasks", "application/json", "{").0, 401);
+    assert_eq!(w.api.post("/workers/tasks", &json!({"id": 1})).0, 401);
+    let new = json!({"new_md5_password": mito::api::md5_password("other")});
+    assert_eq!(c.admin().post("/admin/users/bob/password", &new).0, 200);
+    assert_eq!(bob.post_raw("/tasks", "application/json", "{").0, 401);
+    assert_eq!(bob.post("/tasks/submit", &json!({"tasks": []})).0, 401);
+    let mut bad = task("bob", &["true"], &[], 0);
+    bad["timeout"] = json!("0s");
+    assert_eq!(bob.post("/tasks", &bad).0, 401);
+}

@@ -323,8 +323,33 @@ pub fn authenticate(ctx: &Ctx, endpoint: &Endpoint, call: &Call) -> Result<Princ
     }
 }
 
-/// Runs the endpoint's handler.
+/// Runs the endpoint's handler. For a caller the handler checks in its own statement,
+/// a failure that statement may never have reached (a bad body, an invalid item) is
+/// preceded by the full check, so a bad token wins over a bad request on every route.
 pub fn dispatch(ctx: &Ctx, endpoint: Endpoint, call: &Call, who: Principal) -> Result<Outcome, ApiError> {
+    let out = run_handler(ctx, endpoint, call, &who);
+    if let Err(e) = &out {
+        let already_told = matches!(
+            e,
+            ApiError::InvalidToken | ApiError::WrongCredentials | ApiError::PermissionDenied | ApiError::Unavailable(_) | ApiError::Internal(_)
+        );
+        if !already_told {
+            confirm(ctx, &who)?;
+        }
+    }
+    out
+}
+
+/// The database check a deferred principal skipped ([`Guard::WorkerToken`], [`Guard::UserToken`]).
+fn confirm(ctx: &Ctx, who: &Principal) -> Result<(), ApiError> {
+    match who {
+        Principal::WorkerToken(w) => auth::authenticate_worker(&mut ctx.pool.get()?, *w).map(|_| ()),
+        Principal::UserToken(c) => auth::authenticate_user(&mut ctx.pool.get()?, c, false).map(|_| ()),
+        _ => Ok(()),
+    }
+}
+
+fn run_handler(ctx: &Ctx, endpoint: Endpoint, call: &Call, who: &Principal) -> Result<Outcome, ApiError> {
     use Endpoint as E;
     if let E::FetchTask = endpoint {
         return Ok(match worker_api::fetch(ctx, call, who.worker_token()?)? {

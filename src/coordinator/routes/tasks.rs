@@ -35,14 +35,10 @@ fn check_batch_len(n: usize, what: &str) -> Result<(), ApiError> {
 /// share a transaction, so a crash never leaves a batch half submitted.
 fn submit_all(ctx: &Ctx, token: &Claims, reqs: &[SubmitTaskReq]) -> Result<Vec<Result<SubmitTaskResp, ApiError>>, ApiError> {
     let mut results: Vec<Option<Result<SubmitTaskResp, ApiError>>> = (0..reqs.len()).map(|_| None).collect();
-    let mut by_group: BTreeMap<&str, Vec<&SubmitTaskReq>> = BTreeMap::new();
-    let mut slots: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    let mut by_group: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, r) in reqs.iter().enumerate() {
         match tasks::validate_submit(r) {
-            Ok(()) => {
-                by_group.entry(r.group_name.as_str()).or_default().push(r);
-                slots.entry(r.group_name.as_str()).or_default().push(i);
-            }
+            Ok(()) => by_group.entry(r.group_name.as_str()).or_default().push(i),
             Err(e) => results[i] = Some(Err(ApiError::bad(e))),
         }
     }
@@ -54,16 +50,16 @@ fn submit_all(ctx: &Ctx, token: &Claims, reqs: &[SubmitTaskReq]) -> Result<Vec<R
     }
     let st = tasks::prepare_submit(&mut db)?;
     let made = if by_group.len() <= 1 {
-        submit_groups(&mut *db, &st, token, &by_group, &announce)?
+        submit_groups(&mut *db, &st, token, reqs, &by_group, &announce)?
     } else {
         let mut tx = db.transaction()?;
-        let made = submit_groups(&mut tx, &st, token, &by_group, &announce)?;
+        let made = submit_groups(&mut tx, &st, token, reqs, &by_group, &announce)?;
         tx.commit()?;
         made
     };
     let mut caller = None;
     for (group, made) in made {
-        let idx = &slots[group];
+        let idx = &by_group[group];
         let Some(m) = made else {
             // Nothing was written: the caller is not who the token says (the whole request
             // fails) or may not submit to this group (these items fail).
@@ -92,24 +88,22 @@ fn submit_groups<'a>(
     db: &mut impl postgres::GenericClient,
     st: &postgres::Statement,
     token: &Claims,
-    by_group: &BTreeMap<&'a str, Vec<&SubmitTaskReq>>,
+    reqs: &[SubmitTaskReq],
+    by_group: &BTreeMap<&'a str, Vec<usize>>,
     announce: &str,
 ) -> Result<Vec<(&'a str, Option<tasks::Inserted>)>, ApiError> {
-    by_group.iter().map(|(g, items)| Ok((*g, tasks::submit(db, st, token, g, items, announce)?))).collect()
-}
-
-/// The body as JSON; when it is not, a caller who is not who the token says hears that
-/// first, as on every route.
-fn body_of<T: serde::de::DeserializeOwned>(ctx: &Ctx, call: &Call, token: &Claims) -> Result<T, ApiError> {
-    call.json().map_err(|e| match ctx.pool.get().and_then(|mut db| authenticate_user(&mut db, token, false)) {
-        Ok(_) => e,
-        Err(auth) => auth,
-    })
+    by_group
+        .iter()
+        .map(|(g, idx)| {
+            let items: Vec<&SubmitTaskReq> = idx.iter().map(|i| &reqs[*i]).collect();
+            Ok((*g, tasks::submit(db, st, token, g, &items, announce)?))
+        })
+        .collect()
 }
 
 /// `POST /tasks`.
 pub fn submit(ctx: &Ctx, call: &Call, token: &Claims) -> Result<Reply, ApiError> {
-    let req: SubmitTaskReq = body_of(ctx, call, token)?;
+    let req: SubmitTaskReq = call.json()?;
     let mut out = submit_all(ctx, token, std::slice::from_ref(&req))?;
     match out.pop() {
         Some(Ok(r)) => Ok(Reply::json(&r)),
@@ -120,11 +114,8 @@ pub fn submit(ctx: &Ctx, call: &Call, token: &Claims) -> Result<Reply, ApiError>
 
 /// `POST /tasks/submit`: a result per item, in order.
 pub fn submit_batch(ctx: &Ctx, call: &Call, token: &Claims) -> Result<Reply, ApiError> {
-    let req: TasksSubmitReq = body_of(ctx, call, token)?;
-    if let Err(e) = check_batch_len(req.tasks.len(), "Tasks list") {
-        authenticate_user(&mut ctx.pool.get()?, token, false)?;
-        return Err(e);
-    }
+    let req: TasksSubmitReq = call.json()?;
+    check_batch_len(req.tasks.len(), "Tasks list")?;
     let results = submit_all(ctx, token, &req.tasks)?
         .into_iter()
         .map(|r| r.map_err(|e| ErrorMsg { msg: e.message() }))

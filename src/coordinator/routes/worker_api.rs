@@ -102,14 +102,7 @@ struct Assigned {
 
 /// `POST /workers/tasks`: Finish, Cancel, Upload, Submit or Commit the worker's task.
 pub fn report(ctx: &Ctx, call: &Call, token: WorkerToken) -> Result<Reply, ApiError> {
-    let req: ReportTaskReq = match call.json() {
-        Ok(r) => r,
-        Err(e) => {
-            // A removed worker hears that first, as on every other route.
-            auth::authenticate_worker(&mut ctx.pool.get()?, token)?;
-            return Err(e);
-        }
-    };
+    let req: ReportTaskReq = call.json()?;
     match req.op {
         ReportTaskOp::Finish => finish(ctx, token, req.id, TaskState::Finished),
         ReportTaskOp::Cancel => finish(ctx, token, req.id, TaskState::Cancelled),
