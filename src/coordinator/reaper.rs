@@ -124,7 +124,7 @@ fn reap(ctx: &Ctx, since: SystemTime) -> Result<(), super::error::ApiError> {
     ) {
         Ok(rows) => rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
         Err(e) => {
-            log::warn!("looking for silent workers failed (will retry): {:?}", super::error::ApiError::from(e));
+            log::warn!("looking for silent workers failed (will retry): {e}");
             Vec::new()
         }
     };
@@ -136,7 +136,7 @@ fn reap(ctx: &Ctx, since: SystemTime) -> Result<(), super::error::ApiError> {
     ) {
         Ok(rows) => rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
         Err(e) => {
-            log::warn!("looking for overdue tasks failed (will retry): {:?}", super::error::ApiError::from(e));
+            log::warn!("looking for overdue tasks failed (will retry): {e}");
             Vec::new()
         }
     };
