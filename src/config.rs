@@ -301,6 +301,14 @@ pub struct CoordinatorConfig {
     pub http_threads: usize,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
+    /// Failed logins for one user name within `login_failure_window` before it is blocked.
+    pub login_failure_limit: usize,
+    /// Failed logins from one address within `login_failure_window` before it is blocked.
+    pub login_address_failure_limit: usize,
+    /// How far back failed logins count.
+    pub login_failure_window: Duration,
+    /// How long a blocked user name or address gets 429 at `POST /login`.
+    pub login_block: Duration,
 }
 
 impl CoordinatorConfig {
@@ -330,6 +338,10 @@ impl CoordinatorConfig {
         "data_dir",
         "http_threads",
         "body_limit",
+        "login_failure_limit",
+        "login_address_failure_limit",
+        "login_failure_window",
+        "login_block",
     ];
 
     /// Builds the settings from merged layers, applying defaults and checking every value.
@@ -376,6 +388,10 @@ impl CoordinatorConfig {
             },
             http_threads: l.count("http_threads")?.unwrap_or((2 * cores).max(4)),
             body_limit: l.count("body_limit")?.unwrap_or(2 * 1024 * 1024),
+            login_failure_limit: l.count("login_failure_limit")?.unwrap_or(5),
+            login_address_failure_limit: l.count("login_address_failure_limit")?.unwrap_or(20),
+            login_failure_window: l.duration("login_failure_window")?.unwrap_or(Duration::from_secs(300)),
+            login_block: l.duration("login_block")?.unwrap_or(Duration::from_secs(60)),
         };
         if !crate::api::valid_name(&cfg.admin_user) {
             return Err(ConfigError(format!(
@@ -389,10 +405,13 @@ impl CoordinatorConfig {
         for (key, d) in [
             ("access_token_expires_in", cfg.access_token_expires_in),
             ("heartbeat_timeout", cfg.heartbeat_timeout),
+            ("login_failure_window", cfg.login_failure_window),
+            ("login_block", cfg.login_block),
         ] {
             if d.is_zero() {
                 return Err(ConfigError(format!("invalid value for `{key}`: it must be longer than 0s")));
             }
+            crate::api::time::check_max(key, d).map_err(|e| ConfigError(format!("invalid value for `{key}`: {e}")))?;
         }
         Ok(cfg)
     }
@@ -516,6 +535,11 @@ impl WorkerConfig {
             if d.is_zero() {
                 return Err(ConfigError(format!("invalid value for `{key}`: it must be longer than 0s")));
             }
+            crate::api::time::check_max(key, d).map_err(|e| ConfigError(format!("invalid value for `{key}`: {e}")))?;
+        }
+        if let Some(d) = cfg.lifetime {
+            crate::api::time::check_max("lifetime", d)
+                .map_err(|e| ConfigError(format!("invalid value for `lifetime`: {e}")))?;
         }
         if let Some(u) = &cfg.user {
             if !crate::api::valid_name(u) {

@@ -12,7 +12,8 @@
 
 use log::LevelFilter;
 use simplelog::{ColorChoice, CombinedLogger, ConfigBuilder, SharedLogger, TermLogger, TerminalMode, WriteLogger};
-use std::fs::{File, OpenOptions};
+use crate::private_files;
+use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -48,15 +49,7 @@ pub fn init(file: Option<FileTarget>) -> Result<(), String> {
         vec![TermLogger::new(level, config.clone(), TerminalMode::Stderr, color)];
     match file {
         Some(FileTarget::Exact(path)) => {
-            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| format!("cannot create log directory {}: {e}", parent.display()))?;
-            }
-            let f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
+            let f = open_exact(&path)?;
             loggers.push(WriteLogger::new(level, config, f));
         }
         Some(FileTarget::Daily { dir, prefix }) => loggers.push(WriteLogger::new(level, config, daily(dir, prefix, 0)?)),
@@ -88,7 +81,7 @@ impl DailyFile {
         let today = Self::today();
         if self.file.is_none() || today != self.date {
             let path = self.dir.join(format!("{}.{today}", self.prefix));
-            self.file = Some(OpenOptions::new().create(true).append(true).open(path)?);
+            self.file = Some(private_files::append(&path)?);
             self.date = today;
             if self.keep > 0 {
                 self.prune();
@@ -147,17 +140,7 @@ pub fn init_late() -> Result<(), String> {
 pub fn attach_file(target: FileTarget, prefix: Option<String>) -> Result<(), String> {
     let writer: Box<dyn Write + Send> = match target {
         FileTarget::Exact(path) => {
-            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| format!("cannot create log directory {}: {e}", parent.display()))?;
-            }
-            Box::new(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path)
-                    .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?,
-            )
+            Box::new(open_exact(&path)?)
         }
         FileTarget::Daily { dir, prefix } => Box::new(daily(dir, prefix, 0)?),
         FileTarget::DailyKeep { dir, prefix, keep } => Box::new(daily(dir, prefix, keep)?),
@@ -173,8 +156,18 @@ pub fn attach_file(target: FileTarget, prefix: Option<String>) -> Result<(), Str
     late.file.set(sink).map_err(|_| "a log file is already attached".to_string())
 }
 
+/// The log file at `path`, 0600 (it holds secrets such as the coordinator's shutdown
+/// secret); directories created for it are 0700.
+fn open_exact(path: &std::path::Path) -> Result<File, String> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        private_files::create_dir_all(parent)
+            .map_err(|e| format!("cannot create log directory {}: {e}", parent.display()))?;
+    }
+    private_files::append(path).map_err(|e| format!("cannot open log file {}: {e}", path.display()))
+}
+
 fn daily(dir: PathBuf, prefix: String, keep: usize) -> Result<DailyFile, String> {
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create log directory {}: {e}", dir.display()))?;
+    private_files::create_dir_all(&dir).map_err(|e| format!("cannot create log directory {}: {e}", dir.display()))?;
     let mut w = DailyFile { dir, prefix, date: String::new(), file: None, keep };
     w.rotate().map_err(|e| format!("cannot open log file: {e}"))?;
     Ok(w)

@@ -141,6 +141,41 @@ pub fn parse_timestamp(s: &str) -> Option<SystemTime> {
     Some(base + Duration::from_nanos(nanos as u64))
 }
 
+/// The longest duration mito takes from outside: a task's timeout, a worker's lifetime, a
+/// configured duration. Beyond it, timestamps computed from the duration leave
+/// PostgreSQL's range, and nothing sensible runs or waits that long anyway. 366 days, so
+/// that `"1y"` (365.25 days to humantime) still fits.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 86_400);
+
+/// A duration over [`MAX_DURATION`]: says which value and what the bound is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurationTooLong {
+    pub what: String,
+    pub given: Duration,
+}
+
+impl std::fmt::Display for DurationTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of {} is too long: at most {} (366 days) is accepted",
+            self.what,
+            humantime::format_duration(self.given),
+            humantime::format_duration(MAX_DURATION)
+        )
+    }
+}
+
+impl std::error::Error for DurationTooLong {}
+
+/// Checks `d` against [`MAX_DURATION`]; `what` names the value in the error.
+pub fn check_max(what: &str, d: Duration) -> Result<(), DurationTooLong> {
+    if d > MAX_DURATION {
+        return Err(DurationTooLong { what: what.to_string(), given: d });
+    }
+    Ok(())
+}
+
 /// Serde helpers for a humantime duration string (`"10m"`).
 pub mod duration {
     use super::*;

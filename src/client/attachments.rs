@@ -353,6 +353,7 @@ pub fn run_batch(s: &Session, a: &Args, what: &str, jobs: Vec<Job>) -> Result<()
         }
         return Ok(());
     }
+    transfer::check_distinct_destinations(&jobs)?;
     let concurrent = a.parsed::<usize>("concurrent", "a whole number")?.unwrap_or(1).max(1);
     let results = transfer::download_many(jobs, concurrent, bar(a));
     let mut failed = 0;

@@ -229,6 +229,32 @@ pub struct Job {
     pub size: u64,
 }
 
+/// Refuses a batch in which two jobs would write the same local file (e.g. keys `a/x.txt`
+/// and `b/x.txt` both saved as `x.txt`): one would silently overwrite the other while both
+/// were reported downloaded. Checked before anything is downloaded.
+pub fn check_distinct_destinations(jobs: &[Job]) -> Result<(), Error> {
+    let mut seen: std::collections::HashMap<&Path, &str> = std::collections::HashMap::new();
+    let mut clashes = Vec::new();
+    for j in jobs {
+        if let Some(first) = seen.insert(&j.dest, &j.name) {
+            clashes.push(format!("{first} and {} would both be saved as {}", j.name, j.dest.display()));
+        }
+    }
+    if clashes.is_empty() {
+        return Ok(());
+    }
+    const SHOWN: usize = 5;
+    let more = clashes.len().saturating_sub(SHOWN);
+    let mut msg = format!("nothing was downloaded: {}", clashes[..clashes.len().min(SHOWN)].join("; "));
+    if more > 0 {
+        msg.push_str(&format!("; and {more} more"));
+    }
+    msg.push_str(
+        ". Narrow the batch (e.g. with --key) so the file names differ, or download those one at a time with `download -o <PATH>`",
+    );
+    Err(Error::Failed(msg))
+}
+
 /// Downloads every job with `concurrent` threads and one bar for the whole batch; every job
 /// is tried, and each gets its result.
 pub fn download_many(jobs: Vec<Job>, concurrent: usize, bar: bool) -> Vec<(Job, Result<u64, Error>)> {

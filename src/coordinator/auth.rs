@@ -203,6 +203,29 @@ pub fn verify_password(stored: &str, md5: &Md5Password) -> bool {
     ok
 }
 
+/// A hash of no one's password, with the parameters of real ones: checking a login for an
+/// unknown user against it costs what checking a real user's does, so the answer's timing
+/// does not tell whether the user exists.
+pub fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| {
+        let random: [u8; 16] = *uuid::Uuid::new_v4().as_bytes();
+        hash_password(&random).unwrap_or_default()
+    })
+}
+
+/// Whether `md5` matches `stored`; without a stored hash (no such user) the same work is
+/// done against [`dummy_hash`] and the answer is false.
+pub fn verify_password_timed(stored: Option<&str>, md5: &Md5Password) -> bool {
+    match stored {
+        Some(h) => verify_password(h, md5),
+        None => {
+            verify_password(dummy_hash(), md5);
+            false
+        }
+    }
+}
+
 /// The bearer token of a request: 400 when the header is missing or not `Bearer`.
 pub fn bearer(call: &Call) -> Result<String, ApiError> {
     let value = call.header("Authorization").ok_or(ApiError::MissingAuthHeader)?;

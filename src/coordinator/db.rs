@@ -49,18 +49,10 @@ pub fn connect(url: &str) -> Result<Client, postgres::Error> {
     config.connect(NoTls)
 }
 
-/// Hides the password of a database URL, for logs and error messages.
+/// Hides the password of a database URL or `key=value` connection string, for logs and
+/// error messages.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
+    crate::redact::conninfo(url)
 }
 
 /// Connects, retrying with capped exponential backoff while the database is unreachable.
@@ -77,8 +69,9 @@ pub fn connect_with_retry(url: &str, stop: impl Fn() -> bool) -> Option<Client> 
             }
             Err(e) => {
                 log::warn!(
-                    "database {} unreachable (attempt {attempt}): {e}; retrying in {delay:?}",
-                    redact(url)
+                    "database {} unreachable (attempt {attempt}): {}; retrying in {delay:?}",
+                    redact(url),
+                    crate::redact::text(&e.to_string())
                 );
             }
         }
@@ -166,7 +159,7 @@ impl Pool {
                 Ok(c) => (c, Statements::new()),
                 Err(e) => {
                     let _ = self.tx.send(None);
-                    log::warn!("database {} unreachable: {e}", redact(&self.url));
+                    log::warn!("database {} unreachable: {}", redact(&self.url), crate::redact::text(&e.to_string()));
                     return Err(ApiError::Unavailable("the database is unreachable".into()));
                 }
             },

@@ -27,6 +27,8 @@ pub enum ApiError {
     AlreadyExists(String),
     NotFound(String),
     QuotaExceeded,
+    /// 429: the caller must wait (e.g. too many failed logins); `Retry-After` says how long.
+    TooManyRequests { msg: String, retry_after_secs: u64 },
     /// The database (or another dependency) is unreachable; the caller may retry.
     Unavailable(String),
     /// A bug or an unexpected failure; the detail goes to the log, not to the caller.
@@ -71,6 +73,10 @@ impl ApiError {
             AlreadyExists(s) => msg(409, format!("User or group with same name {s} already exists")),
             NotFound(s) => msg(404, format!("{s} not found")),
             QuotaExceeded => msg(403, "Resource quota exceeded".into()),
+            TooManyRequests { msg: why, retry_after_secs } => {
+                msg(429, format!("Too many requests: {why}; retry after {retry_after_secs}s"))
+                    .with_header("Retry-After", retry_after_secs.to_string())
+            }
             Unavailable(s) => msg(503, format!("Service unavailable: {s}; retry later")),
             Internal(_) => msg(500, "Internal server error".into()),
             MissingAuthHeader => Reply::text(400, "Header of type `authorization` was missing"),

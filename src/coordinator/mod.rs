@@ -14,6 +14,7 @@ pub mod authz;
 pub mod db;
 pub mod error;
 pub mod filter;
+pub mod login_limit;
 pub mod reaper;
 pub mod redis;
 mod routes;
@@ -111,6 +112,8 @@ pub struct Ctx {
     pub scheduler: scheduler::Scheduler,
     /// Where artifacts and attachments live.
     pub storage: storage::Storage,
+    /// Failed-login counts, for the limit on password guessing.
+    pub login_limit: login_limit::LoginLimiter,
 }
 
 /// Whether a database error is a unique-constraint violation.
@@ -234,6 +237,14 @@ pub fn run(cfg: CoordinatorConfig) -> Result<(), String> {
     log::warn!("shutdown secret (for `mito client admin shutdown`): {secret}");
     let threads = cfg.http_threads;
     let bind = cfg.bind;
+    // Made now, so the first login of an unknown user takes no longer than any other.
+    auth::dummy_hash();
+    let login_limit = login_limit::LoginLimiter::new(login_limit::Limits {
+        per_user: cfg.login_failure_limit,
+        per_address: cfg.login_address_failure_limit,
+        window: cfg.login_failure_window,
+        block: cfg.login_block,
+    });
     let ctx = Arc::new(Ctx {
         cfg,
         pool,
@@ -246,6 +257,7 @@ pub fn run(cfg: CoordinatorConfig) -> Result<(), String> {
         redis_worker_url: redis_urls.map(|u| u.worker),
         scheduler: scheduler::Scheduler::new(),
         storage,
+        login_limit,
     });
     let mut background = scheduler::spawn(ctx.clone());
     background.extend(reaper::spawn(ctx.clone()));

@@ -106,26 +106,40 @@ fn elect(ctx: &Ctx) -> Option<(postgres::Client, SystemTime)> {
     Some((c, since))
 }
 
+/// The longest timeout the overdue check reads from a row: no accepted timeout is longer,
+/// and a row from before that bound (or written by hand) must not push the deadline past
+/// PostgreSQL's timestamp range, which would fail the statement for every row.
+const MAX_TIMEOUT_SECS: i64 = crate::api::time::MAX_DURATION.as_secs() as i64;
+
+/// One pass: silent workers and workers holding a task past its timeout are removed.
+/// Each step runs on its own: a failing statement is logged and the others still run, so
+/// one bad row cannot stop the reaper's work on every other.
 fn reap(ctx: &Ctx, since: SystemTime) -> Result<(), super::error::ApiError> {
     let mut db = ctx.pool.get()?;
-    let timeout = ctx.cfg.heartbeat_timeout.as_secs_f64();
-    let silent: Vec<(i64, uuid::Uuid)> = db
-        .query(
-            "SELECT id, worker_id FROM workers WHERE greatest(last_heartbeat, $1) < now() - make_interval(secs => $2)",
-            &[&since, &timeout],
-        )?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    let overdue: Vec<(i64, uuid::Uuid)> = db
-        .query(
-            "SELECT w.id, w.worker_id FROM active_tasks t JOIN workers w ON w.id = t.assigned_worker
-             WHERE t.state = 2 AND t.updated_at + make_interval(secs => t.timeout + $1) < now()",
-            &[&TASK_GRACE_SECS],
-        )?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    // Bounded like every configured duration; the clamp keeps the interval in range anyway.
+    let timeout = ctx.cfg.heartbeat_timeout.as_secs_f64().min(MAX_TIMEOUT_SECS as f64);
+    let silent: Vec<(i64, uuid::Uuid)> = match db.query(
+        "SELECT id, worker_id FROM workers WHERE greatest(last_heartbeat, $1) < now() - make_interval(secs => $2)",
+        &[&since, &timeout],
+    ) {
+        Ok(rows) => rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
+        Err(e) => {
+            log::warn!("looking for silent workers failed (will retry): {e}");
+            Vec::new()
+        }
+    };
+    let overdue: Vec<(i64, uuid::Uuid)> = match db.query(
+        "SELECT w.id, w.worker_id FROM active_tasks t JOIN workers w ON w.id = t.assigned_worker
+         WHERE t.state = 2
+           AND t.updated_at + make_interval(secs => least(greatest(t.timeout, 0), $2) + $1) < now()",
+        &[&TASK_GRACE_SECS, &MAX_TIMEOUT_SECS],
+    ) {
+        Ok(rows) => rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
+        Err(e) => {
+            log::warn!("looking for overdue tasks failed (will retry): {e}");
+            Vec::new()
+        }
+    };
     if silent.is_empty() && overdue.is_empty() {
         return Ok(());
     }
@@ -138,8 +152,22 @@ fn reap(ctx: &Ctx, since: SystemTime) -> Result<(), super::error::ApiError> {
     let mut ids: Vec<i64> = silent.iter().chain(overdue.iter()).map(|(id, _)| *id).collect();
     ids.sort_unstable();
     ids.dedup();
+    if let Err(e) = remove(ctx, &mut db, &ids) {
+        // One worker whose removal fails must not keep the others: try them one by one.
+        log::warn!("removing {} workers at once failed ({e:?}); removing them one at a time", ids.len());
+        for id in &ids {
+            if let Err(e) = remove(ctx, &mut db, std::slice::from_ref(id)) {
+                log::warn!("removing worker row {id} failed (will retry): {e:?}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes workers in one transaction and wakes the groups whose tasks went back to Ready.
+fn remove(ctx: &Ctx, db: &mut super::db::Conn, ids: &[i64]) -> Result<(), super::error::ApiError> {
     let mut tx = db.transaction()?;
-    let groups = workers::remove(&mut tx, &ids)?;
+    let groups = workers::remove(&mut tx, ids)?;
     for g in &groups {
         ctx.scheduler.notify_group(&mut tx, *g)?;
     }

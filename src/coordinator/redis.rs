@@ -15,14 +15,15 @@ pub struct RedisUrls {
 }
 
 fn host_port(url: &str) -> Result<String, String> {
+    let shown = crate::redact::url(url);
     let rest = url
         .split_once("://")
         .map(|(_, r)| r)
-        .ok_or_else(|| format!("redis_url {url:?} has no scheme; expected redis://[:password@]host[:port]"))?;
+        .ok_or_else(|| format!("redis_url {shown:?} has no scheme; expected redis://[:password@]host[:port]"))?;
     let authority = rest.split(['/', '?']).next().unwrap_or("");
     let hp = authority.rsplit_once('@').map(|(_, h)| h).unwrap_or(authority);
     if hp.is_empty() {
-        return Err(format!("redis_url {url:?} has no host"));
+        return Err(format!("redis_url {shown:?} has no host"));
     }
     Ok(hp.to_string())
 }
@@ -46,10 +47,10 @@ pub fn setup(
     let client_password = client_password.or(dc.as_deref());
     let hp = host_port(url)?;
     let shown = format!("redis at {hp}");
-    let client = redis::Client::open(url).map_err(|e| format!("invalid redis_url: {e}"))?;
+    let client = redis::Client::open(url).map_err(|e| format!("invalid redis_url ({shown}): {}", crate::redact::text(&e.to_string())))?;
     let mut con = client
         .get_connection_with_timeout(std::time::Duration::from_secs(5))
-        .map_err(|e| format!("cannot connect to {shown}: {e}"))?;
+        .map_err(|e| format!("cannot connect to {shown}: {}", crate::redact::text(&e.to_string())))?;
     let mut password = |given: Option<&str>| -> Result<String, String> {
         match given {
             Some(p) => Ok(p.to_string()),

@@ -25,6 +25,8 @@ pub struct Reply {
     pub status: u16,
     pub content_type: Option<&'static str>,
     pub body: Vec<u8>,
+    /// Further headers (e.g. `Retry-After`).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 const JSON: &str = "application/json";
@@ -33,14 +35,14 @@ impl Reply {
     /// 200 with a JSON body.
     pub fn json<T: Serialize>(value: &T) -> Reply {
         match serde_json::to_vec(value) {
-            Ok(body) => Reply { status: 200, content_type: Some(JSON), body },
+            Ok(body) => Reply { status: 200, content_type: Some(JSON), body, headers: Vec::new() },
             Err(e) => ApiError::Internal(format!("cannot serialize a response: {e}")).reply(),
         }
     }
 
     /// 200 with the JSON body `null`.
     pub fn null() -> Reply {
-        Reply { status: 200, content_type: Some(JSON), body: b"null".to_vec() }
+        Reply { status: 200, content_type: Some(JSON), body: b"null".to_vec(), headers: Vec::new() }
     }
 
     /// 200 with no body.
@@ -49,16 +51,22 @@ impl Reply {
     }
 
     pub fn empty(status: u16) -> Reply {
-        Reply { status, content_type: None, body: Vec::new() }
+        Reply { status, content_type: None, body: Vec::new(), headers: Vec::new() }
     }
 
     pub fn text(status: u16, text: &str) -> Reply {
-        Reply { status, content_type: Some("text/plain; charset=utf-8"), body: text.as_bytes().to_vec() }
+        Reply { status, content_type: Some("text/plain; charset=utf-8"), body: text.as_bytes().to_vec(), headers: Vec::new() }
     }
 
     pub fn error_json(status: u16, msg: &str) -> Reply {
         let body = serde_json::to_vec(&crate::api::ErrorMsg { msg: msg.to_string() }).unwrap_or_default();
-        Reply { status, content_type: Some(JSON), body }
+        Reply { status, content_type: Some(JSON), body, headers: Vec::new() }
+    }
+
+    /// The same reply with one more header.
+    pub fn with_header(mut self, name: &'static str, value: String) -> Reply {
+        self.headers.push((name, value));
+        self
     }
 }
 
@@ -231,6 +239,12 @@ pub fn respond(req: tiny_http::Request, reply: Reply) {
         resp.add_header(header("Content-Type", ct));
     }
     resp.add_header(header("Access-Control-Allow-Origin", "*"));
+    for (name, value) in &reply.headers {
+        match tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
+            Ok(h) => resp.add_header(h),
+            Err(()) => log::error!("dropped an invalid {name} header from a response"),
+        }
+    }
     if let Err(e) = req.respond(resp) {
         log::debug!("could not send a response: {e}");
     }

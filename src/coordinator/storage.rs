@@ -189,19 +189,21 @@ pub struct S3Store {
     artifacts: rusty_s3::Bucket,
     attachments: rusty_s3::Bucket,
     agent: ureq::Agent,
-    /// The endpoint, for messages (it carries no secret).
+    /// The endpoint, for messages, without the user-info's password.
     endpoint: String,
 }
 
 impl S3Store {
     fn new(cfg: &CoordinatorConfig, url: &str) -> Result<S3Store, String> {
+        // The URL may carry credentials in its user-info: messages show it redacted.
+        let shown = crate::redact::url(url);
         let endpoint = url::Url::parse(url)
-            .map_err(|e| format!("invalid value for `s3_url`: {url:?} is not a URL ({e}); e.g. http://127.0.0.1:9000"))?;
-        let host = endpoint.host().ok_or_else(|| format!("invalid value for `s3_url`: {url:?} has no host"))?;
+            .map_err(|e| format!("invalid value for `s3_url`: {shown:?} is not a URL ({e}); e.g. http://127.0.0.1:9000"))?;
+        let host = endpoint.host().ok_or_else(|| format!("invalid value for `s3_url`: {shown:?} has no host"))?;
         if endpoint.scheme() == "https" {
             // The coordinator itself talks to S3 (buckets, deletes) with ureq, built without TLS.
             return Err(format!(
-                "`s3_url` {url:?} uses https, but this mito is built without TLS; \
+                "`s3_url` {shown:?} uses https, but this mito is built without TLS; \
                  use an http:// endpoint (e.g. a TLS-terminating proxy on the same host)"
             ));
         }
@@ -211,7 +213,7 @@ impl S3Store {
         let style = if cfg.s3_force_path_style || by_ip { UrlStyle::Path } else { UrlStyle::VirtualHost };
         let bucket = |name: &str| {
             rusty_s3::Bucket::new(endpoint.clone(), style, name.to_string(), cfg.s3_region.clone())
-                .map_err(|e| format!("invalid value for `s3_url` {url:?}: {e}"))
+                .map_err(|e| format!("invalid value for `s3_url` {shown:?}: {}", crate::redact::text(&e.to_string())))
         };
         Ok(S3Store {
             creds: Credentials::new(cfg.s3_access_key.clone(), cfg.s3_secret_key.clone()),
@@ -221,7 +223,7 @@ impl S3Store {
                 .timeout_connect(Duration::from_secs(5))
                 .timeout(Duration::from_secs(30))
                 .build(),
-            endpoint: url.to_string(),
+            endpoint: shown.clone(),
         })
     }
 
@@ -256,7 +258,8 @@ impl S3Store {
                 let _ = r.into_reader().take(2048).read_to_string(&mut body);
                 Ok((code, s3_error_code(&body)))
             }
-            Err(e) => Err(e.to_string()),
+            // ureq quotes the URL it failed on: a presigned one, with its signature.
+            Err(e) => Err(crate::redact::text(&e.to_string())),
         }
     }
 
@@ -374,9 +377,17 @@ impl LocalStore {
 
     fn ensure_dirs(&self) -> Result<(), String> {
         let dirs = [self.tmp_dir(), self.inner.root.join(&self.inner.artifacts), self.inner.root.join(&self.inner.attachments)];
+        // Only the coordinator's user may read the objects (every group's attachments and
+        // artifacts): directories 0700, files 0600. Directories an older version made
+        // 0755 are tightened too.
         for d in &dirs {
-            std::fs::create_dir_all(d).map_err(|e| {
+            crate::private_files::create_dir_all(d).map_err(|e| {
                 format!("cannot create the local object store directory {}: {e}; set `data_dir` to a writable place", d.display())
+            })?;
+        }
+        for d in dirs.iter().chain([&self.inner.root]) {
+            crate::private_files::restrict_dir(d).map_err(|e| {
+                format!("cannot make the local object store directory {} private (mode 0700): {e}", d.display())
             })?;
         }
         if let Ok(entries) = std::fs::read_dir(self.tmp_dir()) {
@@ -544,7 +555,7 @@ impl LocalStore {
             log::error!("local object store: {what} {}: {e}", tmp.display());
             ApiError::Unavailable("the local object store cannot store the object".into())
         };
-        let mut file = File::create(tmp).map_err(|e| io_err("cannot create", e))?;
+        let mut file = crate::private_files::create_new(tmp).map_err(|e| io_err("cannot create", e))?;
         let reader = req.as_reader();
         let mut buf = vec![0u8; 256 * 1024];
         let mut got: u64 = 0;
@@ -593,7 +604,7 @@ fn place(tmp: &Path, path: &Path) -> Result<(), ApiError> {
     let parent = path.parent().ok_or_else(|| ApiError::Internal("object path without parent".into()))?;
     let mut last = None;
     for _ in 0..3 {
-        if let Err(e) = std::fs::create_dir_all(parent) {
+        if let Err(e) = crate::private_files::create_dir_all(parent) {
             last = Some(e);
             continue;
         }

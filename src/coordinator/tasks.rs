@@ -131,9 +131,7 @@ pub fn validate_submit(req: &SubmitTaskReq) -> Result<(), String> {
     if req.timeout.as_secs() == 0 {
         return Err("timeout must be at least 1s".into());
     }
-    if req.timeout.as_secs() > i64::MAX as u64 / 2 {
-        return Err("timeout is too long".into());
-    }
+    crate::api::time::check_max("timeout", req.timeout).map_err(|e| e.to_string())?;
     Ok(())
 }
 

@@ -24,14 +24,30 @@ pub fn default_path() -> Option<PathBuf> {
 pub enum CredError {
     /// The coordinator could not be reached or answered 5xx: worth retrying later.
     Unreachable(String),
+    /// The coordinator refused to check the password for a while (429, too many failed
+    /// logins): wait this long, then try again.
+    RateLimited(Duration, String),
     /// Anything a retry will not fix (wrong password, no password and no terminal, ...).
     Fatal(String),
+}
+
+/// The longest wait a `Retry-After` may impose; a larger one is capped so a worker never
+/// sleeps for days on a bad header.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// The wait a 429 asks for: its `Retry-After` seconds, 1 s to [`MAX_RETRY_AFTER`]; 30 s
+/// without a readable header.
+fn retry_after(r: &ureq::Response) -> Duration {
+    r.header("Retry-After")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|s| Duration::from_secs(s).clamp(Duration::from_secs(1), MAX_RETRY_AFTER))
+        .unwrap_or(Duration::from_secs(30))
 }
 
 impl std::fmt::Display for CredError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CredError::Unreachable(m) | CredError::Fatal(m) => f.write_str(m),
+            CredError::Unreachable(m) | CredError::Fatal(m) | CredError::RateLimited(_, m) => f.write_str(m),
         }
     }
 }
@@ -46,6 +62,9 @@ pub fn obtain(
     retain: bool,
 ) -> Result<(String, String), CredError> {
     let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
+    // The address may carry a password in its user-info; messages show it redacted, and
+    // ureq's own errors quote the URL they failed on.
+    let shown = crate::redact::url(base);
     if let Some((u, token)) = load(path, user) {
         match agent.get(&format!("{base}/auth")).set("Authorization", &format!("Bearer {token}")).call() {
             Ok(r) => {
@@ -54,11 +73,11 @@ pub fn obtain(
                 }
             }
             Err(ureq::Error::Status(s, _)) if s >= 500 => {
-                return Err(CredError::Unreachable(format!("{base}/auth answered {s}")));
+                return Err(CredError::Unreachable(format!("{shown}/auth answered {s}")));
             }
             Err(ureq::Error::Status(..)) => {}
             Err(ureq::Error::Transport(t)) => {
-                return Err(CredError::Unreachable(format!("cannot reach the coordinator at {base}: {t}")));
+                return Err(CredError::Unreachable(format!("cannot reach the coordinator at {shown}: {}", transport(&t))));
             }
         }
         log::warn!("the stored token for {u} in {} is no longer valid; logging in again", path.display());
@@ -73,23 +92,36 @@ pub fn obtain(
     let token = match resp {
         Ok(r) => r
             .into_json::<crate::api::UserLoginResp>()
-            .map_err(|e| CredError::Fatal(format!("{base}/login gave an unexpected answer: {e}")))?
+            .map_err(|e| CredError::Fatal(format!("{shown}/login gave an unexpected answer: {e}")))?
             .token,
         Err(ureq::Error::Status(s, _)) if s >= 500 => {
-            return Err(CredError::Unreachable(format!("{base}/login answered {s}")));
+            return Err(CredError::Unreachable(format!("{shown}/login answered {s}")));
+        }
+        Err(ureq::Error::Status(429, r)) => {
+            let wait = retry_after(&r);
+            let msg = r.into_json::<crate::api::ErrorMsg>().map(|m| m.msg).unwrap_or_default();
+            return Err(CredError::RateLimited(wait, format!("login as {user} refused for now (429 {msg})")));
         }
         Err(ureq::Error::Status(s, r)) => {
             let msg = r.into_json::<crate::api::ErrorMsg>().map(|m| m.msg).unwrap_or_default();
             return Err(CredError::Fatal(format!("login as {user} failed ({s} {msg}); check the user name and password")));
         }
         Err(ureq::Error::Transport(t)) => {
-            return Err(CredError::Unreachable(format!("cannot reach the coordinator at {base}: {t}")));
+            return Err(CredError::Unreachable(format!("cannot reach the coordinator at {shown}: {}", transport(&t))));
         }
     };
     if let Err(e) = store(path, &user, &token) {
         log::warn!("cannot save the token to {}: {e}; the next start will log in again", path.display());
     }
     Ok((user, token))
+}
+
+/// A transport error without the URL it quotes.
+pub(super) fn transport(t: &ureq::Transport) -> String {
+    match t.message() {
+        Some(m) => format!("{}: {}", t.kind(), crate::redact::text(m)),
+        None => t.kind().to_string(),
+    }
 }
 
 fn ask_missing(user: Option<&str>, password: Option<&str>, path: &Path) -> Result<(String, String), CredError> {

@@ -371,6 +371,14 @@ fn obtain_credentials(cfg: &WorkerConfig, stop: &Stop, cap: Duration) -> Result<
                     return Ok(None);
                 }
             }
+            // The coordinator is limiting failed logins for this user or address; the
+            // password may well be right, so wait as asked instead of giving up.
+            Err(CredError::RateLimited(wait, m)) => {
+                log::warn!("{m}; retrying after {:.0}s as the coordinator asks (Retry-After)", wait.as_secs_f64());
+                if stop.sleep(wait) {
+                    return Ok(None);
+                }
+            }
         }
     }
 }

@@ -73,16 +73,14 @@ impl std::fmt::Display for CallError {
 pub fn describe(e: &ureq::Error) -> String {
     match e {
         ureq::Error::Status(s, _) => format!("HTTP status {s}"),
-        ureq::Error::Transport(t) => match t.message() {
-            Some(m) => format!("{}: {m}", t.kind()),
-            None => t.kind().to_string(),
-        },
+        ureq::Error::Transport(t) => super::login::transport(t),
     }
 }
 
-/// A URL with its query string (and so any signature) cut off, for logs.
-pub fn redact(url: &str) -> &str {
-    url.split('?').next().unwrap_or(url)
+/// A URL without its user-info's password and its query string (and so any signature),
+/// for logs.
+pub fn redact(url: &str) -> String {
+    crate::redact::url(url)
 }
 
 /// The coordinator's address and this worker's token, plus the retry policy.
@@ -193,5 +191,6 @@ mod tests {
     fn redact_drops_the_signature() {
         assert_eq!(redact("http://s/b/k?X-Amz-Signature=abc"), "http://s/b/k");
         assert_eq!(redact("http://s/b/k"), "http://s/b/k");
+        assert_eq!(redact("http://u:pw@s/b/k"), "http://u:***@s/b/k");
     }
 }

@@ -14,15 +14,21 @@ pub fn health() -> Result<Reply, ApiError> {
 /// is drawn, which revokes the user's other tokens.
 pub fn login(ctx: &Ctx, call: &Call) -> Result<Reply, ApiError> {
     let req: UserLoginReq = call.json()?;
+    let addr = call.peer.map(|p| p.ip());
+    ctx.login_limit.check(&req.username, addr)?;
     let mut db = ctx.pool.get()?;
     let row = db.query_opt(
         "SELECT id, password_hash, state, auth_signature FROM users WHERE username = $1",
         &[&req.username],
     )?;
-    let Some(row) = row else { return Err(ApiError::WrongCredentials) };
-    if !auth::verify_password(row.get(1), &req.md5_password) {
+    // An unknown user costs the same hash check as a wrong password, and counts the same.
+    let stored: Option<&str> = row.as_ref().map(|r| r.get(1));
+    if !auth::verify_password_timed(stored, &req.md5_password) {
+        ctx.login_limit.failed(&req.username, addr);
         return Err(ApiError::WrongCredentials);
     }
+    let Some(row) = row else { return Err(ApiError::WrongCredentials) };
+    ctx.login_limit.succeeded(&req.username);
     if UserState::from_code(row.get(2)) != Some(UserState::Active) {
         return Err(ApiError::Forbidden(format!("user {} is not active", req.username)));
     }

@@ -155,6 +155,9 @@ pub fn change(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Result<Rep
     if req.timeout.is_some_and(|t| t.as_secs() == 0) {
         return Err(ApiError::bad("timeout must be at least 1s"));
     }
+    if let Some(t) = req.timeout {
+        crate::api::time::check_max("timeout", t).map_err(|e| ApiError::bad(e.to_string()))?;
+    }
     let mut db = ctx.pool.get()?;
     let mut tx = db.transaction()?;
     let (id, group_id, state) = lock_active(&mut tx, uuid)?.ok_or_else(|| ApiError::NotFound(format!("Ready task with uuid {uuid}")))?;

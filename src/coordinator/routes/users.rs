@@ -13,12 +13,16 @@ pub fn change_password(ctx: &Ctx, call: &Call, user: &AuthUser, username: &str) 
     if username != user.username {
         return Err(ApiError::WrongCredentials);
     }
+    // The old password is guessable here too (with a stolen token): the same limit applies.
+    let addr = call.peer.map(|p| p.ip());
+    ctx.login_limit.check(&user.username, addr)?;
     let mut db = ctx.pool.get()?;
     let stored: String = db
         .query_opt("SELECT password_hash FROM users WHERE id = $1", &[&user.id])?
         .ok_or(ApiError::WrongCredentials)?
         .get(0);
     if !auth::verify_password(&stored, &req.old_md5_password) {
+        ctx.login_limit.failed(&user.username, addr);
         return Err(ApiError::WrongCredentials);
     }
     let hash = auth::hash_password(&req.new_md5_password)?;

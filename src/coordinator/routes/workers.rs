@@ -50,6 +50,7 @@ pub fn register(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiErr
     if ttl.is_zero() {
         return Err(ApiError::bad("lifetime must be longer than 0s"));
     }
+    crate::api::time::check_max("lifetime", ttl).map_err(|e| ApiError::bad(e.to_string()))?;
     let mut db = ctx.pool.get()?;
     let mut tx = db.transaction()?;
     let mut group_ids = Vec::new();
