@@ -171,3 +171,33 @@ fn a_task_spawns_only_a_few_pending_downstream_tasks() {
     let (s, b) = w.report(id, json!({"Commit": {"exit_status": 0, "msg": null}}));
     assert_eq!(s, 200, "{b}");
 }
+
+#[test]
+fn upgrading_drops_links_no_member_vouched_for() {
+    let mut l = lab();
+    let legit = l.c.worker(&l.writer, &[], &["lab"]);
+    let hijack = l.c.worker(&l.mallory, &[], &[]);
+    l.c.stop();
+    // The database as the previous release left it, with a link made through the route
+    // that once checked nothing.
+    let mut db = l.c.db.connect();
+    db.batch_execute(
+        "DELETE FROM schema_version WHERE version = 3;
+         DROP INDEX active_tasks_upstream;
+         ALTER TABLE group_worker DROP COLUMN vouched_by;",
+    )
+    .unwrap();
+    db.execute(
+        "INSERT INTO group_worker (group_id, worker_id, role)
+         SELECT g.id, w.id, 1 FROM groups g, workers w WHERE g.group_name = 'lab' AND w.worker_id = $1::text::uuid",
+        &[&hijack.uuid],
+    )
+    .unwrap();
+    let c = Coordinator::start_with(TestDb::from_url(&l.c.db.url), &[]);
+    let owner = c.as_token(&c.login("owner", "owner-pw"));
+    let (s, b) = owner.post("/workers/query", &json!({"group_name": "lab", "count": false}));
+    assert_eq!(s, 200, "{b}");
+    let ids: Vec<String> = json(&b)["workers"].as_array().unwrap().iter().map(|w| w["worker_id"].as_str().unwrap().to_string()).collect();
+    assert!(ids.contains(&legit.uuid), "the writer's worker stays in lab: {b}");
+    assert!(!ids.contains(&hijack.uuid), "mallory's link to lab is gone: {b}");
+}
