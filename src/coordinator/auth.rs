@@ -366,7 +366,7 @@ mod tests {
         assert_eq!((u.kind, u.kind()), (Some(TokenKind::User), TokenKind::User));
         let id = uuid::Uuid::new_v4();
         let w = k.verify(&k.issue_worker(id, Duration::from_secs(60))).unwrap();
-        assert_eq!((w.sub, w.kind()), (id.to_string(), TokenKind::Worker));
+        assert_eq!((w.sub.as_str(), w.kind()), (id.to_string().as_str(), TokenKind::Worker));
         let old = |sign| Claims { sub: id.to_string(), exp: now_secs() + 60, sign, kind: None };
         assert_eq!(old(0).kind(), TokenKind::Worker);
         assert_eq!(old(9).kind(), TokenKind::User);

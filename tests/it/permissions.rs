@@ -160,7 +160,7 @@ fn worker_routes() {
     });
     // Attaching one's own worker (Admin on it through one's personal group) to lab takes
     // Write in lab, on every route that attaches.
-    check(&w, "PUT /workers/{own uuid}/groups to lab", [403, 403, 200, 200, 401, 403], |w, a| {
+    check(&w, "PUT /workers/{own uuid}/groups to lab", [403, 403, 200, 200, 401, 403], |_, a| {
         let (s, b) = a.post("/workers", &json!({"tags": [], "labels": [], "groups": []}));
         if s != 200 {
             return (s, b);

@@ -13,6 +13,7 @@ use crate::coordinator::limits;
 use crate::coordinator::server::{Call, Reply};
 use crate::coordinator::tasks::{self, Found};
 use crate::coordinator::Ctx;
+use postgres::fallible_iterator::FallibleIterator;
 use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
@@ -323,7 +324,6 @@ pub fn query(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError>
     // page of tasks with large specs is refused before it fills the memory.
     let params = q.params();
     let mut rows = db.query_raw(&sql, params.iter().copied())?;
-    use postgres::fallible_iterator::FallibleIterator;
     let (mut tasks, mut size) = (Vec::new(), 0);
     while let Some(r) = rows.next()? {
         let info = tasks::from_row(&r)?.info;
