@@ -159,3 +159,20 @@ ALTER TABLE active_tasks DROP CONSTRAINT IF EXISTS active_tasks_group_id_task_id
 DROP INDEX IF EXISTS active_tasks_ready;
 CREATE INDEX active_tasks_unassigned ON active_tasks (priority DESC, id) WHERE assigned_worker IS NULL;
 ALTER TABLE active_tasks SET (fillfactor = 70);
+
+-- migration 3: who vouched for each worker-group link
+-- Attaching a worker to a group takes a member with the Write or Admin role in it; the
+-- link remembers that member, so that when they leave the group (or lose the role, or
+-- their account is deleted) the workers they brought in leave with them.
+ALTER TABLE group_worker ADD COLUMN vouched_by bigint REFERENCES users (id);
+UPDATE group_worker gw SET vouched_by = w.creator_id FROM workers w WHERE w.id = gw.worker_id;
+-- Links whose worker's owner has no Write role in the group were never vouched for by a
+-- member (attaching once checked nothing): they go, and a member attaches them again.
+DELETE FROM group_worker gw
+WHERE NOT EXISTS (SELECT 1 FROM user_group ug JOIN users u ON u.id = ug.user_id
+                  WHERE ug.user_id = gw.vouched_by AND ug.group_id = gw.group_id AND ug.role >= 1 AND u.state <> 2);
+ALTER TABLE group_worker ALTER COLUMN vouched_by SET NOT NULL;
+CREATE INDEX group_worker_vouched_by ON group_worker (vouched_by);
+-- A worker's Submit counts the Pending tasks its upstream task already made; few tasks
+-- have an upstream, so the index is small and never changes after the insert.
+CREATE INDEX active_tasks_upstream ON active_tasks (upstream_task_uuid) WHERE upstream_task_uuid IS NOT NULL;

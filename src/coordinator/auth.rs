@@ -1,7 +1,9 @@
 //! Tokens, passwords and who is calling.
 //!
 //! Tokens are Ed25519-signed JWTs (`{"typ":"JWT","alg":"EdDSA"}`, claims `sub`, `exp`,
-//! `sign`) wrapped once more in standard base64, exactly as the peer issues them:
+//! `sign`, `kind`) wrapped once more in standard base64, as the peer issues them plus the
+//! `kind` claim (`user` or `worker`), which keeps a user named like a worker's uuid from
+//! acting as that worker:
 //!
 //! ```no_run
 //! # use mito::coordinator::auth::Keys;
@@ -29,12 +31,36 @@ const HEADER: &str = r#"{"typ":"JWT","alg":"EdDSA"}"#;
 /// Clock skew tolerated on `exp` when verifying a signature, as the peer does.
 const LEEWAY_SECS: u64 = 60;
 
-/// The token claims, in the peer's order.
+/// The token claims, in the peer's order, then `kind`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: String,
     pub exp: u64,
     pub sign: i64,
+    /// Absent in tokens issued before tokens had a kind; see [`Claims::kind`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<TokenKind>,
+}
+
+/// Whom a token speaks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenKind {
+    User,
+    Worker,
+}
+
+impl Claims {
+    /// The token's kind. A token from before the `kind` claim is told apart by `sign`,
+    /// unambiguously: worker tokens always carried 0, user tokens the user's signature,
+    /// which is never 0 (see [`new_signature`]).
+    pub fn kind(&self) -> TokenKind {
+        match self.kind {
+            Some(k) => k,
+            None if self.sign == 0 => TokenKind::Worker,
+            None => TokenKind::User,
+        }
+    }
 }
 
 /// The coordinator's signing key pair.
@@ -94,9 +120,19 @@ impl Keys {
         Signature::from_slice(sig).is_ok_and(|s| self.public.verify(msg, &s).is_ok())
     }
 
-    /// Issues a token for `sub`, valid for `ttl`, carrying signature `sign`.
+    /// Issues a user token for `sub`, valid for `ttl`, carrying signature `sign`.
     pub fn issue(&self, sub: &str, ttl: Duration, sign: i64) -> String {
-        let claims = Claims { sub: sub.to_string(), exp: now_secs().saturating_add(ttl.as_secs()), sign };
+        self.issue_as(TokenKind::User, sub, ttl, sign)
+    }
+
+    /// Issues a worker token for the worker `uuid`, valid for `ttl`.
+    pub fn issue_worker(&self, uuid: uuid::Uuid, ttl: Duration) -> String {
+        self.issue_as(TokenKind::Worker, &uuid.to_string(), ttl, 0)
+    }
+
+    fn issue_as(&self, kind: TokenKind, sub: &str, ttl: Duration, sign: i64) -> String {
+        let exp = now_secs().saturating_add(ttl.as_secs());
+        let claims = Claims { sub: sub.to_string(), exp, sign, kind: Some(kind) };
         let claims_json = serde_json::to_string(&claims).expect("claims serialize");
         let enc = |b: &[u8]| Base64UrlSafeNoPadding::encode_to_string(b).expect("base64 of a small buffer");
         let signing_input = format!("{}.{}", enc(HEADER.as_bytes()), enc(claims_json.as_bytes()));
@@ -266,6 +302,9 @@ pub fn authenticate_user(
     need_admin: bool,
 ) -> Result<AuthUser, ApiError> {
     unexpired(claims)?;
+    if claims.kind() != TokenKind::User {
+        return Err(ApiError::WrongCredentials);
+    }
     let st = db.prepared("SELECT id, admin, state, auth_signature FROM users WHERE username = $1")?;
     let row = db.query_opt(&st, &[&claims.sub])?;
     let row = row.ok_or(ApiError::WrongCredentials)?;
@@ -310,7 +349,7 @@ mod tests {
     #[test]
     fn expired_tokens_are_invalid_after_the_leeway() {
         let k = keys();
-        let claims = Claims { sub: "a".into(), exp: now_secs() - 120, sign: 0 };
+        let claims = Claims { sub: "a".into(), exp: now_secs() - 120, sign: 0, kind: None };
         let enc = |b: &[u8]| Base64UrlSafeNoPadding::encode_to_string(b).unwrap();
         let input = format!("{}.{}", enc(HEADER.as_bytes()), enc(serde_json::to_string(&claims).unwrap().as_bytes()));
         let sig = k.secret.sign(input.as_bytes(), None);
@@ -328,7 +367,7 @@ mod tests {
         assert!(cache.verify(&k, &keys().issue("alice", Duration::from_secs(60), 7)).is_err(), "another key's token");
         assert_eq!(cache.verified.lock().unwrap().len(), 1, "only tokens that verified are kept");
         // A remembered token past its expiry (and the leeway) is refused all the same.
-        let stale = Claims { sub: "bob".into(), exp: now_secs() - LEEWAY_SECS - 1, sign: 1 };
+        let stale = Claims { sub: "bob".into(), exp: now_secs() - LEEWAY_SECS - 1, sign: 1, kind: None };
         cache.verified.lock().unwrap().insert("stale".into(), stale);
         assert!(matches!(cache.verify(&k, "stale"), Err(ApiError::InvalidToken)));
         // A full cache starts over rather than grow.
@@ -336,11 +375,26 @@ mod tests {
             let mut m = cache.verified.lock().unwrap();
             m.clear();
             for i in 0..TOKEN_CACHE_SIZE {
-                m.insert(format!("t{i}"), Claims { sub: "c".into(), exp: u64::MAX / 2, sign: 0 });
+                m.insert(format!("t{i}"), Claims { sub: "c".into(), exp: u64::MAX / 2, sign: 0, kind: None });
             }
         }
         cache.verify(&k, &t).unwrap();
         assert_eq!(cache.verified.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn tokens_carry_their_kind_and_old_ones_are_told_apart_by_sign() {
+        let k = keys();
+        let u = k.verify(&k.issue("alice", Duration::from_secs(60), 7)).unwrap();
+        assert_eq!((u.kind, u.kind()), (Some(TokenKind::User), TokenKind::User));
+        let id = uuid::Uuid::new_v4();
+        let w = k.verify(&k.issue_worker(id, Duration::from_secs(60))).unwrap();
+        assert_eq!((w.sub.as_str(), w.kind()), (id.to_string().as_str(), TokenKind::Worker));
+        let old = |sign| Claims { sub: id.to_string(), exp: now_secs() + 60, sign, kind: None };
+        assert_eq!(old(0).kind(), TokenKind::Worker);
+        assert_eq!(old(9).kind(), TokenKind::User);
+        assert!(WorkerToken::from_claims(&old(9)).is_err(), "a user's token never acts as a worker");
+        assert!(WorkerToken::from_claims(&old(0)).is_ok(), "an old worker token keeps working");
     }
 
     #[test]
@@ -379,6 +433,9 @@ pub struct WorkerToken {
 
 impl WorkerToken {
     pub fn from_claims(claims: &Claims) -> Result<WorkerToken, ApiError> {
+        if claims.kind() != TokenKind::Worker {
+            return Err(ApiError::WrongCredentials);
+        }
         let uuid: uuid::Uuid = claims.sub.parse().map_err(|_| ApiError::InvalidToken)?;
         // A worker's lifetime is its token's: honour it to the second.
         if claims.exp < now_secs() {

@@ -107,3 +107,57 @@ pub fn authorize_task(
         Some(role) => Ok(role),
     }
 }
+
+/// Requires that the caller may attach a worker to each group in `names`: the Write or
+/// Admin role in it, as for submitting its tasks, since a worker of a group reads that
+/// group's tasks, attachments and artifacts and reports its results. Every route that links
+/// a worker to a group goes through here. A group that does not exist is refused exactly
+/// like one the caller is not in, so names cannot be probed. Returns the groups' ids, in
+/// the order of `names`.
+pub fn authorize_attach(
+    db: &mut impl postgres::GenericClient,
+    user: &AuthUser,
+    names: &[String],
+) -> Result<Vec<i64>, ApiError> {
+    let rows = db.query(
+        "SELECT g.group_name, g.id, ug.role FROM groups g JOIN user_group ug ON ug.group_id = g.id
+         WHERE g.group_name = ANY($1) AND ug.user_id = $2",
+        &[&names, &user.id],
+    )?;
+    let mut found = std::collections::HashMap::new();
+    for r in &rows {
+        found.insert(r.get::<_, String>(0), (r.get::<_, i64>(1), UserGroupRole::from_code(r.get(2))));
+    }
+    names
+        .iter()
+        .map(|name| match found.get(name) {
+            Some((id, Some(role))) if *role >= UserGroupRole::Write => Ok(*id),
+            Some((_, Some(role))) => Err(ApiError::Forbidden(format!(
+                "attaching a worker to group {name} needs the Write or Admin role in it; you have {role}"
+            ))),
+            _ => Err(ApiError::Forbidden(format!(
+                "attaching a worker to group {name} needs the Write or Admin role in it; you are not a member (or it does not exist)"
+            ))),
+        })
+        .collect()
+}
+
+/// Detaches the worker-group links vouched for by any of `users` who no longer hold the
+/// Write or Admin role in that group, or whose account is deleted: a member who leaves
+/// takes the workers they brought in along. Returns the workers touched, for the scheduler
+/// to look at again once the transaction commits.
+pub fn detach_unvouched(db: &mut impl postgres::GenericClient, users: &[i64]) -> Result<Vec<i64>, ApiError> {
+    let rows = db.query(
+        "DELETE FROM group_worker gw
+         WHERE gw.vouched_by = ANY($1)
+           AND NOT EXISTS (SELECT 1 FROM user_group ug JOIN users u ON u.id = ug.user_id
+                           WHERE ug.user_id = gw.vouched_by AND ug.group_id = gw.group_id
+                             AND ug.role >= $2 AND u.state <> $3)
+         RETURNING gw.worker_id",
+        &[&users, &UserGroupRole::Write.code(), &crate::api::UserState::Deleted.code()],
+    )?;
+    let mut ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
+}

@@ -14,6 +14,7 @@ pub mod authz;
 pub mod db;
 pub mod error;
 pub mod filter;
+pub mod limits;
 pub mod login_limit;
 pub mod reaper;
 pub mod redis;

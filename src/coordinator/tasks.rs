@@ -108,8 +108,10 @@ pub fn artifacts(db: &mut impl GenericClient, uuid: Uuid) -> Result<Vec<Artifact
         .collect())
 }
 
-/// Checks what a spec may contain: resource paths stay inside the resource directory.
+/// Checks what a spec may contain: resource paths stay inside the resource directory, and
+/// its size is bounded.
 pub fn validate_spec(spec: &TaskSpec) -> Result<(), String> {
+    super::limits::check_spec_size(spec)?;
     for r in &spec.resources {
         let p = std::path::Path::new(&r.local_path);
         if r.local_path.is_empty() || p.is_absolute() {

@@ -43,7 +43,7 @@ SETUP=$(extract QUEUE_SETUP src/coordinator/db.rs)
 "$PGBIN/psql" -h 127.0.0.1 -p "$PGPORT" -U postgres -d mito -q <<SQL
 INSERT INTO groups (group_name, creator_id) SELECT 'explain', id FROM users WHERE username = 'mitosis_admin';
 INSERT INTO workers (worker_id, creator_id, tags) SELECT '00000000-0000-0000-0000-00000000e001', id, '{gpu}' FROM users WHERE username = 'mitosis_admin';
-INSERT INTO group_worker (group_id, worker_id, role) SELECT g.id, w.id, 1 FROM groups g, workers w WHERE g.group_name = 'explain' AND w.tags = '{gpu}';
+INSERT INTO group_worker (group_id, worker_id, role, vouched_by) SELECT g.id, w.id, 1, w.creator_id FROM groups g, workers w WHERE g.group_name = 'explain' AND w.tags = '{gpu}';
 INSERT INTO active_tasks (creator_id, group_id, task_id, uuid, tags, state, timeout, priority, spec)
 SELECT g.creator_id, g.id, n, gen_random_uuid(), CASE WHEN n % 2 = 0 THEN '{gpu}'::text[] ELSE '{}'::text[] END, 1, 60, n % 10, '{"args":["true"]}'
 FROM groups g, generate_series(1, 100000) n WHERE g.group_name = 'explain';

@@ -24,6 +24,14 @@ pub fn create_user(ctx: &Ctx, call: &Call) -> Result<Reply, ApiError> {
             req.username
         )));
     }
+    // Worker tokens name their worker by uuid; a user named like one would be one
+    // confusion away from acting as it.
+    if req.username.parse::<uuid::Uuid>().is_ok() {
+        return Err(ApiError::bad(format!(
+            "Invalid username {:?}: a name that reads as a UUID is reserved for workers; choose another",
+            req.username
+        )));
+    }
     let hash = auth::hash_password(&req.md5_password)?;
     let mut conn = ctx.pool.get()?;
     let mut tx = conn.transaction()?;
@@ -43,10 +51,14 @@ pub fn create_user(ctx: &Ctx, call: &Call) -> Result<Reply, ApiError> {
 
 fn set_state(ctx: &Ctx, username: &str, state: UserState) -> Result<Reply, ApiError> {
     let mut db = ctx.pool.get()?;
-    let n = db.execute("UPDATE users SET state = $2 WHERE username = $1", &[&username, &state.code()])?;
-    if n == 0 {
-        return Err(no_user(username));
-    }
+    let mut tx = db.transaction()?;
+    let id: i64 = tx
+        .query_opt("UPDATE users SET state = $2 WHERE username = $1 RETURNING id", &[&username, &state.code()])?
+        .ok_or_else(|| no_user(username))?
+        .get(0);
+    // A deleted user vouches for no worker any more: their workers leave every group.
+    let detached = crate::coordinator::authz::detach_unvouched(&mut tx, &[id])?;
+    super::groups::commit_detaching(ctx, tx, &detached)?;
     Ok(Reply::json(&UserStateResp { state }))
 }
 

@@ -21,6 +21,7 @@ use crate::api::{
 use crate::coordinator::auth::{AuthUser, AuthWorker};
 use super::tasks::{build_filter, union_sql};
 use crate::coordinator::error::ApiError;
+use crate::coordinator::limits::{check_list, MAX_OBJECT_LIST, MAX_QUERY_LIMIT};
 use crate::coordinator::server::{Call, Reply};
 use crate::coordinator::storage::{download_ttl, Bucket, UPLOAD_TTL};
 use crate::coordinator::Ctx;
@@ -105,21 +106,30 @@ pub fn download(ctx: &Ctx, call: &Call, user: &AuthUser, task: &str, ct: &str) -
     artifact_url(ctx, call, &mut db, task, ct)
 }
 
-/// `GET /workers/tasks/{uuid}/artifacts/{ct}`: for tasks of groups the worker serves.
+/// `GET /workers/tasks/{uuid}/artifacts/{ct}`: an artifact of a task in the group of the
+/// worker's current task. A worker serving several groups fetches resources on behalf of
+/// one task at a time; judging by all the groups it serves would let a member of one read
+/// another's results through a shared worker.
 pub fn worker_download(ctx: &Ctx, call: &Call, worker: &AuthWorker, task: &str, ct: &str) -> Result<Reply, ApiError> {
     let (task, ct) = (parse_uuid(task)?, parse_content_type(ct)?);
     let mut db = ctx.pool.get()?;
     let not_found = || ApiError::NotFound(format!("Task with uuid {task}"));
     let group_id = task_group(&mut *db, task)?.ok_or_else(not_found)?;
-    let serves = db.query_opt(
-        "SELECT 1 FROM group_worker WHERE worker_id = $1 AND group_id = $2 AND role >= $3",
-        &[&worker.id, &group_id, &GroupWorkerRole::Write.code()],
+    let current = db.query_opt(
+        &format!("SELECT 1 FROM active_tasks cur {CURRENT_TASK_GROUP} AND cur.group_id = $3"),
+        &[&worker.id, &GroupWorkerRole::Write.code(), &group_id],
     )?;
-    if serves.is_none() {
+    if current.is_none() {
         return Err(not_found());
     }
     artifact_url(ctx, call, &mut db, task, ct)
 }
+
+/// Joins `cur`, the worker's (`$1`) current task, to a link of the worker to that task's
+/// group with at least role `$2`: a worker detached from the group gets nothing more of it,
+/// even for the task it is still running.
+const CURRENT_TASK_GROUP: &str = "JOIN group_worker gw ON gw.group_id = cur.group_id AND gw.worker_id = cur.assigned_worker
+     AND gw.role >= $2 WHERE cur.assigned_worker = $1";
 
 /// `GET /workers/tasks/{uuid}/attachments/{*key}`: an attachment of the group of the
 /// worker's current task (the uuid must be that task's).
@@ -128,9 +138,11 @@ pub fn worker_attachment(ctx: &Ctx, call: &Call, worker: &AuthWorker, task: &str
     let mut db = ctx.pool.get()?;
     let row = db
         .query_opt(
-            "SELECT g.id, g.group_name FROM active_tasks t JOIN groups g ON g.id = t.group_id
-             WHERE t.uuid = $1 AND t.assigned_worker = $2",
-            &[&task, &worker.id],
+            &format!(
+                "SELECT g.id, g.group_name FROM active_tasks cur JOIN groups g ON g.id = cur.group_id
+                 {CURRENT_TASK_GROUP} AND cur.uuid = $3"
+            ),
+            &[&worker.id, &GroupWorkerRole::Write.code(), &task],
         )?
         .ok_or_else(|| ApiError::NotFound(format!("Task with uuid {task}")))?;
     let (group_id, group): (i64, String) = (row.get(0), row.get(1));
@@ -156,6 +168,7 @@ pub fn download_by_uuids(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Repl
     if req.uuids.is_empty() {
         return Err(ApiError::bad("Empty uuids: name at least one task"));
     }
+    check_list("uuids", req.uuids.len(), MAX_OBJECT_LIST)?;
     let mut db = ctx.pool.get()?;
     let rows = db.query(
         "SELECT a.task_id, a.size FROM artifacts a
@@ -176,6 +189,7 @@ fn filtered(
     user: &AuthUser,
     req: &ArtifactsDownloadByFilterReq,
     min: UserGroupRole,
+    max: usize,
 ) -> Result<Vec<postgres::Row>, ApiError> {
     let f = crate::task_filter!(req);
     let (_, mut q) = build_filter(db, user, &f, min)?;
@@ -183,16 +197,23 @@ fn filtered(
     let ct = q.bind(req.content_type.code());
     let sql = format!(
         "SELECT a.task_id, a.size FROM artifacts a JOIN ({union}) x ON x.uuid = a.task_id
-         WHERE a.content_type = {ct} ORDER BY a.task_id"
+         WHERE a.content_type = {ct} ORDER BY a.task_id LIMIT {}",
+        max + 1
     );
-    Ok(db.query(&sql, &q.params())?)
+    let rows = db.query(&sql, &q.params())?;
+    if rows.len() > max {
+        return Err(ApiError::bad(format!(
+            "the filter selects more than {max} artifacts, the most one request handles; narrow it (by tags, labels, states or creators)"
+        )));
+    }
+    Ok(rows)
 }
 
 /// `POST /tasks/download/artifacts`: GET URLs for the artifacts of the tasks a filter selects.
 pub fn download_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
     let req: ArtifactsDownloadByFilterReq = call.json()?;
     let mut db = ctx.pool.get()?;
-    let rows = filtered(&mut db, user, &req, UserGroupRole::Read)?;
+    let rows = filtered(&mut db, user, &req, UserGroupRole::Read, MAX_QUERY_LIMIT as usize)?;
     download_items(ctx, call, req.content_type, rows)
 }
 
@@ -267,7 +288,7 @@ pub fn delete_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply
     let req: ArtifactsDeleteByFilterReq = call.json()?;
     let uuids: Vec<Uuid> = {
         let mut db = ctx.pool.get()?;
-        filtered(&mut db, user, &req, UserGroupRole::Write)?.iter().map(|r| r.get(0)).collect()
+        filtered(&mut db, user, &req, UserGroupRole::Write, MAX_OBJECT_LIST)?.iter().map(|r| r.get(0)).collect()
     };
     let (deleted_count, _) = delete_many(ctx, user, uuids, req.content_type)?;
     Ok(Reply::json(&ArtifactsDeleteByFilterResp { deleted_count }))
@@ -279,6 +300,7 @@ pub fn delete_by_uuids(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply,
     if req.uuids.is_empty() {
         return Err(ApiError::bad("Empty uuids: name at least one task"));
     }
+    check_list("uuids", req.uuids.len(), MAX_OBJECT_LIST)?;
     let (deleted_count, failed_uuids) = delete_many(ctx, user, req.uuids, req.content_type)?;
     Ok(Reply::json(&ArtifactsDeleteByUuidsResp { deleted_count, failed_uuids }))
 }

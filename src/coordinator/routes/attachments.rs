@@ -22,6 +22,7 @@ use crate::api::{
 use crate::coordinator::auth::AuthUser;
 use crate::coordinator::authz::authorize_group;
 use crate::coordinator::error::ApiError;
+use crate::coordinator::limits::{check_list, MAX_OBJECT_LIST};
 use crate::coordinator::server::{Call, Reply};
 use crate::coordinator::storage::{self, download_ttl, Bucket, UPLOAD_TTL};
 use crate::coordinator::Ctx;
@@ -96,7 +97,7 @@ pub fn query(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str) -> Result<Rep
             .get(0);
         return Ok(Reply::json(&AttachmentsQueryResp { count: n as u64, attachments: vec![], group_name: group.into() }));
     }
-    let (limit, offset) = page(req.limit, req.offset);
+    let (limit, offset) = page(req.limit, req.offset)?;
     let rows = db.query(
         "SELECT key, size, created_at, updated_at FROM attachments
          WHERE group_id = $1 AND strpos(key, $2) > 0 ORDER BY key LIMIT $3 OFFSET $4",
@@ -157,7 +158,7 @@ pub fn download_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str) 
     let req: AttachmentsDownloadByFilterReq = call.json()?;
     let mut db = ctx.pool.get()?;
     let (group_id, _) = authorize_group(&mut *db, user, group, UserGroupRole::Read)?;
-    let (limit, offset) = page(req.limit, req.offset);
+    let (limit, offset) = page(req.limit, req.offset)?;
     let rows = db.query(
         "SELECT key, size FROM attachments WHERE group_id = $1 AND strpos(key, $2) > 0
          ORDER BY key LIMIT $3 OFFSET $4",
@@ -172,6 +173,7 @@ pub fn download_by_keys(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str) ->
     if req.keys.is_empty() {
         return Err(ApiError::bad("Empty keys: name at least one attachment"));
     }
+    check_list("keys", req.keys.len(), MAX_OBJECT_LIST)?;
     let mut db = ctx.pool.get()?;
     let (group_id, _) = authorize_group(&mut *db, user, group, UserGroupRole::Read)?;
     let rows = db.query(
@@ -271,7 +273,8 @@ pub fn delete_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str) ->
     let (group_id, keys) = {
         let mut db = ctx.pool.get()?;
         let (group_id, _) = authorize_group(&mut *db, user, group, UserGroupRole::Write)?;
-        let (limit, offset) = page(req.limit, req.offset);
+        let (limit, offset) = page(req.limit, req.offset)?;
+        check_list("the page of keys to delete (limit)", limit as usize, MAX_OBJECT_LIST)?;
         let rows = db.query(
             "SELECT key FROM attachments WHERE group_id = $1 AND strpos(key, $2) > 0
              ORDER BY key LIMIT $3 OFFSET $4",
@@ -290,6 +293,7 @@ pub fn delete_by_keys(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str) -> R
     if req.keys.is_empty() {
         return Err(ApiError::bad("Empty keys: name at least one attachment"));
     }
+    check_list("keys", req.keys.len(), MAX_OBJECT_LIST)?;
     let group_id = {
         let mut db = ctx.pool.get()?;
         authorize_group(&mut *db, user, group, UserGroupRole::Write)?.0

@@ -2,7 +2,7 @@
 
 use crate::api::{valid_name, CreateGroupReq, GroupQueryInfo, GroupState, Timestamp, UpdateUserGroupRoleReq, UserGroupRole};
 use crate::coordinator::auth::AuthUser;
-use crate::coordinator::authz::authorize_group;
+use crate::coordinator::authz::{authorize_group, detach_unvouched};
 use crate::coordinator::error::ApiError;
 use crate::coordinator::server::{Call, Reply};
 use crate::coordinator::{is_unique_violation, Ctx};
@@ -140,9 +140,10 @@ pub fn update_users(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str) -> Res
         &[&group_id, &ids, &roles],
     )?;
     ensure_admin_left(&mut tx, group_id, group)?;
+    // A member lowered to Read no longer vouches for the workers they attached.
+    let detached = detach_unvouched(&mut tx, &ids)?;
     tx.execute("UPDATE groups SET updated_at = now() WHERE id = $1", &[&group_id])?;
-    tx.commit()?;
-    Ok(Reply::ok())
+    commit_detaching(ctx, tx, &detached)
 }
 
 /// `DELETE /groups/{g}/users?users=..` and `POST /groups/{g}/users/remove`: removes members.
@@ -153,13 +154,35 @@ pub fn remove_users(ctx: &Ctx, user: &AuthUser, group: &str, users: Vec<String>)
     let mut db = ctx.pool.get()?;
     let mut tx = db.transaction()?;
     let (group_id, _) = authorize_group(&mut tx, user, group, UserGroupRole::Admin)?;
-    tx.execute(
-        "DELETE FROM user_group WHERE group_id = $1
-           AND user_id IN (SELECT id FROM users WHERE username = ANY($2))",
-        &[&group_id, &users],
-    )?;
+    let removed: Vec<i64> = tx
+        .query(
+            "DELETE FROM user_group WHERE group_id = $1
+               AND user_id IN (SELECT id FROM users WHERE username = ANY($2))
+             RETURNING user_id",
+            &[&group_id, &users],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     ensure_admin_left(&mut tx, group_id, group)?;
+    // The workers a removed member attached leave the group with them.
+    let detached = detach_unvouched(&mut tx, &removed)?;
     tx.execute("UPDATE groups SET updated_at = now() WHERE id = $1", &[&group_id])?;
+    commit_detaching(ctx, tx, &detached)
+}
+
+/// Commits a change that detached `workers` from groups, and has the scheduler look at
+/// those workers again (a parked fetch must not hand out a task of a group it left).
+pub fn commit_detaching(ctx: &Ctx, mut tx: postgres::Transaction, workers: &[i64]) -> Result<Reply, ApiError> {
+    for w in workers {
+        ctx.scheduler.notify_worker(&mut tx, *w)?;
+    }
     tx.commit()?;
+    for w in workers {
+        ctx.scheduler.worker_changed(*w);
+    }
+    if !workers.is_empty() {
+        log::info!("{} worker(s) detached from groups their voucher no longer writes to", workers.len());
+    }
     Ok(Reply::ok())
 }

@@ -32,10 +32,9 @@ pub fn origin(ctx: &Ctx, call: &Call) -> String {
     storage::origin(call.header("Host"), ctx.cfg.bind)
 }
 
-/// `limit`/`offset` as SQL values (no limit when absent).
-pub fn page(limit: Option<u64>, offset: Option<u64>) -> (Option<i64>, i64) {
-    let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    (limit.map(clamp), offset.map(clamp).unwrap_or(0))
+/// `limit`/`offset` as SQL values, bounded as every query is (see [`crate::coordinator::limits::page`]).
+pub fn page(limit: Option<u64>, offset: Option<u64>) -> Result<(i64, i64), ApiError> {
+    crate::coordinator::limits::page(limit, offset)
 }
 
 /// A group's storage budget, locked for the rest of the transaction.

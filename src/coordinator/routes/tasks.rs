@@ -9,9 +9,11 @@ use crate::coordinator::auth::{authenticate_user, AuthUser, Claims};
 use crate::coordinator::authz::{authorize_group, authorize_task};
 use crate::coordinator::error::ApiError;
 use crate::coordinator::filter::{comparison, not_empty, Sql};
+use crate::coordinator::limits;
 use crate::coordinator::server::{Call, Reply};
 use crate::coordinator::tasks::{self, Found};
 use crate::coordinator::Ctx;
+use postgres::fallible_iterator::FallibleIterator;
 use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
@@ -306,7 +308,8 @@ pub fn union_sql(q: &mut Sql, reporter: Option<Uuid>) -> String {
     )
 }
 
-/// `POST /tasks/query`: needs Read; limit and offset apply to the combined result.
+/// `POST /tasks/query`: needs Read; limit and offset apply to the combined result, and
+/// both the page and the answer's size are bounded (see [`limits`]).
 pub fn query(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
     let req: TasksQueryReq = call.json()?;
     let mut db = ctx.pool.get()?;
@@ -317,11 +320,19 @@ pub fn query(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError>
         let n: i64 = db.query_one(&format!("SELECT count(*) FROM ({union}) x"), &q.params())?.get(0);
         return Ok(Reply::json(&TasksQueryResp { count: n as u64, tasks: Vec::new(), group_name }));
     }
-    let limit = q.bind(req.limit.map(|l| l.min(i64::MAX as u64) as i64));
-    let offset = q.bind(req.offset.unwrap_or(0).min(i64::MAX as u64) as i64);
+    let (limit, offset) = limits::page(req.limit, req.offset)?;
+    let (limit, offset) = (q.bind(limit), q.bind(offset));
     let sql = format!("SELECT * FROM ({union}) x ORDER BY x.active DESC, x.id LIMIT {limit} OFFSET {offset}");
-    let rows = db.query(&sql, &q.params())?;
-    let tasks = rows.iter().map(|r| tasks::from_row(r).map(|f| f.info)).collect::<Result<Vec<_>, _>>()?;
+    // Rows are read as they arrive and the answer's size is counted as it grows, so a
+    // page of tasks with large specs is refused before it fills the memory.
+    let params = q.params();
+    let mut rows = db.query_raw(&sql, params.iter().copied())?;
+    let (mut tasks, mut size) = (Vec::new(), 0);
+    while let Some(r) = rows.next()? {
+        let info = tasks::from_row(&r)?.info;
+        limits::grow_response(&mut size, limits::task_bytes(&info))?;
+        tasks.push(info);
+    }
     Ok(Reply::json(&TasksQueryResp { count: tasks.len() as u64, tasks, group_name }))
 }
 

@@ -6,6 +6,7 @@ use crate::api::{
 };
 use crate::coordinator::auth::{self, AuthWorker, WorkerToken};
 use crate::coordinator::error::ApiError;
+use crate::coordinator::limits::MAX_DOWNSTREAM_PER_TASK;
 use crate::coordinator::scheduler::{self, Claimed, ParkAs};
 use crate::coordinator::server::{Call, Reply};
 use crate::coordinator::{tasks, workers, Ctx};
@@ -306,6 +307,21 @@ fn submit_downstream(
         return Err(ApiError::Forbidden(format!("this worker does not have the Write role in group {group}")));
     }
     tasks::validate_submit(sub).map_err(ApiError::bad)?;
+    // Each Submit of a finished task would otherwise add one more Pending task, kept for
+    // ever: only the last is linked, and nothing but its upstream's commit readies any.
+    let pending: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM active_tasks WHERE upstream_task_uuid = $1 AND state = $2",
+            &[&t.uuid, &TaskState::Pending.code()],
+        )?
+        .get(0);
+    if pending >= MAX_DOWNSTREAM_PER_TASK {
+        return Err(ApiError::bad(format!(
+            "task {} already has {pending} pending downstream tasks, the most one task may create; \
+             a task spawns one follow-up task",
+            t.uuid
+        )));
+    }
     let (_, new_uuid) = tasks::insert_downstream(tx, t.creator_id, t.group_id, sub, t.uuid)?;
     tx.execute("UPDATE active_tasks SET downstream_task_uuid = $2 WHERE id = $1", &[&t.id, &new_uuid])?;
     Ok(())

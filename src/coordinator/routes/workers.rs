@@ -7,7 +7,7 @@ use crate::api::{
     WorkersShutdownByUuidsReq, WorkersShutdownByUuidsResp,
 };
 use crate::coordinator::auth::AuthUser;
-use crate::coordinator::authz::{authorize_group, authorize_worker, group_role};
+use crate::coordinator::authz::{authorize_attach, authorize_group, authorize_worker};
 use crate::coordinator::error::ApiError;
 use crate::coordinator::filter::{not_empty, Sql};
 use crate::coordinator::server::{Call, Reply};
@@ -53,20 +53,9 @@ pub fn register(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiErr
     crate::api::time::check_max("lifetime", ttl).map_err(|e| ApiError::bad(e.to_string()))?;
     let mut db = ctx.pool.get()?;
     let mut tx = db.transaction()?;
-    let mut group_ids = Vec::new();
-    let mut roles = Vec::new();
-    for (name, role) in &wanted {
-        let gid = match group_role(&mut tx, user, name)? {
-            Some((gid, r)) if r >= UserGroupRole::Write => gid,
-            _ => {
-                return Err(ApiError::Forbidden(format!(
-                    "attaching group {name} to a worker needs the Write or Admin role in it (or the group does not exist)"
-                )))
-            }
-        };
-        group_ids.push(gid);
-        roles.push(role.code());
-    }
+    let names: Vec<String> = wanted.keys().cloned().collect();
+    let group_ids = authorize_attach(&mut tx, user, &names)?;
+    let roles: Vec<i32> = wanted.values().map(|r| r.code()).collect();
     let uuid = Uuid::new_v4();
     let tags: Vec<String> = req.tags.into_iter().collect();
     let labels: Vec<String> = req.labels.into_iter().collect();
@@ -77,11 +66,12 @@ pub fn register(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiErr
         )?
         .get(0);
     tx.execute(
-        "INSERT INTO group_worker (group_id, worker_id, role) SELECT g, $1, r FROM unnest($2::bigint[], $3::int[]) AS x(g, r)",
-        &[&id, &group_ids, &roles],
+        "INSERT INTO group_worker (group_id, worker_id, role, vouched_by)
+         SELECT g, $1, r, $4 FROM unnest($2::bigint[], $3::int[]) AS x(g, r)",
+        &[&id, &group_ids, &roles, &user.id],
     )?;
     tx.commit()?;
-    let token = ctx.keys.issue(&uuid.to_string(), ttl, 0);
+    let token = ctx.keys.issue_worker(uuid, ttl);
     log::info!("worker {uuid} registered by {}", user.username);
     Ok(Reply::json(&RegisterWorkerResp { worker_id: uuid, token, redis_url: ctx.redis_worker_url.clone() }))
 }
@@ -162,17 +152,28 @@ pub fn labels(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Result<Rep
     set_array(ctx, user, uuid, "labels", req.labels)
 }
 
-fn group_ids(tx: &mut postgres::Transaction, names: &[String]) -> Result<Vec<(String, i64)>, ApiError> {
-    let rows = tx.query("SELECT group_name, id FROM groups WHERE group_name = ANY($1)", &[&names])?;
+/// The ids of the groups in `names` that worker `id` is in. A name it is not in is refused
+/// the same way whether or not the group exists, so names cannot be probed.
+fn linked_groups(tx: &mut postgres::Transaction, id: i64, names: &[String]) -> Result<Vec<i64>, ApiError> {
+    let rows = tx.query(
+        "SELECT g.group_name, g.id FROM groups g JOIN group_worker gw ON gw.group_id = g.id
+         WHERE g.group_name = ANY($1) AND gw.worker_id = $2",
+        &[&names, &id],
+    )?;
     if rows.len() != names.len() {
         let known: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
         let missing: Vec<&str> = names.iter().filter(|n| !known.contains(n)).map(String::as_str).collect();
-        return Err(ApiError::bad(format!("Some groups do not exist: {}", missing.join(", "))));
+        return Err(ApiError::bad(format!(
+            "the worker is not in these groups: {}; see its groups with GET /workers/{{uuid}}",
+            missing.join(", ")
+        )));
     }
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    Ok(rows.iter().map(|r| r.get(1)).collect())
 }
 
-/// `PUT /workers/{uuid}/groups`: adds or changes group roles on the worker.
+/// `PUT /workers/{uuid}/groups`: adds or changes group roles on the worker. The caller
+/// manages the worker (Admin in a group that is Admin on it) and may attach it to each
+/// group named (see [`authorize_attach`]); they become the link's voucher.
 pub fn update_groups(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
     let req: UpdateGroupWorkerRoleReq = call.json()?;
     if req.relations.is_empty() {
@@ -182,13 +183,13 @@ pub fn update_groups(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Res
     let mut tx = db.transaction()?;
     let id = authorize_worker(&mut tx, user, uuid, UserGroupRole::Admin, GroupWorkerRole::Admin)?;
     let names: Vec<String> = req.relations.keys().cloned().collect();
-    let found = group_ids(&mut tx, &names)?;
-    let gids: Vec<i64> = found.iter().map(|(_, id)| *id).collect();
-    let roles: Vec<i32> = found.iter().map(|(n, _)| req.relations[n].code()).collect();
+    let gids = authorize_attach(&mut tx, user, &names)?;
+    let roles: Vec<i32> = req.relations.values().map(|r| r.code()).collect();
     tx.execute(
-        "INSERT INTO group_worker (group_id, worker_id, role) SELECT g, $1, r FROM unnest($2::bigint[], $3::int[]) AS x(g, r)
-         ON CONFLICT (group_id, worker_id) DO UPDATE SET role = EXCLUDED.role",
-        &[&id, &gids, &roles],
+        "INSERT INTO group_worker (group_id, worker_id, role, vouched_by)
+         SELECT g, $1, r, $4 FROM unnest($2::bigint[], $3::int[]) AS x(g, r)
+         ON CONFLICT (group_id, worker_id) DO UPDATE SET role = EXCLUDED.role, vouched_by = EXCLUDED.vouched_by",
+        &[&id, &gids, &roles, &user.id],
     )?;
     ctx.scheduler.notify_worker(&mut tx, id)?;
     tx.commit()?;
@@ -207,8 +208,7 @@ pub fn remove_groups(ctx: &Ctx, user: &AuthUser, uuid: Uuid, names: Vec<String>)
     let mut db = ctx.pool.get()?;
     let mut tx = db.transaction()?;
     let id = authorize_worker(&mut tx, user, uuid, UserGroupRole::Admin, GroupWorkerRole::Admin)?;
-    let found = group_ids(&mut tx, &names)?;
-    let gids: Vec<i64> = found.iter().map(|(_, id)| *id).collect();
+    let gids = linked_groups(&mut tx, id, &names)?;
     tx.execute("DELETE FROM group_worker WHERE worker_id = $1 AND group_id = ANY($2)", &[&id, &gids])?;
     ctx.scheduler.notify_worker(&mut tx, id)?;
     tx.commit()?;
