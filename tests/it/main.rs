@@ -20,4 +20,5 @@ mod startup;
 mod storage;
 mod tasks;
 mod worker;
+mod worker_isolation;
 mod worker_protocol;
