@@ -10,7 +10,7 @@
 //! The worker is a child subreaper (see [`become_subreaper`]), so the task's orphaned
 //! descendants are reparented to it and reaped here instead of lingering as zombies.
 
-use super::isolate::TaskUser;
+use super::isolate::{TaskCgroup, TaskUser};
 use super::Shared;
 use crate::api::TaskSpec;
 use std::os::unix::fs::OpenOptionsExt;
@@ -70,10 +70,12 @@ pub struct Confine {
     pub user: Option<TaskUser>,
     /// Run the task under a small init in a PID namespace of its own (needs root).
     pub pid_namespace: bool,
+    /// Each task gets a cgroup of its own (a writable cgroup v2 with `cgroup.kill` was found).
+    pub cgroup: bool,
 }
 
 /// The command line and environment of a task, as documented in the seed.
-pub fn command(spec: &TaskSpec, env: &TaskEnv, confine: &Confine) -> Command {
+pub fn command(spec: &TaskSpec, env: &TaskEnv, confine: &Confine, cgroup: Option<&TaskCgroup>) -> Command {
     let mut cmd = Command::new("/usr/bin/env");
     cmd.args(&spec.args);
     // The worker's own settings (MITO_USER, MITO_PASSWORD, MITO_PASSWORD_FILE, ...) are
@@ -107,6 +109,7 @@ pub fn command(spec: &TaskSpec, env: &TaskEnv, confine: &Confine) -> Command {
         .as_ref()
         .map(|u| (u.uid, u.gid, u.groups.clone()));
     let pid_namespace = confine.pid_namespace;
+    let procs = cgroup.map(|c| c.procs.clone());
     let init_grace = GRACE.saturating_sub(Duration::from_secs(2));
     // SAFETY: the closure runs between fork and exec, so it only makes async-signal-safe
     // calls and allocates nothing (`ids` was built before the fork); see `child::setup`.
@@ -115,6 +118,7 @@ pub fn command(spec: &TaskSpec, env: &TaskEnv, confine: &Confine) -> Command {
             child::setup(
                 pid_namespace,
                 ids.as_ref().map(|(u, g, gs)| (*u, *g, gs.as_slice())),
+                procs.as_deref(),
                 init_grace,
             )
         });
@@ -137,13 +141,22 @@ mod child {
     /// remains in the namespace, setsid or not. C outlives T and exits with U's status, so
     /// the worker sees the task's own status. If the worker dies, C dies (parent-death
     /// signal), T dies with C, and the namespace with T.
-    pub fn setup(pid_namespace: bool, ids: Option<Ids>, grace: Duration) -> std::io::Result<()> {
+    pub fn setup(pid_namespace: bool, ids: Option<Ids>, cgroup_procs: Option<&std::ffi::CStr>, grace: Duration) -> std::io::Result<()> {
         // SAFETY (whole function): raw syscalls on our own process and on local buffers.
         unsafe {
             if libc::setpgid(0, 0) != 0 {
                 return Err(Error::last_os_error());
             }
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if let Some(path) = cgroup_procs {
+                // Writing "0" moves the writer; its descendants are born inside. A failure
+                // only loses this backstop, so it is not an error.
+                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd >= 0 {
+                    libc::write(fd, b"0".as_ptr().cast(), 1);
+                    libc::close(fd);
+                }
+            }
             if !pid_namespace || libc::unshare(libc::CLONE_NEWPID) != 0 {
                 // No namespace: the worker's /proc sweep after the task is the backstop.
                 drop_privileges(ids)?;
@@ -327,7 +340,8 @@ mod child {
 
 /// Spawns the task and waits until it and its whole process group are gone.
 pub fn run(spec: &TaskSpec, env: &TaskEnv, timeout: Duration, shared: &Shared, confine: &Confine) -> std::io::Result<Outcome> {
-    let mut cmd = command(spec, env, confine);
+    let cgroup = if confine.cgroup { TaskCgroup::create().map(std::sync::Arc::new) } else { None };
+    let mut cmd = command(spec, env, confine, cgroup.as_deref());
     if spec.terminal_output {
         let private = |p: &std::path::Path| std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(p);
         cmd.stdout(private(&env.stdout)?);
@@ -346,6 +360,7 @@ pub fn run(spec: &TaskSpec, env: &TaskEnv, timeout: Duration, shared: &Shared, c
         // We reap by pid ourselves; dropping the Child neither waits nor kills.
         drop(child);
         running.pgid = Some(pid);
+        running.cgroup = cgroup.clone();
         pid
     };
     let deadline = Instant::now() + timeout;
@@ -374,13 +389,18 @@ pub fn run(spec: &TaskSpec, env: &TaskEnv, timeout: Duration, shared: &Shared, c
     // Whatever ended the run, nothing of the task outlives it: first its group, then
     // anything that left the group (setsid, double fork) and so is still below us.
     let last = stop_group(pid, pid, GRACE, &shared.stop);
+    if let Some(cg) = &cgroup {
+        cg.remove();
+    }
     let strays = super::isolate::kill_descendants(Duration::from_secs(5));
     if strays > 0 {
         log::info!("task {}: killed {strays} processes that had left its process group", env.uuid);
     }
     let status = status.or(last).unwrap_or_else(|| ExitStatus::from_raw(libc::SIGKILL));
     if !shared.stop.is_set() {
-        shared.running.lock().unwrap_or_else(|p| p.into_inner()).pgid = None;
+        let mut running = shared.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.pgid = None;
+        running.cgroup = None;
     }
     Ok(Outcome { status, ending })
 }
@@ -474,7 +494,7 @@ mod tests {
             terminal_output: false,
             watch: None,
         };
-        let cmd = command(&spec, &env(), &Confine::default());
+        let cmd = command(&spec, &env(), &Confine::default(), None);
         let envs: Vec<_> = cmd.get_envs().collect();
         let get = |k: &str| envs.iter().rev().find(|(n, _)| *n == k).and_then(|(_, v)| *v).map(|v| v.to_string_lossy().into_owned());
         assert_eq!(get("MITO_TASK_UUID").as_deref(), Some(Uuid::nil().to_string().as_str()));

@@ -301,6 +301,100 @@ pub fn reap_all() {
     }
 }
 
+/// A cgroup v2 of the worker's own, below the worker's cgroup, that each task joins
+/// between fork and exec. Whatever the task starts stays in it whatever session or parent
+/// it ends up with, and `cgroup.kill` kills it all at once (Linux 5.14+). Used only where
+/// the hierarchy is writable (root, or a delegated subtree); otherwise the /proc sweep
+/// is what remains.
+#[derive(Debug)]
+pub struct TaskCgroup {
+    dir: std::path::PathBuf,
+    /// `<dir>/cgroup.procs`, ready for the child to open without allocating.
+    pub procs: CString,
+}
+
+impl TaskCgroup {
+    /// Creates `mito-worker-<pid>` below the worker's cgroup, after removing such
+    /// directories left by workers that are gone. None when there is no writable cgroup v2
+    /// with `cgroup.kill`.
+    pub fn create() -> Option<TaskCgroup> {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        // Fields: id parent major:minor root mount-point options ... - fstype source ...
+        let mount = mounts.lines().find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            (right.split_whitespace().next()? == "cgroup2")
+                .then(|| left.split_whitespace().nth(4).map(str::to_string))?
+        })?;
+        let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        let own = own
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))?
+            .trim()
+            .trim_start_matches('/')
+            .to_string();
+        let parent = std::path::Path::new(&mount).join(own);
+        if let Ok(entries) = std::fs::read_dir(&parent) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let Some(pid) = name
+                    .strip_prefix("mito-worker-")
+                    .and_then(|p| p.parse::<u32>().ok())
+                else {
+                    continue;
+                };
+                if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                    // Empty by now (its tasks died with their worker); rmdir fails otherwise.
+                    let _ = std::fs::remove_dir(e.path());
+                }
+            }
+        }
+        let dir = parent.join(format!("mito-worker-{}", std::process::id()));
+        if std::fs::create_dir(&dir).is_err() && !dir.is_dir() {
+            return None;
+        }
+        if !dir.join("cgroup.kill").exists() {
+            let _ = std::fs::remove_dir(&dir);
+            return None;
+        }
+        let procs = CString::new(
+            dir.join("cgroup.procs")
+                .into_os_string()
+                .into_encoded_bytes(),
+        )
+        .ok()?;
+        log::debug!("the task runs in cgroup {}", dir.display());
+        Some(TaskCgroup { dir, procs })
+    }
+
+    /// Kills every process in the cgroup and waits (bounded) until it is empty.
+    pub fn kill_all(&self, within: Duration) {
+        let empty = || {
+            std::fs::read_to_string(self.dir.join("cgroup.procs"))
+                .map(|t| t.trim().is_empty())
+                .unwrap_or(true)
+        };
+        if empty() {
+            return;
+        }
+        if let Err(e) = std::fs::write(self.dir.join("cgroup.kill"), "1") {
+            log::warn!("cannot kill the task's cgroup {}: {e}", self.dir.display());
+            return;
+        }
+        let start = Instant::now();
+        while !empty() && start.elapsed() < within {
+            reap_all();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        reap_all();
+    }
+
+    /// Removes the cgroup (empty by then).
+    pub fn remove(&self) {
+        self.kill_all(Duration::from_secs(1));
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
 /// Reads the password from the first line of `path` (at most 4 KiB).
 pub fn read_password_file(path: &std::path::Path) -> Result<String, String> {
     let f = std::fs::File::open(path).map_err(|e| {

@@ -118,6 +118,8 @@ pub struct Running {
     pub uuid: Option<Uuid>,
     /// The task's process group while it exists.
     pub pgid: Option<i32>,
+    /// The task's cgroup, if it has one.
+    pub cgroup: Option<Arc<isolate::TaskCgroup>>,
 }
 
 /// State shared by every thread of the worker.
@@ -176,6 +178,10 @@ impl Shared {
             exec::stop_group(pgid, pgid, exec::GRACE, &self.stop);
         }
         // And whatever of it left the group.
+        let cgroup = self.running.lock().unwrap_or_else(|p| p.into_inner()).cgroup.take();
+        if let Some(cg) = cgroup {
+            cg.remove();
+        }
         isolate::kill_descendants(Duration::from_secs(3));
         if unregister {
             if let Some(net) = self.net.get() {
@@ -269,6 +275,7 @@ pub fn run(mut cfg: WorkerConfig) -> Result<(), String> {
     let confine = confinement(&cfg)?;
     let stop = Arc::new(Stop::new());
     let shared = Arc::new(Shared::new(stop.clone()));
+
     spawn_signal_thread(shared.clone())?;
     let retry_cap = cfg.polling_interval.min(Duration::from_secs(30));
 
@@ -334,7 +341,12 @@ fn confinement(cfg: &WorkerConfig) -> Result<exec::Confine, String> {
     if root && user.is_none() {
         log::warn!("the worker runs as root and so do its tasks; set run_as to run them as an unprivileged user");
     }
-    Ok(exec::Confine { user, pid_namespace: root })
+    // Probe once: a cgroup made and removed here means each task can have one.
+    let cgroup = isolate::TaskCgroup::create().map(|c| c.remove()).is_some();
+    if cgroup {
+        log::info!("each task runs in a cgroup of its own, killed as a whole when the task ends");
+    }
+    Ok(exec::Confine { user, pid_namespace: root, cgroup })
 }
 
 fn serve(ctx: &Ctx, polling_interval: Duration) {
