@@ -334,6 +334,57 @@ fn nothing_of_a_task_survives_a_sigkilled_worker() {
 }
 
 #[test]
+fn without_root_escapees_are_still_swept_at_the_task_end() {
+    use std::os::unix::process::CommandExt;
+    let c = Coordinator::start();
+    let alice = c.user("alice");
+    // A worker that is not root: no PID namespace, no cgroup; the /proc sweep remains.
+    let home = TempDir::new("iso-nonroot");
+    std::os::unix::fs::chown(home.path(), Some(65534), Some(65534)).unwrap();
+    let log = home.path().join("worker.log");
+    let mut cmd = mito(home.path());
+    cmd.arg("worker")
+        .args([
+            "-c",
+            &c.url,
+            "-u",
+            "alice",
+            "-p",
+            "alice-pw",
+            "--polling-interval",
+            "1s",
+            "--heartbeat-interval",
+            "5s",
+            "--retain",
+        ])
+        .uid(65534)
+        .gid(65534)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let w = Worker {
+        child: cmd.spawn().unwrap(),
+        home,
+        log,
+    };
+    w.id();
+    let notes = shared_dir("iso-nonroot-out");
+    let m = marker("nonroot");
+    let pids = notes.path().join("pids");
+    let uuid = submit_args(&alice, &escaping_task(&m, &pids, "exit 0"), "30s");
+    let info = wait_committed(&alice, &uuid, Duration::from_secs(30));
+    assert_eq!(info["result"]["exit_status"], 0, "{info}");
+    assert_eq!(read(&pids).lines().count(), 2, "both escapees started");
+    assert_none_left(&m, "after the task of a worker that is not root ended");
+    assert!(
+        w.log_text()
+            .contains("processes that had left its process group"),
+        "{}",
+        w.log_text()
+    );
+}
+
+#[test]
 fn run_as_needs_root_and_an_existing_user() {
     let home = TempDir::new("iso-runas-bad");
     let out = mito(home.path())
@@ -386,4 +437,22 @@ fn run_as_needs_root_and_an_existing_user() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("password one way only"));
+    let out = mito(home.path())
+        .args([
+            "worker",
+            "-c",
+            "http://127.0.0.1:9",
+            "-u",
+            "alice",
+            "--password-stdin",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("holds no password"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
