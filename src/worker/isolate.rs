@@ -290,6 +290,14 @@ pub fn kill_descendants(within: Duration) -> usize {
     }
 }
 
+/// Sends SIGKILL once to every process below the worker, without waiting for them.
+pub fn kill_descendants_once() {
+    for pid in descendants(std::process::id() as i32) {
+        // SAFETY: signalling a process below us, found just now in /proc.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
 /// Reaps every child that has exited, without blocking.
 pub fn reap_all() {
     loop {

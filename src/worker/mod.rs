@@ -391,7 +391,8 @@ fn spawn_signal_thread(shared: Arc<Shared>) -> Result<(), String> {
                     // SAFETY: killing the task's own process group.
                     unsafe { libc::kill(-pgid, libc::SIGKILL) };
                 }
-                isolate::kill_descendants(Duration::from_secs(1));
+                // One pass, no waiting: this exit is meant to be immediate.
+                isolate::kill_descendants_once();
                 std::process::exit(1);
             }
         })

@@ -260,7 +260,7 @@ fn escaping_task(marker: &str, pids: &Path, then: &str) -> Vec<String> {
     let body = format!("echo $$ >> {p}; {LOOP}");
     let script = format!(
         "setsid sh -c '{body}' {marker} & (setsid sh -c '{body}' {marker}-2 &) ; \
-         while [ \"$(wc -l < {p} 2>/dev/null)\" -lt 2 ]; do sleep 0.05; done; {then}"
+         while [ \"$(cat {p} 2>/dev/null | wc -l)\" -lt 2 ]; do sleep 0.05; done; {then}"
     );
     vec!["sh".into(), "-c".into(), script]
 }
