@@ -8,7 +8,9 @@
 //! ```
 //!
 //! The worker is a child subreaper (see [`become_subreaper`]), so the task's orphaned
-//! descendants are reparented to it and reaped here instead of lingering as zombies.
+//! descendants are reparented to it, and killed and reaped after the task. As root, the
+//! task also runs under a small init in a PID namespace of its own (see `child`), and,
+//! where a cgroup v2 is writable, in a cgroup of its own.
 
 use super::isolate::{TaskCgroup, TaskUser};
 use super::Shared;
