@@ -477,6 +477,12 @@ pub struct WorkerConfig {
     pub credential_path: Option<PathBuf>,
     pub user: Option<String>,
     pub password: Option<String>,
+    /// A file holding the password (first line), kept off the command line and environment.
+    pub password_file: Option<PathBuf>,
+    /// Read the password from the first line of stdin.
+    pub password_stdin: bool,
+    /// The user tasks run as when the worker starts as root.
+    pub run_as: Option<String>,
     /// `name` or `name:role` entries, sent as given.
     pub groups: Vec<String>,
     pub tags: Vec<String>,
@@ -500,6 +506,9 @@ impl WorkerConfig {
         "credential_path",
         "user",
         "password",
+        "password_file",
+        "password_stdin",
+        "run_as",
         "groups",
         "tags",
         "labels",
@@ -521,6 +530,9 @@ impl WorkerConfig {
             credential_path: l.path("credential_path")?,
             user: l.string("user")?.filter(|s| !s.is_empty()),
             password: l.string("password")?.filter(|s| !s.is_empty()),
+            password_file: l.path("password_file")?,
+            password_stdin: l.bool("password_stdin")?.unwrap_or(false),
+            run_as: l.string("run_as")?.filter(|s| !s.is_empty()),
             groups: l.list("groups")?.unwrap_or_default(),
             tags: l.list("tags")?.unwrap_or_default(),
             labels: l.list("labels")?.unwrap_or_default(),
@@ -540,6 +552,12 @@ impl WorkerConfig {
         if let Some(d) = cfg.lifetime {
             crate::api::time::check_max("lifetime", d)
                 .map_err(|e| ConfigError(format!("invalid value for `lifetime`: {e}")))?;
+        }
+        let sources = [cfg.password.is_some(), cfg.password_file.is_some(), cfg.password_stdin];
+        if sources.iter().filter(|s| **s).count() > 1 {
+            return Err(ConfigError(
+                "more than one of `password`, `password_file` and `password_stdin` is set; give the password one way only".into(),
+            ));
         }
         if let Some(u) = &cfg.user {
             if !crate::api::valid_name(u) {

@@ -15,7 +15,7 @@
 //! into place so a crash never leaves half a file.
 
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// The cached token of `user`, or of the first line's user when `user` is None.
@@ -60,7 +60,8 @@ pub fn store(path: &Path, user: &str, token: &str) -> std::io::Result<()> {
         lines.push(format!("{user}:{token}"));
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
+        // Directories made here are the user's alone (the token file is 0600 inside).
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     }
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "credentials".into());
     let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));

@@ -14,6 +14,7 @@ use super::net::{redact, CallError, Net};
 use crate::api::{ArtifactContentType, RemoteResource, RemoteResourceDownload, ReportTaskOp, ReportTaskReq, ReportTaskResp};
 use flate2::write::GzEncoder;
 use std::fs::File;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::io::{BufWriter, Write};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -29,11 +30,15 @@ pub struct Dirs {
     /// Where stdout.log and stderr.log are written.
     pub std: PathBuf,
     pub new_task: PathBuf,
+    /// The uid and gid tasks run as when not the worker's: they own result, exec,
+    /// resource and new_task.json, nothing else.
+    pub task_owner: Option<(u32, u32)>,
 }
 
 impl Dirs {
-    pub fn new(root: PathBuf) -> Dirs {
+    pub fn new(root: PathBuf, task_owner: Option<(u32, u32)>) -> Dirs {
         Dirs {
+            task_owner,
             result: root.join("result"),
             exec: root.join("exec"),
             resource: root.join("resource"),
@@ -52,9 +57,53 @@ impl Dirs {
                 r.map_err(|e| std::io::Error::new(e.kind(), format!("cannot remove {}: {e}", p.display())))?;
             }
         }
-        for d in [&self.root, &self.result, &self.exec, &self.resource, &self.std] {
-            std::fs::create_dir_all(d)
-                .map_err(|e| std::io::Error::new(e.kind(), format!("cannot create {}: {e}", d.display())))?;
+        // Private to the worker's user; with a task user, the two top levels only let it
+        // pass through (0711) to the directories it owns.
+        let top = if self.task_owner.is_some() { 0o711 } else { 0o700 };
+        fn ctx(d: &Path) -> impl FnOnce(std::io::Error) -> std::io::Error + '_ {
+            move |e| std::io::Error::new(e.kind(), format!("cannot create {}: {e}", d.display()))
+        }
+        std::fs::DirBuilder::new().recursive(true).mode(top).create(&self.root).map_err(ctx(&self.root))?;
+        std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(top)).map_err(ctx(&self.root))?;
+        for d in [&self.result, &self.exec, &self.resource, &self.std] {
+            std::fs::DirBuilder::new().mode(0o700).create(d).map_err(ctx(d))?;
+        }
+        if let Some((uid, gid)) = self.task_owner {
+            // Created here, so that the task can write it but not replace it with a link
+            // to something only the worker may read.
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&self.new_task).map_err(ctx(&self.new_task))?;
+            for p in [&self.result, &self.exec, &self.resource, &self.new_task] {
+                std::os::unix::fs::chown(p, Some(uid), Some(gid)).map_err(ctx(p))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives `dir` (the directory above the root, `<cache>/mitosis`, which holds every
+    /// worker's directory) the same mode as the root. Only for that directory: it is ours.
+    pub fn restrict(&self, dir: &Path) -> std::io::Result<()> {
+        let mode = if self.task_owner.is_some() { 0o711 } else { 0o700 };
+        std::fs::DirBuilder::new().recursive(true).mode(mode).create(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+    }
+
+    /// With a task user: checks that it can reach the working directory, i.e. that every
+    /// directory above `<cache>/mitosis` lets others through.
+    pub fn check_reachable(&self) -> Result<(), String> {
+        let Some((uid, _)) = self.task_owner else { return Ok(()) };
+        let Some(top) = self.root.parent() else { return Ok(()) };
+        for d in top.ancestors().skip(1) {
+            let Ok(meta) = std::fs::metadata(d) else { continue };
+            if meta.uid() != uid && meta.permissions().mode() & 0o001 == 0 {
+                return Err(format!(
+                    "run_as: the task user cannot pass through {} (mode {:o}), above the working directory {}; \
+                     set XDG_CACHE_HOME to a directory every user can traverse (e.g. /var/cache/mito) or open up {}",
+                    d.display(),
+                    meta.permissions().mode() & 0o7777,
+                    self.root.display(),
+                    d.display()
+                ));
+            }
         }
         Ok(())
     }
@@ -95,7 +144,7 @@ fn write_archive(
     path: &Path,
     fill: impl FnOnce(&mut tar::Builder<GzEncoder<BufWriter<File>>>) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
-    let f = BufWriter::new(File::create(path)?);
+    let f = BufWriter::new(std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?);
     let mut b = tar::Builder::new(GzEncoder::new(f, flate2::Compression::default()));
     // Symlinks are archived as links, never followed out of the directory.
     b.follow_symlinks(false);
@@ -285,7 +334,7 @@ mod tests {
     fn tmp(name: &str) -> Dirs {
         let d = std::env::temp_dir().join(format!("mito-art-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
-        let dirs = Dirs::new(d);
+        let dirs = Dirs::new(d, None);
         dirs.reset().unwrap();
         dirs
     }

@@ -3,15 +3,19 @@
 //! cancellation or shutdown (SIGTERM, then SIGKILL after a grace period).
 //!
 //! ```ignore
-//! let out = exec::run(&spec, &env, deadline, &shared)?;   // blocks until the group is gone
+//! let out = exec::run(&spec, &env, deadline, &shared, &confine)?;   // blocks until the group is gone
 //! println!("raw wait status {}", out.status.into_raw());
 //! ```
 //!
 //! The worker is a child subreaper (see [`become_subreaper`]), so the task's orphaned
-//! descendants are reparented to it and reaped here instead of lingering as zombies.
+//! descendants are reparented to it, and killed and reaped after the task. As root, the
+//! task also runs under a small init in a PID namespace of its own (see `child`), and,
+//! where a cgroup v2 is writable, in a cgroup of its own.
 
+use super::isolate::{TaskCgroup, TaskUser};
 use super::Shared;
 use crate::api::TaskSpec;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
@@ -61,10 +65,35 @@ pub fn become_subreaper() {
     }
 }
 
+/// How a task is confined, decided once at start-up.
+#[derive(Debug, Clone, Default)]
+pub struct Confine {
+    /// Switch to this user before exec (the worker runs as root).
+    pub user: Option<TaskUser>,
+    /// Run the task under a small init in a PID namespace of its own (needs root).
+    pub pid_namespace: bool,
+    /// Each task gets a cgroup of its own (a writable cgroup v2 with `cgroup.kill` was found).
+    pub cgroup: bool,
+}
+
 /// The command line and environment of a task, as documented in the seed.
-pub fn command(spec: &TaskSpec, env: &TaskEnv) -> Command {
+pub fn command(spec: &TaskSpec, env: &TaskEnv, confine: &Confine, cgroup: Option<&TaskCgroup>) -> Command {
     let mut cmd = Command::new("/usr/bin/env");
     cmd.args(&spec.args);
+    // The worker's own settings (MITO_USER, MITO_PASSWORD, MITO_PASSWORD_FILE, ...) are
+    // its owner's, not the task's: none of them is inherited.
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("MITO_") {
+            cmd.env_remove(k);
+        }
+    }
+    if let Some(u) = &confine.user {
+        cmd.env("HOME", &u.home)
+            .env("USER", &u.name)
+            .env("LOGNAME", &u.name);
+        // The worker's own directory is not the task user's: start in the task's exec dir.
+        cmd.current_dir(&env.exec_dir);
+    }
     cmd.envs(&spec.envs);
     // Set last, so that the task cannot override them.
     cmd.env("MITO_TASK_UUID", env.uuid.to_string())
@@ -77,26 +106,248 @@ pub fn command(spec: &TaskSpec, env: &TaskEnv) -> Command {
         None => cmd.env_remove("MITO_UPSTREAM_TASK_UUID"),
     };
     cmd.stdin(Stdio::null());
-    // SAFETY: setpgid and prctl are async-signal-safe and touch no memory of ours.
+    let ids = confine
+        .user
+        .as_ref()
+        .map(|u| (u.uid, u.gid, u.groups.clone()));
+    let pid_namespace = confine.pid_namespace;
+    let procs = cgroup.map(|c| c.procs.clone());
+    let init_grace = GRACE.saturating_sub(Duration::from_secs(2));
+    // SAFETY: the closure runs between fork and exec, so it only makes async-signal-safe
+    // calls and allocates nothing (`ids` was built before the fork); see `child::setup`.
     unsafe {
-        cmd.pre_exec(|| {
-            if libc::setpgid(0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // If the worker is killed outright, its direct child goes too.
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
+        cmd.pre_exec(move || {
+            child::setup(
+                pid_namespace,
+                ids.as_ref().map(|(u, g, gs)| (*u, *g, gs.as_slice())),
+                procs.as_deref(),
+                init_grace,
+            )
         });
     }
     cmd
 }
 
+/// What runs in the forked child before exec. Everything here must be async-signal-safe:
+/// raw syscalls only, no allocation, no locks, no logging.
+mod child {
+    use std::io::Error;
+    use std::time::Duration;
+
+    type Ids<'a> = (libc::uid_t, libc::gid_t, &'a [libc::gid_t]);
+
+    /// In the spawned child C: a process group of its own, death with the worker, then —
+    /// when it can — a PID namespace. With one, C forks T (pid 1 of the namespace), T forks
+    /// U, and only U returns here to exec the task. When U ends, T asks what is left in the
+    /// namespace to stop, waits up to `grace`, and exits; the kernel then kills whatever
+    /// remains in the namespace, setsid or not. C outlives T and exits with U's status, so
+    /// the worker sees the task's own status. If the worker dies, C dies (parent-death
+    /// signal), T dies with C, and the namespace with T.
+    pub fn setup(pid_namespace: bool, ids: Option<Ids>, cgroup_procs: Option<&std::ffi::CStr>, grace: Duration) -> std::io::Result<()> {
+        // SAFETY (whole function): raw syscalls on our own process and on local buffers.
+        unsafe {
+            if libc::setpgid(0, 0) != 0 {
+                return Err(Error::last_os_error());
+            }
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if let Some(path) = cgroup_procs {
+                // Writing "0" moves the writer; its descendants are born inside. A failure
+                // only loses this backstop, so it is not an error.
+                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd >= 0 {
+                    libc::write(fd, b"0".as_ptr().cast(), 1);
+                    libc::close(fd);
+                }
+            }
+            if !pid_namespace || libc::unshare(libc::CLONE_NEWPID) != 0 {
+                // No namespace: the worker's /proc sweep after the task is the backstop.
+                drop_privileges(ids)?;
+                return Ok(());
+            }
+            let mut fds = [0 as libc::c_int; 2];
+            if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+                return Err(Error::last_os_error());
+            }
+            let t = libc::fork();
+            if t < 0 {
+                return Err(Error::last_os_error());
+            }
+            if t == 0 {
+                init(fds, ids, grace)
+            } else {
+                proxy(t, fds)
+            }
+        }
+    }
+
+    /// Gives up root for the task user: groups, then gid, then uid (in that order, since
+    /// each step needs the privilege the next one drops). Re-arms the parent-death signal,
+    /// which a credential change clears.
+    unsafe fn drop_privileges(ids: Option<Ids>) -> std::io::Result<()> {
+        let Some((uid, gid, groups)) = ids else {
+            return Ok(());
+        };
+        // SAFETY: `groups` was allocated before the fork and is only read.
+        unsafe {
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+            {
+                return Err(Error::last_os_error());
+            }
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        }
+        Ok(())
+    }
+
+    /// Closes every descriptor from 3 up except `keep`. Among them is the pipe on which the
+    /// standard library learns that exec happened: only U may hold it, or `spawn` would
+    /// wait for C and T to end.
+    unsafe fn close_all_but(keep: libc::c_int) {
+        // SAFETY: close_range on our own descriptor table.
+        unsafe {
+            if keep > 3 {
+                libc::syscall(libc::SYS_close_range, 3u32, (keep - 1) as u32, 0u32);
+            }
+            libc::syscall(
+                libc::SYS_close_range,
+                (keep.max(2) + 1) as u32,
+                u32::MAX,
+                0u32,
+            );
+        }
+    }
+
+    /// The worker's handlers would write into its signal pipe from here: back to default.
+    /// For T, pid 1 of its namespace, default means these signals are ignored.
+    unsafe fn default_signals() {
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT] {
+            // SAFETY: signal(2) with SIG_DFL.
+            unsafe { libc::signal(sig, libc::SIG_DFL) };
+        }
+    }
+
+    fn now() -> Duration {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime into a local struct.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    }
+
+    /// T: pid 1 of the namespace. Never returns to the caller except in U.
+    unsafe fn init(
+        fds: [libc::c_int; 2],
+        ids: Option<Ids>,
+        grace: Duration,
+    ) -> std::io::Result<()> {
+        // SAFETY (whole function): raw syscalls; `fds` are ours.
+        unsafe {
+            libc::close(fds[0]);
+            default_signals();
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            let u = libc::fork();
+            if u < 0 {
+                libc::_exit(127);
+            }
+            if u == 0 {
+                libc::close(fds[1]);
+                drop_privileges(ids)?;
+                return Ok(());
+            }
+            close_all_but(fds[1]);
+            let mut status = 0;
+            loop {
+                let mut st = 0;
+                let r = libc::waitpid(-1, &mut st, 0);
+                if r == u {
+                    status = st;
+                    break;
+                }
+                if r < 0 && *libc::__errno_location() != libc::EINTR {
+                    break;
+                }
+            }
+            libc::write(
+                fds[1],
+                (&status as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>(),
+            );
+            // What the task left behind gets SIGTERM and, like a group, a grace period.
+            libc::kill(-1, libc::SIGTERM);
+            let until = now() + grace;
+            while now() < until {
+                let mut st = 0;
+                let r = libc::waitpid(-1, &mut st, libc::WNOHANG);
+                if r < 0 {
+                    break; // ECHILD: the namespace is empty.
+                }
+                if r == 0 {
+                    let pause = libc::timespec {
+                        tv_sec: 0,
+                        tv_nsec: 20_000_000,
+                    };
+                    libc::nanosleep(&pause, std::ptr::null_mut());
+                }
+            }
+            // pid 1 leaving kills everything else in the namespace.
+            libc::_exit(0)
+        }
+    }
+
+    /// C: waits for T, then ends the way U ended. Ignores the termination signals sent to
+    /// the task's group so that it outlives T (only SIGKILL ends it early, and then T and
+    /// the namespace go with it).
+    unsafe fn proxy(t: libc::pid_t, fds: [libc::c_int; 2]) -> std::io::Result<()> {
+        // SAFETY (whole function): raw syscalls; `fds` are ours.
+        unsafe {
+            libc::close(fds[1]);
+            close_all_but(fds[0]);
+            for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT] {
+                libc::signal(sig, libc::SIG_IGN);
+            }
+            let mut status: libc::c_int = 0;
+            let n = loop {
+                let n = libc::read(
+                    fds[0],
+                    (&mut status as *mut libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>(),
+                );
+                if n >= 0 || *libc::__errno_location() != libc::EINTR {
+                    break n;
+                }
+            };
+            loop {
+                let mut st = 0;
+                let r = libc::waitpid(t, &mut st, 0);
+                if r == t || (r < 0 && *libc::__errno_location() != libc::EINTR) {
+                    break;
+                }
+            }
+            if n != std::mem::size_of::<libc::c_int>() as isize {
+                libc::_exit(127);
+            }
+            if libc::WIFSIGNALED(status) {
+                let sig = libc::WTERMSIG(status);
+                libc::signal(sig, libc::SIG_DFL);
+                libc::kill(libc::getpid(), sig);
+                libc::_exit(128 + sig);
+            }
+            libc::_exit(libc::WEXITSTATUS(status))
+        }
+    }
+}
+
 /// Spawns the task and waits until it and its whole process group are gone.
-pub fn run(spec: &TaskSpec, env: &TaskEnv, timeout: Duration, shared: &Shared) -> std::io::Result<Outcome> {
-    let mut cmd = command(spec, env);
+pub fn run(spec: &TaskSpec, env: &TaskEnv, timeout: Duration, shared: &Shared, confine: &Confine) -> std::io::Result<Outcome> {
+    let cgroup = if confine.cgroup { TaskCgroup::create().map(std::sync::Arc::new) } else { None };
+    let mut cmd = command(spec, env, confine, cgroup.as_deref());
     if spec.terminal_output {
-        cmd.stdout(std::fs::File::create(&env.stdout)?);
-        cmd.stderr(std::fs::File::create(&env.stderr)?);
+        let private = |p: &std::path::Path| std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(p);
+        cmd.stdout(private(&env.stdout)?);
+        cmd.stderr(private(&env.stderr)?);
     } else {
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
     }
@@ -111,6 +362,7 @@ pub fn run(spec: &TaskSpec, env: &TaskEnv, timeout: Duration, shared: &Shared) -
         // We reap by pid ourselves; dropping the Child neither waits nor kills.
         drop(child);
         running.pgid = Some(pid);
+        running.cgroup = cgroup.clone();
         pid
     };
     let deadline = Instant::now() + timeout;
@@ -136,11 +388,21 @@ pub fn run(spec: &TaskSpec, env: &TaskEnv, timeout: Duration, shared: &Shared) -
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    // Whatever ended the run, nothing of the task outlives it.
+    // Whatever ended the run, nothing of the task outlives it: first its group, then
+    // anything that left the group (setsid, double fork) and so is still below us.
     let last = stop_group(pid, pid, GRACE, &shared.stop);
+    if let Some(cg) = &cgroup {
+        cg.remove();
+    }
+    let strays = super::isolate::kill_descendants(Duration::from_secs(5));
+    if strays > 0 {
+        log::info!("task {}: killed {strays} processes that had left its process group", env.uuid);
+    }
     let status = status.or(last).unwrap_or_else(|| ExitStatus::from_raw(libc::SIGKILL));
     if !shared.stop.is_set() {
-        shared.running.lock().unwrap_or_else(|p| p.into_inner()).pgid = None;
+        let mut running = shared.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.pgid = None;
+        running.cgroup = None;
     }
     Ok(Outcome { status, ending })
 }
@@ -234,7 +496,7 @@ mod tests {
             terminal_output: false,
             watch: None,
         };
-        let cmd = command(&spec, &env());
+        let cmd = command(&spec, &env(), &Confine::default(), None);
         let envs: Vec<_> = cmd.get_envs().collect();
         let get = |k: &str| envs.iter().rev().find(|(n, _)| *n == k).and_then(|(_, v)| *v).map(|v| v.to_string_lossy().into_owned());
         assert_eq!(get("MITO_TASK_UUID").as_deref(), Some(Uuid::nil().to_string().as_str()));

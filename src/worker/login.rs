@@ -130,7 +130,8 @@ fn ask_missing(user: Option<&str>, password: Option<&str>, path: &Path) -> Resul
     }
     if !std::io::stdin().is_terminal() {
         return Err(CredError::Fatal(format!(
-            "no valid token in {} and no {} given; pass --user and --password (or MITO_USER and MITO_PASSWORD), \
+            "no valid token in {} and no {} given; pass --user and --password-file (or --password-stdin, \
+             or --password, which other local users can see), \
              or run once from a terminal to log in",
             path.display(),
             if user.is_none() { "user name and password" } else { "password" }

@@ -17,6 +17,7 @@ mod artifacts;
 mod exec;
 mod fetch;
 mod heartbeat;
+mod isolate;
 mod login;
 mod net;
 mod state;
@@ -44,7 +45,10 @@ const SPECS: &[OptSpec] = &[
     OptSpec::value("heartbeat-interval", None, "heartbeat_interval", "HEARTBEAT_INTERVAL", "The interval to send heartbeat while idle (default 5m; every 2s while a task runs)"),
     OptSpec::value("credential-path", None, "credential_path", "CREDENTIAL_PATH", "The path of the user credential file (default ~/.config/mitosis/credentials)"),
     OptSpec::value("user", Some('u'), "user", "USER", "The username of the user"),
-    OptSpec::value("password", Some('p'), "password", "PASSWORD", "The password of the user"),
+    OptSpec::value("password", Some('p'), "password", "PASSWORD", "The password of the user (visible to local users while it is being read; prefer --password-file or --password-stdin)"),
+    OptSpec::value("password-file", None, "password_file", "PASSWORD_FILE", "Read the password from the first line of this file"),
+    OptSpec::switch("password-stdin", None, "password_stdin", "Read the password from the first line of stdin"),
+    OptSpec::value("run-as", None, "run_as", "RUN_AS", "Run tasks as this user (the worker must start as root)"),
     OptSpec::list("groups", Some('g'), "groups", "GROUPS", "The groups allowed to submit tasks to this worker, as name or name:read|write|admin"),
     OptSpec::list("tags", Some('t'), "tags", "TAGS", "The tags of this worker"),
     OptSpec::list("labels", Some('l'), "labels", "LABELS", "The labels of this worker"),
@@ -64,8 +68,10 @@ config.example.toml, e.g. polling_interval) or as an environment variable MITO_<
 
 Each task runs as `/usr/bin/env ARGS...` in a process group of its own, with
 MITO_TASK_UUID, MITO_RESULT_DIR, MITO_EXEC_DIR, MITO_RESOURCE_DIR, MITO_NEW_TASK and,
-for a downstream task, MITO_UPSTREAM_TASK_UUID. Working files live under
-$XDG_CACHE_HOME/mitosis/<worker id>/.";
+for a downstream task, MITO_UPSTREAM_TASK_UUID; the worker's own MITO_* variables are
+removed. Working files live under $XDG_CACHE_HOME/mitosis/<worker id>/ (mode 0700).
+Started as root, the worker runs each task in a PID namespace of its own (nothing of it
+survives it, or the worker) and, with --run-as, as that user.";
 
 /// A one-shot stop flag that also wakes every sleeper at once.
 pub struct Stop {
@@ -112,6 +118,8 @@ pub struct Running {
     pub uuid: Option<Uuid>,
     /// The task's process group while it exists.
     pub pgid: Option<i32>,
+    /// The task's cgroup, if it has one.
+    pub cgroup: Option<Arc<isolate::TaskCgroup>>,
 }
 
 /// State shared by every thread of the worker.
@@ -169,6 +177,12 @@ impl Shared {
             log::info!("stopping the running task's process group {pgid}");
             exec::stop_group(pgid, pgid, exec::GRACE, &self.stop);
         }
+        // And whatever of it left the group.
+        let cgroup = self.running.lock().unwrap_or_else(|p| p.into_inner()).cgroup.take();
+        if let Some(cg) = cgroup {
+            cg.remove();
+        }
+        isolate::kill_descendants(Duration::from_secs(3));
         if unregister {
             if let Some(net) = self.net.get() {
                 match net.request("DELETE", "/workers").timeout(Duration::from_secs(3)).call() {
@@ -198,6 +212,7 @@ pub struct Ctx {
     pub net: Arc<Net>,
     pub dirs: Dirs,
     pub states: state::Announcer,
+    pub confine: exec::Confine,
 }
 
 /// Entry point of `mito worker`; returns the exit status.
@@ -247,10 +262,20 @@ fn log_target(cfg: &WorkerConfig, id: Uuid) -> Option<(FileTarget, Option<String
 }
 
 /// Registers, then serves tasks until a signal or a 401 ends the process.
-pub fn run(cfg: WorkerConfig) -> Result<(), String> {
+pub fn run(mut cfg: WorkerConfig) -> Result<(), String> {
     exec::become_subreaper();
+    // Before anything else: a task of the same uid must not read our memory or environ.
+    isolate::harden();
+    isolate::scrub_password_copies();
+    if let Some(path) = &cfg.password_file {
+        cfg.password = Some(isolate::read_password_file(path)?);
+    } else if cfg.password_stdin {
+        cfg.password = Some(isolate::read_password_stdin()?);
+    }
+    let confine = confinement(&cfg)?;
     let stop = Arc::new(Stop::new());
     let shared = Arc::new(Shared::new(stop.clone()));
+
     spawn_signal_thread(shared.clone())?;
     let retry_cap = cfg.polling_interval.min(Duration::from_secs(30));
 
@@ -263,9 +288,10 @@ pub fn run(cfg: WorkerConfig) -> Result<(), String> {
     let id = reg.worker_id;
     let net = Arc::new(Net::new(&cfg.coordinator_addr, reg.token.clone(), stop.clone(), retry_cap));
     let _ = shared.net.set(net.clone());
-    let root = cache_dir()
-        .map(|d| d.join("mitosis").join(id.to_string()))
+    let top = cache_dir()
+        .map(|d| d.join("mitosis"))
         .ok_or("cannot find a cache directory for the working files: set $XDG_CACHE_HOME or $HOME")?;
+    let root = top.join(id.to_string());
     let _ = shared.root.set(root.clone());
     if let Some((target, prefix)) = log_target(&cfg, id) {
         if let Err(e) = logging::attach_file(target, prefix) {
@@ -273,7 +299,15 @@ pub fn run(cfg: WorkerConfig) -> Result<(), String> {
         }
     }
     log::info!("Worker registered with ID: {id} (as user {user})");
-    let dirs = Dirs::new(root);
+    let dirs = Dirs::new(root, confine.user.as_ref().map(|u| (u.uid, u.gid)));
+    let checked = dirs
+        .restrict(&top)
+        .map_err(|e| format!("cannot create {} with mode 0700: {e}", top.display()))
+        .and_then(|()| dirs.check_reachable());
+    if let Err(e) = checked {
+        let _ = net.request("DELETE", "/workers").timeout(Duration::from_secs(3)).call();
+        return Err(e);
+    }
     if let Err(e) = dirs.reset() {
         let _ = net.request("DELETE", "/workers").timeout(Duration::from_secs(3)).call();
         return Err(format!("cannot prepare the working directory: {e}"));
@@ -285,16 +319,39 @@ pub fn run(cfg: WorkerConfig) -> Result<(), String> {
     heartbeat::spawn(shared.clone(), net.clone(), cfg.heartbeat_interval)
         .map_err(|e| format!("cannot start the heartbeat thread: {e}"))?;
     log::info!("Worker is running");
-    let ctx = Ctx { shared: shared.clone(), net, dirs, states };
+    let ctx = Ctx { shared: shared.clone(), net, dirs, states, confine };
     serve(&ctx, cfg.polling_interval);
     // Only a stop gets here; the thread that stopped us finishes the exit.
     std::thread::sleep(Duration::from_secs(60));
     Ok(())
 }
 
+/// How tasks are confined: as root, in a PID namespace and (with `run_as`) as that user.
+fn confinement(cfg: &WorkerConfig) -> Result<exec::Confine, String> {
+    let root = isolate::is_root();
+    let user = match &cfg.run_as {
+        Some(_) if !root => {
+            return Err("run_as needs the worker to start as root (it switches to that user for each task); \
+                 start it as root or leave run_as out"
+                .into())
+        }
+        Some(name) => Some(isolate::TaskUser::lookup(name)?),
+        None => None,
+    };
+    if root && user.is_none() {
+        log::warn!("the worker runs as root and so do its tasks; set run_as to run them as an unprivileged user");
+    }
+    // Probe once: a cgroup made and removed here means each task can have one.
+    let cgroup = isolate::TaskCgroup::create().map(|c| c.remove()).is_some();
+    if cgroup {
+        log::info!("each task runs in a cgroup of its own, killed as a whole when the task ends");
+    }
+    Ok(exec::Confine { user, pid_namespace: root, cgroup })
+}
+
 fn serve(ctx: &Ctx, polling_interval: Duration) {
     while !ctx.shared.stop.is_set() {
-        reap_strays();
+        isolate::reap_all();
         let outcome = match fetch::next(&ctx.net, polling_interval) {
             Ok(Some(t)) => task::handle(ctx, t),
             Ok(None) => Ok(()),
@@ -312,17 +369,6 @@ fn serve(ctx: &Ctx, polling_interval: Duration) {
                     return;
                 }
             }
-        }
-    }
-}
-
-/// Reaps orphans that escaped a task's group (setsid) and were handed to us as subreaper.
-fn reap_strays() {
-    loop {
-        let mut st = 0;
-        // SAFETY: non-blocking waitpid on our own children; no task is running now.
-        if unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) } <= 0 {
-            return;
         }
     }
 }
@@ -345,6 +391,8 @@ fn spawn_signal_thread(shared: Arc<Shared>) -> Result<(), String> {
                     // SAFETY: killing the task's own process group.
                     unsafe { libc::kill(-pgid, libc::SIGKILL) };
                 }
+                // One pass, no waiting: this exit is meant to be immediate.
+                isolate::kill_descendants_once();
                 std::process::exit(1);
             }
         })

@@ -86,7 +86,7 @@ fn handle_inner(ctx: &Ctx, task: &WorkerTaskResp, started: Instant) -> Result<()
         stderr: ctx.dirs.std.join("stderr.log"),
     };
     ctx.states.announce(uuid, S::ExecSpawned);
-    let outcome = match exec::run(&task.spec, &env, task.timeout, &ctx.shared) {
+    let outcome = match exec::run(&task.spec, &env, task.timeout, &ctx.shared, &ctx.confine) {
         Ok(o) => o,
         Err(e) => {
             log::error!("task {uuid}: cannot start /usr/bin/env: {e}");

@@ -23,5 +23,6 @@ mod startup;
 mod storage;
 mod tasks;
 mod worker;
+mod worker_isolation;
 mod worker_protocol;
 mod worker_scope;

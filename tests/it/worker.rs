@@ -115,23 +115,45 @@ fn wait_file(path: &Path, within: Duration) -> String {
     panic!("{} did not appear", path.display());
 }
 
-/// Whether a process is gone (or a zombie about to be reaped).
-fn gone(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(s) => s.rsplit(')').next().map(|r| r.trim_start().starts_with('Z')).unwrap_or(false),
-    }
+/// A string unique to one test, to find its task's processes by their command line: a
+/// task in a PID namespace of its own reports pids that mean nothing out here.
+pub fn marker(tag: &str) -> String {
+    format!("mito-mark-{tag}-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple())
 }
 
-fn wait_gone(pid: i32, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if gone(pid) {
-            return true;
+/// A shell loop that keeps `marker` on its command line: `sh -c LOOP marker`.
+pub const LOOP: &str = "while :; do sleep 1; done";
+
+/// Pids of live (not zombie) processes whose command line holds `marker`, from /proc.
+pub fn with_marker(marker: &str) -> Vec<i32> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        if String::from_utf8_lossy(&cmd).contains(marker) {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z') {
+                found.push(pid);
+            }
         }
-        std::thread::sleep(Duration::from_millis(50));
     }
-    false
+    found
+}
+
+/// Whether every process carrying `marker` is gone within `within`; what is left is killed
+/// by pid, so that a failing test leaves nothing behind.
+pub fn wait_marker_gone(marker: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    let mut left = with_marker(marker);
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        left = with_marker(marker);
+    }
+    for pid in &left {
+        // SAFETY: killing a process our test's task started, found by its unique marker.
+        unsafe { libc::kill(*pid, libc::SIGKILL) };
+    }
+    left.is_empty()
 }
 
 #[test]
@@ -176,22 +198,20 @@ fn a_timed_out_task_leaves_no_process_behind() {
     w.id();
     let pids = w.home.path().join("pids");
     // A grandchild that ignores SIGTERM: only the group SIGKILL after the grace period stops it.
+    let m = marker("timeout");
     let script = format!(
-        "sh -c 'trap \"\" TERM; while true; do sleep 1; done' & echo \"$$ $!\" > {p}; wait",
+        "sh -c 'trap \"\" TERM; while true; do sleep 1; done' {m} & echo started > {p}; wait",
         p = pids.display()
     );
     let started = Instant::now();
     let uuid = submit(&alice, "alice", &["sh", "-c", &script], "2s", false);
-    let ids = wait_file(&pids, Duration::from_secs(20));
-    let ids: Vec<i32> = ids.split_whitespace().map(|s| s.parse().unwrap()).collect();
+    wait_file(&pids, Duration::from_secs(20));
     let info = wait_committed(&alice, &uuid, Duration::from_secs(40));
     assert_eq!(info["state"], "Cancelled", "{info}");
     assert_eq!(info["result"]["msg"], "ExecTimeout", "{info}");
     assert_eq!(info["result"]["exit_status"], libc::SIGTERM, "the shell died of the SIGTERM: {info}");
     assert!(started.elapsed() >= Duration::from_secs(10), "the grace period was honoured");
-    for pid in ids {
-        assert!(wait_gone(pid, Duration::from_secs(5)), "process {pid} of the task survived");
-    }
+    assert!(wait_marker_gone(&m, Duration::from_secs(5)), "a process of the task survived");
 }
 
 #[test]
@@ -222,9 +242,10 @@ fn a_cancelled_running_task_is_stopped_within_seconds() {
     let w = Worker::start(&c.url, "alice", "alice-pw", &[]);
     w.id();
     let pids = w.home.path().join("pids");
-    let script = format!("sleep 300 & echo \"$$ $!\" > {p}; wait", p = pids.display());
+    let m = marker("bg");
+    let script = format!("sh -c '{LOOP}' {m} & echo started > {p}; wait", p = pids.display());
     let uuid = submit(&alice, "alice", &["sh", "-c", &script], "5m", false);
-    let ids = wait_file(&pids, Duration::from_secs(20));
+    wait_file(&pids, Duration::from_secs(20));
     let t0 = Instant::now();
     let (s, b) = alice.delete(&format!("/tasks/{uuid}"));
     assert_eq!(s, 200, "cancel: {b}");
@@ -232,9 +253,7 @@ fn a_cancelled_running_task_is_stopped_within_seconds() {
     assert!(t0.elapsed() < Duration::from_secs(10), "took {:?}", t0.elapsed());
     assert_eq!(info["state"], "Cancelled", "{info}");
     assert_eq!(info["result"]["msg"], "UserCancellation", "{info}");
-    for pid in ids.split_whitespace().map(|s| s.parse::<i32>().unwrap()) {
-        assert!(wait_gone(pid, Duration::from_secs(5)), "process {pid} survived the cancel");
-    }
+    assert!(wait_marker_gone(&m, Duration::from_secs(5)), "a process of the task survived the cancel");
 }
 
 #[test]
@@ -288,14 +307,13 @@ fn sigterm_stops_the_task_group_unregisters_and_requeues() {
     let mut w = Worker::start(&c.url, "alice", "alice-pw", &[]);
     let id = w.id();
     let pids = w.home.path().join("pids");
-    let script = format!("sleep 300 & echo \"$$ $!\" > {p}; wait", p = pids.display());
+    let m = marker("bg");
+    let script = format!("sh -c '{LOOP}' {m} & echo started > {p}; wait", p = pids.display());
     let uuid = submit(&alice, "alice", &["sh", "-c", &script], "5m", false);
-    let ids = wait_file(&pids, Duration::from_secs(20));
+    wait_file(&pids, Duration::from_secs(20));
     let status = w.signal(libc::SIGTERM).expect("the worker exits after SIGTERM");
     assert_eq!(status.code(), Some(0), "{}", w.log_text());
-    for pid in ids.split_whitespace().map(|s| s.parse::<i32>().unwrap()) {
-        assert!(wait_gone(pid, Duration::from_secs(5)), "process {pid} survived the worker");
-    }
+    assert!(wait_marker_gone(&m, Duration::from_secs(5)), "a process of the task survived the worker");
     let (s, b) = alice.get(&format!("/tasks/{uuid}"));
     assert_eq!(s, 200, "{b}");
     assert_eq!(json(&b)["info"]["state"], "Ready", "the task is requeued: {b}");
@@ -347,17 +365,16 @@ fn a_removed_worker_stops_its_task_and_exits() {
     let mut w = Worker::start(&c.url, "alice", "alice-pw", &[]);
     let id = w.id();
     let pids = w.home.path().join("pids");
-    let script = format!("sleep 300 & echo \"$$ $!\" > {p}; wait", p = pids.display());
+    let m = marker("bg");
+    let script = format!("sh -c '{LOOP}' {m} & echo started > {p}; wait", p = pids.display());
     submit(&alice, "alice", &["sh", "-c", &script], "5m", false);
-    let ids = wait_file(&pids, Duration::from_secs(20));
+    wait_file(&pids, Duration::from_secs(20));
     let (s, b) = c.admin().delete(&format!("/admin/workers/{id}?op=force"));
     assert!(s == 200 || s == 204, "force-remove: {s} {b}");
     let status = wait_timeout(&mut w.child, Duration::from_secs(30)).expect("the worker exits after a 401");
     assert_eq!(status.code(), Some(0));
     assert!(w.log_text().contains("401"), "{}", w.log_text());
-    for pid in ids.split_whitespace().map(|s| s.parse::<i32>().unwrap()) {
-        assert!(wait_gone(pid, Duration::from_secs(5)), "process {pid} survived");
-    }
+    assert!(wait_marker_gone(&m, Duration::from_secs(5)), "a process of the task survived");
 }
 
 #[test]
@@ -488,9 +505,10 @@ fn a_second_signal_exits_at_once() {
     w.id();
     let pids = w.home.path().join("pids");
     // Ignores SIGTERM, so the first signal's shutdown has to wait before SIGKILL.
-    let script = format!("trap '' TERM; echo \"$$\" > {p}; while :; do sleep 1; done", p = pids.display());
+    let m = marker("second");
+    let script = format!("trap '' TERM; echo started > {p}; while :; do sleep 1; done; : {m}", p = pids.display());
     submit(&alice, "alice", &["sh", "-c", &script], "5m", false);
-    let pid: i32 = wait_file(&pids, Duration::from_secs(20)).trim().parse().unwrap();
+    wait_file(&pids, Duration::from_secs(20));
     // SAFETY: signalling our own child.
     unsafe { libc::kill(w.child.id() as i32, libc::SIGTERM) };
     assert!(w.wait_log("stopping the running task", Duration::from_secs(5)), "{}", w.log_text());
@@ -498,7 +516,7 @@ fn a_second_signal_exits_at_once() {
     let status = w.signal(libc::SIGINT).expect("exits");
     assert!(t0.elapsed() < Duration::from_secs(2), "took {:?}", t0.elapsed());
     assert_eq!(status.code(), Some(1));
-    assert!(wait_gone(pid, Duration::from_secs(5)), "the task survived");
+    assert!(wait_marker_gone(&m, Duration::from_secs(5)), "the task survived");
 }
 
 #[test]
