@@ -301,7 +301,20 @@ pub struct CoordinatorConfig {
     pub http_threads: usize,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
+    /// Time a client has to send a request's headers (and an idle keep-alive connection
+    /// stays open).
+    pub header_timeout: Duration,
+    /// Longest wait for progress while a body is read or a response written.
+    pub body_timeout: Duration,
+    /// Open connections at once; one thread each. Beyond it, 503 and close.
+    pub max_connections: usize,
 }
+
+/// Upper bound of `header_timeout` and `body_timeout`: a stalled client holds a thread
+/// and a file descriptor at most this long.
+const MAX_IO_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Upper bound of `max_connections` (each is a thread and a file descriptor).
+const MAX_CONNECTIONS: usize = 1_000_000;
 
 impl CoordinatorConfig {
     /// Every key of `[coordinator]`.
@@ -330,6 +343,9 @@ impl CoordinatorConfig {
         "data_dir",
         "http_threads",
         "body_limit",
+        "header_timeout",
+        "body_timeout",
+        "max_connections",
     ];
 
     /// Builds the settings from merged layers, applying defaults and checking every value.
@@ -376,7 +392,32 @@ impl CoordinatorConfig {
             },
             http_threads: l.count("http_threads")?.unwrap_or((2 * cores).max(4)),
             body_limit: l.count("body_limit")?.unwrap_or(2 * 1024 * 1024),
+            header_timeout: l
+                .duration("header_timeout")?
+                .unwrap_or(Duration::from_secs(10)),
+            body_timeout: l
+                .duration("body_timeout")?
+                .unwrap_or(Duration::from_secs(30)),
+            max_connections: l.count("max_connections")?.unwrap_or(4096),
         };
+        for (key, d) in [
+            ("header_timeout", cfg.header_timeout),
+            ("body_timeout", cfg.body_timeout),
+        ] {
+            if d.is_zero() || d > MAX_IO_TIMEOUT {
+                return Err(ConfigError(format!(
+                    "invalid value for `{key}`: {} is not between 1ms and {}",
+                    humantime::format_duration(d),
+                    humantime::format_duration(MAX_IO_TIMEOUT)
+                )));
+            }
+        }
+        if cfg.max_connections > MAX_CONNECTIONS {
+            return Err(ConfigError(format!(
+                "invalid value for `max_connections`: {} is more than {MAX_CONNECTIONS}",
+                cfg.max_connections
+            )));
+        }
         if !crate::api::valid_name(&cfg.admin_user) {
             return Err(ConfigError(format!(
                 "invalid value for `admin_user`: {:?} must be 1 to 255 letters, digits, '-' or '_'",

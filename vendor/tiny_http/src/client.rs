@@ -6,9 +6,10 @@ use std::io::{BufReader, BufWriter, ErrorKind, Read};
 
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use crate::common::{HTTPVersion, Method};
-use crate::util::RefinedTcpStream;
+use crate::util::{ConnState, RefinedTcpStream, Unread};
 use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
 use crate::Request;
 
@@ -34,6 +35,9 @@ pub struct ClientConnection {
 
     // true if the connection goes through SSL
     secure: bool,
+
+    // mito patch: timeouts, size caps and what is left of the previous body
+    state: Arc<ConnState>,
 }
 
 /// Error that can happen when reading a request.
@@ -41,22 +45,40 @@ pub struct ClientConnection {
 enum ReadError {
     WrongRequestLine,
     WrongHeader(HTTPVersion),
-    /// the client sent an unrecognized `Expect` header
     ExpectationFailed(HTTPVersion),
     ReadIoError(IoError),
+    /// mito patch: the request line is longer than `max_line` (414).
+    RequestLineTooLong,
+    /// mito patch: a header line is longer than `max_line`, or all headers together are
+    /// larger than `max_header_bytes` (431).
+    HeadersTooLarge(HTTPVersion),
+    /// mito patch: ambiguous or malformed body framing (400).
+    BadFraming(HTTPVersion, &'static str),
+    /// mito patch: a transfer coding other than chunked (501).
+    UnsupportedEncoding(HTTPVersion),
+    /// mito patch: end the connection without a word: it was idle past the header
+    /// timeout, or the previous body cannot be skipped.
+    Close,
+}
+
+/// Why reading a line stopped early.
+enum LineError {
+    Io(IoError),
+    TooLong,
 }
 
 impl ClientConnection {
-    /// Creates a new `ClientConnection` that takes ownership of the `TcpStream`.
-    pub fn new(
+    /// mito patch: `state` carries the connection's limits.
+    pub(crate) fn new(
         write_socket: RefinedTcpStream,
         mut read_socket: RefinedTcpStream,
+        state: Arc<ConnState>,
     ) -> ClientConnection {
         let remote_addr = read_socket.peer_addr();
         let secure = read_socket.secure();
 
         let mut source = SequentialReaderBuilder::new(BufReader::with_capacity(1024, read_socket));
-        let first_header = source.next().unwrap();
+        let first_header = source.next().expect("the builder always yields a reader");
 
         ClientConnection {
             source,
@@ -65,6 +87,7 @@ impl ClientConnection {
             next_header_source: first_header,
             no_more_requests: false,
             secure,
+            state,
         }
     }
 
@@ -73,11 +96,9 @@ impl ClientConnection {
         self.secure
     }
 
-    /// Reads the next line from self.next_header_source.
-    ///
-    /// Reads until `CRLF` is reached. The next read will start
-    ///  at the first byte of the new line.
-    fn read_next_line(&mut self) -> IoResult<AsciiString> {
+    /// Reads a line terminated by CRLF, of at most `max` bytes before the CRLF; `*got`
+    /// is raised by the bytes read.
+    fn read_next_line(&mut self, max: usize, got: &mut usize) -> Result<AsciiString, LineError> {
         let mut buf = Vec::new();
         let mut prev_byte_was_cr = false;
 
@@ -85,29 +106,77 @@ impl ClientConnection {
             let byte = self.next_header_source.by_ref().bytes().next();
 
             let byte = match byte {
-                Some(b) => b?,
-                None => return Err(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF")),
+                Some(b) => b.map_err(LineError::Io)?,
+                None => {
+                    return Err(LineError::Io(IoError::new(
+                        ErrorKind::ConnectionAborted,
+                        "Unexpected EOF",
+                    )))
+                }
             };
+            *got += 1;
 
             if byte == b'\n' && prev_byte_was_cr {
                 buf.pop(); // removing the '\r'
-                return AsciiString::from_ascii(buf)
-                    .map_err(|_| IoError::new(ErrorKind::InvalidInput, "Header is not in ASCII"));
+                return AsciiString::from_ascii(buf).map_err(|_| {
+                    LineError::Io(IoError::new(ErrorKind::InvalidInput, "Header is not in ASCII"))
+                });
             }
 
             prev_byte_was_cr = byte == b'\r';
+
+            // mito patch: a line without end no longer grows without bound ('\r' may
+            // still be followed by the '\n' that ends the line, so it gets one byte more).
+            if buf.len() >= max + usize::from(prev_byte_was_cr) {
+                return Err(LineError::TooLong);
+            }
 
             buf.push(byte);
         }
     }
 
+    /// mito patch: before the next request, what the previous one left of its body is
+    /// skipped through a small buffer (on this connection's own thread, never on the
+    /// thread that answered), or the connection is closed when that is too much.
+    fn skip_unread_body(&mut self) -> Result<(), ReadError> {
+        let left = match self.state.take_unread() {
+            Unread::Nothing => return Ok(()),
+            Unread::Bytes(n) if n <= self.state.limits.drain_limit => n,
+            Unread::Bytes(_) | Unread::Unknown => return Err(ReadError::Close),
+        };
+        self.state.start_body();
+        let mut buf = [0u8; 4096];
+        let mut left = left;
+        while left > 0 {
+            let want = left.min(buf.len());
+            match self.next_header_source.read(&mut buf[..want]) {
+                Ok(0) | Err(_) => return Err(ReadError::Close),
+                Ok(n) => left -= n,
+            }
+        }
+        Ok(())
+    }
+
     /// Reads a request from the stream.
     /// Blocks until the header has been read.
     fn read(&mut self) -> Result<Request, ReadError> {
+        self.next_header_source.wait_turn();
+        self.skip_unread_body()?;
+        self.state.start_header();
+        let max_line = self.state.limits.max_line;
+        let max_header_bytes = self.state.limits.max_header_bytes;
+
         let (method, path, version, headers) = {
             // reading the request line
             let (method, path, version) = {
-                let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                let mut got = 0;
+                let line = match self.read_next_line(max_line, &mut got) {
+                    Ok(line) => line,
+                    Err(LineError::TooLong) => return Err(ReadError::RequestLineTooLong),
+                    // Nothing of a request arrived: an idle connection ends quietly.
+                    Err(LineError::Io(_)) if got == 0 => return Err(ReadError::Close),
+                    Err(LineError::Io(e)) => return Err(ReadError::ReadIoError(e)),
+                };
 
                 parse_request_line(
                     line.as_str().trim(), // TODO: remove this conversion
@@ -117,8 +186,18 @@ impl ClientConnection {
             // getting all headers
             let headers = {
                 let mut headers = Vec::new();
+                let mut total = 0;
                 loop {
-                    let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                    let line = match self.read_next_line(max_line, &mut total) {
+                        Ok(line) => line,
+                        Err(LineError::TooLong) => {
+                            return Err(ReadError::HeadersTooLarge(version))
+                        }
+                        Err(LineError::Io(e)) => return Err(ReadError::ReadIoError(e)),
+                    };
+                    if total > max_header_bytes {
+                        return Err(ReadError::HeadersTooLarge(version));
+                    }
 
                     if line.is_empty() {
                         break;
@@ -136,11 +215,13 @@ impl ClientConnection {
             (method, path, version, headers)
         };
 
+        self.state.start_body();
+
         // building the writer for the request
-        let writer = self.sink.next().unwrap();
+        let writer = self.sink.next().expect("the builder always yields a writer");
 
         // follow-up for next potential request
-        let mut data_source = self.source.next().unwrap();
+        let mut data_source = self.source.next().expect("the builder always yields a reader");
         std::mem::swap(&mut self.next_header_source, &mut data_source);
 
         // building the next reader
@@ -150,22 +231,40 @@ impl ClientConnection {
             path,
             version.clone(),
             headers,
-            *self.remote_addr.as_ref().unwrap(),
+            // mito patch: a client gone before its address was read is no reason to panic
+            self.remote_addr.as_ref().ok().copied().flatten(),
             data_source,
             writer,
+            Some(self.state.clone()),
         )
         .map_err(|e| {
             use crate::request;
             match e {
                 request::RequestCreationError::CreationIoError(e) => ReadError::ReadIoError(e),
                 request::RequestCreationError::ExpectationFailed => {
-                    ReadError::ExpectationFailed(version)
+                    ReadError::ExpectationFailed(version.clone())
+                }
+                request::RequestCreationError::BadFraming(why) => {
+                    ReadError::BadFraming(version.clone(), why)
+                }
+                request::RequestCreationError::UnsupportedEncoding => {
+                    ReadError::UnsupportedEncoding(version.clone())
                 }
             }
         })?;
 
         // return the request
         Ok(request)
+    }
+
+    /// mito patch: answers a request that cannot be served and closes the connection.
+    fn refuse(&mut self, status: u16, version: HTTPVersion, why: &str) {
+        use crate::{Response, StatusCode};
+        let writer = self.sink.next().expect("the builder always yields a writer");
+        let response = Response::from_string(format!("{}\n", why))
+            .with_status_code(StatusCode(status))
+            .closing();
+        response.raw_print(writer, version, &[], false, None).ok();
     }
 }
 
@@ -186,35 +285,53 @@ impl Iterator for ClientConnection {
         loop {
             let rq = match self.read() {
                 Err(ReadError::WrongRequestLine) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
+                    self.refuse(400, HTTPVersion(1, 1), "the request line is not METHOD PATH HTTP/1.x");
                     return None; // we don't know where the next request would start,
                                  // se we have to close
                 }
 
                 Err(ReadError::WrongHeader(ver)) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response.raw_print(writer, ver, &[], false, None).ok();
+                    self.refuse(400, ver, "a header line is not NAME: VALUE");
                     return None; // we don't know where the next request would start,
                                  // se we have to close
                 }
 
+                Err(ReadError::RequestLineTooLong) => {
+                    let why = format!("the request line is longer than {} bytes; shorten the URL", self.state.limits.max_line);
+                    self.refuse(414, HTTPVersion(1, 1), &why);
+                    return None;
+                }
+
+                Err(ReadError::HeadersTooLarge(ver)) => {
+                    let why = format!(
+                        "request headers are limited to {} bytes a line and {} bytes in all",
+                        self.state.limits.max_line, self.state.limits.max_header_bytes
+                    );
+                    self.refuse(431, ver, &why);
+                    return None;
+                }
+
+                Err(ReadError::BadFraming(ver, why)) => {
+                    self.refuse(400, ver, &format!("{}: send one Content-Length, or Transfer-Encoding: chunked alone", why));
+                    return None;
+                }
+
+                Err(ReadError::UnsupportedEncoding(ver)) => {
+                    self.refuse(501, ver, "only Transfer-Encoding: chunked is supported");
+                    return None;
+                }
+
+                Err(ReadError::Close) => return None,
+
                 Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
                     // request timeout
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(408));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
+                    let why = format!("the request headers did not arrive within {:?}", self.state.limits.header_timeout);
+                    self.refuse(408, HTTPVersion(1, 1), &why);
                     return None; // closing the connection
                 }
 
                 Err(ReadError::ExpectationFailed(ver)) => {
-                    let writer = self.sink.next().unwrap();
+                    let writer = self.sink.next().expect("the builder always yields a writer");
                     let response = Response::new_empty(StatusCode(417));
                     response.raw_print(writer, ver, &[], true, None).ok();
                     return None; // TODO: should be recoverable, but needs handling in case of body
@@ -227,7 +344,7 @@ impl Iterator for ClientConnection {
 
             // checking HTTP version
             if *rq.http_version() > (1, 1) {
-                let writer = self.sink.next().unwrap();
+                let writer = self.sink.next().expect("the builder always yields a writer");
                 let response = Response::from_string(
                     "This server only supports HTTP versions 1.0 and 1.1".to_owned(),
                 )

@@ -99,8 +99,8 @@ use std::io::Error as IoError;
 use std::io::ErrorKind as IoErrorKind;
 use std::io::Result as IoResult;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
@@ -115,6 +115,7 @@ pub use connection::{ConfigListenAddr, ListenAddr, Listener};
 pub use request::{ReadWrite, Request};
 pub use response::{Response, ResponseBox};
 pub use test::TestRequest;
+pub use util::Limits;
 
 mod client;
 mod common;
@@ -161,6 +162,7 @@ impl From<Request> for Message {
 
 // this trait is to make sure that Server implements Share and Send
 #[doc(hidden)]
+#[allow(dead_code)]
 trait MustBeShareDummy: Sync + Send {}
 #[doc(hidden)]
 impl MustBeShareDummy for Server {}
@@ -243,6 +245,16 @@ impl Server {
         listener: L,
         ssl_config: Option<SslConfig>,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Self::from_listener_with_limits(listener, ssl_config, Limits::default())
+    }
+
+    /// mito patch: like `from_listener`, with explicit limits on time, sizes and
+    /// connections.
+    pub fn from_listener_with_limits<L: Into<Listener>>(
+        listener: L,
+        ssl_config: Option<SslConfig>,
+        limits: Limits,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
         // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
@@ -259,10 +271,6 @@ impl Server {
         compile_error!(
             "Features 'ssl-openssl' and 'ssl-rustls' must not be enabled at the same time"
         );
-        #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-        type SslContext = ();
-        #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-        type SslContext = crate::ssl::SslContextImpl;
         let ssl: Option<SslContext> = {
             match ssl_config {
                 #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
@@ -285,68 +293,45 @@ impl Server {
 
         let inside_close_trigger = close_trigger.clone();
         let inside_messages = messages.clone();
-        thread::spawn(move || {
+        let accept_thread = thread::Builder::new().name("http-accept".into());
+        accept_thread.spawn(move || {
             // a tasks pool is used to dispatch the connections into threads
             let tasks_pool = util::TaskPool::new();
+            let open = Arc::new(AtomicUsize::new(0));
+            let mut failures: u32 = 0;
 
             log::debug!("Running accept thread");
             while !inside_close_trigger.load(Relaxed) {
-                let new_client = match server.accept() {
-                    Ok((sock, _)) => {
-                        use util::RefinedTcpStream;
-                        let (read_closable, write_closable) = match ssl {
-                            None => RefinedTcpStream::new(sock),
-                            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-                            Some(ref ssl) => {
-                                // trying to apply SSL over the connection
-                                // if an error occurs, we just close the socket and resume listening
-                                let sock = match ssl.accept(sock) {
-                                    Ok(s) => s,
-                                    Err(_) => continue,
-                                };
-
-                                RefinedTcpStream::new(sock)
-                            }
-                            #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-                            Some(ref _ssl) => unreachable!(),
-                        };
-
-                        Ok(ClientConnection::new(write_closable, read_closable))
+                // mito patch: nothing that goes wrong with one connection (a panic
+                // included) stops the loop; only closing the server does.
+                let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    accept_one(&server, &ssl, &limits, &open, &tasks_pool, &inside_messages, &inside_close_trigger)
+                }));
+                match step {
+                    Ok(Ok(())) => {
+                        if failures > 0 {
+                            log::warn!("accepting connections again after {} failed attempts", failures);
+                            failures = 0;
+                        }
                     }
-                    Err(e) => Err(e),
-                };
-
-                match new_client {
-                    Ok(client) => {
-                        let messages = inside_messages.clone();
-                        let mut client = Some(client);
-                        tasks_pool.spawn(Box::new(move || {
-                            if let Some(client) = client.take() {
-                                // Synchronization is needed for HTTPS requests to avoid a deadlock
-                                if client.secure() {
-                                    let (sender, receiver) = mpsc::channel();
-                                    for rq in client {
-                                        messages.push(rq.with_notify_sender(sender.clone()).into());
-                                        receiver.recv().unwrap();
-                                    }
-                                } else {
-                                    for rq in client {
-                                        messages.push(rq.into());
-                                    }
-                                }
-                            }
-                        }));
+                    Ok(Err(e)) => {
+                        // EMFILE/ENFILE and the like: the pending connection stays in the
+                        // backlog; wait for resources to come back instead of spinning or
+                        // giving up.
+                        if failures == 0 {
+                            log::error!("cannot accept a connection: {}; retrying with back-off", e);
+                        }
+                        failures = failures.saturating_add(1);
+                        thread::sleep(Duration::from_millis(10u64 << failures.min(5)));
                     }
-
-                    Err(e) => {
-                        log::error!("Error accepting new client: {}", e);
-                        inside_messages.push(e.into());
-                        break;
+                    Err(_) => {
+                        log::error!("the accept loop panicked; it carries on");
+                        thread::sleep(Duration::from_millis(10));
                     }
                 }
             }
             log::debug!("Terminating accept thread");
-        });
+        })?;
 
         // result
         Ok(Server {
@@ -409,6 +394,114 @@ impl Server {
     pub fn unblock(&self) {
         self.messages.unblock();
     }
+}
+
+#[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
+type SslContext = ();
+#[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
+type SslContext = crate::ssl::SslContextImpl;
+
+/// mito patch: the rest of the connections beyond `max_connections` get this and are closed.
+const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\nContent-Type: text/plain\r\nContent-Length: 53\r\n\r\ntoo many open connections; try again in a little while";
+
+/// Counts an open connection until dropped.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+/// mito patch: accepts one connection and hands it to a connection thread, under the
+/// connection cap and with the connection's timeouts set.
+fn accept_one(
+    server: &Listener,
+    ssl: &Option<SslContext>,
+    limits: &Limits,
+    open: &Arc<AtomicUsize>,
+    tasks_pool: &util::TaskPool,
+    messages: &Arc<MessagesQueue<Message>>,
+    close: &AtomicBool,
+) -> IoResult<()> {
+    let (sock, _) = server.accept()?;
+    if close.load(Relaxed) {
+        return Ok(());
+    }
+    if open.load(Relaxed) >= limits.max_connections {
+        refuse_overloaded(sock);
+        return Ok(());
+    }
+    let counted = OpenConnection(open.clone());
+    open.fetch_add(1, Relaxed);
+    // Writes wait at most body_timeout for progress; reads set their own timeout per phase.
+    sock.set_write_timeout(Some(limits.body_timeout)).ok();
+    let state = Arc::new(util::ConnState::new(limits.clone()));
+
+    use util::RefinedTcpStream;
+    let (read_closable, write_closable) = match ssl {
+        None => match RefinedTcpStream::try_new(sock, Some(state.clone())) {
+            Ok(halves) => halves,
+            Err(e) => {
+                log::warn!("cannot set up a connection: {}", e);
+                return Ok(());
+            }
+        },
+        #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
+        Some(ref ssl) => {
+            // trying to apply SSL over the connection
+            // if an error occurs, we just close the socket and resume listening
+            let sock = match ssl.accept(sock) {
+                Ok(s) => s,
+                Err(_) => return Ok(()),
+            };
+            match RefinedTcpStream::try_new(sock, Some(state.clone())) {
+                Ok(halves) => halves,
+                Err(_) => return Ok(()),
+            }
+        }
+        #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
+        Some(ref _ssl) => unreachable!(),
+    };
+
+    let client = ClientConnection::new(write_closable, read_closable, state);
+    let messages = messages.clone();
+    let mut client = Some((client, counted));
+    tasks_pool.spawn(Box::new(move || {
+        if let Some((client, _counted)) = client.take() {
+            // Synchronization is needed for HTTPS requests to avoid a deadlock
+            if client.secure() {
+                let (sender, receiver) = mpsc::channel();
+                for rq in client {
+                    messages.push(rq.with_notify_sender(sender.clone()).into());
+                    if receiver.recv().is_err() {
+                        break;
+                    }
+                }
+            } else {
+                for rq in client {
+                    messages.push(rq.into());
+                }
+            }
+        }
+    }));
+    Ok(())
+}
+
+/// Answers 503 without blocking the accept loop (a fresh socket's send buffer takes the
+/// few bytes at once), then closes.
+fn refuse_overloaded(sock: Connection) {
+    use std::io::{Read, Write};
+    let mut sock = sock;
+    if sock.set_nonblocking(true).is_err() {
+        return;
+    }
+    // What the client already sent is read first, so closing does not reset the
+    // connection before the answer is read.
+    let mut sink = [0u8; 4096];
+    let _ = sock.read(&mut sink);
+    let _ = sock.write(OVERLOADED);
+    let _ = sock.shutdown(Shutdown::Write);
 }
 
 impl Iterator for IncomingRequests<'_> {

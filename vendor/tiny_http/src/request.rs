@@ -3,11 +3,11 @@ use std::io::{self, Cursor, ErrorKind, Read, Write};
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::str::FromStr;
 
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 
-use crate::util::{EqualReader, FusedReader};
+use crate::util::{ConnState, EqualReader, FusedReader, Unread};
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
 use chunked_transfer::Decoder;
 
@@ -74,6 +74,9 @@ pub struct Request {
 
     // If Some, a message must be sent after responding
     notify_when_responded: Option<Sender<()>>,
+
+    // mito patch: the connection's limits; tells whether this response is its last
+    conn: Option<Arc<ConnState>>,
 }
 
 struct NotifyOnDrop<R> {
@@ -96,7 +99,7 @@ impl<R: Write> Write for NotifyOnDrop<R> {
 }
 impl<R> Drop for NotifyOnDrop<R> {
     fn drop(&mut self) {
-        self.sender.send(()).unwrap();
+        self.sender.send(()).ok();
     }
 }
 
@@ -105,6 +108,14 @@ impl<R> Drop for NotifyOnDrop<R> {
 pub enum RequestCreationError {
     /// The client sent an `Expect` header that was not recognized by tiny-http.
     ExpectationFailed,
+
+    /// mito patch: the message framing is ambiguous or malformed (a repeated or invalid
+    /// `Content-Length`, or `Transfer-Encoding` together with `Content-Length`): a proxy
+    /// in front may read it differently, so it is refused (400) and the connection closed.
+    BadFraming(&'static str),
+
+    /// mito patch: a `Transfer-Encoding` other than `chunked` (501).
+    UnsupportedEncoding,
 
     /// Error while reading data from the socket during the creation of the `Request`.
     CreationIoError(IoError),
@@ -134,32 +145,65 @@ pub fn new_request<R, W>(
     headers: Vec<Header>,
     remote_addr: Option<SocketAddr>,
     mut source_data: R,
-    writer: W,
+    mut writer: W,
+    conn: Option<Arc<ConnState>>,
 ) -> Result<Request, RequestCreationError>
 where
     R: Read + Send + 'static,
     W: Write + Send + 'static,
 {
-    // finding the transfer-encoding header
-    let transfer_encoding = headers
+    // mito patch: the body's length must be unambiguous. Every Content-Length and
+    // Transfer-Encoding header is looked at, not only the first.
+    let mut transfer_encodings = headers
         .iter()
-        .find(|h: &&Header| h.field.equiv("Transfer-Encoding"))
-        .map(|h| h.value.clone());
-
-    // finding the content-length header
-    let content_length = if transfer_encoding.is_some() {
-        // if transfer-encoding is specified, the Content-Length
-        // header must be ignored (RFC2616 #4.4)
-        None
-    } else {
-        headers
-            .iter()
-            .find(|h: &&Header| h.field.equiv("Content-Length"))
-            .and_then(|h| FromStr::from_str(h.value.as_str()).ok())
+        .filter(|h: &&Header| h.field.equiv("Transfer-Encoding"));
+    let transfer_encoding = transfer_encodings.next().map(|h| h.value.clone());
+    if transfer_encodings.next().is_some() {
+        return Err(RequestCreationError::BadFraming(
+            "Transfer-Encoding is given more than once",
+        ));
+    }
+    let mut lengths = headers
+        .iter()
+        .filter(|h: &&Header| h.field.equiv("Content-Length"));
+    let content_length_header = lengths.next();
+    if lengths.next().is_some() {
+        return Err(RequestCreationError::BadFraming(
+            "Content-Length is given more than once",
+        ));
+    }
+    if let Some(te) = &transfer_encoding {
+        if content_length_header.is_some() {
+            return Err(RequestCreationError::BadFraming(
+                "Transfer-Encoding and Content-Length are both given",
+            ));
+        }
+        if !te.as_str().trim().eq_ignore_ascii_case("chunked") {
+            return Err(RequestCreationError::UnsupportedEncoding);
+        }
+    }
+    let content_length = match content_length_header {
+        None => None,
+        Some(h) => {
+            let v = h.value.as_str().trim();
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(RequestCreationError::BadFraming(
+                    "Content-Length is not a decimal number",
+                ));
+            }
+            match v.parse::<usize>() {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    return Err(RequestCreationError::BadFraming(
+                        "Content-Length is too large",
+                    ))
+                }
+            }
+        }
     };
 
     // true if the client sent a `Expect: 100-continue` header
-    let expects_continue = {
+    let mut expects_continue = {
         match headers
             .iter()
             .find(|h: &&Header| h.field.equiv("Expect"))
@@ -187,38 +231,71 @@ where
     // content-length headers
     let reader = if connection_upgrade {
         // if we have a `Connection: upgrade`, always keeping the whole reader
+        if let Some(conn) = &conn {
+            conn.set_unread(Unread::Unknown);
+        }
         Box::new(source_data) as Box<dyn Read + Send + 'static>
     } else if let Some(content_length) = content_length {
+        // mito patch: bodies up to `prebuffer` (1 KiB without limits, as before) are read
+        // here, on the connection thread, growing with what arrives rather than allocated
+        // by the declared length.
+        let prebuffer = conn.as_ref().map_or(1024, |c| c.limits.prebuffer.max(1024));
         if content_length == 0 {
             Box::new(io::empty()) as Box<dyn Read + Send + 'static>
-        } else if content_length <= 1024 && !expects_continue {
-            // if the content-length is small enough, we just read everything into a buffer
-
-            let mut buffer = vec![0; content_length];
-            let mut offset = 0;
-
-            while offset != content_length {
-                let read = source_data.read(&mut buffer[offset..])?;
-                if read == 0 {
-                    // the socket returned EOF, but we were before the expected content-length
-                    // aborting
-                    let info = "Connection has been closed before we received enough data";
-                    let err = IoError::new(ErrorKind::ConnectionAborted, info);
-                    return Err(RequestCreationError::CreationIoError(err));
-                }
-
-                offset += read;
+        } else if content_length <= prebuffer && (conn.is_some() || !expects_continue) {
+            if expects_continue {
+                send_continue(&mut writer, &version, &headers);
+                expects_continue = false;
+            }
+            let mut buffer = Vec::new();
+            (&mut source_data)
+                .take(content_length as u64)
+                .read_to_end(&mut buffer)?;
+            if buffer.len() != content_length {
+                // the socket returned EOF, but we were before the expected content-length
+                // aborting
+                let info = "Connection has been closed before we received enough data";
+                let err = IoError::new(ErrorKind::ConnectionAborted, info);
+                return Err(RequestCreationError::CreationIoError(err));
             }
 
             Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
         } else {
-            let (data_reader, _) = EqualReader::new(source_data, content_length); // TODO:
+            let data_reader = EqualReader::new(source_data, content_length, conn.clone());
             Box::new(FusedReader::new(data_reader)) as Box<dyn Read + Send + 'static>
         }
     } else if transfer_encoding.is_some() {
         // if a transfer-encoding was specified, then "chunked" is ALWAYS applied
         // over the message (RFC2616 #3.6)
-        Box::new(FusedReader::new(Decoder::new(source_data))) as Box<dyn Read + Send + 'static>
+        match &conn {
+            Some(conn) => {
+                // mito patch: the decoder keeps a chunk-size line in memory until its CR,
+                // so the raw bytes it may read are capped; and the first `prebuffer`
+                // bytes of the body are read here, on the connection thread.
+                let prebuffer = conn.limits.prebuffer;
+                let raw_cap = (prebuffer as u64).saturating_mul(8).saturating_add(64 * 1024);
+                let mut decoder = FusedReader::new(Decoder::new(source_data.take(raw_cap)));
+                if expects_continue {
+                    send_continue(&mut writer, &version, &headers);
+                    expects_continue = false;
+                }
+                let mut buffer = Vec::new();
+                (&mut decoder)
+                    .take(prebuffer as u64 + 1)
+                    .read_to_end(&mut buffer)?;
+                if buffer.len() <= prebuffer {
+                    Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
+                } else {
+                    conn.set_unread(Unread::Unknown);
+                    Box::new(Cursor::new(buffer).chain(ChunkedBody {
+                        inner: decoder,
+                        conn: conn.clone(),
+                    })) as Box<dyn Read + Send + 'static>
+                }
+            }
+            None => Box::new(FusedReader::new(Decoder::new(source_data)))
+                as Box<dyn Read + Send + 'static>,
+        }
     } else {
         // if we have neither a Content-Length nor a Transfer-Encoding,
         // assuming that we have no data
@@ -238,7 +315,35 @@ where
         body_length: content_length,
         must_send_continue: expects_continue,
         notify_when_responded: None,
+        conn,
     })
+}
+
+/// mito patch: answers `Expect: 100-continue` before a body is read ahead.
+fn send_continue<W: Write>(writer: &mut W, version: &HTTPVersion, headers: &[Header]) {
+    let msg = Response::new_empty(StatusCode(100));
+    msg.raw_print(writer.by_ref(), version.clone(), headers, true, None)
+        .ok();
+    writer.flush().ok();
+}
+
+/// mito patch: a chunked body records whether it was read to its end; a connection whose
+/// chunked body was left unread cannot be reused (where the next request starts is
+/// unknown), so it is closed after the response.
+struct ChunkedBody<R: Read> {
+    inner: FusedReader<Decoder<io::Take<R>>>,
+    conn: Arc<ConnState>,
+}
+
+impl<R: Read> Read for ChunkedBody<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.conn.set_unread(Unread::Unknown);
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.conn.set_unread(Unread::Nothing);
+        }
+        Ok(n)
+    }
 }
 
 impl Request {
@@ -435,7 +540,7 @@ impl Request {
     {
         let res = self.respond_impl(response);
         if let Some(sender) = self.notify_when_responded.take() {
-            sender.send(()).unwrap();
+            sender.send(()).ok();
         }
         res
     }
@@ -447,6 +552,11 @@ impl Request {
         let mut writer = self.extract_writer_impl();
 
         let do_not_send_body = self.method == Method::Head;
+
+        // mito patch: a body left unread beyond what is worth skipping ends the
+        // connection after this response; say so, so the client does not reuse it.
+        let closing = self.conn.as_ref().map_or(false, |c| c.closes_after_response());
+        let response = if closing { response.closing() } else { response };
 
         Self::ignore_client_closing_errors(response.raw_print(
             writer.by_ref(),
@@ -491,7 +601,7 @@ impl Drop for Request {
             let response = Response::empty(500);
             let _ = self.respond_impl(response); // ignoring any potential error
             if let Some(sender) = self.notify_when_responded.take() {
-                sender.send(()).unwrap();
+                sender.send(()).ok();
             }
         }
     }

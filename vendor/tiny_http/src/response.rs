@@ -285,6 +285,14 @@ where
         self.headers.push(header);
     }
 
+    /// mito patch: announces that the server closes the connection after this response
+    /// (`add_header` ignores `Connection`, which applications may not set).
+    pub(crate) fn closing(mut self) -> Self {
+        self.headers.retain(|h| !h.field.equiv("Connection"));
+        self.headers.push(Header::from_bytes(&b"Connection"[..], &b"close"[..]).expect("static header"));
+        self
+    }
+
     /// Returns the same request, but with an additional header.
     ///
     /// Some headers cannot be modified and some other have a

@@ -1,36 +1,41 @@
 use std::io::Read;
 use std::io::Result as IoResult;
-use std::sync::mpsc::channel;
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
+
+use crate::util::limits::{ConnState, Unread};
+
+/// Largest unread remainder that a reader without a connection state skips on drop.
+const DRAIN_WITHOUT_STATE: usize = 64 * 1024;
 
 /// A `Reader` that reads exactly the number of bytes from a sub-reader.
 ///
-/// If the limit is reached, it returns EOF. If the limit is not reached
-/// when the destructor is called, the remaining bytes will be read and
-/// thrown away.
+/// mito patch: dropping it no longer drains the rest of the body into a buffer sized by
+/// the declared length (a `Content-Length` of 10^13 made that allocation abort the
+/// process). With a connection state it records what is left, and the connection thread
+/// skips or refuses it before the next request; without one it skips a bounded
+/// remainder through a small fixed buffer.
 pub struct EqualReader<R>
 where
     R: Read,
 {
     reader: R,
     size: usize,
-    last_read_signal: Sender<IoResult<()>>,
+    state: Option<Arc<ConnState>>,
 }
 
 impl<R> EqualReader<R>
 where
     R: Read,
 {
-    pub fn new(reader: R, size: usize) -> (EqualReader<R>, Receiver<IoResult<()>>) {
-        let (tx, rx) = channel();
-
-        let r = EqualReader {
+    pub fn new(reader: R, size: usize, state: Option<Arc<ConnState>>) -> EqualReader<R> {
+        if let Some(state) = &state {
+            state.set_unread(Unread::Bytes(size));
+        }
+        EqualReader {
             reader,
             size,
-            last_read_signal: tx,
-        };
-
-        (r, rx)
+            state,
+        }
     }
 }
 
@@ -52,6 +57,13 @@ where
         match self.reader.read(buf) {
             Ok(len) => {
                 self.size -= len;
+                if let Some(state) = &self.state {
+                    state.set_unread(if self.size == 0 {
+                        Unread::Nothing
+                    } else {
+                        Unread::Bytes(self.size)
+                    });
+                }
                 Ok(len)
             }
             err @ Err(_) => err,
@@ -64,23 +76,15 @@ where
     R: Read,
 {
     fn drop(&mut self) {
-        let mut remaining_to_read = self.size;
-
-        while remaining_to_read > 0 {
-            let mut buf = vec![0; remaining_to_read];
-
-            match self.reader.read(&mut buf) {
-                Err(e) => {
-                    self.last_read_signal.send(Err(e)).ok();
-                    break;
-                }
-                Ok(0) => {
-                    self.last_read_signal.send(Ok(())).ok();
-                    break;
-                }
-                Ok(other) => {
-                    remaining_to_read -= other;
-                }
+        if self.state.is_some() || self.size > DRAIN_WITHOUT_STATE {
+            return;
+        }
+        let mut buf = [0u8; 4096];
+        while self.size > 0 {
+            let want = self.size.min(buf.len());
+            match self.reader.read(&mut buf[..want]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => self.size -= n,
             }
         }
     }
@@ -98,7 +102,7 @@ mod tests {
         let mut org_reader = Cursor::new("hello world".to_string().into_bytes());
 
         {
-            let (mut equal_reader, _) = EqualReader::new(org_reader.by_ref(), 5);
+            let mut equal_reader = EqualReader::new(org_reader.by_ref(), 5, None);
 
             let mut string = String::new();
             equal_reader.read_to_string(&mut string).unwrap();
@@ -117,7 +121,7 @@ mod tests {
         let mut org_reader = Cursor::new("hello world".to_string().into_bytes());
 
         {
-            let (mut equal_reader, _) = EqualReader::new(org_reader.by_ref(), 5);
+            let mut equal_reader = EqualReader::new(org_reader.by_ref(), 5, None);
 
             let mut vec = [0];
             equal_reader.read_exact(&mut vec).unwrap();

@@ -110,12 +110,30 @@ impl<W: Write + Send> Iterator for SequentialWriterBuilder<W> {
     }
 }
 
+impl<R: Read + Send> SequentialReader<R> {
+    /// mito patch: blocks until the previous reader is gone (the previous request was
+    /// answered and dropped), so the caller can act on the connection's state before
+    /// reading, e.g. start the header clock or skip an unread body.
+    pub fn wait_turn(&mut self) {
+        if let SequentialReaderInner::Waiting(ref mut recv) = self.inner {
+            // The previous reader always sends on drop; a closed channel means it was lost
+            // to a panic, and the next read reports that as an error.
+            if let Ok(reader) = recv.recv() {
+                self.inner = SequentialReaderInner::MyTurn(reader);
+            } else {
+                self.inner = SequentialReaderInner::Empty;
+            }
+        }
+    }
+}
+
 impl<R: Read + Send> Read for SequentialReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
+        let lost = || std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the connection's reader was lost");
         let mut reader = match self.inner {
             SequentialReaderInner::MyTurn(ref mut reader) => return reader.read(buf),
-            SequentialReaderInner::Waiting(ref mut recv) => recv.recv().unwrap(),
-            SequentialReaderInner::Empty => unreachable!(),
+            SequentialReaderInner::Waiting(ref mut recv) => recv.recv().map_err(|_| lost())?,
+            SequentialReaderInner::Empty => return Err(lost()),
         };
 
         let result = reader.read(buf);
@@ -127,20 +145,24 @@ impl<R: Read + Send> Read for SequentialReader<R> {
 impl<W: Write + Send> Write for SequentialWriter<W> {
     fn write(&mut self, buf: &[u8]) -> IoResult<usize> {
         if let Some(v) = self.trigger.as_mut() {
-            v.recv().unwrap()
+            // Err: the previous writer is gone without a word; writing after it is all
+            // that is left to do.
+            let _ = v.recv();
         }
         self.trigger = None;
 
-        self.writer.lock().unwrap().write(buf)
+        self.writer.lock().unwrap_or_else(|e| e.into_inner()).write(buf)
     }
 
     fn flush(&mut self) -> IoResult<()> {
         if let Some(v) = self.trigger.as_mut() {
-            v.recv().unwrap()
+            // Err: the previous writer is gone without a word; writing after it is all
+            // that is left to do.
+            let _ = v.recv();
         }
         self.trigger = None;
 
-        self.writer.lock().unwrap().flush()
+        self.writer.lock().unwrap_or_else(|e| e.into_inner()).flush()
     }
 }
 
@@ -156,8 +178,9 @@ where
                 self.next.send(reader).ok();
             }
             SequentialReaderInner::Waiting(recv) => {
-                let reader = recv.recv().unwrap();
-                self.next.send(reader).ok();
+                if let Ok(reader) = recv.recv() {
+                    self.next.send(reader).ok();
+                }
             }
             SequentialReaderInner::Empty => (),
         }

@@ -67,30 +67,34 @@ impl TaskPool {
     /// Executes a function in a thread.
     /// If no thread is available, spawns a new one.
     pub fn spawn(&self, code: Box<dyn FnMut() + Send>) {
-        let mut queue = self.sharing.todo.lock().unwrap();
+        let mut queue = self.sharing.todo.lock().unwrap_or_else(|e| e.into_inner());
 
-        if self.sharing.waiting_tasks.load(Ordering::Acquire) == 0 {
-            self.add_thread(Some(code));
-        } else {
-            queue.push_back(code);
-            self.sharing.condvar.notify_one();
+        // mito patch: the task is queued before a thread is started for it, so when the
+        // system has no thread to give, the task waits for a busy one instead of the
+        // accept loop panicking.
+        queue.push_back(code);
+        self.sharing.condvar.notify_one();
+        // Each waiting thread takes one task; a connection holds its thread for as long as
+        // it lasts, so a task no waiting thread will take gets a thread of its own.
+        if queue.len() > self.sharing.waiting_tasks.load(Ordering::Acquire) {
+            self.add_thread(None);
         }
     }
 
     fn add_thread(&self, initial_fn: Option<Box<dyn FnMut() + Send>>) {
         let sharing = self.sharing.clone();
 
-        thread::spawn(move || {
+        let spawned = thread::Builder::new().name("http-conn".into()).spawn(move || {
             let sharing = sharing;
             let _active_guard = Registration::new(&sharing.active_tasks);
 
-            if let Some(mut f) = initial_fn {
-                f();
+            if let Some(f) = initial_fn {
+                run_caught(f);
             }
 
             loop {
-                let mut task: Box<dyn FnMut() + Send> = {
-                    let mut todo = sharing.todo.lock().unwrap();
+                let task: Box<dyn FnMut() + Send> = {
+                    let mut todo = sharing.todo.lock().unwrap_or_else(|e| e.into_inner());
 
                     let task;
                     loop {
@@ -102,13 +106,13 @@ impl TaskPool {
 
                         let received =
                             if sharing.active_tasks.load(Ordering::Acquire) <= MIN_THREADS {
-                                todo = sharing.condvar.wait(todo).unwrap();
+                                todo = sharing.condvar.wait(todo).unwrap_or_else(|e| e.into_inner());
                                 true
                             } else {
                                 let (new_lock, waitres) = sharing
                                     .condvar
                                     .wait_timeout(todo, Duration::from_millis(5000))
-                                    .unwrap();
+                                    .unwrap_or_else(|e| e.into_inner());
                                 todo = new_lock;
                                 !waitres.timed_out()
                             };
@@ -121,9 +125,20 @@ impl TaskPool {
                     task
                 };
 
-                task();
+                run_caught(task);
             }
         });
+        if let Err(e) = spawned {
+            log::error!("cannot start a connection thread: {}; the connection waits for a free one", e);
+        }
+    }
+}
+
+/// mito patch: a panic while serving one connection ends that connection, not the thread
+/// that serves the next ones.
+fn run_caught(mut task: Box<dyn FnMut() + Send>) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task())).is_err() {
+        log::error!("a connection thread panicked; the connection is closed");
     }
 }
 
