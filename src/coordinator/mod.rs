@@ -203,6 +203,19 @@ pub fn release_freed_memory() {
     }
 }
 
+/// Runs a background loop (`f` returns at shutdown) and restarts it after a panic, so a
+/// bad moment (a resource running short, a bug hit by one row) never leaves the
+/// coordinator without its reaper or dispatcher.
+pub fn supervised(ctx: &Ctx, name: &str, f: impl Fn()) {
+    while !ctx.shutdown.is_set() {
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(&f)).is_ok() {
+            return;
+        }
+        log::error!("the {name} thread panicked; restarting it in a second");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
 /// Starts everything and blocks until shutdown.
 pub fn run(cfg: CoordinatorConfig) -> Result<(), String> {
     let signals = crate::signal::listen();
