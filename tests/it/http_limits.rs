@@ -512,3 +512,49 @@ fn object_transfer_slots_come_back_and_stalled_uploads_time_out() {
     assert!(w.body.contains("broke off"), "{w:?}");
     assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
 }
+
+#[test]
+fn a_request_that_closes_its_connection_keeps_its_place_under_the_cap_until_answered() {
+    let (c, _cfg) = start("max_connections = 8\nheader_timeout = \"1s\"\n", &[]);
+    let ann = c.user("ann");
+    let w = c.worker(&ann, &[], &[]);
+    let token = w.api.token.clone().unwrap();
+    // Long-polls that close their connection once answered: while they wait, they are
+    // open connections (before, their connection threads ended at once and any number of
+    // them could queue up).
+    let parked: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut s = connect(&c);
+            let raw = format!("GET /workers/tasks?wait=3 HTTP/1.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n");
+            s.write_all(raw.as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut s = connect(&c);
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let w = read_response(&mut s).expect("a connection over the cap is answered at once");
+    assert_eq!(w.status, 503, "{w:?}");
+    for mut p in parked {
+        let w = read_response(&mut p).expect("the long-poll is answered");
+        assert_eq!((w.status, w.body.as_str()), (200, "null"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while timed_health(&c).0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the cap was not freed after the long-polls ended"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A keep-alive long-poll may outlast header_timeout: the header clock of the next
+    // request starts only once it is answered.
+    let mut s = connect(&c);
+    let raw =
+        format!("GET /workers/tasks?wait=2 HTTP/1.1\r\nAuthorization: Bearer {token}\r\n\r\n");
+    s.write_all(raw.as_bytes()).unwrap();
+    let w = read_response(&mut s).expect("the long-poll is answered");
+    assert_eq!((w.status, w.closes()), (200, false), "{w:?}");
+    s.write_all(b"GET /health HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut s).map(|w| w.status), Some(200));
+}

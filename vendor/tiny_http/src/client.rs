@@ -38,6 +38,9 @@ pub struct ClientConnection {
 
     // mito patch: timeouts, size caps and what is left of the previous body
     state: Arc<ConnState>,
+
+    // mito patch: disconnects when the previous request is dropped (answered)
+    previous_done: Option<std::sync::mpsc::Receiver<()>>,
 }
 
 /// Error that can happen when reading a request.
@@ -88,6 +91,7 @@ impl ClientConnection {
             no_more_requests: false,
             secure,
             state,
+            previous_done: None,
         }
     }
 
@@ -135,6 +139,18 @@ impl ClientConnection {
         }
     }
 
+    /// mito patch: waits until the previous request is answered (or dropped) and its body
+    /// reader is gone. Only then does the header clock of the next request start (a
+    /// parked long-poll may take longer than `header_timeout`), and only then does the
+    /// connection leave the connection cap after its last request.
+    fn wait_previous(&mut self) {
+        if let Some(done) = self.previous_done.take() {
+            // Err once the sender is dropped with its request: the expected end.
+            let _ = done.recv();
+        }
+        self.next_header_source.wait_turn();
+    }
+
     /// mito patch: before the next request, what the previous one left of its body is
     /// skipped through a small buffer (on this connection's own thread, never on the
     /// thread that answered), or the connection is closed when that is too much.
@@ -160,7 +176,7 @@ impl ClientConnection {
     /// Reads a request from the stream.
     /// Blocks until the header has been read.
     fn read(&mut self) -> Result<Request, ReadError> {
-        self.next_header_source.wait_turn();
+        self.wait_previous();
         self.skip_unread_body()?;
         self.state.start_header();
         let max_line = self.state.limits.max_line;
@@ -253,8 +269,11 @@ impl ClientConnection {
             }
         })?;
 
+        let (done, previous_done) = std::sync::mpsc::channel();
+        self.previous_done = Some(previous_done);
+
         // return the request
-        Ok(request)
+        Ok(request.with_done_sender(done))
     }
 
     /// mito patch: answers a request that cannot be served and closes the connection.
@@ -279,6 +298,10 @@ impl Iterator for ClientConnection {
         // the client sent a "connection: close" header in this previous request
         //  or is using HTTP 1.0, meaning that no new request will come
         if self.no_more_requests {
+            // mito patch: the connection (its thread, and its place under the connection
+            // cap) lasts until its last request is answered, so requests that close their
+            // connection cannot pile up in the queue beyond the cap.
+            self.wait_previous();
             return None;
         }
 

@@ -77,6 +77,10 @@ pub struct Request {
 
     // mito patch: the connection's limits; tells whether this response is its last
     conn: Option<Arc<ConnState>>,
+
+    // mito patch: dropped with the request, which tells the connection thread that this
+    // request is over (answered or abandoned)
+    _done: Option<Sender<()>>,
 }
 
 struct NotifyOnDrop<R> {
@@ -316,6 +320,7 @@ where
         must_send_continue: expects_continue,
         notify_when_responded: None,
         conn,
+        _done: None,
     })
 }
 
@@ -577,6 +582,12 @@ impl Request {
             ErrorKind::ConnectionReset => Ok(()),
             _ => Err(err),
         })
+    }
+
+    /// mito patch: `done` is dropped with the request.
+    pub(crate) fn with_done_sender(mut self, done: Sender<()>) -> Self {
+        self._done = Some(done);
+        self
     }
 
     pub(crate) fn with_notify_sender(mut self, sender: Sender<()>) -> Self {
