@@ -674,6 +674,20 @@ mod tests {
     }
 
     #[test]
+    fn http_limits_have_defaults_and_bounds() {
+        let mut l = Layers::default();
+        l.set("data_dir", toml::Value::String("/tmp/mito-x".into()), Source::Cli("--data-dir".into()));
+        let c = CoordinatorConfig::from_layers(&l).unwrap();
+        assert_eq!((c.header_timeout, c.body_timeout, c.max_connections), (Duration::from_secs(10), Duration::from_secs(30), 4096));
+        for (key, value) in [("header_timeout", "2h"), ("body_timeout", "0s"), ("max_connections", "2000000")] {
+            let mut l = l.clone();
+            l.set(key, toml::Value::String(value.into()), Source::Cli(format!("--{key}")));
+            let e = CoordinatorConfig::from_layers(&l).unwrap_err().0;
+            assert!(e.contains(key), "{e}");
+        }
+    }
+
+    #[test]
     fn lists_come_from_arrays_or_commas() {
         let mut l = Layers::default();
         l.set("tags", toml::Value::String("a, b,,c".into()), Source::Env("MITO_TAGS".into()));
