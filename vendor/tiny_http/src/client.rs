@@ -123,7 +123,10 @@ impl ClientConnection {
             if byte == b'\n' && prev_byte_was_cr {
                 buf.pop(); // removing the '\r'
                 return AsciiString::from_ascii(buf).map_err(|_| {
-                    LineError::Io(IoError::new(ErrorKind::InvalidInput, "Header is not in ASCII"))
+                    LineError::Io(IoError::new(
+                        ErrorKind::InvalidInput,
+                        "Header is not in ASCII",
+                    ))
                 });
             }
 
@@ -206,9 +209,7 @@ impl ClientConnection {
                 loop {
                     let line = match self.read_next_line(max_line, &mut total) {
                         Ok(line) => line,
-                        Err(LineError::TooLong) => {
-                            return Err(ReadError::HeadersTooLarge(version))
-                        }
+                        Err(LineError::TooLong) => return Err(ReadError::HeadersTooLarge(version)),
                         Err(LineError::Io(e)) => return Err(ReadError::ReadIoError(e)),
                     };
                     if total > max_header_bytes {
@@ -234,10 +235,16 @@ impl ClientConnection {
         self.state.start_body();
 
         // building the writer for the request
-        let writer = self.sink.next().expect("the builder always yields a writer");
+        let writer = self
+            .sink
+            .next()
+            .expect("the builder always yields a writer");
 
         // follow-up for next potential request
-        let mut data_source = self.source.next().expect("the builder always yields a reader");
+        let mut data_source = self
+            .source
+            .next()
+            .expect("the builder always yields a reader");
         std::mem::swap(&mut self.next_header_source, &mut data_source);
 
         // building the next reader
@@ -279,7 +286,10 @@ impl ClientConnection {
     /// mito patch: answers a request that cannot be served and closes the connection.
     fn refuse(&mut self, status: u16, version: HTTPVersion, why: &str) {
         use crate::{Response, StatusCode};
-        let writer = self.sink.next().expect("the builder always yields a writer");
+        let writer = self
+            .sink
+            .next()
+            .expect("the builder always yields a writer");
         let response = Response::from_string(format!("{}\n", why))
             .with_status_code(StatusCode(status))
             .closing();
@@ -308,7 +318,11 @@ impl Iterator for ClientConnection {
         loop {
             let rq = match self.read() {
                 Err(ReadError::WrongRequestLine) => {
-                    self.refuse(400, HTTPVersion(1, 1), "the request line is not METHOD PATH HTTP/1.x");
+                    self.refuse(
+                        400,
+                        HTTPVersion(1, 1),
+                        "the request line is not METHOD PATH HTTP/1.x",
+                    );
                     return None; // we don't know where the next request would start,
                                  // se we have to close
                 }
@@ -320,7 +334,10 @@ impl Iterator for ClientConnection {
                 }
 
                 Err(ReadError::RequestLineTooLong) => {
-                    let why = format!("the request line is longer than {} bytes; shorten the URL", self.state.limits.max_line);
+                    let why = format!(
+                        "the request line is longer than {} bytes; shorten the URL",
+                        self.state.limits.max_line
+                    );
                     self.refuse(414, HTTPVersion(1, 1), &why);
                     return None;
                 }
@@ -335,7 +352,14 @@ impl Iterator for ClientConnection {
                 }
 
                 Err(ReadError::BadFraming(ver, why)) => {
-                    self.refuse(400, ver, &format!("{}: send one Content-Length, or Transfer-Encoding: chunked alone", why));
+                    self.refuse(
+                        400,
+                        ver,
+                        &format!(
+                            "{}: send one Content-Length, or Transfer-Encoding: chunked alone",
+                            why
+                        ),
+                    );
                     return None;
                 }
 
@@ -348,13 +372,19 @@ impl Iterator for ClientConnection {
 
                 Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
                     // request timeout
-                    let why = format!("the request headers did not arrive within {:?}", self.state.limits.header_timeout);
+                    let why = format!(
+                        "the request headers did not arrive within {:?}",
+                        self.state.limits.header_timeout
+                    );
                     self.refuse(408, HTTPVersion(1, 1), &why);
                     return None; // closing the connection
                 }
 
                 Err(ReadError::ExpectationFailed(ver)) => {
-                    let writer = self.sink.next().expect("the builder always yields a writer");
+                    let writer = self
+                        .sink
+                        .next()
+                        .expect("the builder always yields a writer");
                     let response = Response::new_empty(StatusCode(417));
                     response.raw_print(writer, ver, &[], true, None).ok();
                     return None; // TODO: should be recoverable, but needs handling in case of body
@@ -367,7 +397,10 @@ impl Iterator for ClientConnection {
 
             // checking HTTP version
             if *rq.http_version() > (1, 1) {
-                let writer = self.sink.next().expect("the builder always yields a writer");
+                let writer = self
+                    .sink
+                    .next()
+                    .expect("the builder always yields a writer");
                 let response = Response::from_string(
                     "This server only supports HTTP versions 1.0 and 1.1".to_owned(),
                 )

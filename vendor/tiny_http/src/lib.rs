@@ -305,12 +305,23 @@ impl Server {
                 // mito patch: nothing that goes wrong with one connection (a panic
                 // included) stops the loop; only closing the server does.
                 let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    accept_one(&server, &ssl, &limits, &open, &tasks_pool, &inside_messages, &inside_close_trigger)
+                    accept_one(
+                        &server,
+                        &ssl,
+                        &limits,
+                        &open,
+                        &tasks_pool,
+                        &inside_messages,
+                        &inside_close_trigger,
+                    )
                 }));
                 match step {
                     Ok(Ok(())) => {
                         if failures > 0 {
-                            log::warn!("accepting connections again after {} failed attempts", failures);
+                            log::warn!(
+                                "accepting connections again after {} failed attempts",
+                                failures
+                            );
                             failures = 0;
                         }
                     }
@@ -319,7 +330,10 @@ impl Server {
                         // backlog; wait for resources to come back instead of spinning or
                         // giving up.
                         if failures == 0 {
-                            log::error!("cannot accept a connection: {}; retrying with back-off", e);
+                            log::error!(
+                                "cannot accept a connection: {}; retrying with back-off",
+                                e
+                            );
                         }
                         failures = failures.saturating_add(1);
                         thread::sleep(Duration::from_millis(10u64 << failures.min(5)));

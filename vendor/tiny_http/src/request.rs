@@ -277,7 +277,9 @@ where
                 // so the raw bytes it may read are capped; and the first `prebuffer`
                 // bytes of the body are read here, on the connection thread.
                 let prebuffer = conn.limits.prebuffer;
-                let raw_cap = (prebuffer as u64).saturating_mul(8).saturating_add(64 * 1024);
+                let raw_cap = (prebuffer as u64)
+                    .saturating_mul(8)
+                    .saturating_add(64 * 1024);
                 let mut decoder = FusedReader::new(Decoder::new(source_data.take(raw_cap)));
                 if expects_continue {
                     send_continue(&mut writer, &version, &headers);
@@ -560,8 +562,15 @@ impl Request {
 
         // mito patch: a body left unread beyond what is worth skipping ends the
         // connection after this response; say so, so the client does not reuse it.
-        let closing = self.conn.as_ref().map_or(false, |c| c.closes_after_response());
-        let response = if closing { response.closing() } else { response };
+        let closing = self
+            .conn
+            .as_ref()
+            .map_or(false, |c| c.closes_after_response());
+        let response = if closing {
+            response.closing()
+        } else {
+            response
+        };
 
         Self::ignore_client_closing_errors(response.raw_print(
             writer.by_ref(),

@@ -289,7 +289,8 @@ where
     /// (`add_header` ignores `Connection`, which applications may not set).
     pub(crate) fn closing(mut self) -> Self {
         self.headers.retain(|h| !h.field.equiv("Connection"));
-        self.headers.push(Header::from_bytes(&b"Connection"[..], &b"close"[..]).expect("static header"));
+        self.headers
+            .push(Header::from_bytes(&b"Connection"[..], &b"close"[..]).expect("static header"));
         self
     }
 

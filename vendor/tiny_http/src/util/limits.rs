@@ -104,7 +104,10 @@ impl ConnState {
             Phase::Header(Some(deadline)) => {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    Err(IoError::new(ErrorKind::TimedOut, "request headers took too long"))
+                    Err(IoError::new(
+                        ErrorKind::TimedOut,
+                        "request headers took too long",
+                    ))
                 } else {
                     Ok(left)
                 }

@@ -78,7 +78,10 @@ where
                 None => (),
             }
             let now = Instant::now();
-            let (_queue, result) = self.condvar.wait_timeout(queue, timeout).unwrap_or_else(|e| e.into_inner());
+            let (_queue, result) = self
+                .condvar
+                .wait_timeout(queue, timeout)
+                .unwrap_or_else(|e| e.into_inner());
             queue = _queue;
             let sleep_time = now.elapsed();
             duration = if duration > sleep_time {

@@ -165,9 +165,10 @@ impl Read for RefinedTcpStream {
         self.stream.set_read_timeout(limits.read_timeout()?)?;
         // A socket timeout shows as WouldBlock on Unix; callers test for TimedOut.
         self.stream.read(buf).map_err(|e| match e.kind() {
-            std::io::ErrorKind::WouldBlock => {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "the client sent nothing in time")
-            }
+            std::io::ErrorKind::WouldBlock => std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client sent nothing in time",
+            ),
             _ => e,
         })
     }

@@ -129,7 +129,12 @@ impl<R: Read + Send> SequentialReader<R> {
 
 impl<R: Read + Send> Read for SequentialReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
-        let lost = || std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the connection's reader was lost");
+        let lost = || {
+            std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the connection's reader was lost",
+            )
+        };
         let mut reader = match self.inner {
             SequentialReaderInner::MyTurn(ref mut reader) => return reader.read(buf),
             SequentialReaderInner::Waiting(ref mut recv) => recv.recv().map_err(|_| lost())?,
@@ -151,7 +156,10 @@ impl<W: Write + Send> Write for SequentialWriter<W> {
         }
         self.trigger = None;
 
-        self.writer.lock().unwrap_or_else(|e| e.into_inner()).write(buf)
+        self.writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .write(buf)
     }
 
     fn flush(&mut self) -> IoResult<()> {
@@ -162,7 +170,10 @@ impl<W: Write + Send> Write for SequentialWriter<W> {
         }
         self.trigger = None;
 
-        self.writer.lock().unwrap_or_else(|e| e.into_inner()).flush()
+        self.writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .flush()
     }
 }
 

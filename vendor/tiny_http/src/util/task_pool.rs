@@ -84,52 +84,60 @@ impl TaskPool {
     fn add_thread(&self, initial_fn: Option<Box<dyn FnMut() + Send>>) {
         let sharing = self.sharing.clone();
 
-        let spawned = thread::Builder::new().name("http-conn".into()).spawn(move || {
-            let sharing = sharing;
-            let _active_guard = Registration::new(&sharing.active_tasks);
+        let spawned = thread::Builder::new()
+            .name("http-conn".into())
+            .spawn(move || {
+                let sharing = sharing;
+                let _active_guard = Registration::new(&sharing.active_tasks);
 
-            if let Some(f) = initial_fn {
-                run_caught(f);
-            }
+                if let Some(f) = initial_fn {
+                    run_caught(f);
+                }
 
-            loop {
-                let task: Box<dyn FnMut() + Send> = {
-                    let mut todo = sharing.todo.lock().unwrap_or_else(|e| e.into_inner());
+                loop {
+                    let task: Box<dyn FnMut() + Send> = {
+                        let mut todo = sharing.todo.lock().unwrap_or_else(|e| e.into_inner());
 
-                    let task;
-                    loop {
-                        if let Some(poped_task) = todo.pop_front() {
-                            task = poped_task;
-                            break;
+                        let task;
+                        loop {
+                            if let Some(poped_task) = todo.pop_front() {
+                                task = poped_task;
+                                break;
+                            }
+                            let _waiting_guard = Registration::new(&sharing.waiting_tasks);
+
+                            let received =
+                                if sharing.active_tasks.load(Ordering::Acquire) <= MIN_THREADS {
+                                    todo = sharing
+                                        .condvar
+                                        .wait(todo)
+                                        .unwrap_or_else(|e| e.into_inner());
+                                    true
+                                } else {
+                                    let (new_lock, waitres) = sharing
+                                        .condvar
+                                        .wait_timeout(todo, Duration::from_millis(5000))
+                                        .unwrap_or_else(|e| e.into_inner());
+                                    todo = new_lock;
+                                    !waitres.timed_out()
+                                };
+
+                            if !received && todo.is_empty() {
+                                return;
+                            }
                         }
-                        let _waiting_guard = Registration::new(&sharing.waiting_tasks);
 
-                        let received =
-                            if sharing.active_tasks.load(Ordering::Acquire) <= MIN_THREADS {
-                                todo = sharing.condvar.wait(todo).unwrap_or_else(|e| e.into_inner());
-                                true
-                            } else {
-                                let (new_lock, waitres) = sharing
-                                    .condvar
-                                    .wait_timeout(todo, Duration::from_millis(5000))
-                                    .unwrap_or_else(|e| e.into_inner());
-                                todo = new_lock;
-                                !waitres.timed_out()
-                            };
+                        task
+                    };
 
-                        if !received && todo.is_empty() {
-                            return;
-                        }
-                    }
-
-                    task
-                };
-
-                run_caught(task);
-            }
-        });
+                    run_caught(task);
+                }
+            });
         if let Err(e) = spawned {
-            log::error!("cannot start a connection thread: {}; the connection waits for a free one", e);
+            log::error!(
+                "cannot start a connection thread: {}; the connection waits for a free one",
+                e
+            );
         }
     }
 }
