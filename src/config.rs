@@ -309,7 +309,20 @@ pub struct CoordinatorConfig {
     pub login_failure_window: Duration,
     /// How long a blocked user name or address gets 429 at `POST /login`.
     pub login_block: Duration,
+    /// Time a client has to send a request's headers (and an idle keep-alive connection
+    /// stays open).
+    pub header_timeout: Duration,
+    /// Longest wait for progress while a body is read or a response written.
+    pub body_timeout: Duration,
+    /// Open connections at once; one thread each. Beyond it, 503 and close.
+    pub max_connections: usize,
 }
+
+/// Upper bound of `header_timeout` and `body_timeout`: a stalled client holds a thread
+/// and a file descriptor at most this long.
+const MAX_IO_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Upper bound of `max_connections` (each is a thread and a file descriptor).
+const MAX_CONNECTIONS: usize = 1_000_000;
 
 impl CoordinatorConfig {
     /// Every key of `[coordinator]`.
@@ -342,6 +355,9 @@ impl CoordinatorConfig {
         "login_address_failure_limit",
         "login_failure_window",
         "login_block",
+        "header_timeout",
+        "body_timeout",
+        "max_connections",
     ];
 
     /// Builds the settings from merged layers, applying defaults and checking every value.
@@ -392,7 +408,32 @@ impl CoordinatorConfig {
             login_address_failure_limit: l.count("login_address_failure_limit")?.unwrap_or(20),
             login_failure_window: l.duration("login_failure_window")?.unwrap_or(Duration::from_secs(300)),
             login_block: l.duration("login_block")?.unwrap_or(Duration::from_secs(60)),
+            header_timeout: l
+                .duration("header_timeout")?
+                .unwrap_or(Duration::from_secs(10)),
+            body_timeout: l
+                .duration("body_timeout")?
+                .unwrap_or(Duration::from_secs(30)),
+            max_connections: l.count("max_connections")?.unwrap_or(4096),
         };
+        for (key, d) in [
+            ("header_timeout", cfg.header_timeout),
+            ("body_timeout", cfg.body_timeout),
+        ] {
+            if d.is_zero() || d > MAX_IO_TIMEOUT {
+                return Err(ConfigError(format!(
+                    "invalid value for `{key}`: {} is not between 1ms and {}",
+                    humantime::format_duration(d),
+                    humantime::format_duration(MAX_IO_TIMEOUT)
+                )));
+            }
+        }
+        if cfg.max_connections > MAX_CONNECTIONS {
+            return Err(ConfigError(format!(
+                "invalid value for `max_connections`: {} is more than {MAX_CONNECTIONS}",
+                cfg.max_connections
+            )));
+        }
         if !crate::api::valid_name(&cfg.admin_user) {
             return Err(ConfigError(format!(
                 "invalid value for `admin_user`: {:?} must be 1 to 255 letters, digits, '-' or '_'",
@@ -672,6 +713,20 @@ mod tests {
         assert_eq!(check_base_url("http://h:1/", None).unwrap(), "http://h:1");
         let e = check_base_url("127.0.0.1:5000", Some(&Source::Cli("-c".into()))).unwrap_err().0;
         assert!(e.contains("-c") && e.contains("scheme"), "{e}");
+    }
+
+    #[test]
+    fn http_limits_have_defaults_and_bounds() {
+        let mut l = Layers::default();
+        l.set("data_dir", toml::Value::String("/tmp/mito-x".into()), Source::Cli("--data-dir".into()));
+        let c = CoordinatorConfig::from_layers(&l).unwrap();
+        assert_eq!((c.header_timeout, c.body_timeout, c.max_connections), (Duration::from_secs(10), Duration::from_secs(30), 4096));
+        for (key, value) in [("header_timeout", "2h"), ("body_timeout", "0s"), ("max_connections", "2000000")] {
+            let mut l = l.clone();
+            l.set(key, toml::Value::String(value.into()), Source::Cli(format!("--{key}")));
+            let e = CoordinatorConfig::from_layers(&l).unwrap_err().0;
+            assert!(e.contains(key), "{e}");
+        }
     }
 
     #[test]

@@ -164,7 +164,8 @@ fn random_secret() -> String {
 
 /// Opens the listening socket with TCP_NODELAY (inherited by accepted connections on
 /// Linux): without it, Nagle's algorithm and delayed ACKs stall small responses ~40 ms.
-fn listen(bind: std::net::SocketAddr) -> Result<tiny_http::Server, String> {
+fn listen(cfg: &CoordinatorConfig) -> Result<tiny_http::Server, String> {
+    let bind = cfg.bind;
     use std::os::fd::AsRawFd;
     let listener = std::net::TcpListener::bind(bind)
         .map_err(|e| format!("cannot listen on {bind}: {e}; is another process using it? (change --bind)"))?;
@@ -182,7 +183,17 @@ fn listen(bind: std::net::SocketAddr) -> Result<tiny_http::Server, String> {
     if rc != 0 {
         log::warn!("cannot set TCP_NODELAY: {}", std::io::Error::last_os_error());
     }
-    tiny_http::Server::from_listener(listener, None).map_err(|e| format!("cannot serve on {bind}: {e}"))
+    let limits = tiny_http::Limits {
+        header_timeout: cfg.header_timeout,
+        body_timeout: cfg.body_timeout,
+        max_connections: cfg.max_connections,
+        // Bodies the handlers read whole are read ahead on the connection thread, so a
+        // slow client never holds a handler thread.
+        prebuffer: cfg.body_limit,
+        ..tiny_http::Limits::default()
+    };
+    tiny_http::Server::from_listener_with_limits(listener, None, limits)
+        .map_err(|e| format!("cannot serve on {bind}: {e}"))
 }
 
 /// Hands memory freed so far back to the system. Hashing the admin password (argon2id uses
@@ -193,6 +204,19 @@ pub fn release_freed_memory() {
     // SAFETY: malloc_trim only returns free heap pages to the kernel.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+/// Runs a background loop (`f` returns at shutdown) and restarts it after a panic, so a
+/// bad moment (a resource running short, a bug hit by one row) never leaves the
+/// coordinator without its reaper or dispatcher.
+pub fn supervised(ctx: &Ctx, name: &str, f: impl Fn()) {
+    while !ctx.shutdown.is_set() {
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(&f)).is_ok() {
+            return;
+        }
+        log::error!("the {name} thread panicked; restarting it in a second");
+        std::thread::sleep(Duration::from_secs(1));
     }
 }
 
@@ -232,7 +256,7 @@ pub fn run(cfg: CoordinatorConfig) -> Result<(), String> {
     let queue_pool = db::Pool::with_setup(&cfg.db_url, cfg.http_threads + 1, db::QUEUE_SETUP);
     release_freed_memory();
 
-    let server = listen(cfg.bind)?;
+    let server = listen(&cfg)?;
     let server = Arc::new(server);
     let secret = random_secret();
     log::warn!("shutdown secret (for `mito client admin shutdown`): {secret}");

@@ -23,7 +23,7 @@ const TASK_GRACE_SECS: i64 = 60;
 pub fn spawn(ctx: Arc<Ctx>) -> Option<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("reaper".into())
-        .spawn(move || run(&ctx))
+        .spawn(move || super::supervised(&ctx, "reaper", || run(&ctx)))
         .map_err(|e| log::error!("cannot start the reaper thread: {e}"))
         .ok()
 }

@@ -296,11 +296,11 @@ pub fn claim(ctx: &Ctx, db: &mut super::db::Conn, worker: WorkerToken, deadline:
 pub fn spawn(ctx: Arc<Ctx>) -> Vec<JoinHandle<()>> {
     let mut handles = Vec::new();
     let c = ctx.clone();
-    match std::thread::Builder::new().name("dispatcher".into()).spawn(move || dispatcher(&c)) {
+    match std::thread::Builder::new().name("dispatcher".into()).spawn(move || super::supervised(&c, "dispatcher", || dispatcher(&c))) {
         Ok(h) => handles.push(h),
         Err(e) => log::error!("cannot start the dispatcher thread: {e}"),
     }
-    match std::thread::Builder::new().name("listener".into()).spawn(move || listener(&ctx)) {
+    match std::thread::Builder::new().name("listener".into()).spawn(move || super::supervised(&ctx, "listener", || listener(&ctx))) {
         Ok(h) => handles.push(h),
         Err(e) => log::error!("cannot start the listener thread: {e}"),
     }

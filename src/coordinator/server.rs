@@ -176,7 +176,16 @@ pub fn spawn_handlers(ctx: Arc<Ctx>, server: Arc<tiny_http::Server>, threads: us
 fn handler_loop(ctx: &Ctx, server: &tiny_http::Server) {
     while !ctx.shutdown.is_set() {
         match server.recv_timeout(Duration::from_millis(500)) {
-            Ok(Some(req)) => handle(ctx, req),
+            Ok(Some(req)) => {
+                // A panic past `process` (in answering, or in handing tasks to parked
+                // fetches) must not end this thread either; the request, if still
+                // unanswered, gets tiny_http's 500 as it drops.
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(ctx, req)))
+                    .is_err()
+                {
+                    log::error!("a request handler panicked after its request was processed; the thread carries on");
+                }
+            }
             Ok(None) => {}
             Err(e) => {
                 log::warn!("accepting a request failed: {e}");
@@ -196,7 +205,7 @@ fn handle(ctx: &Ctx, mut req: tiny_http::Request) {
     let method = req.method().clone();
     let url = req.url().to_string();
     let big_request = req.body_length().is_some_and(|n| n > BIG_BODY);
-    let reply = match process(ctx, &mut req) {
+    let reply = match caught(|| process(ctx, &mut req)) {
         Ok(routes::Outcome::Reply(r)) => r,
         Ok(routes::Outcome::Park(how)) => {
             log::debug!("{method} {} parked until a task is ready", path_of(&url));
@@ -225,6 +234,19 @@ fn handle(ctx: &Ctx, mut req: tiny_http::Request) {
     if big {
         super::release_freed_memory();
     }
+}
+
+/// Runs `f`, turning a panic into an internal error (a 500 with a JSON message, logged):
+/// one bad request must not take a handler thread with it.
+fn caught<T>(f: impl FnOnce() -> Result<T, ApiError>) -> Result<T, ApiError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        let what = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        Err(ApiError::Internal(format!("the handler panicked: {what}")))
+    })
 }
 
 /// The path without the query string (which may hold secrets).
@@ -314,6 +336,19 @@ mod tests {
         assert_eq!(percent_decode("a+b", false).unwrap(), "a+b");
         assert!(percent_decode("%zz", false).is_err());
         assert!(percent_decode("%4", false).is_err());
+    }
+
+    #[test]
+    fn a_panicking_handler_becomes_an_internal_error() {
+        let r: Result<(), ApiError> = caught(|| panic!("boom"));
+        match r {
+            Err(ApiError::Internal(d)) => assert!(d.contains("boom"), "{d}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(caught(|| Ok(3)).unwrap(), 3);
+        let reply = caught::<()>(|| panic!("x")).unwrap_err().reply();
+        assert_eq!(reply.status, 500);
+        assert_eq!(reply.content_type, Some(JSON));
     }
 
     #[test]

@@ -343,6 +343,28 @@ struct LocalInner {
     closing: AtomicBool,
 }
 
+/// One of the [`MAX_TRANSFERS`] transfer slots, given back when dropped, so no path out of
+/// a transfer thread (an early return, a panic, a failed spawn) can leak it.
+struct TransferSlot(Arc<LocalInner>);
+
+impl TransferSlot {
+    fn take(inner: &Arc<LocalInner>) -> Option<TransferSlot> {
+        inner
+            .transfers
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < MAX_TRANSFERS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| TransferSlot(inner.clone()))
+    }
+}
+
+impl Drop for TransferSlot {
+    fn drop(&mut self) {
+        self.0.transfers.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// A request for an object URL, as the route table found it.
 #[derive(Debug, Clone)]
 pub struct ObjectRequest {
@@ -489,22 +511,23 @@ impl LocalStore {
             Ok(x) => x,
             Err(e) => return respond(req, e.reply()),
         };
-        if self.inner.transfers.fetch_add(1, Ordering::SeqCst) >= MAX_TRANSFERS {
-            self.inner.transfers.fetch_sub(1, Ordering::SeqCst);
-            return respond(req, ApiError::Unavailable("too many transfers at once".into()).reply());
-        }
+        let Some(slot) = TransferSlot::take(&self.inner) else {
+            return respond(req, ApiError::Unavailable("too many transfers at once; try again shortly".into()).reply());
+        };
         let store = self.clone();
         let name = if method == "PUT" { "object-put" } else { "object-get" };
+        // A stalled client cannot hold the slot forever: every socket read and write of the
+        // transfer times out after `body_timeout` without progress.
         let spawned = std::thread::Builder::new().name(name.into()).spawn(move || {
+            // Given back however the thread ends, a panic included.
+            let _slot = slot;
             let reply = match length {
                 Some(len) => store.receive(&mut req, &path, len),
                 None => return store.send_file(req, &path, &obj),
             };
             respond(req, reply.unwrap_or_else(|e| e.reply()));
-            store.inner.transfers.fetch_sub(1, Ordering::SeqCst);
         });
         if let Err(e) = spawned {
-            self.inner.transfers.fetch_sub(1, Ordering::SeqCst);
             log::error!("cannot start a transfer thread: {e}");
         }
     }
@@ -527,7 +550,6 @@ impl LocalStore {
                 respond(req, ApiError::Internal(String::new()).reply())
             }
         }
-        self.inner.transfers.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Writes the body to a temp file, then renames it into place: a reader sees the old

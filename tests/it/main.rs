@@ -12,6 +12,7 @@ mod client_tasks;
 mod client_files;
 mod end_to_end;
 mod groups;
+mod http_limits;
 mod lifecycle;
 mod limits;
 mod login_limits;

@@ -1,0 +1,560 @@
+//! The HTTP layer under hostile clients, over raw sockets: huge or ambiguous body lengths,
+//! endless header lines, slow and idle clients, too many connections, file descriptors
+//! running out, and object transfers that stall or misbehave.
+
+use crate::harness::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// A coordinator with `toml` in its `[coordinator]` table (plus `flags`); the returned
+/// directory holds the config file and must outlive the coordinator.
+fn start(toml: &str, flags: &[&str]) -> (Coordinator, TempDir) {
+    let dir = TempDir::new("httpcfg");
+    let path = dir.path().join("coordinator.toml");
+    std::fs::write(&path, format!("[coordinator]\n{toml}\n")).unwrap();
+    let path = path.to_str().unwrap().to_string();
+    let mut args = vec!["--config", path.as_str()];
+    args.extend_from_slice(flags);
+    (Coordinator::start_with(TestDb::new(), &args), dir)
+}
+
+fn connect(c: &Coordinator) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", c.port)).expect("connect to the coordinator");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// A response as read from the wire.
+#[derive(Debug, Default)]
+struct Wire {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Wire {
+    fn closes(&self) -> bool {
+        self.head.to_ascii_lowercase().contains("connection: close")
+    }
+}
+
+/// Reads one response (head, then Content-Length bytes of body). None when the
+/// connection ends (EOF, reset) or stays silent for the socket's read timeout first.
+fn read_response(s: &mut TcpStream) -> Option<Wire> {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => buf.push(byte[0]),
+            _ => return None,
+        }
+        if buf.len() > 64 * 1024 {
+            return None;
+        }
+    }
+    let head = String::from_utf8_lossy(&buf).to_string();
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    let len = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().to_string())
+        })
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len.min(1 << 20)];
+    s.read_exact(&mut body).ok()?;
+    Some(Wire {
+        status,
+        head,
+        body: String::from_utf8_lossy(&body).to_string(),
+    })
+}
+
+/// Whether the server ends the connection (EOF or reset) within the read timeout.
+fn ends(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Sends raw bytes on a fresh connection and reads the answer.
+fn exchange(c: &Coordinator, raw: &[u8]) -> (Option<Wire>, TcpStream) {
+    let mut s = connect(c);
+    let _ = s.write_all(raw);
+    let w = read_response(&mut s);
+    (w, s)
+}
+
+/// GET /health on a fresh connection; the status and how long it took.
+fn timed_health(c: &Coordinator) -> (u16, Duration) {
+    let t = Instant::now();
+    let (w, _) = exchange(
+        c,
+        b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    (w.map_or(0, |w| w.status), t.elapsed())
+}
+
+fn login_body() -> String {
+    serde_json::json!({"username": "mitosis_admin", "md5_password": mito::api::md5_password("mitosis_admin"), "retain": true})
+        .to_string()
+}
+
+fn threads_of(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn alive(c: &mut Coordinator) -> bool {
+    matches!(c.child.as_mut().unwrap().try_wait(), Ok(None))
+}
+
+/// Raises this process's open-file limit to its hard limit (children inherit it).
+fn raise_nofile() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on this process with a pointer to a live struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+    }
+    lim.rlim_cur
+}
+
+#[test]
+fn a_huge_content_length_is_refused_unread_and_kills_nothing() {
+    let (mut c, _cfg) = start("", &["--http-threads", "2"]);
+    // More requests than handler threads: a request that took its thread down (or the
+    // process) would show.
+    for len in [
+        "10000000000000",
+        "18446744073709551615",
+        "10000000000000",
+        "18446744073709551615",
+    ] {
+        let raw = format!("POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n");
+        let (w, mut s) = exchange(&c, raw.as_bytes());
+        let w = w.unwrap_or_else(|| panic!("no answer to Content-Length {len}:\n{}", c.log_text()));
+        assert_eq!(w.status, 413, "{w:?}");
+        assert!(
+            w.body.contains("2097152"),
+            "the message names the limit: {w:?}"
+        );
+        assert!(w.closes(), "the connection is closed, not drained: {w:?}");
+        assert!(ends(&mut s), "the server closes the connection");
+    }
+    assert!(alive(&mut c), "the coordinator died:\n{}", c.log_text());
+    let (s, t) = timed_health(&c);
+    assert_eq!(s, 200, "{}", c.log_text());
+    assert!(t < Duration::from_secs(1), "{t:?}");
+}
+
+#[test]
+fn ambiguous_or_invalid_body_framing_is_refused() {
+    let (c, _cfg) = start("", &[]);
+    let body = login_body();
+    let n = body.len();
+    let chunked = format!("{n:x}\r\n{body}\r\n0\r\n\r\n");
+    let cases: Vec<(String, u16)> = vec![
+        // The same length twice: a proxy may still take either header.
+        (format!("POST /login HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {n}\r\nContent-Length: {n}\r\n\r\n{body}"), 400),
+        (format!("POST /login HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {n}\r\nContent-Length: 5\r\n\r\n{body}"), 400),
+        (format!("POST /login HTTP/1.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nContent-Length: {n}\r\n\r\n{chunked}"), 400),
+        (format!("POST /login HTTP/1.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n{chunked}"), 400),
+        ("GET /health HTTP/1.1\r\nContent-Length: 100000000000000000000\r\n\r\n".into(), 400),
+        ("GET /health HTTP/1.1\r\nContent-Length: +0\r\n\r\n".into(), 400),
+        ("GET /health HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n".into(), 501),
+    ];
+    for (raw, want) in cases {
+        let (w, mut s) = exchange(&c, raw.as_bytes());
+        let w = w.unwrap_or_else(|| panic!("no answer to {raw:?}"));
+        assert_eq!(w.status, want, "{raw:?} -> {w:?}");
+        assert!(!w.body.is_empty() && w.closes(), "{w:?}");
+        assert!(ends(&mut s), "the connection is closed after {raw:?}");
+    }
+    // Unambiguous framing still works, chunked included.
+    let raw = format!("POST /login HTTP/1.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{chunked}");
+    assert_eq!(exchange(&c, raw.as_bytes()).0.map(|w| w.status), Some(200));
+    let raw = format!("POST /login HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {n}\r\n\r\n{body}");
+    assert_eq!(exchange(&c, raw.as_bytes()).0.map(|w| w.status), Some(200));
+}
+
+#[test]
+fn oversized_request_lines_and_headers_are_refused() {
+    let (mut c, _cfg) = start("", &[]);
+    let long = "a".repeat(9000);
+    let (w, mut s) = exchange(&c, format!("GET /{long} HTTP/1.1\r\n\r\n").as_bytes());
+    let w = w.expect("an answer to a long request line");
+    assert_eq!(w.status, 414, "{w:?}");
+    assert!(w.body.contains("8192") && w.closes(), "{w:?}");
+    assert!(ends(&mut s));
+
+    let (w, _) = exchange(
+        &c,
+        format!("GET /health HTTP/1.1\r\nX-Long: {long}\r\n\r\n").as_bytes(),
+    );
+    let w = w.expect("an answer to a long header line");
+    assert_eq!(w.status, 431, "{w:?}");
+    assert!(w.body.contains("8192") && w.body.contains("65536"), "{w:?}");
+
+    // Each line is short; all of them together are not.
+    let many: String = (0..20)
+        .map(|i| format!("X-H{i}: {}\r\n", "b".repeat(4000)))
+        .collect();
+    let (w, _) = exchange(&c, format!("GET /health HTTP/1.1\r\n{many}\r\n").as_bytes());
+    assert_eq!(w.map(|w| w.status), Some(431));
+
+    // A header line that never ends costs the server nothing: it stops reading at the cap.
+    let pid = c.child.as_ref().unwrap().id();
+    let before = rss_kib(pid);
+    let mut s = connect(&c);
+    let chunk = vec![b'z'; 64 * 1024];
+    let _ = s.write_all(b"GET /health HTTP/1.1\r\nX-Endless: ");
+    for _ in 0..256 {
+        if s.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    assert!(ends(&mut s), "the connection is closed");
+    let grown = rss_kib(pid).saturating_sub(before);
+    assert!(grown < 4096, "RSS grew by {grown} KiB");
+    assert!(alive(&mut c));
+    assert_eq!(timed_health(&c).0, 200);
+}
+
+#[test]
+fn slow_clients_hold_no_handler_thread_and_time_out() {
+    let (c, _cfg) = start(
+        "header_timeout = \"1s\"\nbody_timeout = \"1s\"\n",
+        &["--http-threads", "2"],
+    );
+    // Bodies declared and barely started, and headers begun and never finished.
+    let mut slow_bodies: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut s = connect(&c);
+            s.write_all(b"POST /login HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{").unwrap();
+            s
+        })
+        .collect();
+    let mut slow_headers: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut s = connect(&c);
+            s.write_all(b"GET /health HTTP/1.1\r\nX-Slow: ").unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    for _ in 0..3 {
+        let (s, t) = timed_health(&c);
+        assert_eq!(s, 200);
+        assert!(
+            t < Duration::from_secs(1),
+            "/health took {t:?} with slow clients around"
+        );
+    }
+    let body = login_body();
+    let raw = format!("POST /login HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let t = Instant::now();
+    assert_eq!(exchange(&c, raw.as_bytes()).0.map(|w| w.status), Some(200));
+    assert!(t.elapsed() < Duration::from_secs(1));
+
+    // The server gives up on them after the timeouts instead of waiting forever.
+    for s in &mut slow_headers {
+        let w = read_response(s).expect("a 408 once the header time is up");
+        assert_eq!(w.status, 408, "{w:?}");
+        assert!(ends(s));
+    }
+    for s in &mut slow_bodies {
+        assert!(ends(s), "a stalled body ends its connection");
+    }
+    // An idle keep-alive connection is closed quietly after the header timeout.
+    let mut idle = connect(&c);
+    idle.write_all(b"GET /health HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut idle).map(|w| w.status), Some(200));
+    let t = Instant::now();
+    let mut rest = Vec::new();
+    let _ = idle.read_to_end(&mut rest);
+    assert!(
+        rest.is_empty(),
+        "no response is sent on an idle connection: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+}
+
+#[test]
+fn connections_beyond_the_cap_get_503_and_running_out_of_fds_does_not_deafen() {
+    let (mut c, _cfg) = start("max_connections = 16\n", &[]);
+    let idle: Vec<TcpStream> = (0..16).map(|_| connect(&c)).collect();
+    // Accepting the idle ones may lag behind under load: a connection that still fit in
+    // waits silently for its request, so ask again until the cap shows.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (w, mut s) = loop {
+        let mut s = connect(&c);
+        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        if let Some(w) = read_response(&mut s) {
+            break (w, s);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a connection over the cap is never answered"
+        );
+    };
+    assert_eq!(w.status, 503, "{w:?}");
+    assert!(
+        w.body.contains("too many open connections") && w.closes(),
+        "{w:?}"
+    );
+    assert!(ends(&mut s));
+    drop(idle);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while timed_health(&c).0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the coordinator does not serve again after the idle connections left"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Now let file descriptors run out: the process keeps only a few to spare.
+    let pid = c.child.as_ref().unwrap().id();
+    let used = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as u64;
+    let lim = libc::rlimit {
+        rlim_cur: used + 12,
+        rlim_max: used + 12,
+    };
+    // SAFETY: prlimit on our own child, with a pointer to a live struct.
+    let rc = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            &lim,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let hogs: Vec<TcpStream> = (0..30)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", c.port)).ok())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // Running out shows in accept(), or in duplicating the accepted socket.
+    while !["cannot accept a connection", "cannot set up a connection"]
+        .iter()
+        .any(|m| c.log_text().contains(m))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "accept never ran out of file descriptors ({used} in use before, {} now, {} connected):\n{}",
+            std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count(),
+            hogs.len(),
+            c.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(hogs);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while timed_health(&c).0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the coordinator went deaf after file descriptors ran out:\n{}",
+            c.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(alive(&mut c));
+}
+
+#[test]
+fn a_thousand_idle_connections_and_slow_bodies_leave_the_api_responsive() {
+    let have = raise_nofile();
+    // This process holds one fd per connection; the coordinator two.
+    let conns: usize = if have >= 2600 {
+        1000
+    } else {
+        (have as usize).saturating_sub(100) / 2
+    };
+    let http_threads = 4;
+    let (c, _cfg) = start("", &["--http-threads", "4"]);
+    let pid = c.child.as_ref().unwrap().id();
+    let admin = c.admin();
+    let base_threads = threads_of(pid);
+
+    let idle: Vec<TcpStream> = (0..conns).map(|_| connect(&c)).collect();
+    let slow: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut s = connect(&c);
+            s.write_all(b"POST /login HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{").unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+
+    let (s, t) = timed_health(&c);
+    assert_eq!(s, 200);
+    assert!(t < Duration::from_secs(1), "/health took {t:?}");
+    let t = Instant::now();
+    let (s, b) = admin.post("/tasks", &task("mitosis_admin", &["true"], &[], 0));
+    assert_eq!(s, 200, "{b}");
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "a submit took {:?}",
+        t.elapsed()
+    );
+
+    // The documented budget: one thread per open connection, the handler threads, and a
+    // fixed few (README: Connection budget).
+    let threads = threads_of(pid);
+    let open = conns + slow.len() + 2;
+    assert!(
+        threads <= open + http_threads + 24,
+        "{threads} threads for {open} connections and {http_threads} handlers (idle: {base_threads})"
+    );
+    assert!(
+        threads >= conns,
+        "one thread per connection was expected, found {threads}"
+    );
+    drop(idle);
+    drop(slow);
+}
+
+#[test]
+fn object_transfer_slots_come_back_and_stalled_uploads_time_out() {
+    let (c, _cfg) = start("body_timeout = \"1s\"\n", &[]);
+    let bob = c.user("bob");
+    let strip = |url: &str| -> String {
+        let rest = url.split_once("://").unwrap().1;
+        format!("/{}", rest.split_once('/').unwrap().1)
+    };
+    let (s, b) = bob.post(
+        "/groups/bob/attachments",
+        &serde_json::json!({"key": "a.bin", "content_length": 5}),
+    );
+    assert_eq!(s, 200, "{b}");
+    let put = strip(json(&b)["url"].as_str().unwrap());
+    let raw = format!("PUT {put} HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello");
+    assert_eq!(exchange(&c, raw.as_bytes()).0.map(|w| w.status), Some(200));
+    let (s, b) = bob.get("/groups/bob/download/attachments/a.bin");
+    assert_eq!(s, 200, "{b}");
+    let get = strip(json(&b)["url"].as_str().unwrap());
+
+    // More misbehaving downloads than there are transfer slots (64).
+    for _ in 0..70 {
+        let raw = format!("GET {get} HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n\r\n");
+        let (w, _) = exchange(&c, raw.as_bytes());
+        let w = w.expect("an answer");
+        assert_eq!((w.status, w.body.as_str()), (200, "hello"), "{w:?}");
+    }
+    let raw = format!("GET {get} HTTP/1.1\r\n\r\n");
+    let (w, _) = exchange(&c, raw.as_bytes());
+    assert_eq!(
+        w.map(|w| (w.status, w.body)),
+        Some((200, "hello".to_string()))
+    );
+
+    // An upload that stalls gives its thread and slot back after body_timeout.
+    let len = 3 << 20;
+    let (s, b) = bob.post(
+        "/groups/bob/attachments",
+        &serde_json::json!({"key": "big.bin", "content_length": len}),
+    );
+    assert_eq!(s, 200, "{b}");
+    let put = strip(json(&b)["url"].as_str().unwrap());
+    let mut s = connect(&c);
+    s.write_all(
+        format!("PUT {put} HTTP/1.1\r\nContent-Length: {len}\r\n\r\n0123456789").as_bytes(),
+    )
+    .unwrap();
+    let t = Instant::now();
+    let w = read_response(&mut s).expect("an answer once the upload stalls");
+    assert_eq!(w.status, 400, "{w:?}");
+    assert!(w.body.contains("broke off"), "{w:?}");
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+}
+
+#[test]
+fn a_request_that_closes_its_connection_keeps_its_place_under_the_cap_until_answered() {
+    let (c, _cfg) = start("max_connections = 8\nheader_timeout = \"1s\"\n", &[]);
+    let ann = c.user("ann");
+    let w = c.worker(&ann, &[], &[]);
+    let token = w.api.token.clone().unwrap();
+    // Long-polls that close their connection once answered: while they wait, they are
+    // open connections (before, their connection threads ended at once and any number of
+    // them could queue up).
+    let parked: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut s = connect(&c);
+            let raw = format!("GET /workers/tasks?wait=3 HTTP/1.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n");
+            s.write_all(raw.as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut s = connect(&c);
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let w = read_response(&mut s).expect("a connection over the cap is answered at once");
+    assert_eq!(w.status, 503, "{w:?}");
+    for mut p in parked {
+        let w = read_response(&mut p).expect("the long-poll is answered");
+        assert_eq!((w.status, w.body.as_str()), (200, "null"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while timed_health(&c).0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the cap was not freed after the long-polls ended"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A keep-alive long-poll may outlast header_timeout: the header clock of the next
+    // request starts only once it is answered.
+    let mut s = connect(&c);
+    let raw =
+        format!("GET /workers/tasks?wait=2 HTTP/1.1\r\nAuthorization: Bearer {token}\r\n\r\n");
+    s.write_all(raw.as_bytes()).unwrap();
+    let w = read_response(&mut s).expect("the long-poll is answered");
+    assert_eq!((w.status, w.closes()), (200, false), "{w:?}");
+    s.write_all(b"GET /health HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut s).map(|w| w.status), Some(200));
+}

@@ -1,0 +1,135 @@
+//! Per-connection limits (mito patch): how long a client may take, how much it may send
+//! before a request is parsed, and what happens to a body the handler did not read.
+//!
+//! One `ConnState` is shared by the connection thread, the socket reader and the request
+//! handed to the application. Access to the socket is already sequential (one reader at a
+//! time), so the phase recorded here is the phase of whoever reads next.
+
+use std::io::{Error as IoError, ErrorKind, Result as IoResult};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// The limits a server applies to every connection.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// From the first socket read of a request to the end of its headers. An idle
+    /// keep-alive connection is closed when this runs out.
+    pub header_timeout: Duration,
+    /// Longest wait for any progress while reading a body or writing a response.
+    pub body_timeout: Duration,
+    /// Open connections at once; beyond it a connection is answered 503 and closed.
+    pub max_connections: usize,
+    /// Longest request line and longest header line, CRLF excluded.
+    pub max_line: usize,
+    /// All header lines of one request together.
+    pub max_header_bytes: usize,
+    /// An unread body up to this size is skipped so the connection can be reused; a
+    /// larger one (or an unfinished chunked body) closes the connection instead.
+    pub drain_limit: usize,
+    /// A body up to this size (by Content-Length, or a chunked body up to this size) is
+    /// read on the connection's own thread before the request is handed out, so a slow
+    /// client holds its connection thread and never the application's thread.
+    pub prebuffer: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 4096,
+            max_line: 8 * 1024,
+            max_header_bytes: 64 * 1024,
+            drain_limit: 64 * 1024,
+            prebuffer: 64 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    /// Reading headers; the deadline starts at the first socket read.
+    Header(Option<Instant>),
+    Body,
+}
+
+/// What is left of the current request's body on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unread {
+    Nothing,
+    Bytes(usize),
+    /// A chunked or upgraded body that was not read to its end.
+    Unknown,
+}
+
+pub(crate) struct ConnState {
+    pub(crate) limits: Limits,
+    phase: Mutex<Phase>,
+    unread: Mutex<Unread>,
+}
+
+/// A poisoned lock only means another thread panicked while holding it; the plain data
+/// inside is still whole.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ConnState {
+    pub(crate) fn new(limits: Limits) -> ConnState {
+        ConnState {
+            limits,
+            phase: Mutex::new(Phase::Header(None)),
+            unread: Mutex::new(Unread::Nothing),
+        }
+    }
+
+    pub(crate) fn start_header(&self) {
+        *lock(&self.phase) = Phase::Header(None);
+    }
+
+    pub(crate) fn start_body(&self) {
+        *lock(&self.phase) = Phase::Body;
+    }
+
+    /// The read timeout for the next socket read, or TimedOut once the header deadline
+    /// has passed.
+    pub(crate) fn read_timeout(&self) -> IoResult<Duration> {
+        let mut phase = lock(&self.phase);
+        match *phase {
+            Phase::Body => Ok(self.limits.body_timeout),
+            Phase::Header(None) => {
+                *phase = Phase::Header(Some(Instant::now() + self.limits.header_timeout));
+                Ok(self.limits.header_timeout)
+            }
+            Phase::Header(Some(deadline)) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    Err(IoError::new(
+                        ErrorKind::TimedOut,
+                        "request headers took too long",
+                    ))
+                } else {
+                    Ok(left)
+                }
+            }
+        }
+    }
+
+    pub(crate) fn set_unread(&self, unread: Unread) {
+        *lock(&self.unread) = unread;
+    }
+
+    pub(crate) fn take_unread(&self) -> Unread {
+        std::mem::replace(&mut *lock(&self.unread), Unread::Nothing)
+    }
+
+    /// Whether the connection will be closed after the current response, because its
+    /// body is left unread beyond what is worth skipping.
+    pub(crate) fn closes_after_response(&self) -> bool {
+        match *lock(&self.unread) {
+            Unread::Nothing => false,
+            Unread::Bytes(n) => n > self.limits.drain_limit,
+            Unread::Unknown => true,
+        }
+    }
+}
