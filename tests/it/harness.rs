@@ -266,7 +266,7 @@ pub struct Coordinator {
     pub db: TestDb,
     pub home: TempDir,
     pub admin_token: String,
-    log: PathBuf,
+    pub log: PathBuf,
 }
 
 impl Coordinator {
@@ -294,8 +294,12 @@ impl Coordinator {
         panic!("no free port for the coordinator:\n{}", c.log_text());
     }
 
-    /// Waits until /health answers; false if the process died or time ran out.
+    /// Waits until /health answers and the log says this coordinator listens on its port;
+    /// false if the process died or time ran out. The log matters: two tests can be handed
+    /// the same free port, and then the one whose coordinator failed to bind would
+    /// otherwise take the other's /health for its own and run against the wrong database.
     pub fn wait_ready(&mut self, within: Duration) -> bool {
+        let listening = format!("listening on http://127.0.0.1:{} ", self.port);
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Some(child) = self.child.as_mut() {
@@ -303,7 +307,7 @@ impl Coordinator {
                     return false;
                 }
             }
-            if http(&self.url, "GET", "/health", None, None).0 == 200 {
+            if http(&self.url, "GET", "/health", None, None).0 == 200 && self.log_text().contains(&listening) {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(50));

@@ -272,8 +272,8 @@ fn the_worker_carries_on_through_a_coordinator_restart() {
     assert!(started.exists(), "the task did not start:\n{}", w.log_text());
     c.stop();
     std::thread::sleep(Duration::from_secs(6));
-    let log = c.home.path().join("coordinator-2.log");
-    c.child = Some(spawn_coordinator(&c.home, &c.db.url, c.port, &[], &log));
+    c.log = c.home.path().join("coordinator-2.log");
+    c.child = Some(spawn_coordinator(&c.home, &c.db.url, c.port, &[], &c.log));
     assert!(c.wait_ready(Duration::from_secs(60)), "the coordinator did not come back");
     let info = wait_committed(&alice, &uuid, Duration::from_secs(60));
     assert_eq!(info["state"], "Finished", "{info}");
