@@ -12,7 +12,7 @@ pub mod tasks;
 mod users;
 pub mod worker_api;
 mod workers;
-// ---- object storage (issue 5)
+// ---- object storage
 pub mod artifacts;
 pub mod attachments;
 mod objects;
@@ -73,7 +73,7 @@ pub enum Endpoint {
     ShutdownWorkers,
     ShutdownWorkerList,
     AdminShutdownWorker(Uuid),
-    // ---- object storage (issue 5): (group, key), (task uuid, content type) as in the path
+    // ---- object storage: (group, key), (task uuid, content type) as in the path
     UploadAttachment(String),
     QueryAttachments(String),
     AttachmentMetadata(String, String),
@@ -235,7 +235,7 @@ pub fn resolve(method: &Method, segs: &[&str]) -> Result<Endpoint, ApiError> {
     }
 }
 
-// ---- object storage routes (issue 5). Static segments come before captures, so
+// ---- object storage routes. Static segments come before captures, so
 // `/tasks/download/...` is never read as `/tasks/{uuid}/...` and `attachments/query` is
 // never a key.
 fn resolve_storage(method: &Method, segs: &[&str]) -> Result<Endpoint, ApiError> {
@@ -411,7 +411,7 @@ fn run_handler(ctx: &Ctx, endpoint: Endpoint, call: &Call, who: &Principal) -> R
         E::QueryWorkers => workers::query(ctx, call, who.user()?),
         E::ShutdownWorkers => workers::shutdown_by_filter(ctx, call, who.user()?),
         E::ShutdownWorkerList => workers::shutdown_by_list(ctx, call, who.user()?),
-        // ---- object storage (issue 5)
+        // ---- object storage
         E::UploadAttachment(g) => attachments::upload(ctx, call, who.user()?, &g),
         E::QueryAttachments(g) => attachments::query(ctx, call, who.user()?, &g),
         E::AttachmentMetadata(g, k) => attachments::metadata(ctx, who.user()?, &g, &k),
