@@ -171,9 +171,12 @@ fn remove(ctx: &Ctx, db: &mut super::db::Conn, ids: &[i64]) -> Result<(), super:
     for g in &groups {
         ctx.scheduler.notify_group(&mut tx, *g)?;
     }
+    // Their fetches may still be parked somewhere: answered with 401 now.
+    ctx.scheduler.notify_workers(&mut tx, ids)?;
     tx.commit()?;
     for g in groups {
         ctx.scheduler.task_ready(g);
     }
+    ctx.scheduler.workers_changed(ids);
     Ok(())
 }

@@ -38,6 +38,10 @@ use uuid::Uuid;
 /// The NOTIFY channel coordinators share.
 pub const CHANNEL: &str = "mito_tasks";
 
+/// Past this many workers changed at once, one wake-up for every parked fetch is cheaper
+/// than one notification per worker.
+const MAX_WORKER_WAKES: usize = 64;
+
 /// What a fetch that found nothing parks with: the worker, its deadline, and what it may
 /// run (read right after the claim that found nothing), so a wake-up finds the fetches it
 /// concerns without asking the database.
@@ -164,6 +168,18 @@ impl Scheduler {
         self.announce(Wake::Worker(worker_id));
     }
 
+    /// Wakes the parked fetches of workers that were removed or stopped, so they hear it
+    /// now (the claim answers 401) instead of at their deadline or next heartbeat.
+    pub fn workers_changed(&self, ids: &[i64]) {
+        if ids.len() > MAX_WORKER_WAKES {
+            self.announce(Wake::All);
+        } else {
+            for id in ids {
+                self.announce(Wake::Worker(*id));
+            }
+        }
+    }
+
     fn answer_all_null(&self) {
         for p in std::mem::take(&mut *locked(&self.parked)) {
             respond(p.req, Reply::null());
@@ -213,6 +229,20 @@ impl Scheduler {
     /// That payload without the group id, for SQL that appends it.
     pub fn group_payload_prefix(&self) -> String {
         format!("{}|g:", self.instance)
+    }
+
+    /// Queues NOTIFYs about removed or stopped workers (one for all of them past
+    /// [`MAX_WORKER_WAKES`]), for their fetches parked on other coordinators.
+    pub fn notify_workers(&self, tx: &mut impl GenericClient, ids: &[i64]) -> Result<(), ApiError> {
+        if ids.len() > MAX_WORKER_WAKES {
+            let payload = format!("{}|all", self.instance);
+            tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])?;
+            return Ok(());
+        }
+        for id in ids {
+            self.notify_worker(tx, *id)?;
+        }
+        Ok(())
     }
 
     /// Queues a NOTIFY about a worker's changed tags or groups.

@@ -16,6 +16,7 @@ mod lifecycle;
 mod login_limits;
 mod permissions;
 mod redis_acl;
+mod reliability;
 mod scheduling;
 mod secrets_and_limits;
 mod startup;

@@ -109,10 +109,14 @@ fn finish_shutdown(ctx: &Ctx, mut tx: postgres::Transaction, ids: &[i64], op: Wo
     for g in &groups {
         ctx.scheduler.notify_group(&mut tx, *g)?;
     }
+    // A stopped worker may be parked in a long-poll (here or on another coordinator):
+    // its fetch is answered now, with the 401 that tells it to exit.
+    ctx.scheduler.notify_workers(&mut tx, ids)?;
     tx.commit()?;
     for g in groups {
         ctx.scheduler.task_ready(g);
     }
+    ctx.scheduler.workers_changed(ids);
     Ok(n)
 }
 
