@@ -159,3 +159,15 @@ ALTER TABLE active_tasks DROP CONSTRAINT IF EXISTS active_tasks_group_id_task_id
 DROP INDEX IF EXISTS active_tasks_ready;
 CREATE INDEX active_tasks_unassigned ON active_tasks (priority DESC, id) WHERE assigned_worker IS NULL;
 ALTER TABLE active_tasks SET (fillfactor = 70);
+
+
+
+-- migration 4: claim leases
+-- A task handed to a worker that confirms its claims (mito workers say so when they
+-- register) carries a deadline until the worker confirms it (heartbeat or report); the
+-- reaper puts it back to Ready past that deadline, so a fetch answered to a worker that
+-- died on the way costs seconds, not heartbeat_timeout. mitosis workers never confirm:
+-- their claims get no deadline.
+ALTER TABLE workers ADD COLUMN confirms_claims boolean NOT NULL DEFAULT false;
+ALTER TABLE active_tasks ADD COLUMN claim_deadline timestamptz;
+CREATE INDEX active_tasks_claim_deadline ON active_tasks (claim_deadline) WHERE claim_deadline IS NOT NULL;

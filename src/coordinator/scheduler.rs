@@ -49,6 +49,8 @@ pub struct ParkAs {
     pub worker: WorkerToken,
     worker_id: i64,
     pub deadline: Instant,
+    /// The port this coordinator listens on, to find the fetch's connection.
+    listen_port: u16,
     groups: Vec<i64>,
     tags: Vec<String>,
     /// [`Scheduler::ready_seq`] before the claim that found nothing: if it moved since, a
@@ -60,6 +62,8 @@ pub struct ParkAs {
 pub struct Parked {
     req: tiny_http::Request,
     how: ParkAs,
+    /// Its connection, to see before claiming whether the worker is still there.
+    sock: Option<super::peer::PeerSocket>,
 }
 
 /// What may have changed for parked fetches.
@@ -147,8 +151,13 @@ impl Scheduler {
     /// Parks a fetch that found nothing. If something was announced since its claim
     /// looked, it gets another look at once.
     pub fn park(&self, req: tiny_http::Request, how: ParkAs) {
-        let (worker_id, seq) = (how.worker_id, how.seq);
-        locked(&self.parked).push(Parked { req, how });
+        let sock = req.remote_addr().and_then(|a| super::peer::find(*a, how.listen_port));
+        self.repark(Parked { req, how, sock });
+    }
+
+    fn repark(&self, p: Parked) {
+        let (worker_id, seq) = (p.how.worker_id, p.how.seq);
+        locked(&self.parked).push(p);
         // No need to rouse the dispatcher for the deadline: waits are at least a second,
         // and it looks at the deadlines at least every 500 ms.
         if self.closed.load(Ordering::SeqCst) {
@@ -210,7 +219,7 @@ impl Scheduler {
             if let Some(back) = try_answer(ctx, p) {
                 exhausted.insert(eligibility(&back));
                 // Claimed for while out of the list, it may have missed an announcement.
-                self.park(back.req, back.how);
+                self.repark(back);
             }
         }
     }
@@ -257,7 +266,7 @@ impl Scheduler {
 /// the worker may run, unless it holds a Running task (see [`WORKER`]). Runs on the queue
 /// pool ([`super::db::QUEUE_SETUP`]). Kept lean: its executor setup is a good part of its
 /// cost, so everything a successful claim does not need is left to [`WORKER`].
-pub const CLAIM: &str = "WITH w AS (SELECT id, tags, assigned_task_id FROM workers WHERE worker_id = $1 AND state = 0),
+pub const CLAIM: &str = "WITH w AS (SELECT id, tags, assigned_task_id, confirms_claims FROM workers WHERE worker_id = $1 AND state = 0),
     cand AS (
         SELECT t.id FROM active_tasks t
         WHERE t.assigned_worker IS NULL AND t.state = 1
@@ -269,7 +278,8 @@ pub const CLAIM: &str = "WITH w AS (SELECT id, tags, assigned_task_id FROM worke
         LIMIT 1
         FOR UPDATE SKIP LOCKED
     ), claimed AS (
-        UPDATE active_tasks t SET state = 2, assigned_worker = (SELECT id FROM w), updated_at = now()
+        UPDATE active_tasks t SET state = 2, assigned_worker = (SELECT id FROM w), updated_at = now(),
+            claim_deadline = CASE WHEN (SELECT confirms_claims FROM w) THEN now() + make_interval(secs => $2) END
         FROM cand WHERE t.id = cand.id
         RETURNING t.id, t.uuid, t.timeout, t.upstream_task_uuid, t.spec
     ), assign AS (
@@ -311,7 +321,8 @@ fn task(r: &postgres::Row) -> Result<WorkerTaskResp, ApiError> {
 pub fn claim(ctx: &Ctx, db: &mut super::db::Conn, worker: WorkerToken, deadline: Instant) -> Result<Claimed, ApiError> {
     let seq = ctx.scheduler.ready_seq();
     let st = db.prepared(CLAIM)?;
-    if let Some(r) = db.query_opt(&st, &[&worker.uuid])? {
+    let lease = ctx.cfg.claim_lease.as_secs_f64();
+    if let Some(r) = db.query_opt(&st, &[&worker.uuid, &lease])? {
         return Ok(Claimed::Task(task(&r)?));
     }
     let st = db.prepared(WORKER)?;
@@ -319,7 +330,15 @@ pub fn claim(ctx: &Ctx, db: &mut super::db::Conn, worker: WorkerToken, deadline:
     if r.get::<_, Option<i64>>(0).is_some() {
         return Ok(Claimed::Task(task(&r)?));
     }
-    Ok(Claimed::Nothing(ParkAs { worker, worker_id: r.get(5), deadline, tags: r.get(6), groups: r.get(7), seq }))
+    Ok(Claimed::Nothing(ParkAs {
+        worker,
+        worker_id: r.get(5),
+        deadline,
+        listen_port: ctx.cfg.bind.port(),
+        tags: r.get(6),
+        groups: r.get(7),
+        seq,
+    }))
 }
 
 /// Starts the dispatcher and the LISTEN thread.
@@ -340,6 +359,13 @@ pub fn spawn(ctx: Arc<Ctx>) -> Vec<JoinHandle<()>> {
 /// Tries to answer one parked fetch; gives it back (with what it may run refreshed) if
 /// there is still nothing for it.
 fn try_answer(ctx: &Ctx, p: Parked) -> Option<Parked> {
+    // A task claimed for a worker that hung up would sit Running until it is reaped: a
+    // fetch whose connection is closed is dropped unclaimed.
+    if p.sock.as_ref().is_some_and(|s| s.closed()) {
+        log::debug!("a parked fetch's worker hung up; dropping the fetch");
+        respond(p.req, Reply::null());
+        return None;
+    }
     let mut db = match ctx.queue_pool.get() {
         Ok(db) => db,
         Err(_) => return Some(p),
@@ -349,7 +375,7 @@ fn try_answer(ctx: &Ctx, p: Parked) -> Option<Parked> {
             respond(p.req, Reply::json(&task));
             None
         }
-        Ok(Claimed::Nothing(how)) => Some(Parked { req: p.req, how }),
+        Ok(Claimed::Nothing(how)) => Some(Parked { req: p.req, how, sock: p.sock }),
         Err(ApiError::WrongCredentials) => {
             respond(p.req, ApiError::WrongCredentials.reply());
             None

@@ -428,7 +428,7 @@ fn register(cfg: &WorkerConfig, user_token: &str, stop: &Arc<Stop>, cap: Duratio
         groups: cfg.groups.iter().cloned().collect(),
         lifetime: cfg.lifetime,
     };
-    match net.call_json("registering", None, || net.request("POST", "/workers").send_json(&body)) {
+    match net.call_json("registering", None, || net.request("POST", "/workers").set(crate::api::CONFIRMS_CLAIMS_HEADER, "true").send_json(&body)) {
         Ok(r) => Ok(Registered::Yes(r)),
         Err(CallError::Stopped) => Ok(Registered::Stopped),
         Err(CallError::Unauthorized) => Ok(Registered::SignedOut),

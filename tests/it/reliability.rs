@@ -319,3 +319,115 @@ fn a_stopped_worker_hears_it_in_its_parked_fetch_on_every_coordinator() {
         assert!(took < Duration::from_secs(3), "answered within seconds, not at the deadline ({op}, same coordinator: {same}): {took:?}");
     }
 }
+
+/// Registers a worker as `user`; with `confirms`, as a mito worker that confirms its claims.
+fn register(c: &Coordinator, user: &Api, confirms: bool) -> TestWorker {
+    let body = json!({"tags": [], "labels": [], "groups": []}).to_string();
+    let headers = [
+        ("Authorization", user.token.as_ref().map(|t| format!("Bearer {t}"))),
+        (mito::api::CONFIRMS_CLAIMS_HEADER, confirms.then(|| "true".to_string())),
+    ];
+    let (s, b) = http_raw(&c.url, "POST", "/workers", &headers, Some(("application/json", &body)));
+    assert_eq!(s, 200, "register: {b}");
+    let v = json(&b);
+    TestWorker {
+        uuid: v["worker_id"].as_str().unwrap().to_string(),
+        api: Api { base: c.url.clone(), token: Some(v["token"].as_str().unwrap().to_string()) },
+    }
+}
+
+fn state(api: &Api, uuid: &str) -> String {
+    let (s, b) = api.get(&format!("/tasks/{uuid}"));
+    assert_eq!(s, 200, "{b}");
+    json(&b)["info"]["state"].as_str().unwrap().to_string()
+}
+
+/// Polls until the task is in `want`; false if `within` ran out.
+fn wait_state(api: &Api, uuid: &str, want: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if state(api, uuid) == want {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// A worker that dies while its long-poll is parked closes its connection: the next task
+/// is not claimed for it (here or on another coordinator, woken through NOTIFY), it stays
+/// Ready and the next worker gets it. These workers do not confirm claims, so no lease
+/// would put the task back: only the check of the connection keeps it.
+#[test]
+fn a_parked_fetch_whose_worker_hung_up_gets_no_task() {
+    let c = Coordinator::start();
+    let c2 = Coordinator::start_with(TestDb::from_url(&c.db.url), &[]);
+    let a = c.user("ann");
+    for parked_on in [&c, &c2] {
+        let dead = register(&c, &a, false);
+        let mut s = TcpStream::connect(("127.0.0.1", parked_on.port)).unwrap();
+        let req = format!(
+            "GET /workers/tasks?wait=20 HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\r\n",
+            dead.api.token.as_ref().unwrap()
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(700));
+        drop(s);
+        std::thread::sleep(Duration::from_millis(200));
+        let u = submit(&a, &task("ann", &["true"], &[], 0));
+        std::thread::sleep(Duration::from_millis(800));
+        let same = std::ptr::eq(parked_on, &c);
+        assert_eq!(state(&a, &u), "Ready", "not claimed for the hung-up fetch (same coordinator: {same})");
+        let alive = c.worker(&a, &[], &[]);
+        let t = alive.fetch().expect("the next worker gets the task");
+        assert_eq!(t["uuid"].as_str(), Some(u.as_str()));
+        alive.complete(&t, 0);
+    }
+}
+
+/// A task handed to a worker that confirms claims, but never confirmed (the answer went
+/// to a worker that died on the way), is Ready again once the lease ends. A confirmed
+/// claim, and a claim of a worker that never confirms (mitosis), are kept.
+#[test]
+fn an_unconfirmed_claim_goes_back_to_ready_when_its_lease_ends() {
+    let c = Coordinator::start_with(TestDb::new(), &["--claim-lease", "2s"]);
+    let a = c.user("ann");
+    let lost = submit(&a, &task("ann", &["true"], &[], 0));
+    let leased = register(&c, &a, true);
+    let handed = Instant::now();
+    assert_eq!(leased.fetch().unwrap()["uuid"].as_str(), Some(lost.as_str()));
+    let confirmed = submit(&a, &task("ann", &["true"], &[], 0));
+    let confirming = register(&c, &a, true);
+    let t_confirmed = confirming.fetch().unwrap();
+    assert_eq!(confirming.api.post("/workers/heartbeat", &json!(null)).0, 200);
+    let old = submit(&a, &task("ann", &["true"], &[], 0));
+    let mitosis = register(&c, &a, false);
+    let t_old = mitosis.fetch().unwrap();
+    assert_eq!(state(&a, &lost), "Running");
+    assert!(wait_state(&a, &lost, "Ready", Duration::from_secs(8)), "the unconfirmed claim is put back");
+    let took = handed.elapsed();
+    assert!(took >= Duration::from_secs(2), "not before the lease ends: {took:?}");
+    assert_eq!(state(&a, &confirmed), "Running", "a confirmed claim is kept");
+    assert_eq!(state(&a, &old), "Running", "a worker that never confirms keeps today's behaviour");
+    let next = c.worker(&a, &[], &[]);
+    let t = next.fetch().expect("another worker gets the task");
+    assert_eq!(t["uuid"].as_str(), Some(lost.as_str()));
+    next.complete(&t, 0);
+    assert_eq!(leased.fetch(), None, "the worker that lost it may fetch again");
+    confirming.complete(&t_confirmed, 0);
+    mitosis.complete(&t_old, 0);
+}
+
+/// The mito worker confirms a task as soon as it starts it, so even a short lease never
+/// takes a running task away from it.
+#[test]
+fn the_mito_worker_confirms_its_task_at_once() {
+    let c = Coordinator::start_with(TestDb::new(), &["--claim-lease", "1s"]);
+    let a = c.user("ann");
+    let w = Worker::start(&c.url, "ann", "ann-pw", &[]);
+    w.id();
+    let u = crate::worker::submit(&a, "ann", &["sleep", "3"], "1m", false);
+    let info = crate::worker::wait_committed(&a, &u, Duration::from_secs(30));
+    assert_eq!(info["state"], "Finished", "{info}\n{}", w.log_text());
+    assert!(!c.log_text().contains("not confirmed"), "{}", c.log_text());
+}

@@ -72,8 +72,8 @@ pub fn register(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiErr
     let labels: Vec<String> = req.labels.into_iter().collect();
     let id: i64 = tx
         .query_one(
-            "INSERT INTO workers (worker_id, creator_id, tags, labels) VALUES ($1, $2, $3, $4) RETURNING id",
-            &[&uuid, &user.id, &tags, &labels],
+            "INSERT INTO workers (worker_id, creator_id, tags, labels, confirms_claims) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            &[&uuid, &user.id, &tags, &labels, &confirms_claims(call)],
         )?
         .get(0);
     tx.execute(
@@ -93,6 +93,13 @@ pub fn get(ctx: &Ctx, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
     let row = db.query_one(&format!("{} WHERE w.id = $1", workers::INFO_SELECT), &[&id])?;
     let groups = workers::groups(&mut *db, id)?;
     Ok(Reply::json(&WorkerQueryResp { info: workers::info(&row), groups }))
+}
+
+/// Whether the registering worker confirms each claim (its next heartbeat or report), so
+/// its tasks may be leased: mito workers send [`crate::api::CONFIRMS_CLAIMS_HEADER`];
+/// mitosis workers, which never confirm, do not, and keep unleased claims.
+fn confirms_claims(call: &Call) -> bool {
+    call.header(crate::api::CONFIRMS_CLAIMS_HEADER).is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
 
 /// The `op` query parameter: Graceful (default) or Force.
