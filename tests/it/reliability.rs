@@ -431,3 +431,27 @@ fn the_mito_worker_confirms_its_task_at_once() {
     assert_eq!(info["state"], "Finished", "{info}\n{}", w.log_text());
     assert!(!c.log_text().contains("not confirmed"), "{}", c.log_text());
 }
+
+/// kill -9 of one of two idle long-polling workers: new tasks all finish on the other
+/// within seconds (before, one could be claimed for the dead worker's parked fetch and sit
+/// Running until heartbeat_timeout).
+#[test]
+fn tasks_submitted_after_an_idle_worker_is_killed_finish_within_seconds() {
+    let c = Coordinator::start();
+    let a = c.user("ann");
+    let mut victim = Worker::start(&c.url, "ann", "ann-pw", &[]);
+    let survivor = Worker::start(&c.url, "ann", "ann-pw", &[]);
+    victim.id();
+    survivor.id();
+    // Both are parked in their long-poll by now.
+    std::thread::sleep(Duration::from_millis(500));
+    victim.child.kill().unwrap();
+    victim.child.wait().unwrap();
+    let started = Instant::now();
+    let uuids: Vec<String> = (0..4).map(|_| crate::worker::submit(&a, "ann", &["true"], "1m", false)).collect();
+    for u in &uuids {
+        let info = crate::worker::wait_committed(&a, u, Duration::from_secs(15));
+        assert_eq!(info["state"], "Finished", "{info}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+}
