@@ -14,7 +14,7 @@
 //! the end of the stream; the request keeps the writer's): all of them are kept, and any
 //! one still open tells. When it
 //! cannot be found, or the answer is unclear, the connection counts as alive: the claim
-//! lease (README: Claim leases) covers what the peek cannot see (a host that vanished
+//! lease (README: Extensions, claim leases) covers what the peek cannot see (a host that vanished
 //! without closing anything).
 //!
 //! ```ignore
