@@ -117,7 +117,7 @@ const MAX_TIMEOUT_SECS: i64 = crate::api::time::MAX_DURATION.as_secs() as i64;
 /// one bad row cannot stop the reaper's work on every other.
 fn reap(ctx: &Ctx, since: SystemTime) -> Result<(), super::error::ApiError> {
     let mut db = ctx.pool.get()?;
-    if let Err(e) = expire_claims(ctx, &mut db) {
+    if let Err(e) = expire_claims(ctx, &mut db, since) {
         log::warn!("putting back unconfirmed claims failed (will retry): {e:?}");
     }
     // Bounded like every configured duration; the clamp keeps the interval in range anyway.
@@ -172,14 +172,17 @@ fn reap(ctx: &Ctx, since: SystemTime) -> Result<(), super::error::ApiError> {
 /// was answered to a worker that never got the answer (it died, or its connection did).
 /// The worker stays registered (it may be alive and fetch again); a task a user asked to
 /// cancel meanwhile is archived as cancelled instead. The lease clock is PostgreSQL's, so
-/// coordinators' clocks do not matter.
-fn expire_claims(ctx: &Ctx, db: &mut super::db::Conn) -> Result<(), super::error::ApiError> {
+/// coordinators' clocks do not matter; as for heartbeats, a new leader gives every lease
+/// a full term from its election, so a coordinator outage that kept workers from
+/// confirming does not take their tasks away.
+fn expire_claims(ctx: &Ctx, db: &mut super::db::Conn, since: SystemTime) -> Result<(), super::error::ApiError> {
+    let lease = ctx.cfg.claim_lease.as_secs_f64().min(MAX_TIMEOUT_SECS as f64);
     let mut tx = db.transaction()?;
     let rows = tx.query(
         "SELECT id, uuid, group_id, cancel_requested FROM active_tasks
-         WHERE claim_deadline < now() AND state = $1
+         WHERE claim_deadline < now() AND state = $1 AND $2::timestamptz + make_interval(secs => $3) < now()
          FOR UPDATE SKIP LOCKED",
-        &[&crate::api::TaskState::Running.code()],
+        &[&crate::api::TaskState::Running.code(), &since, &lease],
     )?;
     if rows.is_empty() {
         return Ok(());

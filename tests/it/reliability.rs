@@ -455,3 +455,25 @@ fn tasks_submitted_after_an_idle_worker_is_killed_finish_within_seconds() {
     }
     assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
 }
+
+/// A coordinator outage longer than the lease keeps workers from confirming; the
+/// coordinator that comes back gives each lease a full term, so a worker that confirms
+/// right after the restart keeps its task (it would otherwise run twice).
+#[test]
+fn a_coordinator_outage_does_not_count_against_a_lease() {
+    let mut c = Coordinator::start_with(TestDb::new(), &["--claim-lease", "2s"]);
+    let a = c.user("ann");
+    let u = submit(&a, &task("ann", &["true"], &[], 0));
+    let w = register(&c, &a, true);
+    let t = w.fetch().unwrap();
+    c.stop();
+    std::thread::sleep(Duration::from_millis(3000));
+    let db = std::mem::replace(&mut c.db, TestDb::from_url(""));
+    let c2 = Coordinator::start_with(db, &["--claim-lease", "2s"]);
+    let w = TestWorker { uuid: w.uuid, api: Api { base: c2.url.clone(), token: w.api.token } };
+    assert_eq!(w.api.post("/workers/heartbeat", &json!(null)).0, 200);
+    let a = c2.as_token(&c2.login("ann", "ann-pw"));
+    std::thread::sleep(Duration::from_millis(3000));
+    assert_eq!(state(&a, &u), "Running", "confirmed after the restart, the claim is kept\n{}", c2.log_text());
+    w.complete(&t, 0);
+}
