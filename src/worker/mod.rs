@@ -388,8 +388,12 @@ fn obtain_credentials(
         None => login::default_path().ok_or("cannot find the credentials file: set credential_path or $HOME")?,
     };
     let mut backoff = Backoff::new(Duration::from_millis(500), cap);
+    // After a sign-out, log in again keeping the current signature: signing the others out
+    // once was the point of a login without `retain`; doing it again would sign out the
+    // login that just signed this one out (two workers starting together would take turns).
+    let retain = cfg.retain || refused.is_some();
     loop {
-        match login::obtain(&cfg.coordinator_addr, &path, cfg.user.as_deref(), cfg.password.as_deref(), cfg.retain, refused) {
+        match login::obtain(&cfg.coordinator_addr, &path, cfg.user.as_deref(), cfg.password.as_deref(), retain, refused) {
             Ok(c) => return Ok(Some(c)),
             Err(CredError::Fatal(m)) => return Err(m),
             Err(CredError::Unreachable(m)) => {

@@ -477,3 +477,35 @@ fn a_coordinator_outage_does_not_count_against_a_lease() {
     assert_eq!(state(&a, &u), "Running", "confirmed after the restart, the claim is kept\n{}", c2.log_text());
     w.complete(&t, 0);
 }
+
+/// The login again after a sign-out keeps the signature, even for a worker that logs in
+/// without `--retain`: signing out the other login in turn would have two workers started
+/// together take turns signing each other out.
+#[test]
+fn logging_in_again_does_not_sign_out_the_other_login() {
+    let c = Coordinator::start();
+    c.user("alice");
+    let other = Arc::new(std::sync::Mutex::new(String::new()));
+    let (up, o) = (c.url.clone(), other.clone());
+    let proxy = Proxy::start(&c.url, 1, move || {
+        *o.lock().unwrap() = sign_out(&up, "alice");
+    });
+    let home = TempDir::new("worker-noretain");
+    let log = home.path().join("worker.log");
+    let mut cmd = mito(home.path());
+    cmd.args(["worker", "-c", &proxy.url, "-u", "alice", "-p", "alice-pw", "--polling-interval", "1s"]);
+    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
+    cmd.stderr(std::fs::File::create(&log).unwrap());
+    let mut child = cmd.spawn().unwrap();
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !text().contains("Worker is running") && Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(text().contains("Worker is running"), "{}", text());
+    let token = other.lock().unwrap().clone();
+    let (s, b) = http(&c.url, "GET", "/auth", Some(&token), None);
+    assert_eq!((s, b.trim()), (200, "alice"), "the login that signed the worker out is still valid");
+}
