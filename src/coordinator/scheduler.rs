@@ -12,6 +12,12 @@
 //! the dispatcher thread does it for wake-ups from elsewhere (other coordinators, through
 //! PostgreSQL `NOTIFY`; the reaper) and answers `null` at each fetch's deadline.
 //!
+//! A task handed out may never arrive: the worker may have died while its fetch was
+//! parked. Before claiming for a parked fetch its connection is checked ([`super::peer`]);
+//! and a worker that confirms its claims (it said so when registering) gets its task
+//! with a lease (`claim_deadline`, `$2` seconds in [`CLAIM`]) that its next heartbeat or
+//! report clears, and that the reaper enforces.
+//!
 //! ```ignore
 //! match scheduler::claim(ctx, &mut db, worker_token, deadline)? {
 //!     Claimed::Task(task) => { /* answer it */ }
