@@ -176,3 +176,13 @@ CREATE INDEX group_worker_vouched_by ON group_worker (vouched_by);
 -- A worker's Submit counts the Pending tasks its upstream task already made; few tasks
 -- have an upstream, so the index is small and never changes after the insert.
 CREATE INDEX active_tasks_upstream ON active_tasks (upstream_task_uuid) WHERE upstream_task_uuid IS NOT NULL;
+
+-- migration 4: claim leases
+-- A task handed to a worker that confirms its claims (mito workers say so when they
+-- register) carries a deadline until the worker confirms it (heartbeat or report); the
+-- reaper puts it back to Ready past that deadline, so a fetch answered to a worker that
+-- died on the way costs seconds, not heartbeat_timeout. mitosis workers never confirm:
+-- their claims get no deadline.
+ALTER TABLE workers ADD COLUMN confirms_claims boolean NOT NULL DEFAULT false;
+ALTER TABLE active_tasks ADD COLUMN claim_deadline timestamptz;
+CREATE INDEX active_tasks_claim_deadline ON active_tasks (claim_deadline) WHERE claim_deadline IS NOT NULL;

@@ -293,6 +293,9 @@ pub struct CoordinatorConfig {
     pub access_token_public_path: PathBuf,
     pub access_token_expires_in: Duration,
     pub heartbeat_timeout: Duration,
+    /// How long a task handed to a worker that confirms its claims may go unconfirmed
+    /// before the reaper puts it back to Ready.
+    pub claim_lease: Duration,
     pub log_path: Option<PathBuf>,
     pub file_log: bool,
     /// Where the local object store keeps its files.
@@ -346,6 +349,7 @@ impl CoordinatorConfig {
         "access_token_public_path",
         "access_token_expires_in",
         "heartbeat_timeout",
+        "claim_lease",
         "log_path",
         "file_log",
         "data_dir",
@@ -394,6 +398,7 @@ impl CoordinatorConfig {
                 .duration("access_token_expires_in")?
                 .unwrap_or(Duration::from_secs(7 * 86_400)),
             heartbeat_timeout: l.duration("heartbeat_timeout")?.unwrap_or(Duration::from_secs(600)),
+            claim_lease: l.duration("claim_lease")?.unwrap_or(Duration::from_secs(10)),
             log_path: l.path("log_path")?,
             file_log: l.bool("file_log")?.unwrap_or(false),
             data_dir: match l.path("data_dir")? {
@@ -446,6 +451,7 @@ impl CoordinatorConfig {
         for (key, d) in [
             ("access_token_expires_in", cfg.access_token_expires_in),
             ("heartbeat_timeout", cfg.heartbeat_timeout),
+            ("claim_lease", cfg.claim_lease),
             ("login_failure_window", cfg.login_failure_window),
             ("login_block", cfg.login_block),
         ] {

@@ -27,6 +27,12 @@ pub struct ErrorMsg {
     pub msg: String,
 }
 
+/// Sent with `true` by a worker registering (`POST /workers`) to say it confirms each task
+/// it is handed (by its next heartbeat or report), so the coordinator may put back a task
+/// it does not confirm within the claim lease. A header, not a body field, so a mitosis
+/// coordinator simply ignores it; mitosis workers never send it and keep unleased claims.
+pub const CONFIRMS_CLAIMS_HEADER: &str = "X-Mito-Confirms-Claims";
+
 /// md5 of a password, as the client sends it (a JSON array of 16 integers).
 pub type Md5Password = [u8; 16];
 

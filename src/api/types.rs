@@ -182,8 +182,9 @@ pub struct TasksSubmitResp {
 pub struct ChangeTaskReq {
     #[serde(default)]
     pub tags: Option<BTreeSet<String>>,
-    /// The key must be present (it may be null), as in the peer.
-    #[serde(with = "time::option_duration")]
+    /// Every field may be left out or null: the task keeps what it has. (The peer wants
+    /// the `timeout` key; SDKs that leave it out would get 422 for a valid change.)
+    #[serde(default, with = "time::option_duration")]
     pub timeout: Option<Duration>,
     #[serde(default)]
     pub priority: Option<i32>,
@@ -652,10 +653,14 @@ mod tests {
     }
 
     #[test]
-    fn change_task_requires_the_timeout_key() {
-        assert!(serde_json::from_str::<ChangeTaskReq>(r#"{"priority":1}"#).is_err());
+    fn change_task_fields_are_all_optional() {
+        let c: ChangeTaskReq = serde_json::from_str(r#"{"priority":1}"#).unwrap();
+        assert_eq!((c.timeout, c.priority), (None, Some(1)));
         let c: ChangeTaskReq = serde_json::from_str(r#"{"priority":1,"timeout":null}"#).unwrap();
         assert_eq!(c.timeout, None);
+        let c: ChangeTaskReq =
+            serde_json::from_str(r#"{"tags":null,"timeout":"2m","priority":null,"task_spec":null}"#).unwrap();
+        assert_eq!((c.timeout, c.tags, c.priority), (Some(Duration::from_secs(120)), None, None));
     }
 
     #[test]

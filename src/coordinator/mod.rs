@@ -16,6 +16,7 @@ pub mod error;
 pub mod filter;
 pub mod limits;
 pub mod login_limit;
+pub mod peer;
 pub mod reaper;
 pub mod redis;
 mod routes;
@@ -55,6 +56,7 @@ const SPECS: &[OptSpec] = &[
     OptSpec::value("access-token-public-path", None, "access_token_public_path", "ACCESS_TOKEN_PUBLIC_PATH", "The path to the public key, default to `public.pem`"),
     OptSpec::value("access-token-expires-in", None, "access_token_expires_in", "ACCESS_TOKEN_EXPIRES_IN", "The access token expiration time, default to 7 days"),
     OptSpec::value("heartbeat-timeout", None, "heartbeat_timeout", "HEARTBEAT_TIMEOUT", "The heartbeat timeout, default to 600 seconds"),
+    OptSpec::value("claim-lease", None, "claim_lease", "CLAIM_LEASE", "How long a task handed to a mito worker may go unconfirmed before it is requeued (default 10s)"),
     OptSpec::value("log-path", None, "log_path", "LOG_PATH", "The log file path. If not specified, then the default rolling log file path would be used. If specified, then the log file would be exactly at the path specified"),
     OptSpec::switch("file-log", None, "file_log", "Enable logging to file"),
     OptSpec::value("data-dir", None, "data_dir", "DATA_DIR", "Where the local object store keeps files (default $XDG_DATA_HOME/mitosis/coordinator)"),

@@ -29,7 +29,8 @@ pub fn spawn(ctx: Arc<Ctx>) -> Option<JoinHandle<()>> {
 }
 
 fn tick(ctx: &Ctx) -> Duration {
-    (ctx.cfg.heartbeat_timeout / 4).clamp(Duration::from_millis(250), Duration::from_secs(5))
+    // Often enough that an unconfirmed claim is put back soon after its lease ends.
+    (ctx.cfg.heartbeat_timeout / 4).min(ctx.cfg.claim_lease / 4).clamp(Duration::from_millis(250), Duration::from_secs(5))
 }
 
 fn run(ctx: &Ctx) {
@@ -116,6 +117,9 @@ const MAX_TIMEOUT_SECS: i64 = crate::api::time::MAX_DURATION.as_secs() as i64;
 /// one bad row cannot stop the reaper's work on every other.
 fn reap(ctx: &Ctx, since: SystemTime) -> Result<(), super::error::ApiError> {
     let mut db = ctx.pool.get()?;
+    if let Err(e) = expire_claims(ctx, &mut db, since) {
+        log::warn!("putting back unconfirmed claims failed (will retry): {e:?}");
+    }
     // Bounded like every configured duration; the clamp keeps the interval in range anyway.
     let timeout = ctx.cfg.heartbeat_timeout.as_secs_f64().min(MAX_TIMEOUT_SECS as f64);
     let silent: Vec<(i64, uuid::Uuid)> = match db.query(
@@ -164,10 +168,49 @@ fn reap(ctx: &Ctx, since: SystemTime) -> Result<(), super::error::ApiError> {
     Ok(())
 }
 
-/// Removes workers in one transaction and wakes the groups whose tasks went back to Ready.
-fn remove(ctx: &Ctx, db: &mut super::db::Conn, ids: &[i64]) -> Result<(), super::error::ApiError> {
+/// Puts back tasks whose claim was not confirmed within the lease: the fetch that took them
+/// was answered to a worker that never got the answer (it died, or its connection did).
+/// The worker stays registered (it may be alive and fetch again); a task a user asked to
+/// cancel meanwhile is archived as cancelled instead. The lease clock is PostgreSQL's, so
+/// coordinators' clocks do not matter; as for heartbeats, a new leader gives every lease
+/// a full term from its election, so a coordinator outage that kept workers from
+/// confirming does not take their tasks away.
+fn expire_claims(ctx: &Ctx, db: &mut super::db::Conn, since: SystemTime) -> Result<(), super::error::ApiError> {
+    let lease = ctx.cfg.claim_lease.as_secs_f64().min(MAX_TIMEOUT_SECS as f64);
     let mut tx = db.transaction()?;
-    let groups = workers::remove(&mut tx, ids)?;
+    let rows = tx.query(
+        "SELECT id, uuid, group_id, cancel_requested FROM active_tasks
+         WHERE claim_deadline < now() AND state = $1 AND $2::timestamptz + make_interval(secs => $3) < now()
+         FOR UPDATE SKIP LOCKED",
+        &[&crate::api::TaskState::Running.code(), &since, &lease],
+    )?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let (mut requeue, mut cancel) = (Vec::new(), Vec::new());
+    let mut groups: Vec<i64> = Vec::new();
+    for r in &rows {
+        let (id, uuid, group, cancelled): (i64, uuid::Uuid, i64, bool) = (r.get(0), r.get(1), r.get(2), r.get(3));
+        log::warn!("task {uuid} was handed out but not confirmed within {:?}; putting it back", ctx.cfg.claim_lease);
+        if cancelled {
+            cancel.push(id);
+        } else {
+            requeue.push(id);
+            groups.push(group);
+        }
+    }
+    let all: Vec<i64> = requeue.iter().chain(cancel.iter()).copied().collect();
+    tx.execute("UPDATE workers SET assigned_task_id = NULL WHERE assigned_task_id = ANY($1)", &[&all])?;
+    if !cancel.is_empty() {
+        super::tasks::archive_cancelled(&mut tx, &cancel, &[crate::api::TaskState::Running.code()])?;
+    }
+    tx.execute(
+        "UPDATE active_tasks SET state = $2, assigned_worker = NULL, claim_deadline = NULL, updated_at = now()
+         WHERE id = ANY($1)",
+        &[&requeue, &crate::api::TaskState::Ready.code()],
+    )?;
+    groups.sort_unstable();
+    groups.dedup();
     for g in &groups {
         ctx.scheduler.notify_group(&mut tx, *g)?;
     }
@@ -175,5 +218,22 @@ fn remove(ctx: &Ctx, db: &mut super::db::Conn, ids: &[i64]) -> Result<(), super:
     for g in groups {
         ctx.scheduler.task_ready(g);
     }
+    Ok(())
+}
+
+/// Removes workers in one transaction and wakes the groups whose tasks went back to Ready.
+fn remove(ctx: &Ctx, db: &mut super::db::Conn, ids: &[i64]) -> Result<(), super::error::ApiError> {
+    let mut tx = db.transaction()?;
+    let groups = workers::remove(&mut tx, ids)?;
+    for g in &groups {
+        ctx.scheduler.notify_group(&mut tx, *g)?;
+    }
+    // Their fetches may still be parked somewhere: answered with 401 now.
+    ctx.scheduler.notify_workers(&mut tx, ids)?;
+    tx.commit()?;
+    for g in groups {
+        ctx.scheduler.task_ready(g);
+    }
+    ctx.scheduler.workers_changed(ids);
     Ok(())
 }

@@ -12,6 +12,12 @@
 //! the dispatcher thread does it for wake-ups from elsewhere (other coordinators, through
 //! PostgreSQL `NOTIFY`; the reaper) and answers `null` at each fetch's deadline.
 //!
+//! A task handed out may never arrive: the worker may have died while its fetch was
+//! parked. Before claiming for a parked fetch its connection is checked ([`super::peer`]);
+//! and a worker that confirms its claims (it said so when registering) gets its task
+//! with a lease (`claim_deadline`, `$2` seconds in [`CLAIM`]) that its next heartbeat or
+//! report clears, and that the reaper enforces.
+//!
 //! ```ignore
 //! match scheduler::claim(ctx, &mut db, worker_token, deadline)? {
 //!     Claimed::Task(task) => { /* answer it */ }
@@ -38,6 +44,10 @@ use uuid::Uuid;
 /// The NOTIFY channel coordinators share.
 pub const CHANNEL: &str = "mito_tasks";
 
+/// Past this many workers changed at once, one wake-up for every parked fetch is cheaper
+/// than one notification per worker.
+const MAX_WORKER_WAKES: usize = 64;
+
 /// What a fetch that found nothing parks with: the worker, its deadline, and what it may
 /// run (read right after the claim that found nothing), so a wake-up finds the fetches it
 /// concerns without asking the database.
@@ -45,6 +55,8 @@ pub struct ParkAs {
     pub worker: WorkerToken,
     worker_id: i64,
     pub deadline: Instant,
+    /// The port this coordinator listens on, to find the fetch's connection.
+    listen_port: u16,
     groups: Vec<i64>,
     tags: Vec<String>,
     /// [`Scheduler::ready_seq`] before the claim that found nothing: if it moved since, a
@@ -56,6 +68,8 @@ pub struct ParkAs {
 pub struct Parked {
     req: tiny_http::Request,
     how: ParkAs,
+    /// Its connection, to see before claiming whether the worker is still there.
+    sock: Option<super::peer::PeerSocket>,
 }
 
 /// What may have changed for parked fetches.
@@ -143,8 +157,13 @@ impl Scheduler {
     /// Parks a fetch that found nothing. If something was announced since its claim
     /// looked, it gets another look at once.
     pub fn park(&self, req: tiny_http::Request, how: ParkAs) {
-        let (worker_id, seq) = (how.worker_id, how.seq);
-        locked(&self.parked).push(Parked { req, how });
+        let sock = req.remote_addr().and_then(|a| super::peer::find(*a, how.listen_port));
+        self.repark(Parked { req, how, sock });
+    }
+
+    fn repark(&self, p: Parked) {
+        let (worker_id, seq) = (p.how.worker_id, p.how.seq);
+        locked(&self.parked).push(p);
         // No need to rouse the dispatcher for the deadline: waits are at least a second,
         // and it looks at the deadlines at least every 500 ms.
         if self.closed.load(Ordering::SeqCst) {
@@ -162,6 +181,18 @@ impl Scheduler {
     /// Wakes the parked fetch of a worker whose tags or groups changed.
     pub fn worker_changed(&self, worker_id: i64) {
         self.announce(Wake::Worker(worker_id));
+    }
+
+    /// Wakes the parked fetches of workers that were removed or stopped, so they hear it
+    /// now (the claim answers 401) instead of at their deadline or next heartbeat.
+    pub fn workers_changed(&self, ids: &[i64]) {
+        if ids.len() > MAX_WORKER_WAKES {
+            self.announce(Wake::All);
+        } else {
+            for id in ids {
+                self.announce(Wake::Worker(*id));
+            }
+        }
     }
 
     fn answer_all_null(&self) {
@@ -194,7 +225,7 @@ impl Scheduler {
             if let Some(back) = try_answer(ctx, p) {
                 exhausted.insert(eligibility(&back));
                 // Claimed for while out of the list, it may have missed an announcement.
-                self.park(back.req, back.how);
+                self.repark(back);
             }
         }
     }
@@ -215,6 +246,20 @@ impl Scheduler {
         format!("{}|g:", self.instance)
     }
 
+    /// Queues NOTIFYs about removed or stopped workers (one for all of them past
+    /// [`MAX_WORKER_WAKES`]), for their fetches parked on other coordinators.
+    pub fn notify_workers(&self, tx: &mut impl GenericClient, ids: &[i64]) -> Result<(), ApiError> {
+        if ids.len() > MAX_WORKER_WAKES {
+            let payload = format!("{}|all", self.instance);
+            tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])?;
+            return Ok(());
+        }
+        for id in ids {
+            self.notify_worker(tx, *id)?;
+        }
+        Ok(())
+    }
+
     /// Queues a NOTIFY about a worker's changed tags or groups.
     pub fn notify_worker(&self, tx: &mut impl GenericClient, worker_id: i64) -> Result<(), ApiError> {
         let payload = format!("{}|w:{worker_id}", self.instance);
@@ -227,7 +272,7 @@ impl Scheduler {
 /// the worker may run, unless it holds a Running task (see [`WORKER`]). Runs on the queue
 /// pool ([`super::db::QUEUE_SETUP`]). Kept lean: its executor setup is a good part of its
 /// cost, so everything a successful claim does not need is left to [`WORKER`].
-pub const CLAIM: &str = "WITH w AS (SELECT id, tags, assigned_task_id FROM workers WHERE worker_id = $1 AND state = 0),
+pub const CLAIM: &str = "WITH w AS (SELECT id, tags, assigned_task_id, confirms_claims FROM workers WHERE worker_id = $1 AND state = 0),
     cand AS (
         SELECT t.id FROM active_tasks t
         WHERE t.assigned_worker IS NULL AND t.state = 1
@@ -239,7 +284,8 @@ pub const CLAIM: &str = "WITH w AS (SELECT id, tags, assigned_task_id FROM worke
         LIMIT 1
         FOR UPDATE SKIP LOCKED
     ), claimed AS (
-        UPDATE active_tasks t SET state = 2, assigned_worker = (SELECT id FROM w), updated_at = now()
+        UPDATE active_tasks t SET state = 2, assigned_worker = (SELECT id FROM w), updated_at = now(),
+            claim_deadline = CASE WHEN (SELECT confirms_claims FROM w) THEN now() + make_interval(secs => $2) END
         FROM cand WHERE t.id = cand.id
         RETURNING t.id, t.uuid, t.timeout, t.upstream_task_uuid, t.spec
     ), assign AS (
@@ -281,7 +327,8 @@ fn task(r: &postgres::Row) -> Result<WorkerTaskResp, ApiError> {
 pub fn claim(ctx: &Ctx, db: &mut super::db::Conn, worker: WorkerToken, deadline: Instant) -> Result<Claimed, ApiError> {
     let seq = ctx.scheduler.ready_seq();
     let st = db.prepared(CLAIM)?;
-    if let Some(r) = db.query_opt(&st, &[&worker.uuid])? {
+    let lease = ctx.cfg.claim_lease.as_secs_f64();
+    if let Some(r) = db.query_opt(&st, &[&worker.uuid, &lease])? {
         return Ok(Claimed::Task(task(&r)?));
     }
     let st = db.prepared(WORKER)?;
@@ -289,7 +336,15 @@ pub fn claim(ctx: &Ctx, db: &mut super::db::Conn, worker: WorkerToken, deadline:
     if r.get::<_, Option<i64>>(0).is_some() {
         return Ok(Claimed::Task(task(&r)?));
     }
-    Ok(Claimed::Nothing(ParkAs { worker, worker_id: r.get(5), deadline, tags: r.get(6), groups: r.get(7), seq }))
+    Ok(Claimed::Nothing(ParkAs {
+        worker,
+        worker_id: r.get(5),
+        deadline,
+        listen_port: ctx.cfg.bind.port(),
+        tags: r.get(6),
+        groups: r.get(7),
+        seq,
+    }))
 }
 
 /// Starts the dispatcher and the LISTEN thread.
@@ -310,6 +365,13 @@ pub fn spawn(ctx: Arc<Ctx>) -> Vec<JoinHandle<()>> {
 /// Tries to answer one parked fetch; gives it back (with what it may run refreshed) if
 /// there is still nothing for it.
 fn try_answer(ctx: &Ctx, p: Parked) -> Option<Parked> {
+    // A task claimed for a worker that hung up would sit Running until it is reaped: a
+    // fetch whose connection is closed is dropped unclaimed.
+    if p.sock.as_ref().is_some_and(|s| s.closed()) {
+        log::debug!("a parked fetch's worker hung up; dropping the fetch");
+        respond(p.req, Reply::null());
+        return None;
+    }
     let mut db = match ctx.queue_pool.get() {
         Ok(db) => db,
         Err(_) => return Some(p),
@@ -319,7 +381,7 @@ fn try_answer(ctx: &Ctx, p: Parked) -> Option<Parked> {
             respond(p.req, Reply::json(&task));
             None
         }
-        Ok(Claimed::Nothing(how)) => Some(Parked { req: p.req, how }),
+        Ok(Claimed::Nothing(how)) => Some(Parked { req: p.req, how, sock: p.sock }),
         Err(ApiError::WrongCredentials) => {
             respond(p.req, ApiError::WrongCredentials.reply());
             None

@@ -33,13 +33,19 @@ fn run(shared: &Shared, net: &Net, idle: Duration) {
     let mut last = Instant::now();
     let mut retry: Option<Duration> = None;
     let mut backoff = Backoff::new(Duration::from_millis(500), net.retry_cap);
+    // The task the last good heartbeat was sent with: a new one is confirmed at once, since
+    // the coordinator puts back a task its worker does not confirm within the claim lease.
+    let mut confirmed: Option<Uuid> = None;
     loop {
-        let busy = shared.current_task().is_some();
-        let due = retry.unwrap_or(if busy { BUSY_INTERVAL } else { idle });
+        let current = shared.current_task();
+        let busy = current.is_some();
+        let fresh = busy && current != confirmed && retry.is_none();
+        let due = if fresh { Duration::ZERO } else { retry.unwrap_or(if busy { BUSY_INTERVAL } else { idle }) };
         let waited = last.elapsed();
         if waited < due {
-            // Short slices, so a task starting switches to the busy cadence promptly.
-            if shared.stop.sleep((due - waited).min(Duration::from_millis(500))) {
+            // Short slices, so a task starting is confirmed and switches to the busy
+            // cadence promptly.
+            if shared.stop.sleep((due - waited).min(Duration::from_millis(100))) {
                 return;
             }
             continue;
@@ -47,6 +53,7 @@ fn run(shared: &Shared, net: &Net, idle: Duration) {
         last = Instant::now();
         match beat(shared, net) {
             Ok(()) => {
+                confirmed = current;
                 retry = None;
                 backoff.reset();
             }

@@ -4,7 +4,7 @@
 //! the new token.
 //!
 //! ```ignore
-//! let (user, token) = login::obtain("http://127.0.0.1:5000", &path, Some("alice"), None, false)?;
+//! let (user, token) = login::obtain("http://127.0.0.1:5000", &path, Some("alice"), None, false, None)?;
 //! ```
 //!
 //! Never prompts when stdin is not a terminal: it fails with a message saying what to pass.
@@ -54,18 +54,31 @@ impl std::fmt::Display for CredError {
 
 /// Returns a valid `(user, token)`: the cached one if `GET /auth` accepts it, otherwise a
 /// fresh login (stored back into `path`). Prompts only when stdin is a terminal.
+///
+/// `refused` is a token the coordinator just refused (another login of the same user
+/// signed it out): a file entry still holding it is not worth asking about, but one that
+/// changed since (that other login saved its token there) is tried first.
 pub fn obtain(
     base: &str,
     path: &Path,
     user: Option<&str>,
     password: Option<&str>,
     retain: bool,
+    refused: Option<&str>,
 ) -> Result<(String, String), CredError> {
     let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
     // The address may carry a password in its user-info; messages show it redacted, and
     // ureq's own errors quote the URL they failed on.
     let shown = crate::redact::url(base);
-    if let Some((u, token)) = load(path, user) {
+    let mut refused = refused.map(str::to_string);
+    // The entry is read again after each refusal: a concurrent login may just have
+    // replaced it. A few rounds at most, so two processes signing each other out cannot
+    // keep this loop going; the caller backs off between its own tries.
+    for _ in 0..3 {
+        let Some((u, token)) = load(path, user) else { break };
+        if refused.as_deref() == Some(token.as_str()) {
+            break;
+        }
         match agent.get(&format!("{base}/auth")).set("Authorization", &format!("Bearer {token}")).call() {
             Ok(r) => {
                 if r.into_string().map(|b| b.trim() == u).unwrap_or(false) {
@@ -81,6 +94,7 @@ pub fn obtain(
             }
         }
         log::warn!("the stored token for {u} in {} is no longer valid; logging in again", path.display());
+        refused = Some(token);
     }
     let (user, password) = ask_missing(user, password, path)?;
     let body = crate::api::UserLoginReq {

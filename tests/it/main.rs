@@ -18,6 +18,7 @@ mod limits;
 mod login_limits;
 mod permissions;
 mod redis_acl;
+mod reliability;
 mod scheduling;
 mod secrets_and_limits;
 mod startup;

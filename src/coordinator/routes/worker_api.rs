@@ -43,8 +43,13 @@ pub fn fetch(ctx: &Ctx, call: &Call, worker: WorkerToken) -> Result<Fetch, ApiEr
 }
 
 /// A heartbeat in one statement that also authenticates the worker (on the queue pool: the
-/// next heartbeat repeats it).
-const HEARTBEAT: &str = "WITH w AS (UPDATE workers SET last_heartbeat = now() WHERE worker_id = $1 RETURNING id)
+/// next heartbeat repeats it). It confirms the worker's claim: a worker that heartbeats
+/// while holding a task has it (see [`scheduler::CLAIM`]'s lease).
+const HEARTBEAT: &str = "WITH w AS (UPDATE workers SET last_heartbeat = now() WHERE worker_id = $1 RETURNING id, assigned_task_id),
+    confirmed AS (
+        UPDATE active_tasks SET claim_deadline = NULL
+        WHERE id = (SELECT assigned_task_id FROM w) AND assigned_worker = (SELECT id FROM w) AND claim_deadline IS NOT NULL
+    )
     SELECT ARRAY(SELECT t.uuid FROM active_tasks t WHERE t.assigned_worker = w.id AND t.cancel_requested)
     FROM w";
 
@@ -124,7 +129,7 @@ fn task_not_found(id: i64) -> ApiError {
 /// pool: the worker reports again if this is lost).
 const FINISH: &str = "WITH w AS (SELECT id FROM workers WHERE worker_id = $1),
     done AS (
-        UPDATE active_tasks SET state = $3, updated_at = now()
+        UPDATE active_tasks SET state = $3, updated_at = now(), claim_deadline = NULL
         WHERE id = $2 AND assigned_worker = (SELECT id FROM w)
         RETURNING id
     )

@@ -61,8 +61,8 @@ pub fn register(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiErr
     let labels: Vec<String> = req.labels.into_iter().collect();
     let id: i64 = tx
         .query_one(
-            "INSERT INTO workers (worker_id, creator_id, tags, labels) VALUES ($1, $2, $3, $4) RETURNING id",
-            &[&uuid, &user.id, &tags, &labels],
+            "INSERT INTO workers (worker_id, creator_id, tags, labels, confirms_claims) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            &[&uuid, &user.id, &tags, &labels, &confirms_claims(call)],
         )?
         .get(0);
     tx.execute(
@@ -85,6 +85,13 @@ pub fn get(ctx: &Ctx, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
     Ok(Reply::json(&WorkerQueryResp { info: workers::info(&row), groups }))
 }
 
+/// Whether the registering worker confirms each claim (its next heartbeat or report), so
+/// its tasks may be leased: mito workers send [`crate::api::CONFIRMS_CLAIMS_HEADER`];
+/// mitosis workers, which never confirm, do not, and keep unleased claims.
+fn confirms_claims(call: &Call) -> bool {
+    call.header(crate::api::CONFIRMS_CLAIMS_HEADER).is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
 /// The `op` query parameter: Graceful (default) or Force.
 pub fn shutdown_op(call: &Call) -> Result<WorkerShutdownOp, ApiError> {
     match call.query_one("op")? {
@@ -99,10 +106,14 @@ fn finish_shutdown(ctx: &Ctx, mut tx: postgres::Transaction, ids: &[i64], op: Wo
     for g in &groups {
         ctx.scheduler.notify_group(&mut tx, *g)?;
     }
+    // A stopped worker may be parked in a long-poll (here or on another coordinator):
+    // its fetch is answered now, with the 401 that tells it to exit.
+    ctx.scheduler.notify_workers(&mut tx, ids)?;
     tx.commit()?;
     for g in groups {
         ctx.scheduler.task_ready(g);
     }
+    ctx.scheduler.workers_changed(ids);
     Ok(n)
 }
 
