@@ -319,6 +319,11 @@ pub struct CoordinatorConfig {
     pub body_timeout: Duration,
     /// Open connections at once; one thread each. Beyond it, 503 and close.
     pub max_connections: usize,
+    /// Bytes of request bodies read ahead on all connection threads together. Without it
+    /// `max_connections` clients sending `body_limit` bytes each could make the coordinator
+    /// hold their product (8 GiB by default); a body that finds no room within
+    /// `body_timeout` gets 503.
+    pub body_memory_limit: usize,
 }
 
 /// Upper bound of `header_timeout` and `body_timeout`: a stalled client holds a thread
@@ -326,6 +331,8 @@ pub struct CoordinatorConfig {
 const MAX_IO_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Upper bound of `max_connections` (each is a thread and a file descriptor).
 const MAX_CONNECTIONS: usize = 1_000_000;
+/// Upper bound of `body_memory_limit`: beyond it the budget no longer protects a machine.
+const MAX_BODY_MEMORY: usize = 64 << 30;
 
 impl CoordinatorConfig {
     /// Every key of `[coordinator]`.
@@ -362,6 +369,7 @@ impl CoordinatorConfig {
         "header_timeout",
         "body_timeout",
         "max_connections",
+        "body_memory_limit",
     ];
 
     /// Builds the settings from merged layers, applying defaults and checking every value.
@@ -420,6 +428,7 @@ impl CoordinatorConfig {
                 .duration("body_timeout")?
                 .unwrap_or(Duration::from_secs(30)),
             max_connections: l.count("max_connections")?.unwrap_or(4096),
+            body_memory_limit: l.count("body_memory_limit")?.unwrap_or(256 << 20),
         };
         for (key, d) in [
             ("header_timeout", cfg.header_timeout),
@@ -437,6 +446,16 @@ impl CoordinatorConfig {
             return Err(ConfigError(format!(
                 "invalid value for `max_connections`: {} is more than {MAX_CONNECTIONS}",
                 cfg.max_connections
+            )));
+        }
+        // Twice body_limit: the largest body must fit beside the eighth of the budget that
+        // large bodies leave to small requests.
+        let min_body_memory = cfg.body_limit.saturating_mul(2);
+        if cfg.body_memory_limit < min_body_memory || cfg.body_memory_limit > MAX_BODY_MEMORY {
+            return Err(ConfigError(format!(
+                "invalid value for `body_memory_limit`: {} is not between {min_body_memory} (twice `body_limit`) \
+                 and {MAX_BODY_MEMORY} bytes; raise it or lower `body_limit`",
+                cfg.body_memory_limit
             )));
         }
         if !crate::api::valid_name(&cfg.admin_user) {
@@ -727,7 +746,14 @@ mod tests {
         l.set("data_dir", toml::Value::String("/tmp/mito-x".into()), Source::Cli("--data-dir".into()));
         let c = CoordinatorConfig::from_layers(&l).unwrap();
         assert_eq!((c.header_timeout, c.body_timeout, c.max_connections), (Duration::from_secs(10), Duration::from_secs(30), 4096));
-        for (key, value) in [("header_timeout", "2h"), ("body_timeout", "0s"), ("max_connections", "2000000")] {
+        assert_eq!(c.body_memory_limit, 256 << 20);
+        for (key, value) in [
+            ("header_timeout", "2h"),
+            ("body_timeout", "0s"),
+            ("max_connections", "2000000"),
+            ("body_memory_limit", "4194303"),
+            ("body_memory_limit", "100000000000"),
+        ] {
             let mut l = l.clone();
             l.set(key, toml::Value::String(value.into()), Source::Cli(format!("--{key}")));
             let e = CoordinatorConfig::from_layers(&l).unwrap_err().0;

@@ -192,6 +192,8 @@ fn listen(cfg: &CoordinatorConfig) -> Result<tiny_http::Server, String> {
         // Bodies the handlers read whole are read ahead on the connection thread, so a
         // slow client never holds a handler thread.
         prebuffer: cfg.body_limit,
+        // ...within one budget for all of them, so many clients cannot multiply it.
+        body_memory: cfg.body_memory_limit,
         ..tiny_http::Limits::default()
     };
     tiny_http::Server::from_listener_with_limits(listener, None, limits)

@@ -558,3 +558,111 @@ fn a_request_that_closes_its_connection_keeps_its_place_under_the_cap_until_answ
     s.write_all(b"GET /health HTTP/1.1\r\n\r\n").unwrap();
     assert_eq!(read_response(&mut s).map(|w| w.status), Some(200));
 }
+
+#[test]
+fn many_large_bodies_read_ahead_stay_within_the_memory_budget() {
+    const BODY: usize = 512 * 1024;
+    const BUDGET_KIB: u64 = 1024;
+    const CLIENTS: usize = 48;
+    let (c, _cfg) = start(
+        &format!(
+            "body_limit = {BODY}\nbody_memory_limit = {}\nbody_timeout = \"1500ms\"\n",
+            BUDGET_KIB * 1024
+        ),
+        &[],
+    );
+    let pid = c.child.as_ref().unwrap().id();
+    for _ in 0..3 {
+        assert_eq!(timed_health(&c).0, 200);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let base = rss_kib(pid);
+
+    // Each client announces a large body and sends all of it but the last 12 KiB, then
+    // stalls. Without a shared budget every connection thread would buffer its ~500 KiB
+    // (24 MiB in all); with it only what fits in 1 MiB is read, the rest stays in the
+    // kernel's socket buffers until the waiting connections get 503.
+    // Every sixth client sends a chunked body (one chunk), whose reservation has to grow
+    // as it arrives.
+    let sent = vec![b' '; BODY - 12 * 1024];
+    let mut clients = Vec::new();
+    let mut writers = Vec::new();
+    for i in 0..CLIENTS {
+        let s = connect(&c);
+        let mut w = s.try_clone().unwrap();
+        w.set_write_timeout(Some(Duration::from_secs(4))).unwrap();
+        let head = if i % 6 == 5 {
+            format!("POST /login HTTP/1.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{BODY:x}\r\n")
+        } else {
+            format!("POST /login HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {BODY}\r\n\r\n")
+        };
+        let sent = sent.clone();
+        // The server reads nothing of a waiting body, so a write may block: one thread each.
+        writers.push(std::thread::spawn(move || {
+            let _ = w.write_all(head.as_bytes());
+            let _ = w.write_all(&sent);
+            w
+        }));
+        clients.push(s);
+    }
+
+    let start_flood = Instant::now();
+    let mut peak = 0;
+    let mut slowest_health = Duration::ZERO;
+    while start_flood.elapsed() < Duration::from_millis(1300) {
+        peak = peak.max(rss_kib(pid));
+        let (s, t) = timed_health(&c);
+        assert_eq!(s, 200, "/health during the flood");
+        slowest_health = slowest_health.max(t);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let grown = peak.saturating_sub(base);
+    assert!(
+        grown < BUDGET_KIB + 8 * 1024,
+        "RSS grew by {grown} KiB (from {base} KiB) with a read-ahead budget of {BUDGET_KIB} KiB"
+    );
+    assert!(
+        slowest_health < Duration::from_secs(1),
+        "/health took {slowest_health:?} during the flood"
+    );
+
+    // The clients that found no room are told to come back later, and closed; the one or
+    // two that got room stall and get 408 after body_timeout.
+    let mut busy = 0;
+    for s in &mut clients {
+        match read_response(s) {
+            // One that got room and then stalled.
+            Some(w) if w.status == 408 => assert!(w.body.contains("body"), "{w:?}"),
+            Some(w) => {
+                assert_eq!(w.status, 503, "{w:?}");
+                assert!(
+                    w.head.to_ascii_lowercase().contains("retry-after: 1"),
+                    "{w:?}"
+                );
+                assert!(w.body.contains("try again"), "{w:?}");
+                assert!(w.closes(), "{w:?}");
+                busy += 1;
+            }
+            None => {}
+        }
+        assert!(ends(s), "the connection ends");
+        peak = peak.max(rss_kib(pid));
+    }
+    assert!(
+        busy >= CLIENTS - 8,
+        "only {busy} of {CLIENTS} clients got 503 with a budget for one body"
+    );
+    let grown = peak.saturating_sub(base);
+    assert!(grown < BUDGET_KIB + 8 * 1024, "RSS grew by {grown} KiB");
+    drop(clients);
+    for w in writers {
+        drop(w.join().unwrap());
+    }
+
+    // The reservations came back: a body is read again at once.
+    let body = login_body();
+    let raw = format!("POST /login HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let t = Instant::now();
+    assert_eq!(exchange(&c, raw.as_bytes()).0.map(|w| w.status), Some(200));
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+}

@@ -59,6 +59,8 @@ enum ReadError {
     BadFraming(HTTPVersion, &'static str),
     /// mito patch: a transfer coding other than chunked (501).
     UnsupportedEncoding(HTTPVersion),
+    /// mito patch: no room in the read-ahead memory budget within body_timeout (503).
+    Busy(HTTPVersion),
     /// mito patch: end the connection without a word: it was idle past the header
     /// timeout, or the previous body cannot be skipped.
     Close,
@@ -273,6 +275,7 @@ impl ClientConnection {
                 request::RequestCreationError::UnsupportedEncoding => {
                     ReadError::UnsupportedEncoding(version.clone())
                 }
+                request::RequestCreationError::Busy => ReadError::Busy(version.clone()),
             }
         })?;
 
@@ -293,6 +296,25 @@ impl ClientConnection {
         let response = Response::from_string(format!("{}\n", why))
             .with_status_code(StatusCode(status))
             .closing();
+        response.raw_print(writer, version, &[], false, None).ok();
+    }
+}
+
+impl ClientConnection {
+    /// mito patch: like `refuse` with 503 and a `Retry-After`, so well-behaved clients
+    /// back off instead of retrying at once.
+    fn refuse_busy(&mut self, version: HTTPVersion, why: &str) {
+        use crate::{Header, Response, StatusCode};
+        let writer = self
+            .sink
+            .next()
+            .expect("the builder always yields a writer");
+        let mut response = Response::from_string(format!("{}\n", why))
+            .with_status_code(StatusCode(503))
+            .closing();
+        if let Ok(h) = Header::from_bytes(&b"Retry-After"[..], &b"1"[..]) {
+            response.add_header(h);
+        }
         response.raw_print(writer, version, &[], false, None).ok();
     }
 }
@@ -368,14 +390,33 @@ impl Iterator for ClientConnection {
                     return None;
                 }
 
+                Err(ReadError::Busy(ver)) => {
+                    // mito patch: the read-ahead memory budget stayed full for
+                    // body_timeout; the body is left unread, so the connection ends.
+                    let why = format!(
+                        "the server is short of memory for request bodies (the {} bytes of \
+                         read-ahead for all connections are in use); try again in a little while",
+                        self.state.limits.body_memory
+                    );
+                    self.refuse_busy(ver, &why);
+                    return None;
+                }
+
                 Err(ReadError::Close) => return None,
 
                 Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
                     // request timeout
-                    let why = format!(
-                        "the request headers did not arrive within {:?}",
-                        self.state.limits.header_timeout
-                    );
+                    let why = if self.state.in_body() {
+                        format!(
+                            "the request body made no progress for {:?}",
+                            self.state.limits.body_timeout
+                        )
+                    } else {
+                        format!(
+                            "the request headers did not arrive within {:?}",
+                            self.state.limits.header_timeout
+                        )
+                    };
                     self.refuse(408, HTTPVersion(1, 1), &why);
                     return None; // closing the connection
                 }

@@ -298,6 +298,8 @@ impl Server {
             // a tasks pool is used to dispatch the connections into threads
             let tasks_pool = util::TaskPool::new();
             let open = Arc::new(AtomicUsize::new(0));
+            // mito patch: one read-ahead memory budget for all connections.
+            let budget = util::BodyBudget::new(limits.body_memory);
             let mut failures: u32 = 0;
 
             log::debug!("Running accept thread");
@@ -309,6 +311,7 @@ impl Server {
                         &server,
                         &ssl,
                         &limits,
+                        &budget,
                         &open,
                         &tasks_pool,
                         &inside_messages,
@@ -433,6 +436,7 @@ fn accept_one(
     server: &Listener,
     ssl: &Option<SslContext>,
     limits: &Limits,
+    budget: &Arc<util::BodyBudget>,
     open: &Arc<AtomicUsize>,
     tasks_pool: &util::TaskPool,
     messages: &Arc<MessagesQueue<Message>>,
@@ -450,7 +454,7 @@ fn accept_one(
     open.fetch_add(1, Relaxed);
     // Writes wait at most body_timeout for progress; reads set their own timeout per phase.
     sock.set_write_timeout(Some(limits.body_timeout)).ok();
-    let state = Arc::new(util::ConnState::new(limits.clone()));
+    let state = Arc::new(util::ConnState::new(limits.clone(), budget.clone()));
 
     use util::RefinedTcpStream;
     let (read_closable, write_closable) = match ssl {

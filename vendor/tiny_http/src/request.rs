@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
-use crate::util::{ConnState, EqualReader, FusedReader, Unread};
+use crate::util::{
+    read_upto, BudgetedBody, ConnState, EqualReader, FusedReader, Reservation, Unread,
+};
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
 use chunked_transfer::Decoder;
 
@@ -120,6 +122,10 @@ pub enum RequestCreationError {
 
     /// mito patch: a `Transfer-Encoding` other than `chunked` (501).
     UnsupportedEncoding,
+
+    /// mito patch: the read-ahead memory budget had no room for the body within
+    /// `body_timeout` (503, connection closed).
+    Busy,
 
     /// Error while reading data from the socket during the creation of the `Request`.
     CreationIoError(IoError),
@@ -246,11 +252,34 @@ where
         let prebuffer = conn.as_ref().map_or(1024, |c| c.limits.prebuffer.max(1024));
         if content_length == 0 {
             Box::new(io::empty()) as Box<dyn Read + Send + 'static>
-        } else if content_length <= prebuffer && (conn.is_some() || !expects_continue) {
+        } else if let (true, Some(conn)) = (content_length <= prebuffer, &conn) {
+            // mito patch: the declared length is reserved from the server-wide budget
+            // before a byte is read (and before 100-continue invites the body); the
+            // reservation goes with the buffer and is released when the request drops it.
+            let wait = conn.limits.body_timeout;
+            let mut reservation = Reservation::new(&conn.budget, content_length, wait)
+                .ok_or(RequestCreationError::Busy)?;
             if expects_continue {
                 send_continue(&mut writer, &version, &headers);
                 expects_continue = false;
             }
+            let mut buffer = Vec::new();
+            // Already reserved in full, so this never waits.
+            read_upto(
+                &mut source_data,
+                &mut buffer,
+                content_length,
+                &mut reservation,
+                wait,
+            )?;
+            if buffer.len() != content_length {
+                let info = "Connection has been closed before we received enough data";
+                let err = IoError::new(ErrorKind::ConnectionAborted, info);
+                return Err(RequestCreationError::CreationIoError(err));
+            }
+            Box::new(BudgetedBody::new(buffer, reservation)) as Box<dyn Read + Send + 'static>
+        } else if content_length <= prebuffer && !expects_continue {
+            // Without a connection state (no server limits) small bodies are read as before.
             let mut buffer = Vec::new();
             (&mut source_data)
                 .take(content_length as u64)
@@ -285,15 +314,27 @@ where
                     send_continue(&mut writer, &version, &headers);
                     expects_continue = false;
                 }
+                // mito patch: the length is unknown, so the reservation from the
+                // server-wide budget grows before each step of the read-ahead.
+                let wait = conn.limits.body_timeout;
+                let mut reservation =
+                    Reservation::new(&conn.budget, 0, wait).ok_or(RequestCreationError::Busy)?;
                 let mut buffer = Vec::new();
-                (&mut decoder)
-                    .take(prebuffer as u64 + 1)
-                    .read_to_end(&mut buffer)?;
+                if !read_upto(
+                    &mut decoder,
+                    &mut buffer,
+                    prebuffer + 1,
+                    &mut reservation,
+                    wait,
+                )? {
+                    return Err(RequestCreationError::Busy);
+                }
+                let buffer = BudgetedBody::new(buffer, reservation);
                 if buffer.len() <= prebuffer {
-                    Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
+                    Box::new(buffer) as Box<dyn Read + Send + 'static>
                 } else {
                     conn.set_unread(Unread::Unknown);
-                    Box::new(Cursor::new(buffer).chain(ChunkedBody {
+                    Box::new(buffer.chain(ChunkedBody {
                         inner: decoder,
                         conn: conn.clone(),
                     })) as Box<dyn Read + Send + 'static>

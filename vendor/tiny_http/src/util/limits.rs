@@ -6,8 +6,10 @@
 //! time), so the phase recorded here is the phase of whoever reads next.
 
 use std::io::{Error as IoError, ErrorKind, Result as IoResult};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use super::body_budget::BodyBudget;
 
 /// The limits a server applies to every connection.
 #[derive(Debug, Clone)]
@@ -30,6 +32,13 @@ pub struct Limits {
     /// read on the connection's own thread before the request is handed out, so a slow
     /// client holds its connection thread and never the application's thread.
     pub prebuffer: usize,
+    /// All bodies read ahead (see `prebuffer`) on all connections together, in bytes. A
+    /// connection thread reserves a body's size before reading it and waits at most
+    /// `body_timeout` for room; otherwise the request gets 503 and the connection is
+    /// closed. Bodies over 64 KiB may use only seven eighths of it (the rest is kept for
+    /// small requests), so it should be at least `prebuffer` × 8/7, or the largest bodies
+    /// never fit.
+    pub body_memory: usize,
 }
 
 impl Default for Limits {
@@ -42,6 +51,7 @@ impl Default for Limits {
             max_header_bytes: 64 * 1024,
             drain_limit: 64 * 1024,
             prebuffer: 64 * 1024,
+            body_memory: 256 * 1024 * 1024,
         }
     }
 }
@@ -64,6 +74,8 @@ pub(crate) enum Unread {
 
 pub(crate) struct ConnState {
     pub(crate) limits: Limits,
+    /// Shared by all connections of the server.
+    pub(crate) budget: Arc<BodyBudget>,
     phase: Mutex<Phase>,
     unread: Mutex<Unread>,
 }
@@ -75,9 +87,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl ConnState {
-    pub(crate) fn new(limits: Limits) -> ConnState {
+    pub(crate) fn new(limits: Limits, budget: Arc<BodyBudget>) -> ConnState {
         ConnState {
             limits,
+            budget,
             phase: Mutex::new(Phase::Header(None)),
             unread: Mutex::new(Unread::Nothing),
         }
@@ -89,6 +102,11 @@ impl ConnState {
 
     pub(crate) fn start_body(&self) {
         *lock(&self.phase) = Phase::Body;
+    }
+
+    /// Whether a body is being read (for the message of a timeout).
+    pub(crate) fn in_body(&self) -> bool {
+        matches!(*lock(&self.phase), Phase::Body)
     }
 
     /// The read timeout for the next socket read, or TimedOut once the header deadline

@@ -1,3 +1,4 @@
+pub(crate) use self::body_budget::{read_upto, BodyBudget, BudgetedBody, Reservation};
 pub use self::custom_stream::CustomStream;
 pub use self::equal_reader::EqualReader;
 pub use self::fused_reader::FusedReader;
@@ -11,6 +12,7 @@ pub use self::task_pool::TaskPool;
 
 use std::str::FromStr;
 
+mod body_budget;
 mod custom_stream;
 mod equal_reader;
 mod fused_reader;
