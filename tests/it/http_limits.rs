@@ -522,15 +522,31 @@ fn a_request_that_closes_its_connection_keeps_its_place_under_the_cap_until_answ
     // Long-polls that close their connection once answered: while they wait, they are
     // open connections (before, their connection threads ended at once and any number of
     // them could queue up).
+    let pid = c.child.as_ref().unwrap().id();
+    let sockets = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| d.flatten().filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))).count())
+            .unwrap_or(0)
+    };
+    // The connections of the calls above close as their clients drop them, or at the
+    // latest after header_timeout: only then does the count below start from idle.
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = sockets();
     let parked: Vec<TcpStream> = (0..8)
         .map(|_| {
             let mut s = connect(&c);
-            let raw = format!("GET /workers/tasks?wait=3 HTTP/1.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n");
+            let raw = format!("GET /workers/tasks?wait=5 HTTP/1.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n");
             s.write_all(raw.as_bytes()).unwrap();
             s
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(500));
+    // Until the accept loop has taken all eight (slow on a loaded machine), a probe could
+    // still find room; each accepted connection holds two descriptors.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while sockets() < before + 16 {
+        assert!(Instant::now() < deadline, "the eight long-polls were not accepted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let mut s = connect(&c);
     s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let w = read_response(&mut s).expect("a connection over the cap is answered at once");
