@@ -55,8 +55,6 @@ pub struct ParkAs {
     pub worker: WorkerToken,
     worker_id: i64,
     pub deadline: Instant,
-    /// The port this coordinator listens on, to find the fetch's connection.
-    listen_port: u16,
     groups: Vec<i64>,
     tags: Vec<String>,
     /// [`Scheduler::ready_seq`] before the claim that found nothing: if it moved since, a
@@ -68,8 +66,6 @@ pub struct ParkAs {
 pub struct Parked {
     req: tiny_http::Request,
     how: ParkAs,
-    /// Its connection, to see before claiming whether the worker is still there.
-    sock: Option<super::peer::PeerSocket>,
 }
 
 /// What may have changed for parked fetches.
@@ -157,8 +153,7 @@ impl Scheduler {
     /// Parks a fetch that found nothing. If something was announced since its claim
     /// looked, it gets another look at once.
     pub fn park(&self, req: tiny_http::Request, how: ParkAs) {
-        let sock = req.remote_addr().and_then(|a| super::peer::find(*a, how.listen_port));
-        self.repark(Parked { req, how, sock });
+        self.repark(Parked { req, how });
     }
 
     fn repark(&self, p: Parked) {
@@ -340,7 +335,6 @@ pub fn claim(ctx: &Ctx, db: &mut super::db::Conn, worker: WorkerToken, deadline:
         worker,
         worker_id: r.get(5),
         deadline,
-        listen_port: ctx.cfg.bind.port(),
         tags: r.get(6),
         groups: r.get(7),
         seq,
@@ -367,7 +361,7 @@ pub fn spawn(ctx: Arc<Ctx>) -> Vec<JoinHandle<()>> {
 fn try_answer(ctx: &Ctx, p: Parked) -> Option<Parked> {
     // A task claimed for a worker that hung up would sit Running until it is reaped: a
     // fetch whose connection is closed is dropped unclaimed.
-    if p.sock.as_ref().is_some_and(|s| s.closed()) {
+    if super::peer::gone(&p.req) {
         log::debug!("a parked fetch's worker hung up; dropping the fetch");
         respond(p.req, Reply::null());
         return None;
@@ -381,7 +375,7 @@ fn try_answer(ctx: &Ctx, p: Parked) -> Option<Parked> {
             respond(p.req, Reply::json(&task));
             None
         }
-        Ok(Claimed::Nothing(how)) => Some(Parked { req: p.req, how, sock: p.sock }),
+        Ok(Claimed::Nothing(how)) => Some(Parked { req: p.req, how }),
         Err(ApiError::WrongCredentials) => {
             respond(p.req, ApiError::WrongCredentials.reply());
             None

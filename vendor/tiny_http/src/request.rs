@@ -446,6 +446,19 @@ impl Request {
         self.remote_addr.as_ref()
     }
 
+    /// mito patch: the descriptor of the socket this request arrived on, while it is
+    /// unanswered, so that a server holding a request (a long-poll) can see whether its
+    /// client is still there (e.g. a non-blocking `MSG_PEEK`) without reading from it. The
+    /// descriptor stays open as long as this request is neither answered nor dropped (its
+    /// response writer holds it); use it only while holding `&self`. None once answered,
+    /// for TLS, or for requests not made by a server. (A raw descriptor, since this crate
+    /// forbids `unsafe`, which a `BorrowedFd` would need.)
+    #[cfg(unix)]
+    pub fn peer_socket_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.response_writer.as_ref()?;
+        self.conn.as_ref()?.peer_fd()
+    }
+
     /// Sends a response with a `Connection: upgrade` header, then turns the `Request` into a `Stream`.
     ///
     /// The main purpose of this function is to support websockets.

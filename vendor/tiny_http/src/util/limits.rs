@@ -78,6 +78,10 @@ pub(crate) struct ConnState {
     pub(crate) budget: Arc<BodyBudget>,
     phase: Mutex<Phase>,
     unread: Mutex<Unread>,
+    /// mito patch: the descriptor of the connection's write half, which every unanswered
+    /// request of the connection keeps open through its response writer.
+    #[cfg(unix)]
+    peer_fd: std::sync::OnceLock<std::os::fd::RawFd>,
 }
 
 /// A poisoned lock only means another thread panicked while holding it; the plain data
@@ -93,7 +97,19 @@ impl ConnState {
             budget,
             phase: Mutex::new(Phase::Header(None)),
             unread: Mutex::new(Unread::Nothing),
+            #[cfg(unix)]
+            peer_fd: std::sync::OnceLock::new(),
         }
+    }
+
+    #[cfg(unix)]
+    pub(crate) fn set_peer_fd(&self, fd: std::os::fd::RawFd) {
+        let _ = self.peer_fd.set(fd);
+    }
+
+    #[cfg(unix)]
+    pub(crate) fn peer_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.peer_fd.get().copied()
     }
 
     pub(crate) fn start_header(&self) {

@@ -16,6 +16,16 @@ pub(crate) enum Stream {
 }
 
 impl Stream {
+    /// mito patch: the plain socket's descriptor (none for TLS).
+    #[cfg(unix)]
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        match self {
+            Stream::Http(c) => Some(c.raw_fd()),
+            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
+            Stream::Https(_) => None,
+        }
+    }
+
     /// mito patch: duplicating the socket fails when file descriptors run out; that is an
     /// error for this connection, not a panic of the accept loop.
     fn try_clone(&self) -> IoResult<Self> {
@@ -115,6 +125,10 @@ impl RefinedTcpStream {
         let stream: Stream = stream.into();
 
         let (read, write) = (stream.try_clone()?, stream);
+        #[cfg(unix)]
+        if let (Some(state), Some(fd)) = (limits.as_ref(), write.raw_fd()) {
+            state.set_peer_fd(fd);
+        }
 
         let read = RefinedTcpStream {
             stream: read,
