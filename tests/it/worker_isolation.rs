@@ -387,72 +387,24 @@ fn without_root_escapees_are_still_swept_at_the_task_end() {
 #[test]
 fn run_as_needs_root_and_an_existing_user() {
     let home = TempDir::new("iso-runas-bad");
-    let out = mito(home.path())
-        .args([
-            "worker",
-            "-c",
-            "http://127.0.0.1:9",
-            "-u",
-            "alice",
-            "-p",
-            "x",
-            "--run-as",
-            "no-such-user-here",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("no-such-user-here") && err.contains("run_as"),
-        "{err}"
-    );
-    let out = mito(home.path())
-        .args([
-            "worker",
-            "-c",
-            "http://127.0.0.1:9",
-            "-u",
-            "alice",
-            "--password-file",
-            "/nonexistent/pw",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/pw"));
-    let out = mito(home.path())
-        .args([
-            "worker",
-            "-c",
-            "http://127.0.0.1:9",
-            "-p",
-            "x",
-            "--password-stdin",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("password one way only"));
-    let out = mito(home.path())
-        .args([
-            "worker",
-            "-c",
-            "http://127.0.0.1:9",
-            "-u",
-            "alice",
-            "--password-stdin",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("holds no password"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // (flags after `worker -c <closed port>`, exit status, what stderr must name)
+    let cases: [(&[&str], i32, &[&str]); 4] = [
+        (&["-u", "alice", "-p", "x", "--run-as", "no-such-user-here"], 1, &["no-such-user-here", "run_as"]),
+        (&["-u", "alice", "--password-file", "/nonexistent/pw"], 1, &["/nonexistent/pw"]),
+        (&["-p", "x", "--password-stdin"], 2, &["password one way only"]),
+        (&["-u", "alice", "--password-stdin"], 1, &["holds no password"]),
+    ];
+    for (flags, status, needles) in cases {
+        let out = mito(home.path())
+            .args(["worker", "-c", "http://127.0.0.1:9"])
+            .args(flags)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(status), "{flags:?}: {err}");
+        for n in needles {
+            assert!(err.contains(n), "{flags:?} should name {n:?}: {err}");
+        }
+    }
 }
