@@ -130,6 +130,14 @@ impl Net {
                     let msg = serde_json::from_str::<crate::api::ErrorMsg>(&body).map(|m| m.msg).unwrap_or(body);
                     return Err(CallError::Status(s, msg));
                 }
+                // The body says why (e.g. which dependency is down, or a full disk), which
+                // is what the operator reading the retry line needs.
+                Err(ureq::Error::Status(s, r)) => {
+                    let body = r.into_string().unwrap_or_default();
+                    let msg = serde_json::from_str::<crate::api::ErrorMsg>(&body).map(|m| m.msg).unwrap_or(body);
+                    let msg: String = clip(msg.trim()).chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+                    if msg.is_empty() { format!("HTTP status {s}") } else { format!("HTTP status {s}: {msg}") }
+                }
                 Err(e) => describe(&e),
             };
             let delay = backoff.next_delay();
