@@ -18,7 +18,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------- helpers
@@ -796,7 +796,10 @@ fn soak_random_kills_under_steady_load() {
         .unwrap_or(600)
         .clamp(10, 24 * 3600);
     // A killed worker's task comes back at heartbeat_timeout: short here, so it costs seconds.
-    let extra = ["--heartbeat-timeout", "10s"];
+    // One object store for both coordinators, as for any coordinators sharing a database.
+    let mut flags = s3_server().coordinator_flags();
+    flags.extend(["--heartbeat-timeout".to_string(), "10s".to_string()]);
+    let extra: Vec<&str> = flags.iter().map(String::as_str).collect();
     let mut coords = vec![Coordinator::start_with(TestDb::new(), &extra)];
     coords.push(Coordinator::start_with(
         TestDb::from_url(&coords[0].db.url),
@@ -813,10 +816,11 @@ fn soak_random_kills_under_steady_load() {
     let dir = TempDir::new("soak");
     let runs = dir.path().join("runs");
     let wargs = ["--heartbeat-interval", "2s"];
-    let mut workers: Vec<Worker> = (0..6)
-        .map(|i| Worker::start(&urls[i % 2], "ann", "ann-pw", &wargs))
+    // (worker, the coordinator it talks to)
+    let mut workers: Vec<(Worker, usize)> = (0..6)
+        .map(|i| (Worker::start(&urls[i % 2], "ann", "ann-pw", &wargs), i % 2))
         .collect();
-    for w in &workers {
+    for (w, _) in &workers {
         w.id();
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -836,7 +840,7 @@ fn soak_random_kills_under_steady_load() {
         (rng % n as u128) as usize
     };
     let (mut worker_kills, mut coord_kills) = (0, 0);
-    let restarts = Mutex::new(0usize);
+    let mut restarts = 0;
     while started.elapsed() < Duration::from_secs(secs) {
         std::thread::sleep(Duration::from_secs(2 + next(4) as u64));
         if next(5) == 0 {
@@ -845,16 +849,13 @@ fn soak_random_kills_under_steady_load() {
             c.signal(libc::SIGKILL);
             coord_kills += 1;
             std::thread::sleep(Duration::from_secs(1 + next(3) as u64));
-            let mut n = restarts.lock().unwrap();
-            *n += 1;
-            restart(c, &extra, *n + 1);
+            restarts += 1;
+            restart(c, &extra, restarts + 1);
         } else {
-            let i = next(workers.len());
-            let mut w = workers.swap_remove(i);
-            let url = if i % 2 == 0 { &urls[0] } else { &urls[1] };
+            let (mut w, on) = workers.swap_remove(next(workers.len()));
             w.signal(libc::SIGKILL);
             worker_kills += 1;
-            workers.push(Worker::start(url, "ann", "ann-pw", &wargs));
+            workers.push((Worker::start(&urls[on], "ann", "ann-pw", &wargs), on));
         }
     }
     stop.store(true, Ordering::SeqCst);
