@@ -709,6 +709,16 @@ mod tests {
     }
 
     #[test]
+    fn a_full_disk_is_named_and_other_write_errors_are_503() {
+        for errno in [libc::ENOSPC, libc::EDQUOT] {
+            let r = store_error(&std::io::Error::from_raw_os_error(errno)).reply();
+            assert_eq!(r.status, 507);
+            assert!(String::from_utf8_lossy(&r.body).contains("out of disk space"));
+        }
+        assert_eq!(store_error(&std::io::Error::from_raw_os_error(libc::EIO)).reply().status, 503);
+    }
+
+    #[test]
     fn paths_are_encoded() {
         assert_eq!(encode_path("g/a b/c%d"), "g/a%20b/c%25d");
     }

@@ -700,10 +700,21 @@ impl Drop for Tmpfs {
 }
 
 /// Files left in the local store's temp directory (a half-written upload would be there).
-fn temp_files(data: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(data.join("objects/.tmp"))
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default()
+/// The worker keeps retrying, so a file may exist for the instant an attempt writes it:
+/// only one still there after `within` counts as left.
+fn temp_files_left(data: &Path, within: Duration) -> Vec<PathBuf> {
+    let list = || -> Vec<PathBuf> {
+        std::fs::read_dir(data.join("objects/.tmp"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + within;
+    let mut left = list();
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        left = list();
+    }
+    left
 }
 
 /// The coordinator's disk for its local object store is full: the upload fails with a
@@ -756,11 +767,8 @@ fn a_full_disk_under_the_local_store_fails_uploads_clearly() {
         "a failed upload is not visible: {:?}",
         got.map(|r| r.status())
     );
-    assert!(
-        temp_files(&data).is_empty(),
-        "temp files left: {:?}",
-        temp_files(&data)
-    );
+    let left = temp_files_left(&data, Duration::from_secs(3));
+    assert!(left.is_empty(), "temp files left: {left:?}");
     std::fs::remove_file(&filler).unwrap();
     let freed = Instant::now();
     let info = wait_committed(&a, &u, Duration::from_secs(60));
@@ -772,7 +780,7 @@ fn a_full_disk_under_the_local_store_fails_uploads_clearly() {
         Duration::from_secs(10),
     );
     assert!(result_file(&a, &u, "data.bin").unwrap() == std::fs::read(&copy).unwrap());
-    assert!(temp_files(&data).is_empty());
+    assert!(temp_files_left(&data, Duration::from_secs(3)).is_empty());
     drop(c);
     eprintln!(
         "measured: full disk: upload refused with 507, committed {:.1}s after space was freed",
