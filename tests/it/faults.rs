@@ -587,6 +587,13 @@ fn postgres_stopped_under_load_costs_503s_and_loses_nothing() {
         "the coordinator's log names the outage:\n{}",
         c.log_text()
     );
+    // So do the workers' retry lines, with the coordinator's reason.
+    let why = "failed (HTTP status 503: Service unavailable: the database is unreachable";
+    assert!(
+        workers.iter().any(|w| w.log_text().contains(why)),
+        "{}",
+        workers[0].log_text()
+    );
     let mut db = postgres::Client::connect(&pg.url, postgres::NoTls).unwrap();
     let left: i64 = db
         .query_one("SELECT count(*) FROM active_tasks", &[])
