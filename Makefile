@@ -1,7 +1,7 @@
 # mito: `make demo` runs the system on this machine; `make test` runs every test.
 CARGO ?= cargo
 
-.PHONY: all build release test unit demo bench compat clean
+.PHONY: all build release test unit demo bench compat soak clean
 
 all: build
 
@@ -32,6 +32,11 @@ bench: release
 # crates.io into .compat/, which takes a while the first time).
 compat: build
 	bash tests/compat/run.sh
+
+# Opt-in: ten minutes of random kill -9 of workers and a coordinator under steady load
+# (MITO_SOAK_SECS=60 for a short run); prints submitted, finished, duplicated and p99.
+soak:
+	$(CARGO) test --test it faults::soak -- --ignored --nocapture --test-threads=1
 
 clean:
 	$(CARGO) clean

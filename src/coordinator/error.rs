@@ -31,6 +31,8 @@ pub enum ApiError {
     TooManyRequests { msg: String, retry_after_secs: u64 },
     /// The database (or another dependency) is unreachable; the caller may retry.
     Unavailable(String),
+    /// 507: the coordinator's own disk is full; the caller may retry once space is freed.
+    InsufficientStorage(String),
     /// A bug or an unexpected failure; the detail goes to the log, not to the caller.
     Internal(String),
     MissingAuthHeader,
@@ -78,6 +80,7 @@ impl ApiError {
                     .with_header("Retry-After", retry_after_secs.to_string())
             }
             Unavailable(s) => msg(503, format!("Service unavailable: {s}; retry later")),
+            InsufficientStorage(s) => msg(507, format!("Insufficient storage: {s}; retry later")),
             Internal(_) => msg(500, "Internal server error".into()),
             MissingAuthHeader => Reply::text(400, "Header of type `authorization` was missing"),
             BadAuthHeader => Reply::text(400, "invalid HTTP header (authorization): expected `Bearer <token>`"),

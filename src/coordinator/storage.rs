@@ -575,7 +575,7 @@ impl LocalStore {
     fn copy_body(&self, req: &mut tiny_http::Request, tmp: &Path, length: u64) -> Result<(), ApiError> {
         let io_err = |what: &str, e: std::io::Error| {
             log::error!("local object store: {what} {}: {e}", tmp.display());
-            ApiError::Unavailable("the local object store cannot store the object".into())
+            store_error(&e)
         };
         let mut file = crate::private_files::create_new(tmp).map_err(|e| io_err("cannot create", e))?;
         let reader = req.as_reader();
@@ -635,9 +635,20 @@ fn place(tmp: &Path, path: &Path) -> Result<(), ApiError> {
             Err(e) => last = Some(e),
         }
     }
-    let e = last.map(|e| e.to_string()).unwrap_or_default();
+    let e = last.unwrap_or_else(|| std::io::Error::other("no attempt made"));
     log::error!("local object store: cannot move an upload to {}: {e}", path.display());
-    Err(ApiError::Unavailable("the local object store cannot store the object".into()))
+    Err(store_error(&e))
+}
+
+/// What the uploader hears when the local store cannot write: a full disk is named as
+/// such (507), since only the operator can fix it; other write errors are 503.
+fn store_error(e: &std::io::Error) -> ApiError {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => ApiError::InsufficientStorage(
+            "the coordinator's local object store is out of disk space (its operator has to free space under `data_dir`)".into(),
+        ),
+        _ => ApiError::Unavailable("the local object store cannot store the object".into()),
+    }
 }
 
 /// Percent-encodes a key for a URL path, keeping `/` and unreserved characters.
@@ -695,6 +706,16 @@ mod tests {
         assert_eq!(origin(Some("[::1]:5000"), bind), "http://[::1]:5000");
         assert_eq!(origin(Some("evil/path?x"), bind), "http://127.0.0.1:5000");
         assert_eq!(origin(None, "10.0.0.1:80".parse().unwrap()), "http://10.0.0.1:80");
+    }
+
+    #[test]
+    fn a_full_disk_is_named_and_other_write_errors_are_503() {
+        for errno in [libc::ENOSPC, libc::EDQUOT] {
+            let r = store_error(&std::io::Error::from_raw_os_error(errno)).reply();
+            assert_eq!(r.status, 507);
+            assert!(String::from_utf8_lossy(&r.body).contains("out of disk space"));
+        }
+        assert_eq!(store_error(&std::io::Error::from_raw_os_error(libc::EIO)).reply().status, 503);
     }
 
     #[test]

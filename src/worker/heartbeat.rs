@@ -82,7 +82,7 @@ fn beat(shared: &Shared, net: &Net) -> Result<(), CallError> {
     let resp = match resp {
         Ok(r) => r,
         Err(ureq::Error::Status(401, _)) => return Err(CallError::Unauthorized),
-        Err(e) => return Err(CallError::Bad(super::net::describe(&e))),
+        Err(e) => return Err(CallError::Bad(super::net::explain(e))),
     };
     let body = resp.into_string().unwrap_or_default();
     // A coordinator without the extension answers `null`.

@@ -77,6 +77,24 @@ pub fn describe(e: &ureq::Error) -> String {
     }
 }
 
+/// [`describe`], plus the reason an error answer gives (e.g. which dependency is down, or
+/// a full disk): what the operator reading a retry line needs.
+pub fn explain(e: ureq::Error) -> String {
+    match e {
+        ureq::Error::Status(s, r) => {
+            let body = r.into_string().unwrap_or_default();
+            let msg = serde_json::from_str::<crate::api::ErrorMsg>(&body).map(|m| m.msg).unwrap_or(body);
+            let msg: String = clip(msg.trim()).chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+            if msg.is_empty() {
+                format!("HTTP status {s}")
+            } else {
+                format!("HTTP status {s}: {msg}")
+            }
+        }
+        e => describe(&e),
+    }
+}
+
 /// A URL without its user-info's password and its query string (and so any signature),
 /// for logs.
 pub fn redact(url: &str) -> String {
@@ -130,7 +148,7 @@ impl Net {
                     let msg = serde_json::from_str::<crate::api::ErrorMsg>(&body).map(|m| m.msg).unwrap_or(body);
                     return Err(CallError::Status(s, msg));
                 }
-                Err(e) => describe(&e),
+                Err(e) => explain(e),
             };
             let delay = backoff.next_delay();
             if let Some(d) = deadline {

@@ -56,7 +56,7 @@ impl Drop for TempDir {
 }
 
 /// Makes a child die with the test process.
-fn die_with_parent(cmd: &mut Command, sig: libc::c_int) {
+pub fn die_with_parent(cmd: &mut Command, sig: libc::c_int) {
     // SAFETY: prctl is async-signal-safe and touches no memory of ours.
     unsafe {
         cmd.pre_exec(move || {
@@ -71,7 +71,7 @@ struct Postgres {
     admin_url: String,
 }
 
-fn find_pg_bin(name: &str) -> PathBuf {
+pub fn find_pg_bin(name: &str) -> PathBuf {
     if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
         let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join(name);
         if p.exists() {
@@ -88,7 +88,7 @@ fn find_pg_bin(name: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn postgres_ids() -> Option<(u32, u32)> {
+pub fn postgres_ids() -> Option<(u32, u32)> {
     // SAFETY: getpwnam with a valid C string; the result is read at once.
     unsafe {
         if libc::geteuid() != 0 {

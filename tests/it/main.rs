@@ -11,6 +11,7 @@ mod client;
 mod client_tasks;
 mod client_files;
 mod end_to_end;
+mod faults;
 mod groups;
 mod http_limits;
 mod lifecycle;
