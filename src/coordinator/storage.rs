@@ -24,7 +24,7 @@
 
 use super::auth::Keys;
 use super::error::ApiError;
-use super::server::{respond, Reply};
+use super::http::{respond, Reply};
 use crate::config::CoordinatorConfig;
 use ct_codecs::{Base64UrlSafeNoPadding, Decoder, Encoder};
 use rusty_s3::{Credentials, S3Action, UrlStyle};

@@ -10,7 +10,7 @@ use crate::coordinator::authz::{authorize_group, authorize_task};
 use crate::coordinator::error::ApiError;
 use crate::coordinator::filter::{comparison, not_empty, Sql};
 use crate::coordinator::limits;
-use crate::coordinator::server::{Call, Reply};
+use crate::coordinator::http::{Call, Reply};
 use crate::coordinator::tasks::{self, Found};
 use crate::coordinator::Ctx;
 use postgres::fallible_iterator::FallibleIterator;
