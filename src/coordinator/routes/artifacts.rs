@@ -19,7 +19,8 @@ use crate::api::{
     UserGroupRole,
 };
 use crate::coordinator::auth::{AuthUser, AuthWorker};
-use super::tasks::{build_filter, union_sql};
+use super::tasks::build_filter;
+use crate::coordinator::tasks::matching::union_sql;
 use crate::coordinator::error::ApiError;
 use crate::coordinator::limits::{check_list, MAX_OBJECT_LIST, MAX_QUERY_LIMIT};
 use crate::coordinator::http::{Call, Reply};
