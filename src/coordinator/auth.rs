@@ -17,7 +17,7 @@
 //! digest is stored. `sign` is the per-user signature that revokes tokens when it changes.
 
 use super::error::ApiError;
-use super::server::Call;
+use super::http::Call;
 use crate::api::{Md5Password, UserState};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;

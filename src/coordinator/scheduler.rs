@@ -28,7 +28,7 @@
 //! ```
 
 use super::error::ApiError;
-use super::server::{respond, Reply};
+use super::http::{respond, Reply};
 use super::Ctx;
 use crate::api::WorkerTaskResp;
 use crossbeam_channel::{bounded, Receiver, Sender};

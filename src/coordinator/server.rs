@@ -6,157 +6,17 @@
 //!
 //! Handlers are plain functions that take the context and a [`Call`] and return a
 //! [`Reply`] or an [`ApiError`]; errors become responses in exactly one place
-//! ([`ApiError::reply`]).
+//! ([`ApiError::reply`], in [`super::http`] with the rest of what handlers need from HTTP).
+//! This module only runs the accept loop and its threads.
 
 use super::error::ApiError;
+use super::http::{percent_decode, respond, Call, Reply};
 use super::routes;
 use super::Ctx;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use std::io::Read;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-/// An HTTP answer.
-#[derive(Debug, Clone)]
-pub struct Reply {
-    pub status: u16,
-    pub content_type: Option<&'static str>,
-    pub body: Vec<u8>,
-    /// Further headers (e.g. `Retry-After`).
-    pub headers: Vec<(&'static str, String)>,
-}
-
-const JSON: &str = "application/json";
-
-impl Reply {
-    /// 200 with a JSON body.
-    pub fn json<T: Serialize>(value: &T) -> Reply {
-        match serde_json::to_vec(value) {
-            Ok(body) => Reply { status: 200, content_type: Some(JSON), body, headers: Vec::new() },
-            Err(e) => ApiError::Internal(format!("cannot serialize a response: {e}")).reply(),
-        }
-    }
-
-    /// 200 with the JSON body `null`.
-    pub fn null() -> Reply {
-        Reply { status: 200, content_type: Some(JSON), body: b"null".to_vec(), headers: Vec::new() }
-    }
-
-    /// 200 with no body.
-    pub fn ok() -> Reply {
-        Reply::empty(200)
-    }
-
-    pub fn empty(status: u16) -> Reply {
-        Reply { status, content_type: None, body: Vec::new(), headers: Vec::new() }
-    }
-
-    pub fn text(status: u16, text: &str) -> Reply {
-        Reply { status, content_type: Some("text/plain; charset=utf-8"), body: text.as_bytes().to_vec(), headers: Vec::new() }
-    }
-
-    pub fn error_json(status: u16, msg: &str) -> Reply {
-        let body = serde_json::to_vec(&crate::api::ErrorMsg { msg: msg.to_string() }).unwrap_or_default();
-        Reply { status, content_type: Some(JSON), body, headers: Vec::new() }
-    }
-
-    /// The same reply with one more header.
-    pub fn with_header(mut self, name: &'static str, value: String) -> Reply {
-        self.headers.push((name, value));
-        self
-    }
-}
-
-/// What a handler sees of a request.
-pub struct Call {
-    pub peer: Option<SocketAddr>,
-    headers: Vec<(String, String)>,
-    query: String,
-    pub body: Vec<u8>,
-}
-
-impl Call {
-    /// A header's value (case-insensitive name).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-
-    /// The body as JSON of type `T`: 415 without a JSON content type, 400 for a syntax
-    /// error, 422 when the JSON does not have the expected shape.
-    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
-        let ct = self.header("Content-Type").unwrap_or("");
-        let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        let is_json = mime == JSON || (mime.starts_with("application/") && mime.ends_with("+json"));
-        if !is_json {
-            return Err(ApiError::UnsupportedMediaType);
-        }
-        serde_json::from_slice(&self.body).map_err(|e| {
-            use serde_json::error::Category;
-            match e.classify() {
-                Category::Data => ApiError::JsonShape(e.to_string()),
-                _ => ApiError::BadJson(e.to_string()),
-            }
-        })
-    }
-
-    /// Every value of a repeated query key (`users=a&users=b`).
-    pub fn query_all(&self, key: &str) -> Result<Vec<String>, ApiError> {
-        let mut out = Vec::new();
-        for (k, v) in query_pairs(&self.query)? {
-            if k == key {
-                out.push(v);
-            }
-        }
-        Ok(out)
-    }
-
-    /// The last value of a query key.
-    pub fn query_one(&self, key: &str) -> Result<Option<String>, ApiError> {
-        Ok(self.query_all(key)?.pop())
-    }
-}
-
-/// Decodes `%XX` escapes (and `+` as space when `plus` is set).
-pub fn percent_decode(s: &str, plus: bool) -> Result<String, String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hex = b.get(i + 1..i + 3).ok_or_else(|| format!("truncated escape in {s:?}"))?;
-                let hex = std::str::from_utf8(hex).map_err(|_| format!("bad escape in {s:?}"))?;
-                out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("bad escape in {s:?}"))?);
-                i += 3;
-            }
-            b'+' if plus => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).map_err(|_| format!("{s:?} does not decode to UTF-8"))
-}
-
-fn query_pairs(q: &str) -> Result<Vec<(String, String)>, ApiError> {
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            Ok((
-                percent_decode(k, true).map_err(ApiError::BadQuery)?,
-                percent_decode(v, true).map_err(ApiError::BadQuery)?,
-            ))
-        })
-        .collect()
-}
 
 /// Starts `threads` handler threads on `server`; they stop once `ctx` is shutting down.
 pub fn spawn_handlers(ctx: Arc<Ctx>, server: Arc<tiny_http::Server>, threads: usize) -> Vec<JoinHandle<()>> {
@@ -254,28 +114,6 @@ fn path_of(url: &str) -> &str {
     url.split('?').next().unwrap_or(url)
 }
 
-/// Sends a reply on a request, logging (not failing) when the peer has gone away.
-pub fn respond(req: tiny_http::Request, reply: Reply) {
-    let mut resp = tiny_http::Response::from_data(reply.body).with_status_code(reply.status);
-    if let Some(ct) = reply.content_type {
-        resp.add_header(header("Content-Type", ct));
-    }
-    resp.add_header(header("Access-Control-Allow-Origin", "*"));
-    for (name, value) in &reply.headers {
-        match tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
-            Ok(h) => resp.add_header(h),
-            Err(()) => log::error!("dropped an invalid {name} header from a response"),
-        }
-    }
-    if let Err(e) = req.respond(resp) {
-        log::debug!("could not send a response: {e}");
-    }
-}
-
-fn header(name: &str, value: &str) -> tiny_http::Header {
-    tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("static header is valid")
-}
-
 fn process(ctx: &Ctx, req: &mut tiny_http::Request) -> Result<routes::Outcome, ApiError> {
     let url = req.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
@@ -294,12 +132,11 @@ fn process(ctx: &Ctx, req: &mut tiny_http::Request) -> Result<routes::Outcome, A
         // The body may be far larger than body_limit; the store streams it.
         return Ok(routes::Outcome::Object(obj));
     }
-    let mut call = Call {
-        peer: req.remote_addr().copied(),
-        headers: req.headers().iter().map(|h| (h.field.to_string(), h.value.to_string())).collect(),
-        query: query.to_string(),
-        body: Vec::new(),
-    };
+    let mut call = Call::new(
+        req.remote_addr().copied(),
+        req.headers().iter().map(|h| (h.field.to_string(), h.value.to_string())).collect(),
+        query.to_string(),
+    );
     let principal = routes::authenticate(ctx, &endpoint, &call)?;
     call.body = read_body(req, ctx.cfg.body_limit)?;
     routes::dispatch(ctx, endpoint, &call, principal)
@@ -330,15 +167,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode("a%2Fb%20c", false).unwrap(), "a/b c");
-        assert_eq!(percent_decode("a+b", true).unwrap(), "a b");
-        assert_eq!(percent_decode("a+b", false).unwrap(), "a+b");
-        assert!(percent_decode("%zz", false).is_err());
-        assert!(percent_decode("%4", false).is_err());
-    }
-
-    #[test]
     fn a_panicking_handler_becomes_an_internal_error() {
         let r: Result<(), ApiError> = caught(|| panic!("boom"));
         match r {
@@ -348,34 +176,6 @@ mod tests {
         assert_eq!(caught(|| Ok(3)).unwrap(), 3);
         let reply = caught::<()>(|| panic!("x")).unwrap_err().reply();
         assert_eq!(reply.status, 500);
-        assert_eq!(reply.content_type, Some(JSON));
-    }
-
-    #[test]
-    fn repeated_query_keys() {
-        let c = Call { peer: None, headers: vec![], query: "users=a&users=b%20c&x=1".into(), body: vec![] };
-        assert_eq!(c.query_all("users").unwrap(), vec!["a", "b c"]);
-        assert_eq!(c.query_one("x").unwrap().as_deref(), Some("1"));
-        assert!(c.query_all("none").unwrap().is_empty());
-    }
-
-    #[test]
-    fn json_bodies_classify_errors() {
-        #[derive(serde::Deserialize, Debug)]
-        struct T {
-            #[allow(dead_code)]
-            a: u32,
-        }
-        let mk = |ct: &str, body: &str| Call {
-            peer: None,
-            headers: vec![("content-type".into(), ct.into())],
-            query: String::new(),
-            body: body.as_bytes().to_vec(),
-        };
-        assert!(matches!(mk("text/plain", r#"{"a":1}"#).json::<T>(), Err(ApiError::UnsupportedMediaType)));
-        assert!(matches!(mk(JSON, "{").json::<T>(), Err(ApiError::BadJson(_))));
-        assert!(matches!(mk(JSON, r#"{"a":"x"}"#).json::<T>(), Err(ApiError::JsonShape(_))));
-        assert!(matches!(mk(JSON, r#"{}"#).json::<T>(), Err(ApiError::JsonShape(_))));
-        assert!(mk("application/json; charset=utf-8", r#"{"a":1}"#).json::<T>().is_ok());
+        assert_eq!(reply.content_type, Some("application/json"));
     }
 }

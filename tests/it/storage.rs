@@ -251,7 +251,7 @@ fn tampered_and_expired_urls_are_refused(b: Backend) {
             )
             .unwrap();
             let creds = rusty_s3::Credentials::new(S3_ACCESS_KEY, S3_SECRET_KEY);
-            let key = mito::coordinator::server::percent_decode(key, false).unwrap();
+            let key = mito::coordinator::http::percent_decode(key, false).unwrap();
             let fresh = bucket.get_object(Some(&creds), &key).sign(Duration::from_secs(1)).to_string();
             assert_eq!(get(&fresh).0, 200, "a fresh self-signed URL should work");
             std::thread::sleep(Duration::from_millis(2500));

@@ -8,7 +8,7 @@ use crate::api::{
 use crate::coordinator::auth;
 use crate::coordinator::db;
 use crate::coordinator::error::ApiError;
-use crate::coordinator::server::{Call, Reply};
+use crate::coordinator::http::{Call, Reply};
 use crate::coordinator::{is_unique_violation, Ctx};
 
 fn no_user(name: &str) -> ApiError {

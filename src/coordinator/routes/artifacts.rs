@@ -19,10 +19,11 @@ use crate::api::{
     UserGroupRole,
 };
 use crate::coordinator::auth::{AuthUser, AuthWorker};
-use super::tasks::{build_filter, union_sql};
+use super::tasks::build_filter;
+use crate::coordinator::tasks::matching::union_sql;
 use crate::coordinator::error::ApiError;
 use crate::coordinator::limits::{check_list, MAX_OBJECT_LIST, MAX_QUERY_LIMIT};
-use crate::coordinator::server::{Call, Reply};
+use crate::coordinator::http::{Call, Reply};
 use crate::coordinator::storage::{download_ttl, Bucket, UPLOAD_TTL};
 use crate::coordinator::Ctx;
 use std::time::Duration;

@@ -23,7 +23,7 @@ use crate::coordinator::auth::AuthUser;
 use crate::coordinator::authz::authorize_group;
 use crate::coordinator::error::ApiError;
 use crate::coordinator::limits::{check_list, MAX_OBJECT_LIST};
-use crate::coordinator::server::{Call, Reply};
+use crate::coordinator::http::{Call, Reply};
 use crate::coordinator::storage::{self, download_ttl, Bucket, UPLOAD_TTL};
 use crate::coordinator::Ctx;
 use std::time::Duration;

@@ -4,7 +4,7 @@ use crate::api::{valid_name, CreateGroupReq, GroupQueryInfo, GroupState, Timesta
 use crate::coordinator::auth::AuthUser;
 use crate::coordinator::authz::{authorize_group, detach_unvouched};
 use crate::coordinator::error::ApiError;
-use crate::coordinator::server::{Call, Reply};
+use crate::coordinator::http::{Call, Reply};
 use crate::coordinator::{is_unique_violation, Ctx};
 use std::collections::BTreeMap;
 

@@ -3,7 +3,7 @@
 use crate::api::{RedisConnectionInfo, UserLoginReq, UserLoginResp, UserState};
 use crate::coordinator::auth::{self, AuthUser};
 use crate::coordinator::error::ApiError;
-use crate::coordinator::server::{Call, Reply};
+use crate::coordinator::http::{Call, Reply};
 use crate::coordinator::Ctx;
 
 pub fn health() -> Result<Reply, ApiError> {

@@ -20,7 +20,7 @@ mod objects;
 
 use super::auth::{self, AuthUser, AuthWorker, WorkerToken};
 use super::error::ApiError;
-use super::server::{Call, Reply};
+use super::http::{Call, Reply};
 use super::storage::ObjectRequest;
 use super::Ctx;
 use tiny_http::Method;

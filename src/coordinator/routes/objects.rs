@@ -12,7 +12,7 @@
 use crate::api::{ArtifactContentType, GroupState, UserGroupRole};
 use crate::coordinator::auth::AuthUser;
 use crate::coordinator::error::ApiError;
-use crate::coordinator::server::Call;
+use crate::coordinator::http::Call;
 use crate::coordinator::{storage, Ctx};
 use postgres::GenericClient;
 use uuid::Uuid;

@@ -9,11 +9,11 @@ use crate::coordinator::auth::{authenticate_user, AuthUser, Claims};
 use crate::coordinator::authz::{authorize_group, authorize_task};
 use crate::coordinator::error::ApiError;
 use crate::coordinator::filter::{comparison, not_empty, Sql};
+use crate::coordinator::http::{Call, Reply};
 use crate::coordinator::limits;
-use crate::coordinator::server::{Call, Reply};
+use crate::coordinator::tasks::matching::{self, TaskFilter};
 use crate::coordinator::tasks::{self, Found};
 use crate::coordinator::Ctx;
-use postgres::fallible_iterator::FallibleIterator;
 use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
@@ -139,12 +139,6 @@ pub fn get(ctx: &Ctx, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
     Ok(Reply::json(&TaskQueryResp { info: found.info, artifacts }))
 }
 
-/// Locks an active task for a change; `None` if there is no such active task.
-fn lock_active(tx: &mut postgres::Transaction, uuid: Uuid) -> Result<Option<(i64, i64, TaskState)>, ApiError> {
-    let row = tx.query_opt("SELECT id, group_id, state FROM active_tasks WHERE uuid = $1 FOR UPDATE", &[&uuid])?;
-    Ok(row.map(|r| (r.get(0), r.get(1), TaskState::from_code(r.get(2)).unwrap_or(TaskState::Unknown))))
-}
-
 /// `PUT /tasks/{uuid}`: changes a Ready task (Write).
 pub fn change(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
     let req: ChangeTaskReq = call.json()?;
@@ -162,24 +156,23 @@ pub fn change(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Result<Rep
     }
     let mut db = ctx.pool.get()?;
     let mut tx = db.transaction()?;
-    let (id, group_id, state) = lock_active(&mut tx, uuid)?.ok_or_else(|| ApiError::NotFound(format!("Ready task with uuid {uuid}")))?;
+    let (id, group_id, state) = tasks::lock_active(&mut tx, uuid)?.ok_or_else(|| ApiError::NotFound(format!("Ready task with uuid {uuid}")))?;
     authorize_task(&mut tx, user, group_id, uuid, UserGroupRole::Write)?;
     if state != TaskState::Ready {
         return Err(ApiError::NotFound(format!("Ready task with uuid {uuid} (it is {state}; only Ready tasks can be changed)")));
     }
-    let tags: Option<Vec<String>> = req.tags.map(|t| t.into_iter().collect());
-    let timeout: Option<i64> = req.timeout.map(|t| t.as_secs() as i64);
     let spec = req
         .task_spec
         .map(|s| serde_json::to_value(&s))
         .transpose()
         .map_err(|e| ApiError::Internal(format!("serialize spec: {e}")))?;
-    tx.execute(
-        "UPDATE active_tasks SET tags = COALESCE($2, tags), timeout = COALESCE($3, timeout),
-            priority = COALESCE($4, priority), spec = COALESCE($5, spec), updated_at = now()
-         WHERE id = $1",
-        &[&id, &tags, &timeout, &req.priority, &spec],
-    )?;
+    let change = tasks::Change {
+        tags: req.tags.map(|t| t.into_iter().collect()),
+        timeout_secs: req.timeout.map(|t| t.as_secs() as i64),
+        priority: req.priority,
+        spec,
+    };
+    tasks::change(&mut tx, id, &change)?;
     ctx.scheduler.notify_group(&mut tx, group_id)?;
     tx.commit()?;
     ctx.scheduler.task_ready(group_id);
@@ -192,14 +185,14 @@ pub fn cancel(ctx: &Ctx, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError>
     let mut db = ctx.pool.get()?;
     let mut tx = db.transaction()?;
     let missing = || ApiError::NotFound(format!("Task with uuid {uuid}"));
-    let (id, group_id, state) = lock_active(&mut tx, uuid)?.ok_or_else(missing)?;
+    let (id, group_id, state) = tasks::lock_active(&mut tx, uuid)?.ok_or_else(missing)?;
     authorize_task(&mut tx, user, group_id, uuid, UserGroupRole::Write)?;
     match state {
         TaskState::Ready | TaskState::Pending => {
             tasks::archive_cancelled(&mut tx, &[id], &[state.code()])?;
         }
         TaskState::Running => {
-            tx.execute("UPDATE active_tasks SET cancel_requested = true WHERE id = $1", &[&id])?;
+            tasks::request_cancel(&mut tx, id)?;
         }
         other => {
             return Err(ApiError::bad(format!("task {uuid} is {other} and being committed; it can no longer be cancelled")));
@@ -215,44 +208,8 @@ pub fn labels(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Result<Rep
     let labels: Vec<String> = req.labels.into_iter().collect();
     let mut db = ctx.pool.get()?;
     let found = find_visible(&mut *db, user, uuid, UserGroupRole::Write)?;
-    let sql = if found.active {
-        "UPDATE active_tasks SET labels = $2, updated_at = now() WHERE id = $1"
-    } else {
-        "UPDATE archived_tasks SET labels = $2 WHERE id = $1"
-    };
-    db.execute(sql, &[&found.id, &labels])?;
+    tasks::set_labels(&mut *db, &found, &labels)?;
     Ok(Reply::ok())
-}
-
-/// The task filters shared by query, cancel and artifact routes.
-pub struct TaskFilter<'a> {
-    pub group_name: Option<&'a str>,
-    pub creator_usernames: &'a Option<BTreeSet<String>>,
-    pub tags: &'a Option<BTreeSet<String>>,
-    pub labels: &'a Option<BTreeSet<String>>,
-    pub states: &'a Option<BTreeSet<TaskState>>,
-    pub exit_status: &'a Option<String>,
-    pub priority: &'a Option<String>,
-}
-
-/// A [`TaskFilter`] over any request that has the task filter fields; `states` may be
-/// given separately (cancel narrows them).
-#[macro_export]
-macro_rules! task_filter {
-    ($req:expr) => {
-        $crate::task_filter!($req, &$req.states)
-    };
-    ($req:expr, $states:expr) => {
-        $crate::coordinator::routes::tasks::TaskFilter {
-            group_name: $req.group_name.as_deref(),
-            creator_usernames: &$req.creator_usernames,
-            tags: &$req.tags,
-            labels: &$req.labels,
-            states: $states,
-            exit_status: &$req.exit_status,
-            priority: &$req.priority,
-        }
-    };
 }
 
 /// Checks the caller's role in the filter's group (default: their own) and builds the
@@ -266,46 +223,7 @@ pub fn build_filter(db: &mut impl postgres::GenericClient, user: &AuthUser, f: &
     let prio = comparison("priority", f.priority)?;
     let group = f.group_name.unwrap_or(&user.username).to_string();
     let (group_id, _) = authorize_group(db, user, &group, min)?;
-    let mut q = Sql::new();
-    q.and("t.group_id = {}", group_id);
-    if let Some(c) = f.creator_usernames {
-        q.and("u.username = ANY({})", c.iter().cloned().collect::<Vec<_>>());
-    }
-    if let Some(t) = f.tags {
-        q.and("t.tags @> {}", t.iter().cloned().collect::<Vec<_>>());
-    }
-    if let Some(l) = f.labels {
-        q.and("t.labels @> {}", l.iter().cloned().collect::<Vec<_>>());
-    }
-    if let Some(s) = f.states {
-        q.and("t.state = ANY({})", s.iter().map(|s| s.code()).collect::<Vec<_>>());
-    }
-    if let Some(c) = exit {
-        // Compared as a number, so `<` and `>` mean what they say.
-        q.and(&format!("(t.result->>'exit_status')::int {} {{}}", c.op), c.value);
-    }
-    if let Some(c) = prio {
-        q.and(&format!("t.priority {} {{}}", c.op), c.value);
-    }
-    Ok((group, q))
-}
-
-/// The union of active and archived tasks matching `q`; archived rows only when a
-/// reporter is given.
-pub fn union_sql(q: &mut Sql, reporter: Option<Uuid>) -> String {
-    let common = q.conditions();
-    let (active_extra, archived_extra) = match reporter {
-        Some(r) => {
-            let p = q.bind(r);
-            (" AND FALSE".to_string(), format!(" AND t.reporter_uuid = {p}"))
-        }
-        None => (String::new(), String::new()),
-    };
-    format!(
-        "{} WHERE {common}{active_extra} UNION ALL {} WHERE {common}{archived_extra}",
-        tasks::active_select(),
-        tasks::archived_select()
-    )
+    Ok((group, matching::conditions(group_id, f, exit, prio)))
 }
 
 /// `POST /tasks/query`: needs Read; limit and offset apply to the combined result, and
@@ -315,24 +233,12 @@ pub fn query(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError>
     let mut db = ctx.pool.get()?;
     let f = crate::task_filter!(req);
     let (group_name, mut q) = build_filter(&mut *db, user, &f, UserGroupRole::Read)?;
-    let union = union_sql(&mut q, req.reporter_uuid);
     if req.count {
-        let n: i64 = db.query_one(&format!("SELECT count(*) FROM ({union}) x"), &q.params())?.get(0);
-        return Ok(Reply::json(&TasksQueryResp { count: n as u64, tasks: Vec::new(), group_name }));
+        let count = matching::count(&mut *db, &mut q, req.reporter_uuid)?;
+        return Ok(Reply::json(&TasksQueryResp { count, tasks: Vec::new(), group_name }));
     }
     let (limit, offset) = limits::page(req.limit, req.offset)?;
-    let (limit, offset) = (q.bind(limit), q.bind(offset));
-    let sql = format!("SELECT * FROM ({union}) x ORDER BY x.active DESC, x.id LIMIT {limit} OFFSET {offset}");
-    // Rows are read as they arrive and the answer's size is counted as it grows, so a
-    // page of tasks with large specs is refused before it fills the memory.
-    let params = q.params();
-    let mut rows = db.query_raw(&sql, params.iter().copied())?;
-    let (mut tasks, mut size) = (Vec::new(), 0);
-    while let Some(r) = rows.next()? {
-        let info = tasks::from_row(&r)?.info;
-        limits::grow_response(&mut size, limits::task_bytes(&info))?;
-        tasks.push(info);
-    }
+    let tasks = matching::page(&mut *db, &mut q, req.reporter_uuid, limit, offset)?;
     Ok(Reply::json(&TasksQueryResp { count: tasks.len() as u64, tasks, group_name }))
 }
 
@@ -352,11 +258,7 @@ pub fn cancel_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply
     let mut tx = db.transaction()?;
     let f = crate::task_filter!(req, &states);
     let (group_name, q) = build_filter(&mut tx, user, &f, UserGroupRole::Write)?;
-    let sql = format!(
-        "SELECT t.id FROM active_tasks t JOIN users u ON u.id = t.creator_id WHERE {} FOR UPDATE OF t",
-        q.conditions()
-    );
-    let ids: Vec<i64> = tx.query(&sql, &q.params())?.iter().map(|r| r.get(0)).collect();
+    let ids = matching::lock_active(&mut tx, &q)?;
     let codes: Vec<i32> = cancellable.iter().map(|s| s.code()).collect();
     let mut n = 0u64;
     for chunk in ids.chunks(CHUNK) {
@@ -376,16 +278,7 @@ pub fn cancel_by_list(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, 
     let mut tx = db.transaction()?;
     let mut done: BTreeSet<Uuid> = BTreeSet::new();
     for chunk in req.uuids.chunks(CHUNK) {
-        let ids: Vec<i64> = tx
-            .query(
-                "SELECT t.id FROM active_tasks t
-                 JOIN user_group ug ON ug.group_id = t.group_id AND ug.user_id = $2 AND ug.role >= $3
-                 WHERE t.uuid = ANY($1) AND t.state = ANY($4) FOR UPDATE OF t",
-                &[&chunk, &user.id, &UserGroupRole::Write.code(), &codes],
-            )?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let ids = tasks::lock_listed(&mut tx, chunk, user.id, UserGroupRole::Write, &codes)?;
         done.extend(tasks::archive_cancelled(&mut tx, &ids, &codes)?);
     }
     tx.commit()?;

@@ -3,7 +3,7 @@
 use crate::api::{GroupsQueryResp, UserChangePasswordReq, UserChangePasswordResp, UserGroupRole};
 use crate::coordinator::auth::{self, AuthUser};
 use crate::coordinator::error::ApiError;
-use crate::coordinator::server::{Call, Reply};
+use crate::coordinator::http::{Call, Reply};
 use crate::coordinator::Ctx;
 
 /// `POST /users/{username}/password`: only for oneself; rotates the signature (older

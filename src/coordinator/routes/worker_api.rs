@@ -8,7 +8,7 @@ use crate::coordinator::auth::{self, AuthWorker, WorkerToken};
 use crate::coordinator::error::ApiError;
 use crate::coordinator::limits::MAX_DOWNSTREAM_PER_TASK;
 use crate::coordinator::scheduler::{self, Claimed, ParkAs};
-use crate::coordinator::server::{Call, Reply};
+use crate::coordinator::http::{Call, Reply};
 use crate::coordinator::{tasks, workers, Ctx};
 use postgres::types::ToSql;
 use std::time::{Duration, Instant};

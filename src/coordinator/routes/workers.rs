@@ -10,7 +10,7 @@ use crate::coordinator::auth::AuthUser;
 use crate::coordinator::authz::{authorize_attach, authorize_group, authorize_worker};
 use crate::coordinator::error::ApiError;
 use crate::coordinator::filter::{not_empty, Sql};
-use crate::coordinator::server::{Call, Reply};
+use crate::coordinator::http::{Call, Reply};
 use crate::coordinator::workers;
 use crate::coordinator::Ctx;
 use std::collections::{BTreeMap, BTreeSet};

@@ -8,6 +8,11 @@
 //! let st = tasks::prepare_submit(&mut db)?;
 //! let made = tasks::submit(&mut *db, &st, &token, "lab", &reqs, &announce)?; // None: not allowed
 //! ```
+//!
+//! The routes only parse, authorize and call: every statement on the task tables is here,
+//! or in [`matching`] for the tasks a filter selects.
+
+pub mod matching;
 
 use super::error::ApiError;
 use crate::api::{
@@ -328,6 +333,67 @@ pub fn archive_cancelled(tx: &mut impl GenericClient, ids: &[i64], states: &[i32
         FROM moved
         RETURNING uuid",
         &[&ids, &states, &TaskState::Cancelled.code(), &user_cancellation()],
+    )?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Locks an active task for a change: (id, group id, state), or `None` if there is no
+/// such active task.
+pub fn lock_active(tx: &mut postgres::Transaction, uuid: Uuid) -> Result<Option<(i64, i64, TaskState)>, ApiError> {
+    let row = tx.query_opt("SELECT id, group_id, state FROM active_tasks WHERE uuid = $1 FOR UPDATE", &[&uuid])?;
+    Ok(row.map(|r| (r.get(0), r.get(1), TaskState::from_code(r.get(2)).unwrap_or(TaskState::Unknown))))
+}
+
+/// The changes a user may make to a Ready task; `None` keeps the current value.
+pub struct Change {
+    pub tags: Option<Vec<String>>,
+    pub timeout_secs: Option<i64>,
+    pub priority: Option<i32>,
+    pub spec: Option<serde_json::Value>,
+}
+
+/// Applies `change` to the active task `id` (locked by [`lock_active`]).
+pub fn change(tx: &mut impl GenericClient, id: i64, change: &Change) -> Result<(), ApiError> {
+    tx.execute(
+        "UPDATE active_tasks SET tags = COALESCE($2, tags), timeout = COALESCE($3, timeout),
+            priority = COALESCE($4, priority), spec = COALESCE($5, spec), updated_at = now()
+         WHERE id = $1",
+        &[&id, &change.tags, &change.timeout_secs, &change.priority, &change.spec],
+    )?;
+    Ok(())
+}
+
+/// Marks a Running task for cancellation; its worker stops it.
+pub fn request_cancel(tx: &mut impl GenericClient, id: i64) -> Result<(), ApiError> {
+    tx.execute("UPDATE active_tasks SET cancel_requested = true WHERE id = $1", &[&id])?;
+    Ok(())
+}
+
+/// Replaces the labels of a task, active or archived.
+pub fn set_labels(db: &mut impl GenericClient, found: &Found, labels: &[String]) -> Result<(), ApiError> {
+    let sql = if found.active {
+        "UPDATE active_tasks SET labels = $2, updated_at = now() WHERE id = $1"
+    } else {
+        "UPDATE archived_tasks SET labels = $2 WHERE id = $1"
+    };
+    db.execute(sql, &[&found.id, &labels])?;
+    Ok(())
+}
+
+/// Locks the active tasks among `uuids` that are in one of `states` and in a group where
+/// `user_id` has the role `min` at least; returns their ids.
+pub fn lock_listed(
+    tx: &mut impl GenericClient,
+    uuids: &[Uuid],
+    user_id: i64,
+    min: crate::api::UserGroupRole,
+    states: &[i32],
+) -> Result<Vec<i64>, ApiError> {
+    let rows = tx.query(
+        "SELECT t.id FROM active_tasks t
+         JOIN user_group ug ON ug.group_id = t.group_id AND ug.user_id = $2 AND ug.role >= $3
+         WHERE t.uuid = ANY($1) AND t.state = ANY($4) FOR UPDATE OF t",
+        &[&uuids, &user_id, &min.code(), &states],
     )?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
