@@ -15,7 +15,7 @@
 //! coordinator's resident memory (Linux /proc).
 
 use crate::api::{md5_password, RegisterWorkerResp, SubmitTaskResp, TasksSubmitResp, UserLoginResp, WorkerTaskResp};
-use crate::cli::{help_text, parse_mode, OptSpec};
+use crate::opts::{help_text, parse_mode, OptSpec};
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -49,7 +49,7 @@ struct Opts {
     pid: Option<u32>,
 }
 
-fn num(args: &crate::cli::ParsedArgs, name: &str, default: usize) -> Result<usize, String> {
+fn num(args: &crate::opts::ParsedArgs, name: &str, default: usize) -> Result<usize, String> {
     match args.extra(name).flatten() {
         None => Ok(default),
         Some(v) => v.parse().ok().filter(|n| *n > 0).ok_or_else(|| format!("--{name} {v:?}: expected a positive number")),
@@ -57,7 +57,7 @@ fn num(args: &crate::cli::ParsedArgs, name: &str, default: usize) -> Result<usiz
 }
 
 /// A count where 0 means "skip this run".
-fn count(args: &crate::cli::ParsedArgs, name: &str, default: usize) -> Result<usize, String> {
+fn count(args: &crate::opts::ParsedArgs, name: &str, default: usize) -> Result<usize, String> {
     match args.extra(name).flatten() {
         None => Ok(default),
         Some(v) => v.parse().map_err(|_| format!("--{name} {v:?}: expected a number (0 skips this run)")),

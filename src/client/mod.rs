@@ -27,7 +27,7 @@ mod tasks;
 mod users;
 mod workers;
 
-use crate::cli::{help_text, parse_mode, OptSpec};
+use crate::opts::{help_text, parse_mode, OptSpec};
 use crate::config::{ClientConfig, Layers};
 use args::{Args, Group, Spec};
 use http::Http;
