@@ -4,7 +4,7 @@ use super::args::{Flag, Group, Spec};
 use super::http::enc;
 use super::output::print_json;
 use super::users::{arg_or_ask, ask};
-use super::{attachments, parse, tasks, Error, Flow, Res, Session};
+use super::{attachments, parse, task_args, Error, Flow, Res, Session};
 use crate::api::{self, AdminChangePasswordReq, ChangeGroupStorageQuotaReq, ChangeUserGroupQuota, ChangeUserStateReq, CreateUserReq, ShutdownReq, UserState};
 
 const ADMIN: Group = Group {
@@ -243,8 +243,8 @@ fn groups(s: &mut Session, words: &[String]) -> Res {
 fn delete_artifact(s: &mut Session, words: &[String]) -> Res {
     let Some(a) = parse(&ART_DELETE, words)? else { return Ok(Flow::Continue) };
     let pos = a.exact(&["UUID", "CONTENT_TYPE"])?;
-    let uuid = tasks::uuid_arg(&a, &pos[0])?;
-    let ct = tasks::content_type_arg(&a, &pos[1])?;
+    let uuid = task_args::uuid_arg(&a, &pos[0])?;
+    let ct = task_args::content_type_arg(&a, &pos[1])?;
     s.http.delete(&format!("/admin/tasks/{uuid}/artifacts/{ct}"))?;
     if !s.json(&a) {
         println!("Artifact {ct} of task {uuid} deleted");
@@ -255,7 +255,7 @@ fn delete_artifact(s: &mut Session, words: &[String]) -> Res {
 fn cancel_worker(s: &mut Session, words: &[String]) -> Res {
     let Some(a) = parse(&WORKER_CANCEL, words)? else { return Ok(Flow::Continue) };
     let pos = a.exact(&["UUID"])?;
-    let uuid = tasks::uuid_arg(&a, &pos[0])?;
+    let uuid = task_args::uuid_arg(&a, &pos[0])?;
     let op = if a.has("force") { "force" } else { "graceful" };
     s.http.delete(&format!("/admin/workers/{uuid}?op={op}"))?;
     if !s.json(&a) {

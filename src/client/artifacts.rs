@@ -5,7 +5,7 @@
 use super::args::{Args, Flag, Group, Spec};
 use super::attachments::{bar, destination, run_batch, upload_through, url_and_size};
 use super::output::print_json;
-use super::tasks::{self, content_type_arg, uuid_arg, CREATORS, EXIT, F_GROUP, F_LABELS, F_TAGS, PRIO, REPORTER, STATES};
+use super::task_args::{self, content_type_arg, uuid_arg, CREATORS, EXIT, F_GROUP, F_LABELS, F_TAGS, PRIO, REPORTER, STATES};
 use super::transfer::{self, Job, Progress};
 use super::{parse, Error, Flow, Res, Session};
 use serde_json::{json, Value};
@@ -167,7 +167,7 @@ fn type_and_uuids(a: &Args) -> Result<(crate::api::ArtifactContentType, Vec<uuid
 
 /// The task filter plus `content_type`, as the artifact batch routes take it.
 fn filter_body(s: &Session, a: &Args, ct: crate::api::ArtifactContentType) -> Result<Value, Error> {
-    let f = tasks::filter(s, a)?;
+    let f = task_args::filter(s, a)?;
     let mut v = serde_json::to_value(&f).map_err(|e| Error::Failed(format!("cannot encode the filter: {e}")))?;
     if let Some(m) = v.as_object_mut() {
         for k in ["limit", "offset", "count"] {

@@ -23,6 +23,7 @@ mod attachments;
 mod groups;
 mod output;
 mod repl;
+mod task_args;
 mod tasks;
 mod users;
 mod workers;

@@ -2,7 +2,7 @@
 
 use super::args::{Args, Flag, Group, Spec};
 use super::output::{list, opt, print_json, ts};
-use super::tasks::{uuid_arg, uuid_list};
+use super::task_args::{uuid_arg, uuid_list};
 use super::{parse, Error, Flow, Res, Session};
 use crate::api::*;
 use std::collections::{BTreeMap, BTreeSet};
