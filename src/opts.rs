@@ -81,6 +81,35 @@ impl OptSpec {
             list: true,
         }
     }
+
+    /// An option with a value and no configuration key: the mode or command reads it itself.
+    pub const fn opt(
+        long: &'static str,
+        short: Option<char>,
+        metavar: &'static str,
+        help: &'static str,
+    ) -> Self {
+        OptSpec {
+            long,
+            short,
+            key: None,
+            metavar: Some(metavar),
+            help,
+            list: false,
+        }
+    }
+
+    /// A switch with no configuration key.
+    pub const fn flag(long: &'static str, short: Option<char>, help: &'static str) -> Self {
+        OptSpec {
+            long,
+            short,
+            key: None,
+            metavar: None,
+            help,
+            list: false,
+        }
+    }
 }
 
 /// The `--config <CONFIG>` option every mode has.
@@ -131,6 +160,57 @@ impl std::fmt::Display for CliError {
     }
 }
 
+/// The one shape of a command-line mistake: what was wrong, and where the help is.
+pub fn usage_message(cmd: &str, what: &str) -> String {
+    format!("{cmd}: {what} (see `{cmd} --help`)")
+}
+
+/// The option in `specs` that a long or short flag names, and the flag as it was written
+/// (`--name`, `-c`); an unknown flag or a plain value is a usage error.
+pub fn find_option<'a>(
+    cmd: &str,
+    specs: &'a [OptSpec],
+    arg: &lexopt::Arg,
+) -> Result<(&'a OptSpec, String), CliError> {
+    use lexopt::Arg;
+    let (found, shown) = match arg {
+        Arg::Long(l) => (specs.iter().find(|s| s.long == *l), format!("--{l}")),
+        Arg::Short(c) => (specs.iter().find(|s| s.short == Some(*c)), format!("-{c}")),
+        Arg::Value(v) => {
+            let what = format!("unexpected argument {:?}", v.to_string_lossy());
+            return Err(CliError(usage_message(cmd, &what)));
+        }
+    };
+    match found {
+        Some(spec) => Ok((spec, shown)),
+        None => Err(CliError(usage_message(
+            cmd,
+            &format!("unknown option {shown}"),
+        ))),
+    }
+}
+
+/// The help lines of `specs`: each flag, its value, and its explanation on the next line.
+pub fn option_lines<'a>(specs: impl IntoIterator<Item = &'a OptSpec>) -> String {
+    let mut s = String::new();
+    for o in specs {
+        let short = o
+            .short
+            .map(|c| format!("-{c}, "))
+            .unwrap_or_else(|| "    ".into());
+        let value = match (o.metavar, o.list) {
+            (Some(m), true) => format!(" <{m}>..."),
+            (Some(m), false) => format!(" <{m}>"),
+            (None, _) => String::new(),
+        };
+        s.push_str(&format!(
+            "  {short}--{}{value}\n          {}\n",
+            o.long, o.help
+        ));
+    }
+    s
+}
+
 fn os_to_string(v: OsString, what: &str) -> Result<String, CliError> {
     v.into_string()
         .map_err(|v| CliError(format!("the value {v:?} of {what} is not valid UTF-8")))
@@ -145,45 +225,24 @@ pub fn parse_opts(
 ) -> Result<Parsed, CliError> {
     use lexopt::Arg;
     let mut out = ParsedArgs::default();
-    let hint = format!("(see `{cmd} --help`)");
     let mut lists: Vec<(usize, Vec<String>, String)> = Vec::new();
     loop {
         let arg = parser
             .next()
-            .map_err(|e| CliError(format!("{cmd}: {e} {hint}")))?;
+            .map_err(|e| CliError(usage_message(cmd, &e.to_string())))?;
         let Some(arg) = arg else { break };
         let (spec, shown) = match arg {
             Arg::Short('h') | Arg::Long("help") => return Ok(Parsed::Help),
             Arg::Short('V') | Arg::Long("version") => return Ok(Parsed::Version),
             Arg::Long("config") => (&CONFIG_OPT, "--config".to_string()),
-            Arg::Long(l) => {
-                let name = l.to_string();
-                let s = specs
-                    .iter()
-                    .find(|s| s.long == name)
-                    .ok_or_else(|| CliError(format!("{cmd}: unknown option --{name} {hint}")))?;
-                (s, format!("--{name}"))
-            }
-            Arg::Short(c) => {
-                let s = specs
-                    .iter()
-                    .find(|s| s.short == Some(c))
-                    .ok_or_else(|| CliError(format!("{cmd}: unknown option -{c} {hint}")))?;
-                (s, format!("-{c}"))
-            }
-            Arg::Value(v) => {
-                if !allow_positionals {
-                    return Err(CliError(format!(
-                        "{cmd}: unexpected argument {:?} {hint}",
-                        v.to_string_lossy()
-                    )));
-                }
+            Arg::Value(v) if allow_positionals => {
                 out.positionals.push(os_to_string(v, "an argument")?);
                 for rest in parser.raw_args().map_err(|e| CliError(e.to_string()))? {
                     out.positionals.push(os_to_string(rest, "an argument")?);
                 }
                 break;
             }
+            other => find_option(cmd, specs, &other)?,
         };
         if spec.metavar.is_none() {
             match spec.key {
@@ -197,9 +256,10 @@ pub fn parse_opts(
             continue;
         }
         let value = parser.value().map_err(|_| {
-            CliError(format!(
-                "{cmd}: {shown} needs a value <{}> {hint}",
-                spec.metavar.unwrap_or("VALUE")
+            let metavar = spec.metavar.unwrap_or("VALUE");
+            CliError(usage_message(
+                cmd,
+                &format!("{shown} needs a value <{metavar}>"),
             ))
         })?;
         let value = os_to_string(value, &shown)?;
@@ -248,21 +308,7 @@ pub fn help_text(about: &str, usage: &str, specs: &[OptSpec], footer: &str) -> S
     let mut all: Vec<OptSpec> = Vec::with_capacity(specs.len() + 1);
     all.push(CONFIG_OPT);
     all.extend_from_slice(specs);
-    for o in &all {
-        let short = o
-            .short
-            .map(|c| format!("-{c}, "))
-            .unwrap_or_else(|| "    ".into());
-        let value = match (o.metavar, o.list) {
-            (Some(m), true) => format!(" <{m}>..."),
-            (Some(m), false) => format!(" <{m}>"),
-            (None, _) => String::new(),
-        };
-        s.push_str(&format!(
-            "  {short}--{}{value}\n          {}\n",
-            o.long, o.help
-        ));
-    }
+    s.push_str(&option_lines(&all));
     s.push_str("  -h, --help\n          Print help\n  -V, --version\n          Print version\n");
     if !footer.is_empty() {
         s.push('\n');
