@@ -2,12 +2,13 @@
 //! `std-log`), moved straight to and from object storage through presigned URLs; and the
 //! streaming reader `tasks logs` uses on the std-log archive.
 
-use super::args::{Args, Flag, Group, Spec};
+use super::args::{Args, Group, Spec};
 use super::attachments::{bar, destination, run_batch, upload_through, url_and_size};
 use super::output::print_json;
 use super::task_args::{self, content_type_arg, uuid_arg, CREATORS, EXIT, F_GROUP, F_LABELS, F_TAGS, PRIO, REPORTER, STATES};
 use super::transfer::{self, Job, Progress};
 use super::{parse, Error, Flow, Res, Session};
+use crate::opts::OptSpec;
 use serde_json::{json, Value};
 use std::io::Read;
 use std::path::PathBuf;
@@ -27,11 +28,11 @@ const ARTIFACTS: Group = Group {
     ],
 };
 
-const PB: Flag = Flag::switch("pb", None, "Show a progress bar even when stderr is not a terminal");
-const OUT: Flag = Flag::opt("output-path", Some('o'), "OUTPUT_PATH", "Where to save (an existing directory keeps the file name)");
-const DIR: Flag = Flag::opt("output-dir", Some('o'), "DIR", "The directory to save into (default .); files are named <uuid>.tar.gz");
-const NO_DL: Flag = Flag::switch("no-download", None, "Only print the download URLs");
-const CONC: Flag = Flag::opt("concurrent", None, "N", "Download N files at a time (default 1)");
+const PB: OptSpec = OptSpec::flag("pb", None, "Show a progress bar even when stderr is not a terminal");
+const OUT: OptSpec = OptSpec::opt("output-path", Some('o'), "OUTPUT_PATH", "Where to save (an existing directory keeps the file name)");
+const DIR: OptSpec = OptSpec::opt("output-dir", Some('o'), "DIR", "The directory to save into (default .); files are named <uuid>.tar.gz");
+const NO_DL: OptSpec = OptSpec::flag("no-download", None, "Only print the download URLs");
+const CONC: OptSpec = OptSpec::opt("concurrent", None, "N", "Download N files at a time (default 1)");
 
 const UPLOAD: Spec = Spec {
     name: "tasks artifacts upload",

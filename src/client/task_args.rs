@@ -3,47 +3,50 @@
 //! positionals (tasks, artifacts, workers, admin). It imports no command module, so the
 //! command modules never need to import each other for these.
 
-use super::args::{Args, Flag};
+use super::args::Args;
 use super::{Error, Session};
 use crate::api::{ArtifactContentType, TaskState, TasksQueryReq};
+use crate::opts::OptSpec;
 use std::collections::BTreeSet;
 use uuid::Uuid;
 
-pub const CREATORS: Flag = Flag::opt(
+pub const CREATORS: OptSpec = OptSpec::opt(
     "creators",
     Some('c'),
     "CREATORS",
     "Created by these users, comma-separated",
 );
-pub const F_GROUP: Flag = Flag::opt(
+pub const F_GROUP: OptSpec = OptSpec::opt(
     "group",
     Some('g'),
     "GROUP_NAME",
     "In this group (default: your own)",
 );
-pub const F_TAGS: Flag = Flag::opt("tags", Some('t'), "TAGS", "Having all these tags");
-pub const F_LABELS: Flag = Flag::opt("labels", Some('l'), "LABELS", "Having all these labels");
-pub const STATES: Flag = Flag::opt(
+pub const F_TAGS: OptSpec = OptSpec::opt("tags", Some('t'), "TAGS", "Having all these tags");
+pub const F_LABELS: OptSpec =
+    OptSpec::opt("labels", Some('l'), "LABELS", "Having all these labels");
+pub const STATES: OptSpec = OptSpec::opt(
     "states",
     Some('s'),
     "STATES",
     "In these states: pending, ready, running, finished, cancelled, unknown",
 );
-pub const EXIT: Flag = Flag::opt(
+pub const EXIT: OptSpec = OptSpec::opt(
     "exit-status",
     Some('e'),
     "EXIT_STATUS",
     "Exit status test: 0, !=0, <, <=, >, >= followed by a number",
 );
-pub const PRIO: Flag = Flag::opt(
+pub const PRIO: OptSpec = OptSpec::opt(
     "priority",
     Some('p'),
     "PRIORITY",
     "Priority test, as for --exit-status",
 );
-pub const REPORTER: Flag = Flag::opt("reporter-uuid", None, "UUID", "Committed by this worker");
-pub const LIMIT: Flag = Flag::opt("limit", None, "LIMIT", "At most this many");
-pub const OFFSET: Flag = Flag::opt("offset", None, "OFFSET", "Skip this many first");
+pub const REPORTER: OptSpec =
+    OptSpec::opt("reporter-uuid", None, "UUID", "Committed by this worker");
+pub const LIMIT: OptSpec = OptSpec::opt("limit", None, "LIMIT", "At most this many");
+pub const OFFSET: OptSpec = OptSpec::opt("offset", None, "OFFSET", "Skip this many first");
 
 pub fn uuid_arg(a: &Args, s: &str) -> Result<Uuid, Error> {
     Uuid::parse_str(s.trim()).map_err(|_| a.usage(format!("{s:?} is not a UUID")))

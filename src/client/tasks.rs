@@ -8,10 +8,11 @@
 //! tasks wait 7f0c... 1a2b... --timeout 30m
 //! ```
 
-use super::args::{Args, Flag, Group, Spec};
+use super::args::{Args, Group, Spec};
 use super::output::{list, opt, print_json, ts};
 use super::task_args::{filter, set, uuid_arg, uuid_list, CREATORS, EXIT, F_GROUP, F_LABELS, F_TAGS, LIMIT, OFFSET, PRIO, REPORTER, STATES};
 use super::{artifacts, parse, Error, Flow, Res, Session};
+use crate::opts::OptSpec;
 use crate::api::*;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -37,23 +38,23 @@ const TASKS: Group = Group {
     ],
 };
 
-const GROUP: Flag = Flag::opt("group", Some('g'), "GROUP_NAME", "The group (default: your own)");
-const TAGS: Flag = Flag::opt("tags", Some('t'), "TAGS", "Tags, comma-separated (a worker must have all of them)");
-const LABELS: Flag = Flag::opt("labels", Some('l'), "LABELS", "Labels, comma-separated");
-const TIMEOUT: Flag = Flag::opt("timeout", None, "TIMEOUT", "How long the task may run (default 10min)");
-const PRIORITY: Flag = Flag::opt("priority", Some('p'), "PRIORITY", "Larger runs first (default 0)");
-const ENVS: Flag = Flag::opt("envs", Some('e'), "KEY=VALUE", "Environment variables, comma-separated");
-const TERMINAL: Flag = Flag::switch("terminal", None, "Capture stdout and stderr as the std-log artifact (see `tasks logs`)");
-const RESOURCES: Flag = Flag::opt(
+const GROUP: OptSpec = OptSpec::opt("group", Some('g'), "GROUP_NAME", "The group (default: your own)");
+const TAGS: OptSpec = OptSpec::opt("tags", Some('t'), "TAGS", "Tags, comma-separated (a worker must have all of them)");
+const LABELS: OptSpec = OptSpec::opt("labels", Some('l'), "LABELS", "Labels, comma-separated");
+const TIMEOUT: OptSpec = OptSpec::opt("timeout", None, "TIMEOUT", "How long the task may run (default 10min)");
+const PRIORITY: OptSpec = OptSpec::opt("priority", Some('p'), "PRIORITY", "Larger runs first (default 0)");
+const ENVS: OptSpec = OptSpec::opt("envs", Some('e'), "KEY=VALUE", "Environment variables, comma-separated");
+const TERMINAL: OptSpec = OptSpec::flag("terminal", None, "Capture stdout and stderr as the std-log artifact (see `tasks logs`)");
+const RESOURCES: OptSpec = OptSpec::opt(
     "resources",
     Some('r'),
     "RESOURCES",
     "Files to fetch before running, comma-separated: attachment=<KEY>:<LOCAL_PATH> or artifact=<UUID>:<TYPE>:<LOCAL_PATH>",
 );
-const WATCH: Flag = Flag::opt("watch", None, "UUID,STATE", "Start only once that task reaches STATE (e.g. ExecSpawned)");
+const WATCH: OptSpec = OptSpec::opt("watch", None, "UUID,STATE", "Start only once that task reaches STATE (e.g. ExecSpawned)");
 
-const VERBOSE: Flag = Flag::switch("verbose", Some('v'), "Show every field, not only the uuid");
-const COUNT: Flag = Flag::switch("count", None, "Only count");
+const VERBOSE: OptSpec = OptSpec::flag("verbose", Some('v'), "Show every field, not only the uuid");
+const COUNT: OptSpec = OptSpec::flag("count", None, "Only count");
 
 const SUBMIT: Spec = Spec {
     name: "tasks submit",
@@ -69,15 +70,15 @@ const SUBMIT: Spec = Spec {
         TERMINAL,
         RESOURCES,
         WATCH,
-        Flag::switch("wait", None, "Wait until the task is done; the exit status says whether it succeeded"),
-        Flag::opt("wait-timeout", None, "DURATION", "With --wait, give up after this long (exit status 124)"),
+        OptSpec::flag("wait", None, "Wait until the task is done; the exit status says whether it succeeded"),
+        OptSpec::opt("wait-timeout", None, "DURATION", "With --wait, give up after this long (exit status 124)"),
     ],
 };
 const SUBMIT_MANY: Spec = Spec {
     name: "tasks submit-many",
     usage: "",
     about: "Submit every task of a JSON file (an array of task requests, as POST /tasks takes them)",
-    flags: &[Flag::opt("file", Some('f'), "FILE", "The JSON file")],
+    flags: &[OptSpec::opt("file", Some('f'), "FILE", "The JSON file")],
 };
 const GET: Spec = Spec { name: "tasks get", usage: "<UUID>", about: "Show a task, its result and artifacts", flags: &[] };
 const QUERY: Spec = Spec {
@@ -91,15 +92,15 @@ const WAIT: Spec = Spec {
     usage: "<UUID>...",
     about: "Wait until the tasks are done (finished or cancelled, result recorded). Exit status: 0 all succeeded, \
             3 some did not (non-zero exit, timeout, cancelled...), 124 out of time",
-    flags: &[Flag::opt("timeout", None, "DURATION", "Give up after this long (default: wait as long as it takes)")],
+    flags: &[OptSpec::opt("timeout", None, "DURATION", "Give up after this long (default: wait as long as it takes)")],
 };
 const LOGS: Spec = Spec {
     name: "tasks logs",
     usage: "<UUID>",
     about: "Print a task's captured stdout (to stdout) and stderr (to stderr); the task needs --terminal",
     flags: &[
-        Flag::switch("stdout", None, "Only stdout"),
-        Flag::switch("stderr", None, "Only stderr"),
+        OptSpec::flag("stdout", None, "Only stdout"),
+        OptSpec::flag("stderr", None, "Only stderr"),
     ],
 };
 const CANCEL: Spec = Spec { name: "tasks cancel", usage: "<UUID>", about: "Cancel a task that has not started", flags: &[] };
