@@ -25,17 +25,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const SPECS: &[OptSpec] = &[
-    OptSpec { long: "coordinator", short: Some('c'), key: None, metavar: Some("URL"), help: "The coordinator (default http://127.0.0.1:5000)", list: false },
-    OptSpec { long: "user", short: Some('u'), key: None, metavar: Some("USER"), help: "A user who may create a group (default mitosis_admin)", list: false },
-    OptSpec { long: "password", short: Some('p'), key: None, metavar: Some("PASSWORD"), help: "Its password (default mitosis_admin)", list: false },
-    OptSpec { long: "batch", short: None, key: None, metavar: Some("N"), help: "Tasks per batch submit (default 5000; 0 skips this run)", list: false },
-    OptSpec { long: "tasks", short: None, key: None, metavar: Some("N"), help: "Tasks in the end-to-end run (default 10000; 0 skips this run)", list: false },
-    OptSpec { long: "workers", short: None, key: None, metavar: Some("N"), help: "Workers in the end-to-end run (default 16)", list: false },
-    OptSpec { long: "idle-workers", short: None, key: None, metavar: Some("N"), help: "Parked workers in the latency run (default 4)", list: false },
-    OptSpec { long: "samples", short: None, key: None, metavar: Some("N"), help: "Latency samples (default 200; 0 skips this run)", list: false },
-    OptSpec { long: "repeat", short: None, key: None, metavar: Some("N"), help: "Repetitions of the throughput runs (default 3)", list: false },
-    OptSpec { long: "poll", short: None, key: None, metavar: Some("DURATION"), help: "Poll at this interval instead of long-polling (for coordinators without it)", list: false },
-    OptSpec { long: "coordinator-pid", short: None, key: None, metavar: Some("PID"), help: "Sample this process's resident memory", list: false },
+    OptSpec::opt("coordinator", Some('c'), "URL", "The coordinator (default http://127.0.0.1:5000)"),
+    OptSpec::opt("user", Some('u'), "USER", "A user who may create a group (default mitosis_admin)"),
+    OptSpec::opt("password", Some('p'), "PASSWORD", "Its password (default mitosis_admin)"),
+    OptSpec::opt("batch", None, "N", "Tasks per batch submit (default 5000; 0 skips this run)"),
+    OptSpec::opt("tasks", None, "N", "Tasks in the end-to-end run (default 10000; 0 skips this run)"),
+    OptSpec::opt("workers", None, "N", "Workers in the end-to-end run (default 16)"),
+    OptSpec::opt("idle-workers", None, "N", "Parked workers in the latency run (default 4)"),
+    OptSpec::opt("samples", None, "N", "Latency samples (default 200; 0 skips this run)"),
+    OptSpec::opt("repeat", None, "N", "Repetitions of the throughput runs (default 3)"),
+    OptSpec::opt("poll", None, "DURATION", "Poll at this interval instead of long-polling (for coordinators without it)"),
+    OptSpec::opt("coordinator-pid", None, "PID", "Sample this process's resident memory"),
 ];
 
 struct Opts {
