@@ -155,14 +155,7 @@ fn type_and_uuids(a: &Args) -> Result<(crate::api::ArtifactContentType, Vec<uuid
     let pos = a.all_pos();
     let Some(first) = pos.first() else { return Err(a.usage("missing <CONTENT_TYPE>".into())) };
     let ct = content_type_arg(a, first)?;
-    let uuids: Vec<uuid::Uuid> = pos[1..]
-        .iter()
-        .flat_map(|w| w.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_string).collect::<Vec<_>>())
-        .map(|w| uuid_arg(a, &w))
-        .collect::<Result<_, _>>()?;
-    if uuids.is_empty() {
-        return Err(a.usage("missing <UUID>".into()));
-    }
+    let uuids = task_args::uuids_in(a, &pos[1..])?;
     Ok((ct, uuids))
 }
 

@@ -64,8 +64,12 @@ pub fn content_type_arg(a: &Args, s: &str) -> Result<ArtifactContentType, Error>
 
 /// UUIDs given as positionals, each possibly a comma list.
 pub fn uuid_list(a: &Args) -> Result<Vec<Uuid>, Error> {
-    let v: Vec<Uuid> = a
-        .all_pos()
+    uuids_in(a, &a.all_pos())
+}
+
+/// The UUIDs in `words`, each possibly a comma list; at least one.
+pub fn uuids_in(a: &Args, words: &[String]) -> Result<Vec<Uuid>, Error> {
+    let v: Vec<Uuid> = words
         .iter()
         .flat_map(|w| {
             w.split(',')
