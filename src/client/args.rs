@@ -248,6 +248,24 @@ mod tests {
         assert_eq!(a.pos, vec!["g", "-1GiB"]);
     }
 
+    /// The words of each mistake, as they were before flags went through `crate::opts`.
+    #[test]
+    fn usage_errors_keep_their_wording() {
+        let cases: [(&[&str], &str); 3] = [
+            (&["--nope"], "t x: unknown option --nope (see `t x --help`)"),
+            (&["-z"], "t x: unknown option -z (see `t x --help`)"),
+            (&["-t"], "t x: -t needs a value <TAGS> (see `t x --help`)"),
+        ];
+        for (bad, want) in cases {
+            match parse(&SPEC, &w(bad)) {
+                Err(Error::Usage(m)) => assert_eq!(m, want),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+        let help = SPEC.help();
+        assert!(help.contains("  -t, --tags <TAGS>\n          tags\n  -f, --force\n          force\n      --json\n"), "{help}");
+    }
+
     #[test]
     fn mistakes_are_usage_errors() {
         for bad in [&["--nope"][..], &["-t"], &["-z"]] {
