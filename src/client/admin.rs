@@ -1,10 +1,11 @@
 //! `admin ...`: commands for administrators (users, quotas, forced deletions, shutdown).
 
-use super::args::{Flag, Group, Spec};
+use super::args::{Group, Spec};
 use super::http::enc;
 use super::output::print_json;
 use super::users::{arg_or_ask, ask};
-use super::{attachments, parse, tasks, Error, Flow, Res, Session};
+use super::{attachments, parse, task_args, Error, Flow, Res, Session};
+use crate::opts::OptSpec;
 use crate::api::{self, AdminChangePasswordReq, ChangeGroupStorageQuotaReq, ChangeUserGroupQuota, ChangeUserStateReq, CreateUserReq, ShutdownReq, UserState};
 
 const ADMIN: Group = Group {
@@ -41,7 +42,7 @@ const CREATE: Spec = Spec {
     name: "admin users create",
     usage: "[USERNAME] [PASSWORD]",
     about: "Create a user, with a personal group of the same name (asks for what is not given)",
-    flags: &[Flag::switch("admin", None, "Make the user an administrator")],
+    flags: &[OptSpec::flag("admin", None, "Make the user an administrator")],
 };
 const DELETE: Spec = Spec { name: "admin users delete", usage: "<USERNAME>", about: "Delete a user", flags: &[] };
 const PASSWORD: Spec = Spec {
@@ -74,8 +75,8 @@ const ATT_DELETE: Spec = Spec {
     usage: "<KEY>",
     about: "Delete an attachment of any group, even a recent one",
     flags: &[
-        Flag::opt("group", Some('g'), "GROUP", "The group (default: your own)"),
-        Flag::switch("smart", Some('s'), "Take the group from the key's first path segment"),
+        OptSpec::opt("group", Some('g'), "GROUP", "The group (default: your own)"),
+        OptSpec::flag("smart", Some('s'), "Take the group from the key's first path segment"),
     ],
 };
 const ART_DELETE: Spec = Spec {
@@ -88,7 +89,7 @@ const WORKER_CANCEL: Spec = Spec {
     name: "admin workers cancel",
     usage: "<UUID>",
     about: "Stop any worker, gracefully (after its task) or at once with --force (its task is requeued)",
-    flags: &[Flag::switch("force", Some('f'), "Stop at once")],
+    flags: &[OptSpec::flag("force", Some('f'), "Stop at once")],
 };
 
 pub fn run(s: &mut Session, words: &[String]) -> Res {
@@ -243,8 +244,8 @@ fn groups(s: &mut Session, words: &[String]) -> Res {
 fn delete_artifact(s: &mut Session, words: &[String]) -> Res {
     let Some(a) = parse(&ART_DELETE, words)? else { return Ok(Flow::Continue) };
     let pos = a.exact(&["UUID", "CONTENT_TYPE"])?;
-    let uuid = tasks::uuid_arg(&a, &pos[0])?;
-    let ct = tasks::content_type_arg(&a, &pos[1])?;
+    let uuid = task_args::uuid_arg(&a, &pos[0])?;
+    let ct = task_args::content_type_arg(&a, &pos[1])?;
     s.http.delete(&format!("/admin/tasks/{uuid}/artifacts/{ct}"))?;
     if !s.json(&a) {
         println!("Artifact {ct} of task {uuid} deleted");
@@ -255,7 +256,7 @@ fn delete_artifact(s: &mut Session, words: &[String]) -> Res {
 fn cancel_worker(s: &mut Session, words: &[String]) -> Res {
     let Some(a) = parse(&WORKER_CANCEL, words)? else { return Ok(Flow::Continue) };
     let pos = a.exact(&["UUID"])?;
-    let uuid = tasks::uuid_arg(&a, &pos[0])?;
+    let uuid = task_args::uuid_arg(&a, &pos[0])?;
     let op = if a.has("force") { "force" } else { "graceful" };
     s.http.delete(&format!("/admin/workers/{uuid}?op={op}"))?;
     if !s.json(&a) {

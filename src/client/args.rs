@@ -2,10 +2,11 @@
 //! same way on the command line and in interactive mode.
 //!
 //! ```
-//! use mito::client::args::{parse, Flag, Spec};
+//! use mito::client::args::{parse, Spec};
+//! use mito::opts::OptSpec;
 //! const SPEC: Spec = Spec {
 //!     name: "tasks get", usage: "<UUID>", about: "Show a task",
-//!     flags: &[Flag::opt("group", Some('g'), "GROUP", "The group")],
+//!     flags: &[OptSpec::opt("group", Some('g'), "GROUP", "The group")],
 //! };
 //! let words: Vec<String> = ["-g", "g1", "abc"].iter().map(|s| s.to_string()).collect();
 //! let a = parse(&SPEC, &words).unwrap().unwrap();
@@ -16,30 +17,15 @@
 //! Words after a literal `--` are kept apart (`trailing`): they are the task's command for
 //! `tasks submit`, and plain positionals elsewhere (so `-- -1GB` passes a value that starts
 //! with `-`). Every command also takes `--json` and `-h/--help`.
+//!
+//! Flags are the same [`OptSpec`]s the modes use, looked up, described in help and
+//! reported in errors by the same functions of [`crate::opts`].
 
 use super::Error;
+use crate::opts::{find_option, option_lines, usage_message, CliError, OptSpec};
 use std::str::FromStr;
 
-/// One flag of a command.
-#[derive(Debug, Clone, Copy)]
-pub struct Flag {
-    pub long: &'static str,
-    pub short: Option<char>,
-    /// The value's name in help; None for a switch.
-    pub metavar: Option<&'static str>,
-    pub help: &'static str,
-}
-
-impl Flag {
-    pub const fn switch(long: &'static str, short: Option<char>, help: &'static str) -> Flag {
-        Flag { long, short, metavar: None, help }
-    }
-    pub const fn opt(long: &'static str, short: Option<char>, metavar: &'static str, help: &'static str) -> Flag {
-        Flag { long, short, metavar: Some(metavar), help }
-    }
-}
-
-const JSON: Flag = Flag::switch("json", None, "Print the result as JSON (one document on stdout)");
+const JSON: OptSpec = OptSpec::flag("json", None, "Print the result as JSON (one document on stdout)");
 
 /// A command: its full name, the positional part of its usage, what it does, its flags.
 #[derive(Debug, Clone, Copy)]
@@ -47,23 +33,25 @@ pub struct Spec {
     pub name: &'static str,
     pub usage: &'static str,
     pub about: &'static str,
-    pub flags: &'static [Flag],
+    pub flags: &'static [OptSpec],
 }
 
 impl Spec {
     pub fn help(&self) -> String {
         let mut s = format!("{}\n\nUsage: {} [OPTIONS] {}\n\nOptions:\n", self.about, self.name, self.usage);
-        for f in self.flags.iter().chain([&JSON]) {
-            let short = f.short.map(|c| format!("-{c}, ")).unwrap_or_else(|| "    ".into());
-            let value = f.metavar.map(|m| format!(" <{m}>")).unwrap_or_default();
-            s.push_str(&format!("  {short}--{}{value}\n          {}\n", f.long, f.help));
-        }
+        s.push_str(&option_lines(self.flags.iter().chain([&JSON])));
         s.push_str("  -h, --help\n          Print help\n");
         s
     }
 
     fn usage_error(&self, what: String) -> Error {
-        Error::Usage(format!("{}: {what} (see `{} --help`)", self.name, self.name))
+        Error::Usage(usage_message(self.name, &what))
+    }
+}
+
+impl From<CliError> for Error {
+    fn from(e: CliError) -> Error {
+        Error::Usage(e.0)
     }
 }
 
@@ -100,24 +88,17 @@ pub fn parse(spec: &Spec, words: &[String]) -> Result<Option<Args>, Error> {
                 out.json = true;
                 continue;
             }
-            Arg::Long(l) => {
-                let f = spec.flags.iter().find(|f| f.long == l);
-                (f.ok_or_else(|| spec.usage_error(format!("unknown option --{l}")))?, format!("--{l}"))
-            }
             // A negative number or size (`-1GB`) is a positional, not a cluster of flags.
             Arg::Short(c) if c.is_ascii_digit() && !spec.flags.iter().any(|f| f.short == Some(c)) => {
                 let rest = p.optional_value().map(|v| v.to_string_lossy().into_owned()).unwrap_or_default();
                 out.pos.push(format!("-{c}{rest}"));
                 continue;
             }
-            Arg::Short(c) => {
-                let f = spec.flags.iter().find(|f| f.short == Some(c));
-                (f.ok_or_else(|| spec.usage_error(format!("unknown option -{c}")))?, format!("-{c}"))
-            }
             Arg::Value(v) => {
                 out.pos.push(v.to_string_lossy().into_owned());
                 continue;
             }
+            other => find_option(spec.name, spec.flags, &other)?,
         };
         match flag.metavar {
             None => out.switches.push(flag.long),
@@ -174,7 +155,7 @@ impl Args {
 
     /// A usage error for this command.
     pub fn usage(&self, what: String) -> Error {
-        Error::Usage(format!("{}: {what} (see `{} --help`)", self.name, self.name))
+        Error::Usage(usage_message(self.name, &what))
     }
 
     /// Exactly `names.len()` positionals (after `--` too), or a usage error naming the missing one.
@@ -243,7 +224,7 @@ mod tests {
         name: "t x",
         usage: "<A>",
         about: "test",
-        flags: &[Flag::opt("tags", Some('t'), "TAGS", "tags"), Flag::switch("force", Some('f'), "force")],
+        flags: &[OptSpec::opt("tags", Some('t'), "TAGS", "tags"), OptSpec::flag("force", Some('f'), "force")],
     };
 
     fn w(v: &[&str]) -> Vec<String> {
@@ -265,6 +246,24 @@ mod tests {
         let a = parse(&SPEC, &w(&["-t", "-500MB", "g", "-1GiB"])).unwrap().unwrap();
         assert_eq!(a.value("tags"), Some("-500MB"));
         assert_eq!(a.pos, vec!["g", "-1GiB"]);
+    }
+
+    /// The words of each mistake, as they were before flags went through `crate::opts`.
+    #[test]
+    fn usage_errors_keep_their_wording() {
+        let cases: [(&[&str], &str); 3] = [
+            (&["--nope"], "t x: unknown option --nope (see `t x --help`)"),
+            (&["-z"], "t x: unknown option -z (see `t x --help`)"),
+            (&["-t"], "t x: -t needs a value <TAGS> (see `t x --help`)"),
+        ];
+        for (bad, want) in cases {
+            match parse(&SPEC, &w(bad)) {
+                Err(Error::Usage(m)) => assert_eq!(m, want),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+        let help = SPEC.help();
+        assert!(help.contains("  -t, --tags <TAGS>\n          tags\n  -f, --force\n          force\n      --json\n"), "{help}");
     }
 
     #[test]

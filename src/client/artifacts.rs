@@ -2,12 +2,13 @@
 //! `std-log`), moved straight to and from object storage through presigned URLs; and the
 //! streaming reader `tasks logs` uses on the std-log archive.
 
-use super::args::{Args, Flag, Group, Spec};
+use super::args::{Args, Group, Spec};
 use super::attachments::{bar, destination, run_batch, upload_through, url_and_size};
 use super::output::print_json;
-use super::tasks::{self, content_type_arg, uuid_arg, CREATORS, EXIT, F_GROUP, F_LABELS, F_TAGS, PRIO, REPORTER, STATES};
+use super::task_args::{self, content_type_arg, uuid_arg, CREATORS, EXIT, F_GROUP, F_LABELS, F_TAGS, PRIO, REPORTER, STATES};
 use super::transfer::{self, Job, Progress};
 use super::{parse, Error, Flow, Res, Session};
+use crate::opts::OptSpec;
 use serde_json::{json, Value};
 use std::io::Read;
 use std::path::PathBuf;
@@ -27,11 +28,11 @@ const ARTIFACTS: Group = Group {
     ],
 };
 
-const PB: Flag = Flag::switch("pb", None, "Show a progress bar even when stderr is not a terminal");
-const OUT: Flag = Flag::opt("output-path", Some('o'), "OUTPUT_PATH", "Where to save (an existing directory keeps the file name)");
-const DIR: Flag = Flag::opt("output-dir", Some('o'), "DIR", "The directory to save into (default .); files are named <uuid>.tar.gz");
-const NO_DL: Flag = Flag::switch("no-download", None, "Only print the download URLs");
-const CONC: Flag = Flag::opt("concurrent", None, "N", "Download N files at a time (default 1)");
+const PB: OptSpec = OptSpec::flag("pb", None, "Show a progress bar even when stderr is not a terminal");
+const OUT: OptSpec = OptSpec::opt("output-path", Some('o'), "OUTPUT_PATH", "Where to save (an existing directory keeps the file name)");
+const DIR: OptSpec = OptSpec::opt("output-dir", Some('o'), "DIR", "The directory to save into (default .); files are named <uuid>.tar.gz");
+const NO_DL: OptSpec = OptSpec::flag("no-download", None, "Only print the download URLs");
+const CONC: OptSpec = OptSpec::opt("concurrent", None, "N", "Download N files at a time (default 1)");
 
 const UPLOAD: Spec = Spec {
     name: "tasks artifacts upload",
@@ -154,20 +155,13 @@ fn type_and_uuids(a: &Args) -> Result<(crate::api::ArtifactContentType, Vec<uuid
     let pos = a.all_pos();
     let Some(first) = pos.first() else { return Err(a.usage("missing <CONTENT_TYPE>".into())) };
     let ct = content_type_arg(a, first)?;
-    let uuids: Vec<uuid::Uuid> = pos[1..]
-        .iter()
-        .flat_map(|w| w.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_string).collect::<Vec<_>>())
-        .map(|w| uuid_arg(a, &w))
-        .collect::<Result<_, _>>()?;
-    if uuids.is_empty() {
-        return Err(a.usage("missing <UUID>".into()));
-    }
+    let uuids = task_args::uuids_in(a, &pos[1..])?;
     Ok((ct, uuids))
 }
 
 /// The task filter plus `content_type`, as the artifact batch routes take it.
 fn filter_body(s: &Session, a: &Args, ct: crate::api::ArtifactContentType) -> Result<Value, Error> {
-    let f = tasks::filter(s, a)?;
+    let f = task_args::filter(s, a)?;
     let mut v = serde_json::to_value(&f).map_err(|e| Error::Failed(format!("cannot encode the filter: {e}")))?;
     if let Some(m) = v.as_object_mut() {
         for k in ["limit", "offset", "count"] {

@@ -7,11 +7,12 @@
 //! groups attachments download -s lab/inputs/data.csv  # saved as ./data.csv
 //! ```
 
-use super::args::{Args, Flag, Group, Spec};
+use super::args::{Args, Group, Spec};
 use super::http::{enc, typed};
 use super::output::{print_json, ts};
 use super::transfer::{self, human_bytes, Job, Progress};
 use super::{parse, Error, Flow, Res, Session};
+use crate::opts::OptSpec;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
@@ -31,17 +32,17 @@ const ATTACHMENTS: Group = Group {
     ],
 };
 
-const G: Flag = Flag::opt("group", Some('g'), "GROUP", "The group (default: your own)");
-const SMART: Flag = Flag::switch("smart", Some('s'), "Take the group from the key's first path segment");
-const PB: Flag = Flag::switch("pb", None, "Show a progress bar even when stderr is not a terminal");
-const OUT: Flag = Flag::opt("output-path", Some('o'), "OUTPUT_PATH", "Where to save (an existing directory keeps the file name)");
-const DIR: Flag = Flag::opt("output-dir", Some('o'), "DIR", "The directory to save into (default .); files keep their names");
-const NO_DL: Flag = Flag::switch("no-download", None, "Only print the download URLs");
-const KEY: Flag = Flag::opt("key", Some('k'), "KEY", "Only keys containing this text");
-const LIMIT: Flag = Flag::opt("limit", None, "LIMIT", "At most this many");
-const OFFSET: Flag = Flag::opt("offset", None, "OFFSET", "Skip this many first");
-const CONC: Flag = Flag::opt("concurrent", None, "N", "Download N files at a time (default 1)");
-const COUNT: Flag = Flag::switch("count", None, "Only count");
+const G: OptSpec = OptSpec::opt("group", Some('g'), "GROUP", "The group (default: your own)");
+const SMART: OptSpec = OptSpec::flag("smart", Some('s'), "Take the group from the key's first path segment");
+const PB: OptSpec = OptSpec::flag("pb", None, "Show a progress bar even when stderr is not a terminal");
+const OUT: OptSpec = OptSpec::opt("output-path", Some('o'), "OUTPUT_PATH", "Where to save (an existing directory keeps the file name)");
+const DIR: OptSpec = OptSpec::opt("output-dir", Some('o'), "DIR", "The directory to save into (default .); files keep their names");
+const NO_DL: OptSpec = OptSpec::flag("no-download", None, "Only print the download URLs");
+const KEY: OptSpec = OptSpec::opt("key", Some('k'), "KEY", "Only keys containing this text");
+const LIMIT: OptSpec = OptSpec::opt("limit", None, "LIMIT", "At most this many");
+const OFFSET: OptSpec = OptSpec::opt("offset", None, "OFFSET", "Skip this many first");
+const CONC: OptSpec = OptSpec::opt("concurrent", None, "N", "Download N files at a time (default 1)");
+const COUNT: OptSpec = OptSpec::flag("count", None, "Only count");
 
 const UPLOAD: Spec = Spec {
     name: "groups attachments upload",

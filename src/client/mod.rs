@@ -23,11 +23,12 @@ mod attachments;
 mod groups;
 mod output;
 mod repl;
+mod task_args;
 mod tasks;
 mod users;
 mod workers;
 
-use crate::cli::{help_text, parse_mode, OptSpec};
+use crate::opts::{help_text, parse_mode, OptSpec};
 use crate::config::{ClientConfig, Layers};
 use args::{Args, Group, Spec};
 use http::Http;
@@ -263,7 +264,7 @@ const CMD: Spec = Spec {
     name: "cmd",
     usage: "-- <COMMAND>...",
     about: "Run a command with $SHELL -c (default /bin/bash) on this machine, e.g. `cmd -- ls -l`",
-    flags: &[args::Flag::switch("split", Some('s'), "Pass the words as separate arguments after -c instead of joining them")],
+    flags: &[OptSpec::flag("split", Some('s'), "Pass the words as separate arguments after -c instead of joining them")],
 };
 
 fn run_cmd(words: &[String]) -> Res {

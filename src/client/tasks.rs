@@ -8,9 +8,11 @@
 //! tasks wait 7f0c... 1a2b... --timeout 30m
 //! ```
 
-use super::args::{Args, Flag, Group, Spec};
+use super::args::{Args, Group, Spec};
 use super::output::{list, opt, print_json, ts};
+use super::task_args::{filter, set, uuid_arg, uuid_list, CREATORS, EXIT, F_GROUP, F_LABELS, F_TAGS, LIMIT, OFFSET, PRIO, REPORTER, STATES};
 use super::{artifacts, parse, Error, Flow, Res, Session};
+use crate::opts::OptSpec;
 use crate::api::*;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -36,33 +38,23 @@ const TASKS: Group = Group {
     ],
 };
 
-const GROUP: Flag = Flag::opt("group", Some('g'), "GROUP_NAME", "The group (default: your own)");
-const TAGS: Flag = Flag::opt("tags", Some('t'), "TAGS", "Tags, comma-separated (a worker must have all of them)");
-const LABELS: Flag = Flag::opt("labels", Some('l'), "LABELS", "Labels, comma-separated");
-const TIMEOUT: Flag = Flag::opt("timeout", None, "TIMEOUT", "How long the task may run (default 10min)");
-const PRIORITY: Flag = Flag::opt("priority", Some('p'), "PRIORITY", "Larger runs first (default 0)");
-const ENVS: Flag = Flag::opt("envs", Some('e'), "KEY=VALUE", "Environment variables, comma-separated");
-const TERMINAL: Flag = Flag::switch("terminal", None, "Capture stdout and stderr as the std-log artifact (see `tasks logs`)");
-const RESOURCES: Flag = Flag::opt(
+const GROUP: OptSpec = OptSpec::opt("group", Some('g'), "GROUP_NAME", "The group (default: your own)");
+const TAGS: OptSpec = OptSpec::opt("tags", Some('t'), "TAGS", "Tags, comma-separated (a worker must have all of them)");
+const LABELS: OptSpec = OptSpec::opt("labels", Some('l'), "LABELS", "Labels, comma-separated");
+const TIMEOUT: OptSpec = OptSpec::opt("timeout", None, "TIMEOUT", "How long the task may run (default 10min)");
+const PRIORITY: OptSpec = OptSpec::opt("priority", Some('p'), "PRIORITY", "Larger runs first (default 0)");
+const ENVS: OptSpec = OptSpec::opt("envs", Some('e'), "KEY=VALUE", "Environment variables, comma-separated");
+const TERMINAL: OptSpec = OptSpec::flag("terminal", None, "Capture stdout and stderr as the std-log artifact (see `tasks logs`)");
+const RESOURCES: OptSpec = OptSpec::opt(
     "resources",
     Some('r'),
     "RESOURCES",
     "Files to fetch before running, comma-separated: attachment=<KEY>:<LOCAL_PATH> or artifact=<UUID>:<TYPE>:<LOCAL_PATH>",
 );
-const WATCH: Flag = Flag::opt("watch", None, "UUID,STATE", "Start only once that task reaches STATE (e.g. ExecSpawned)");
+const WATCH: OptSpec = OptSpec::opt("watch", None, "UUID,STATE", "Start only once that task reaches STATE (e.g. ExecSpawned)");
 
-pub const CREATORS: Flag = Flag::opt("creators", Some('c'), "CREATORS", "Created by these users, comma-separated");
-pub const F_GROUP: Flag = Flag::opt("group", Some('g'), "GROUP_NAME", "In this group (default: your own)");
-pub const F_TAGS: Flag = Flag::opt("tags", Some('t'), "TAGS", "Having all these tags");
-pub const F_LABELS: Flag = Flag::opt("labels", Some('l'), "LABELS", "Having all these labels");
-pub const STATES: Flag = Flag::opt("states", Some('s'), "STATES", "In these states: pending, ready, running, finished, cancelled, unknown");
-pub const EXIT: Flag = Flag::opt("exit-status", Some('e'), "EXIT_STATUS", "Exit status test: 0, !=0, <, <=, >, >= followed by a number");
-pub const PRIO: Flag = Flag::opt("priority", Some('p'), "PRIORITY", "Priority test, as for --exit-status");
-pub const REPORTER: Flag = Flag::opt("reporter-uuid", None, "UUID", "Committed by this worker");
-const LIMIT: Flag = Flag::opt("limit", None, "LIMIT", "At most this many");
-const OFFSET: Flag = Flag::opt("offset", None, "OFFSET", "Skip this many first");
-const VERBOSE: Flag = Flag::switch("verbose", Some('v'), "Show every field, not only the uuid");
-const COUNT: Flag = Flag::switch("count", None, "Only count");
+const VERBOSE: OptSpec = OptSpec::flag("verbose", Some('v'), "Show every field, not only the uuid");
+const COUNT: OptSpec = OptSpec::flag("count", None, "Only count");
 
 const SUBMIT: Spec = Spec {
     name: "tasks submit",
@@ -78,15 +70,15 @@ const SUBMIT: Spec = Spec {
         TERMINAL,
         RESOURCES,
         WATCH,
-        Flag::switch("wait", None, "Wait until the task is done; the exit status says whether it succeeded"),
-        Flag::opt("wait-timeout", None, "DURATION", "With --wait, give up after this long (exit status 124)"),
+        OptSpec::flag("wait", None, "Wait until the task is done; the exit status says whether it succeeded"),
+        OptSpec::opt("wait-timeout", None, "DURATION", "With --wait, give up after this long (exit status 124)"),
     ],
 };
 const SUBMIT_MANY: Spec = Spec {
     name: "tasks submit-many",
     usage: "",
     about: "Submit every task of a JSON file (an array of task requests, as POST /tasks takes them)",
-    flags: &[Flag::opt("file", Some('f'), "FILE", "The JSON file")],
+    flags: &[OptSpec::opt("file", Some('f'), "FILE", "The JSON file")],
 };
 const GET: Spec = Spec { name: "tasks get", usage: "<UUID>", about: "Show a task, its result and artifacts", flags: &[] };
 const QUERY: Spec = Spec {
@@ -100,15 +92,15 @@ const WAIT: Spec = Spec {
     usage: "<UUID>...",
     about: "Wait until the tasks are done (finished or cancelled, result recorded). Exit status: 0 all succeeded, \
             3 some did not (non-zero exit, timeout, cancelled...), 124 out of time",
-    flags: &[Flag::opt("timeout", None, "DURATION", "Give up after this long (default: wait as long as it takes)")],
+    flags: &[OptSpec::opt("timeout", None, "DURATION", "Give up after this long (default: wait as long as it takes)")],
 };
 const LOGS: Spec = Spec {
     name: "tasks logs",
     usage: "<UUID>",
     about: "Print a task's captured stdout (to stdout) and stderr (to stderr); the task needs --terminal",
     flags: &[
-        Flag::switch("stdout", None, "Only stdout"),
-        Flag::switch("stderr", None, "Only stderr"),
+        OptSpec::flag("stdout", None, "Only stdout"),
+        OptSpec::flag("stderr", None, "Only stderr"),
     ],
 };
 const CANCEL: Spec = Spec { name: "tasks cancel", usage: "<UUID>", about: "Cancel a task that has not started", flags: &[] };
@@ -221,36 +213,8 @@ pub fn run(s: &mut Session, words: &[String]) -> Res {
     .map(|()| Flow::Continue)
 }
 
-pub fn uuid_arg(a: &Args, s: &str) -> Result<Uuid, Error> {
-    Uuid::parse_str(s.trim()).map_err(|_| a.usage(format!("{s:?} is not a UUID")))
-}
-
-pub fn content_type_arg(a: &Args, s: &str) -> Result<ArtifactContentType, Error> {
-    ArtifactContentType::parse(s)
-        .or_else(|| ArtifactContentType::parse(&s.to_ascii_lowercase()))
-        .ok_or_else(|| a.usage(format!("{s:?} is not an artifact type: result, exec-log or std-log")))
-}
-
 fn duration_arg(a: &Args, flag: &str, s: &str) -> Result<Duration, Error> {
     humantime::parse_duration(s.trim()).map_err(|_| a.usage(format!("{flag} {s:?} is not a duration (e.g. 90s, 10m, 2h)")))
-}
-
-/// UUIDs given as positionals, each possibly a comma list.
-pub fn uuid_list(a: &Args) -> Result<Vec<Uuid>, Error> {
-    let v: Vec<Uuid> = a
-        .all_pos()
-        .iter()
-        .flat_map(|w| w.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_string).collect::<Vec<_>>())
-        .map(|w| uuid_arg(a, &w))
-        .collect::<Result<_, _>>()?;
-    if v.is_empty() {
-        return Err(a.usage("missing <UUID>".into()));
-    }
-    Ok(v)
-}
-
-fn set(v: Vec<String>) -> BTreeSet<String> {
-    v.into_iter().collect()
 }
 
 fn envs(a: &Args) -> Result<BTreeMap<String, String>, Error> {
@@ -457,38 +421,6 @@ fn show(t: &TaskQueryInfo) {
     if let Some(r) = &t.reporter_uuid {
         println!("  Reported by worker {r}");
     }
-}
-
-/// The task filter flags shared by query, cancel-many and the artifact batch commands.
-pub fn filter(s: &Session, a: &Args) -> Result<TasksQueryReq, Error> {
-    let states = match a.opt_list("states") {
-        None => None,
-        Some(v) => Some(
-            v.iter()
-                .map(|st| {
-                    TaskState::ALL
-                        .iter()
-                        .copied()
-                        .find(|x| x.as_str().eq_ignore_ascii_case(st))
-                        .ok_or_else(|| a.usage(format!("-s {st:?} is not a state: pending, ready, running, finished, cancelled or unknown")))
-                })
-                .collect::<Result<BTreeSet<_>, _>>()?,
-        ),
-    };
-    let reporter_uuid = a.value("reporter-uuid").map(|u| uuid_arg(a, u)).transpose()?;
-    Ok(TasksQueryReq {
-        creator_usernames: a.opt_list("creators").map(set),
-        group_name: Some(a.value("group").map(str::to_string).unwrap_or_else(|| s.user.clone())),
-        tags: a.opt_list("tags").map(set),
-        labels: a.opt_list("labels").map(set),
-        states,
-        exit_status: a.value("exit-status").map(str::to_string),
-        priority: a.value("priority").map(str::to_string),
-        reporter_uuid,
-        limit: a.parsed("limit", "a whole number")?,
-        offset: a.parsed("offset", "a whole number")?,
-        count: a.has("count"),
-    })
 }
 
 fn query(s: &mut Session, a: &Args) -> Result<(), Error> {

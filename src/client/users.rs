@@ -1,10 +1,11 @@
 //! Logging in (the credentials file, `GET /auth`, `POST /login`), `auth`, `login` and the
 //! `users` commands, and the terminal prompts they may need.
 
-use super::args::{Flag, Group, Spec};
+use super::args::{Group, Spec};
 use super::http::Http;
 use super::output::print_json;
 use super::{parse, Error, Flow, Res, Session};
+use crate::opts::OptSpec;
 use crate::api::{self, GroupsQueryResp, UserChangePasswordReq, UserChangePasswordResp, UserLoginReq, UserLoginResp};
 use crate::config::ClientConfig;
 use crate::credentials;
@@ -182,7 +183,7 @@ const LOGIN: Spec = Spec {
     name: "login",
     usage: "[USERNAME] [PASSWORD]",
     about: "Log in (as the current user, or another); the token is saved in the credentials file",
-    flags: &[Flag::switch("retain", None, "Keep this user's other sessions signed in")],
+    flags: &[OptSpec::flag("retain", None, "Keep this user's other sessions signed in")],
 };
 
 pub fn login(s: &mut Session, words: &[String]) -> Res {

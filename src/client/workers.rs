@@ -1,9 +1,10 @@
 //! `workers ...`: find workers, change their tags, labels and group roles, and stop them.
 
-use super::args::{Args, Flag, Group, Spec};
+use super::args::{Args, Group, Spec};
 use super::output::{list, opt, print_json, ts};
-use super::tasks::{uuid_arg, uuid_list};
+use super::task_args::{uuid_arg, uuid_list};
 use super::{parse, Error, Flow, Res, Session};
+use crate::opts::OptSpec;
 use crate::api::*;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -23,19 +24,19 @@ const WORKERS: Group = Group {
     ],
 };
 
-const FORCE: Flag = Flag::switch("force", Some('f'), "Stop at once (the running task is requeued) instead of after the current task");
-const GROUP: Flag = Flag::opt("group", Some('g'), "GROUP_NAME", "The group (default: your own)");
-const ROLES: Flag = Flag::opt("roles", Some('r'), "ROLES", "The group's roles on the worker: read, write, admin (comma-separated)");
-const TAGS: Flag = Flag::opt("tags", Some('t'), "TAGS", "Having all these tags");
-const LABELS: Flag = Flag::opt("labels", Some('l'), "LABELS", "Having all these labels");
-const CREATOR: Flag = Flag::opt("creator", None, "USERNAME", "Registered by this user");
+const FORCE: OptSpec = OptSpec::flag("force", Some('f'), "Stop at once (the running task is requeued) instead of after the current task");
+const GROUP: OptSpec = OptSpec::opt("group", Some('g'), "GROUP_NAME", "The group (default: your own)");
+const ROLES: OptSpec = OptSpec::opt("roles", Some('r'), "ROLES", "The group's roles on the worker: read, write, admin (comma-separated)");
+const TAGS: OptSpec = OptSpec::opt("tags", Some('t'), "TAGS", "Having all these tags");
+const LABELS: OptSpec = OptSpec::opt("labels", Some('l'), "LABELS", "Having all these labels");
+const CREATOR: OptSpec = OptSpec::opt("creator", None, "USERNAME", "Registered by this user");
 
 const GET: Spec = Spec { name: "workers get", usage: "<UUID>", about: "Show a worker", flags: &[] };
 const QUERY: Spec = Spec {
     name: "workers query",
     usage: "",
     about: "Find the workers a group has a role on",
-    flags: &[GROUP, ROLES, TAGS, LABELS, CREATOR, Flag::switch("verbose", Some('v'), "Show every field"), Flag::switch("count", None, "Only count")],
+    flags: &[GROUP, ROLES, TAGS, LABELS, CREATOR, OptSpec::flag("verbose", Some('v'), "Show every field"), OptSpec::flag("count", None, "Only count")],
 };
 const CANCEL: Spec = Spec { name: "workers cancel", usage: "<UUID>", about: "Stop a worker (after its current task unless --force)", flags: &[FORCE] };
 const CANCEL_MANY: Spec = Spec {

@@ -27,7 +27,7 @@ pub mod storage;
 pub mod tasks;
 pub mod workers;
 
-use crate::cli::{help_text, parse_mode, OptSpec};
+use crate::opts::{help_text, parse_mode, OptSpec};
 use crate::config::{cache_dir, CoordinatorConfig, Layers};
 use crate::logging::{self, FileTarget};
 use crossbeam_channel::{bounded, select, Receiver, Sender};
@@ -135,17 +135,17 @@ pub fn main(parser: &mut lexopt::Parser) -> i32 {
     };
     let layers = match Layers::load("coordinator", CoordinatorConfig::KEYS, args.config.as_deref(), args.values) {
         Ok(l) => l,
-        Err(e) => return crate::cli::config_error("mito coordinator", &e),
+        Err(e) => return crate::opts::config_error("mito coordinator", &e),
     };
     let cfg = match CoordinatorConfig::from_layers(&layers) {
         Ok(c) => c,
-        Err(e) => return crate::cli::config_error("mito coordinator", &e),
+        Err(e) => return crate::opts::config_error("mito coordinator", &e),
     };
     if let Err(e) = logging::init(log_target(&cfg)) {
         eprintln!("mito coordinator: {e}");
         return 1;
     }
-    crate::cli::run_logged(&layers.warnings, || run(cfg))
+    crate::opts::run_logged(&layers.warnings, || run(cfg))
 }
 
 fn log_target(cfg: &CoordinatorConfig) -> Option<FileTarget> {

@@ -24,7 +24,7 @@ mod state;
 mod task;
 
 use crate::api::{RegisterWorkerReq, RegisterWorkerResp};
-use crate::cli::{help_text, parse_mode, OptSpec};
+use crate::opts::{help_text, parse_mode, OptSpec};
 use crate::config::{cache_dir, Layers, WorkerConfig};
 use crate::logging::{self, FileTarget};
 use artifacts::Dirs;
@@ -227,14 +227,14 @@ pub fn main(parser: &mut lexopt::Parser) -> i32 {
         .and_then(|l| WorkerConfig::from_layers(&l).map(|c| (c, l.warnings)))
     {
         Ok(c) => c,
-        Err(e) => return crate::cli::config_error("mito worker", &e),
+        Err(e) => return crate::opts::config_error("mito worker", &e),
     };
     let (cfg, warnings) = cfg;
     if let Err(e) = logging::init_late() {
         eprintln!("mito worker: {e}");
         return 1;
     }
-    crate::cli::run_logged(&warnings, || run(cfg))
+    crate::opts::run_logged(&warnings, || run(cfg))
 }
 
 /// Where the log file goes, as worker_client.md §1.11 has it.
@@ -495,7 +495,7 @@ mod tests {
     #[test]
     fn groups_tags_and_labels_take_commas_and_repeats() {
         let mut p = lexopt::Parser::from_args(["-g", "a,b:write", "--groups", "c:admin", "-t", "gpu", "-l", "x,y", "--lifetime", "1year"]);
-        let crate::cli::Parsed::Run(args) = crate::cli::parse_opts(&mut p, "mito worker", SPECS, false).unwrap() else {
+        let crate::opts::Parsed::Run(args) = crate::opts::parse_opts(&mut p, "mito worker", SPECS, false).unwrap() else {
             panic!("expected options")
         };
         let l = Layers::load("worker", WorkerConfig::KEYS, None, args.values).unwrap();

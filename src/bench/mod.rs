@@ -14,25 +14,28 @@
 //! unregisters its workers at the end. With `--coordinator-pid`, it also samples the
 //! coordinator's resident memory (Linux /proc).
 
+mod http;
+
 use crate::api::{md5_password, RegisterWorkerResp, SubmitTaskResp, TasksSubmitResp, UserLoginResp, WorkerTaskResp};
-use crate::cli::{help_text, parse_mode, OptSpec};
+use crate::opts::{help_text, parse_mode, OptSpec};
+use http::{Http, Wire};
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const SPECS: &[OptSpec] = &[
-    OptSpec { long: "coordinator", short: Some('c'), key: None, metavar: Some("URL"), help: "The coordinator (default http://127.0.0.1:5000)", list: false },
-    OptSpec { long: "user", short: Some('u'), key: None, metavar: Some("USER"), help: "A user who may create a group (default mitosis_admin)", list: false },
-    OptSpec { long: "password", short: Some('p'), key: None, metavar: Some("PASSWORD"), help: "Its password (default mitosis_admin)", list: false },
-    OptSpec { long: "batch", short: None, key: None, metavar: Some("N"), help: "Tasks per batch submit (default 5000; 0 skips this run)", list: false },
-    OptSpec { long: "tasks", short: None, key: None, metavar: Some("N"), help: "Tasks in the end-to-end run (default 10000; 0 skips this run)", list: false },
-    OptSpec { long: "workers", short: None, key: None, metavar: Some("N"), help: "Workers in the end-to-end run (default 16)", list: false },
-    OptSpec { long: "idle-workers", short: None, key: None, metavar: Some("N"), help: "Parked workers in the latency run (default 4)", list: false },
-    OptSpec { long: "samples", short: None, key: None, metavar: Some("N"), help: "Latency samples (default 200; 0 skips this run)", list: false },
-    OptSpec { long: "repeat", short: None, key: None, metavar: Some("N"), help: "Repetitions of the throughput runs (default 3)", list: false },
-    OptSpec { long: "poll", short: None, key: None, metavar: Some("DURATION"), help: "Poll at this interval instead of long-polling (for coordinators without it)", list: false },
-    OptSpec { long: "coordinator-pid", short: None, key: None, metavar: Some("PID"), help: "Sample this process's resident memory", list: false },
+    OptSpec::opt("coordinator", Some('c'), "URL", "The coordinator (default http://127.0.0.1:5000)"),
+    OptSpec::opt("user", Some('u'), "USER", "A user who may create a group (default mitosis_admin)"),
+    OptSpec::opt("password", Some('p'), "PASSWORD", "Its password (default mitosis_admin)"),
+    OptSpec::opt("batch", None, "N", "Tasks per batch submit (default 5000; 0 skips this run)"),
+    OptSpec::opt("tasks", None, "N", "Tasks in the end-to-end run (default 10000; 0 skips this run)"),
+    OptSpec::opt("workers", None, "N", "Workers in the end-to-end run (default 16)"),
+    OptSpec::opt("idle-workers", None, "N", "Parked workers in the latency run (default 4)"),
+    OptSpec::opt("samples", None, "N", "Latency samples (default 200; 0 skips this run)"),
+    OptSpec::opt("repeat", None, "N", "Repetitions of the throughput runs (default 3)"),
+    OptSpec::opt("poll", None, "DURATION", "Poll at this interval instead of long-polling (for coordinators without it)"),
+    OptSpec::opt("coordinator-pid", None, "PID", "Sample this process's resident memory"),
 ];
 
 struct Opts {
@@ -49,7 +52,7 @@ struct Opts {
     pid: Option<u32>,
 }
 
-fn num(args: &crate::cli::ParsedArgs, name: &str, default: usize) -> Result<usize, String> {
+fn num(args: &crate::opts::ParsedArgs, name: &str, default: usize) -> Result<usize, String> {
     match args.extra(name).flatten() {
         None => Ok(default),
         Some(v) => v.parse().ok().filter(|n| *n > 0).ok_or_else(|| format!("--{name} {v:?}: expected a positive number")),
@@ -57,7 +60,7 @@ fn num(args: &crate::cli::ParsedArgs, name: &str, default: usize) -> Result<usiz
 }
 
 /// A count where 0 means "skip this run".
-fn count(args: &crate::cli::ParsedArgs, name: &str, default: usize) -> Result<usize, String> {
+fn count(args: &crate::opts::ParsedArgs, name: &str, default: usize) -> Result<usize, String> {
     match args.extra(name).flatten() {
         None => Ok(default),
         Some(v) => v.parse().map_err(|_| format!("--{name} {v:?}: expected a number (0 skips this run)")),
@@ -96,152 +99,6 @@ pub fn main(parser: &mut lexopt::Parser) -> i32 {
         Err(e) => {
             eprintln!("mito bench: {e}");
             1
-        }
-    }
-}
-
-/// The bench's own calls (setup, submits, cleanup), over one [`Wire`].
-struct Http {
-    wire: std::sync::Mutex<Wire>,
-}
-
-impl Http {
-    fn new(base: &str) -> Result<Http, String> {
-        Ok(Http { wire: std::sync::Mutex::new(Wire::new(base)?) })
-    }
-
-    /// A call with a JSON body (or none) and a token (or "" for none); the answer as text.
-    fn call(&self, method: &str, path: &str, token: &str, body: Option<&serde_json::Value>) -> Result<String, String> {
-        let body = body.map(serde_json::to_vec).transpose().map_err(|e| e.to_string())?;
-        let answer = self.send(method, path, token, body.as_deref())?;
-        Ok(String::from_utf8_lossy(&answer).into_owned())
-    }
-
-    /// [`Wire::call`] on the bench's connection.
-    fn send(&self, method: &str, path: &str, token: &str, body: Option<&[u8]>) -> Result<Vec<u8>, String> {
-        let mut wire = self.wire.lock().map_err(|_| "a bench thread panicked".to_string())?;
-        wire.call(method, path, token, body)
-    }
-}
-
-/// A lean HTTP/1.1 keep-alive connection for the measured loops. The load runs on the same
-/// cores as what it measures, so a simulated worker should cost about what a real one on
-/// another machine costs the coordinator's host: nothing. ureq spent several times more
-/// per request than this (URL parsing, header maps, pooling), which was taken from
-/// the coordinator and PostgreSQL.
-struct Wire {
-    addr: String,
-    host: String,
-    conn: Option<std::io::BufReader<std::net::TcpStream>>,
-    out: Vec<u8>,
-}
-
-impl Wire {
-    fn new(base: &str) -> Result<Wire, String> {
-        let url = url::Url::parse(base).map_err(|e| format!("--coordinator {base:?}: {e}"))?;
-        if url.scheme() != "http" {
-            return Err(format!("--coordinator {base:?}: only http:// URLs can be measured"));
-        }
-        let host = url.host_str().ok_or_else(|| format!("--coordinator {base:?}: no host"))?;
-        let port = url.port_or_known_default().unwrap_or(80);
-        let addr = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
-        Ok(Wire { host: addr.clone(), addr, conn: None, out: Vec::with_capacity(1024) })
-    }
-
-    /// Sends a request and returns the body of a 2xx answer; a connection the server closed
-    /// while idle is reopened once.
-    fn call(&mut self, method: &str, path: &str, token: &str, body: Option<&[u8]>) -> Result<Vec<u8>, String> {
-        use std::io::Write;
-        self.out.clear();
-        let _ = write!(self.out, "{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.host);
-        if !token.is_empty() {
-            let _ = write!(self.out, "Authorization: Bearer {token}\r\n");
-        }
-        if let Some(b) = body {
-            let _ = write!(self.out, "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n", b.len());
-            self.out.extend_from_slice(b);
-        } else {
-            self.out.extend_from_slice(b"\r\n");
-        }
-        let fresh = self.conn.is_none();
-        match self.exchange() {
-            Ok(r) => r.map_err(|(code, text)| format!("{method} {path}: {code} {text}")),
-            Err(_) if !fresh => self.exchange().map_err(|e| format!("{method} {path}: {e}"))?.map_err(|(code, text)| format!("{method} {path}: {code} {text}")),
-            Err(e) => Err(format!("{method} {path}: {e}")),
-        }
-    }
-
-    /// One request/response on the (re)opened connection: Ok(Err) for a non-2xx answer.
-    fn exchange(&mut self) -> std::io::Result<Result<Vec<u8>, (u16, String)>> {
-        use std::io::{BufRead, Read, Write};
-        if self.conn.is_none() {
-            let s = std::net::TcpStream::connect(&self.addr)?;
-            s.set_nodelay(true)?;
-            s.set_read_timeout(Some(Duration::from_secs(120)))?;
-            self.conn = Some(std::io::BufReader::new(s));
-        }
-        let conn = self.conn.as_mut().expect("just opened");
-        let result = (|| {
-            conn.get_mut().write_all(&self.out)?;
-            let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
-            let mut line = String::new();
-            if conn.read_line(&mut line)? == 0 {
-                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
-            }
-            let status: u16 = line.split(' ').nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| bad("bad status line"))?;
-            let (mut length, mut chunked, mut close) = (None, false, false);
-            loop {
-                line.clear();
-                conn.read_line(&mut line)?;
-                let l = line.trim_end();
-                if l.is_empty() {
-                    break;
-                }
-                let (k, v) = l.split_once(':').ok_or_else(|| bad("bad header"))?;
-                let v = v.trim();
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = Some(v.parse::<usize>().map_err(|_| bad("bad content-length"))?);
-                } else if k.eq_ignore_ascii_case("transfer-encoding") {
-                    chunked = v.eq_ignore_ascii_case("chunked");
-                } else if k.eq_ignore_ascii_case("connection") {
-                    close = v.eq_ignore_ascii_case("close");
-                }
-            }
-            let mut body = Vec::new();
-            if chunked {
-                loop {
-                    line.clear();
-                    conn.read_line(&mut line)?;
-                    let n = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16).map_err(|_| bad("bad chunk"))?;
-                    let start = body.len();
-                    body.resize(start + n, 0);
-                    conn.read_exact(&mut body[start..])?;
-                    line.clear();
-                    conn.read_line(&mut line)?;
-                    if n == 0 {
-                        break;
-                    }
-                }
-            } else if let Some(n) = length {
-                body.resize(n, 0);
-                conn.read_exact(&mut body)?;
-            } else {
-                conn.read_to_end(&mut body)?;
-                close = true;
-            }
-            Ok((status, body, close))
-        })();
-        match result {
-            Ok((status, body, close)) => {
-                if close {
-                    self.conn = None;
-                }
-                Ok(if (200..300).contains(&status) { Ok(body) } else { Err((status, String::from_utf8_lossy(&body).into_owned())) })
-            }
-            Err(e) => {
-                self.conn = None;
-                Err(e)
-            }
         }
     }
 }
