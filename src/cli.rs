@@ -59,7 +59,9 @@ pub fn main() -> i32 {
             0
         }
         other => {
-            eprintln!("mito: unknown command {other:?}: expected coordinator, worker, client or manager (see `mito --help`)");
+            eprintln!(
+                "mito: unknown command {other:?}: expected coordinator, worker, client or manager (see `mito --help`)"
+            );
             2
         }
     }

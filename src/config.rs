@@ -93,9 +93,7 @@ pub fn data_dir() -> Option<PathBuf> {
 fn xdg_dir(var: &str, fallback: &str) -> Option<PathBuf> {
     match std::env::var_os(var) {
         Some(v) if Path::new(&v).is_absolute() => Some(PathBuf::from(v)),
-        _ => std::env::var_os("HOME")
-            .filter(|h| !h.is_empty())
-            .map(|h| PathBuf::from(h).join(fallback)),
+        _ => std::env::var_os("HOME").filter(|h| !h.is_empty()).map(|h| PathBuf::from(h).join(fallback)),
     }
 }
 
@@ -143,33 +141,22 @@ impl Layers {
     }
 
     fn merge_file(&mut self, role: &str, keys: &[&str], path: &Path) -> Result<(), ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError(format!("cannot read config file {}: {e}", path.display()))
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
         let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            ConfigError(format!(
-                "config file {} is not valid TOML: {}",
-                path.display(),
-                e.message()
-            ))
+            ConfigError(format!("config file {} is not valid TOML: {}", path.display(), e.message()))
         })?;
         let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         self.files.push(abs.clone());
         let Some(section) = doc.get(role) else { return Ok(()) };
         let Some(table) = section.as_table() else {
-            return Err(ConfigError(format!(
-                "config file {}: [{role}] must be a table",
-                path.display()
-            )));
+            return Err(ConfigError(format!("config file {}: [{role}] must be a table", path.display())));
         };
         for (k, v) in table {
             if keys.contains(&k.as_str()) {
                 self.set(k, v.clone(), Source::File(abs.clone()));
             } else {
-                self.warnings.push(format!(
-                    "config file {}: unknown key `{k}` in [{role}] is ignored",
-                    path.display()
-                ));
+                self.warnings.push(format!("config file {}: unknown key `{k}` in [{role}] is ignored", path.display()));
             }
         }
         Ok(())
@@ -192,11 +179,7 @@ impl Layers {
     ) -> Result<Option<T>, ConfigError> {
         let Some(e) = self.entries.get(key) else { return Ok(None) };
         parse(&e.value).map(Some).ok_or_else(|| {
-            ConfigError(format!(
-                "invalid value for `{key}` from {}: {} is not {expected}",
-                e.source,
-                show(&e.value)
-            ))
+            ConfigError(format!("invalid value for `{key}` from {}: {} is not {expected}", e.source, show(&e.value)))
         })
     }
 
@@ -251,9 +234,7 @@ impl Layers {
             )));
         }
         match self.source(key) {
-            Some(Source::File(file)) if p.is_relative() => {
-                Ok(Some(file.parent().unwrap_or(Path::new(".")).join(p)))
-            }
+            Some(Source::File(file)) if p.is_relative() => Ok(Some(file.parent().unwrap_or(Path::new(".")).join(p))),
             _ => Ok(Some(p)),
         }
     }
@@ -262,9 +243,9 @@ impl Layers {
     pub fn list(&self, key: &str) -> Result<Option<Vec<String>>, ConfigError> {
         self.typed(key, "a list of strings", |v| match v {
             toml::Value::Array(a) => a.iter().map(|x| x.as_str().map(str::to_string)).collect(),
-            toml::Value::String(s) => Some(
-                s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_string).collect(),
-            ),
+            toml::Value::String(s) => {
+                Some(s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_string).collect())
+            }
             _ => None,
         })
     }
@@ -374,9 +355,8 @@ impl CoordinatorConfig {
 
     /// Builds the settings from merged layers, applying defaults and checking every value.
     pub fn from_layers(l: &Layers) -> Result<Self, ConfigError> {
-        let string = |k: &str, d: &str| -> Result<String, ConfigError> {
-            Ok(l.string(k)?.unwrap_or_else(|| d.to_string()))
-        };
+        let string =
+            |k: &str, d: &str| -> Result<String, ConfigError> { Ok(l.string(k)?.unwrap_or_else(|| d.to_string())) };
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let cfg = CoordinatorConfig {
             bind: l
@@ -402,9 +382,7 @@ impl CoordinatorConfig {
             access_token_public_path: l
                 .path("access_token_public_path")?
                 .unwrap_or_else(|| PathBuf::from("public.pem")),
-            access_token_expires_in: l
-                .duration("access_token_expires_in")?
-                .unwrap_or(Duration::from_secs(7 * 86_400)),
+            access_token_expires_in: l.duration("access_token_expires_in")?.unwrap_or(Duration::from_secs(7 * 86_400)),
             heartbeat_timeout: l.duration("heartbeat_timeout")?.unwrap_or(Duration::from_secs(600)),
             claim_lease: l.duration("claim_lease")?.unwrap_or(Duration::from_secs(10)),
             log_path: l.path("log_path")?,
@@ -421,19 +399,12 @@ impl CoordinatorConfig {
             login_address_failure_limit: l.count("login_address_failure_limit")?.unwrap_or(20),
             login_failure_window: l.duration("login_failure_window")?.unwrap_or(Duration::from_secs(300)),
             login_block: l.duration("login_block")?.unwrap_or(Duration::from_secs(60)),
-            header_timeout: l
-                .duration("header_timeout")?
-                .unwrap_or(Duration::from_secs(10)),
-            body_timeout: l
-                .duration("body_timeout")?
-                .unwrap_or(Duration::from_secs(30)),
+            header_timeout: l.duration("header_timeout")?.unwrap_or(Duration::from_secs(10)),
+            body_timeout: l.duration("body_timeout")?.unwrap_or(Duration::from_secs(30)),
             max_connections: l.count("max_connections")?.unwrap_or(4096),
             body_memory_limit: l.count("body_memory_limit")?.unwrap_or(256 << 20),
         };
-        for (key, d) in [
-            ("header_timeout", cfg.header_timeout),
-            ("body_timeout", cfg.body_timeout),
-        ] {
+        for (key, d) in [("header_timeout", cfg.header_timeout), ("body_timeout", cfg.body_timeout)] {
             if d.is_zero() || d > MAX_IO_TIMEOUT {
                 return Err(ConfigError(format!(
                     "invalid value for `{key}`: {} is not between 1ms and {}",
@@ -513,7 +484,9 @@ impl ClientConfig {
         let credential_path = match l.path("credential_path")? {
             Some(p) => p,
             None => default_credential_path().ok_or_else(|| {
-                ConfigError("cannot find a config directory for the credentials file: set `credential_path` or $HOME".into())
+                ConfigError(
+                    "cannot find a config directory for the credentials file: set `credential_path` or $HOME".into(),
+                )
             })?,
         };
         Ok(ClientConfig {
@@ -664,8 +637,7 @@ mod tests {
         let path = dir.join("c.toml");
         std::fs::write(&path, toml_text).unwrap();
         let mut l = Layers::default();
-        l.merge_file("coordinator", &["bind", "heartbeat_timeout", "log_path", "file_log"], &path)
-            .unwrap();
+        l.merge_file("coordinator", &["bind", "heartbeat_timeout", "log_path", "file_log"], &path).unwrap();
         l
     }
 
@@ -745,7 +717,10 @@ mod tests {
         let mut l = Layers::default();
         l.set("data_dir", toml::Value::String("/tmp/mito-x".into()), Source::Cli("--data-dir".into()));
         let c = CoordinatorConfig::from_layers(&l).unwrap();
-        assert_eq!((c.header_timeout, c.body_timeout, c.max_connections), (Duration::from_secs(10), Duration::from_secs(30), 4096));
+        assert_eq!(
+            (c.header_timeout, c.body_timeout, c.max_connections),
+            (Duration::from_secs(10), Duration::from_secs(30), 4096)
+        );
         assert_eq!(c.body_memory_limit, 256 << 20);
         for (key, value) in [
             ("header_timeout", "2h"),

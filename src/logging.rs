@@ -10,9 +10,9 @@
 //! The level comes from `MITO_LOG` (or `RUST_LOG` when it is a bare level): error, warn,
 //! info (the default), debug or trace.
 
+use crate::private_files;
 use log::LevelFilter;
 use simplelog::{ColorChoice, CombinedLogger, ConfigBuilder, SharedLogger, TermLogger, TerminalMode, WriteLogger};
-use crate::private_files;
 use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
@@ -52,7 +52,9 @@ pub fn init(file: Option<FileTarget>) -> Result<(), String> {
             let f = open_exact(&path)?;
             loggers.push(WriteLogger::new(level, config, f));
         }
-        Some(FileTarget::Daily { dir, prefix }) => loggers.push(WriteLogger::new(level, config, daily(dir, prefix, 0)?)),
+        Some(FileTarget::Daily { dir, prefix }) => {
+            loggers.push(WriteLogger::new(level, config, daily(dir, prefix, 0)?))
+        }
         Some(FileTarget::DailyKeep { dir, prefix, keep }) => {
             loggers.push(WriteLogger::new(level, config, daily(dir, prefix, keep)?))
         }
@@ -139,9 +141,7 @@ pub fn init_late() -> Result<(), String> {
 /// Adds the file sink to the logger of [`init_late`]; every line gets `prefix` when one is given.
 pub fn attach_file(target: FileTarget, prefix: Option<String>) -> Result<(), String> {
     let writer: Box<dyn Write + Send> = match target {
-        FileTarget::Exact(path) => {
-            Box::new(open_exact(&path)?)
-        }
+        FileTarget::Exact(path) => Box::new(open_exact(&path)?),
         FileTarget::Daily { dir, prefix } => Box::new(daily(dir, prefix, 0)?),
         FileTarget::DailyKeep { dir, prefix, keep } => Box::new(daily(dir, prefix, keep)?),
     };
@@ -283,9 +283,13 @@ mod tests {
         }
         std::fs::write(dir.join("other.log"), "x").unwrap();
         let _w = daily(dir.clone(), "workers.log".into(), 3).unwrap();
-        let mut left: Vec<String> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).collect();
+        let mut left: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).collect();
         left.sort();
         assert_eq!(left.len(), 4, "{left:?}");
-        assert!(left.contains(&"other.log".to_string()) && !left.contains(&"workers.log.2020-01-02".to_string()), "{left:?}");
+        assert!(
+            left.contains(&"other.log".to_string()) && !left.contains(&"workers.log.2020-01-02".to_string()),
+            "{left:?}"
+        );
     }
 }

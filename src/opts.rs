@@ -39,30 +39,11 @@ impl OptSpec {
         metavar: &'static str,
         help: &'static str,
     ) -> Self {
-        OptSpec {
-            long,
-            short,
-            key: Some(key),
-            metavar: Some(metavar),
-            help,
-            list: false,
-        }
+        OptSpec { long, short, key: Some(key), metavar: Some(metavar), help, list: false }
     }
 
-    pub const fn switch(
-        long: &'static str,
-        short: Option<char>,
-        key: &'static str,
-        help: &'static str,
-    ) -> Self {
-        OptSpec {
-            long,
-            short,
-            key: Some(key),
-            metavar: None,
-            help,
-            list: false,
-        }
+    pub const fn switch(long: &'static str, short: Option<char>, key: &'static str, help: &'static str) -> Self {
+        OptSpec { long, short, key: Some(key), metavar: None, help, list: false }
     }
 
     pub const fn list(
@@ -72,43 +53,17 @@ impl OptSpec {
         metavar: &'static str,
         help: &'static str,
     ) -> Self {
-        OptSpec {
-            long,
-            short,
-            key: Some(key),
-            metavar: Some(metavar),
-            help,
-            list: true,
-        }
+        OptSpec { long, short, key: Some(key), metavar: Some(metavar), help, list: true }
     }
 
     /// An option with a value and no configuration key: the mode or command reads it itself.
-    pub const fn opt(
-        long: &'static str,
-        short: Option<char>,
-        metavar: &'static str,
-        help: &'static str,
-    ) -> Self {
-        OptSpec {
-            long,
-            short,
-            key: None,
-            metavar: Some(metavar),
-            help,
-            list: false,
-        }
+    pub const fn opt(long: &'static str, short: Option<char>, metavar: &'static str, help: &'static str) -> Self {
+        OptSpec { long, short, key: None, metavar: Some(metavar), help, list: false }
     }
 
     /// A switch with no configuration key.
     pub const fn flag(long: &'static str, short: Option<char>, help: &'static str) -> Self {
-        OptSpec {
-            long,
-            short,
-            key: None,
-            metavar: None,
-            help,
-            list: false,
-        }
+        OptSpec { long, short, key: None, metavar: None, help, list: false }
     }
 }
 
@@ -142,11 +97,7 @@ pub struct ParsedArgs {
 impl ParsedArgs {
     /// Whether the key-less switch or option `long` was given, and its last value.
     pub fn extra(&self, long: &str) -> Option<Option<&str>> {
-        self.extra
-            .iter()
-            .rev()
-            .find(|(l, _)| *l == long)
-            .map(|(_, v)| v.as_deref())
+        self.extra.iter().rev().find(|(l, _)| *l == long).map(|(_, v)| v.as_deref())
     }
 }
 
@@ -167,11 +118,7 @@ pub fn usage_message(cmd: &str, what: &str) -> String {
 
 /// The option in `specs` that a long or short flag names, and the flag as it was written
 /// (`--name`, `-c`); an unknown flag or a plain value is a usage error.
-pub fn find_option<'a>(
-    cmd: &str,
-    specs: &'a [OptSpec],
-    arg: &lexopt::Arg,
-) -> Result<(&'a OptSpec, String), CliError> {
+pub fn find_option<'a>(cmd: &str, specs: &'a [OptSpec], arg: &lexopt::Arg) -> Result<(&'a OptSpec, String), CliError> {
     use lexopt::Arg;
     let (found, shown) = match arg {
         Arg::Long(l) => (specs.iter().find(|s| s.long == *l), format!("--{l}")),
@@ -183,10 +130,7 @@ pub fn find_option<'a>(
     };
     match found {
         Some(spec) => Ok((spec, shown)),
-        None => Err(CliError(usage_message(
-            cmd,
-            &format!("unknown option {shown}"),
-        ))),
+        None => Err(CliError(usage_message(cmd, &format!("unknown option {shown}")))),
     }
 }
 
@@ -194,26 +138,19 @@ pub fn find_option<'a>(
 pub fn option_lines<'a>(specs: impl IntoIterator<Item = &'a OptSpec>) -> String {
     let mut s = String::new();
     for o in specs {
-        let short = o
-            .short
-            .map(|c| format!("-{c}, "))
-            .unwrap_or_else(|| "    ".into());
+        let short = o.short.map(|c| format!("-{c}, ")).unwrap_or_else(|| "    ".into());
         let value = match (o.metavar, o.list) {
             (Some(m), true) => format!(" <{m}>..."),
             (Some(m), false) => format!(" <{m}>"),
             (None, _) => String::new(),
         };
-        s.push_str(&format!(
-            "  {short}--{}{value}\n          {}\n",
-            o.long, o.help
-        ));
+        s.push_str(&format!("  {short}--{}{value}\n          {}\n", o.long, o.help));
     }
     s
 }
 
 fn os_to_string(v: OsString, what: &str) -> Result<String, CliError> {
-    v.into_string()
-        .map_err(|v| CliError(format!("the value {v:?} of {what} is not valid UTF-8")))
+    v.into_string().map_err(|v| CliError(format!("the value {v:?} of {what} is not valid UTF-8")))
 }
 
 /// Parses options until the end of the arguments (or `--`, after which all are positionals).
@@ -227,9 +164,7 @@ pub fn parse_opts(
     let mut out = ParsedArgs::default();
     let mut lists: Vec<(usize, Vec<String>, String)> = Vec::new();
     loop {
-        let arg = parser
-            .next()
-            .map_err(|e| CliError(usage_message(cmd, &e.to_string())))?;
+        let arg = parser.next().map_err(|e| CliError(usage_message(cmd, &e.to_string())))?;
         let Some(arg) = arg else { break };
         let (spec, shown) = match arg {
             Arg::Short('h') | Arg::Long("help") => return Ok(Parsed::Help),
@@ -246,46 +181,28 @@ pub fn parse_opts(
         };
         if spec.metavar.is_none() {
             match spec.key {
-                Some(key) => out.values.push(CliValue {
-                    key,
-                    flag: shown,
-                    value: toml::Value::Boolean(true),
-                }),
+                Some(key) => out.values.push(CliValue { key, flag: shown, value: toml::Value::Boolean(true) }),
                 None => out.extra.push((spec.long, None)),
             }
             continue;
         }
         let value = parser.value().map_err(|_| {
             let metavar = spec.metavar.unwrap_or("VALUE");
-            CliError(usage_message(
-                cmd,
-                &format!("{shown} needs a value <{metavar}>"),
-            ))
+            CliError(usage_message(cmd, &format!("{shown} needs a value <{metavar}>")))
         })?;
         let value = os_to_string(value, &shown)?;
         if spec.long == "config" {
             out.config = Some(PathBuf::from(value));
         } else if spec.list {
-            let idx = specs
-                .iter()
-                .position(|s| s.long == spec.long)
-                .expect("spec is from the table");
-            let items = value
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string);
+            let idx = specs.iter().position(|s| s.long == spec.long).expect("spec is from the table");
+            let items = value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
             match lists.iter_mut().find(|(i, _, _)| *i == idx) {
                 Some((_, v, _)) => v.extend(items),
                 None => lists.push((idx, items.collect(), shown)),
             }
         } else {
             match spec.key {
-                Some(key) => out.values.push(CliValue {
-                    key,
-                    flag: shown,
-                    value: toml::Value::String(value),
-                }),
+                Some(key) => out.values.push(CliValue { key, flag: shown, value: toml::Value::String(value) }),
                 None => out.extra.push((spec.long, Some(value))),
             }
         }
@@ -293,11 +210,7 @@ pub fn parse_opts(
     for (idx, items, shown) in lists {
         let key = specs[idx].key.expect("list options set a key");
         let arr = items.into_iter().map(toml::Value::String).collect();
-        out.values.push(CliValue {
-            key,
-            flag: shown,
-            value: toml::Value::Array(arr),
-        });
+        out.values.push(CliValue { key, flag: shown, value: toml::Value::Array(arr) });
     }
     Ok(Parsed::Run(out))
 }
@@ -384,25 +297,13 @@ mod tests {
 
     #[test]
     fn values_switches_and_lists() {
-        let Parsed::Run(a) = run(&[
-            "--bind=1:2",
-            "--file-log",
-            "-t",
-            "a,b",
-            "-t",
-            "c",
-            "--config",
-            "x.toml",
-        ])
-        .unwrap() else {
+        let Parsed::Run(a) = run(&["--bind=1:2", "--file-log", "-t", "a,b", "-t", "c", "--config", "x.toml"]).unwrap()
+        else {
             panic!()
         };
         assert_eq!(a.config.as_deref(), Some(std::path::Path::new("x.toml")));
         assert_eq!(a.values.len(), 3);
-        assert_eq!(
-            a.values[2].value,
-            toml::Value::Array(vec!["a".into(), "b".into(), "c".into()])
-        );
+        assert_eq!(a.values[2].value, toml::Value::Array(vec!["a".into(), "b".into(), "c".into()]));
     }
 
     #[test]
@@ -410,24 +311,14 @@ mod tests {
         let e = run(&["--nope"]).unwrap_err().0;
         assert!(e.contains("--nope") && !e.contains('\n'), "{e}");
         let e = run(&["--bind"]).unwrap_err().0;
-        assert!(
-            e.contains("--bind") && e.contains("BIND") && !e.contains('\n'),
-            "{e}"
-        );
+        assert!(e.contains("--bind") && e.contains("BIND") && !e.contains('\n'), "{e}");
         assert!(run(&["stray"]).is_err());
     }
 
     #[test]
     fn help_lists_every_option() {
         let h = help_text("About", "mito t [OPTIONS]", SPECS, "");
-        for s in [
-            "-b, --bind <BIND>",
-            "--file-log",
-            "--tags <TAGS>...",
-            "--config <CONFIG>",
-            "--help",
-            "--version",
-        ] {
+        for s in ["-b, --bind <BIND>", "--file-log", "--tags <TAGS>...", "--config <CONFIG>", "--help", "--version"] {
             assert!(h.contains(s), "missing {s} in\n{h}");
         }
     }

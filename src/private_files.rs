@@ -18,10 +18,7 @@ pub const FILE_MODE: u32 = 0o600;
 
 /// `mkdir -p` with 0700 for every directory it creates (existing ones are left alone).
 pub fn create_dir_all(path: &Path) -> io::Result<()> {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(DIR_MODE)
-        .create(path)
+    DirBuilder::new().recursive(true).mode(DIR_MODE).create(path)
 }
 
 /// Sets 0700 on a directory this program owns (one an older version created 0755).
@@ -31,21 +28,13 @@ pub fn restrict_dir(path: &Path) -> io::Result<()> {
 
 /// A new file for writing, 0600 (fails if it exists).
 pub fn create_new(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(FILE_MODE)
-        .open(path)
+    OpenOptions::new().write(true).create_new(true).mode(FILE_MODE).open(path)
 }
 
 /// A file opened for appending, created 0600; an existing one is set to 0600 too, since
 /// whatever is appended next may be secret.
 pub fn append(path: &Path) -> io::Result<File> {
-    let f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(FILE_MODE)
-        .open(path)?;
+    let f = OpenOptions::new().create(true).append(true).mode(FILE_MODE).open(path)?;
     let mode = f.metadata()?.permissions().mode();
     if mode & 0o077 != 0 {
         f.set_permissions(Permissions::from_mode(FILE_MODE))?;

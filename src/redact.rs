@@ -89,27 +89,17 @@ mod tests {
     fn urls_lose_passwords_and_queries() {
         assert_eq!(url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
         assert_eq!(url("postgres://h/db"), "postgres://h/db");
-        assert_eq!(
-            url("redis://:adminpw@127.0.0.1:6379"),
-            "redis://:***@127.0.0.1:6379"
-        );
+        assert_eq!(url("redis://:adminpw@127.0.0.1:6379"), "redis://:***@127.0.0.1:6379");
         assert_eq!(url("http://token@h:1/x"), "http://***@h:1/x");
         assert_eq!(url("http://s/b/k?X-Amz-Signature=abc"), "http://s/b/k");
         assert_eq!(url("http://s/b/k#frag"), "http://s/b/k");
         assert_eq!(url("http://a:b@h?x=1"), "http://a:***@h");
-        assert_eq!(
-            url("http://h/p@q"),
-            "http://h/p@q",
-            "an '@' in the path is no user-info"
-        );
+        assert_eq!(url("http://h/p@q"), "http://h/p@q", "an '@' in the path is no user-info");
     }
 
     #[test]
     fn conninfo_hides_the_password_pair() {
-        assert_eq!(
-            conninfo("host=/run/pg user=m password=pw dbname=d"),
-            "host=/run/pg user=m password=*** dbname=d"
-        );
+        assert_eq!(conninfo("host=/run/pg user=m password=pw dbname=d"), "host=/run/pg user=m password=*** dbname=d");
         assert_eq!(conninfo("postgres://m:pw@h/d"), "postgres://m:***@h/d");
     }
 
@@ -119,14 +109,8 @@ mod tests {
             text("http://k:s@127.0.0.1:9/b?X-Amz-Signature=1: Connection Failed: refused"),
             "http://k:***@127.0.0.1:9/b: Connection Failed: refused"
         );
-        assert_eq!(
-            text("cannot reach \"http://a:b@h/x?y\", retrying"),
-            "cannot reach \"http://a:***@h/x\", retrying"
-        );
-        assert_eq!(
-            text("two: http://h/1?a and https://u:p@h/2."),
-            "two: http://h/1 and https://u:***@h/2."
-        );
+        assert_eq!(text("cannot reach \"http://a:b@h/x?y\", retrying"), "cannot reach \"http://a:***@h/x\", retrying");
+        assert_eq!(text("two: http://h/1?a and https://u:p@h/2."), "two: http://h/1 and https://u:***@h/2.");
         assert_eq!(text("no url here"), "no url here");
         assert_eq!(text("odd ://x?y"), "odd ://x");
     }

@@ -43,11 +43,7 @@ pub fn md5_password(password: &str) -> Md5Password {
 
 /// Checks a user or group name: 1 to 255 bytes of ASCII letters, digits, `-` and `_`.
 pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 255
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !name.is_empty() && name.len() <= 255 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 #[cfg(test)]

@@ -43,9 +43,7 @@ impl QuotaChange {
 
 /// A whole number of groups.
 pub fn parse_count(s: &str) -> Result<i64, String> {
-    s.parse::<u32>()
-        .map(i64::from)
-        .map_err(|_| format!("{s:?} is not a whole number (expected N, +N, -N or =N)"))
+    s.parse::<u32>().map(i64::from).map_err(|_| format!("{s:?} is not a whole number (expected N, +N, -N or =N)"))
 }
 
 /// A byte size such as `500MB`, `1.5GiB`, `10 gb` or `1024`.

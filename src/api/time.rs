@@ -26,9 +26,7 @@ impl serde::Serialize for Timestamp {
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        parse_timestamp(&s)
-            .map(Timestamp)
-            .ok_or_else(|| serde::de::Error::custom(format!("invalid timestamp {s:?}")))
+        parse_timestamp(&s).map(Timestamp).ok_or_else(|| serde::de::Error::custom(format!("invalid timestamp {s:?}")))
     }
 }
 
@@ -87,12 +85,7 @@ pub fn format_timestamp(t: SystemTime) -> String {
     while frac.len() > 1 && frac.ends_with('0') {
         frac.pop();
     }
-    format!(
-        "{y:04}-{mo:02}-{d:02} {:02}:{:02}:{:02}.{frac} +00:00:00",
-        sod / 3600,
-        sod / 60 % 60,
-        sod % 60
-    )
+    format!("{y:04}-{mo:02}-{d:02} {:02}:{:02}:{:02}.{frac} +00:00:00", sod / 3600, sod / 60 % 60, sod % 60)
 }
 
 /// Parses the peer's timestamp format, with any `+HH:MM:SS` / `-HH:MM:SS` offset.
@@ -186,9 +179,8 @@ pub mod duration {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(|e| {
-            serde::de::Error::custom(format!("invalid duration {s:?}: {e} (expected e.g. \"10m\")"))
-        })
+        humantime::parse_duration(&s)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e} (expected e.g. \"10m\")")))
     }
 }
 
@@ -206,11 +198,9 @@ pub mod option_duration {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         match Option::<String>::deserialize(d)? {
             None => Ok(None),
-            Some(s) => humantime::parse_duration(&s).map(Some).map_err(|e| {
-                serde::de::Error::custom(format!(
-                    "invalid duration {s:?}: {e} (expected e.g. \"10m\")"
-                ))
-            }),
+            Some(s) => humantime::parse_duration(&s)
+                .map(Some)
+                .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e} (expected e.g. \"10m\")"))),
         }
     }
 }
@@ -226,10 +216,7 @@ mod tests {
     #[test]
     fn formats_like_the_peer() {
         assert_eq!(format_timestamp(at(1_700_000_000, 0)), "2023-11-14 22:13:20.0 +00:00:00");
-        assert_eq!(
-            format_timestamp(at(1_700_000_000, 123_456)),
-            "2023-11-14 22:13:20.123456 +00:00:00"
-        );
+        assert_eq!(format_timestamp(at(1_700_000_000, 123_456)), "2023-11-14 22:13:20.123456 +00:00:00");
         assert_eq!(format_timestamp(at(1_700_000_000, 500_000)), "2023-11-14 22:13:20.5 +00:00:00");
         assert_eq!(format_timestamp(at(951_782_400, 0)), "2000-02-29 00:00:00.0 +00:00:00");
     }

@@ -626,8 +626,7 @@ mod tests {
     #[test]
     fn report_ops_use_external_tagging() {
         let r: ReportTaskReq =
-            serde_json::from_str(r#"{"id":7,"op":{"Commit":{"exit_status":256,"msg":null}}}"#)
-                .unwrap();
+            serde_json::from_str(r#"{"id":7,"op":{"Commit":{"exit_status":256,"msg":null}}}"#).unwrap();
         assert!(matches!(r.op, ReportTaskOp::Commit(TaskResultSpec { exit_status: 256, msg: None })));
         let r: ReportTaskReq = serde_json::from_str(r#"{"id":7,"op":"Finish"}"#).unwrap();
         assert!(matches!(r.op, ReportTaskOp::Finish));

@@ -10,9 +10,7 @@ pub(super) struct Http {
 
 impl Http {
     pub(super) fn new(base: &str) -> Result<Http, String> {
-        Ok(Http {
-            wire: std::sync::Mutex::new(Wire::new(base)?),
-        })
+        Ok(Http { wire: std::sync::Mutex::new(Wire::new(base)?) })
     }
 
     /// A call with a JSON body (or none) and a token (or "" for none); the answer as text.
@@ -23,26 +21,14 @@ impl Http {
         token: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<String, String> {
-        let body = body
-            .map(serde_json::to_vec)
-            .transpose()
-            .map_err(|e| e.to_string())?;
+        let body = body.map(serde_json::to_vec).transpose().map_err(|e| e.to_string())?;
         let answer = self.send(method, path, token, body.as_deref())?;
         Ok(String::from_utf8_lossy(&answer).into_owned())
     }
 
     /// [`Wire::call`] on the bench's connection.
-    pub(super) fn send(
-        &self,
-        method: &str,
-        path: &str,
-        token: &str,
-        body: Option<&[u8]>,
-    ) -> Result<Vec<u8>, String> {
-        let mut wire = self
-            .wire
-            .lock()
-            .map_err(|_| "a bench thread panicked".to_string())?;
+    pub(super) fn send(&self, method: &str, path: &str, token: &str, body: Option<&[u8]>) -> Result<Vec<u8>, String> {
+        let mut wire = self.wire.lock().map_err(|_| "a bench thread panicked".to_string())?;
         wire.call(method, path, token, body)
     }
 }
@@ -63,25 +49,12 @@ impl Wire {
     pub(super) fn new(base: &str) -> Result<Wire, String> {
         let url = url::Url::parse(base).map_err(|e| format!("--coordinator {base:?}: {e}"))?;
         if url.scheme() != "http" {
-            return Err(format!(
-                "--coordinator {base:?}: only http:// URLs can be measured"
-            ));
+            return Err(format!("--coordinator {base:?}: only http:// URLs can be measured"));
         }
-        let host = url
-            .host_str()
-            .ok_or_else(|| format!("--coordinator {base:?}: no host"))?;
+        let host = url.host_str().ok_or_else(|| format!("--coordinator {base:?}: no host"))?;
         let port = url.port_or_known_default().unwrap_or(80);
-        let addr = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
-        Ok(Wire {
-            host: addr.clone(),
-            addr,
-            conn: None,
-            out: Vec::with_capacity(1024),
-        })
+        let addr = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+        Ok(Wire { host: addr.clone(), addr, conn: None, out: Vec::with_capacity(1024) })
     }
 
     /// Sends a request and returns the body of a 2xx answer; a connection the server closed
@@ -95,20 +68,12 @@ impl Wire {
     ) -> Result<Vec<u8>, String> {
         use std::io::Write;
         self.out.clear();
-        let _ = write!(
-            self.out,
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\n",
-            self.host
-        );
+        let _ = write!(self.out, "{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.host);
         if !token.is_empty() {
             let _ = write!(self.out, "Authorization: Bearer {token}\r\n");
         }
         if let Some(b) = body {
-            let _ = write!(
-                self.out,
-                "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-                b.len()
-            );
+            let _ = write!(self.out, "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n", b.len());
             self.out.extend_from_slice(b);
         } else {
             self.out.extend_from_slice(b"\r\n");
@@ -136,20 +101,13 @@ impl Wire {
         let conn = self.conn.as_mut().expect("just opened");
         let result = (|| {
             conn.get_mut().write_all(&self.out)?;
-            let bad =
-                |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+            let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
             let mut line = String::new();
             if conn.read_line(&mut line)? == 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "connection closed",
-                ));
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
             }
-            let status: u16 = line
-                .split(' ')
-                .nth(1)
-                .and_then(|c| c.parse().ok())
-                .ok_or_else(|| bad("bad status line"))?;
+            let status: u16 =
+                line.split(' ').nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| bad("bad status line"))?;
             let (mut length, mut chunked, mut close) = (None, false, false);
             loop {
                 line.clear();

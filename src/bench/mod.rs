@@ -34,7 +34,12 @@ const SPECS: &[OptSpec] = &[
     OptSpec::opt("idle-workers", None, "N", "Parked workers in the latency run (default 4)"),
     OptSpec::opt("samples", None, "N", "Latency samples (default 200; 0 skips this run)"),
     OptSpec::opt("repeat", None, "N", "Repetitions of the throughput runs (default 3)"),
-    OptSpec::opt("poll", None, "DURATION", "Poll at this interval instead of long-polling (for coordinators without it)"),
+    OptSpec::opt(
+        "poll",
+        None,
+        "DURATION",
+        "Poll at this interval instead of long-polling (for coordinators without it)",
+    ),
     OptSpec::opt("coordinator-pid", None, "PID", "Sample this process's resident memory"),
 ];
 
@@ -55,7 +60,9 @@ struct Opts {
 fn num(args: &crate::opts::ParsedArgs, name: &str, default: usize) -> Result<usize, String> {
     match args.extra(name).flatten() {
         None => Ok(default),
-        Some(v) => v.parse().ok().filter(|n| *n > 0).ok_or_else(|| format!("--{name} {v:?}: expected a positive number")),
+        Some(v) => {
+            v.parse().ok().filter(|n| *n > 0).ok_or_else(|| format!("--{name} {v:?}: expected a positive number"))
+        }
     }
 }
 
@@ -70,14 +77,24 @@ fn count(args: &crate::opts::ParsedArgs, name: &str, default: usize) -> Result<u
 /// Entry point of `mito bench`; returns the exit status.
 pub fn main(parser: &mut lexopt::Parser) -> i32 {
     let args = match parse_mode(parser, "mito bench", SPECS, false, || {
-        help_text("Measure a coordinator: batch submit, submit-to-fetch latency, end-to-end throughput", "mito bench [OPTIONS]", SPECS, "")
+        help_text(
+            "Measure a coordinator: batch submit, submit-to-fetch latency, end-to-end throughput",
+            "mito bench [OPTIONS]",
+            SPECS,
+            "",
+        )
     }) {
         Ok(a) => a,
         Err(code) => return code,
     };
     let opts = (|| -> Result<Opts, String> {
         Ok(Opts {
-            base: args.extra("coordinator").flatten().unwrap_or("http://127.0.0.1:5000").trim_end_matches('/').to_string(),
+            base: args
+                .extra("coordinator")
+                .flatten()
+                .unwrap_or("http://127.0.0.1:5000")
+                .trim_end_matches('/')
+                .to_string(),
             user: args.extra("user").flatten().unwrap_or("mitosis_admin").to_string(),
             password: args.extra("password").flatten().unwrap_or("mitosis_admin").to_string(),
             batch: count(&args, "batch", 5000)?,
@@ -91,7 +108,11 @@ pub fn main(parser: &mut lexopt::Parser) -> i32 {
                 .flatten()
                 .map(|p| humantime::parse_duration(p).map_err(|e| format!("--poll {p:?}: {e}")))
                 .transpose()?,
-            pid: args.extra("coordinator-pid").flatten().map(|p| p.parse().map_err(|_| format!("--coordinator-pid {p:?}"))).transpose()?,
+            pid: args
+                .extra("coordinator-pid")
+                .flatten()
+                .map(|p| p.parse().map_err(|_| format!("--coordinator-pid {p:?}")))
+                .transpose()?,
         })
     })();
     match opts.and_then(|o| run(&o)) {
@@ -115,8 +136,8 @@ impl SimWorker {
     fn fetch(&mut self) -> Result<Option<WorkerTaskResp>, String> {
         let path = if self.poll.is_some() { "/workers/tasks" } else { "/workers/tasks?wait=2" };
         let body = self.wire.call("GET", path, &self.token, None)?;
-        let t: Option<WorkerTaskResp> =
-            serde_json::from_slice(&body).map_err(|e| format!("unexpected fetch answer {:?}: {e}", String::from_utf8_lossy(&body)))?;
+        let t: Option<WorkerTaskResp> = serde_json::from_slice(&body)
+            .map_err(|e| format!("unexpected fetch answer {:?}: {e}", String::from_utf8_lossy(&body)))?;
         if let (None, Some(p)) = (&t, self.poll) {
             std::thread::sleep(p);
         }
@@ -275,7 +296,8 @@ fn latency_run(b: &Bench, o: &Opts) -> Result<(), String> {
         let body = b.http.send("POST", "/tasks", &b.token, Some(&one))?;
         submit.push(t0.elapsed().as_secs_f64() * 1000.0);
         let r: SubmitTaskResp = parse(&String::from_utf8_lossy(&body))?;
-        let (at, uuid) = rx.recv_timeout(Duration::from_secs(30)).map_err(|_| "a submitted task was never fetched".to_string())?;
+        let (at, uuid) =
+            rx.recv_timeout(Duration::from_secs(30)).map_err(|_| "a submitted task was never fetched".to_string())?;
         if uuid != r.uuid {
             return Err("latency run: fetched another task than the one submitted".into());
         }
@@ -349,7 +371,12 @@ fn end_to_end_run(b: &Bench, o: &Opts) -> Result<(), String> {
         }
         e2e.push(o.tasks as f64 / dt);
     }
-    println!("end to end with {} workers: median {:.0} tasks/s ({} tasks per run)", o.workers, median(&mut e2e), o.tasks);
+    println!(
+        "end to end with {} workers: median {:.0} tasks/s ({} tasks per run)",
+        o.workers,
+        median(&mut e2e),
+        o.tasks
+    );
     if !cpu.is_empty() {
         println!("coordinator CPU time per task end to end: median {:.0} us", median(&mut cpu));
     }

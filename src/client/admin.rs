@@ -5,8 +5,11 @@ use super::http::enc;
 use super::output::print_json;
 use super::users::{arg_or_ask, ask};
 use super::{attachments, parse, task_args, Error, Flow, Res, Session};
+use crate::api::{
+    self, AdminChangePasswordReq, ChangeGroupStorageQuotaReq, ChangeUserGroupQuota, ChangeUserStateReq, CreateUserReq,
+    ShutdownReq, UserState,
+};
 use crate::opts::OptSpec;
-use crate::api::{self, AdminChangePasswordReq, ChangeGroupStorageQuotaReq, ChangeUserGroupQuota, ChangeUserStateReq, CreateUserReq, ShutdownReq, UserState};
 
 const ADMIN: Group = Group {
     name: "admin",
@@ -57,7 +60,12 @@ const GROUP_QUOTA: Spec = Spec {
     about: "Change how many groups a user may create: N or =N sets, +N adds, -N subtracts",
     flags: &[],
 };
-const STATE: Spec = Spec { name: "admin users state", usage: "<USERNAME> <STATE>", about: "Set a user's state: Active, Locked or Deleted", flags: &[] };
+const STATE: Spec = Spec {
+    name: "admin users state",
+    usage: "<USERNAME> <STATE>",
+    about: "Set a user's state: Active, Locked or Deleted",
+    flags: &[],
+};
 const SHUTDOWN: Spec = Spec {
     name: "admin shutdown",
     usage: "<SECRET>",
@@ -98,8 +106,16 @@ pub fn run(s: &mut Session, words: &[String]) -> Res {
         "users" => users(s, rest),
         "groups" => groups(s, rest),
         "tasks" => {
-            const G: Group = Group { name: "admin tasks", about: "Artifacts of any task", subs: &[("artifacts", "Delete any task's artifact")] };
-            const A: Group = Group { name: "admin tasks artifacts", about: "Artifacts of any task", subs: &[("delete", "Delete an artifact")] };
+            const G: Group = Group {
+                name: "admin tasks",
+                about: "Artifacts of any task",
+                subs: &[("artifacts", "Delete any task's artifact")],
+            };
+            const A: Group = Group {
+                name: "admin tasks artifacts",
+                about: "Artifacts of any task",
+                subs: &[("delete", "Delete an artifact")],
+            };
             let Some((c, r)) = G.sub(rest)? else { return Ok(Flow::Continue) };
             if c != "artifacts" {
                 return Err(G.unknown(c));
@@ -111,7 +127,8 @@ pub fn run(s: &mut Session, words: &[String]) -> Res {
             delete_artifact(s, r)
         }
         "workers" => {
-            const G: Group = Group { name: "admin workers", about: "Stop any worker", subs: &[("cancel", "Stop a worker")] };
+            const G: Group =
+                Group { name: "admin workers", about: "Stop any worker", subs: &[("cancel", "Stop a worker")] };
             let Some((c, r)) = G.sub(rest)? else { return Ok(Flow::Continue) };
             match c {
                 "cancel" => cancel_worker(s, r),
@@ -134,7 +151,8 @@ fn users(s: &mut Session, words: &[String]) -> Res {
                 return Err(a.usage(format!("{name:?} is not a valid username: 1 to 255 letters, digits, '-' or '_'")));
             }
             let pw = arg_or_ask(pos.get(1), &format!("Password for {name}: "), true)?;
-            let req = CreateUserReq { username: name.clone(), md5_password: api::md5_password(&pw), admin: a.has("admin") };
+            let req =
+                CreateUserReq { username: name.clone(), md5_password: api::md5_password(&pw), admin: a.has("admin") };
             s.http.post("/admin/users", &req)?;
             if !s.json(&a) {
                 println!("User {name} created{}", if a.has("admin") { " (administrator)" } else { "" });
@@ -143,7 +161,8 @@ fn users(s: &mut Session, words: &[String]) -> Res {
         }
         "delete" => {
             let Some(a) = parse(&DELETE, rest)? else { return Ok(Flow::Continue) };
-            let [name] = <[String; 1]>::try_from(a.exact(&["USERNAME"])?).map_err(|_| a.usage("one username".into()))?;
+            let [name] =
+                <[String; 1]>::try_from(a.exact(&["USERNAME"])?).map_err(|_| a.usage("one username".into()))?;
             let r = s.http.delete(&format!("/admin/users/{}", enc(&name, false)))?;
             if s.json(&a) {
                 print_json(&r.json()?);
@@ -184,12 +203,12 @@ fn users(s: &mut Session, words: &[String]) -> Res {
         "state" => {
             let Some(a) = parse(&STATE, rest)? else { return Ok(Flow::Continue) };
             let pos = a.exact(&["USERNAME", "STATE"])?;
-            let state = UserState::ALL
-                .iter()
-                .find(|st| st.as_str().eq_ignore_ascii_case(&pos[1]))
-                .copied()
-                .ok_or_else(|| a.usage(format!("{:?} is not a state: expected {}", pos[1], UserState::expected())))?;
-            let r = s.http.post(&format!("/admin/users/{}/state", enc(&pos[0], false)), &ChangeUserStateReq { state })?;
+            let state =
+                UserState::ALL.iter().find(|st| st.as_str().eq_ignore_ascii_case(&pos[1])).copied().ok_or_else(
+                    || a.usage(format!("{:?} is not a state: expected {}", pos[1], UserState::expected())),
+                )?;
+            let r =
+                s.http.post(&format!("/admin/users/{}/state", enc(&pos[0], false)), &ChangeUserStateReq { state })?;
             if s.json(&a) {
                 print_json(&r.json()?);
             } else {
@@ -223,7 +242,11 @@ fn groups(s: &mut Session, words: &[String]) -> Res {
             Ok(Flow::Continue)
         }
         "attachments" => {
-            const G: Group = Group { name: "admin groups attachments", about: "Delete any attachment", subs: &[("delete", "Delete one attachment")] };
+            const G: Group = Group {
+                name: "admin groups attachments",
+                about: "Delete any attachment",
+                subs: &[("delete", "Delete one attachment")],
+            };
             let Some((c, r)) = G.sub(rest)? else { return Ok(Flow::Continue) };
             if c != "delete" {
                 return Err(G.unknown(c));

@@ -212,7 +212,12 @@ impl Group {
 
     pub fn unknown(&self, w: &str) -> Error {
         let names: Vec<&str> = self.subs.iter().map(|(n, _)| *n).collect();
-        Error::Usage(format!("{}: unknown command {w:?}; expected one of {} (see `{} --help`)", self.name, names.join(", "), self.name))
+        Error::Usage(format!(
+            "{}: unknown command {w:?}; expected one of {} (see `{} --help`)",
+            self.name,
+            names.join(", "),
+            self.name
+        ))
     }
 }
 
@@ -233,7 +238,8 @@ mod tests {
 
     #[test]
     fn flags_positionals_and_trailing() {
-        let a = parse(&SPEC, &w(&["-t", "a,b", "p1", "-f", "--tags=c", "--json", "--", "echo", "-t"])).unwrap().unwrap();
+        let a =
+            parse(&SPEC, &w(&["-t", "a,b", "p1", "-f", "--tags=c", "--json", "--", "echo", "-t"])).unwrap().unwrap();
         assert_eq!(a.list("tags"), vec!["a", "b", "c"]);
         assert!(a.has("force") && a.json);
         assert_eq!(a.pos, vec!["p1"]);
@@ -263,7 +269,10 @@ mod tests {
             }
         }
         let help = SPEC.help();
-        assert!(help.contains("  -t, --tags <TAGS>\n          tags\n  -f, --force\n          force\n      --json\n"), "{help}");
+        assert!(
+            help.contains("  -t, --tags <TAGS>\n          tags\n  -f, --force\n          force\n      --json\n"),
+            "{help}"
+        );
     }
 
     #[test]

@@ -5,7 +5,9 @@
 use super::args::{Args, Group, Spec};
 use super::attachments::{bar, destination, run_batch, upload_through, url_and_size};
 use super::output::print_json;
-use super::task_args::{self, content_type_arg, uuid_arg, CREATORS, EXIT, F_GROUP, F_LABELS, F_TAGS, PRIO, REPORTER, STATES};
+use super::task_args::{
+    self, content_type_arg, uuid_arg, CREATORS, EXIT, F_GROUP, F_LABELS, F_TAGS, PRIO, REPORTER, STATES,
+};
 use super::transfer::{self, Job, Progress};
 use super::{parse, Error, Flow, Res, Session};
 use crate::opts::OptSpec;
@@ -29,8 +31,14 @@ const ARTIFACTS: Group = Group {
 };
 
 const PB: OptSpec = OptSpec::flag("pb", None, "Show a progress bar even when stderr is not a terminal");
-const OUT: OptSpec = OptSpec::opt("output-path", Some('o'), "OUTPUT_PATH", "Where to save (an existing directory keeps the file name)");
-const DIR: OptSpec = OptSpec::opt("output-dir", Some('o'), "DIR", "The directory to save into (default .); files are named <uuid>.tar.gz");
+const OUT: OptSpec =
+    OptSpec::opt("output-path", Some('o'), "OUTPUT_PATH", "Where to save (an existing directory keeps the file name)");
+const DIR: OptSpec = OptSpec::opt(
+    "output-dir",
+    Some('o'),
+    "DIR",
+    "The directory to save into (default .); files are named <uuid>.tar.gz",
+);
 const NO_DL: OptSpec = OptSpec::flag("no-download", None, "Only print the download URLs");
 const CONC: OptSpec = OptSpec::opt("concurrent", None, "N", "Download N files at a time (default 1)");
 
@@ -46,7 +54,12 @@ const DOWNLOAD: Spec = Spec {
     about: "Download a task's artifact (by default to ./<type>.tar.gz)",
     flags: &[OUT, NO_DL, PB],
 };
-const DELETE: Spec = Spec { name: "tasks artifacts delete", usage: "<UUID> <CONTENT_TYPE>", about: "Delete a task's artifact", flags: &[] };
+const DELETE: Spec = Spec {
+    name: "tasks artifacts delete",
+    usage: "<UUID> <CONTENT_TYPE>",
+    about: "Delete a task's artifact",
+    flags: &[],
+};
 const DOWNLOAD_MANY: Spec = Spec {
     name: "tasks artifacts download-many",
     usage: "<CONTENT_TYPE>",
@@ -109,7 +122,10 @@ fn upload(s: &mut Session, a: &Args) -> Result<(), Error> {
     let (uuid, ct) = (uuid_arg(a, &pos[1])?, content_type_arg(a, &pos[2])?);
     let meta = std::fs::metadata(&local).map_err(|e| Error::Failed(format!("cannot read {}: {e}", local.display())))?;
     if meta.is_dir() {
-        return Err(Error::Failed(format!("{} is a directory; upload a file (e.g. a tar archive of it)", local.display())));
+        return Err(Error::Failed(format!(
+            "{} is a directory; upload a file (e.g. a tar archive of it)",
+            local.display()
+        )));
     }
     let len = meta.len();
     let body = json!({"content_type": ct, "content_length": len});
@@ -225,12 +241,18 @@ fn delete_batch(s: &mut Session, a: &Args, by_list: bool) -> Result<(), Error> {
 
 /// Streams a std-log archive (gzip'd tar) from `url`, handing each entry to `f` by path.
 pub fn read_std_log(url: &str, mut f: impl FnMut(&str, &mut dyn Read) -> std::io::Result<()>) -> Result<(), Error> {
-    let agent = ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(15)).timeout_read(Duration::from_secs(120)).build();
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(15))
+        .timeout_read(Duration::from_secs(120))
+        .build();
     let resp = agent.get(url).call().map_err(|e| match e {
         ureq::Error::Status(code, r) => {
             let mut body = String::new();
             let _ = r.into_reader().take(64 << 10).read_to_string(&mut body);
-            Error::Failed(format!("downloading the std-log: the object store answered {code}: {}", transfer::storage_message(&body)))
+            Error::Failed(format!(
+                "downloading the std-log: the object store answered {code}: {}",
+                transfer::storage_message(&body)
+            ))
         }
         ureq::Error::Transport(t) => Error::Failed(transfer::transport_error("downloading the std-log", &t)),
     })?;

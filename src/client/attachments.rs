@@ -35,8 +35,10 @@ const ATTACHMENTS: Group = Group {
 const G: OptSpec = OptSpec::opt("group", Some('g'), "GROUP", "The group (default: your own)");
 const SMART: OptSpec = OptSpec::flag("smart", Some('s'), "Take the group from the key's first path segment");
 const PB: OptSpec = OptSpec::flag("pb", None, "Show a progress bar even when stderr is not a terminal");
-const OUT: OptSpec = OptSpec::opt("output-path", Some('o'), "OUTPUT_PATH", "Where to save (an existing directory keeps the file name)");
-const DIR: OptSpec = OptSpec::opt("output-dir", Some('o'), "DIR", "The directory to save into (default .); files keep their names");
+const OUT: OptSpec =
+    OptSpec::opt("output-path", Some('o'), "OUTPUT_PATH", "Where to save (an existing directory keeps the file name)");
+const DIR: OptSpec =
+    OptSpec::opt("output-dir", Some('o'), "DIR", "The directory to save into (default .); files keep their names");
 const NO_DL: OptSpec = OptSpec::flag("no-download", None, "Only print the download URLs");
 const KEY: OptSpec = OptSpec::opt("key", Some('k'), "KEY", "Only keys containing this text");
 const LIMIT: OptSpec = OptSpec::opt("limit", None, "LIMIT", "At most this many");
@@ -47,7 +49,8 @@ const COUNT: OptSpec = OptSpec::flag("count", None, "Only count");
 const UPLOAD: Spec = Spec {
     name: "groups attachments upload",
     usage: "<LOCAL_FILE> [KEY]",
-    about: "Upload a file as an attachment. KEY defaults to the file name; a KEY ending in / gets the file name appended",
+    about:
+        "Upload a file as an attachment. KEY defaults to the file name; a KEY ending in / gets the file name appended",
     flags: &[G, PB, SMART],
 };
 const DOWNLOAD: Spec = Spec {
@@ -56,14 +59,24 @@ const DOWNLOAD: Spec = Spec {
     about: "Download an attachment (by default to ./KEY, or ./<file name> with --smart)",
     flags: &[G, OUT, NO_DL, PB, SMART],
 };
-const GET: Spec = Spec { name: "groups attachments get", usage: "<KEY>", about: "Show an attachment's size and times", flags: &[G, SMART] };
+const GET: Spec = Spec {
+    name: "groups attachments get",
+    usage: "<KEY>",
+    about: "Show an attachment's size and times",
+    flags: &[G, SMART],
+};
 const DELETE: Spec = Spec {
     name: "groups attachments delete",
     usage: "<KEY>",
     about: "Delete an attachment (not within an hour of its last upload)",
     flags: &[G, SMART],
 };
-const QUERY: Spec = Spec { name: "groups attachments query", usage: "", about: "List a group's attachments", flags: &[G, KEY, LIMIT, OFFSET, COUNT] };
+const QUERY: Spec = Spec {
+    name: "groups attachments query",
+    usage: "",
+    about: "List a group's attachments",
+    flags: &[G, KEY, LIMIT, OFFSET, COUNT],
+};
 const DOWNLOAD_MANY: Spec = Spec {
     name: "groups attachments download-many",
     usage: "",
@@ -82,7 +95,12 @@ const DELETE_MANY: Spec = Spec {
     about: "Delete the attachments that match a filter (recently uploaded ones are kept)",
     flags: &[G, KEY, LIMIT, OFFSET],
 };
-const DELETE_LIST: Spec = Spec { name: "groups attachments delete-list", usage: "<KEY>...", about: "Delete the listed attachments", flags: &[G] };
+const DELETE_LIST: Spec = Spec {
+    name: "groups attachments delete-list",
+    usage: "<KEY>...",
+    about: "Delete the listed attachments",
+    flags: &[G],
+};
 
 pub fn run(s: &mut Session, words: &[String]) -> Res {
     let Some((cmd, rest)) = ATTACHMENTS.sub(words)? else { return Ok(Flow::Continue) };
@@ -179,7 +197,10 @@ fn upload(s: &mut Session, a: &Args) -> Result<(), Error> {
     let local = PathBuf::from(local);
     let meta = std::fs::metadata(&local).map_err(|e| Error::Failed(format!("cannot read {}: {e}", local.display())))?;
     if meta.is_dir() {
-        return Err(Error::Failed(format!("{} is a directory; upload a file (e.g. a tar archive of it)", local.display())));
+        return Err(Error::Failed(format!(
+            "{} is a directory; upload a file (e.g. a tar archive of it)",
+            local.display()
+        )));
     }
     let file_name = local.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let given = pos.get(1).cloned();
@@ -335,7 +356,12 @@ fn download_batch(s: &mut Session, a: &Args, by_list: bool) -> Result<(), Error>
         .map(|d| {
             let key = d["key"].as_str().unwrap_or_default().to_string();
             let name = key.rsplit('/').next().unwrap_or(&key).to_string();
-            Job { dest: dir.join(name), url: d["url"].as_str().unwrap_or_default().to_string(), size: d["size"].as_i64().unwrap_or(0).max(0) as u64, name: key }
+            Job {
+                dest: dir.join(name),
+                url: d["url"].as_str().unwrap_or_default().to_string(),
+                size: d["size"].as_i64().unwrap_or(0).max(0) as u64,
+                name: key,
+            }
         })
         .collect();
     run_batch(s, a, "Attachment", jobs)

@@ -21,15 +21,22 @@ const GROUPS: Group = Group {
     ],
 };
 
-const CREATE: Spec = Spec { name: "groups create", usage: "<GROUP>", about: "Create a group; you become its admin", flags: &[] };
-const GET: Spec = Spec { name: "groups get", usage: "<GROUP>", about: "Show a group (members are listed for its admins)", flags: &[] };
+const CREATE: Spec =
+    Spec { name: "groups create", usage: "<GROUP>", about: "Create a group; you become its admin", flags: &[] };
+const GET: Spec = Spec {
+    name: "groups get",
+    usage: "<GROUP>",
+    about: "Show a group (members are listed for its admins)",
+    flags: &[],
+};
 const UPDATE: Spec = Spec {
     name: "groups update-user",
     usage: "<GROUP> <USER:ROLE>...",
     about: "Add users to a group or change their role (read, write or admin)",
     flags: &[],
 };
-const REMOVE: Spec = Spec { name: "groups remove-user", usage: "<GROUP> <USER>...", about: "Remove users from a group", flags: &[] };
+const REMOVE: Spec =
+    Spec { name: "groups remove-user", usage: "<GROUP> <USER>...", about: "Remove users from a group", flags: &[] };
 
 pub fn run(s: &mut Session, words: &[String]) -> Res {
     let Some((cmd, rest)) = GROUPS.sub(words)? else { return Ok(Flow::Continue) };
@@ -65,7 +72,8 @@ pub fn run(s: &mut Session, words: &[String]) -> Res {
                 let (user, role) = item
                     .split_once(':')
                     .ok_or_else(|| a.usage(format!("{item:?} is not USER:ROLE (e.g. alice:write)")))?;
-                let role = parse_role(role).ok_or_else(|| a.usage(format!("{role:?} in {item:?} is not a role: read, write or admin")))?;
+                let role = parse_role(role)
+                    .ok_or_else(|| a.usage(format!("{role:?} in {item:?} is not a role: read, write or admin")))?;
                 relations.insert(user.to_string(), role);
             }
             s.http.put(&format!("/groups/{}/users", enc(&pos[0], false)), &UpdateUserGroupRoleReq { relations })?;

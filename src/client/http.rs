@@ -58,7 +58,8 @@ impl Reply {
 
 /// Parses a JSON value (already fetched) as a wire type, for output code.
 pub fn typed<T: DeserializeOwned>(v: &Value, what: &str) -> Result<T, Error> {
-    T::deserialize(v).map_err(|e| Error::Failed(format!("the coordinator's reply to {what} is not what this client expects ({e})")))
+    T::deserialize(v)
+        .map_err(|e| Error::Failed(format!("the coordinator's reply to {what} is not what this client expects ({e})")))
 }
 
 impl Http {
@@ -185,7 +186,10 @@ mod tests {
     #[test]
     fn messages_come_from_json_or_text() {
         assert_eq!(server_message(r#"{"msg":"Task with uuid x not found"}"#), "Task with uuid x not found");
-        assert_eq!(server_message("Header of type `authorization` was missing"), "Header of type `authorization` was missing");
+        assert_eq!(
+            server_message("Header of type `authorization` was missing"),
+            "Header of type `authorization` was missing"
+        );
         assert_eq!(server_message(""), "(no message)");
     }
 

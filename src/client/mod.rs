@@ -28,8 +28,8 @@ mod tasks;
 mod users;
 mod workers;
 
-use crate::opts::{help_text, parse_mode, OptSpec};
 use crate::config::{ClientConfig, Layers};
+use crate::opts::{help_text, parse_mode, OptSpec};
 use args::{Args, Group, Spec};
 use http::Http;
 
@@ -102,10 +102,28 @@ const JFLAG: OptSpec =
     OptSpec { long: "json", short: None, key: None, metavar: None, help: "Print every result as JSON", list: false };
 
 const SPECS: &[OptSpec] = &[
-    OptSpec::value("coordinator", Some('c'), "coordinator_addr", "COORDINATOR_ADDR", "The URL of the coordinator (default http://127.0.0.1:5000)"),
-    OptSpec::value("credential-path", None, "credential_path", "CREDENTIAL_PATH", "The credentials file (default $XDG_CONFIG_HOME/mitosis/credentials)"),
+    OptSpec::value(
+        "coordinator",
+        Some('c'),
+        "coordinator_addr",
+        "COORDINATOR_ADDR",
+        "The URL of the coordinator (default http://127.0.0.1:5000)",
+    ),
+    OptSpec::value(
+        "credential-path",
+        None,
+        "credential_path",
+        "CREDENTIAL_PATH",
+        "The credentials file (default $XDG_CONFIG_HOME/mitosis/credentials)",
+    ),
     OptSpec::value("user", Some('u'), "user", "USER", "The username"),
-    OptSpec::value("password", Some('p'), "password", "PASSWORD", "The password (used only when no valid token is cached)"),
+    OptSpec::value(
+        "password",
+        Some('p'),
+        "password",
+        "PASSWORD",
+        "The password (used only when no valid token is cached)",
+    ),
     IFLAG,
     OptSpec::switch("retain", None, "retain", "Log in without signing this user out of their other sessions"),
     JFLAG,
@@ -164,13 +182,12 @@ pub fn main(parser: &mut lexopt::Parser) -> i32 {
     }
     let interactive = args.extra("interactive").is_some();
     let json = args.extra("json").is_some();
-    let cfg = match Layers::load("client", ClientConfig::KEYS, args.config.as_deref(), args.values)
-        .and_then(|l| {
-            for w in &l.warnings {
-                eprintln!("warning: {w}");
-            }
-            ClientConfig::from_layers(&l)
-        }) {
+    let cfg = match Layers::load("client", ClientConfig::KEYS, args.config.as_deref(), args.values).and_then(|l| {
+        for w in &l.warnings {
+            eprintln!("warning: {w}");
+        }
+        ClientConfig::from_layers(&l)
+    }) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("mito client: {e}");
@@ -264,7 +281,11 @@ const CMD: Spec = Spec {
     name: "cmd",
     usage: "-- <COMMAND>...",
     about: "Run a command with $SHELL -c (default /bin/bash) on this machine, e.g. `cmd -- ls -l`",
-    flags: &[OptSpec::flag("split", Some('s'), "Pass the words as separate arguments after -c instead of joining them")],
+    flags: &[OptSpec::flag(
+        "split",
+        Some('s'),
+        "Pass the words as separate arguments after -c instead of joining them",
+    )],
 };
 
 fn run_cmd(words: &[String]) -> Res {

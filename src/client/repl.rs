@@ -142,7 +142,10 @@ mod tests {
 
     #[test]
     fn lines_split_like_a_shell() {
-        assert_eq!(split("tasks submit -- echo \"Hello, Mitosis!\"").unwrap(), vec!["tasks", "submit", "--", "echo", "Hello, Mitosis!"]);
+        assert_eq!(
+            split("tasks submit -- echo \"Hello, Mitosis!\"").unwrap(),
+            vec!["tasks", "submit", "--", "echo", "Hello, Mitosis!"]
+        );
         assert_eq!(split("  a 'b c' d\\ e \"x\\\"y\" ''").unwrap(), vec!["a", "b c", "d e", "x\"y", ""]);
         assert_eq!(split("a # comment").unwrap(), vec!["a"]);
         assert!(split("").unwrap().is_empty());

@@ -10,21 +10,11 @@ use crate::opts::OptSpec;
 use std::collections::BTreeSet;
 use uuid::Uuid;
 
-pub const CREATORS: OptSpec = OptSpec::opt(
-    "creators",
-    Some('c'),
-    "CREATORS",
-    "Created by these users, comma-separated",
-);
-pub const F_GROUP: OptSpec = OptSpec::opt(
-    "group",
-    Some('g'),
-    "GROUP_NAME",
-    "In this group (default: your own)",
-);
+pub const CREATORS: OptSpec =
+    OptSpec::opt("creators", Some('c'), "CREATORS", "Created by these users, comma-separated");
+pub const F_GROUP: OptSpec = OptSpec::opt("group", Some('g'), "GROUP_NAME", "In this group (default: your own)");
 pub const F_TAGS: OptSpec = OptSpec::opt("tags", Some('t'), "TAGS", "Having all these tags");
-pub const F_LABELS: OptSpec =
-    OptSpec::opt("labels", Some('l'), "LABELS", "Having all these labels");
+pub const F_LABELS: OptSpec = OptSpec::opt("labels", Some('l'), "LABELS", "Having all these labels");
 pub const STATES: OptSpec = OptSpec::opt(
     "states",
     Some('s'),
@@ -37,14 +27,8 @@ pub const EXIT: OptSpec = OptSpec::opt(
     "EXIT_STATUS",
     "Exit status test: 0, !=0, <, <=, >, >= followed by a number",
 );
-pub const PRIO: OptSpec = OptSpec::opt(
-    "priority",
-    Some('p'),
-    "PRIORITY",
-    "Priority test, as for --exit-status",
-);
-pub const REPORTER: OptSpec =
-    OptSpec::opt("reporter-uuid", None, "UUID", "Committed by this worker");
+pub const PRIO: OptSpec = OptSpec::opt("priority", Some('p'), "PRIORITY", "Priority test, as for --exit-status");
+pub const REPORTER: OptSpec = OptSpec::opt("reporter-uuid", None, "UUID", "Committed by this worker");
 pub const LIMIT: OptSpec = OptSpec::opt("limit", None, "LIMIT", "At most this many");
 pub const OFFSET: OptSpec = OptSpec::opt("offset", None, "OFFSET", "Skip this many first");
 
@@ -55,11 +39,7 @@ pub fn uuid_arg(a: &Args, s: &str) -> Result<Uuid, Error> {
 pub fn content_type_arg(a: &Args, s: &str) -> Result<ArtifactContentType, Error> {
     ArtifactContentType::parse(s)
         .or_else(|| ArtifactContentType::parse(&s.to_ascii_lowercase()))
-        .ok_or_else(|| {
-            a.usage(format!(
-                "{s:?} is not an artifact type: result, exec-log or std-log"
-            ))
-        })
+        .ok_or_else(|| a.usage(format!("{s:?} is not an artifact type: result, exec-log or std-log")))
 }
 
 /// UUIDs given as positionals, each possibly a comma list.
@@ -71,13 +51,7 @@ pub fn uuid_list(a: &Args) -> Result<Vec<Uuid>, Error> {
 pub fn uuids_in(a: &Args, words: &[String]) -> Result<Vec<Uuid>, Error> {
     let v: Vec<Uuid> = words
         .iter()
-        .flat_map(|w| {
-            w.split(',')
-                .map(str::trim)
-                .filter(|x| !x.is_empty())
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|w| w.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_string).collect::<Vec<_>>())
         .map(|w| uuid_arg(a, &w))
         .collect::<Result<_, _>>()?;
     if v.is_empty() {
@@ -97,26 +71,19 @@ pub fn filter(s: &Session, a: &Args) -> Result<TasksQueryReq, Error> {
         Some(v) => Some(
             v.iter()
                 .map(|st| {
-                    TaskState::ALL
-                        .iter()
-                        .copied()
-                        .find(|x| x.as_str().eq_ignore_ascii_case(st))
-                        .ok_or_else(|| a.usage(format!("-s {st:?} is not a state: pending, ready, running, finished, cancelled or unknown")))
+                    TaskState::ALL.iter().copied().find(|x| x.as_str().eq_ignore_ascii_case(st)).ok_or_else(|| {
+                        a.usage(format!(
+                            "-s {st:?} is not a state: pending, ready, running, finished, cancelled or unknown"
+                        ))
+                    })
                 })
                 .collect::<Result<BTreeSet<_>, _>>()?,
         ),
     };
-    let reporter_uuid = a
-        .value("reporter-uuid")
-        .map(|u| uuid_arg(a, u))
-        .transpose()?;
+    let reporter_uuid = a.value("reporter-uuid").map(|u| uuid_arg(a, u)).transpose()?;
     Ok(TasksQueryReq {
         creator_usernames: a.opt_list("creators").map(set),
-        group_name: Some(
-            a.value("group")
-                .map(str::to_string)
-                .unwrap_or_else(|| s.user.clone()),
-        ),
+        group_name: Some(a.value("group").map(str::to_string).unwrap_or_else(|| s.user.clone())),
         tags: a.opt_list("tags").map(set),
         labels: a.opt_list("labels").map(set),
         states,

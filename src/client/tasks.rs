@@ -10,10 +10,12 @@
 
 use super::args::{Args, Group, Spec};
 use super::output::{list, opt, print_json, ts};
-use super::task_args::{filter, set, uuid_arg, uuid_list, CREATORS, EXIT, F_GROUP, F_LABELS, F_TAGS, LIMIT, OFFSET, PRIO, REPORTER, STATES};
+use super::task_args::{
+    filter, set, uuid_arg, uuid_list, CREATORS, EXIT, F_GROUP, F_LABELS, F_TAGS, LIMIT, OFFSET, PRIO, REPORTER, STATES,
+};
 use super::{artifacts, parse, Error, Flow, Res, Session};
-use crate::opts::OptSpec;
 use crate::api::*;
+use crate::opts::OptSpec;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -44,14 +46,16 @@ const LABELS: OptSpec = OptSpec::opt("labels", Some('l'), "LABELS", "Labels, com
 const TIMEOUT: OptSpec = OptSpec::opt("timeout", None, "TIMEOUT", "How long the task may run (default 10min)");
 const PRIORITY: OptSpec = OptSpec::opt("priority", Some('p'), "PRIORITY", "Larger runs first (default 0)");
 const ENVS: OptSpec = OptSpec::opt("envs", Some('e'), "KEY=VALUE", "Environment variables, comma-separated");
-const TERMINAL: OptSpec = OptSpec::flag("terminal", None, "Capture stdout and stderr as the std-log artifact (see `tasks logs`)");
+const TERMINAL: OptSpec =
+    OptSpec::flag("terminal", None, "Capture stdout and stderr as the std-log artifact (see `tasks logs`)");
 const RESOURCES: OptSpec = OptSpec::opt(
     "resources",
     Some('r'),
     "RESOURCES",
     "Files to fetch before running, comma-separated: attachment=<KEY>:<LOCAL_PATH> or artifact=<UUID>:<TYPE>:<LOCAL_PATH>",
 );
-const WATCH: OptSpec = OptSpec::opt("watch", None, "UUID,STATE", "Start only once that task reaches STATE (e.g. ExecSpawned)");
+const WATCH: OptSpec =
+    OptSpec::opt("watch", None, "UUID,STATE", "Start only once that task reaches STATE (e.g. ExecSpawned)");
 
 const VERBOSE: OptSpec = OptSpec::flag("verbose", Some('v'), "Show every field, not only the uuid");
 const COUNT: OptSpec = OptSpec::flag("count", None, "Only count");
@@ -80,7 +84,8 @@ const SUBMIT_MANY: Spec = Spec {
     about: "Submit every task of a JSON file (an array of task requests, as POST /tasks takes them)",
     flags: &[OptSpec::opt("file", Some('f'), "FILE", "The JSON file")],
 };
-const GET: Spec = Spec { name: "tasks get", usage: "<UUID>", about: "Show a task, its result and artifacts", flags: &[] };
+const GET: Spec =
+    Spec { name: "tasks get", usage: "<UUID>", about: "Show a task, its result and artifacts", flags: &[] };
 const QUERY: Spec = Spec {
     name: "tasks query",
     usage: "",
@@ -98,20 +103,20 @@ const LOGS: Spec = Spec {
     name: "tasks logs",
     usage: "<UUID>",
     about: "Print a task's captured stdout (to stdout) and stderr (to stderr); the task needs --terminal",
-    flags: &[
-        OptSpec::flag("stdout", None, "Only stdout"),
-        OptSpec::flag("stderr", None, "Only stderr"),
-    ],
+    flags: &[OptSpec::flag("stdout", None, "Only stdout"), OptSpec::flag("stderr", None, "Only stderr")],
 };
-const CANCEL: Spec = Spec { name: "tasks cancel", usage: "<UUID>", about: "Cancel a task that has not started", flags: &[] };
+const CANCEL: Spec =
+    Spec { name: "tasks cancel", usage: "<UUID>", about: "Cancel a task that has not started", flags: &[] };
 const CANCEL_MANY: Spec = Spec {
     name: "tasks cancel-many",
     usage: "",
     about: "Cancel the tasks that match a filter (only ready or pending ones)",
     flags: &[CREATORS, F_GROUP, F_TAGS, F_LABELS, STATES, EXIT, PRIO],
 };
-const CANCEL_LIST: Spec = Spec { name: "tasks cancel-list", usage: "<UUID,...>", about: "Cancel the listed tasks", flags: &[] };
-const UPDATE_LABELS: Spec = Spec { name: "tasks update-labels", usage: "<UUID> [LABEL]...", about: "Replace a task's labels", flags: &[] };
+const CANCEL_LIST: Spec =
+    Spec { name: "tasks cancel-list", usage: "<UUID,...>", about: "Cancel the listed tasks", flags: &[] };
+const UPDATE_LABELS: Spec =
+    Spec { name: "tasks update-labels", usage: "<UUID> [LABEL]...", about: "Replace a task's labels", flags: &[] };
 const CHANGE: Spec = Spec {
     name: "tasks change",
     usage: "<UUID> [-- <COMMAND>...]",
@@ -145,7 +150,13 @@ pub fn run(s: &mut Session, words: &[String]) -> Res {
         "get" => get(s, &a),
         "query" => query(s, &a),
         "wait" => {
-            let uuids = a.all_pos().iter().flat_map(|w| w.split(',').map(str::to_string).collect::<Vec<_>>()).filter(|w| !w.is_empty()).map(|w| uuid_arg(&a, &w)).collect::<Result<Vec<_>, _>>()?;
+            let uuids = a
+                .all_pos()
+                .iter()
+                .flat_map(|w| w.split(',').map(str::to_string).collect::<Vec<_>>())
+                .filter(|w| !w.is_empty())
+                .map(|w| uuid_arg(&a, &w))
+                .collect::<Result<Vec<_>, _>>()?;
             if uuids.is_empty() {
                 return Err(a.usage("missing <UUID>".into()));
             }
@@ -192,7 +203,11 @@ pub fn run(s: &mut Session, words: &[String]) -> Res {
                 let r: TasksCancelByUuidsResp = r.parse()?;
                 println!("Cancelled {} tasks", r.cancelled_count);
                 if !r.failed_uuids.is_empty() {
-                    println!("Failed to cancel {} tasks: {}", r.failed_uuids.len(), list(&r.failed_uuids.iter().map(Uuid::to_string).collect::<Vec<_>>()));
+                    println!(
+                        "Failed to cancel {} tasks: {}",
+                        r.failed_uuids.len(),
+                        list(&r.failed_uuids.iter().map(Uuid::to_string).collect::<Vec<_>>())
+                    );
                 }
             }
             Ok(())
@@ -214,7 +229,8 @@ pub fn run(s: &mut Session, words: &[String]) -> Res {
 }
 
 fn duration_arg(a: &Args, flag: &str, s: &str) -> Result<Duration, Error> {
-    humantime::parse_duration(s.trim()).map_err(|_| a.usage(format!("{flag} {s:?} is not a duration (e.g. 90s, 10m, 2h)")))
+    humantime::parse_duration(s.trim())
+        .map_err(|_| a.usage(format!("{flag} {s:?} is not a duration (e.g. 90s, 10m, 2h)")))
 }
 
 fn envs(a: &Args) -> Result<BTreeMap<String, String>, Error> {
@@ -291,7 +307,13 @@ fn submit(s: &mut Session, a: &Args) -> Result<(), Error> {
         labels: set(a.list("labels")),
         timeout,
         priority: a.parsed("priority", "a whole number")?.unwrap_or(0),
-        task_spec: TaskSpec { args, envs: envs(a)?, resources: resources(a)?, terminal_output: a.has("terminal"), watch: watch(a)? },
+        task_spec: TaskSpec {
+            args,
+            envs: envs(a)?,
+            resources: resources(a)?,
+            terminal_output: a.has("terminal"),
+            watch: watch(a)?,
+        },
     };
     let wait_timeout = a.value("wait-timeout").map(|t| duration_arg(a, "--wait-timeout", t)).transpose()?;
     let r = s.http.post("/tasks", &req)?;
@@ -300,7 +322,10 @@ fn submit(s: &mut Session, a: &Args) -> Result<(), Error> {
         if s.json(a) {
             print_json(&r.json()?);
         } else {
-            println!("Task submitted with id {} in group {} and a global uuid {}", resp.task_id, req.group_name, resp.uuid);
+            println!(
+                "Task submitted with id {} in group {} and a global uuid {}",
+                resp.task_id, req.group_name, resp.uuid
+            );
         }
         return Ok(());
     }
@@ -381,7 +406,11 @@ fn command_line(args: &[String]) -> String {
 /// What a result means, in words.
 pub fn describe_result(r: &TaskResultSpec) -> String {
     let status = r.exit_status;
-    let code = if status & 0x7f == 0 { format!("exit code {}", (status >> 8) & 0xff) } else { format!("signal {}", status & 0x7f) };
+    let code = if status & 0x7f == 0 {
+        format!("exit code {}", (status >> 8) & 0xff)
+    } else {
+        format!("signal {}", status & 0x7f)
+    };
     match r.msg {
         Some(m) => format!("{m} (exit status {status})"),
         None if status == 0 => "exit status 0".into(),
@@ -395,7 +424,11 @@ fn show(t: &TaskQueryInfo) {
     println!("  Created by user {} as the #{} task in group {}", t.creator_username, t.task_id, t.group_name);
     println!("  Tags: {}", list(&t.tags));
     println!("  Labels: {}", list(&t.labels));
-    println!("  Timeout {} and priority {}", humantime::format_duration(Duration::from_secs(t.timeout.max(0) as u64)), t.priority);
+    println!(
+        "  Timeout {} and priority {}",
+        humantime::format_duration(Duration::from_secs(t.timeout.max(0) as u64)),
+        t.priority
+    );
     println!("  Created at {}, updated at {}", ts(&t.created_at), ts(&t.updated_at));
     println!("  Command: {}", command_line(&t.spec.args));
     if !t.spec.envs.is_empty() {
@@ -405,7 +438,9 @@ fn show(t: &TaskQueryInfo) {
     for r in &t.spec.resources {
         match &r.remote_file {
             RemoteResource::Attachment { key } => println!("  Resource: attachment {key} -> {}", r.local_path),
-            RemoteResource::Artifact { uuid, content_type } => println!("  Resource: artifact {content_type} of {uuid} -> {}", r.local_path),
+            RemoteResource::Artifact { uuid, content_type } => {
+                println!("  Resource: artifact {content_type} of {uuid} -> {}", r.local_path)
+            }
         }
     }
     if t.spec.terminal_output {
@@ -496,7 +531,11 @@ pub fn wait(s: &mut Session, a: &Args, uuids: &[Uuid], timeout: Option<Duration>
     }
     if !pending.is_empty() {
         let p: Vec<String> = pending.iter().map(Uuid::to_string).collect();
-        eprintln!("error: timed out after {} waiting for {}", humantime::format_duration(timeout.unwrap_or_default()), p.join(", "));
+        eprintln!(
+            "error: timed out after {} waiting for {}",
+            humantime::format_duration(timeout.unwrap_or_default()),
+            p.join(", ")
+        );
         return Err(Error::Exit(124));
     }
     if !all_ok {
@@ -554,7 +593,11 @@ fn logs(s: &mut Session, a: &Args) -> Result<(), Error> {
 fn change(s: &mut Session, a: &Args) -> Result<(), Error> {
     let pos = &a.pos;
     if pos.len() != 1 {
-        return Err(a.usage(if pos.is_empty() { "missing <UUID>".into() } else { format!("unexpected argument {:?}", pos[1]) }));
+        return Err(a.usage(if pos.is_empty() {
+            "missing <UUID>".into()
+        } else {
+            format!("unexpected argument {:?}", pos[1])
+        }));
     }
     let uuid = uuid_arg(a, &pos[0])?;
     let spec_change = a.trailing.as_ref().is_some_and(|t| !t.is_empty())
@@ -588,7 +631,9 @@ fn change(s: &mut Session, a: &Args) -> Result<(), Error> {
         task_spec,
     };
     if req.tags.is_none() && req.timeout.is_none() && req.priority.is_none() && req.task_spec.is_none() {
-        return Err(a.usage("nothing to change: give -t, --timeout, -p, -e, --terminal, --watch or -- <COMMAND>".into()));
+        return Err(
+            a.usage("nothing to change: give -t, --timeout, -p, -e, --terminal, --watch or -- <COMMAND>".into())
+        );
     }
     s.http.put(&format!("/tasks/{uuid}"), &req)?;
     if !s.json(a) {
@@ -618,7 +663,8 @@ mod tests {
     fn results_read_as_words() {
         assert_eq!(describe_result(&TaskResultSpec { exit_status: 0, msg: None }), "exit status 0");
         assert_eq!(describe_result(&TaskResultSpec { exit_status: 256, msg: None }), "exit status 256 (exit code 1)");
-        assert!(describe_result(&TaskResultSpec { exit_status: 0, msg: Some(TaskResultMessage::ExecTimeout) }).starts_with("ExecTimeout"));
+        assert!(describe_result(&TaskResultSpec { exit_status: 0, msg: Some(TaskResultMessage::ExecTimeout) })
+            .starts_with("ExecTimeout"));
     }
 
     #[test]

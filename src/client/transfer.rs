@@ -47,7 +47,14 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(label: &str, total: Option<u64>, enabled: bool) -> Progress {
-        Progress { label: label.to_string(), total, done: AtomicU64::new(0), start: Instant::now(), enabled, last: Mutex::new(None) }
+        Progress {
+            label: label.to_string(),
+            total,
+            done: AtomicU64::new(0),
+            start: Instant::now(),
+            enabled,
+            last: Mutex::new(None),
+        }
     }
 
     pub fn add(&self, n: u64) {
@@ -89,7 +96,17 @@ impl Progress {
                 let frac = (done as f64 / total as f64).min(1.0);
                 let width = 24;
                 let full = (frac * width as f64) as usize;
-                let bar: String = (0..width).map(|i| if i < full { '=' } else if i == full { '>' } else { ' ' }).collect();
+                let bar: String = (0..width)
+                    .map(|i| {
+                        if i < full {
+                            '='
+                        } else if i == full {
+                            '>'
+                        } else {
+                            ' '
+                        }
+                    })
+                    .collect();
                 s.push_str(&format!("[{bar}] {} / {}", human_bytes(done), human_bytes(total)));
                 let left = total.saturating_sub(done);
                 let eta = if rate > 0.0 { format!("{}s", (left as f64 / rate).ceil() as u64) } else { "?".into() };
@@ -154,7 +171,8 @@ pub fn download(url: &str, dest: &Path, pb: &Progress) -> Result<u64, Error> {
     let resp = agent().get(url).call().map_err(|e| storage_error(&what, e))?;
     let expected: Option<u64> = resp.header("Content-Length").and_then(|v| v.trim().parse().ok());
     if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::Failed(format!("cannot create directory {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Failed(format!("cannot create directory {}: {e}", dir.display())))?;
     }
     let part = part_path(dest);
     let result = (|| -> Result<u64, Error> {
@@ -168,7 +186,9 @@ pub fn download(url: &str, dest: &Path, pb: &Progress) -> Result<u64, Error> {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::Failed(format!("{what}: the transfer broke off after {total} bytes: {e}"))),
+                Err(e) => {
+                    return Err(Error::Failed(format!("{what}: the transfer broke off after {total} bytes: {e}")))
+                }
             };
             file.write_all(&buf[..n]).map_err(|e| Error::Failed(format!("writing {}: {e}", part.display())))?;
             total += n as u64;
@@ -178,7 +198,8 @@ pub fn download(url: &str, dest: &Path, pb: &Progress) -> Result<u64, Error> {
             return Err(Error::Failed(format!("{what}: got {total} bytes of {len}; try again")));
         }
         file.sync_all().map_err(|e| Error::Failed(format!("writing {}: {e}", part.display())))?;
-        std::fs::rename(&part, dest).map_err(|e| Error::Failed(format!("cannot move the download to {}: {e}", dest.display())))?;
+        std::fs::rename(&part, dest)
+            .map_err(|e| Error::Failed(format!("cannot move the download to {}: {e}", dest.display())))?;
         Ok(total)
     })();
     if result.is_err() {
@@ -403,7 +424,8 @@ mod tests {
 
     #[test]
     fn s3_errors_give_their_message() {
-        let xml = "<?xml version=\"1.0\"?><Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>";
+        let xml =
+            "<?xml version=\"1.0\"?><Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>";
         assert_eq!(storage_message(xml), "Request has expired");
     }
 }

@@ -5,10 +5,10 @@ use super::args::{Group, Spec};
 use super::http::Http;
 use super::output::print_json;
 use super::{parse, Error, Flow, Res, Session};
-use crate::opts::OptSpec;
 use crate::api::{self, GroupsQueryResp, UserChangePasswordReq, UserChangePasswordResp, UserLoginReq, UserLoginResp};
 use crate::config::ClientConfig;
 use crate::credentials;
+use crate::opts::OptSpec;
 use std::io::{BufRead, Write};
 
 /// Makes sure of a valid token: the cached one if `GET /auth` accepts it, else a login.
@@ -59,16 +59,22 @@ pub fn offline_session() -> Session {
 
 fn login_request(http: &Http, user: &str, password: &str, retain: bool) -> Result<String, Error> {
     let req = UserLoginReq { username: user.to_string(), md5_password: api::md5_password(password), retain };
-    let resp: UserLoginResp = http.post("/login", &req).map_err(|e| match e {
-        Error::Failed(m) => Error::Failed(format!("cannot log in as {user}: {m}")),
-        other => other,
-    })?.parse()?;
+    let resp: UserLoginResp = http
+        .post("/login", &req)
+        .map_err(|e| match e {
+            Error::Failed(m) => Error::Failed(format!("cannot log in as {user}: {m}")),
+            other => other,
+        })?
+        .parse()?;
     Ok(resp.token)
 }
 
 fn store(cfg: &ClientConfig, user: &str, token: &str) {
     if let Err(e) = credentials::store(&cfg.credential_path, user, token) {
-        eprintln!("warning: cannot save the token in {}: {e}; you will have to log in again next time", cfg.credential_path.display());
+        eprintln!(
+            "warning: cannot save the token in {}: {e}; you will have to log in again next time",
+            cfg.credential_path.display()
+        );
     }
 }
 
@@ -107,13 +113,19 @@ fn prompt_password(label: &str, cfg: &ClientConfig, _user: &str) -> Result<Strin
 /// Prompts on stderr and reads one line from the terminal, without echo for secrets.
 pub fn ask(label: &str, secret: bool) -> Result<String, Error> {
     if !stdin_is_tty() {
-        return Err(Error::Failed(format!("`{}` must be given as an argument when stdin is not a terminal", label.trim_end_matches([':', ' ']))));
+        return Err(Error::Failed(format!(
+            "`{}` must be given as an argument when stdin is not a terminal",
+            label.trim_end_matches([':', ' '])
+        )));
     }
     eprint!("{label}");
     let _ = std::io::stderr().flush();
     let guard = if secret { EchoOff::new() } else { None };
     let mut line = String::new();
-    let n = std::io::stdin().lock().read_line(&mut line).map_err(|e| Error::Failed(format!("reading the terminal: {e}")))?;
+    let n = std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| Error::Failed(format!("reading the terminal: {e}")))?;
     drop(guard);
     if secret {
         eprintln!();
@@ -165,7 +177,12 @@ pub fn arg_or_ask(v: Option<&String>, label: &str, secret: bool) -> Result<Strin
     }
 }
 
-const AUTH: Spec = Spec { name: "auth", usage: "", about: "Show who is logged in (checks the token with the coordinator)", flags: &[] };
+const AUTH: Spec = Spec {
+    name: "auth",
+    usage: "",
+    about: "Show who is logged in (checks the token with the coordinator)",
+    flags: &[],
+};
 
 pub fn auth(s: &mut Session, words: &[String]) -> Res {
     let Some(a) = parse(&AUTH, words)? else { return Ok(Flow::Continue) };
@@ -221,7 +238,8 @@ const CHANGE_PASSWORD: Spec = Spec {
     flags: &[],
 };
 
-const MY_GROUPS: Spec = Spec { name: "users groups", usage: "", about: "List the groups you are in, with your role", flags: &[] };
+const MY_GROUPS: Spec =
+    Spec { name: "users groups", usage: "", about: "List the groups you are in, with your role", flags: &[] };
 
 pub fn run(s: &mut Session, words: &[String]) -> Res {
     let Some((cmd, rest)) = USERS.sub(words)? else { return Ok(Flow::Continue) };
@@ -243,8 +261,10 @@ fn change_password(s: &mut Session, words: &[String]) -> Res {
             return Err(Error::Failed("the two new passwords differ; nothing was changed".into()));
         }
     }
-    let req = UserChangePasswordReq { old_md5_password: api::md5_password(&old), new_md5_password: api::md5_password(&new) };
-    let resp: UserChangePasswordResp = s.http.post(&format!("/users/{}/password", super::http::enc(&s.user, false)), &req)?.parse()?;
+    let req =
+        UserChangePasswordReq { old_md5_password: api::md5_password(&old), new_md5_password: api::md5_password(&new) };
+    let resp: UserChangePasswordResp =
+        s.http.post(&format!("/users/{}/password", super::http::enc(&s.user, false)), &req)?.parse()?;
     store(&s.cfg, &s.user, &resp.token);
     s.http.token = Some(resp.token);
     if !s.json(&a) {

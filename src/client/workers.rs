@@ -4,8 +4,8 @@ use super::args::{Args, Group, Spec};
 use super::output::{list, opt, print_json, ts};
 use super::task_args::{uuid_arg, uuid_list};
 use super::{parse, Error, Flow, Res, Session};
-use crate::opts::OptSpec;
 use crate::api::*;
+use crate::opts::OptSpec;
 use std::collections::{BTreeMap, BTreeSet};
 
 const WORKERS: Group = Group {
@@ -24,9 +24,11 @@ const WORKERS: Group = Group {
     ],
 };
 
-const FORCE: OptSpec = OptSpec::flag("force", Some('f'), "Stop at once (the running task is requeued) instead of after the current task");
+const FORCE: OptSpec =
+    OptSpec::flag("force", Some('f'), "Stop at once (the running task is requeued) instead of after the current task");
 const GROUP: OptSpec = OptSpec::opt("group", Some('g'), "GROUP_NAME", "The group (default: your own)");
-const ROLES: OptSpec = OptSpec::opt("roles", Some('r'), "ROLES", "The group's roles on the worker: read, write, admin (comma-separated)");
+const ROLES: OptSpec =
+    OptSpec::opt("roles", Some('r'), "ROLES", "The group's roles on the worker: read, write, admin (comma-separated)");
 const TAGS: OptSpec = OptSpec::opt("tags", Some('t'), "TAGS", "Having all these tags");
 const LABELS: OptSpec = OptSpec::opt("labels", Some('l'), "LABELS", "Having all these labels");
 const CREATOR: OptSpec = OptSpec::opt("creator", None, "USERNAME", "Registered by this user");
@@ -36,25 +38,42 @@ const QUERY: Spec = Spec {
     name: "workers query",
     usage: "",
     about: "Find the workers a group has a role on",
-    flags: &[GROUP, ROLES, TAGS, LABELS, CREATOR, OptSpec::flag("verbose", Some('v'), "Show every field"), OptSpec::flag("count", None, "Only count")],
+    flags: &[
+        GROUP,
+        ROLES,
+        TAGS,
+        LABELS,
+        CREATOR,
+        OptSpec::flag("verbose", Some('v'), "Show every field"),
+        OptSpec::flag("count", None, "Only count"),
+    ],
 };
-const CANCEL: Spec = Spec { name: "workers cancel", usage: "<UUID>", about: "Stop a worker (after its current task unless --force)", flags: &[FORCE] };
+const CANCEL: Spec = Spec {
+    name: "workers cancel",
+    usage: "<UUID>",
+    about: "Stop a worker (after its current task unless --force)",
+    flags: &[FORCE],
+};
 const CANCEL_MANY: Spec = Spec {
     name: "workers cancel-many",
     usage: "",
     about: "Stop the workers that match a filter (those the group administers)",
     flags: &[GROUP, ROLES, TAGS, LABELS, CREATOR, FORCE],
 };
-const CANCEL_LIST: Spec = Spec { name: "workers cancel-list", usage: "<UUID,...>", about: "Stop the listed workers", flags: &[FORCE] };
-const UPDATE_TAGS: Spec = Spec { name: "workers update-tags", usage: "<UUID> <TAG>...", about: "Replace a worker's tags", flags: &[] };
-const UPDATE_LABELS: Spec = Spec { name: "workers update-labels", usage: "<UUID> <LABEL>...", about: "Replace a worker's labels", flags: &[] };
+const CANCEL_LIST: Spec =
+    Spec { name: "workers cancel-list", usage: "<UUID,...>", about: "Stop the listed workers", flags: &[FORCE] };
+const UPDATE_TAGS: Spec =
+    Spec { name: "workers update-tags", usage: "<UUID> <TAG>...", about: "Replace a worker's tags", flags: &[] };
+const UPDATE_LABELS: Spec =
+    Spec { name: "workers update-labels", usage: "<UUID> <LABEL>...", about: "Replace a worker's labels", flags: &[] };
 const UPDATE_ROLES: Spec = Spec {
     name: "workers update-roles",
     usage: "<UUID> <GROUP:ROLE>...",
     about: "Give groups a role on a worker (read, write: its tasks run there, admin: manages it)",
     flags: &[],
 };
-const REMOVE_ROLES: Spec = Spec { name: "workers remove-roles", usage: "<UUID> <GROUP>...", about: "Take groups off a worker", flags: &[] };
+const REMOVE_ROLES: Spec =
+    Spec { name: "workers remove-roles", usage: "<UUID> <GROUP>...", about: "Take groups off a worker", flags: &[] };
 
 pub fn run(s: &mut Session, words: &[String]) -> Res {
     let Some((cmd, rest)) = WORKERS.sub(words)? else { return Ok(Flow::Continue) };
@@ -80,7 +99,10 @@ pub fn run(s: &mut Session, words: &[String]) -> Res {
             let uuid = uuid_arg(&a, &pos[0])?;
             s.http.delete(&format!("/workers/{uuid}?op={}", op.as_str().to_ascii_lowercase()))?;
             if !s.json(&a) {
-                println!("Worker {uuid} {}", if a.has("force") { "stopped" } else { "asked to stop after its current task" });
+                println!(
+                    "Worker {uuid} {}",
+                    if a.has("force") { "stopped" } else { "asked to stop after its current task" }
+                );
             }
             Ok(())
         }
@@ -136,7 +158,9 @@ pub fn run(s: &mut Session, words: &[String]) -> Res {
             let (uuid, items) = uuid_and_items(&a, "GROUP:ROLE")?;
             let mut relations = BTreeMap::new();
             for item in &items {
-                let (g, r) = item.split_once(':').ok_or_else(|| a.usage(format!("{item:?} is not GROUP:ROLE (e.g. lab:write)")))?;
+                let (g, r) = item
+                    .split_once(':')
+                    .ok_or_else(|| a.usage(format!("{item:?} is not GROUP:ROLE (e.g. lab:write)")))?;
                 let role = GroupWorkerRole::ALL
                     .iter()
                     .copied()

@@ -296,11 +296,7 @@ pub fn unexpired(claims: &Claims) -> Result<(), ApiError> {
 
 /// Checks a user token against the database: the user exists, is Active, and the token's
 /// signature is current (otherwise it was revoked by a login or a password change).
-pub fn authenticate_user(
-    db: &mut super::db::Conn,
-    claims: &Claims,
-    need_admin: bool,
-) -> Result<AuthUser, ApiError> {
+pub fn authenticate_user(db: &mut super::db::Conn, claims: &Claims, need_admin: bool) -> Result<AuthUser, ApiError> {
     unexpired(claims)?;
     if claims.kind() != TokenKind::User {
         return Err(ApiError::WrongCredentials);

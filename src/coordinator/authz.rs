@@ -34,12 +34,10 @@ pub fn authorize_group(
     min: UserGroupRole,
 ) -> Result<(i64, UserGroupRole), ApiError> {
     match group_role(db, user, group)? {
-        None => Err(ApiError::Forbidden(format!(
-            "you are not a member of group {group} (or it does not exist)"
-        ))),
-        Some((_, role)) if role < min => Err(ApiError::Forbidden(format!(
-            "this needs the {min} role in group {group}; you have {role}"
-        ))),
+        None => Err(ApiError::Forbidden(format!("you are not a member of group {group} (or it does not exist)"))),
+        Some((_, role)) if role < min => {
+            Err(ApiError::Forbidden(format!("this needs the {min} role in group {group}; you have {role}")))
+        }
         Some(found) => Ok(found),
     }
 }
@@ -83,10 +81,8 @@ pub fn role_in(
     user: &AuthUser,
     group_id: i64,
 ) -> Result<Option<UserGroupRole>, ApiError> {
-    let row = db.query_opt(
-        "SELECT role FROM user_group WHERE user_id = $1 AND group_id = $2",
-        &[&user.id, &group_id],
-    )?;
+    let row =
+        db.query_opt("SELECT role FROM user_group WHERE user_id = $1 AND group_id = $2", &[&user.id, &group_id])?;
     Ok(row.and_then(|r| UserGroupRole::from_code(r.get(0))))
 }
 
@@ -101,9 +97,9 @@ pub fn authorize_task(
 ) -> Result<UserGroupRole, ApiError> {
     match role_in(db, user, group_id)? {
         None => Err(ApiError::NotFound(format!("Task with uuid {uuid}"))),
-        Some(role) if role < min => Err(ApiError::Forbidden(format!(
-            "this needs the {min} role in the task's group; you have {role}"
-        ))),
+        Some(role) if role < min => {
+            Err(ApiError::Forbidden(format!("this needs the {min} role in the task's group; you have {role}")))
+        }
         Some(role) => Ok(role),
     }
 }

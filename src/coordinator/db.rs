@@ -143,9 +143,10 @@ impl Pool {
 
     /// Checks out a connection, opening, probing or replacing it as needed.
     pub fn get(&self) -> Result<Conn<'_>, ApiError> {
-        let slot = self.rx.recv_timeout(CHECKOUT_TIMEOUT).map_err(|_| {
-            ApiError::Unavailable("every database connection is busy".into())
-        })?;
+        let slot = self
+            .rx
+            .recv_timeout(CHECKOUT_TIMEOUT)
+            .map_err(|_| ApiError::Unavailable("every database connection is busy".into()))?;
         let epoch = self.epoch.load(Ordering::SeqCst);
         let usable = match slot {
             Some((mut c, st, seen)) if !c.is_closed() => {
@@ -251,8 +252,7 @@ pub fn migrate(client: &mut Client, admin_user: &str, admin_password: &str) -> R
                 applied_at timestamptz NOT NULL DEFAULT now()
             )",
         )?;
-        let done: Vec<i32> =
-            tx.query("SELECT version FROM schema_version", &[])?.iter().map(|r| r.get(0)).collect();
+        let done: Vec<i32> = tx.query("SELECT version FROM schema_version", &[])?.iter().map(|r| r.get(0)).collect();
         for (n, sql) in migrations() {
             if !done.contains(&n) {
                 log::info!("applying schema migration {n}");

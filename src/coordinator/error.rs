@@ -22,7 +22,10 @@ pub enum ApiError {
     NotFound(String),
     QuotaExceeded,
     /// 429: the caller must wait (e.g. too many failed logins); `Retry-After` says how long.
-    TooManyRequests { msg: String, retry_after_secs: u64 },
+    TooManyRequests {
+        msg: String,
+        retry_after_secs: u64,
+    },
     /// The database (or another dependency) is unreachable; the caller may retry.
     Unavailable(String),
     /// 507: the coordinator's own disk is full; the caller may retry once space is freed.

@@ -91,17 +91,15 @@ impl std::str::FromStr for Comparison {
 
 /// Parses an optional comparison field, naming it in the error.
 pub fn comparison(field: &str, v: &Option<String>) -> Result<Option<Comparison>, ApiError> {
-    v.as_deref()
-        .map(|s| s.parse().map_err(|e: String| ApiError::bad(format!("{field}: {e}"))))
-        .transpose()
+    v.as_deref().map(|s| s.parse().map_err(|e: String| ApiError::bad(format!("{field}: {e}")))).transpose()
 }
 
 /// Rejects a filter given as an empty set.
 pub fn not_empty<T>(field: &str, v: &Option<std::collections::BTreeSet<T>>) -> Result<(), ApiError> {
     match v {
-        Some(s) if s.is_empty() => Err(ApiError::bad(format!(
-            "the {field} filter is an empty list; leave it out to match everything"
-        ))),
+        Some(s) if s.is_empty() => {
+            Err(ApiError::bad(format!("the {field} filter is an empty list; leave it out to match everything")))
+        }
         _ => Ok(()),
     }
 }

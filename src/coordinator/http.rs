@@ -26,24 +26,14 @@ impl Reply {
     /// 200 with a JSON body.
     pub fn json<T: Serialize>(value: &T) -> Reply {
         match serde_json::to_vec(value) {
-            Ok(body) => Reply {
-                status: 200,
-                content_type: Some(JSON),
-                body,
-                headers: Vec::new(),
-            },
+            Ok(body) => Reply { status: 200, content_type: Some(JSON), body, headers: Vec::new() },
             Err(e) => ApiError::Internal(format!("cannot serialize a response: {e}")).reply(),
         }
     }
 
     /// 200 with the JSON body `null`.
     pub fn null() -> Reply {
-        Reply {
-            status: 200,
-            content_type: Some(JSON),
-            body: b"null".to_vec(),
-            headers: Vec::new(),
-        }
+        Reply { status: 200, content_type: Some(JSON), body: b"null".to_vec(), headers: Vec::new() }
     }
 
     /// 200 with no body.
@@ -52,12 +42,7 @@ impl Reply {
     }
 
     pub fn empty(status: u16) -> Reply {
-        Reply {
-            status,
-            content_type: None,
-            body: Vec::new(),
-            headers: Vec::new(),
-        }
+        Reply { status, content_type: None, body: Vec::new(), headers: Vec::new() }
     }
 
     pub fn text(status: u16, text: &str) -> Reply {
@@ -70,16 +55,8 @@ impl Reply {
     }
 
     pub fn error_json(status: u16, msg: &str) -> Reply {
-        let body = serde_json::to_vec(&crate::api::ErrorMsg {
-            msg: msg.to_string(),
-        })
-        .unwrap_or_default();
-        Reply {
-            status,
-            content_type: Some(JSON),
-            body,
-            headers: Vec::new(),
-        }
+        let body = serde_json::to_vec(&crate::api::ErrorMsg { msg: msg.to_string() }).unwrap_or_default();
+        Reply { status, content_type: Some(JSON), body, headers: Vec::new() }
     }
 
     /// The same reply with one more header.
@@ -112,46 +89,24 @@ impl ApiError {
             PermissionDenied => msg(403, "Authentication error: Permission denied".into()),
             Forbidden(s) => msg(403, format!("Authentication error: Permission denied: {s}")),
             InvalidRequest(s) => msg(400, format!("Process request error: {s}")),
-            AlreadyExists(s) => msg(
-                409,
-                format!("User or group with same name {s} already exists"),
-            ),
+            AlreadyExists(s) => msg(409, format!("User or group with same name {s} already exists")),
             NotFound(s) => msg(404, format!("{s} not found")),
             QuotaExceeded => msg(403, "Resource quota exceeded".into()),
-            TooManyRequests {
-                msg: why,
-                retry_after_secs,
-            } => msg(
-                429,
-                format!("Too many requests: {why}; retry after {retry_after_secs}s"),
-            )
-            .with_header("Retry-After", retry_after_secs.to_string()),
+            TooManyRequests { msg: why, retry_after_secs } => {
+                msg(429, format!("Too many requests: {why}; retry after {retry_after_secs}s"))
+                    .with_header("Retry-After", retry_after_secs.to_string())
+            }
             Unavailable(s) => msg(503, format!("Service unavailable: {s}; retry later")),
             InsufficientStorage(s) => msg(507, format!("Insufficient storage: {s}; retry later")),
             Internal(_) => msg(500, "Internal server error".into()),
             MissingAuthHeader => Reply::text(400, "Header of type `authorization` was missing"),
-            BadAuthHeader => Reply::text(
-                400,
-                "invalid HTTP header (authorization): expected `Bearer <token>`",
-            ),
-            UnsupportedMediaType => Reply::text(
-                415,
-                "Expected request with `Content-Type: application/json`",
-            ),
-            PayloadTooLarge(limit) => Reply::text(
-                413,
-                &format!(
-                    "Failed to buffer the request body: length limit of {limit} bytes exceeded"
-                ),
-            ),
-            BadJson(e) => Reply::text(
-                400,
-                &format!("Failed to parse the request body as JSON: {e}"),
-            ),
-            JsonShape(e) => Reply::text(
-                422,
-                &format!("Failed to deserialize the JSON body into the target type: {e}"),
-            ),
+            BadAuthHeader => Reply::text(400, "invalid HTTP header (authorization): expected `Bearer <token>`"),
+            UnsupportedMediaType => Reply::text(415, "Expected request with `Content-Type: application/json`"),
+            PayloadTooLarge(limit) => {
+                Reply::text(413, &format!("Failed to buffer the request body: length limit of {limit} bytes exceeded"))
+            }
+            BadJson(e) => Reply::text(400, &format!("Failed to parse the request body as JSON: {e}")),
+            JsonShape(e) => Reply::text(422, &format!("Failed to deserialize the JSON body into the target type: {e}")),
             BadPath(e) => Reply::text(400, &format!("Invalid URL: {e}")),
             BadQuery(e) => Reply::text(400, &format!("Failed to deserialize query string: {e}")),
             NoRoute => Reply::empty(404),
@@ -170,37 +125,20 @@ pub struct Call {
 
 impl Call {
     /// A call with no body yet: the server reads it only once the caller is authenticated.
-    pub(crate) fn new(
-        peer: Option<SocketAddr>,
-        headers: Vec<(String, String)>,
-        query: String,
-    ) -> Call {
-        Call {
-            peer,
-            headers,
-            query,
-            body: Vec::new(),
-        }
+    pub(crate) fn new(peer: Option<SocketAddr>, headers: Vec<(String, String)>, query: String) -> Call {
+        Call { peer, headers, query, body: Vec::new() }
     }
 
     /// A header's value (case-insensitive name).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// The body as JSON of type `T`: 415 without a JSON content type, 400 for a syntax
     /// error, 422 when the JSON does not have the expected shape.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
         let ct = self.header("Content-Type").unwrap_or("");
-        let mime = ct
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+        let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         let is_json = mime == JSON || (mime.starts_with("application/") && mime.ends_with("+json"));
         if !is_json {
             return Err(ApiError::UnsupportedMediaType);
@@ -239,9 +177,7 @@ pub fn percent_decode(s: &str, plus: bool) -> Result<String, String> {
     while i < b.len() {
         match b[i] {
             b'%' => {
-                let hex = b
-                    .get(i + 1..i + 3)
-                    .ok_or_else(|| format!("truncated escape in {s:?}"))?;
+                let hex = b.get(i + 1..i + 3).ok_or_else(|| format!("truncated escape in {s:?}"))?;
                 let hex = std::str::from_utf8(hex).map_err(|_| format!("bad escape in {s:?}"))?;
                 out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("bad escape in {s:?}"))?);
                 i += 3;
@@ -291,8 +227,7 @@ pub fn respond(req: tiny_http::Request, reply: Reply) {
 }
 
 fn header(name: &str, value: &str) -> tiny_http::Header {
-    tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes())
-        .expect("static header is valid")
+    tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("static header is valid")
 }
 
 #[cfg(test)]
@@ -329,24 +264,10 @@ mod tests {
             query: String::new(),
             body: body.as_bytes().to_vec(),
         };
-        assert!(matches!(
-            mk("text/plain", r#"{"a":1}"#).json::<T>(),
-            Err(ApiError::UnsupportedMediaType)
-        ));
-        assert!(matches!(
-            mk(JSON, "{").json::<T>(),
-            Err(ApiError::BadJson(_))
-        ));
-        assert!(matches!(
-            mk(JSON, r#"{"a":"x"}"#).json::<T>(),
-            Err(ApiError::JsonShape(_))
-        ));
-        assert!(matches!(
-            mk(JSON, r#"{}"#).json::<T>(),
-            Err(ApiError::JsonShape(_))
-        ));
-        assert!(mk("application/json; charset=utf-8", r#"{"a":1}"#)
-            .json::<T>()
-            .is_ok());
+        assert!(matches!(mk("text/plain", r#"{"a":1}"#).json::<T>(), Err(ApiError::UnsupportedMediaType)));
+        assert!(matches!(mk(JSON, "{").json::<T>(), Err(ApiError::BadJson(_))));
+        assert!(matches!(mk(JSON, r#"{"a":"x"}"#).json::<T>(), Err(ApiError::JsonShape(_))));
+        assert!(matches!(mk(JSON, r#"{}"#).json::<T>(), Err(ApiError::JsonShape(_))));
+        assert!(mk("application/json; charset=utf-8", r#"{"a":1}"#).json::<T>().is_ok());
     }
 }

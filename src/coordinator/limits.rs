@@ -32,9 +32,7 @@ use super::error::ApiError;
 /// Refuses a list of `n` items over `max`, saying how to split it.
 pub fn check_list(what: &str, n: usize, max: usize) -> Result<(), ApiError> {
     if n > max {
-        return Err(ApiError::bad(format!(
-            "{what} has {n} items; at most {max} per request, split it"
-        )));
+        return Err(ApiError::bad(format!("{what} has {n} items; at most {max} per request, split it")));
     }
     Ok(())
 }
@@ -71,19 +69,13 @@ pub fn task_bytes(t: &crate::api::TaskQueryInfo) -> usize {
     let strings = |v: &[String]| v.iter().map(|s| s.len() + 3).sum::<usize>();
     let spec = &t.spec;
     let envs: usize = spec.envs.iter().map(|(k, v)| k.len() + v.len() + 6).sum();
-    let resources: usize = spec
-        .resources
-        .iter()
-        .map(|r| r.local_path.len() + 128)
-        .sum();
+    let resources: usize = spec.resources.iter().map(|r| r.local_path.len() + 128).sum();
     512 + strings(&t.tags) + strings(&t.labels) + strings(&spec.args) + envs + resources
 }
 
 /// Refuses a task spec over [`MAX_TASK_SPEC_BYTES`] as JSON.
 pub fn check_spec_size(spec: &crate::api::TaskSpec) -> Result<(), String> {
-    let total = serde_json::to_vec(spec)
-        .map(|v| v.len())
-        .unwrap_or(usize::MAX);
+    let total = serde_json::to_vec(spec).map(|v| v.len()).unwrap_or(usize::MAX);
     if total > MAX_TASK_SPEC_BYTES {
         return Err(format!(
             "the task spec (args, envs, resources) takes {total} bytes as JSON; at most {MAX_TASK_SPEC_BYTES} (1 MiB) \

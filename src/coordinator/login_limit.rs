@@ -50,9 +50,7 @@ struct Table<K> {
 
 impl<K> Default for Table<K> {
     fn default() -> Self {
-        Table {
-            map: HashMap::new(),
-        }
+        Table { map: HashMap::new() }
     }
 }
 
@@ -71,42 +69,22 @@ impl<K: std::hash::Hash + Eq + Clone> Table<K> {
         if !self.map.contains_key(key) && self.map.len() >= MAX_TRACKED {
             self.make_room(now, l);
         }
-        let f = self.map.entry(key.clone()).or_insert(Failures {
-            since: now,
-            count: 0,
-            blocked_until: None,
-        });
-        let expired = now.duration_since(f.since) > l.window
-            && !matches!(f.blocked_until, Some(u) if u > now);
+        let f = self.map.entry(key.clone()).or_insert(Failures { since: now, count: 0, blocked_until: None });
+        let expired = now.duration_since(f.since) > l.window && !matches!(f.blocked_until, Some(u) if u > now);
         if expired {
-            *f = Failures {
-                since: now,
-                count: 0,
-                blocked_until: None,
-            };
+            *f = Failures { since: now, count: 0, blocked_until: None };
         }
         f.count += 1;
         if f.count >= limit {
             // A new window starts with the block, so the next failure after it counts anew.
-            *f = Failures {
-                since: now,
-                count: 0,
-                blocked_until: Some(now + l.block),
-            };
+            *f = Failures { since: now, count: 0, blocked_until: Some(now + l.block) };
         }
     }
 
     fn make_room(&mut self, now: Instant, l: &Limits) {
-        self.map.retain(|_, f| {
-            now.duration_since(f.since) <= l.window || f.blocked_until.is_some_and(|u| u > now)
-        });
+        self.map.retain(|_, f| now.duration_since(f.since) <= l.window || f.blocked_until.is_some_and(|u| u > now));
         if self.map.len() >= MAX_TRACKED {
-            if let Some(oldest) = self
-                .map
-                .iter()
-                .min_by_key(|(_, f)| f.since)
-                .map(|(k, _)| k.clone())
-            {
+            if let Some(oldest) = self.map.iter().min_by_key(|(_, f)| f.since).map(|(k, _)| k.clone()) {
                 self.map.remove(&oldest);
             }
         }
@@ -121,10 +99,7 @@ pub struct LoginLimiter {
 
 impl LoginLimiter {
     pub fn new(limits: Limits) -> LoginLimiter {
-        LoginLimiter {
-            limits,
-            state: Mutex::new((Table::default(), Table::default())),
-        }
+        LoginLimiter { limits, state: Mutex::new((Table::default(), Table::default())) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, (Table<String>, Table<IpAddr>)> {
@@ -135,22 +110,12 @@ impl LoginLimiter {
     pub fn check(&self, user: &str, addr: Option<IpAddr>) -> Result<(), ApiError> {
         let now = Instant::now();
         let st = self.lock();
-        let by_name = if user.len() <= MAX_NAME_BYTES {
-            st.0.blocked(user, now)
-        } else {
-            None
-        };
+        let by_name = if user.len() <= MAX_NAME_BYTES { st.0.blocked(user, now) } else { None };
         if let Some(left) = by_name {
-            return Err(too_many(
-                format!("too many failed logins for user {user}"),
-                left,
-            ));
+            return Err(too_many(format!("too many failed logins for user {user}"), left));
         }
         if let Some(left) = addr.and_then(|a| st.1.blocked(&a, now)) {
-            return Err(too_many(
-                "too many failed logins from this address".into(),
-                left,
-            ));
+            return Err(too_many("too many failed logins from this address".into(), left));
         }
         Ok(())
     }
@@ -177,10 +142,7 @@ impl LoginLimiter {
 fn too_many(why: String, left: Duration) -> ApiError {
     // Whole seconds, rounded up, so a client that waits as told is no longer blocked.
     let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
-    ApiError::TooManyRequests {
-        msg: why,
-        retry_after_secs: secs.max(1),
-    }
+    ApiError::TooManyRequests { msg: why, retry_after_secs: secs.max(1) }
 }
 
 #[cfg(test)]
@@ -206,15 +168,10 @@ mod tests {
         }
         l.failed("ann", a);
         match l.check("ann", a) {
-            Err(ApiError::TooManyRequests {
-                retry_after_secs, ..
-            }) => assert_eq!(retry_after_secs, 1),
+            Err(ApiError::TooManyRequests { retry_after_secs, .. }) => assert_eq!(retry_after_secs, 1),
             other => panic!("{other:?}"),
         }
-        assert!(
-            l.check("bob", a).is_ok(),
-            "another user from the same address"
-        );
+        assert!(l.check("bob", a).is_ok(), "another user from the same address");
         std::thread::sleep(Duration::from_millis(250));
         assert!(l.check("ann", a).is_ok());
     }
@@ -227,10 +184,7 @@ mod tests {
         l.failed("x2", a);
         l.succeeded("x2");
         l.failed("x3", a);
-        assert!(matches!(
-            l.check("anyone", a),
-            Err(ApiError::TooManyRequests { .. })
-        ));
+        assert!(matches!(l.check("anyone", a), Err(ApiError::TooManyRequests { .. })));
         assert!(l.check("anyone", Some("10.0.0.3".parse().unwrap())).is_ok());
     }
 

@@ -27,9 +27,9 @@ pub mod storage;
 pub mod tasks;
 pub mod workers;
 
-use crate::opts::{help_text, parse_mode, OptSpec};
 use crate::config::{cache_dir, CoordinatorConfig, Layers};
 use crate::logging::{self, FileTarget};
+use crate::opts::{help_text, parse_mode, OptSpec};
 use crossbeam_channel::{bounded, select, Receiver, Sender};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

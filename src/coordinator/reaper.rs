@@ -30,7 +30,9 @@ pub fn spawn(ctx: Arc<Ctx>) -> Option<JoinHandle<()>> {
 
 fn tick(ctx: &Ctx) -> Duration {
     // Often enough that an unconfirmed claim is put back soon after its lease ends.
-    (ctx.cfg.heartbeat_timeout / 4).min(ctx.cfg.claim_lease / 4).clamp(Duration::from_millis(250), Duration::from_secs(5))
+    (ctx.cfg.heartbeat_timeout / 4)
+        .min(ctx.cfg.claim_lease / 4)
+        .clamp(Duration::from_millis(250), Duration::from_secs(5))
 }
 
 fn run(ctx: &Ctx) {
@@ -148,10 +150,15 @@ fn reap(ctx: &Ctx, since: SystemTime) -> Result<(), super::error::ApiError> {
         return Ok(());
     }
     for (_, u) in &silent {
-        log::warn!("worker {u} sent no heartbeat for {:?}; removing it and requeueing its task", ctx.cfg.heartbeat_timeout);
+        log::warn!(
+            "worker {u} sent no heartbeat for {:?}; removing it and requeueing its task",
+            ctx.cfg.heartbeat_timeout
+        );
     }
     for (_, u) in &overdue {
-        log::warn!("worker {u} holds a task past its timeout plus {TASK_GRACE_SECS}s; removing it and requeueing the task");
+        log::warn!(
+            "worker {u} holds a task past its timeout plus {TASK_GRACE_SECS}s; removing it and requeueing the task"
+        );
     }
     let mut ids: Vec<i64> = silent.iter().chain(overdue.iter()).map(|(id, _)| *id).collect();
     ids.sort_unstable();

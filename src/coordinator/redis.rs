@@ -47,7 +47,8 @@ pub fn setup(
     let client_password = client_password.or(dc.as_deref());
     let hp = host_port(url)?;
     let shown = format!("redis at {hp}");
-    let client = redis::Client::open(url).map_err(|e| format!("invalid redis_url ({shown}): {}", crate::redact::text(&e.to_string())))?;
+    let client = redis::Client::open(url)
+        .map_err(|e| format!("invalid redis_url ({shown}): {}", crate::redact::text(&e.to_string())))?;
     let mut con = client
         .get_connection_with_timeout(std::time::Duration::from_secs(5))
         .map_err(|e| format!("cannot connect to {shown}: {}", crate::redact::text(&e.to_string())))?;

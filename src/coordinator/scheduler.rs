@@ -27,12 +27,12 @@
 //! ctx.scheduler.offer_pending(ctx);   // after answering the request
 //! ```
 
+use super::auth::WorkerToken;
 use super::error::ApiError;
 use super::http::{respond, Reply};
 use super::Ctx;
 use crate::api::WorkerTaskResp;
 use crossbeam_channel::{bounded, Receiver, Sender};
-use super::auth::WorkerToken;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::GenericClient;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -225,7 +225,7 @@ impl Scheduler {
         }
     }
 
-/// Queues a NOTIFY (sent at commit) telling other coordinators about ready tasks.
+    /// Queues a NOTIFY (sent at commit) telling other coordinators about ready tasks.
     pub fn notify_group(&self, tx: &mut impl GenericClient, group_id: i64) -> Result<(), ApiError> {
         tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &self.group_payload(group_id)])?;
         Ok(())
@@ -267,7 +267,8 @@ impl Scheduler {
 /// the worker may run, unless it holds a Running task (see [`WORKER`]). Runs on the queue
 /// pool ([`super::db::QUEUE_SETUP`]). Kept lean: its executor setup is a good part of its
 /// cost, so everything a successful claim does not need is left to [`WORKER`].
-pub const CLAIM: &str = "WITH w AS (SELECT id, tags, assigned_task_id, confirms_claims FROM workers WHERE worker_id = $1 AND state = 0),
+pub const CLAIM: &str =
+    "WITH w AS (SELECT id, tags, assigned_task_id, confirms_claims FROM workers WHERE worker_id = $1 AND state = 0),
     cand AS (
         SELECT t.id FROM active_tasks t
         WHERE t.assigned_worker IS NULL AND t.state = 1
@@ -331,25 +332,24 @@ pub fn claim(ctx: &Ctx, db: &mut super::db::Conn, worker: WorkerToken, deadline:
     if r.get::<_, Option<i64>>(0).is_some() {
         return Ok(Claimed::Task(task(&r)?));
     }
-    Ok(Claimed::Nothing(ParkAs {
-        worker,
-        worker_id: r.get(5),
-        deadline,
-        tags: r.get(6),
-        groups: r.get(7),
-        seq,
-    }))
+    Ok(Claimed::Nothing(ParkAs { worker, worker_id: r.get(5), deadline, tags: r.get(6), groups: r.get(7), seq }))
 }
 
 /// Starts the dispatcher and the LISTEN thread.
 pub fn spawn(ctx: Arc<Ctx>) -> Vec<JoinHandle<()>> {
     let mut handles = Vec::new();
     let c = ctx.clone();
-    match std::thread::Builder::new().name("dispatcher".into()).spawn(move || super::supervised(&c, "dispatcher", || dispatcher(&c))) {
+    match std::thread::Builder::new()
+        .name("dispatcher".into())
+        .spawn(move || super::supervised(&c, "dispatcher", || dispatcher(&c)))
+    {
         Ok(h) => handles.push(h),
         Err(e) => log::error!("cannot start the dispatcher thread: {e}"),
     }
-    match std::thread::Builder::new().name("listener".into()).spawn(move || super::supervised(&ctx, "listener", || listener(&ctx))) {
+    match std::thread::Builder::new()
+        .name("listener".into())
+        .spawn(move || super::supervised(&ctx, "listener", || listener(&ctx)))
+    {
         Ok(h) => handles.push(h),
         Err(e) => log::error!("cannot start the listener thread: {e}"),
     }
@@ -400,7 +400,9 @@ fn dispatcher(ctx: &Ctx) {
     while !ctx.shutdown.is_set() {
         let now = Instant::now();
         let next = locked(&s.parked).iter().map(|p| p.how.deadline).min();
-        let wait = next.map_or(Duration::from_millis(500), |d| d.saturating_duration_since(now)).min(Duration::from_millis(500));
+        let wait = next
+            .map_or(Duration::from_millis(500), |d| d.saturating_duration_since(now))
+            .min(Duration::from_millis(500));
         match s.kick_rx.recv_timeout(wait) {
             Ok(()) | Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,

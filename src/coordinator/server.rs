@@ -40,9 +40,7 @@ fn handler_loop(ctx: &Ctx, server: &tiny_http::Server) {
                 // A panic past `process` (in answering, or in handing tasks to parked
                 // fetches) must not end this thread either; the request, if still
                 // unanswered, gets tiny_http's 500 as it drops.
-                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(ctx, req)))
-                    .is_err()
-                {
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(ctx, req))).is_err() {
                     log::error!("a request handler panicked after its request was processed; the thread carries on");
                 }
             }
@@ -118,11 +116,8 @@ fn process(ctx: &Ctx, req: &mut tiny_http::Request) -> Result<routes::Outcome, A
     let url = req.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
     let raw = path.strip_prefix('/').ok_or(ApiError::NoRoute)?;
-    let segments: Vec<String> = raw
-        .split('/')
-        .map(|s| percent_decode(s, false))
-        .collect::<Result<_, _>>()
-        .map_err(ApiError::BadPath)?;
+    let segments: Vec<String> =
+        raw.split('/').map(|s| percent_decode(s, false)).collect::<Result<_, _>>().map_err(ApiError::BadPath)?;
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
     if *req.method() == tiny_http::Method::Options {
         return Ok(routes::Outcome::Reply(cors_preflight()));

@@ -11,11 +11,13 @@
 //! Empty directories produce no archive; `std-log` exists whenever terminal output was asked for.
 
 use super::net::{redact, CallError, Net};
-use crate::api::{ArtifactContentType, RemoteResource, RemoteResourceDownload, ReportTaskOp, ReportTaskReq, ReportTaskResp};
+use crate::api::{
+    ArtifactContentType, RemoteResource, RemoteResourceDownload, ReportTaskOp, ReportTaskReq, ReportTaskResp,
+};
 use flate2::write::GzEncoder;
 use std::fs::File;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::io::{BufWriter, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -53,7 +55,8 @@ impl Dirs {
         if self.root.exists() {
             for entry in std::fs::read_dir(&self.root)? {
                 let p = entry?.path();
-                let r = if p.is_dir() && !p.is_symlink() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+                let r =
+                    if p.is_dir() && !p.is_symlink() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
                 r.map_err(|e| std::io::Error::new(e.kind(), format!("cannot remove {}: {e}", p.display())))?;
             }
         }
@@ -71,7 +74,12 @@ impl Dirs {
         if let Some((uid, gid)) = self.task_owner {
             // Created here, so that the task can write it but not replace it with a link
             // to something only the worker may read.
-            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&self.new_task).map_err(ctx(&self.new_task))?;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&self.new_task)
+                .map_err(ctx(&self.new_task))?;
             for p in [&self.result, &self.exec, &self.resource, &self.new_task] {
                 std::os::unix::fs::chown(p, Some(uid), Some(gid)).map_err(ctx(p))?;
             }
@@ -116,10 +124,9 @@ fn dir_is_empty(dir: &Path) -> bool {
 /// Packs what the task produced; returns the archives made, with their sizes.
 pub fn pack(dirs: &Dirs, terminal_output: bool) -> std::io::Result<Vec<(ArtifactContentType, PathBuf, u64)>> {
     let mut out = Vec::new();
-    for (ct, dir, prefix) in [
-        (ArtifactContentType::Result, &dirs.result, "result"),
-        (ArtifactContentType::ExecLog, &dirs.exec, "exec-log"),
-    ] {
+    for (ct, dir, prefix) in
+        [(ArtifactContentType::Result, &dirs.result, "result"), (ArtifactContentType::ExecLog, &dirs.exec, "exec-log")]
+    {
         if dir_is_empty(dir) {
             continue;
         }
@@ -185,7 +192,12 @@ pub enum UploadError {
 
 /// Uploads each archive: the `Upload` report op gives a presigned URL, then a PUT with
 /// Content-Length. 403/404 from the coordinator skip the rest (quota, task gone).
-pub fn upload(net: &Net, task_id: i64, packed: &[(ArtifactContentType, PathBuf, u64)], deadline: Instant) -> Result<(), UploadError> {
+pub fn upload(
+    net: &Net,
+    task_id: i64,
+    packed: &[(ArtifactContentType, PathBuf, u64)],
+    deadline: Instant,
+) -> Result<(), UploadError> {
     for (ct, path, size) in packed {
         let req = ReportTaskReq { id: task_id, op: ReportTaskOp::Upload { content_type: *ct, content_length: *size } };
         let what = format!("asking where to upload {}", ct.file_name());
@@ -210,11 +222,7 @@ pub fn upload(net: &Net, task_id: i64, packed: &[(ArtifactContentType, PathBuf, 
         };
         let put = net.call(&format!("uploading {} to {}", ct.file_name(), redact(&url)), Some(deadline), || {
             let f = File::open(path).map_err(ureq::Error::from)?;
-            net.agent
-                .put(&url)
-                .set("Content-Length", &size.to_string())
-                .timeout(Duration::from_secs(600))
-                .send(f)
+            net.agent.put(&url).set("Content-Length", &size.to_string()).timeout(Duration::from_secs(600)).send(f)
         });
         match put {
             Ok(_) => log::debug!("uploaded {} ({size} bytes)", ct.file_name()),
@@ -261,11 +269,16 @@ pub fn fetch_resources(
 ) -> Result<(), FetchError> {
     for r in resources {
         let path = match &r.remote_file {
-            RemoteResource::Artifact { uuid, content_type } => format!("/workers/tasks/{uuid}/artifacts/{content_type}"),
+            RemoteResource::Artifact { uuid, content_type } => {
+                format!("/workers/tasks/{uuid}/artifacts/{content_type}")
+            }
             RemoteResource::Attachment { key } => format!("/workers/tasks/{task}/attachments/{}", encode_key(key)),
         };
         let Some(target) = local_target(resource_dir, &r.local_path) else {
-            return Err(FetchError::Forbidden(format!("local path {:?} is not a relative path inside the resource directory", r.local_path)));
+            return Err(FetchError::Forbidden(format!(
+                "local path {:?} is not a relative path inside the resource directory",
+                r.local_path
+            )));
         };
         let what = format!("locating resource {path}");
         let resp: DownloadResp = match net.call_json(&what, Some(deadline), || net.request("GET", &path).call()) {
@@ -277,7 +290,8 @@ pub fn fetch_resources(
             Err(e) => return Err(FetchError::Fatal(e)),
         };
         if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| FetchError::Forbidden(format!("cannot create {}: {e}", parent.display())))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| FetchError::Forbidden(format!("cannot create {}: {e}", parent.display())))?;
         }
         download(net, &resp.url, &target, deadline)?;
         log::debug!("resource {path} saved as {}", target.display());
@@ -296,7 +310,8 @@ fn download(net: &Net, url: &str, target: &Path, deadline: Instant) -> Result<()
             Err(CallError::Stopped) => return Err(FetchError::Fatal(CallError::Stopped)),
             Err(e) => return Err(FetchError::Forbidden(format!("{}: {e}", redact(url)))),
         };
-        let mut f = File::create(target).map_err(|e| FetchError::Forbidden(format!("cannot write {}: {e}", target.display())))?;
+        let mut f = File::create(target)
+            .map_err(|e| FetchError::Forbidden(format!("cannot write {}: {e}", target.display())))?;
         match std::io::copy(&mut resp.into_reader(), &mut f) {
             Ok(_) => return Ok(()),
             Err(e) => {
@@ -361,7 +376,11 @@ mod tests {
         std::fs::write(d.std.join("stdout.log"), "out").unwrap();
         let packed = pack(&d, true).unwrap();
         let kinds: Vec<_> = packed.iter().map(|p| p.0).collect();
-        assert_eq!(kinds, vec![ArtifactContentType::Result, ArtifactContentType::StdLog], "empty exec/ gives no archive");
+        assert_eq!(
+            kinds,
+            vec![ArtifactContentType::Result, ArtifactContentType::StdLog],
+            "empty exec/ gives no archive"
+        );
         let r = entries(&packed[0].1);
         assert!(r.iter().any(|(n, b)| n == "result/sub/a.txt" && b == "A"), "{r:?}");
         let s = entries(&packed[1].1);

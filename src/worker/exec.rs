@@ -88,9 +88,7 @@ pub fn command(spec: &TaskSpec, env: &TaskEnv, confine: &Confine, cgroup: Option
         }
     }
     if let Some(u) = &confine.user {
-        cmd.env("HOME", &u.home)
-            .env("USER", &u.name)
-            .env("LOGNAME", &u.name);
+        cmd.env("HOME", &u.home).env("USER", &u.name).env("LOGNAME", &u.name);
         // The worker's own directory is not the task user's: start in the task's exec dir.
         cmd.current_dir(&env.exec_dir);
     }
@@ -106,10 +104,7 @@ pub fn command(spec: &TaskSpec, env: &TaskEnv, confine: &Confine, cgroup: Option
         None => cmd.env_remove("MITO_UPSTREAM_TASK_UUID"),
     };
     cmd.stdin(Stdio::null());
-    let ids = confine
-        .user
-        .as_ref()
-        .map(|u| (u.uid, u.gid, u.groups.clone()));
+    let ids = confine.user.as_ref().map(|u| (u.uid, u.gid, u.groups.clone()));
     let pid_namespace = confine.pid_namespace;
     let procs = cgroup.map(|c| c.procs.clone());
     let init_grace = GRACE.saturating_sub(Duration::from_secs(2));
@@ -143,7 +138,12 @@ mod child {
     /// remains in the namespace, setsid or not. C outlives T and exits with U's status, so
     /// the worker sees the task's own status. If the worker dies, C dies (parent-death
     /// signal), T dies with C, and the namespace with T.
-    pub fn setup(pid_namespace: bool, ids: Option<Ids>, cgroup_procs: Option<&std::ffi::CStr>, grace: Duration) -> std::io::Result<()> {
+    pub fn setup(
+        pid_namespace: bool,
+        ids: Option<Ids>,
+        cgroup_procs: Option<&std::ffi::CStr>,
+        grace: Duration,
+    ) -> std::io::Result<()> {
         // SAFETY (whole function): raw syscalls on our own process and on local buffers.
         unsafe {
             if libc::setpgid(0, 0) != 0 {
@@ -189,10 +189,7 @@ mod child {
         };
         // SAFETY: `groups` was allocated before the fork and is only read.
         unsafe {
-            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                || libc::setgid(gid) != 0
-                || libc::setuid(uid) != 0
-            {
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
                 return Err(Error::last_os_error());
             }
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
@@ -209,12 +206,7 @@ mod child {
             if keep > 3 {
                 libc::syscall(libc::SYS_close_range, 3u32, (keep - 1) as u32, 0u32);
             }
-            libc::syscall(
-                libc::SYS_close_range,
-                (keep.max(2) + 1) as u32,
-                u32::MAX,
-                0u32,
-            );
+            libc::syscall(libc::SYS_close_range, (keep.max(2) + 1) as u32, u32::MAX, 0u32);
         }
     }
 
@@ -228,21 +220,14 @@ mod child {
     }
 
     fn now() -> Duration {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
         // SAFETY: clock_gettime into a local struct.
         unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
         Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
     }
 
     /// T: pid 1 of the namespace. Never returns to the caller except in U.
-    unsafe fn init(
-        fds: [libc::c_int; 2],
-        ids: Option<Ids>,
-        grace: Duration,
-    ) -> std::io::Result<()> {
+    unsafe fn init(fds: [libc::c_int; 2], ids: Option<Ids>, grace: Duration) -> std::io::Result<()> {
         // SAFETY (whole function): raw syscalls; `fds` are ours.
         unsafe {
             libc::close(fds[0]);
@@ -270,11 +255,7 @@ mod child {
                     break;
                 }
             }
-            libc::write(
-                fds[1],
-                (&status as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>(),
-            );
+            libc::write(fds[1], (&status as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>());
             // What the task left behind gets SIGTERM and, like a group, a grace period.
             libc::kill(-1, libc::SIGTERM);
             let until = now() + grace;
@@ -285,10 +266,7 @@ mod child {
                     break; // ECHILD: the namespace is empty.
                 }
                 if r == 0 {
-                    let pause = libc::timespec {
-                        tv_sec: 0,
-                        tv_nsec: 20_000_000,
-                    };
+                    let pause = libc::timespec { tv_sec: 0, tv_nsec: 20_000_000 };
                     libc::nanosleep(&pause, std::ptr::null_mut());
                 }
             }
@@ -310,11 +288,8 @@ mod child {
             }
             let mut status: libc::c_int = 0;
             let n = loop {
-                let n = libc::read(
-                    fds[0],
-                    (&mut status as *mut libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>(),
-                );
+                let n =
+                    libc::read(fds[0], (&mut status as *mut libc::c_int).cast(), std::mem::size_of::<libc::c_int>());
                 if n >= 0 || *libc::__errno_location() != libc::EINTR {
                     break n;
                 }
@@ -341,11 +316,19 @@ mod child {
 }
 
 /// Spawns the task and waits until it and its whole process group are gone.
-pub fn run(spec: &TaskSpec, env: &TaskEnv, timeout: Duration, shared: &Shared, confine: &Confine) -> std::io::Result<Outcome> {
+pub fn run(
+    spec: &TaskSpec,
+    env: &TaskEnv,
+    timeout: Duration,
+    shared: &Shared,
+    confine: &Confine,
+) -> std::io::Result<Outcome> {
     let cgroup = if confine.cgroup { TaskCgroup::create().map(std::sync::Arc::new) } else { None };
     let mut cmd = command(spec, env, confine, cgroup.as_deref());
     if spec.terminal_output {
-        let private = |p: &std::path::Path| std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(p);
+        let private = |p: &std::path::Path| {
+            std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(p)
+        };
         cmd.stdout(private(&env.stdout)?);
         cmd.stderr(private(&env.stderr)?);
     } else {
@@ -379,7 +362,11 @@ pub fn run(spec: &TaskSpec, env: &TaskEnv, timeout: Duration, shared: &Shared, c
             return Ok(Outcome { status: ExitStatus::from_raw(libc::SIGKILL), ending: Ending::Stopped });
         }
         if Instant::now() >= deadline {
-            log::info!("task {} reached its timeout of {}; stopping its process group", env.uuid, humantime::format_duration(timeout));
+            log::info!(
+                "task {} reached its timeout of {}; stopping its process group",
+                env.uuid,
+                humantime::format_duration(timeout)
+            );
             break Ending::TimedOut;
         }
         if shared.cancel.load(Ordering::SeqCst) {
@@ -498,7 +485,9 @@ mod tests {
         };
         let cmd = command(&spec, &env(), &Confine::default(), None);
         let envs: Vec<_> = cmd.get_envs().collect();
-        let get = |k: &str| envs.iter().rev().find(|(n, _)| *n == k).and_then(|(_, v)| *v).map(|v| v.to_string_lossy().into_owned());
+        let get = |k: &str| {
+            envs.iter().rev().find(|(n, _)| *n == k).and_then(|(_, v)| *v).map(|v| v.to_string_lossy().into_owned())
+        };
         assert_eq!(get("MITO_TASK_UUID").as_deref(), Some(Uuid::nil().to_string().as_str()));
         assert_eq!(get("A").as_deref(), Some("b"));
         assert_eq!(cmd.get_program(), "/usr/bin/env");

@@ -32,9 +32,9 @@ pub fn next(net: &Net, polling_interval: Duration) -> Result<Option<WorkerTaskRe
         }
         Some(v) => {
             let id = v.get("id").and_then(|i| i.as_i64());
-            serde_json::from_value(v)
-                .map(Some)
-                .map_err(|e| CallError::Bad(format!("the coordinator sent a task this worker cannot read (id {id:?}): {e}")))
+            serde_json::from_value(v).map(Some).map_err(|e| {
+                CallError::Bad(format!("the coordinator sent a task this worker cannot read (id {id:?}): {e}"))
+            })
         }
     }
 }

@@ -57,9 +57,9 @@ fn run(shared: &Shared, net: &Net, idle: Duration) {
                 retry = None;
                 backoff.reset();
             }
-            Err(CallError::Unauthorized) => {
-                shared.force_exit("the coordinator rejected the heartbeat with 401 (this worker was removed or its lifetime ended)")
-            }
+            Err(CallError::Unauthorized) => shared.force_exit(
+                "the coordinator rejected the heartbeat with 401 (this worker was removed or its lifetime ended)",
+            ),
             Err(CallError::Stopped) => return,
             Err(e) => {
                 let d = backoff.next_delay();
@@ -75,10 +75,7 @@ fn beat(shared: &Shared, net: &Net) -> Result<(), CallError> {
     if shared.stop.is_set() {
         return Err(CallError::Stopped);
     }
-    let resp = net
-        .request("POST", "/workers/heartbeat?cancellations=true")
-        .timeout(Duration::from_secs(30))
-        .call();
+    let resp = net.request("POST", "/workers/heartbeat?cancellations=true").timeout(Duration::from_secs(30)).call();
     let resp = match resp {
         Ok(r) => r,
         Err(ureq::Error::Status(401, _)) => return Err(CallError::Unauthorized),

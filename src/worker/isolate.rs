@@ -21,10 +21,7 @@ use std::time::{Duration, Instant};
 pub fn harden() {
     // SAFETY: prctl with integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
-        log::warn!(
-            "cannot mark the worker non-dumpable: {}",
-            std::io::Error::last_os_error()
-        );
+        log::warn!("cannot mark the worker non-dumpable: {}", std::io::Error::last_os_error());
     }
 }
 
@@ -87,14 +84,9 @@ mod argv {
 
     #[used]
     #[link_section = ".init_array.00099"]
-    static CAPTURE: extern "C" fn(libc::c_int, *mut *mut libc::c_char, *mut *mut libc::c_char) =
-        capture;
+    static CAPTURE: extern "C" fn(libc::c_int, *mut *mut libc::c_char, *mut *mut libc::c_char) = capture;
 
-    extern "C" fn capture(
-        argc: libc::c_int,
-        argv: *mut *mut libc::c_char,
-        _envp: *mut *mut libc::c_char,
-    ) {
+    extern "C" fn capture(argc: libc::c_int, argv: *mut *mut libc::c_char, _envp: *mut *mut libc::c_char) {
         ARGC.store(argc as isize, Ordering::Relaxed);
         ARGV.store(argv, Ordering::Relaxed);
     }
@@ -158,22 +150,10 @@ impl TaskUser {
         let (uid, gid, home) = unsafe {
             let mut pwd: libc::passwd = std::mem::zeroed();
             let mut out: *mut libc::passwd = std::ptr::null_mut();
-            let mut rc = libc::getpwnam_r(
-                cname.as_ptr(),
-                &mut pwd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut out,
-            );
+            let mut rc = libc::getpwnam_r(cname.as_ptr(), &mut pwd, buf.as_mut_ptr().cast(), buf.len(), &mut out);
             if out.is_null() {
                 if let Ok(uid) = name.parse::<libc::uid_t>() {
-                    rc = libc::getpwuid_r(
-                        uid,
-                        &mut pwd,
-                        buf.as_mut_ptr().cast(),
-                        buf.len(),
-                        &mut out,
-                    );
+                    rc = libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr().cast(), buf.len(), &mut out);
                 }
             }
             if out.is_null() {
@@ -185,16 +165,12 @@ impl TaskUser {
             let home = if pwd.pw_dir.is_null() {
                 "/".to_string()
             } else {
-                std::ffi::CStr::from_ptr(pwd.pw_dir)
-                    .to_string_lossy()
-                    .into_owned()
+                std::ffi::CStr::from_ptr(pwd.pw_dir).to_string_lossy().into_owned()
             };
             (pwd.pw_uid, pwd.pw_gid, home)
         };
         if uid == 0 {
-            return Err(format!(
-                "run_as: {name:?} is root; name an unprivileged user"
-            ));
+            return Err(format!("run_as: {name:?} is root; name an unprivileged user"));
         }
         let mut groups = vec![0 as libc::gid_t; 256];
         let mut n = groups.len() as libc::c_int;
@@ -205,13 +181,7 @@ impl TaskUser {
         } else {
             groups.truncate(n.max(0) as usize);
         }
-        Ok(TaskUser {
-            name: name.to_string(),
-            uid,
-            gid,
-            home,
-            groups,
-        })
+        Ok(TaskUser { name: name.to_string(), uid, gid, home, groups })
     }
 }
 
@@ -238,11 +208,7 @@ fn descendants(of: i32) -> Vec<i32> {
         let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
             continue;
         };
-        let Some(ppid) = rest
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
+        let Some(ppid) = rest.split_whitespace().nth(1).and_then(|s| s.parse::<i32>().ok()) else {
             continue;
         };
         parent.push((pid, ppid));
@@ -279,10 +245,7 @@ pub fn kill_descendants(within: Duration) -> usize {
             }
         }
         if start.elapsed() >= within {
-            log::error!(
-                "{} processes left by a task are still alive after SIGKILL: {left:?}",
-                left.len()
-            );
+            log::error!("{} processes left by a task are still alive after SIGKILL: {left:?}", left.len());
             return killed;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -334,20 +297,12 @@ impl TaskCgroup {
                 .then(|| left.split_whitespace().nth(4).map(str::to_string))?
         })?;
         let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-        let own = own
-            .lines()
-            .find_map(|l| l.strip_prefix("0::"))?
-            .trim()
-            .trim_start_matches('/')
-            .to_string();
+        let own = own.lines().find_map(|l| l.strip_prefix("0::"))?.trim().trim_start_matches('/').to_string();
         let parent = std::path::Path::new(&mount).join(own);
         if let Ok(entries) = std::fs::read_dir(&parent) {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                let Some(pid) = name
-                    .strip_prefix("mito-worker-")
-                    .and_then(|p| p.parse::<u32>().ok())
-                else {
+                let Some(pid) = name.strip_prefix("mito-worker-").and_then(|p| p.parse::<u32>().ok()) else {
                     continue;
                 };
                 if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
@@ -364,23 +319,15 @@ impl TaskCgroup {
             let _ = std::fs::remove_dir(&dir);
             return None;
         }
-        let procs = CString::new(
-            dir.join("cgroup.procs")
-                .into_os_string()
-                .into_encoded_bytes(),
-        )
-        .ok()?;
+        let procs = CString::new(dir.join("cgroup.procs").into_os_string().into_encoded_bytes()).ok()?;
         log::debug!("the task runs in cgroup {}", dir.display());
         Some(TaskCgroup { dir, procs })
     }
 
     /// Kills every process in the cgroup and waits (bounded) until it is empty.
     pub fn kill_all(&self, within: Duration) {
-        let empty = || {
-            std::fs::read_to_string(self.dir.join("cgroup.procs"))
-                .map(|t| t.trim().is_empty())
-                .unwrap_or(true)
-        };
+        let empty =
+            || std::fs::read_to_string(self.dir.join("cgroup.procs")).map(|t| t.trim().is_empty()).unwrap_or(true);
         if empty() {
             return;
         }
@@ -405,12 +352,8 @@ impl TaskCgroup {
 
 /// Reads the password from the first line of `path` (at most 4 KiB).
 pub fn read_password_file(path: &std::path::Path) -> Result<String, String> {
-    let f = std::fs::File::open(path).map_err(|e| {
-        format!(
-            "cannot read the password file {}: {e}; check password_file",
-            path.display()
-        )
-    })?;
+    let f = std::fs::File::open(path)
+        .map_err(|e| format!("cannot read the password file {}: {e}; check password_file", path.display()))?;
     first_line(f, &format!("the password file {}", path.display()))
 }
 
@@ -423,16 +366,15 @@ fn first_line(r: impl std::io::Read, what: &str) -> Result<String, String> {
     use std::io::Read;
     const MAX: u64 = 4096;
     let mut buf = Vec::new();
-    r.take(MAX + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| format!("cannot read the password from {what}: {e}"))?;
+    r.take(MAX + 1).read_to_end(&mut buf).map_err(|e| format!("cannot read the password from {what}: {e}"))?;
     let line = buf.split(|b| *b == b'\n').next().unwrap_or(&[]);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if buf.len() as u64 > MAX && line.len() as u64 >= MAX {
-        return Err(format!("the password in {what} is longer than {MAX} bytes; put the password alone on the first line"));
+        return Err(format!(
+            "the password in {what} is longer than {MAX} bytes; put the password alone on the first line"
+        ));
     }
-    let s = String::from_utf8(line.to_vec())
-        .map_err(|_| format!("the password in {what} is not UTF-8"))?;
+    let s = String::from_utf8(line.to_vec()).map_err(|_| format!("the password in {what} is not UTF-8"))?;
     if s.is_empty() {
         return Err(format!("{what} holds no password on its first line"));
     }
@@ -447,12 +389,8 @@ mod tests {
     fn passwords_are_the_first_line_bounded() {
         assert_eq!(first_line(&b"s3cret\nrest"[..], "x").unwrap(), "s3cret");
         assert_eq!(first_line(&b"s3cret\r\n"[..], "x").unwrap(), "s3cret");
-        assert!(first_line(&b"\n"[..], "x")
-            .unwrap_err()
-            .contains("no password"));
-        assert!(first_line(&vec![b'a'; 5000][..], "x")
-            .unwrap_err()
-            .contains("longer than"));
+        assert!(first_line(&b"\n"[..], "x").unwrap_err().contains("no password"));
+        assert!(first_line(&vec![b'a'; 5000][..], "x").unwrap_err().contains("longer than"));
     }
 
     #[test]

@@ -90,24 +90,25 @@ pub fn obtain(
             }
             Err(ureq::Error::Status(..)) => {}
             Err(ureq::Error::Transport(t)) => {
-                return Err(CredError::Unreachable(format!("cannot reach the coordinator at {shown}: {}", transport(&t))));
+                return Err(CredError::Unreachable(format!(
+                    "cannot reach the coordinator at {shown}: {}",
+                    transport(&t)
+                )));
             }
         }
         log::warn!("the stored token for {u} in {} is no longer valid; logging in again", path.display());
         refused = Some(token);
     }
     let (user, password) = ask_missing(user, password, path)?;
-    let body = crate::api::UserLoginReq {
-        username: user.clone(),
-        md5_password: crate::api::md5_password(&password),
-        retain,
-    };
+    let body =
+        crate::api::UserLoginReq { username: user.clone(), md5_password: crate::api::md5_password(&password), retain };
     let resp = agent.post(&format!("{base}/login")).send_json(&body);
     let token = match resp {
-        Ok(r) => r
-            .into_json::<crate::api::UserLoginResp>()
-            .map_err(|e| CredError::Fatal(format!("{shown}/login gave an unexpected answer: {e}")))?
-            .token,
+        Ok(r) => {
+            r.into_json::<crate::api::UserLoginResp>()
+                .map_err(|e| CredError::Fatal(format!("{shown}/login gave an unexpected answer: {e}")))?
+                .token
+        }
         Err(ureq::Error::Status(s, _)) if s >= 500 => {
             return Err(CredError::Unreachable(format!("{shown}/login answered {s}")));
         }
@@ -118,7 +119,9 @@ pub fn obtain(
         }
         Err(ureq::Error::Status(s, r)) => {
             let msg = r.into_json::<crate::api::ErrorMsg>().map(|m| m.msg).unwrap_or_default();
-            return Err(CredError::Fatal(format!("login as {user} failed ({s} {msg}); check the user name and password")));
+            return Err(CredError::Fatal(format!(
+                "login as {user} failed ({s} {msg}); check the user name and password"
+            )));
         }
         Err(ureq::Error::Transport(t)) => {
             return Err(CredError::Unreachable(format!("cannot reach the coordinator at {shown}: {}", transport(&t))));

@@ -24,12 +24,12 @@ mod state;
 mod task;
 
 use crate::api::{RegisterWorkerReq, RegisterWorkerResp};
-use crate::opts::{help_text, parse_mode, OptSpec};
 use crate::config::{cache_dir, Layers, WorkerConfig};
 use crate::logging::{self, FileTarget};
+use crate::opts::{help_text, parse_mode, OptSpec};
 use artifacts::Dirs;
-use login::CredError;
 use crossbeam_channel::{bounded, Receiver, Sender};
+use login::CredError;
 use net::{Backoff, CallError, Net};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -187,7 +187,10 @@ impl Shared {
             if let Some(net) = self.net.get() {
                 match net.request("DELETE", "/workers").timeout(Duration::from_secs(3)).call() {
                     Ok(_) => log::info!("unregistered from the coordinator"),
-                    Err(e) => log::warn!("could not unregister ({}); the coordinator will drop this worker when its heartbeat times out", net::describe(&e)),
+                    Err(e) => log::warn!(
+                        "could not unregister ({}); the coordinator will drop this worker when its heartbeat times out",
+                        net::describe(&e)
+                    ),
                 }
             }
         }
@@ -401,7 +404,10 @@ fn spawn_signal_thread(shared: Arc<Shared>) -> Result<(), String> {
         .name("signal-watch".into())
         .spawn(move || {
             let Ok(first) = signals.recv() else { return };
-            log::info!("received {}; stopping the task, unregistering and exiting (send it again to exit at once)", crate::signal::name(first));
+            log::info!(
+                "received {}; stopping the task, unregistering and exiting (send it again to exit at once)",
+                crate::signal::name(first)
+            );
             let s = shared.clone();
             let spawned = std::thread::Builder::new().name("shutdown".into()).spawn(move || s.exit(0, true));
             if spawned.is_err() {
@@ -441,7 +447,8 @@ fn obtain_credentials(
     // login that just signed this one out (two workers starting together would take turns).
     let retain = cfg.retain || refused.is_some();
     loop {
-        match login::obtain(&cfg.coordinator_addr, &path, cfg.user.as_deref(), cfg.password.as_deref(), retain, refused) {
+        match login::obtain(&cfg.coordinator_addr, &path, cfg.user.as_deref(), cfg.password.as_deref(), retain, refused)
+        {
             Ok(c) => return Ok(Some(c)),
             Err(CredError::Fatal(m)) => return Err(m),
             Err(CredError::Unreachable(m)) => {
@@ -480,7 +487,9 @@ fn register(cfg: &WorkerConfig, user_token: &str, stop: &Arc<Stop>, cap: Duratio
         groups: cfg.groups.iter().cloned().collect(),
         lifetime: cfg.lifetime,
     };
-    match net.call_json("registering", None, || net.request("POST", "/workers").set(crate::api::CONFIRMS_CLAIMS_HEADER, "true").send_json(&body)) {
+    match net.call_json("registering", None, || {
+        net.request("POST", "/workers").set(crate::api::CONFIRMS_CLAIMS_HEADER, "true").send_json(&body)
+    }) {
         Ok(r) => Ok(Registered::Yes(r)),
         Err(CallError::Stopped) => Ok(Registered::Stopped),
         Err(CallError::Unauthorized) => Ok(Registered::SignedOut),
@@ -494,8 +503,20 @@ mod tests {
 
     #[test]
     fn groups_tags_and_labels_take_commas_and_repeats() {
-        let mut p = lexopt::Parser::from_args(["-g", "a,b:write", "--groups", "c:admin", "-t", "gpu", "-l", "x,y", "--lifetime", "1year"]);
-        let crate::opts::Parsed::Run(args) = crate::opts::parse_opts(&mut p, "mito worker", SPECS, false).unwrap() else {
+        let mut p = lexopt::Parser::from_args([
+            "-g",
+            "a,b:write",
+            "--groups",
+            "c:admin",
+            "-t",
+            "gpu",
+            "-l",
+            "x,y",
+            "--lifetime",
+            "1year",
+        ]);
+        let crate::opts::Parsed::Run(args) = crate::opts::parse_opts(&mut p, "mito worker", SPECS, false).unwrap()
+        else {
             panic!("expected options")
         };
         let l = Layers::load("worker", WorkerConfig::KEYS, None, args.values).unwrap();
@@ -528,7 +549,9 @@ mod tests {
         assert!(log_target(&cfg, id).is_none());
         cfg.file_log = true;
         cfg.log_path = Some("/var/log/mito/w.log".into());
-        assert!(matches!(log_target(&cfg, id), Some((FileTarget::Exact(p), None)) if p == std::path::Path::new("/var/log/mito/w.log")));
+        assert!(
+            matches!(log_target(&cfg, id), Some((FileTarget::Exact(p), None)) if p == std::path::Path::new("/var/log/mito/w.log"))
+        );
         cfg.shared_log = true;
         match log_target(&cfg, id) {
             Some((FileTarget::DailyKeep { dir, prefix, keep }, Some(line))) => {

@@ -60,7 +60,9 @@ pub enum CallError {
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CallError::Unauthorized => f.write_str("the coordinator answered 401 (this worker was removed or its lifetime ended)"),
+            CallError::Unauthorized => {
+                f.write_str("the coordinator answered 401 (this worker was removed or its lifetime ended)")
+            }
             CallError::Status(s, m) => write!(f, "answered {s}: {m}"),
             CallError::Timeout(last) => write!(f, "gave up after retrying until the deadline (last error: {last})"),
             CallError::Stopped => f.write_str("the worker is stopping"),
@@ -171,10 +173,9 @@ impl Net {
         send: impl Fn() -> Result<ureq::Response, ureq::Error>,
     ) -> Result<T, CallError> {
         let resp = self.call(what, deadline, send)?;
-        let text = resp
-            .into_string()
-            .map_err(|e| CallError::Bad(format!("{what}: cannot read the answer: {e}")))?;
-        serde_json::from_str(&text).map_err(|e| CallError::Bad(format!("{what}: unexpected answer ({e}): {}", clip(&text))))
+        let text = resp.into_string().map_err(|e| CallError::Bad(format!("{what}: cannot read the answer: {e}")))?;
+        serde_json::from_str(&text)
+            .map_err(|e| CallError::Bad(format!("{what}: unexpected answer ({e}): {}", clip(&text))))
     }
 }
 
@@ -199,7 +200,10 @@ mod tests {
         }
         // Each delay lies in [d/2, d] of its nominal value: 100, 200, 400, 800, 800, 800.
         for (d, nominal) in maxes.iter().zip([100u64, 200, 400, 800, 800, 800]) {
-            assert!(*d >= Duration::from_millis(nominal / 2) && *d <= Duration::from_millis(nominal), "{d:?} vs {nominal}");
+            assert!(
+                *d >= Duration::from_millis(nominal / 2) && *d <= Duration::from_millis(nominal),
+                "{d:?} vs {nominal}"
+            );
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));

@@ -37,7 +37,10 @@ impl Announcer {
                 Announcer { conn: Some(Mutex::new(c)), warned: AtomicBool::new(false) }
             }
             Err(e) => {
-                log::warn!("cannot connect to the coordinator's Redis ({}); task states will not be published", e.kind_str());
+                log::warn!(
+                    "cannot connect to the coordinator's Redis ({}); task states will not be published",
+                    e.kind_str()
+                );
                 Announcer::none()
             }
         }

@@ -48,7 +48,8 @@ fn handle_inner(ctx: &Ctx, task: &WorkerTaskResp, started: Instant) -> Result<()
     let prepare_deadline = started + PREPARE_WINDOW;
     if !task.spec.resources.is_empty() {
         ctx.states.announce(uuid, S::FetchResource);
-        let fetched = artifacts::fetch_resources(&ctx.net, uuid, &task.spec.resources, &ctx.dirs.resource, prepare_deadline);
+        let fetched =
+            artifacts::fetch_resources(&ctx.net, uuid, &task.spec.resources, &ctx.dirs.resource, prepare_deadline);
         let failed = match fetched {
             Ok(()) => None,
             Err(FetchError::NotFound(m)) => Some((Msg::ResourceNotFound, S::FetchResourceNotFound, m)),
@@ -119,7 +120,10 @@ fn handle_inner(ctx: &Ctx, task: &WorkerTaskResp, started: Instant) -> Result<()
     match uploaded {
         Ok(()) => ctx.states.announce(uuid, S::UploadResultFinished),
         Err(UploadError::Timeout) => {
-            log::warn!("task {uuid}: uploading its output took longer than {}s; committing without the rest", UPLOAD_WINDOW.as_secs());
+            log::warn!(
+                "task {uuid}: uploading its output took longer than {}s; committing without the rest",
+                UPLOAD_WINDOW.as_secs()
+            );
             ctx.states.announce(uuid, S::UploadResultTimeout);
             msg = Some(Msg::UploadResultTimeout);
         }
@@ -214,7 +218,10 @@ fn submit_downstream(ctx: &Ctx, task: &WorkerTaskResp) -> Result<bool, CallError
         }
     };
     let body = ReportTaskReq { id: task.id, op: ReportTaskOp::Submit(req) };
-    match ctx.net.call("submitting the downstream task", None, || ctx.net.request("POST", "/workers/tasks").send_json(&body)) {
+    match ctx
+        .net
+        .call("submitting the downstream task", None, || ctx.net.request("POST", "/workers/tasks").send_json(&body))
+    {
         Ok(_) => {
             log::info!("task {}: downstream task submitted", task.uuid);
             Ok(true)
@@ -236,7 +243,9 @@ fn watch(ctx: &Ctx, watched: Uuid, target: S, deadline: Instant) -> Result<bool,
             return Ok(true);
         }
         let path = format!("/workers/tasks/{watched}");
-        match ctx.net.call_json::<TaskQueryResp>("checking a watched task", Some(deadline), || ctx.net.request("GET", &path).call()) {
+        match ctx.net.call_json::<TaskQueryResp>("checking a watched task", Some(deadline), || {
+            ctx.net.request("GET", &path).call()
+        }) {
             Ok(r) if state_reaches(r.info.state, r.info.result.is_some(), target) => return Ok(true),
             Ok(_) => {}
             Err(e @ (CallError::Unauthorized | CallError::Stopped)) => return Err(e),
@@ -279,7 +288,9 @@ pub fn reaches(s: S, target: S) -> bool {
     };
     match target {
         WorkerExited | Unknown => false,
-        FetchResourceError | FetchResourceTimeout | FetchResourceNotFound | FetchResourceForbidden | WatchTimeout => s == target,
+        FetchResourceError | FetchResourceTimeout | FetchResourceNotFound | FetchResourceForbidden | WatchTimeout => {
+            s == target
+        }
         Watch => rank(s) >= rank(Watch) || s == WatchTimeout,
         ExecTimeout | UploadCancelledResult | UploadResultTimeout => s == target || s == TaskCommitted,
         _ => rank(target) > 0 && rank(s) >= rank(target),

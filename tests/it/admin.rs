@@ -8,7 +8,11 @@ fn only_admins_reach_admin_routes() {
     let c = Coordinator::start();
     let bob = c.user("bob");
     let routes: Vec<(&str, String, serde_json::Value)> = vec![
-        ("POST", "/admin/users".into(), json!({"username": "x", "md5_password": mito::api::md5_password("x"), "admin": false})),
+        (
+            "POST",
+            "/admin/users".into(),
+            json!({"username": "x", "md5_password": mito::api::md5_password("x"), "admin": false}),
+        ),
         ("DELETE", "/admin/users/bob".into(), json!(null)),
         ("POST", "/admin/users/bob/password".into(), json!({"new_md5_password": mito::api::md5_password("x")})),
         ("POST", "/admin/users/bob/group-quota".into(), json!({"group_quota": "+1"})),
@@ -34,7 +38,11 @@ fn admins_create_users_with_personal_groups() {
     let t = c.login("root2", "pw");
     let (s, b) = c.as_token(&t).get("/users/groups");
     assert_eq!((s, json(&b)["groups"].clone()), (200, json!({"root2": "Admin"})));
-    assert_eq!(c.as_token(&t).post("/admin/users/root2/state", &json!({"state": "Active"})).0, 200, "new admin is an admin");
+    assert_eq!(
+        c.as_token(&t).post("/admin/users/root2/state", &json!({"state": "Active"})).0,
+        200,
+        "new admin is an admin"
+    );
     for bad in ["", "a b", "a/b", &"n".repeat(256)] {
         let body = json!({"username": bad, "md5_password": mito::api::md5_password("pw"), "admin": false});
         let (s, b) = c.admin().post("/admin/users", &body);
@@ -48,11 +56,13 @@ fn admins_create_users_with_personal_groups() {
 fn admin_password_change_signs_the_user_out() {
     let c = Coordinator::start();
     let bob = c.user("bob");
-    let (s, b) = c.admin().post("/admin/users/bob/password", &json!({"new_md5_password": mito::api::md5_password("reset")}));
+    let (s, b) =
+        c.admin().post("/admin/users/bob/password", &json!({"new_md5_password": mito::api::md5_password("reset")}));
     assert_eq!((s, b.as_str()), (200, ""));
     assert_eq!(bob.get("/auth").0, 401);
     c.login("bob", "reset");
-    let (s, b) = c.admin().post("/admin/users/nobody/password", &json!({"new_md5_password": mito::api::md5_password("x")}));
+    let (s, b) =
+        c.admin().post("/admin/users/nobody/password", &json!({"new_md5_password": mito::api::md5_password("x")}));
     assert_eq!((s, msg(&b).as_str()), (404, "User or group with name nobody not found"));
 }
 

@@ -93,7 +93,8 @@ fn changing_someone_elses_password_or_with_a_wrong_old_one_is_401() {
     c.user("carol");
     let body = json!({"old_md5_password": mito::api::md5_password("carol-pw"), "new_md5_password": mito::api::md5_password("x")});
     assert_eq!(bob.post("/users/carol/password", &body).0, 401);
-    let body = json!({"old_md5_password": mito::api::md5_password("wrong"), "new_md5_password": mito::api::md5_password("x")});
+    let body =
+        json!({"old_md5_password": mito::api::md5_password("wrong"), "new_md5_password": mito::api::md5_password("x")});
     assert_eq!(bob.post("/users/bob/password", &body).0, 401);
     assert_eq!(bob.get("/auth").0, 200, "a failed change revokes nothing");
 }

@@ -21,7 +21,15 @@ fn malformed_and_mistyped_bodies() {
     assert_eq!(a.post("/admin/users", &body).0, 422, "md5 of the wrong length");
     let body = json!({"username": "x", "md5_password": mito::api::md5_password("x"), "admin": "yes"});
     assert_eq!(a.post("/admin/users", &body).0, 422, "wrong type");
-    assert_eq!(a.post_raw("/login", "application/json", r#"{"username":"a","md5_password":[300,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]}"#).0, 422);
+    assert_eq!(
+        a.post_raw(
+            "/login",
+            "application/json",
+            r#"{"username":"a","md5_password":[300,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]}"#
+        )
+        .0,
+        422
+    );
     assert_eq!(a.get("/auth").0, 200, "still serving");
 }
 
@@ -41,7 +49,14 @@ fn unknown_routes_wrong_methods_and_trailing_slashes() {
     for p in ["/nope", "/groups/", "/health/", "/users/groups/x/y", "//health", "/admin"] {
         assert_eq!(a.get(p), (404, String::new()), "{p}");
     }
-    for (m, p) in [("POST", "/health"), ("GET", "/login"), ("DELETE", "/groups"), ("PUT", "/auth"), ("GET", "/admin/shutdown"), ("POST", "/groups/x")] {
+    for (m, p) in [
+        ("POST", "/health"),
+        ("GET", "/login"),
+        ("DELETE", "/groups"),
+        ("PUT", "/auth"),
+        ("GET", "/admin/shutdown"),
+        ("POST", "/groups/x"),
+    ] {
         let (s, b) = http(&a.base, m, p, a.token.as_deref(), None);
         assert_eq!((s, b.as_str()), (405, ""), "{m} {p}");
     }
@@ -66,7 +81,10 @@ fn names_outside_the_alphabet_in_paths_are_handled() {
     assert_eq!(s, 400, "{b}");
     let (s, b) = a.post("/admin/users/%00/state", &json!({"state": "Active"}));
     assert_eq!(s, 400, "a NUL cannot be stored: {b}");
-    let (s, b) = a.post("/admin/users", &json!({"username": "a\u{0}b", "md5_password": mito::api::md5_password("x"), "admin": false}));
+    let (s, b) = a.post(
+        "/admin/users",
+        &json!({"username": "a\u{0}b", "md5_password": mito::api::md5_password("x"), "admin": false}),
+    );
     assert_eq!(s, 400, "{b}");
 }
 

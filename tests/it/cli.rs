@@ -19,16 +19,30 @@ fn coordinator_help_lists_every_seed_option() {
         assert!(o.status.success());
         let (out, _) = text(&o);
         for opt in [
-            "-b, --bind <BIND>", "--config <CONFIG>", "--db <DB_URL>", "--s3 <S3_URL>",
-            "--s3-access-key <S3_ACCESS_KEY>", "--s3-secret-key <S3_SECRET_KEY>", "--redis <REDIS_URL>",
-            "--redis-worker-password <REDIS_WORKER_PASSWORD>", "--redis-client-password <REDIS_CLIENT_PASSWORD>",
-            "--admin-user <ADMIN_USER>", "--admin-password <ADMIN_PASSWORD>",
+            "-b, --bind <BIND>",
+            "--config <CONFIG>",
+            "--db <DB_URL>",
+            "--s3 <S3_URL>",
+            "--s3-access-key <S3_ACCESS_KEY>",
+            "--s3-secret-key <S3_SECRET_KEY>",
+            "--redis <REDIS_URL>",
+            "--redis-worker-password <REDIS_WORKER_PASSWORD>",
+            "--redis-client-password <REDIS_CLIENT_PASSWORD>",
+            "--admin-user <ADMIN_USER>",
+            "--admin-password <ADMIN_PASSWORD>",
             "--access-token-private-path <ACCESS_TOKEN_PRIVATE_PATH>",
             "--access-token-public-path <ACCESS_TOKEN_PUBLIC_PATH>",
-            "--access-token-expires-in <ACCESS_TOKEN_EXPIRES_IN>", "--heartbeat-timeout <HEARTBEAT_TIMEOUT>",
-            "--log-path <LOG_PATH>", "--file-log", "-h, --help", "-V, --version",
-            "--s3-region <S3_REGION>", "--s3-force-path-style", "--artifacts-bucket <ARTIFACTS_BUCKET>",
-            "--attachments-bucket <ATTACHMENTS_BUCKET>", "--redis-skip-acl-rules",
+            "--access-token-expires-in <ACCESS_TOKEN_EXPIRES_IN>",
+            "--heartbeat-timeout <HEARTBEAT_TIMEOUT>",
+            "--log-path <LOG_PATH>",
+            "--file-log",
+            "-h, --help",
+            "-V, --version",
+            "--s3-region <S3_REGION>",
+            "--s3-force-path-style",
+            "--artifacts-bucket <ARTIFACTS_BUCKET>",
+            "--attachments-bucket <ATTACHMENTS_BUCKET>",
+            "--redis-skip-acl-rules",
         ] {
             assert!(out.contains(opt), "`mito coordinator {flag}` lacks {opt}:\n{out}");
         }
@@ -147,7 +161,11 @@ fn config_layers_override_in_order() {
         "[coordinator]\nbind = \"127.0.0.1:1\"\naccess_token_private_path = \"../../keys/k.pem\"\naccess_token_public_path = \"../../keys/k.pub.pem\"\nadmin_password = \"from-global\"\n",
     )
     .unwrap();
-    std::fs::write(home.path().join("config.toml"), format!("[coordinator]\nbind = \"127.0.0.1:{p1}\"\ndb_url = \"{}\"\n", db.url)).unwrap();
+    std::fs::write(
+        home.path().join("config.toml"),
+        format!("[coordinator]\nbind = \"127.0.0.1:{p1}\"\ndb_url = \"{}\"\n", db.url),
+    )
+    .unwrap();
     let mut child = mito(home.path())
         .args(["coordinator", "--data-dir", "data"])
         .env("MITO_ADMIN_PASSWORD", "from-env")
@@ -174,7 +192,11 @@ fn config_layers_override_in_order() {
     assert_eq!((a, b), (200, 401), "env must override the global file");
 
     // A flag overrides ./config.toml.
-    let mut c2 = mito(home.path()).args(["coordinator", "-b", &format!("127.0.0.1:{p2}")]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut c2 = mito(home.path())
+        .args(["coordinator", "-b", &format!("127.0.0.1:{p2}")])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let url2 = format!("http://127.0.0.1:{p2}");
     let mut up2 = false;
     for _ in 0..600 {

@@ -109,7 +109,11 @@ fn without_a_token_or_terminal_the_client_says_what_to_give() {
 fn an_unreachable_coordinator_is_a_clear_failure() {
     let home = TempDir::new("client");
     let url = format!("http://127.0.0.1:{}", free_port());
-    let o = mito(home.path()).args(["client", "-c", &url, "-u", "a", "-p", "b", "auth"]).stdin(Stdio::null()).output().unwrap();
+    let o = mito(home.path())
+        .args(["client", "-c", &url, "-u", "a", "-p", "b", "auth"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(1));
     let e = err(&o);
     assert!(e.contains("cannot connect") && e.contains(&url), "{e}");
@@ -135,7 +139,19 @@ fn help_needs_no_coordinator_and_mistakes_exit_2() {
         assert!(out(&o).contains("Usage:"), "{args:?}: {}", out(&o));
     }
     let o = mito(home.path()).args(["client", "tasks", "submit", "--help"]).output().unwrap();
-    for flag in ["--group", "--tags", "--labels", "--timeout", "--priority", "--envs", "--terminal", "--resources", "--watch", "--wait", "--json"] {
+    for flag in [
+        "--group",
+        "--tags",
+        "--labels",
+        "--timeout",
+        "--priority",
+        "--envs",
+        "--terminal",
+        "--resources",
+        "--watch",
+        "--wait",
+        "--json",
+    ] {
         assert!(out(&o).contains(flag), "tasks submit --help lacks {flag}");
     }
 }
@@ -228,7 +244,12 @@ fn interactive_mode_runs_lines_until_quit() {
     assert!(s.contains("Group g1 created"), "{s}");
     // A command given with -i runs first; a failing line is reported, the rest still runs,
     // and the exit status says something failed.
-    let o = client_stdin(&c, &home, &["-i", "auth"], "groups get nosuch\nlogin mitosis_admin mitosis_admin --retain\nauth\n");
+    let o = client_stdin(
+        &c,
+        &home,
+        &["-i", "auth"],
+        "groups get nosuch\nlogin mitosis_admin mitosis_admin --retain\nauth\n",
+    );
     assert_eq!(o.status.code(), Some(1), "{}", err(&o));
     assert_eq!(out(&o).matches("Currently logged in as").count(), 2, "{}", out(&o));
     assert!(err(&o).contains("nosuch"), "{}", err(&o));
@@ -243,7 +264,10 @@ fn login_switches_user_for_the_rest_of_the_session() {
     ok(&client(&c, &home, &["admin", "users", "create", "carol", "carol-pw"]));
     let o = client_stdin(&c, &home, &["-i"], "login carol carol-pw\nauth\ngroups get carol\n");
     let s = ok(&o);
-    assert!(s.contains("Logged in as carol") && s.contains("Currently logged in as carol") && s.contains("Group carol"), "{s}");
+    assert!(
+        s.contains("Logged in as carol") && s.contains("Currently logged in as carol") && s.contains("Group carol"),
+        "{s}"
+    );
 }
 
 #[test]

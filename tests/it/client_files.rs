@@ -43,7 +43,10 @@ fn attachments_upload_download_and_smart_keys(s3: bool) {
     assert!(o.contains("already exists"), "{o}");
     ok(&client(&c, &home, &["groups", "create", "lab"]));
     let v = ok_json(&client(&c, &home, &["--json", "groups", "attachments", "upload", "-s", "data.bin", "lab/x/"]));
-    assert_eq!((v["group_name"].as_str(), v["key"].as_str(), v["size"].as_u64()), (Some("lab"), Some("x/data.bin"), Some(3_000_000)));
+    assert_eq!(
+        (v["group_name"].as_str(), v["key"].as_str(), v["size"].as_u64()),
+        (Some("lab"), Some("x/data.bin"), Some(3_000_000))
+    );
     let v = ok_json(&client(&c, &home, &["--json", "groups", "attachments", "upload", "--smart", "small.txt", "lab"]));
     assert_eq!((v["group_name"].as_str(), v["key"].as_str()), (Some("lab"), Some("small.txt")));
     let e = fails(&client(&c, &home, &["groups", "attachments", "upload", "."]), 1);
@@ -51,7 +54,9 @@ fn attachments_upload_download_and_smart_keys(s3: bool) {
 
     let m = ok_json(&client(&c, &home, &["--json", "groups", "attachments", "get", "inputs/data.bin"]));
     assert_eq!(m["size"], 3_000_000);
-    assert!(ok(&client(&c, &home, &["groups", "attachments", "get", "-s", "lab/x/data.bin"])).contains("Size: 3000000B"));
+    assert!(
+        ok(&client(&c, &home, &["groups", "attachments", "get", "-s", "lab/x/data.bin"])).contains("Size: 3000000B")
+    );
 
     // Default destination: the full key; with --smart, the file name; -o a file or a directory.
     let o = ok(&client(&c, &home, &["groups", "attachments", "download", "inputs/data.bin"]));
@@ -73,7 +78,11 @@ fn attachments_upload_download_and_smart_keys(s3: bool) {
 
     let q = ok_json(&client(&c, &home, &["--json", "groups", "attachments", "query", "-g", "lab"]));
     assert_eq!(q["count"], 2);
-    let q = ok_json(&client(&c, &home, &["--json", "groups", "attachments", "query", "-g", "lab", "-k", "data", "--count"]));
+    let q = ok_json(&client(
+        &c,
+        &home,
+        &["--json", "groups", "attachments", "query", "-g", "lab", "-k", "data", "--count"],
+    ));
     assert_eq!(q["count"], 1);
     let text = ok(&client(&c, &home, &["groups", "attachments", "query"]));
     assert!(text.starts_with("Found 1 attachments in group ann") && text.contains("inputs/data.bin"), "{text}");
@@ -86,19 +95,32 @@ fn attachment_batches_and_deletes(s3: bool) {
         std::fs::write(home.path().join(name), body).unwrap();
         ok(&client(&c, &home, &["groups", "attachments", "upload", "-g", "lab", name, &format!("set/{name}")]));
     }
-    let o = ok(&client(&c, &home, &["groups", "attachments", "download-many", "-g", "lab", "-o", "many", "--concurrent", "2", "--pb"]));
+    let o = ok(&client(
+        &c,
+        &home,
+        &["groups", "attachments", "download-many", "-g", "lab", "-o", "many", "--concurrent", "2", "--pb"],
+    ));
     assert!(o.contains("Downloaded 3 of 3 files"), "{o}");
     assert_eq!(read(&home.path().join("many/b.txt")), b"beta");
-    let v = ok_json(&client(&c, &home, &["--json", "groups", "attachments", "download-list", "-g", "lab", "set/a.txt", "set/c.txt", "-o", "list"]));
+    let v = ok_json(&client(
+        &c,
+        &home,
+        &["--json", "groups", "attachments", "download-list", "-g", "lab", "set/a.txt", "set/c.txt", "-o", "list"],
+    ));
     assert_eq!(v["downloads"].as_array().unwrap().len(), 2);
     assert_eq!(read(&home.path().join("list/c.txt")), b"gamma");
-    let o = ok(&client(&c, &home, &["groups", "attachments", "download-list", "-g", "lab", "set/a.txt", "--no-download"]));
+    let o =
+        ok(&client(&c, &home, &["groups", "attachments", "download-list", "-g", "lab", "set/a.txt", "--no-download"]));
     assert!(o.starts_with("Attachment set/a.txt: http"), "{o}");
 
     // Fresh uploads are kept for an hour; the admin may delete them anyway.
     let e = fails(&client(&c, &home, &["groups", "attachments", "delete", "-s", "lab/set/a.txt"]), 1);
     assert!(e.contains("400"), "{e}");
-    let v = ok_json(&client(&c, &home, &["--json", "groups", "attachments", "delete-list", "-g", "lab", "set/a.txt", "set/b.txt"]));
+    let v = ok_json(&client(
+        &c,
+        &home,
+        &["--json", "groups", "attachments", "delete-list", "-g", "lab", "set/a.txt", "set/b.txt"],
+    ));
     assert_eq!(v["deleted_count"], 0);
     assert_eq!(v["failed_keys"].as_array().unwrap().len(), 2);
     let v = ok_json(&client(&c, &home, &["--json", "groups", "attachments", "delete-many", "-g", "lab"]));
@@ -137,7 +159,8 @@ fn artifacts_and_logs(s3: bool) {
     let id = task["id"].as_i64().unwrap();
     assert_eq!(w.report(id, serde_json::json!("Finish")).0, 200);
     let archive = std_log("out\n", "err\n");
-    let (s, b) = w.report(id, serde_json::json!({"Upload": {"content_type": "std-log", "content_length": archive.len()}}));
+    let (s, b) =
+        w.report(id, serde_json::json!({"Upload": {"content_type": "std-log", "content_length": archive.len()}}));
     assert_eq!(s, 200, "{b}");
     put(json(&b)["url"].as_str().unwrap(), &archive);
     assert_eq!(w.report(id, serde_json::json!({"Commit": {"exit_status": 0, "msg": null}})).0, 200);
@@ -163,7 +186,11 @@ fn artifacts_and_logs(s3: bool) {
     assert_eq!(read(&home.path().join("d/result.tar.gz")), data);
     ok(&client(&c, &home, &["tasks", "artifacts", "download-list", "result", &u, "-o", "l"]));
     assert_eq!(read(&home.path().join(format!("l/{u}.tar.gz"))), data);
-    let o = ok(&client(&c, &home, &["tasks", "artifacts", "download-many", "result", "-s", "finished", "-o", "m", "--concurrent", "3"]));
+    let o = ok(&client(
+        &c,
+        &home,
+        &["tasks", "artifacts", "download-many", "result", "-s", "finished", "-o", "m", "--concurrent", "3"],
+    ));
     assert!(o.contains("Downloaded 1 of 1 files"), "{o}");
     assert_eq!(read(&home.path().join(format!("m/{u}.tar.gz"))), data);
     let text = ok(&client(&c, &home, &["tasks", "get", &u]));

@@ -33,8 +33,26 @@ fn submit_get_query_change_label_and_cancel() {
         &c,
         &home,
         &[
-            "tasks", "submit", "-g", "lab", "-t", "t1", "-l", "x,y", "--timeout", "1h", "-p", "3", "-e", "A=1,B=2",
-            "--terminal", "-r", "attachment=data/in.txt:in.txt", "--", "echo", "Hello, Mitosis!",
+            "tasks",
+            "submit",
+            "-g",
+            "lab",
+            "-t",
+            "t1",
+            "-l",
+            "x,y",
+            "--timeout",
+            "1h",
+            "-p",
+            "3",
+            "-e",
+            "A=1,B=2",
+            "--terminal",
+            "-r",
+            "attachment=data/in.txt:in.txt",
+            "--",
+            "echo",
+            "Hello, Mitosis!",
         ],
     ));
     assert!(o.starts_with("Task submitted with id 1 in group lab and a global uuid "), "{o}");
@@ -50,7 +68,12 @@ fn submit_get_query_change_label_and_cancel() {
     assert_eq!(info["timeout"], 3600);
     assert_eq!(info["priority"], 3);
     let text = ok(&client(&c, &home, &["tasks", "get", &u]));
-    assert!(text.contains("State: Ready") && text.contains("Command: echo 'Hello, Mitosis!'") && text.contains("Artifacts: None"), "{text}");
+    assert!(
+        text.contains("State: Ready")
+            && text.contains("Command: echo 'Hello, Mitosis!'")
+            && text.contains("Artifacts: None"),
+        "{text}"
+    );
 
     let q = ok_json(&client(&c, &home, &["tasks", "query", "-g", "lab", "-l", "x", "--json"]));
     assert_eq!(q["tasks"][0]["uuid"], u.as_str());
@@ -101,7 +124,8 @@ fn batch_submit_and_cancel() {
     assert_eq!(o.status.code(), Some(1), "one item failed: {}", out(&o));
     assert!(out(&o).contains("Batch submission completed: 2 succeeded, 1 failed"), "{}", out(&o));
     let q = ok_json(&client(&c, &home, &["--json", "tasks", "query", "-l", "batch"]));
-    let uuids: Vec<String> = q["tasks"].as_array().unwrap().iter().map(|t| t["uuid"].as_str().unwrap().to_string()).collect();
+    let uuids: Vec<String> =
+        q["tasks"].as_array().unwrap().iter().map(|t| t["uuid"].as_str().unwrap().to_string()).collect();
     assert_eq!(uuids.len(), 2);
     let r = ok_json(&client(&c, &home, &["--json", "tasks", "cancel-list", &uuids.join(",")]));
     assert_eq!(r["cancelled_count"], 2);

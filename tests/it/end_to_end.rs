@@ -47,7 +47,8 @@ fn run_end_to_end(c: Coordinator) {
     assert_eq!(found.trim(), "42");
     let get = client(&c, &home, &["--json", "tasks", "get", &uuid]);
     let v = json(&String::from_utf8_lossy(&get.stdout));
-    let kinds: Vec<&str> = v["artifacts"].as_array().unwrap().iter().map(|a| a["content_type"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> =
+        v["artifacts"].as_array().unwrap().iter().map(|a| a["content_type"].as_str().unwrap()).collect();
     assert_eq!(kinds, vec!["result", "exec-log", "std-log"], "{v}");
     assert_eq!(v["info"]["result"]["exit_status"], 0);
     assert!(w.wait_log(&uuid, Duration::from_secs(5)), "one log line per task:\n{}", w.log_text());

@@ -64,25 +64,14 @@ fn result_file(api: &Api, uuid: &str, name: &str) -> Result<Vec<u8>, String> {
         return Err(format!("no result URL ({s}): {b}"));
     }
     let url = json(&b)["url"].as_str().unwrap_or_default().to_string();
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(30))
-        .build();
-    let resp = agent
-        .get(&url)
-        .call()
-        .map_err(|e| format!("GET {url}: {e}"))?;
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
+    let resp = agent.get(&url).call().map_err(|e| format!("GET {url}: {e}"))?;
     let mut gz = Vec::new();
-    resp.into_reader()
-        .take(64 << 20)
-        .read_to_end(&mut gz)
-        .map_err(|e| e.to_string())?;
+    resp.into_reader().take(64 << 20).read_to_end(&mut gz).map_err(|e| e.to_string())?;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&gz[..]));
     for e in archive.entries().map_err(|e| e.to_string())? {
         let mut e = e.map_err(|e| e.to_string())?;
-        if e.path()
-            .map(|p| p == Path::new("result").join(name))
-            .unwrap_or(false)
-        {
+        if e.path().map(|p| p == Path::new("result").join(name)).unwrap_or(false) {
             let mut body = Vec::new();
             e.read_to_end(&mut body).map_err(|e| e.to_string())?;
             return Ok(body);
@@ -94,26 +83,15 @@ fn result_file(api: &Api, uuid: &str, name: &str) -> Result<Vec<u8>, String> {
 /// Checks that every task in `uuids` ended exactly once: committed (waiting up to
 /// `within`), archived once, no longer active, exit 0, and its `result/out.txt` holds its
 /// uuid. Returns the submit→commit times the database recorded.
-fn assert_each_ended_once(
-    db_url: &str,
-    api: &Api,
-    uuids: &[String],
-    within: Duration,
-) -> Vec<Duration> {
+fn assert_each_ended_once(db_url: &str, api: &Api, uuids: &[String], within: Duration) -> Vec<Duration> {
     let deadline = Instant::now() + within;
     for u in uuids {
-        let info = wait_committed(
-            api,
-            u,
-            deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_secs(1)),
-        );
+        let info =
+            wait_committed(api, u, deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1)));
         assert_eq!(info["state"], "Finished", "{info}");
         assert_eq!(info["result"]["exit_status"], 0, "{info}");
     }
-    let mut db =
-        postgres::Client::connect(db_url, postgres::NoTls).expect("connect to the database");
+    let mut db = postgres::Client::connect(db_url, postgres::NoTls).expect("connect to the database");
     let rows = db
         .query(
             "SELECT t.u,
@@ -127,20 +105,12 @@ fn assert_each_ended_once(
     let mut took = Vec::new();
     for r in rows {
         let (u, archived, active): (String, i64, i64) = (r.get(0), r.get(1), r.get(2));
-        assert_eq!(
-            (archived, active),
-            (1, 0),
-            "task {u}: archived {archived} times, active {active} times"
-        );
+        assert_eq!((archived, active), (1, 0), "task {u}: archived {archived} times, active {active} times");
         took.push(Duration::from_secs_f64(r.get::<_, f64>(3).max(0.0)));
     }
     for u in uuids {
         let out = result_file(api, u, "out.txt").unwrap_or_else(|e| panic!("task {u}: {e}"));
-        assert_eq!(
-            String::from_utf8_lossy(&out).trim(),
-            u,
-            "task {u}: its result archive holds another task's output"
-        );
+        assert_eq!(String::from_utf8_lossy(&out).trim(), u, "task {u}: its result archive holds another task's output");
     }
     took
 }
@@ -172,13 +142,7 @@ fn load(
             let (status, body) = submit_args(&apis[i % apis.len()], &group, &args);
             i += 1;
             let uuid = (status == 200).then(|| json(&body)["uuid"].as_str().unwrap().to_string());
-            out.push(Submitted {
-                uuid,
-                status,
-                took: at.elapsed(),
-                at,
-                body,
-            });
+            out.push(Submitted { uuid, status, took: at.elapsed(), at, body });
             std::thread::sleep(every.saturating_sub(at.elapsed()));
         }
         out
@@ -197,11 +161,7 @@ fn restart(c: &mut Coordinator, extra: &[&str], n: usize) {
     }
     c.log = c.home.path().join(format!("coordinator-{n}.log"));
     c.child = Some(spawn_coordinator(&c.home, &c.db.url, c.port, extra, &c.log));
-    assert!(
-        c.wait_ready(Duration::from_secs(60)),
-        "the coordinator did not come back:\n{}",
-        c.log_text()
-    );
+    assert!(c.wait_ready(Duration::from_secs(60)), "the coordinator did not come back:\n{}", c.log_text());
 }
 
 fn p(quantile: f64, v: &[Duration]) -> Duration {
@@ -234,34 +194,15 @@ impl PgServer {
             unsafe { libc::chown(c.as_ptr(), uid, gid) };
         }
         let mut init = Command::new(find_pg_bin("initdb"));
-        init.args([
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "-E",
-            "UTF8",
-            "--no-sync",
-            "-D",
-        ])
-        .arg(dir.path().join("data"));
+        init.args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync", "-D"]).arg(dir.path().join("data"));
         init.stdout(Stdio::null()).stderr(Stdio::piped());
         if let Some((uid, gid)) = ids {
             std::os::unix::process::CommandExt::uid(&mut init, uid);
             std::os::unix::process::CommandExt::gid(&mut init, gid);
         }
         let out = init.output().expect("run initdb");
-        assert!(
-            out.status.success(),
-            "initdb failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut pg = PgServer {
-            dir,
-            port: 0,
-            url: String::new(),
-            pid: None,
-        };
+        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let mut pg = PgServer { dir, port: 0, url: String::new(), pid: None };
         for _ in 0..5 {
             pg.port = free_port();
             pg.url = format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port);
@@ -280,23 +221,16 @@ impl PgServer {
         // when the spawning thread ends.
         std::thread::spawn(move || {
             let mut cmd = Command::new(find_pg_bin("postgres"));
-            cmd.arg("-D")
-                .arg(dir.join("data"))
-                .args(["-p", &port.to_string(), "-k"])
-                .arg(&dir)
-                .args([
-                    "-c",
-                    "listen_addresses=127.0.0.1",
-                    "-c",
-                    "fsync=off",
-                    "-c",
-                    "max_connections=200",
-                ]);
+            cmd.arg("-D").arg(dir.join("data")).args(["-p", &port.to_string(), "-k"]).arg(&dir).args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "max_connections=200",
+            ]);
             cmd.stdin(Stdio::null()).stdout(Stdio::null());
-            let log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(dir.join("postgres.log"));
+            let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("postgres.log"));
             cmd.stderr(log.map(Stdio::from).unwrap_or(Stdio::null()));
             if let Some((uid, gid)) = postgres_ids() {
                 std::os::unix::process::CommandExt::uid(&mut cmd, uid);
@@ -346,11 +280,7 @@ impl PgServer {
     }
 
     fn restart(&mut self) {
-        assert!(
-            self.launch(),
-            "the private PostgreSQL did not come back on port {}",
-            self.port
-        );
+        assert!(self.launch(), "the private PostgreSQL did not come back on port {}", self.port);
     }
 
     fn log_text(&self) -> String {
@@ -377,10 +307,8 @@ fn a_task_whose_worker_is_killed_finishes_on_another_worker() {
     let (runs, started) = (dir.path().join("runs"), dir.path().join("started"));
     let m = marker("killed-worker");
     // The first run hangs; the second one (on the other worker) ends at once.
-    let then = format!(
-        "if [ -e '{s}' ]; then exit 0; fi; touch '{s}'; while :; do sleep 1; done",
-        s = started.display()
-    );
+    let then =
+        format!("if [ -e '{s}' ]; then exit 0; fi; touch '{s}'; while :; do sleep 1; done", s = started.display());
     let mut args = recorded(&runs, &then);
     args.push(m.clone());
     let mut victim = Worker::start(&c.url, "ann", "ann-pw", &["--heartbeat-interval", "1s"]);
@@ -390,49 +318,25 @@ fn a_task_whose_worker_is_killed_finishes_on_another_worker() {
     while !started.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(
-        started.exists(),
-        "the task did not start:\n{}",
-        victim.log_text()
-    );
-    assert!(
-        !with_marker(&m).is_empty(),
-        "the task's processes carry the marker"
-    );
+    assert!(started.exists(), "the task did not start:\n{}", victim.log_text());
+    assert!(!with_marker(&m).is_empty(), "the task's processes carry the marker");
     let killed = Instant::now();
     victim.signal(libc::SIGKILL).expect("the worker dies");
-    assert!(
-        wait_marker_gone(&m, Duration::from_secs(5)),
-        "a process of the task outlived its worker's kill -9"
-    );
+    assert!(wait_marker_gone(&m, Duration::from_secs(5)), "a process of the task outlived its worker's kill -9");
     let survivor = Worker::start(&c.url, "ann", "ann-pw", &["--heartbeat-interval", "1s"]);
     let survivor_id = survivor.id();
     let info = wait_committed(&a, &u, Duration::from_secs(60));
     let took = killed.elapsed();
     assert_eq!(info["reporter_uuid"], survivor_id.as_str(), "{info}");
-    assert_each_ended_once(
-        &c.db.url,
-        &a,
-        std::slice::from_ref(&u),
-        Duration::from_secs(10),
-    );
-    assert_eq!(
-        runs_of(&runs).get(&u),
-        Some(&2),
-        "one lost run, one that finished"
-    );
-    assert!(
-        c.log_text()
-            .contains("sent no heartbeat for 5s; removing it and requeueing its task"),
-        "{}",
-        c.log_text()
-    );
-    assert!(
-        took < Duration::from_secs(20),
-        "finished elsewhere {took:?} after the kill"
-    );
+    assert_each_ended_once(&c.db.url, &a, std::slice::from_ref(&u), Duration::from_secs(10));
+    assert_eq!(runs_of(&runs).get(&u), Some(&2), "one lost run, one that finished");
+    assert!(c.log_text().contains("sent no heartbeat for 5s; removing it and requeueing its task"), "{}", c.log_text());
+    assert!(took < Duration::from_secs(20), "finished elsewhere {took:?} after the kill");
     assert!(wait_marker_gone(&m, Duration::from_secs(5)));
-    eprintln!("measured: killed worker's task finished elsewhere {:.1}s after the kill (heartbeat_timeout 5s)", took.as_secs_f64());
+    eprintln!(
+        "measured: killed worker's task finished elsewhere {:.1}s after the kill (heartbeat_timeout 5s)",
+        took.as_secs_f64()
+    );
 }
 
 /// kill -9 of one of two coordinators on one database under load, workers on both: the
@@ -450,21 +354,14 @@ fn a_coordinator_killed_under_load_loses_nothing() {
     let a2 = c2.as_token(&c2.login("ann", "ann-pw"));
     let dir = TempDir::new("faults-coord");
     let runs = dir.path().join("runs");
-    let workers: Vec<Worker> = [&c1.url, &c1.url, &c2.url, &c2.url]
-        .iter()
-        .map(|u| Worker::start(u, "ann", "ann-pw", &[]))
-        .collect();
+    let workers: Vec<Worker> =
+        [&c1.url, &c1.url, &c2.url, &c2.url].iter().map(|u| Worker::start(u, "ann", "ann-pw", &[])).collect();
     for w in &workers {
         w.id();
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let gen = load(
-        vec![a1.clone(), a2.clone()],
-        "ann",
-        recorded(&runs, "true"),
-        Duration::from_millis(100),
-        stop.clone(),
-    );
+    let gen =
+        load(vec![a1.clone(), a2.clone()], "ann", recorded(&runs, "true"), Duration::from_millis(100), stop.clone());
     std::thread::sleep(Duration::from_secs(3));
     let killed = Instant::now();
     c1.signal(libc::SIGKILL).expect("the coordinator dies");
@@ -487,14 +384,8 @@ fn a_coordinator_killed_under_load_loses_nothing() {
         "only the killed coordinator's refusals: {:?}",
         subs.iter().find(|s| s.status != 200 && s.status != 0)
     );
-    let after = subs
-        .iter()
-        .filter(|s| s.at > killed + down && s.status == 200)
-        .count();
-    assert!(
-        after > 0,
-        "the restarted coordinator takes submissions again"
-    );
+    let after = subs.iter().filter(|s| s.at > killed + down && s.status == 200).count();
+    assert!(after > 0, "the restarted coordinator takes submissions again");
     let took = assert_each_ended_once(&c1.db.url, &a2, &uuids, Duration::from_secs(60));
     let reruns = runs_of(&runs).values().filter(|n| **n > 1).count();
     eprintln!(
@@ -515,20 +406,12 @@ fn postgres_stopped_under_load_costs_503s_and_loses_nothing() {
     let a = c.user("ann");
     let dir = TempDir::new("faults-pg");
     let runs = dir.path().join("runs");
-    let workers: Vec<Worker> = (0..2)
-        .map(|_| Worker::start(&c.url, "ann", "ann-pw", &[]))
-        .collect();
+    let workers: Vec<Worker> = (0..2).map(|_| Worker::start(&c.url, "ann", "ann-pw", &[])).collect();
     for w in &workers {
         w.id();
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let gen = load(
-        vec![a.clone()],
-        "ann",
-        recorded(&runs, "true"),
-        Duration::from_millis(200),
-        stop.clone(),
-    );
+    let gen = load(vec![a.clone()], "ann", recorded(&runs, "true"), Duration::from_millis(200), stop.clone());
     std::thread::sleep(Duration::from_secs(2));
     let down_at = Instant::now();
     pg.stop();
@@ -549,56 +432,23 @@ fn postgres_stopped_under_load_costs_503s_and_loses_nothing() {
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::SeqCst);
     let subs = gen.join().unwrap();
-    let bad: Vec<&Submitted> = subs
-        .iter()
-        .filter(|s| s.status != 200 && s.status != 503)
-        .collect();
-    assert!(
-        bad.is_empty(),
-        "only 200 or 503 (no 500, no broken connection): {bad:?}\n{}",
-        c.log_text()
-    );
+    let bad: Vec<&Submitted> = subs.iter().filter(|s| s.status != 200 && s.status != 503).collect();
+    assert!(bad.is_empty(), "only 200 or 503 (no 500, no broken connection): {bad:?}\n{}", c.log_text());
     let unavailable: Vec<&Submitted> = subs.iter().filter(|s| s.status == 503).collect();
     assert!(!unavailable.is_empty(), "the outage was seen");
-    assert!(
-        unavailable
-            .iter()
-            .all(|s| msg(&s.body).contains("retry later")),
-        "{:?}",
-        unavailable[0]
-    );
+    assert!(unavailable.iter().all(|s| msg(&s.body).contains("retry later")), "{:?}", unavailable[0]);
     let slowest = subs.iter().map(|s| s.took).max().unwrap_or_default();
-    assert!(
-        slowest < Duration::from_secs(12),
-        "no request hung: the slowest took {slowest:?}"
-    );
-    assert!(
-        recovered < Duration::from_secs(15),
-        "recovered {recovered:?} after PostgreSQL came back"
-    );
-    assert!(
-        subs.iter().any(|s| s.at > up_at && s.status == 200),
-        "submissions go through again"
-    );
+    assert!(slowest < Duration::from_secs(12), "no request hung: the slowest took {slowest:?}");
+    assert!(recovered < Duration::from_secs(15), "recovered {recovered:?} after PostgreSQL came back");
+    assert!(subs.iter().any(|s| s.at > up_at && s.status == 200), "submissions go through again");
     let uuids = accepted(&subs);
     assert_each_ended_once(&pg.url, &a, &uuids, Duration::from_secs(60));
-    assert!(
-        c.log_text().contains("unreachable"),
-        "the coordinator's log names the outage:\n{}",
-        c.log_text()
-    );
+    assert!(c.log_text().contains("unreachable"), "the coordinator's log names the outage:\n{}", c.log_text());
     // So do the workers' retry lines, with the coordinator's reason.
     let why = "failed (HTTP status 503: Service unavailable: the database is unreachable";
-    assert!(
-        workers.iter().any(|w| w.log_text().contains(why)),
-        "{}",
-        workers[0].log_text()
-    );
+    assert!(workers.iter().any(|w| w.log_text().contains(why)), "{}", workers[0].log_text());
     let mut db = postgres::Client::connect(&pg.url, postgres::NoTls).unwrap();
-    let left: i64 = db
-        .query_one("SELECT count(*) FROM active_tasks", &[])
-        .unwrap()
-        .get(0);
+    let left: i64 = db.query_one("SELECT count(*) FROM active_tasks", &[]).unwrap().get(0);
     assert_eq!(left, 0, "nothing is stuck active");
     let _ = pg.log_text();
     eprintln!(
@@ -622,11 +472,7 @@ fn an_s3_outage_during_an_upload_is_retried() {
     let c = Coordinator::start_with(TestDb::new(), &flags);
     let a = c.user("ann");
     let dir = TempDir::new("faults-s3");
-    let (runs, go, copy) = (
-        dir.path().join("runs"),
-        dir.path().join("go"),
-        dir.path().join("data.bin"),
-    );
+    let (runs, go, copy) = (dir.path().join("runs"), dir.path().join("go"), dir.path().join("data.bin"));
     let then = format!(
         "head -c 300000 /dev/urandom > \"$MITO_RESULT_DIR/data.bin\"; cp \"$MITO_RESULT_DIR/data.bin\" '{}'; while [ ! -e '{}' ]; do sleep 0.1; done",
         copy.display(),
@@ -642,33 +488,18 @@ fn an_s3_outage_during_an_upload_is_retried() {
     s3.stop();
     let down_at = Instant::now();
     std::fs::write(&go, "").unwrap();
-    assert!(
-        w.wait_log("uploading result.tar.gz", Duration::from_secs(20)),
-        "the upload is retried:\n{}",
-        w.log_text()
-    );
+    assert!(w.wait_log("uploading result.tar.gz", Duration::from_secs(20)), "the upload is retried:\n{}", w.log_text());
     std::thread::sleep(Duration::from_secs(3));
     s3.restart();
     let up_at = Instant::now();
     let info = wait_committed(&a, &u, Duration::from_secs(60));
     assert!(info["result"]["msg"].is_null(), "{info}");
     let committed = up_at.elapsed();
-    assert_each_ended_once(
-        &c.db.url,
-        &a,
-        std::slice::from_ref(&u),
-        Duration::from_secs(10),
-    );
+    assert_each_ended_once(&c.db.url, &a, std::slice::from_ref(&u), Duration::from_secs(10));
     let data = result_file(&a, &u, "data.bin").unwrap();
-    assert!(
-        data == std::fs::read(&copy).unwrap(),
-        "the uploaded archive holds what the task wrote"
-    );
-    let retries = w
-        .log_text()
-        .lines()
-        .filter(|l| l.contains("uploading result.tar.gz") && l.contains("retrying"))
-        .count();
+    assert!(data == std::fs::read(&copy).unwrap(), "the uploaded archive holds what the task wrote");
+    let retries =
+        w.log_text().lines().filter(|l| l.contains("uploading result.tar.gz") && l.contains("retrying")).count();
     assert!(retries >= 1, "{}", w.log_text());
     eprintln!(
         "measured: S3 down {:.1}s during an upload: {retries} retries logged, committed {:.1}s after S3 came back",
@@ -685,13 +516,7 @@ impl Tmpfs {
     fn mount(size: &str) -> Option<Tmpfs> {
         let dir = TempDir::new("tmpfs");
         let ok = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
             .arg(dir.path())
             .stderr(Stdio::null())
             .status()
@@ -749,7 +574,10 @@ fn a_full_disk_under_the_local_store_fails_uploads_clearly() {
     std::fs::write(&filler, vec![7u8; (free - 100_000) as usize]).unwrap();
     let dir = TempDir::new("faults-disk");
     let (runs, copy) = (dir.path().join("runs"), dir.path().join("data.bin"));
-    let then = format!("head -c 400000 /dev/urandom > \"$MITO_RESULT_DIR/data.bin\"; cp \"$MITO_RESULT_DIR/data.bin\" '{}'", copy.display());
+    let then = format!(
+        "head -c 400000 /dev/urandom > \"$MITO_RESULT_DIR/data.bin\"; cp \"$MITO_RESULT_DIR/data.bin\" '{}'",
+        copy.display()
+    );
     let w = Worker::start(&c.url, "ann", "ann-pw", &[]);
     w.id();
     let u = submit_ok(&a, "ann", &recorded(&runs, &then));
@@ -759,11 +587,7 @@ fn a_full_disk_under_the_local_store_fails_uploads_clearly() {
         w.log_text(),
         c.log_text()
     );
-    assert!(
-        c.log_text().contains("No space left on device"),
-        "{}",
-        c.log_text()
-    );
+    assert!(c.log_text().contains("No space left on device"), "{}", c.log_text());
     // Nothing half-written: the object is not there at all, and no temp file is left.
     let (s, b) = a.get(&format!("/tasks/{u}/download/artifacts/result"));
     assert_eq!(s, 200, "{b}");
@@ -780,12 +604,7 @@ fn a_full_disk_under_the_local_store_fails_uploads_clearly() {
     let freed = Instant::now();
     let info = wait_committed(&a, &u, Duration::from_secs(60));
     assert!(info["result"]["msg"].is_null(), "{info}");
-    assert_each_ended_once(
-        &c.db.url,
-        &a,
-        std::slice::from_ref(&u),
-        Duration::from_secs(10),
-    );
+    assert_each_ended_once(&c.db.url, &a, std::slice::from_ref(&u), Duration::from_secs(10));
     assert!(result_file(&a, &u, "data.bin").unwrap() == std::fs::read(&copy).unwrap());
     assert!(temp_files_left(&data, Duration::from_secs(3)).is_empty());
     drop(c);
@@ -805,47 +624,32 @@ fn a_full_disk_under_the_local_store_fails_uploads_clearly() {
 #[test]
 #[ignore = "ten minutes; run with `make soak`"]
 fn soak_random_kills_under_steady_load() {
-    let secs: u64 = std::env::var("MITO_SOAK_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(600)
-        .clamp(10, 24 * 3600);
+    let secs: u64 =
+        std::env::var("MITO_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(600).clamp(10, 24 * 3600);
     // A killed worker's task comes back at heartbeat_timeout: short here, so it costs seconds.
     // One object store for both coordinators, as for any coordinators sharing a database.
     let mut flags = s3_server().coordinator_flags();
     flags.extend(["--heartbeat-timeout".to_string(), "10s".to_string()]);
     let extra: Vec<&str> = flags.iter().map(String::as_str).collect();
     let mut coords = vec![Coordinator::start_with(TestDb::new(), &extra)];
-    coords.push(Coordinator::start_with(
-        TestDb::from_url(&coords[0].db.url),
-        &extra,
-    ));
+    coords.push(Coordinator::start_with(TestDb::from_url(&coords[0].db.url), &extra));
     let apis: Vec<Api> = {
         coords[0].user("ann");
-        coords
-            .iter()
-            .map(|c| c.as_token(&c.login("ann", "ann-pw")))
-            .collect()
+        coords.iter().map(|c| c.as_token(&c.login("ann", "ann-pw"))).collect()
     };
     let urls: Vec<String> = coords.iter().map(|c| c.url.clone()).collect();
     let dir = TempDir::new("soak");
     let runs = dir.path().join("runs");
     let wargs = ["--heartbeat-interval", "2s"];
     // (worker, the coordinator it talks to)
-    let mut workers: Vec<(Worker, usize)> = (0..6)
-        .map(|i| (Worker::start(&urls[i % 2], "ann", "ann-pw", &wargs), i % 2))
-        .collect();
+    let mut workers: Vec<(Worker, usize)> =
+        (0..6).map(|i| (Worker::start(&urls[i % 2], "ann", "ann-pw", &wargs), i % 2)).collect();
     for (w, _) in &workers {
         w.id();
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let gen = load(
-        apis.clone(),
-        "ann",
-        recorded(&runs, "sleep 0.$(( $$ % 10 ))"),
-        Duration::from_millis(100),
-        stop.clone(),
-    );
+    let gen =
+        load(apis.clone(), "ann", recorded(&runs, "sleep 0.$(( $$ % 10 ))"), Duration::from_millis(100), stop.clone());
     let started = Instant::now();
     let mut rng = uuid::Uuid::new_v4().as_u128();
     let mut next = |n: usize| {
@@ -876,20 +680,9 @@ fn soak_random_kills_under_steady_load() {
     stop.store(true, Ordering::SeqCst);
     let subs = gen.join().unwrap();
     let uuids = accepted(&subs);
-    let odd: Vec<&Submitted> = subs
-        .iter()
-        .filter(|s| s.status != 200 && s.status != 0)
-        .collect();
-    assert!(
-        odd.is_empty(),
-        "refusals other than a dead coordinator's: {odd:?}"
-    );
-    let took = assert_each_ended_once(
-        &coords[0].db.url,
-        &apis[0],
-        &uuids,
-        Duration::from_secs(120),
-    );
+    let odd: Vec<&Submitted> = subs.iter().filter(|s| s.status != 200 && s.status != 0).collect();
+    assert!(odd.is_empty(), "refusals other than a dead coordinator's: {odd:?}");
+    let took = assert_each_ended_once(&coords[0].db.url, &apis[0], &uuids, Duration::from_secs(120));
     let reruns = runs_of(&runs).values().filter(|n| **n > 1).count();
     eprintln!(
         "soak: {secs}s, {worker_kills} worker kills, {coord_kills} coordinator kills; {} submissions, {} accepted, {} finished, {reruns} ran twice, 0 archived twice; submit->finish p50 {:.2}s p99 {:.2}s max {:.2}s",

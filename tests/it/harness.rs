@@ -79,7 +79,8 @@ pub fn find_pg_bin(name: &str) -> PathBuf {
         }
     }
     if let Ok(rd) = std::fs::read_dir("/usr/lib/postgresql") {
-        let mut versions: Vec<PathBuf> = rd.flatten().map(|e| e.path().join("bin").join(name)).filter(|p| p.exists()).collect();
+        let mut versions: Vec<PathBuf> =
+            rd.flatten().map(|e| e.path().join("bin").join(name)).filter(|p| p.exists()).collect();
         versions.sort();
         if let Some(p) = versions.pop() {
             return p;
@@ -145,15 +146,25 @@ fn start_private_postgres() -> Postgres {
             .spawn(move || {
                 let mut cmd = Command::new(find_pg_bin("postgres"));
                 cmd.arg("-D").arg(&data).args(["-p", &port.to_string(), "-k"]).arg(&dir).args([
-                    "-c", "listen_addresses=127.0.0.1",
-                    "-c", "fsync=off",
-                    "-c", "synchronous_commit=off",
-                    "-c", "full_page_writes=off",
-                    "-c", "max_connections=500",
-                    "-c", "shared_buffers=64MB",
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "synchronous_commit=off",
+                    "-c",
+                    "full_page_writes=off",
+                    "-c",
+                    "max_connections=500",
+                    "-c",
+                    "shared_buffers=64MB",
                 ]);
                 cmd.stdin(Stdio::null()).stdout(Stdio::null());
-                cmd.stderr(std::fs::File::create(dir.join(format!("postgres-{port}.log"))).map(Stdio::from).unwrap_or(Stdio::null()));
+                cmd.stderr(
+                    std::fs::File::create(dir.join(format!("postgres-{port}.log")))
+                        .map(Stdio::from)
+                        .unwrap_or(Stdio::null()),
+                );
                 as_pg(&mut cmd);
                 die_with_parent(&mut cmd, libc::SIGINT);
                 let child = cmd.spawn();
@@ -239,7 +250,8 @@ pub fn keys() -> &'static (PathBuf, PathBuf) {
         let public = dir.join("public.pem");
         let ok = Command::new("openssl").args(["genpkey", "-algorithm", "ed25519", "-out"]).arg(&private).status();
         assert!(ok.map(|s| s.success()).unwrap_or(false), "openssl genpkey failed (is openssl installed?)");
-        let ok = Command::new("openssl").args(["pkey", "-pubout", "-in"]).arg(&private).arg("-out").arg(&public).status();
+        let ok =
+            Command::new("openssl").args(["pkey", "-pubout", "-in"]).arg(&private).arg("-out").arg(&public).status();
         assert!(ok.map(|s| s.success()).unwrap_or(false), "openssl pkey failed");
         (private, public)
     })
@@ -321,7 +333,8 @@ impl Coordinator {
 
     /// Logs a user in (retain = true, so other tokens stay valid) and returns the token.
     pub fn login(&self, user: &str, password: &str) -> String {
-        let body = serde_json::json!({"username": user, "md5_password": mito::api::md5_password(password), "retain": true});
+        let body =
+            serde_json::json!({"username": user, "md5_password": mito::api::md5_password(password), "retain": true});
         let (s, b) = http(&self.url, "POST", "/login", None, Some(&body.to_string()));
         assert_eq!(s, 200, "login {user} failed: {b}");
         serde_json::from_str::<serde_json::Value>(&b).unwrap()["token"].as_str().unwrap().to_string()
@@ -374,9 +387,12 @@ pub fn spawn_coordinator(home: &TempDir, db_url: &str, port: u16, extra: &[&str]
     let mut cmd = mito(home.path());
     cmd.arg("coordinator")
         .args(["--db", db_url, "--bind", &format!("127.0.0.1:{port}")])
-        .arg("--access-token-private-path").arg(private)
-        .arg("--access-token-public-path").arg(public)
-        .arg("--data-dir").arg(home.path().join("data"))
+        .arg("--access-token-private-path")
+        .arg(private)
+        .arg("--access-token-public-path")
+        .arg(public)
+        .arg("--data-dir")
+        .arg(home.path().join("data"))
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -399,7 +415,13 @@ pub fn wait_timeout(child: &mut Child, within: Duration) -> Option<std::process:
 
 /// One HTTP request; returns (status, body). Status 0 means no connection.
 pub fn http(base: &str, method: &str, path: &str, token: Option<&str>, json: Option<&str>) -> (u16, String) {
-    http_raw(base, method, path, &[("Authorization", token.map(|t| format!("Bearer {t}")))], json.map(|j| ("application/json", j)))
+    http_raw(
+        base,
+        method,
+        path,
+        &[("Authorization", token.map(|t| format!("Bearer {t}")))],
+        json.map(|j| ("application/json", j)),
+    )
 }
 
 /// A request with chosen headers (None values are left out) and an optional typed body.
@@ -453,7 +475,13 @@ impl Api {
         http(&self.base, "PUT", path, self.token.as_deref(), Some(&body.to_string()))
     }
     pub fn post_raw(&self, path: &str, content_type: &str, body: &str) -> (u16, String) {
-        http_raw(&self.base, "POST", path, &[("Authorization", self.token.as_ref().map(|t| format!("Bearer {t}")))], Some((content_type, body)))
+        http_raw(
+            &self.base,
+            "POST",
+            path,
+            &[("Authorization", self.token.as_ref().map(|t| format!("Bearer {t}")))],
+            Some((content_type, body)),
+        )
     }
 }
 
@@ -478,7 +506,18 @@ pub fn redis_url() -> &'static str {
                 .name("test-redis".into())
                 .spawn(move || {
                     let mut cmd = Command::new("redis-server");
-                    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--requirepass", "adminpw"]);
+                    cmd.args([
+                        "--port",
+                        &port.to_string(),
+                        "--bind",
+                        "127.0.0.1",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--requirepass",
+                        "adminpw",
+                    ]);
                     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
                     die_with_parent(&mut cmd, libc::SIGKILL);
                     let ok = cmd.spawn().map(|_| ()).map_err(|e| e.to_string());
@@ -618,11 +657,16 @@ impl S3Server {
         let n = N.fetch_add(1, Ordering::SeqCst);
         let tag = format!("{}-{n}", std::process::id());
         vec![
-            "--s3".into(), self.url.clone(),
-            "--s3-access-key".into(), S3_ACCESS_KEY.into(),
-            "--s3-secret-key".into(), S3_SECRET_KEY.into(),
-            "--artifacts-bucket".into(), format!("art-{tag}"),
-            "--attachments-bucket".into(), format!("att-{tag}"),
+            "--s3".into(),
+            self.url.clone(),
+            "--s3-access-key".into(),
+            S3_ACCESS_KEY.into(),
+            "--s3-secret-key".into(),
+            S3_SECRET_KEY.into(),
+            "--artifacts-bucket".into(),
+            format!("art-{tag}"),
+            "--attachments-bucket".into(),
+            format!("att-{tag}"),
         ]
     }
 }

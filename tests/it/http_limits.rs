@@ -58,20 +58,12 @@ fn read_response(s: &mut TcpStream) -> Option<Wire> {
     let status = head.split(' ').nth(1)?.parse().ok()?;
     let len = head
         .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().to_string())
-        })
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(0);
     let mut body = vec![0u8; len.min(1 << 20)];
     s.read_exact(&mut body).ok()?;
-    Some(Wire {
-        status,
-        head,
-        body: String::from_utf8_lossy(&body).to_string(),
-    })
+    Some(Wire { status, head, body: String::from_utf8_lossy(&body).to_string() })
 }
 
 /// Whether the server ends the connection (EOF or reset) within the read timeout.
@@ -81,12 +73,7 @@ fn ends(s: &mut TcpStream) -> bool {
         match s.read(&mut buf) {
             Ok(0) => return true,
             Ok(_) => continue,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
                 return false
             }
             Err(_) => return true,
@@ -105,10 +92,7 @@ fn exchange(c: &Coordinator, raw: &[u8]) -> (Option<Wire>, TcpStream) {
 /// GET /health on a fresh connection; the status and how long it took.
 fn timed_health(c: &Coordinator) -> (u16, Duration) {
     let t = Instant::now();
-    let (w, _) = exchange(
-        c,
-        b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    );
+    let (w, _) = exchange(c, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     (w.map_or(0, |w| w.status), t.elapsed())
 }
 
@@ -119,26 +103,12 @@ fn login_body() -> String {
 
 fn threads_of(pid: u32) -> usize {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
+    status.lines().find_map(|l| l.strip_prefix("Threads:")).unwrap().trim().parse().unwrap()
 }
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .unwrap()
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .unwrap()
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches("kB").trim().parse().unwrap()
 }
 
 fn alive(c: &mut Coordinator) -> bool {
@@ -147,10 +117,7 @@ fn alive(c: &mut Coordinator) -> bool {
 
 /// Raises this process's open-file limit to its hard limit (children inherit it).
 fn raise_nofile() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit on this process with a pointer to a live struct.
     unsafe {
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
@@ -166,20 +133,14 @@ fn a_huge_content_length_is_refused_unread_and_kills_nothing() {
     let (mut c, _cfg) = start("", &["--http-threads", "2"]);
     // More requests than handler threads: a request that took its thread down (or the
     // process) would show.
-    for len in [
-        "10000000000000",
-        "18446744073709551615",
-        "10000000000000",
-        "18446744073709551615",
-    ] {
-        let raw = format!("POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n");
+    for len in ["10000000000000", "18446744073709551615", "10000000000000", "18446744073709551615"] {
+        let raw = format!(
+            "POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+        );
         let (w, mut s) = exchange(&c, raw.as_bytes());
         let w = w.unwrap_or_else(|| panic!("no answer to Content-Length {len}:\n{}", c.log_text()));
         assert_eq!(w.status, 413, "{w:?}");
-        assert!(
-            w.body.contains("2097152"),
-            "the message names the limit: {w:?}"
-        );
+        assert!(w.body.contains("2097152"), "the message names the limit: {w:?}");
         assert!(w.closes(), "the connection is closed, not drained: {w:?}");
         assert!(ends(&mut s), "the server closes the connection");
     }
@@ -213,7 +174,9 @@ fn ambiguous_or_invalid_body_framing_is_refused() {
         assert!(ends(&mut s), "the connection is closed after {raw:?}");
     }
     // Unambiguous framing still works, chunked included.
-    let raw = format!("POST /login HTTP/1.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{chunked}");
+    let raw = format!(
+        "POST /login HTTP/1.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{chunked}"
+    );
     assert_eq!(exchange(&c, raw.as_bytes()).0.map(|w| w.status), Some(200));
     let raw = format!("POST /login HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {n}\r\n\r\n{body}");
     assert_eq!(exchange(&c, raw.as_bytes()).0.map(|w| w.status), Some(200));
@@ -229,18 +192,13 @@ fn oversized_request_lines_and_headers_are_refused() {
     assert!(w.body.contains("8192") && w.closes(), "{w:?}");
     assert!(ends(&mut s));
 
-    let (w, _) = exchange(
-        &c,
-        format!("GET /health HTTP/1.1\r\nX-Long: {long}\r\n\r\n").as_bytes(),
-    );
+    let (w, _) = exchange(&c, format!("GET /health HTTP/1.1\r\nX-Long: {long}\r\n\r\n").as_bytes());
     let w = w.expect("an answer to a long header line");
     assert_eq!(w.status, 431, "{w:?}");
     assert!(w.body.contains("8192") && w.body.contains("65536"), "{w:?}");
 
     // Each line is short; all of them together are not.
-    let many: String = (0..20)
-        .map(|i| format!("X-H{i}: {}\r\n", "b".repeat(4000)))
-        .collect();
+    let many: String = (0..20).map(|i| format!("X-H{i}: {}\r\n", "b".repeat(4000))).collect();
     let (w, _) = exchange(&c, format!("GET /health HTTP/1.1\r\n{many}\r\n").as_bytes());
     assert_eq!(w.map(|w| w.status), Some(431));
 
@@ -264,15 +222,13 @@ fn oversized_request_lines_and_headers_are_refused() {
 
 #[test]
 fn slow_clients_hold_no_handler_thread_and_time_out() {
-    let (c, _cfg) = start(
-        "header_timeout = \"1s\"\nbody_timeout = \"1s\"\n",
-        &["--http-threads", "2"],
-    );
+    let (c, _cfg) = start("header_timeout = \"1s\"\nbody_timeout = \"1s\"\n", &["--http-threads", "2"]);
     // Bodies declared and barely started, and headers begun and never finished.
     let mut slow_bodies: Vec<TcpStream> = (0..4)
         .map(|_| {
             let mut s = connect(&c);
-            s.write_all(b"POST /login HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{").unwrap();
+            s.write_all(b"POST /login HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{")
+                .unwrap();
             s
         })
         .collect();
@@ -287,13 +243,13 @@ fn slow_clients_hold_no_handler_thread_and_time_out() {
     for _ in 0..3 {
         let (s, t) = timed_health(&c);
         assert_eq!(s, 200);
-        assert!(
-            t < Duration::from_secs(1),
-            "/health took {t:?} with slow clients around"
-        );
+        assert!(t < Duration::from_secs(1), "/health took {t:?} with slow clients around");
     }
     let body = login_body();
-    let raw = format!("POST /login HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let raw = format!(
+        "POST /login HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
     let t = Instant::now();
     assert_eq!(exchange(&c, raw.as_bytes()).0.map(|w| w.status), Some(200));
     assert!(t.elapsed() < Duration::from_secs(1));
@@ -314,11 +270,7 @@ fn slow_clients_hold_no_handler_thread_and_time_out() {
     let t = Instant::now();
     let mut rest = Vec::new();
     let _ = idle.read_to_end(&mut rest);
-    assert!(
-        rest.is_empty(),
-        "no response is sent on an idle connection: {:?}",
-        String::from_utf8_lossy(&rest)
-    );
+    assert!(rest.is_empty(), "no response is sent on an idle connection: {:?}", String::from_utf8_lossy(&rest));
     assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
 }
 
@@ -335,55 +287,29 @@ fn connections_beyond_the_cap_get_503_and_running_out_of_fds_does_not_deafen() {
         if let Some(w) = read_response(&mut s) {
             break (w, s);
         }
-        assert!(
-            Instant::now() < deadline,
-            "a connection over the cap is never answered"
-        );
+        assert!(Instant::now() < deadline, "a connection over the cap is never answered");
     };
     assert_eq!(w.status, 503, "{w:?}");
-    assert!(
-        w.body.contains("too many open connections") && w.closes(),
-        "{w:?}"
-    );
+    assert!(w.body.contains("too many open connections") && w.closes(), "{w:?}");
     assert!(ends(&mut s));
     drop(idle);
     let deadline = Instant::now() + Duration::from_secs(3);
     while timed_health(&c).0 != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "the coordinator does not serve again after the idle connections left"
-        );
+        assert!(Instant::now() < deadline, "the coordinator does not serve again after the idle connections left");
         std::thread::sleep(Duration::from_millis(50));
     }
 
     // Now let file descriptors run out: the process keeps only a few to spare.
     let pid = c.child.as_ref().unwrap().id();
-    let used = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count() as u64;
-    let lim = libc::rlimit {
-        rlim_cur: used + 12,
-        rlim_max: used + 12,
-    };
+    let used = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count() as u64;
+    let lim = libc::rlimit { rlim_cur: used + 12, rlim_max: used + 12 };
     // SAFETY: prlimit on our own child, with a pointer to a live struct.
-    let rc = unsafe {
-        libc::prlimit(
-            pid as libc::pid_t,
-            libc::RLIMIT_NOFILE,
-            &lim,
-            std::ptr::null_mut(),
-        )
-    };
+    let rc = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, &lim, std::ptr::null_mut()) };
     assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
-    let hogs: Vec<TcpStream> = (0..30)
-        .filter_map(|_| TcpStream::connect(("127.0.0.1", c.port)).ok())
-        .collect();
+    let hogs: Vec<TcpStream> = (0..30).filter_map(|_| TcpStream::connect(("127.0.0.1", c.port)).ok()).collect();
     let deadline = Instant::now() + Duration::from_secs(5);
     // Running out shows in accept(), or in duplicating the accepted socket.
-    while !["cannot accept a connection", "cannot set up a connection"]
-        .iter()
-        .any(|m| c.log_text().contains(m))
-    {
+    while !["cannot accept a connection", "cannot set up a connection"].iter().any(|m| c.log_text().contains(m)) {
         assert!(
             Instant::now() < deadline,
             "accept never ran out of file descriptors ({used} in use before, {} now, {} connected):\n{}",
@@ -410,11 +336,7 @@ fn connections_beyond_the_cap_get_503_and_running_out_of_fds_does_not_deafen() {
 fn a_thousand_idle_connections_and_slow_bodies_leave_the_api_responsive() {
     let have = raise_nofile();
     // This process holds one fd per connection; the coordinator two.
-    let conns: usize = if have >= 2600 {
-        1000
-    } else {
-        (have as usize).saturating_sub(100) / 2
-    };
+    let conns: usize = if have >= 2600 { 1000 } else { (have as usize).saturating_sub(100) / 2 };
     let http_threads = 4;
     let (c, _cfg) = start("", &["--http-threads", "4"]);
     let pid = c.child.as_ref().unwrap().id();
@@ -425,7 +347,8 @@ fn a_thousand_idle_connections_and_slow_bodies_leave_the_api_responsive() {
     let slow: Vec<TcpStream> = (0..4)
         .map(|_| {
             let mut s = connect(&c);
-            s.write_all(b"POST /login HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{").unwrap();
+            s.write_all(b"POST /login HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{")
+                .unwrap();
             s
         })
         .collect();
@@ -437,11 +360,7 @@ fn a_thousand_idle_connections_and_slow_bodies_leave_the_api_responsive() {
     let t = Instant::now();
     let (s, b) = admin.post("/tasks", &task("mitosis_admin", &["true"], &[], 0));
     assert_eq!(s, 200, "{b}");
-    assert!(
-        t.elapsed() < Duration::from_secs(1),
-        "a submit took {:?}",
-        t.elapsed()
-    );
+    assert!(t.elapsed() < Duration::from_secs(1), "a submit took {:?}", t.elapsed());
 
     // The documented budget: one thread per open connection, the handler threads, and a
     // fixed few (README: Connection budget).
@@ -451,10 +370,7 @@ fn a_thousand_idle_connections_and_slow_bodies_leave_the_api_responsive() {
         threads <= open + http_threads + 24,
         "{threads} threads for {open} connections and {http_threads} handlers (idle: {base_threads})"
     );
-    assert!(
-        threads >= conns,
-        "one thread per connection was expected, found {threads}"
-    );
+    assert!(threads >= conns, "one thread per connection was expected, found {threads}");
     drop(idle);
     drop(slow);
 }
@@ -467,10 +383,7 @@ fn object_transfer_slots_come_back_and_stalled_uploads_time_out() {
         let rest = url.split_once("://").unwrap().1;
         format!("/{}", rest.split_once('/').unwrap().1)
     };
-    let (s, b) = bob.post(
-        "/groups/bob/attachments",
-        &serde_json::json!({"key": "a.bin", "content_length": 5}),
-    );
+    let (s, b) = bob.post("/groups/bob/attachments", &serde_json::json!({"key": "a.bin", "content_length": 5}));
     assert_eq!(s, 200, "{b}");
     let put = strip(json(&b)["url"].as_str().unwrap());
     let raw = format!("PUT {put} HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello");
@@ -488,24 +401,15 @@ fn object_transfer_slots_come_back_and_stalled_uploads_time_out() {
     }
     let raw = format!("GET {get} HTTP/1.1\r\n\r\n");
     let (w, _) = exchange(&c, raw.as_bytes());
-    assert_eq!(
-        w.map(|w| (w.status, w.body)),
-        Some((200, "hello".to_string()))
-    );
+    assert_eq!(w.map(|w| (w.status, w.body)), Some((200, "hello".to_string())));
 
     // An upload that stalls gives its thread and slot back after body_timeout.
     let len = 3 << 20;
-    let (s, b) = bob.post(
-        "/groups/bob/attachments",
-        &serde_json::json!({"key": "big.bin", "content_length": len}),
-    );
+    let (s, b) = bob.post("/groups/bob/attachments", &serde_json::json!({"key": "big.bin", "content_length": len}));
     assert_eq!(s, 200, "{b}");
     let put = strip(json(&b)["url"].as_str().unwrap());
     let mut s = connect(&c);
-    s.write_all(
-        format!("PUT {put} HTTP/1.1\r\nContent-Length: {len}\r\n\r\n0123456789").as_bytes(),
-    )
-    .unwrap();
+    s.write_all(format!("PUT {put} HTTP/1.1\r\nContent-Length: {len}\r\n\r\n0123456789").as_bytes()).unwrap();
     let t = Instant::now();
     let w = read_response(&mut s).expect("an answer once the upload stalls");
     assert_eq!(w.status, 400, "{w:?}");
@@ -525,7 +429,11 @@ fn a_request_that_closes_its_connection_keeps_its_place_under_the_cap_until_answ
     let pid = c.child.as_ref().unwrap().id();
     let sockets = || {
         std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .map(|d| d.flatten().filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))).count())
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:")))
+                    .count()
+            })
             .unwrap_or(0)
     };
     // The connections of the calls above close as their clients drop them, or at the
@@ -535,7 +443,9 @@ fn a_request_that_closes_its_connection_keeps_its_place_under_the_cap_until_answ
     let parked: Vec<TcpStream> = (0..8)
         .map(|_| {
             let mut s = connect(&c);
-            let raw = format!("GET /workers/tasks?wait=5 HTTP/1.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n");
+            let raw = format!(
+                "GET /workers/tasks?wait=5 HTTP/1.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+            );
             s.write_all(raw.as_bytes()).unwrap();
             s
         })
@@ -557,17 +467,13 @@ fn a_request_that_closes_its_connection_keeps_its_place_under_the_cap_until_answ
     }
     let deadline = Instant::now() + Duration::from_secs(3);
     while timed_health(&c).0 != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "the cap was not freed after the long-polls ended"
-        );
+        assert!(Instant::now() < deadline, "the cap was not freed after the long-polls ended");
         std::thread::sleep(Duration::from_millis(50));
     }
     // A keep-alive long-poll may outlast header_timeout: the header clock of the next
     // request starts only once it is answered.
     let mut s = connect(&c);
-    let raw =
-        format!("GET /workers/tasks?wait=2 HTTP/1.1\r\nAuthorization: Bearer {token}\r\n\r\n");
+    let raw = format!("GET /workers/tasks?wait=2 HTTP/1.1\r\nAuthorization: Bearer {token}\r\n\r\n");
     s.write_all(raw.as_bytes()).unwrap();
     let w = read_response(&mut s).expect("the long-poll is answered");
     assert_eq!((w.status, w.closes()), (200, false), "{w:?}");
@@ -581,10 +487,7 @@ fn many_large_bodies_read_ahead_stay_within_the_memory_budget() {
     const BUDGET_KIB: u64 = 1024;
     const CLIENTS: usize = 48;
     let (c, _cfg) = start(
-        &format!(
-            "body_limit = {BODY}\nbody_memory_limit = {}\nbody_timeout = \"1500ms\"\n",
-            BUDGET_KIB * 1024
-        ),
+        &format!("body_limit = {BODY}\nbody_memory_limit = {}\nbody_timeout = \"1500ms\"\n", BUDGET_KIB * 1024),
         &[],
     );
     let pid = c.child.as_ref().unwrap().id();
@@ -637,10 +540,7 @@ fn many_large_bodies_read_ahead_stay_within_the_memory_budget() {
         grown < BUDGET_KIB + 8 * 1024,
         "RSS grew by {grown} KiB (from {base} KiB) with a read-ahead budget of {BUDGET_KIB} KiB"
     );
-    assert!(
-        slowest_health < Duration::from_secs(1),
-        "/health took {slowest_health:?} during the flood"
-    );
+    assert!(slowest_health < Duration::from_secs(1), "/health took {slowest_health:?} during the flood");
 
     // The clients that found no room are told to come back later, and closed; the one or
     // two that got room stall and get 408 after body_timeout.
@@ -651,10 +551,7 @@ fn many_large_bodies_read_ahead_stay_within_the_memory_budget() {
             Some(w) if w.status == 408 => assert!(w.body.contains("body"), "{w:?}"),
             Some(w) => {
                 assert_eq!(w.status, 503, "{w:?}");
-                assert!(
-                    w.head.to_ascii_lowercase().contains("retry-after: 1"),
-                    "{w:?}"
-                );
+                assert!(w.head.to_ascii_lowercase().contains("retry-after: 1"), "{w:?}");
                 assert!(w.body.contains("try again"), "{w:?}");
                 assert!(w.closes(), "{w:?}");
                 busy += 1;
@@ -664,10 +561,7 @@ fn many_large_bodies_read_ahead_stay_within_the_memory_budget() {
         assert!(ends(s), "the connection ends");
         peak = peak.max(rss_kib(pid));
     }
-    assert!(
-        busy >= CLIENTS - 8,
-        "only {busy} of {CLIENTS} clients got 503 with a budget for one body"
-    );
+    assert!(busy >= CLIENTS - 8, "only {busy} of {CLIENTS} clients got 503 with a budget for one body");
     let grown = peak.saturating_sub(base);
     assert!(grown < BUDGET_KIB + 8 * 1024, "RSS grew by {grown} KiB");
     drop(clients);
@@ -677,7 +571,10 @@ fn many_large_bodies_read_ahead_stay_within_the_memory_budget() {
 
     // The reservations came back: a body is read again at once.
     let body = login_body();
-    let raw = format!("POST /login HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let raw = format!(
+        "POST /login HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
     let t = Instant::now();
     assert_eq!(exchange(&c, raw.as_bytes()).0.map(|w| w.status), Some(200));
     assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());

@@ -20,7 +20,8 @@ fn coordinator(settings: &str) -> (Coordinator, TempDir) {
 
 /// `POST /login` over a raw socket: (status, the Retry-After header, body).
 fn login(c: &Coordinator, user: &str, password: &str) -> (u16, Option<String>, String) {
-    let body = serde_json::json!({"username": user, "md5_password": mito::api::md5_password(password), "retain": true}).to_string();
+    let body = serde_json::json!({"username": user, "md5_password": mito::api::md5_password(password), "retain": true})
+        .to_string();
     let mut s = TcpStream::connect(("127.0.0.1", c.port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     write!(
@@ -33,11 +34,7 @@ fn login(c: &Coordinator, user: &str, password: &str) -> (u16, Option<String>, S
     let _ = s.read_to_end(&mut raw);
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let retry_after = head.lines().find_map(|l| {
         l.split_once(':')
             .filter(|(k, _)| k.trim().eq_ignore_ascii_case("retry-after"))
@@ -67,10 +64,7 @@ fn an_unknown_user_takes_as_long_to_refuse_as_a_wrong_password() {
     let (k, u) = (median(known), median(unknown));
     // The password hash dominates a refusal; without it an unknown user is refused many
     // times faster. A third leaves room for a busy machine.
-    assert!(
-        u * 3 >= k,
-        "unknown user refused in {u:?}, wrong password in {k:?}: the timing tells who exists"
-    );
+    assert!(u * 3 >= k, "unknown user refused in {u:?}, wrong password in {k:?}: the timing tells who exists");
 }
 
 #[test]
@@ -84,16 +78,10 @@ fn failed_logins_block_the_user_name_with_429_and_retry_after() {
     // Blocked: even the right password gets 429 now, so guessing cannot go on.
     let (s, retry, body) = login(&c, "ann", "ann-pw");
     assert_eq!(s, 429, "{body}");
-    let secs: u64 = retry
-        .as_deref()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or_else(|| panic!("no Retry-After: {retry:?}"));
+    let secs: u64 =
+        retry.as_deref().and_then(|r| r.parse().ok()).unwrap_or_else(|| panic!("no Retry-After: {retry:?}"));
     assert!((1..=2).contains(&secs), "Retry-After {secs}");
-    assert!(
-        msg(&body).contains("too many failed logins for user ann")
-            && msg(&body).contains("retry after"),
-        "{body}"
-    );
+    assert!(msg(&body).contains("too many failed logins for user ann") && msg(&body).contains("retry after"), "{body}");
     // Another user from the same address is not affected.
     assert_eq!(login(&c, "bob", "bob-pw").0, 200);
     // Unknown names are limited alike, so a 429 does not tell that a user exists.
@@ -121,8 +109,7 @@ fn failed_logins_block_the_address_across_user_names() {
 
 #[test]
 fn a_worker_waits_out_a_login_block_instead_of_exiting() {
-    let (c, _dir) =
-        coordinator("login_failure_limit = 2\nlogin_failure_window = \"1m\"\nlogin_block = \"2s\"");
+    let (c, _dir) = coordinator("login_failure_limit = 2\nlogin_failure_window = \"1m\"\nlogin_block = \"2s\"");
     c.user("ann");
     for _ in 0..2 {
         assert_eq!(login(&c, "ann", "guess").0, 401);
@@ -130,18 +117,7 @@ fn a_worker_waits_out_a_login_block_instead_of_exiting() {
     assert_eq!(login(&c, "ann", "ann-pw").0, 429);
     let started = Instant::now();
     let w = Worker::start(&c.url, "ann", "ann-pw", &[]);
-    assert!(
-        w.wait_log("Worker is running", Duration::from_secs(20)),
-        "the worker did not get in:\n{}",
-        w.log_text()
-    );
-    assert!(
-        w.log_text().contains("Retry-After"),
-        "the worker did not say it waited:\n{}",
-        w.log_text()
-    );
-    assert!(
-        started.elapsed() >= Duration::from_millis(900),
-        "it cannot have waited the block out"
-    );
+    assert!(w.wait_log("Worker is running", Duration::from_secs(20)), "the worker did not get in:\n{}", w.log_text());
+    assert!(w.log_text().contains("Retry-After"), "the worker did not say it waited:\n{}", w.log_text());
+    assert!(started.elapsed() >= Duration::from_millis(900), "it cannot have waited the block out");
 }

@@ -92,9 +92,15 @@ fn task_routes() {
     check(&w, "PUT /tasks/{uuid}/labels", [404, 403, 200, 200, 401, 404], |w, a| {
         a.put(&format!("/tasks/{}/labels", lab_task(w)), &json!({"labels": ["l"]}))
     });
-    check(&w, "DELETE /tasks/{uuid}", [404, 403, 200, 200, 401, 404], |w, a| a.delete(&format!("/tasks/{}", lab_task(w))));
-    check(&w, "POST /tasks/query", [403, 200, 200, 200, 401, 403], |_, a| a.post("/tasks/query", &json!({"group_name": "lab", "count": true})));
-    check(&w, "POST /tasks/cancel", [403, 403, 200, 200, 401, 403], |_, a| a.post("/tasks/cancel", &json!({"group_name": "lab"})));
+    check(&w, "DELETE /tasks/{uuid}", [404, 403, 200, 200, 401, 404], |w, a| {
+        a.delete(&format!("/tasks/{}", lab_task(w)))
+    });
+    check(&w, "POST /tasks/query", [403, 200, 200, 200, 401, 403], |_, a| {
+        a.post("/tasks/query", &json!({"group_name": "lab", "count": true}))
+    });
+    check(&w, "POST /tasks/cancel", [403, 403, 200, 200, 401, 403], |_, a| {
+        a.post("/tasks/cancel", &json!({"group_name": "lab"}))
+    });
     check(&w, "POST /tasks/{uuid}/artifacts", [404, 403, 200, 200, 401, 404], |w, a| {
         a.post(&format!("/tasks/{}/artifacts", lab_task(w)), &json!({"content_type": "result", "content_length": 1}))
     });
@@ -107,10 +113,20 @@ fn task_routes() {
     // Batch routes answer 200 and say per item what happened (a worker's token: 401).
     for ((who, api), want) in w.roles.iter().zip([0, 0, 1, 1, -1, 0]) {
         let (s, b) = api.post("/tasks/cancel/list", &json!({"uuids": [lab_task(&w)]}));
-        let got = if s == 200 { json(&b)["cancelled_count"].as_i64().unwrap() } else { assert_eq!(s, 401, "{b}"); -1 };
+        let got = if s == 200 {
+            json(&b)["cancelled_count"].as_i64().unwrap()
+        } else {
+            assert_eq!(s, 401, "{b}");
+            -1
+        };
         assert_eq!(got, want, "cancel/list as {who}: {b}");
         let (s, b) = api.post("/tasks/submit", &json!({"tasks": [task("lab", &["true"], &[], 0)]}));
-        let got = if s == 200 { i64::from(json(&b)["results"][0].get("Ok").is_some()) } else { assert_eq!(s, 401, "{b}"); -1 };
+        let got = if s == 200 {
+            i64::from(json(&b)["results"][0].get("Ok").is_some())
+        } else {
+            assert_eq!(s, 401, "{b}");
+            -1
+        };
         assert_eq!(got, want, "tasks/submit as {who}: {b}");
     }
     // Nothing tells an outsider whether a task exists.
@@ -128,7 +144,9 @@ fn worker_routes() {
     check(&w, "POST /workers", [403, 403, 200, 200, 401, 403], |_, a| {
         a.post("/workers", &json!({"tags": [], "labels": [], "groups": ["lab"]}))
     });
-    check(&w, "GET /workers/{uuid}", [404, 200, 200, 200, 401, 404], |w, a| a.get(&format!("/workers/{}", lab_worker(w).uuid)));
+    check(&w, "GET /workers/{uuid}", [404, 200, 200, 200, 401, 404], |w, a| {
+        a.get(&format!("/workers/{}", lab_worker(w).uuid))
+    });
     check(&w, "PUT /workers/{uuid}/tags", [404, 403, 200, 200, 401, 404], |w, a| {
         a.put(&format!("/workers/{}/tags", lab_worker(w).uuid), &json!({"tags": ["t"]}))
     });
@@ -143,16 +161,31 @@ fn worker_routes() {
     });
     check(&w, "DELETE /workers/{uuid}/groups/remove", [404, 403, 403, 200, 401, 404], |w, a| {
         let u = lab_worker(w).uuid;
-        http(&a.base, "DELETE", &format!("/workers/{u}/groups/remove"), a.token.as_deref(), Some(&json!({"groups": ["lab"]}).to_string()))
+        http(
+            &a.base,
+            "DELETE",
+            &format!("/workers/{u}/groups/remove"),
+            a.token.as_deref(),
+            Some(&json!({"groups": ["lab"]}).to_string()),
+        )
     });
-    check(&w, "DELETE /workers/{uuid}", [404, 403, 403, 200, 401, 404], |w, a| a.delete(&format!("/workers/{}", lab_worker(w).uuid)));
-    check(&w, "POST /workers/query", [403, 200, 200, 200, 401, 403], |_, a| a.post("/workers/query", &json!({"group_name": "lab", "count": true})));
+    check(&w, "DELETE /workers/{uuid}", [404, 403, 403, 200, 401, 404], |w, a| {
+        a.delete(&format!("/workers/{}", lab_worker(w).uuid))
+    });
+    check(&w, "POST /workers/query", [403, 200, 200, 200, 401, 403], |_, a| {
+        a.post("/workers/query", &json!({"group_name": "lab", "count": true}))
+    });
     check(&w, "POST /workers/shutdown", [403, 403, 403, 200, 401, 403], |_, a| {
         a.post("/workers/shutdown", &json!({"group_name": "lab", "op": "Graceful"}))
     });
     for ((who, api), want) in w.roles.iter().zip([0, 0, 0, 1, -1, 0]) {
         let (s, b) = api.post("/workers/shutdown/list", &json!({"uuids": [lab_worker(&w).uuid], "op": "Force"}));
-        let got = if s == 200 { json(&b)["shutdown_count"].as_i64().unwrap() } else { assert_eq!(s, 401, "{b}"); -1 };
+        let got = if s == 200 {
+            json(&b)["shutdown_count"].as_i64().unwrap()
+        } else {
+            assert_eq!(s, 401, "{b}");
+            -1
+        };
         assert_eq!(got, want, "shutdown/list as {who}: {b}");
     }
     check(&w, "DELETE /admin/workers/{uuid}", [403, 403, 403, 403, 401, 200], |w, a| {
@@ -181,7 +214,9 @@ fn group_and_attachment_routes() {
     check(&w, "PUT /groups/{g}/users", [403, 403, 403, 200, 401, 403], |_, a| {
         a.put("/groups/lab/users", &json!({"relations": {"extra": "Read"}}))
     });
-    check(&w, "DELETE /groups/{g}/users", [403, 403, 403, 200, 401, 403], |_, a| a.delete("/groups/lab/users?users=extra"));
+    check(&w, "DELETE /groups/{g}/users", [403, 403, 403, 200, 401, 403], |_, a| {
+        a.delete("/groups/lab/users?users=extra")
+    });
     check(&w, "POST /groups/{g}/users/remove", [403, 403, 403, 200, 401, 403], |_, a| {
         a.post("/groups/lab/users/remove", &json!({"users": ["extra"]}))
     });

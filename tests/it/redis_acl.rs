@@ -47,7 +47,8 @@ fn an_unreachable_redis_is_a_clear_startup_error() {
     let log = home.path().join("log");
     let db = TestDb::new();
     let port = free_port();
-    let mut child = spawn_coordinator(&home, &db.url, port, &["--redis", &format!("redis://127.0.0.1:{}", free_port())], &log);
+    let mut child =
+        spawn_coordinator(&home, &db.url, port, &["--redis", &format!("redis://127.0.0.1:{}", free_port())], &log);
     let status = wait_timeout(&mut child, std::time::Duration::from_secs(30)).expect("exits");
     assert_eq!(status.code(), Some(1));
     let text = std::fs::read_to_string(&log).unwrap();

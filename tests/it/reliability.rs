@@ -39,11 +39,7 @@ fn read_request(s: &mut TcpStream) -> Option<ProxiedRequest> {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    let len: usize = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
+    let len: usize = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
     let mut body = buf[head_end..].to_vec();
     while body.len() < len.min(1 << 20) {
         let n = s.read(&mut chunk).ok()?;
@@ -52,12 +48,7 @@ fn read_request(s: &mut TcpStream) -> Option<ProxiedRequest> {
         }
         body.extend_from_slice(&chunk[..n]);
     }
-    Some(ProxiedRequest {
-        method,
-        path,
-        headers,
-        body,
-    })
+    Some(ProxiedRequest { method, path, headers, body })
 }
 
 /// A proxy in front of a coordinator that runs `before` ahead of the first `limit`
@@ -75,12 +66,7 @@ impl Proxy {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let stop = Arc::new(AtomicBool::new(false));
         let registrations = Arc::new(AtomicUsize::new(0));
-        let (st, regs, up, before) = (
-            stop.clone(),
-            registrations.clone(),
-            upstream.to_string(),
-            Arc::new(before),
-        );
+        let (st, regs, up, before) = (stop.clone(), registrations.clone(), upstream.to_string(), Arc::new(before));
         std::thread::spawn(move || {
             while !st.load(Ordering::SeqCst) {
                 let Ok((mut s, _)) = listener.accept() else {
@@ -94,15 +80,10 @@ impl Proxy {
                     let Some(r) = read_request(&mut s) else {
                         return;
                     };
-                    if r.method == "POST"
-                        && r.path == "/workers"
-                        && regs.fetch_add(1, Ordering::SeqCst) < limit
-                    {
+                    if r.method == "POST" && r.path == "/workers" && regs.fetch_add(1, Ordering::SeqCst) < limit {
                         before();
                     }
-                    let agent = ureq::AgentBuilder::new()
-                        .timeout(Duration::from_secs(40))
-                        .build();
+                    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(40)).build();
                     let mut req = agent.request(&r.method, &format!("{up}{}", r.path));
                     for (k, v) in &r.headers {
                         if k == "authorization" || k == "content-type" {
@@ -116,20 +97,14 @@ impl Proxy {
                     let status = resp.status();
                     let mut body = Vec::new();
                     let _ = resp.into_reader().take(10 << 20).read_to_end(&mut body);
-                    let head = format!(
-                        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                        body.len()
-                    );
+                    let head =
+                        format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
                     let _ = s.write_all(head.as_bytes());
                     let _ = s.write_all(&body);
                 });
             }
         });
-        Proxy {
-            url,
-            stop,
-            registrations,
-        }
+        Proxy { url, stop, registrations }
     }
 }
 
@@ -141,7 +116,8 @@ impl Drop for Proxy {
 
 /// A login that draws a new signature, signing out every token `user` had.
 fn sign_out(url: &str, user: &str) -> String {
-    let body = json!({"username": user, "md5_password": mito::api::md5_password(&format!("{user}-pw")), "retain": false});
+    let body =
+        json!({"username": user, "md5_password": mito::api::md5_password(&format!("{user}-pw")), "retain": false});
     let (s, b) = http(url, "POST", "/login", None, Some(&body.to_string()));
     assert_eq!(s, 200, "{b}");
     json(&b)["token"].as_str().unwrap().to_string()
@@ -157,16 +133,8 @@ fn a_worker_signed_out_while_registering_logs_in_again() {
     });
     let w = Worker::start(&proxy.url, "alice", "alice-pw", &[]);
     w.id();
-    assert!(
-        proxy.registrations.load(Ordering::SeqCst) >= 3,
-        "two refusals, then a registration:\n{}",
-        w.log_text()
-    );
-    assert!(
-        w.log_text().contains("signed out"),
-        "the refusal is logged:\n{}",
-        w.log_text()
-    );
+    assert!(proxy.registrations.load(Ordering::SeqCst) >= 3, "two refusals, then a registration:\n{}", w.log_text());
+    assert!(w.log_text().contains("signed out"), "the refusal is logged:\n{}", w.log_text());
 }
 
 #[test]
@@ -185,25 +153,13 @@ fn a_worker_without_a_password_takes_the_token_the_other_login_saved() {
     });
     let log = home.path().join("worker.log");
     let mut cmd = mito(home.path());
-    cmd.args([
-        "worker",
-        "-c",
-        &proxy.url,
-        "-u",
-        "alice",
-        "--polling-interval",
-        "1s",
-    ])
-    .stdin(std::process::Stdio::null());
-    cmd.stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
+    cmd.args(["worker", "-c", &proxy.url, "-u", "alice", "--polling-interval", "1s"])
+        .stdin(std::process::Stdio::null());
+    cmd.stdout(std::process::Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
     let mut child = cmd.spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     let text = || std::fs::read_to_string(&log).unwrap_or_default();
-    while !text().contains("Worker is running")
-        && Instant::now() < deadline
-        && child.try_wait().unwrap().is_none()
-    {
+    while !text().contains("Worker is running") && Instant::now() < deadline && child.try_wait().unwrap().is_none() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = child.kill();
@@ -219,15 +175,7 @@ fn a_worker_without_a_password_takes_the_token_the_other_login_saved() {
         }
     });
     let out = mito(home.path())
-        .args([
-            "worker",
-            "-c",
-            &proxy.url,
-            "-u",
-            "alice",
-            "--polling-interval",
-            "1s",
-        ])
+        .args(["worker", "-c", &proxy.url, "-u", "alice", "--polling-interval", "1s"])
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
@@ -243,17 +191,7 @@ fn a_worker_with_a_wrong_password_exits_at_once() {
     let home = TempDir::new("worker-badpw");
     let start = Instant::now();
     let out = mito(home.path())
-        .args([
-            "worker",
-            "-c",
-            &c.url,
-            "-u",
-            "alice",
-            "-p",
-            "wrong",
-            "--polling-interval",
-            "1s",
-        ])
+        .args(["worker", "-c", &c.url, "-u", "alice", "-p", "wrong", "--polling-interval", "1s"])
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
@@ -264,20 +202,10 @@ fn a_worker_with_a_wrong_password_exits_at_once() {
 }
 
 /// A long-poll fetch in the background; yields (status, body, when it returned).
-fn parked_fetch(
-    base: &str,
-    token: &str,
-    wait_secs: u32,
-) -> std::thread::JoinHandle<(u16, String, Instant)> {
+fn parked_fetch(base: &str, token: &str, wait_secs: u32) -> std::thread::JoinHandle<(u16, String, Instant)> {
     let (base, token) = (base.to_string(), token.to_string());
     std::thread::spawn(move || {
-        let (s, b) = http(
-            &base,
-            "GET",
-            &format!("/workers/tasks?wait={wait_secs}"),
-            Some(&token),
-            None,
-        );
+        let (s, b) = http(&base, "GET", &format!("/workers/tasks?wait={wait_secs}"), Some(&token), None);
         (s, b, Instant::now())
     })
 }
@@ -289,12 +217,7 @@ fn a_stopped_worker_hears_it_in_its_parked_fetch_on_every_coordinator() {
     let a = c.user("ann");
     let admin = c.admin();
     // (coordinator the fetch parks on, how the worker is stopped through the first one)
-    let cases: [(&Coordinator, &str); 4] = [
-        (&c, "graceful"),
-        (&c, "force"),
-        (&c2, "graceful"),
-        (&c2, "force"),
-    ];
+    let cases: [(&Coordinator, &str); 4] = [(&c, "graceful"), (&c, "force"), (&c2, "graceful"), (&c2, "force")];
     for (parked_on, op) in cases {
         let w = c.worker(&a, &[], &[]);
         let token = w.api.token.clone().unwrap();
@@ -312,11 +235,11 @@ fn a_stopped_worker_hears_it_in_its_parked_fetch_on_every_coordinator() {
         let (s, b, at) = fetch.join().unwrap();
         let took = at.saturating_duration_since(stopped);
         let same = std::ptr::eq(parked_on, &c);
-        assert_eq!(
-            s, 401,
-            "a stopped worker's fetch says it is gone ({op}, same coordinator: {same}): {b}"
+        assert_eq!(s, 401, "a stopped worker's fetch says it is gone ({op}, same coordinator: {same}): {b}");
+        assert!(
+            took < Duration::from_secs(3),
+            "answered within seconds, not at the deadline ({op}, same coordinator: {same}): {took:?}"
         );
-        assert!(took < Duration::from_secs(3), "answered within seconds, not at the deadline ({op}, same coordinator: {same}): {took:?}");
     }
 }
 

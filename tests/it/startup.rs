@@ -26,7 +26,11 @@ fn two_coordinators_on_one_empty_database_both_come_up() {
     let (ra, rb) = (ready(pa), ready(pb));
     let _ = (a.kill(), b.kill());
     let _ = (a.wait(), b.wait());
-    let logs = format!("{}\n---\n{}", std::fs::read_to_string(&la).unwrap_or_default(), std::fs::read_to_string(&lb).unwrap_or_default());
+    let logs = format!(
+        "{}\n---\n{}",
+        std::fs::read_to_string(&la).unwrap_or_default(),
+        std::fs::read_to_string(&lb).unwrap_or_default()
+    );
     assert!(ra && rb, "both must come up:\n{logs}");
     let mut c = db.connect();
     let versions: i64 = c.query_one("SELECT count(*) FROM schema_version", &[]).unwrap().get(0);

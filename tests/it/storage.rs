@@ -530,7 +530,10 @@ fn deletes_free_quota_and_users_wait_an_hour_after_an_upload() {
     upload_artifact(&bob, task, "exec-log", &[0; 30]);
     assert_eq!(storage_used(&c, "bob"), 150);
     let (s, b) = bob.delete("/groups/bob/attachments/a.txt");
-    assert_eq!((s, msg(&b).as_str()), (400, "Process request error: Cannot delete attachment that has been updated in the last hour"));
+    assert_eq!(
+        (s, msg(&b).as_str()),
+        (400, "Process request error: Cannot delete attachment that has been updated in the last hour")
+    );
     let (s, b) = bob.delete(&format!("/tasks/{task}/artifacts/exec-log"));
     assert_eq!(s, 400, "{b}");
     assert!(msg(&b).contains("last hour"), "{b}");

@@ -39,7 +39,10 @@ fn submit_numbers_tasks_per_group_and_get_returns_them() {
     assert_eq!(info["priority"], 3);
     assert_eq!(info["tags"], json!(["t1"]));
     assert_eq!(info["labels"], json!(["x"]));
-    assert_eq!(info["spec"], json!({"args": ["echo", "hi"], "envs": {"A": "1"}, "resources": [], "terminal_output": false, "watch": null}));
+    assert_eq!(
+        info["spec"],
+        json!({"args": ["echo", "hi"], "envs": {"A": "1"}, "resources": [], "terminal_output": false, "watch": null})
+    );
     assert_eq!(info["result"], serde_json::Value::Null);
     assert_eq!(json(&b)["artifacts"], json!([]));
 }
@@ -110,7 +113,9 @@ fn batch_submit_answers_per_item() {
     assert!(r[2]["Err"]["msg"].as_str().unwrap().contains("relative"), "{b}");
     assert_eq!(r[3]["Ok"]["task_id"], 2);
     assert_eq!(a.post("/tasks/submit", &json!({"tasks": []})).0, 400);
-    let many: Vec<_> = (0..10_001).map(|_| json!({"group_name":"ann","tags":[],"labels":[],"timeout":"1m","priority":0,"task_spec":{"args":[]}})).collect();
+    let many: Vec<_> = (0..10_001)
+        .map(|_| json!({"group_name":"ann","tags":[],"labels":[],"timeout":"1m","priority":0,"task_spec":{"args":[]}}))
+        .collect();
     let (s, _) = a.post("/tasks/submit", &json!({"tasks": many}));
     assert!(s == 400 || s == 413, "{s}");
 }
@@ -141,7 +146,11 @@ fn query_filters_combine_and_compare_exit_status_as_a_number() {
     assert_eq!(uuids(&query(&a, json!({"count": false, "labels": ["run"]}))), vec![u1.clone()]);
     assert_eq!(uuids(&query(&a, json!({"count": false, "states": ["Ready"]}))), vec![u1.clone()]);
     assert_eq!(uuids(&query(&a, json!({"count": false, "creator_usernames": ["bob"]}))), vec![u3.clone()]);
-    assert_eq!(uuids(&query(&a, json!({"count": false, "exit_status": ">100"}))), vec![u3.clone()], "256 > 100 numerically");
+    assert_eq!(
+        uuids(&query(&a, json!({"count": false, "exit_status": ">100"}))),
+        vec![u3.clone()],
+        "256 > 100 numerically"
+    );
     assert_eq!(uuids(&query(&a, json!({"count": false, "exit_status": "<100"}))), vec![u2.clone()]);
     assert_eq!(uuids(&query(&a, json!({"count": false, "exit_status": "!=256"}))), vec![u2.clone()]);
     assert_eq!(uuids(&query(&a, json!({"count": false, "priority": ">=5"}))).len(), 2);
@@ -155,7 +164,12 @@ fn query_filters_combine_and_compare_exit_status_as_a_number() {
     assert_eq!(page1.len(), 2);
     assert_eq!(page2.len(), 1);
     assert!(!page1.contains(&page2[0]));
-    for bad in [json!({"count": false, "tags": []}), json!({"count": false, "states": []}), json!({"count": false, "priority": "~1"}), json!({"count": false, "exit_status": ">x"})] {
+    for bad in [
+        json!({"count": false, "tags": []}),
+        json!({"count": false, "states": []}),
+        json!({"count": false, "priority": "~1"}),
+        json!({"count": false, "exit_status": ">x"}),
+    ] {
         assert_eq!(a.post("/tasks/query", &bad).0, 400, "{bad}");
     }
     assert_eq!(a.post("/tasks/query", &json!({})).0, 422, "count is required");
@@ -168,7 +182,10 @@ fn change_applies_to_ready_tasks_only() {
     let a = c.user("ann");
     let u = submit(&a, &task("ann", &["true"], &[], 0));
     assert_eq!(a.put(&format!("/tasks/{u}"), &json!({"timeout": null})).0, 400, "no change");
-    let (s, b) = a.put(&format!("/tasks/{u}"), &json!({"priority": 7, "timeout": "2m", "tags": ["x"], "task_spec": {"args": ["echo", "new"]}}));
+    let (s, b) = a.put(
+        &format!("/tasks/{u}"),
+        &json!({"priority": 7, "timeout": "2m", "tags": ["x"], "task_spec": {"args": ["echo", "new"]}}),
+    );
     assert_eq!(s, 200, "{b}");
     let (_, b) = a.get(&format!("/tasks/{u}"));
     let info = &json(&b)["info"];

@@ -42,7 +42,11 @@ impl Worker {
 
     /// The worker's id, from its "registered" log line.
     pub fn id(&self) -> String {
-        assert!(self.wait_log("Worker is running", Duration::from_secs(30)), "worker did not start:\n{}", self.log_text());
+        assert!(
+            self.wait_log("Worker is running", Duration::from_secs(30)),
+            "worker did not start:\n{}",
+            self.log_text()
+        );
         let text = self.log_text();
         let line = text.lines().find(|l| l.contains("Worker registered with ID: ")).expect("registration line");
         line.split("ID: ").nth(1).unwrap().split_whitespace().next().unwrap().to_string()
@@ -65,7 +69,19 @@ impl Drop for Worker {
 pub fn spawn_worker(home: &Path, url: &str, user: &str, password: &str, extra: &[&str], log: &Path) -> Child {
     let mut cmd = mito(home);
     cmd.arg("worker")
-        .args(["-c", url, "-u", user, "-p", password, "--polling-interval", "1s", "--heartbeat-interval", "5s", "--retain"])
+        .args([
+            "-c",
+            url,
+            "-u",
+            user,
+            "-p",
+            password,
+            "--polling-interval",
+            "1s",
+            "--heartbeat-interval",
+            "5s",
+            "--retain",
+        ])
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -297,7 +313,12 @@ fn a_worker_started_before_its_coordinator_waits_and_registers() {
     let registered = w.wait_log("Worker is running", Duration::from_secs(60));
     let _ = child.kill();
     let _ = child.wait();
-    assert!(registered, "worker:\n{}\ncoordinator:\n{}", w.log_text(), std::fs::read_to_string(&clog).unwrap_or_default());
+    assert!(
+        registered,
+        "worker:\n{}\ncoordinator:\n{}",
+        w.log_text(),
+        std::fs::read_to_string(&clog).unwrap_or_default()
+    );
 }
 
 #[test]
@@ -342,13 +363,18 @@ fn credentials_are_saved_0600_and_reused_without_a_password() {
     cmd.stderr(std::fs::File::create(&log).unwrap());
     let mut again = cmd.spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_to_string(&log).unwrap_or_default().contains("Worker is running") && Instant::now() < deadline {
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("Worker is running") && Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(50));
     }
     // SAFETY: signalling our own child.
     unsafe { libc::kill(again.id() as i32, libc::SIGTERM) };
     let _ = wait_timeout(&mut again, Duration::from_secs(20));
-    assert!(std::fs::read_to_string(&log).unwrap().contains("Worker is running"), "{}", std::fs::read_to_string(&log).unwrap());
+    assert!(
+        std::fs::read_to_string(&log).unwrap().contains("Worker is running"),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
 
     // Another HOME, no token and no password, stdin not a terminal: a clear error.
     let other = TempDir::new("worker-nocred");
@@ -383,10 +409,22 @@ fn worker_help_lists_every_option() {
     let out = mito(home.path()).args(["worker", "--help"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     for opt in [
-        "--config <CONFIG>", "-c, --coordinator <COORDINATOR_ADDR>", "--polling-interval <POLLING_INTERVAL>",
-        "--heartbeat-interval <HEARTBEAT_INTERVAL>", "--credential-path <CREDENTIAL_PATH>", "-u, --user <USER>",
-        "-p, --password <PASSWORD>", "-g, --groups <GROUPS>...", "-t, --tags <TAGS>...", "-l, --labels <LABELS>...",
-        "--log-path <LOG_PATH>", "--file-log", "--shared-log", "--lifetime <LIFETIME>", "--retain", "--skip-redis",
+        "--config <CONFIG>",
+        "-c, --coordinator <COORDINATOR_ADDR>",
+        "--polling-interval <POLLING_INTERVAL>",
+        "--heartbeat-interval <HEARTBEAT_INTERVAL>",
+        "--credential-path <CREDENTIAL_PATH>",
+        "-u, --user <USER>",
+        "-p, --password <PASSWORD>",
+        "-g, --groups <GROUPS>...",
+        "-t, --tags <TAGS>...",
+        "-l, --labels <LABELS>...",
+        "--log-path <LOG_PATH>",
+        "--file-log",
+        "--shared-log",
+        "--lifetime <LIFETIME>",
+        "--retain",
+        "--skip-redis",
     ] {
         assert!(text.contains(opt), "missing {opt}:\n{text}");
     }

@@ -21,15 +21,7 @@ fn shared_dir(tag: &str) -> TempDir {
 fn spawn(home: &Path, url: &str, env: &[(&str, &str)], args: &[&str], log: &Path) -> Child {
     let mut cmd = mito(home);
     cmd.arg("worker")
-        .args([
-            "-c",
-            url,
-            "--polling-interval",
-            "1s",
-            "--heartbeat-interval",
-            "5s",
-            "--retain",
-        ])
+        .args(["-c", url, "--polling-interval", "1s", "--heartbeat-interval", "5s", "--retain"])
         .args(args)
         .envs(env.iter().copied())
         .stdin(Stdio::null())
@@ -65,11 +57,7 @@ fn a_task_sees_none_of_the_workers_secrets() {
     let child = spawn(
         home.path(),
         &c.url,
-        &[
-            ("MITO_USER", "alice"),
-            ("MITO_PASSWORD", "alice-pw"),
-            ("MITO_LIFETIME", "1d"),
-        ],
+        &[("MITO_USER", "alice"), ("MITO_PASSWORD", "alice-pw"), ("MITO_LIFETIME", "1d")],
         &["-p", "alice-pw"],
         &log,
     );
@@ -85,36 +73,16 @@ fn a_task_sees_none_of_the_workers_secrets() {
     wait_committed(&alice, &uuid, Duration::from_secs(30));
     wait_for(&out.path().join("done"), 1, Duration::from_secs(5));
     let env = read(&out.path().join("env"));
-    assert!(
-        env.contains("MITO_TASK_UUID="),
-        "the task's own variables are there:\n{env}"
-    );
-    for name in [
-        "MITO_USER=",
-        "MITO_PASSWORD=",
-        "MITO_LIFETIME=",
-        "MITO_LOG=",
-    ] {
-        assert!(
-            !env.lines().any(|l| l.starts_with(name)),
-            "{name} reached the task:\n{env}"
-        );
+    assert!(env.contains("MITO_TASK_UUID="), "the task's own variables are there:\n{env}");
+    for name in ["MITO_USER=", "MITO_PASSWORD=", "MITO_LIFETIME=", "MITO_LOG="] {
+        assert!(!env.lines().any(|l| l.starts_with(name)), "{name} reached the task:\n{env}");
     }
     assert!(!env.contains("alice-pw"), "{env}");
     let environ = read(&out.path().join("environ"));
-    assert!(
-        !environ.contains("alice-pw"),
-        "the worker's environ shows the password: {environ:?}"
-    );
+    assert!(!environ.contains("alice-pw"), "the worker's environ shows the password: {environ:?}");
     let cmdline = read(&out.path().join("cmdline"));
-    assert!(
-        cmdline.contains("worker"),
-        "the command line was read: {cmdline:?}"
-    );
-    assert!(
-        !cmdline.contains("alice-pw"),
-        "the worker's command line shows the password: {cmdline:?}"
-    );
+    assert!(cmdline.contains("worker"), "the command line was read: {cmdline:?}");
+    assert!(!cmdline.contains("alice-pw"), "the worker's command line shows the password: {cmdline:?}");
 }
 
 #[test]
@@ -126,24 +94,15 @@ fn a_task_run_as_another_user_cannot_read_the_token_or_the_workers_memory() {
     let pwfile = home.path().join("pw");
     std::fs::write(&pwfile, "alice-pw\n").unwrap();
     let pw = pwfile.display().to_string();
-    let child = spawn(
-        home.path(),
-        &c.url,
-        &[("MITO_RUN_AS", "nobody")],
-        &["-u", "alice", "--password-file", &pw],
-        &log,
-    );
+    let child =
+        spawn(home.path(), &c.url, &[("MITO_RUN_AS", "nobody")], &["-u", "alice", "--password-file", &pw], &log);
     let w = Worker { child, home, log };
     let pid = w.child.id();
     w.id();
     let cred = w.home.path().join(".config/mitosis/credentials");
     let token = std::fs::read_to_string(&cred).expect("the worker saved its token");
     let token = token.split_once(':').unwrap().1.trim().to_string();
-    let dir = std::fs::metadata(cred.parent().unwrap())
-        .unwrap()
-        .permissions()
-        .mode()
-        & 0o777;
+    let dir = std::fs::metadata(cred.parent().unwrap()).unwrap().permissions().mode() & 0o777;
     assert_eq!(dir, 0o700, "the credentials directory is private");
     let out = shared_dir("iso-runas-out");
     let o = out.path().display().to_string();
@@ -159,40 +118,22 @@ fn a_task_run_as_another_user_cannot_read_the_token_or_the_workers_memory() {
     let info = wait_committed(&alice, &uuid, Duration::from_secs(30));
     assert_eq!(info["result"]["exit_status"], 0, "{info}");
     wait_for(&out.path().join("done"), 1, Duration::from_secs(5));
-    assert_eq!(
-        read(&out.path().join("uid")).trim(),
-        "65534",
-        "the task runs as nobody"
-    );
+    assert_eq!(read(&out.path().join("uid")).trim(), "65534", "the task runs as nobody");
     let codes = read(&out.path().join("codes"));
     for what in ["cred", "environ", "mem"] {
         assert!(
-            codes
-                .lines()
-                .any(|l| l.starts_with(what) && l != format!("{what} 0")),
+            codes.lines().any(|l| l.starts_with(what) && l != format!("{what} 0")),
             "{what} was readable:\n{codes}"
         );
     }
-    assert!(
-        codes.lines().any(|l| l == "write 0"),
-        "the task can write its result dir:\n{codes}"
-    );
+    assert!(codes.lines().any(|l| l == "write 0"), "the task can write its result dir:\n{codes}");
     for f in ["cred", "environ", "mem"] {
         let text = read(&out.path().join(f));
-        assert!(
-            !text.contains(&token) && !text.contains("alice-pw"),
-            "{f}: {text}"
-        );
+        assert!(!text.contains(&token) && !text.contains("alice-pw"), "{f}: {text}");
     }
-    assert!(
-        read(&out.path().join("pwd")).trim().ends_with("/exec"),
-        "the task starts in its exec dir"
-    );
+    assert!(read(&out.path().join("pwd")).trim().ends_with("/exec"), "the task starts in its exec dir");
     let root = w.home.path().join(".cache/mitosis");
-    assert_eq!(
-        std::fs::metadata(&root).unwrap().permissions().mode() & 0o777,
-        0o711
-    );
+    assert_eq!(std::fs::metadata(&root).unwrap().permissions().mode() & 0o777, 0o711);
 }
 
 #[test]
@@ -201,56 +142,24 @@ fn the_worker_cache_is_private() {
     let alice = c.user("alice");
     let w = Worker::start(&c.url, "alice", "alice-pw", &[]);
     let id = w.id();
-    let uuid = submit(
-        &alice,
-        "alice",
-        &["sh", "-c", "echo x > \"$MITO_RESULT_DIR/r\"; sleep 1"],
-        "30s",
-        true,
-    );
+    let uuid = submit(&alice, "alice", &["sh", "-c", "echo x > \"$MITO_RESULT_DIR/r\"; sleep 1"], "30s", true);
     let root = w.home.path().join(".cache/mitosis");
     let mine = root.join(&id);
     let deadline = Instant::now() + Duration::from_secs(20);
     while !mine.join("std/stdout.log").exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the task did not start:\n{}",
-            w.log_text()
-        );
+        assert!(Instant::now() < deadline, "the task did not start:\n{}", w.log_text());
         std::thread::sleep(Duration::from_millis(20));
     }
-    for d in [
-        &root,
-        &mine,
-        &mine.join("result"),
-        &mine.join("exec"),
-        &mine.join("resource"),
-        &mine.join("std"),
-    ] {
-        assert_eq!(
-            std::fs::metadata(d).unwrap().permissions().mode() & 0o777,
-            0o700,
-            "{}",
-            d.display()
-        );
+    for d in [&root, &mine, &mine.join("result"), &mine.join("exec"), &mine.join("resource"), &mine.join("std")] {
+        assert_eq!(std::fs::metadata(d).unwrap().permissions().mode() & 0o777, 0o700, "{}", d.display());
     }
-    assert_eq!(
-        std::fs::metadata(mine.join("std/stdout.log"))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777,
-        0o600
-    );
+    assert_eq!(std::fs::metadata(mine.join("std/stdout.log")).unwrap().permissions().mode() & 0o777, 0o600);
     wait_committed(&alice, &uuid, Duration::from_secs(30));
 }
 
 /// Waits until no process carries `marker`.
 fn assert_none_left(marker: &str, what: &str) {
-    assert!(
-        wait_marker_gone(marker, Duration::from_secs(8)),
-        "{what}: a process of the task is still alive"
-    );
+    assert!(wait_marker_gone(marker, Duration::from_secs(8)), "{what}: a process of the task is still alive");
 }
 
 /// A task that starts two escapees, one in a new session and one double-forked into a new
@@ -362,11 +271,7 @@ fn without_root_escapees_are_still_swept_at_the_task_end() {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap());
-    let w = Worker {
-        child: cmd.spawn().unwrap(),
-        home,
-        log,
-    };
+    let w = Worker { child: cmd.spawn().unwrap(), home, log };
     w.id();
     let notes = shared_dir("iso-nonroot-out");
     let m = marker("nonroot");
@@ -376,12 +281,7 @@ fn without_root_escapees_are_still_swept_at_the_task_end() {
     assert_eq!(info["result"]["exit_status"], 0, "{info}");
     assert_eq!(read(&pids).lines().count(), 2, "both escapees started");
     assert_none_left(&m, "after the task of a worker that is not root ended");
-    assert!(
-        w.log_text()
-            .contains("processes that had left its process group"),
-        "{}",
-        w.log_text()
-    );
+    assert!(w.log_text().contains("processes that had left its process group"), "{}", w.log_text());
 }
 
 #[test]

@@ -78,7 +78,8 @@ fn serve(mut req: tiny_http::Request, st: &Mutex<State>, base: &str) {
     let path = req.url().to_string();
     let method = req.method().as_str().to_string();
     let auth = req.headers().iter().find(|h| h.field.equiv("Authorization")).map(|h| h.value.to_string());
-    let length = req.headers().iter().find(|h| h.field.equiv("Content-Length")).and_then(|h| h.value.as_str().parse().ok());
+    let length =
+        req.headers().iter().find(|h| h.field.equiv("Content-Length")).and_then(|h| h.value.as_str().parse().ok());
     let mut s = st.lock().unwrap();
     let (status, reply): (u16, Vec<u8>) = match (method.as_str(), path.split('?').next().unwrap()) {
         ("GET", "/auth") if auth.as_deref() == Some("Bearer usertoken") => (200, b"alice".to_vec()),
@@ -94,7 +95,9 @@ fn serve(mut req: tiny_http::Request, st: &Mutex<State>, base: &str) {
         }
         ("POST", "/workers/heartbeat") => (200, b"null".to_vec()),
         // Like mitosis: no long-poll, the answer comes at once.
-        ("GET", "/workers/tasks") => (200, s.tasks.pop_front().map(|t| t.to_string()).unwrap_or("null".into()).into_bytes()),
+        ("GET", "/workers/tasks") => {
+            (200, s.tasks.pop_front().map(|t| t.to_string()).unwrap_or("null".into()).into_bytes())
+        }
         ("POST", "/workers/tasks") => {
             let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             let op = v["op"].clone();
@@ -114,7 +117,9 @@ fn serve(mut req: tiny_http::Request, st: &Mutex<State>, base: &str) {
         ("GET", p) if p.contains("/attachments/") => {
             let key = p.split("/attachments/").nth(1).unwrap().to_string();
             match s.attachments.get(&key) {
-                Some(b) => (200, json!({"url": format!("{base}/blob/{key}?{SIG}"), "size": b.len()}).to_string().into_bytes()),
+                Some(b) => {
+                    (200, json!({"url": format!("{base}/blob/{key}?{SIG}"), "size": b.len()}).to_string().into_bytes())
+                }
                 None => (404, br#"{"msg":"Attachment not found"}"#.to_vec()),
             }
         }
@@ -150,22 +155,30 @@ fn entries(gz: &[u8]) -> BTreeMap<String, String> {
 fn resources_arrive_before_the_run_and_a_timed_out_task_keeps_its_output() {
     let fake = Fake::start();
     fake.state.lock().unwrap().attachments.insert("data/in.txt".into(), b"payload-123\n".to_vec());
-    let script = "cat \"$MITO_RESOURCE_DIR/in/x.txt\"; cp \"$MITO_RESOURCE_DIR/in/x.txt\" \"$MITO_RESULT_DIR/copy.txt\"; \
+    let script =
+        "cat \"$MITO_RESOURCE_DIR/in/x.txt\"; cp \"$MITO_RESOURCE_DIR/in/x.txt\" \"$MITO_RESULT_DIR/copy.txt\"; \
                   echo to-stderr >&2; exec sleep 60";
-    let (_uuid, t) = task(7, "2s", json!({
-        "args": ["sh", "-c", script],
-        "resources": [{"remote_file": {"Attachment": {"key": "data/in.txt"}}, "local_path": "in/x.txt"}],
-        "terminal_output": true
-    }));
+    let (_uuid, t) = task(
+        7,
+        "2s",
+        json!({
+            "args": ["sh", "-c", script],
+            "resources": [{"remote_file": {"Attachment": {"key": "data/in.txt"}}, "local_path": "in/x.txt"}],
+            "terminal_output": true
+        }),
+    );
     fake.state.lock().unwrap().tasks.push_back(t);
     let w = Worker::start(&fake.url, "alice", "pw", &[]);
     let ops = fake.ops_until_commit(Duration::from_secs(40));
 
-    let names: Vec<String> = ops.iter().map(|o| match o {
-        Value::String(s) => s.clone(),
-        Value::Object(m) => m.keys().next().unwrap().clone(),
-        _ => "?".into(),
-    }).collect();
+    let names: Vec<String> = ops
+        .iter()
+        .map(|o| match o {
+            Value::String(s) => s.clone(),
+            Value::Object(m) => m.keys().next().unwrap().clone(),
+            _ => "?".into(),
+        })
+        .collect();
     assert_eq!(names, ["Cancel", "Upload", "Upload", "Commit"], "{ops:?}");
     assert_eq!(ops[3]["Commit"], json!({"exit_status": libc::SIGTERM, "msg": "ExecTimeout"}));
     assert_eq!(ops[1]["Upload"]["content_type"], "result");
@@ -178,7 +191,11 @@ fn resources_arrive_before_the_run_and_a_timed_out_task_keeps_its_output() {
     let r = entries(result);
     assert_eq!(r.get("result/copy.txt").map(String::as_str), Some("payload-123\n"), "{r:?}");
     let std = entries(&s.uploads["std-log"].0);
-    assert_eq!(std.get("std-log/stdout.log").map(String::as_str), Some("payload-123\n"), "partial output is kept: {std:?}");
+    assert_eq!(
+        std.get("std-log/stdout.log").map(String::as_str),
+        Some("payload-123\n"),
+        "partial output is kept: {std:?}"
+    );
     assert_eq!(std.get("std-log/stderr.log").map(String::as_str), Some("to-stderr\n"));
     drop(s);
     assert!(!w.log_text().contains("topsecret"), "a URL signature reached the log:\n{}", w.log_text());
@@ -190,10 +207,14 @@ fn a_missing_resource_cancels_the_task_without_running_it() {
     let fake = Fake::start();
     let marker = TempDir::new("worker-noresource");
     let ran = marker.path().join("ran");
-    let (_uuid, t) = task(9, "30s", json!({
-        "args": ["touch", ran.to_str().unwrap()],
-        "resources": [{"remote_file": {"Attachment": {"key": "nope"}}, "local_path": "x"}]
-    }));
+    let (_uuid, t) = task(
+        9,
+        "30s",
+        json!({
+            "args": ["touch", ran.to_str().unwrap()],
+            "resources": [{"remote_file": {"Attachment": {"key": "nope"}}, "local_path": "x"}]
+        }),
+    );
     fake.state.lock().unwrap().tasks.push_back(t);
     let mut w = Worker::start(&fake.url, "alice", "pw", &[]);
     let ops = fake.ops_until_commit(Duration::from_secs(30));

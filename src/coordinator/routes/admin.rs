@@ -113,10 +113,7 @@ pub fn storage_quota(ctx: &Ctx, call: &Call, group: &str) -> Result<Reply, ApiEr
         .query_opt("SELECT storage_quota FROM groups WHERE group_name = $1 FOR UPDATE", &[&group])?
         .ok_or_else(|| ApiError::NotFound(format!("Group {group}")))?;
     let new = change.apply(row.get(0));
-    tx.execute(
-        "UPDATE groups SET storage_quota = $2, updated_at = now() WHERE group_name = $1",
-        &[&group, &new],
-    )?;
+    tx.execute("UPDATE groups SET storage_quota = $2, updated_at = now() WHERE group_name = $1", &[&group, &new])?;
     tx.commit()?;
     Ok(Reply::json(&GroupStorageQuotaResp { storage_quota: new }))
 }

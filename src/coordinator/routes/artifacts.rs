@@ -11,7 +11,10 @@
 //! ([`reserve_upload`]) and get download URLs only for tasks of groups they serve. A task
 //! the caller may not see is "not found".
 
-use super::objects::{authorize_task, lock_group_for_upload, origin, parse_content_type, parse_uuid, release, task_group};
+use super::objects::{
+    authorize_task, lock_group_for_upload, origin, parse_content_type, parse_uuid, release, task_group,
+};
+use super::tasks::build_filter;
 use crate::api::{
     ArtifactContentType, ArtifactDownloadItem, ArtifactsDeleteByFilterReq, ArtifactsDeleteByFilterResp,
     ArtifactsDeleteByUuidsReq, ArtifactsDeleteByUuidsResp, ArtifactsDownloadByFilterReq, ArtifactsDownloadByUuidsReq,
@@ -19,12 +22,11 @@ use crate::api::{
     UserGroupRole,
 };
 use crate::coordinator::auth::{AuthUser, AuthWorker};
-use super::tasks::build_filter;
-use crate::coordinator::tasks::matching::union_sql;
 use crate::coordinator::error::ApiError;
-use crate::coordinator::limits::{check_list, MAX_OBJECT_LIST, MAX_QUERY_LIMIT};
 use crate::coordinator::http::{Call, Reply};
+use crate::coordinator::limits::{check_list, MAX_OBJECT_LIST, MAX_QUERY_LIMIT};
 use crate::coordinator::storage::{download_ttl, Bucket, UPLOAD_TTL};
+use crate::coordinator::tasks::matching::union_sql;
 use crate::coordinator::Ctx;
 use std::time::Duration;
 use uuid::Uuid;
@@ -90,12 +92,23 @@ fn no_artifact(task: Uuid, ct: ArtifactContentType) -> ApiError {
     ApiError::NotFound(format!("Artifact {ct} of task {task}"))
 }
 
-fn artifact_url(ctx: &Ctx, call: &Call, db: &mut postgres::Client, task: Uuid, ct: ArtifactContentType) -> Result<Reply, ApiError> {
+fn artifact_url(
+    ctx: &Ctx,
+    call: &Call,
+    db: &mut postgres::Client,
+    task: Uuid,
+    ct: ArtifactContentType,
+) -> Result<Reply, ApiError> {
     let size: i64 = db
         .query_opt("SELECT size FROM artifacts WHERE task_id = $1 AND content_type = $2", &[&task, &ct.code()])?
         .ok_or_else(|| no_artifact(task, ct))?
         .get(0);
-    let url = ctx.storage.presign_get(&origin(ctx, call), Bucket::Artifacts, &object_key(task, ct), download_ttl(size, SINGLE))?;
+    let url = ctx.storage.presign_get(
+        &origin(ctx, call),
+        Bucket::Artifacts,
+        &object_key(task, ct),
+        download_ttl(size, SINGLE),
+    )?;
     Ok(Reply::json(&RemoteResourceDownloadResp { url, size }))
 }
 
@@ -129,12 +142,19 @@ pub fn worker_download(ctx: &Ctx, call: &Call, worker: &AuthWorker, task: &str, 
 /// Joins `cur`, the worker's (`$1`) current task, to a link of the worker to that task's
 /// group with at least role `$2`: a worker detached from the group gets nothing more of it,
 /// even for the task it is still running.
-const CURRENT_TASK_GROUP: &str = "JOIN group_worker gw ON gw.group_id = cur.group_id AND gw.worker_id = cur.assigned_worker
+const CURRENT_TASK_GROUP: &str =
+    "JOIN group_worker gw ON gw.group_id = cur.group_id AND gw.worker_id = cur.assigned_worker
      AND gw.role >= $2 WHERE cur.assigned_worker = $1";
 
 /// `GET /workers/tasks/{uuid}/attachments/{*key}`: an attachment of the group of the
 /// worker's current task (the uuid must be that task's).
-pub fn worker_attachment(ctx: &Ctx, call: &Call, worker: &AuthWorker, task: &str, key: &str) -> Result<Reply, ApiError> {
+pub fn worker_attachment(
+    ctx: &Ctx,
+    call: &Call,
+    worker: &AuthWorker,
+    task: &str,
+    key: &str,
+) -> Result<Reply, ApiError> {
     let task = parse_uuid(task)?;
     let mut db = ctx.pool.get()?;
     let row = db
@@ -150,12 +170,18 @@ pub fn worker_attachment(ctx: &Ctx, call: &Call, worker: &AuthWorker, task: &str
     super::attachments::download_in(ctx, call, &mut db, group_id, &group, key)
 }
 
-fn download_items(ctx: &Ctx, call: &Call, ct: ArtifactContentType, rows: Vec<postgres::Row>) -> Result<Reply, ApiError> {
+fn download_items(
+    ctx: &Ctx,
+    call: &Call,
+    ct: ArtifactContentType,
+    rows: Vec<postgres::Row>,
+) -> Result<Reply, ApiError> {
     let origin = origin(ctx, call);
     let mut downloads = Vec::with_capacity(rows.len());
     for r in rows {
         let (uuid, size): (Uuid, i64) = (r.get(0), r.get(1));
-        let url = ctx.storage.presign_get(&origin, Bucket::Artifacts, &object_key(uuid, ct), download_ttl(size, BATCH))?;
+        let url =
+            ctx.storage.presign_get(&origin, Bucket::Artifacts, &object_key(uuid, ct), download_ttl(size, BATCH))?;
         downloads.push(ArtifactDownloadItem { uuid, url, size });
     }
     Ok(Reply::json(&ArtifactsDownloadListResp { downloads }))
@@ -262,7 +288,12 @@ pub fn admin_delete(ctx: &Ctx, task: &str, ct: &str) -> Result<Reply, ApiError> 
 /// Deletes one by one. A refusal (not found, no permission, too recent) skips that item;
 /// after an unreachable store or database the rest are not tried, and anything else
 /// fails the request. Returns (deleted, not deleted).
-fn delete_many(ctx: &Ctx, user: &AuthUser, uuids: Vec<Uuid>, ct: ArtifactContentType) -> Result<(u64, Vec<Uuid>), ApiError> {
+fn delete_many(
+    ctx: &Ctx,
+    user: &AuthUser,
+    uuids: Vec<Uuid>,
+    ct: ArtifactContentType,
+) -> Result<(u64, Vec<Uuid>), ApiError> {
     let mut deleted = 0;
     let mut failed = Vec::new();
     let mut down = false;

@@ -22,8 +22,8 @@ use crate::api::{
 use crate::coordinator::auth::AuthUser;
 use crate::coordinator::authz::authorize_group;
 use crate::coordinator::error::ApiError;
-use crate::coordinator::limits::{check_list, MAX_OBJECT_LIST};
 use crate::coordinator::http::{Call, Reply};
+use crate::coordinator::limits::{check_list, MAX_OBJECT_LIST};
 use crate::coordinator::storage::{self, download_ttl, Bucket, UPLOAD_TTL};
 use crate::coordinator::Ctx;
 use std::time::Duration;
@@ -55,7 +55,8 @@ pub fn upload(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str) -> Result<Re
          ON CONFLICT (group_id, key) DO UPDATE SET size = EXCLUDED.size, updated_at = now()",
         &[&group_id, &req.key, &AttachmentContentType::NoSet.code(), &recorded],
     )?;
-    let url = ctx.storage.presign_put(&origin(ctx, call), Bucket::Attachments, &object, req.content_length, UPLOAD_TTL)?;
+    let url =
+        ctx.storage.presign_put(&origin(ctx, call), Bucket::Attachments, &object, req.content_length, UPLOAD_TTL)?;
     tx.commit()?;
     Ok(Reply::json(&UploadAttachmentResp { exist: old.is_some(), url }))
 }
@@ -95,7 +96,11 @@ pub fn query(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str) -> Result<Rep
                 &[&group_id, &needle],
             )?
             .get(0);
-        return Ok(Reply::json(&AttachmentsQueryResp { count: n as u64, attachments: vec![], group_name: group.into() }));
+        return Ok(Reply::json(&AttachmentsQueryResp {
+            count: n as u64,
+            attachments: vec![],
+            group_name: group.into(),
+        }));
     }
     let (limit, offset) = page(req.limit, req.offset)?;
     let rows = db.query(

@@ -1,6 +1,8 @@
 //! Groups and their members.
 
-use crate::api::{valid_name, CreateGroupReq, GroupQueryInfo, GroupState, Timestamp, UpdateUserGroupRoleReq, UserGroupRole};
+use crate::api::{
+    valid_name, CreateGroupReq, GroupQueryInfo, GroupState, Timestamp, UpdateUserGroupRoleReq, UserGroupRole,
+};
 use crate::coordinator::auth::AuthUser;
 use crate::coordinator::authz::{authorize_group, detach_unvouched};
 use crate::coordinator::error::ApiError;
@@ -105,9 +107,7 @@ fn ensure_admin_left(tx: &mut postgres::Transaction, group_id: i64, group: &str)
         )?
         .get(0);
     if admins == 0 {
-        return Err(ApiError::bad(format!(
-            "group {group} would have no Admin left; make another member Admin first"
-        )));
+        return Err(ApiError::bad(format!("group {group} would have no Admin left; make another member Admin first")));
     }
     Ok(())
 }
@@ -129,10 +129,7 @@ pub fn update_users(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str) -> Res
         return Err(ApiError::bad(format!("Some users do not exist: {}", missing.join(", "))));
     }
     let ids: Vec<i64> = found.iter().map(|r| r.get(0)).collect();
-    let roles: Vec<i32> = found
-        .iter()
-        .map(|r| req.relations[&r.get::<_, String>(1)].code())
-        .collect();
+    let roles: Vec<i32> = found.iter().map(|r| req.relations[&r.get::<_, String>(1)].code()).collect();
     tx.execute(
         "INSERT INTO user_group (user_id, group_id, role)
          SELECT u, $1, r FROM unnest($2::bigint[], $3::int[]) AS t(u, r)

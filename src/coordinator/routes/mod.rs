@@ -316,9 +316,7 @@ pub fn authenticate(ctx: &Ctx, endpoint: &Endpoint, call: &Call) -> Result<Princ
     }
     let mut db = ctx.pool.get()?;
     match g {
-        Guard::Worker => {
-            auth::authenticate_worker(&mut db, WorkerToken::from_claims(&claims)?).map(Principal::Worker)
-        }
+        Guard::Worker => auth::authenticate_worker(&mut db, WorkerToken::from_claims(&claims)?).map(Principal::Worker),
         _ => auth::authenticate_user(&mut db, &claims, matches!(g, Guard::Admin)).map(Principal::User),
     }
 }
@@ -331,7 +329,11 @@ pub fn dispatch(ctx: &Ctx, endpoint: Endpoint, call: &Call, who: Principal) -> R
     if let Err(e) = &out {
         let already_told = matches!(
             e,
-            ApiError::InvalidToken | ApiError::WrongCredentials | ApiError::PermissionDenied | ApiError::Unavailable(_) | ApiError::Internal(_)
+            ApiError::InvalidToken
+                | ApiError::WrongCredentials
+                | ApiError::PermissionDenied
+                | ApiError::Unavailable(_)
+                | ApiError::Internal(_)
         );
         if !already_told {
             confirm(ctx, &who)?;
@@ -461,7 +463,9 @@ mod tests {
     fn storage_routes_prefer_static_segments() {
         assert!(matches!(r(Method::Get, "/groups/g/attachments/query"), Err(ApiError::MethodNotAllowed)));
         assert!(matches!(r(Method::Get, "/groups/g/download/attachments/list"), Err(ApiError::MethodNotAllowed)));
-        assert!(matches!(r(Method::Get, "/groups/g/attachments/a/b/c"), Ok(Endpoint::AttachmentMetadata(g, k)) if g == "g" && k == "a/b/c"));
+        assert!(
+            matches!(r(Method::Get, "/groups/g/attachments/a/b/c"), Ok(Endpoint::AttachmentMetadata(g, k)) if g == "g" && k == "a/b/c")
+        );
         assert!(matches!(r(Method::Post, "/tasks/download/artifacts"), Ok(Endpoint::DownloadArtifactsByFilter)));
         assert!(matches!(r(Method::Post, "/tasks/x/artifacts"), Ok(Endpoint::UploadArtifact(u)) if u == "x"));
         assert!(matches!(r(Method::Put, "/objects/b/k/x"), Ok(Endpoint::Object(o)) if o.key == "k/x"));

@@ -61,18 +61,15 @@ impl Budget {
     /// A smaller re-upload keeps the larger size, as the URL for it may still be used.
     /// Returns the size to record.
     pub fn charge(self, tx: &mut postgres::Transaction<'_>, old: Option<i64>, new_len: u64) -> Result<i64, ApiError> {
-        let new_len = i64::try_from(new_len)
-            .map_err(|_| ApiError::bad(format!("content_length {new_len} is too large")))?;
+        let new_len =
+            i64::try_from(new_len).map_err(|_| ApiError::bad(format!("content_length {new_len} is too large")))?;
         let recorded = old.map_or(new_len, |o| o.max(new_len));
         let delta = recorded - old.unwrap_or(0);
         if self.used.saturating_add(delta) > self.quota {
             return Err(ApiError::QuotaExceeded);
         }
         if delta != 0 {
-            tx.execute(
-                "UPDATE groups SET storage_used = storage_used + $2 WHERE id = $1",
-                &[&self.group_id, &delta],
-            )?;
+            tx.execute("UPDATE groups SET storage_used = storage_used + $2 WHERE id = $1", &[&self.group_id, &delta])?;
         }
         Ok(recorded)
     }
@@ -80,10 +77,7 @@ impl Budget {
 
 /// Gives `size` bytes back to the group (never below zero).
 pub fn release(tx: &mut impl GenericClient, group_id: i64, size: i64) -> Result<(), ApiError> {
-    tx.execute(
-        "UPDATE groups SET storage_used = GREATEST(storage_used - $2, 0) WHERE id = $1",
-        &[&group_id, &size],
-    )?;
+    tx.execute("UPDATE groups SET storage_used = GREATEST(storage_used - $2, 0) WHERE id = $1", &[&group_id, &size])?;
     Ok(())
 }
 
@@ -99,7 +93,8 @@ pub fn task_group(db: &mut impl GenericClient, task: Uuid) -> Result<Option<i64>
 
 /// The caller's role in a group, by id.
 pub fn role_in(db: &mut impl GenericClient, user: &AuthUser, group_id: i64) -> Result<Option<UserGroupRole>, ApiError> {
-    let row = db.query_opt("SELECT role FROM user_group WHERE user_id = $1 AND group_id = $2", &[&user.id, &group_id])?;
+    let row =
+        db.query_opt("SELECT role FROM user_group WHERE user_id = $1 AND group_id = $2", &[&user.id, &group_id])?;
     Ok(row.and_then(|r| UserGroupRole::from_code(r.get(0))))
 }
 
@@ -115,9 +110,9 @@ pub fn authorize_task(
     let group_id = task_group(db, task)?.ok_or_else(not_found)?;
     match role_in(db, user, group_id)? {
         None => Err(not_found()),
-        Some(role) if role < min => Err(ApiError::Forbidden(format!(
-            "this needs the {min} role in the group of task {task}; you have {role}"
-        ))),
+        Some(role) if role < min => {
+            Err(ApiError::Forbidden(format!("this needs the {min} role in the group of task {task}; you have {role}")))
+        }
         Some(_) => Ok(group_id),
     }
 }

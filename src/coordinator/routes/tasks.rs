@@ -35,7 +35,11 @@ fn check_batch_len(n: usize, what: &str) -> Result<(), ApiError> {
 /// Submits tasks; each item succeeds or fails on its own. Needs Write in each group. One
 /// group (the usual case) is one statement, which also authenticates the caller; several
 /// share a transaction, so a crash never leaves a batch half submitted.
-fn submit_all(ctx: &Ctx, token: &Claims, reqs: &[SubmitTaskReq]) -> Result<Vec<Result<SubmitTaskResp, ApiError>>, ApiError> {
+fn submit_all(
+    ctx: &Ctx,
+    token: &Claims,
+    reqs: &[SubmitTaskReq],
+) -> Result<Vec<Result<SubmitTaskResp, ApiError>>, ApiError> {
     let mut results: Vec<Option<Result<SubmitTaskResp, ApiError>>> = (0..reqs.len()).map(|_| None).collect();
     let mut by_group: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, r) in reqs.iter().enumerate() {
@@ -69,9 +73,9 @@ fn submit_all(ctx: &Ctx, token: &Claims, reqs: &[SubmitTaskReq]) -> Result<Vec<R
                 Some(u) => u,
                 None => caller.insert(authenticate_user(&mut db, token, false)?),
             };
-            let e = authorize_group(&mut *db, user, group, UserGroupRole::Write)
-                .err()
-                .unwrap_or_else(|| ApiError::Forbidden(format!("you could not submit to group {group} just now; retry")));
+            let e = authorize_group(&mut *db, user, group, UserGroupRole::Write).err().unwrap_or_else(|| {
+                ApiError::Forbidden(format!("you could not submit to group {group} just now; retry"))
+            });
             for i in idx {
                 results[*i] = Some(Err(e.clone()));
             }
@@ -118,14 +122,17 @@ pub fn submit(ctx: &Ctx, call: &Call, token: &Claims) -> Result<Reply, ApiError>
 pub fn submit_batch(ctx: &Ctx, call: &Call, token: &Claims) -> Result<Reply, ApiError> {
     let req: TasksSubmitReq = call.json()?;
     check_batch_len(req.tasks.len(), "Tasks list")?;
-    let results = submit_all(ctx, token, &req.tasks)?
-        .into_iter()
-        .map(|r| r.map_err(|e| ErrorMsg { msg: e.message() }))
-        .collect();
+    let results =
+        submit_all(ctx, token, &req.tasks)?.into_iter().map(|r| r.map_err(|e| ErrorMsg { msg: e.message() })).collect();
     Ok(Reply::json(&TasksSubmitResp { results }))
 }
 
-fn find_visible(db: &mut impl postgres::GenericClient, user: &AuthUser, uuid: Uuid, min: UserGroupRole) -> Result<Found, ApiError> {
+fn find_visible(
+    db: &mut impl postgres::GenericClient,
+    user: &AuthUser,
+    uuid: Uuid,
+    min: UserGroupRole,
+) -> Result<Found, ApiError> {
     let found = tasks::find(db, uuid)?.ok_or_else(|| ApiError::NotFound(format!("Task with uuid {uuid}")))?;
     authorize_task(db, user, found.group_id, uuid, min)?;
     Ok(found)
@@ -156,10 +163,13 @@ pub fn change(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Result<Rep
     }
     let mut db = ctx.pool.get()?;
     let mut tx = db.transaction()?;
-    let (id, group_id, state) = tasks::lock_active(&mut tx, uuid)?.ok_or_else(|| ApiError::NotFound(format!("Ready task with uuid {uuid}")))?;
+    let (id, group_id, state) =
+        tasks::lock_active(&mut tx, uuid)?.ok_or_else(|| ApiError::NotFound(format!("Ready task with uuid {uuid}")))?;
     authorize_task(&mut tx, user, group_id, uuid, UserGroupRole::Write)?;
     if state != TaskState::Ready {
-        return Err(ApiError::NotFound(format!("Ready task with uuid {uuid} (it is {state}; only Ready tasks can be changed)")));
+        return Err(ApiError::NotFound(format!(
+            "Ready task with uuid {uuid} (it is {state}; only Ready tasks can be changed)"
+        )));
     }
     let spec = req
         .task_spec
@@ -195,7 +205,9 @@ pub fn cancel(ctx: &Ctx, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError>
             tasks::request_cancel(&mut tx, id)?;
         }
         other => {
-            return Err(ApiError::bad(format!("task {uuid} is {other} and being committed; it can no longer be cancelled")));
+            return Err(ApiError::bad(format!(
+                "task {uuid} is {other} and being committed; it can no longer be cancelled"
+            )));
         }
     }
     tx.commit()?;
@@ -214,7 +226,12 @@ pub fn labels(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Result<Rep
 
 /// Checks the caller's role in the filter's group (default: their own) and builds the
 /// conditions every part of the query shares. Returns (group name, conditions).
-pub fn build_filter(db: &mut impl postgres::GenericClient, user: &AuthUser, f: &TaskFilter, min: UserGroupRole) -> Result<(String, Sql), ApiError> {
+pub fn build_filter(
+    db: &mut impl postgres::GenericClient,
+    user: &AuthUser,
+    f: &TaskFilter,
+    min: UserGroupRole,
+) -> Result<(String, Sql), ApiError> {
     not_empty("creator_usernames", f.creator_usernames)?;
     not_empty("tags", f.tags)?;
     not_empty("labels", f.labels)?;
@@ -249,7 +266,11 @@ pub fn cancel_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply
     let states: BTreeSet<TaskState> = match &req.states {
         Some(s) => {
             let both: BTreeSet<TaskState> = s.iter().copied().filter(|s| cancellable.contains(s)).collect();
-            if both.is_empty() { cancellable.into_iter().collect() } else { both }
+            if both.is_empty() {
+                cancellable.into_iter().collect()
+            } else {
+                both
+            }
         }
         None => cancellable.into_iter().collect(),
     };

@@ -6,9 +6,9 @@ use crate::api::{
 };
 use crate::coordinator::auth::{self, AuthWorker, WorkerToken};
 use crate::coordinator::error::ApiError;
+use crate::coordinator::http::{Call, Reply};
 use crate::coordinator::limits::MAX_DOWNSTREAM_PER_TASK;
 use crate::coordinator::scheduler::{self, Claimed, ParkAs};
-use crate::coordinator::http::{Call, Reply};
 use crate::coordinator::{tasks, workers, Ctx};
 use postgres::types::ToSql;
 use std::time::{Duration, Instant};
@@ -30,7 +30,9 @@ pub fn fetch(ctx: &Ctx, call: &Call, worker: WorkerToken) -> Result<Fetch, ApiEr
         None => None,
         Some(s) => match s.parse::<u64>() {
             Ok(n) if (1..=MAX_WAIT_SECS).contains(&n) => Some(Duration::from_secs(n)),
-            _ => return Err(ApiError::BadQuery(format!("wait={s:?}: expected whole seconds from 1 to {MAX_WAIT_SECS}"))),
+            _ => {
+                return Err(ApiError::BadQuery(format!("wait={s:?}: expected whole seconds from 1 to {MAX_WAIT_SECS}")))
+            }
         },
     };
     let mut db = ctx.queue_pool.get()?;
@@ -213,25 +215,30 @@ const COMMIT: &str = concat!(
 );
 
 fn commit(ctx: &Ctx, worker: WorkerToken, id: i64, result: TaskResultSpec) -> Result<Reply, ApiError> {
-    let json = |r: &TaskResultSpec| serde_json::to_value(r).map_err(|e| ApiError::Internal(format!("serialize result: {e}")));
+    let json =
+        |r: &TaskResultSpec| serde_json::to_value(r).map_err(|e| ApiError::Internal(format!("serialize result: {e}")));
     let cancelled = TaskResultSpec { exit_status: result.exit_status, msg: Some(TaskResultMessage::UserCancellation) };
     let (result, cancelled) = (json(&result)?, json(&cancelled)?);
     let done = [TaskState::Finished.code(), TaskState::Cancelled.code()];
     let (cancelled_code, graceful) = (TaskState::Cancelled.code(), WorkerState::GracefulShutdown.code());
     let mut db = ctx.pool.get()?;
     let plain = db.prepared(COMMIT_PLAIN)?;
-    let params: [&(dyn ToSql + Sync); 7] = [&worker.uuid, &id, &&done[..], &cancelled_code, &result, &cancelled, &graceful];
+    let params: [&(dyn ToSql + Sync); 7] =
+        [&worker.uuid, &id, &&done[..], &cancelled_code, &result, &cancelled, &graceful];
     if db.query_opt(&plain, &params)?.is_some() {
         return Ok(Reply::json(&ReportTaskResp { url: None }));
     }
     let general = db.prepared(COMMIT)?;
     let notify = ctx.scheduler.group_payload_prefix();
-    let more: [&(dyn ToSql + Sync); 4] = [&TaskState::Ready.code(), &TaskState::Pending.code(), &scheduler::CHANNEL, &notify];
+    let more: [&(dyn ToSql + Sync); 4] =
+        [&TaskState::Ready.code(), &TaskState::Pending.code(), &scheduler::CHANNEL, &notify];
     let all: Vec<&(dyn ToSql + Sync)> = params.iter().chain(more.iter()).copied().collect();
     let row = db.query_opt(&general, &all)?.ok_or(ApiError::WrongCredentials)?;
-    let (worker_id, moved, stopped, readied): (i64, bool, bool, Option<i64>) = (row.get(0), row.get(1), row.get(2), row.get(3));
+    let (worker_id, moved, stopped, readied): (i64, bool, bool, Option<i64>) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
     if !moved {
-        let state = db.query_opt("SELECT state FROM active_tasks WHERE id = $1 AND assigned_worker = $2", &[&id, &worker_id])?;
+        let state =
+            db.query_opt("SELECT state FROM active_tasks WHERE id = $1 AND assigned_worker = $2", &[&id, &worker_id])?;
         return Err(match state {
             None => task_not_found(id),
             Some(_) => ApiError::bad("Task can not be marked as done: report Finish or Cancel first"),
@@ -272,9 +279,8 @@ fn upload_or_submit(
     let done = matches!(t.state, TaskState::Finished | TaskState::Cancelled);
     match op {
         ReportTaskOp::Upload { content_type, content_length } => {
-            let (_, url) = super::artifacts::reserve_upload(
-                ctx, &mut tx, call, t.uuid, t.group_id, content_type, content_length,
-            )?;
+            let (_, url) =
+                super::artifacts::reserve_upload(ctx, &mut tx, call, t.uuid, t.group_id, content_type, content_length)?;
             tx.commit()?;
             Ok(Reply::json(&ReportTaskResp { url: Some(url) }))
         }
@@ -296,7 +302,8 @@ fn submit_downstream(
     t: &Assigned,
     sub: &SubmitTaskReq,
 ) -> Result<(), ApiError> {
-    let creator = tx.query_opt("SELECT state FROM users WHERE id = $1", &[&t.creator_id])?.ok_or(ApiError::WrongCredentials)?;
+    let creator =
+        tx.query_opt("SELECT state FROM users WHERE id = $1", &[&t.creator_id])?.ok_or(ApiError::WrongCredentials)?;
     if UserState::from_code(creator.get(0)) != Some(UserState::Active) {
         return Err(ApiError::Forbidden("the task's creator is no longer active".into()));
     }
@@ -307,7 +314,10 @@ fn submit_downstream(
             sub.group_name
         )));
     }
-    let role = tx.query_opt("SELECT role FROM group_worker WHERE worker_id = $1 AND group_id = $2", &[&worker.id, &t.group_id])?;
+    let role = tx.query_opt(
+        "SELECT role FROM group_worker WHERE worker_id = $1 AND group_id = $2",
+        &[&worker.id, &t.group_id],
+    )?;
     if role.map(|r| r.get::<_, i32>(0)).unwrap_or(-1) < crate::api::GroupWorkerRole::Write.code() {
         return Err(ApiError::Forbidden(format!("this worker does not have the Write role in group {group}")));
     }

@@ -2,9 +2,9 @@
 
 use crate::api::{
     GroupWorkerRole, RegisterWorkerReq, RegisterWorkerResp, RemoveGroupWorkerRoleReq, ReplaceWorkerLabelsReq,
-    ReplaceWorkerTagsReq, UpdateGroupWorkerRoleReq, UserGroupRole, WorkerQueryResp, WorkerShutdownOp,
-    WorkersQueryReq, WorkersQueryResp, WorkersShutdownByFilterReq, WorkersShutdownByFilterResp,
-    WorkersShutdownByUuidsReq, WorkersShutdownByUuidsResp,
+    ReplaceWorkerTagsReq, UpdateGroupWorkerRoleReq, UserGroupRole, WorkerQueryResp, WorkerShutdownOp, WorkersQueryReq,
+    WorkersQueryResp, WorkersShutdownByFilterReq, WorkersShutdownByFilterResp, WorkersShutdownByUuidsReq,
+    WorkersShutdownByUuidsResp,
 };
 use crate::coordinator::auth::AuthUser;
 use crate::coordinator::authz::{authorize_attach, authorize_group, authorize_worker};
@@ -101,7 +101,12 @@ pub fn shutdown_op(call: &Call) -> Result<WorkerShutdownOp, ApiError> {
     }
 }
 
-fn finish_shutdown(ctx: &Ctx, mut tx: postgres::Transaction, ids: &[i64], op: WorkerShutdownOp) -> Result<u64, ApiError> {
+fn finish_shutdown(
+    ctx: &Ctx,
+    mut tx: postgres::Transaction,
+    ids: &[i64],
+    op: WorkerShutdownOp,
+) -> Result<u64, ApiError> {
     let (n, groups) = workers::shutdown(&mut tx, ids, op)?;
     for g in &groups {
         ctx.scheduler.notify_group(&mut tx, *g)?;
@@ -130,7 +135,13 @@ pub fn shutdown_one(ctx: &Ctx, call: &Call, user: Option<&AuthUser>, uuid: Uuid)
     Ok(Reply::ok())
 }
 
-fn set_array(ctx: &Ctx, user: &AuthUser, uuid: Uuid, column: &str, values: BTreeSet<String>) -> Result<Reply, ApiError> {
+fn set_array(
+    ctx: &Ctx,
+    user: &AuthUser,
+    uuid: Uuid,
+    column: &str,
+    values: BTreeSet<String>,
+) -> Result<Reply, ApiError> {
     if values.is_empty() {
         let what = if column == "tags" { "Empty tags" } else { "Empty labels" };
         return Err(ApiError::bad(format!("{what}: give at least one")));
@@ -269,7 +280,8 @@ pub fn query(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError>
     let group_name = req.group_name.clone().unwrap_or_else(|| user.username.clone());
     let mut db = ctx.pool.get()?;
     let (group_id, _) = authorize_group(&mut *db, user, &group_name, UserGroupRole::Read)?;
-    let f = WorkerFilter { role: &req.role, tags: &req.tags, labels: &req.labels, creator_username: &req.creator_username };
+    let f =
+        WorkerFilter { role: &req.role, tags: &req.tags, labels: &req.labels, creator_username: &req.creator_username };
     let q = worker_conditions(group_id, &f, false)?;
     let sql = format!(
         "{} JOIN group_worker gw ON gw.worker_id = w.id WHERE {} ORDER BY w.id",
@@ -290,7 +302,8 @@ pub fn shutdown_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Rep
     let mut db = ctx.pool.get()?;
     let mut tx = db.transaction()?;
     let (group_id, _) = authorize_group(&mut tx, user, &group_name, UserGroupRole::Admin)?;
-    let f = WorkerFilter { role: &req.role, tags: &req.tags, labels: &req.labels, creator_username: &req.creator_username };
+    let f =
+        WorkerFilter { role: &req.role, tags: &req.tags, labels: &req.labels, creator_username: &req.creator_username };
     let q = worker_conditions(group_id, &f, true)?;
     let sql = format!(
         "SELECT w.id FROM workers w JOIN users u ON u.id = w.creator_id JOIN group_worker gw ON gw.worker_id = w.id WHERE {} FOR UPDATE OF w",

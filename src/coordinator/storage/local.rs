@@ -48,9 +48,7 @@ impl TransferSlot {
     fn take(inner: &Arc<LocalInner>) -> Option<TransferSlot> {
         inner
             .transfers
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < MAX_TRANSFERS).then_some(n + 1)
-            })
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < MAX_TRANSFERS).then_some(n + 1))
             .ok()
             .map(|_| TransferSlot(inner.clone()))
     }
@@ -110,24 +108,20 @@ impl LocalStore {
         // 0755 are tightened too.
         for d in &dirs {
             crate::private_files::create_dir_all(d).map_err(|e| {
-                format!("cannot create the local object store directory {}: {e}; set `data_dir` to a writable place", d.display())
-            })?;
-        }
-        for d in dirs.iter().chain([&self.inner.root]) {
-            crate::private_files::restrict_dir(d).map_err(|e| {
                 format!(
-                    "cannot make the local object store directory {} private (mode 0700): {e}",
+                    "cannot create the local object store directory {}: {e}; set `data_dir` to a writable place",
                     d.display()
                 )
             })?;
         }
+        for d in dirs.iter().chain([&self.inner.root]) {
+            crate::private_files::restrict_dir(d).map_err(|e| {
+                format!("cannot make the local object store directory {} private (mode 0700): {e}", d.display())
+            })?;
+        }
         if let Ok(entries) = std::fs::read_dir(self.tmp_dir()) {
             for e in entries.flatten() {
-                let stale = e
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.elapsed().ok());
+                let stale = e.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
                 if stale.is_some_and(|age| age > STALE_TEMP) {
                     let _ = std::fs::remove_file(e.path());
                 }
@@ -167,44 +161,21 @@ impl LocalStore {
         let bucket = self.bucket_name(bucket);
         self.path(bucket, key)?;
         let expires = now_secs().saturating_add(ttl.as_secs());
-        Ok(local_url(
-            &self.inner.keys,
-            origin,
-            method,
-            bucket,
-            key,
-            length,
-            expires,
-        ))
+        Ok(local_url(&self.inner.keys, origin, method, bucket, key, length, expires))
     }
 
     /// Checks a request's signature and expiry; returns the signed length for a PUT.
-    fn verify(
-        &self,
-        method: &str,
-        obj: &ObjectRequest,
-        query: &str,
-    ) -> Result<Option<u64>, ApiError> {
+    fn verify(&self, method: &str, obj: &ObjectRequest, query: &str) -> Result<Option<u64>, ApiError> {
         let denied = |why: &str| ApiError::Forbidden(why.to_string());
         if obj.bucket != self.inner.artifacts && obj.bucket != self.inner.attachments {
             return Err(ApiError::NoRoute);
         }
-        let param = |name: &str| {
-            query.split('&').find_map(|p| {
-                p.split_once('=')
-                    .filter(|(k, _)| *k == name)
-                    .map(|(_, v)| v)
-            })
-        };
-        let expires: u64 = param("expires")
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| denied("the URL is not signed"))?;
+        let param =
+            |name: &str| query.split('&').find_map(|p| p.split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v));
+        let expires: u64 =
+            param("expires").and_then(|v| v.parse().ok()).ok_or_else(|| denied("the URL is not signed"))?;
         let length: Option<u64> = match method {
-            "PUT" => Some(
-                param("length")
-                    .and_then(|v| v.parse().ok())
-                    .ok_or_else(|| denied("the URL is not signed"))?,
-            ),
+            "PUT" => Some(param("length").and_then(|v| v.parse().ok()).ok_or_else(|| denied("the URL is not signed"))?),
             _ => None,
         };
         let sig = param("signature")
@@ -215,9 +186,7 @@ impl LocalStore {
             return Err(denied("the URL's signature does not match (was it changed, or issued for another method?)"));
         }
         if expires < now_secs() {
-            return Err(denied(
-                "the URL has expired; ask the coordinator for a new one",
-            ));
+            return Err(denied("the URL has expired; ask the coordinator for a new one"));
         }
         Ok(length)
     }
@@ -230,9 +199,7 @@ impl LocalStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
                 log::error!("cannot delete {}: {e}", path.display());
-                return Err(ApiError::Unavailable(
-                    "the local object store cannot delete the object".into(),
-                ));
+                return Err(ApiError::Unavailable("the local object store cannot delete the object".into()));
             }
         }
         // Drop directories left empty (remove_dir refuses non-empty ones).
@@ -250,11 +217,7 @@ impl LocalStore {
     /// Serves a `GET` or `PUT` on an object URL, streaming on a transfer thread.
     pub fn serve(&self, mut req: tiny_http::Request, obj: ObjectRequest) {
         let method = req.method().as_str().to_string();
-        let query = req
-            .url()
-            .split_once('?')
-            .map(|(_, q)| q.to_string())
-            .unwrap_or_default();
+        let query = req.url().split_once('?').map(|(_, q)| q.to_string()).unwrap_or_default();
         let checked = self.verify(&method, &obj, &query).and_then(|length| {
             let path = self.path(&obj.bucket, &obj.key)?;
             Ok((length, path))
@@ -264,31 +227,21 @@ impl LocalStore {
             Err(e) => return respond(req, e.reply()),
         };
         let Some(slot) = TransferSlot::take(&self.inner) else {
-            return respond(
-                req,
-                ApiError::Unavailable("too many transfers at once; try again shortly".into())
-                    .reply(),
-            );
+            return respond(req, ApiError::Unavailable("too many transfers at once; try again shortly".into()).reply());
         };
         let store = self.clone();
-        let name = if method == "PUT" {
-            "object-put"
-        } else {
-            "object-get"
-        };
+        let name = if method == "PUT" { "object-put" } else { "object-get" };
         // A stalled client cannot hold the slot forever: every socket read and write of the
         // transfer times out after `body_timeout` without progress.
-        let spawned = std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || {
-                // Given back however the thread ends, a panic included.
-                let _slot = slot;
-                let reply = match length {
-                    Some(len) => store.receive(&mut req, &path, len),
-                    None => return store.send_file(req, &path, &obj),
-                };
-                respond(req, reply.unwrap_or_else(|e| e.reply()));
-            });
+        let spawned = std::thread::Builder::new().name(name.into()).spawn(move || {
+            // Given back however the thread ends, a panic included.
+            let _slot = slot;
+            let reply = match length {
+                Some(len) => store.receive(&mut req, &path, len),
+                None => return store.send_file(req, &path, &obj),
+            };
+            respond(req, reply.unwrap_or_else(|e| e.reply()));
+        });
         if let Err(e) = spawned {
             log::error!("cannot start a transfer thread: {e}");
         }
@@ -298,23 +251,17 @@ impl LocalStore {
         let opened = File::open(path).and_then(|f| f.metadata().map(|m| (f, m.len())));
         match opened {
             Ok((file, len)) => {
-                let ct = tiny_http::Header::from_bytes("Content-Type", "application/octet-stream")
-                    .expect("static header");
-                let resp = tiny_http::Response::new(
-                    tiny_http::StatusCode(200),
-                    vec![ct],
-                    file,
-                    Some(len as usize),
-                    None,
-                );
+                let ct =
+                    tiny_http::Header::from_bytes("Content-Type", "application/octet-stream").expect("static header");
+                let resp =
+                    tiny_http::Response::new(tiny_http::StatusCode(200), vec![ct], file, Some(len as usize), None);
                 if let Err(e) = req.respond(resp) {
                     log::debug!("download of {}/{} ended early: {e}", obj.bucket, obj.key);
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => respond(
-                req,
-                ApiError::NotFound(format!("Object {}", obj.key)).reply(),
-            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                respond(req, ApiError::NotFound(format!("Object {}", obj.key)).reply())
+            }
             Err(e) => {
                 log::error!("cannot read {}: {e}", path.display());
                 respond(req, ApiError::Internal(String::new()).reply())
@@ -324,12 +271,7 @@ impl LocalStore {
 
     /// Writes the body to a temp file, then renames it into place: a reader sees the old
     /// object or the whole new one, never a part.
-    fn receive(
-        &self,
-        req: &mut tiny_http::Request,
-        path: &Path,
-        length: u64,
-    ) -> Result<Reply, ApiError> {
+    fn receive(&self, req: &mut tiny_http::Request, path: &Path, length: u64) -> Result<Reply, ApiError> {
         match req.body_length() {
             None => return Ok(Reply::error_json(411, &format!("Content-Length: {length} is required"))),
             Some(n) if n as u64 != length => {
@@ -339,69 +281,46 @@ impl LocalStore {
             }
             Some(_) => {}
         }
-        let tmp = self
-            .tmp_dir()
-            .join(uuid::Uuid::new_v4().simple().to_string());
-        let result = self
-            .copy_body(req, &tmp, length)
-            .and_then(|()| place(&tmp, path));
+        let tmp = self.tmp_dir().join(uuid::Uuid::new_v4().simple().to_string());
+        let result = self.copy_body(req, &tmp, length).and_then(|()| place(&tmp, path));
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
         result.map(|()| Reply::ok())
     }
 
-    fn copy_body(
-        &self,
-        req: &mut tiny_http::Request,
-        tmp: &Path,
-        length: u64,
-    ) -> Result<(), ApiError> {
+    fn copy_body(&self, req: &mut tiny_http::Request, tmp: &Path, length: u64) -> Result<(), ApiError> {
         let io_err = |what: &str, e: std::io::Error| {
             log::error!("local object store: {what} {}: {e}", tmp.display());
             store_error(&e)
         };
-        let mut file =
-            crate::private_files::create_new(tmp).map_err(|e| io_err("cannot create", e))?;
+        let mut file = crate::private_files::create_new(tmp).map_err(|e| io_err("cannot create", e))?;
         let reader = req.as_reader();
         let mut buf = vec![0u8; 256 * 1024];
         let mut got: u64 = 0;
         while got < length {
             if self.inner.closing.load(Ordering::SeqCst) {
-                return Err(ApiError::Unavailable(
-                    "the coordinator is shutting down".into(),
-                ));
+                return Err(ApiError::Unavailable("the coordinator is shutting down".into()));
             }
             let n = match reader.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    return Err(ApiError::bad(format!(
-                        "the upload broke off after {got} of {length} bytes: {e}"
-                    )))
+                    return Err(ApiError::bad(format!("the upload broke off after {got} of {length} bytes: {e}")))
                 }
             };
-            file.write_all(&buf[..n])
-                .map_err(|e| io_err("cannot write", e))?;
+            file.write_all(&buf[..n]).map_err(|e| io_err("cannot write", e))?;
             got += n as u64;
         }
         if got != length {
-            return Err(ApiError::bad(format!(
-                "the upload ended after {got} of {length} bytes"
-            )));
+            return Err(ApiError::bad(format!("the upload ended after {got} of {length} bytes")));
         }
         file.sync_data().map_err(|e| io_err("cannot sync", e))
     }
 }
 
-fn string_to_sign(
-    method: &str,
-    bucket: &str,
-    key: &str,
-    expires: u64,
-    length: Option<u64>,
-) -> Vec<u8> {
+fn string_to_sign(method: &str, bucket: &str, key: &str, expires: u64, length: Option<u64>) -> Vec<u8> {
     let length = length.map(|l| l.to_string()).unwrap_or_else(|| "-".into());
     format!("mito object url v1\n{method}\n{bucket}\n{key}\n{expires}\n{length}").into_bytes()
 }
@@ -420,10 +339,7 @@ pub fn local_url(
 ) -> String {
     let sig = keys.sign_bytes(&string_to_sign(method, bucket, key, expires, length));
     let sig = Base64UrlSafeNoPadding::encode_to_string(sig).unwrap_or_default();
-    let mut url = format!(
-        "{origin}/objects/{bucket}/{}?expires={expires}",
-        encode_path(key)
-    );
+    let mut url = format!("{origin}/objects/{bucket}/{}?expires={expires}", encode_path(key));
     if let Some(l) = length {
         url.push_str(&format!("&length={l}"));
     }
@@ -434,9 +350,7 @@ pub fn local_url(
 /// Moves a finished temp file to `path`, creating directories; retried because a
 /// concurrent delete may remove an emptied directory in between.
 fn place(tmp: &Path, path: &Path) -> Result<(), ApiError> {
-    let parent = path
-        .parent()
-        .ok_or_else(|| ApiError::Internal("object path without parent".into()))?;
+    let parent = path.parent().ok_or_else(|| ApiError::Internal("object path without parent".into()))?;
     let mut last = None;
     for _ in 0..3 {
         if let Err(e) = crate::private_files::create_dir_all(parent) {
@@ -449,10 +363,7 @@ fn place(tmp: &Path, path: &Path) -> Result<(), ApiError> {
         }
     }
     let e = last.unwrap_or_else(|| std::io::Error::other("no attempt made"));
-    log::error!(
-        "local object store: cannot move an upload to {}: {e}",
-        path.display()
-    );
+    log::error!("local object store: cannot move an upload to {}: {e}", path.display());
     Err(store_error(&e))
 }
 
@@ -481,10 +392,7 @@ fn encode_path(key: &str) -> String {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -498,12 +406,7 @@ mod tests {
             assert_eq!(r.status, 507);
             assert!(String::from_utf8_lossy(&r.body).contains("out of disk space"));
         }
-        assert_eq!(
-            store_error(&std::io::Error::from_raw_os_error(libc::EIO))
-                .reply()
-                .status,
-            503
-        );
+        assert_eq!(store_error(&std::io::Error::from_raw_os_error(libc::EIO)).reply().status, 503);
     }
 
     #[test]

@@ -69,9 +69,7 @@ pub fn validate_key(key: &str) -> Result<(), String> {
 /// works from wherever the caller is), else the bind address.
 pub fn origin(host: Option<&str>, bind: SocketAddr) -> String {
     let plausible = |h: &str| {
-        !h.is_empty()
-            && h.len() <= 255
-            && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+        !h.is_empty() && h.len() <= 255 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
     };
     match host.map(str::trim) {
         Some(h) if plausible(h) => format!("http://{h}"),
@@ -89,7 +87,9 @@ pub enum Storage {
 impl Storage {
     /// S3 when `s3_url` is set, else the local store under `data_dir`.
     pub fn from_config(cfg: &CoordinatorConfig, keys: &Keys) -> Result<Storage, String> {
-        for (key, name) in [("artifacts_bucket", &cfg.artifacts_bucket), ("attachments_bucket", &cfg.attachments_bucket)] {
+        for (key, name) in
+            [("artifacts_bucket", &cfg.artifacts_bucket), ("attachments_bucket", &cfg.attachments_bucket)]
+        {
             if !valid_bucket_name(name) {
                 return Err(format!(
                     "invalid value for `{key}`: {name:?} is not a bucket name (3 to 63 lowercase letters, digits, '-' or '.')"
@@ -114,7 +114,14 @@ impl Storage {
     }
 
     /// A URL that accepts one `PUT` of exactly `length` bytes at `key` until `ttl` passes.
-    pub fn presign_put(&self, origin: &str, bucket: Bucket, key: &str, length: u64, ttl: Duration) -> Result<String, ApiError> {
+    pub fn presign_put(
+        &self,
+        origin: &str,
+        bucket: Bucket,
+        key: &str,
+        length: u64,
+        ttl: Duration,
+    ) -> Result<String, ApiError> {
         check_key(key)?;
         match self {
             Storage::S3(s) => Ok(s.presign_put(bucket, key, length, ttl)),

@@ -23,11 +23,10 @@ impl S3Store {
     pub(super) fn new(cfg: &CoordinatorConfig, url: &str) -> Result<S3Store, String> {
         // The URL may carry credentials in its user-info: messages show it redacted.
         let shown = crate::redact::url(url);
-        let endpoint = url::Url::parse(url)
-            .map_err(|e| format!("invalid value for `s3_url`: {shown:?} is not a URL ({e}); e.g. http://127.0.0.1:9000"))?;
-        let host = endpoint
-            .host()
-            .ok_or_else(|| format!("invalid value for `s3_url`: {shown:?} has no host"))?;
+        let endpoint = url::Url::parse(url).map_err(|e| {
+            format!("invalid value for `s3_url`: {shown:?} is not a URL ({e}); e.g. http://127.0.0.1:9000")
+        })?;
+        let host = endpoint.host().ok_or_else(|| format!("invalid value for `s3_url`: {shown:?} has no host"))?;
         if endpoint.scheme() == "https" {
             // The coordinator itself talks to S3 (buckets, deletes) with ureq, built without TLS.
             return Err(format!(
@@ -37,26 +36,11 @@ impl S3Store {
         }
         // Virtual-host style needs DNS names under the endpoint; an IP address or localhost
         // endpoint (MinIO, Garage, a test server) can only be addressed by path.
-        let by_ip = matches!(host, url::Host::Ipv4(_) | url::Host::Ipv6(_))
-            || endpoint.host_str() == Some("localhost");
-        let style = if cfg.s3_force_path_style || by_ip {
-            UrlStyle::Path
-        } else {
-            UrlStyle::VirtualHost
-        };
+        let by_ip = matches!(host, url::Host::Ipv4(_) | url::Host::Ipv6(_)) || endpoint.host_str() == Some("localhost");
+        let style = if cfg.s3_force_path_style || by_ip { UrlStyle::Path } else { UrlStyle::VirtualHost };
         let bucket = |name: &str| {
-            rusty_s3::Bucket::new(
-                endpoint.clone(),
-                style,
-                name.to_string(),
-                cfg.s3_region.clone(),
-            )
-            .map_err(|e| {
-                format!(
-                    "invalid value for `s3_url` {shown:?}: {}",
-                    crate::redact::text(&e.to_string())
-                )
-            })
+            rusty_s3::Bucket::new(endpoint.clone(), style, name.to_string(), cfg.s3_region.clone())
+                .map_err(|e| format!("invalid value for `s3_url` {shown:?}: {}", crate::redact::text(&e.to_string())))
         };
         Ok(S3Store {
             creds: Credentials::new(cfg.s3_access_key.clone(), cfg.s3_secret_key.clone()),
@@ -77,26 +61,15 @@ impl S3Store {
         }
     }
 
-    pub(super) fn presign_put(
-        &self,
-        bucket: Bucket,
-        key: &str,
-        length: u64,
-        ttl: Duration,
-    ) -> String {
+    pub(super) fn presign_put(&self, bucket: Bucket, key: &str, length: u64, ttl: Duration) -> String {
         let mut action = self.bucket(bucket).put_object(Some(&self.creds), key);
         // Signed, so the service refuses a body of any other length.
-        action
-            .headers_mut()
-            .insert("content-length", length.to_string());
+        action.headers_mut().insert("content-length", length.to_string());
         action.sign(ttl).to_string()
     }
 
     pub(super) fn presign_get(&self, bucket: Bucket, key: &str, ttl: Duration) -> String {
-        self.bucket(bucket)
-            .get_object(Some(&self.creds), key)
-            .sign(ttl)
-            .to_string()
+        self.bucket(bucket).get_object(Some(&self.creds), key).sign(ttl).to_string()
     }
 
     /// Sends one signed request; Ok(status) for any HTTP answer.
@@ -127,9 +100,7 @@ impl S3Store {
 
     pub(super) fn ensure_buckets(&self) -> Result<(), String> {
         for b in [&self.artifacts, &self.attachments] {
-            let head = b
-                .head_bucket(Some(&self.creds))
-                .sign(Duration::from_secs(60));
+            let head = b.head_bucket(Some(&self.creds)).sign(Duration::from_secs(60));
             let (status, code) = self.send("HEAD", &head).map_err(|e| self.unreachable(&e))?;
             match status {
                 200 => continue,
@@ -144,9 +115,7 @@ impl S3Store {
                 s => return Err(format!("S3 at {} answered {s} {code} for bucket {}", self.endpoint, b.name())),
             }
             let create = b.create_bucket(&self.creds).sign(Duration::from_secs(60));
-            let (status, code) = self
-                .send("PUT", &create)
-                .map_err(|e| self.unreachable(&e))?;
+            let (status, code) = self.send("PUT", &create).map_err(|e| self.unreachable(&e))?;
             // 409: another coordinator created it meanwhile.
             if !(status == 200 || status == 409) {
                 return Err(format!(
@@ -161,26 +130,16 @@ impl S3Store {
     }
 
     pub(super) fn delete(&self, bucket: Bucket, key: &str) -> Result<(), ApiError> {
-        let url = self
-            .bucket(bucket)
-            .delete_object(Some(&self.creds), key)
-            .sign(Duration::from_secs(60));
+        let url = self.bucket(bucket).delete_object(Some(&self.creds), key).sign(Duration::from_secs(60));
         match self.send("DELETE", &url) {
             Ok((200 | 204 | 404, _)) => Ok(()),
             Ok((status, code)) => {
-                log::error!(
-                    "S3 at {} refused to delete an object in {bucket:?} ({status} {code})",
-                    self.endpoint
-                );
-                Err(ApiError::Unavailable(format!(
-                    "the object store refused the delete ({status} {code})"
-                )))
+                log::error!("S3 at {} refused to delete an object in {bucket:?} ({status} {code})", self.endpoint);
+                Err(ApiError::Unavailable(format!("the object store refused the delete ({status} {code})")))
             }
             Err(e) => {
                 log::warn!("{}", self.unreachable(&e));
-                Err(ApiError::Unavailable(
-                    "the object store is unreachable".into(),
-                ))
+                Err(ApiError::Unavailable("the object store is unreachable".into()))
             }
         }
     }
@@ -200,10 +159,7 @@ mod tests {
 
     #[test]
     fn s3_error_codes_are_extracted() {
-        assert_eq!(
-            s3_error_code("<Error><Code>NoSuchBucket</Code></Error>"),
-            "NoSuchBucket"
-        );
+        assert_eq!(s3_error_code("<Error><Code>NoSuchBucket</Code></Error>"), "NoSuchBucket");
         assert_eq!(s3_error_code("garbage"), "");
     }
 }

@@ -52,19 +52,11 @@ macro_rules! task_filter {
 
 /// The conditions every part of a filtered query shares, for tasks in the group
 /// `group_id`; `exit` and `prio` are the filter's comparisons, already parsed.
-pub fn conditions(
-    group_id: i64,
-    f: &TaskFilter,
-    exit: Option<Comparison>,
-    prio: Option<Comparison>,
-) -> Sql {
+pub fn conditions(group_id: i64, f: &TaskFilter, exit: Option<Comparison>, prio: Option<Comparison>) -> Sql {
     let mut q = Sql::new();
     q.and("t.group_id = {}", group_id);
     if let Some(c) = f.creator_usernames {
-        q.and(
-            "u.username = ANY({})",
-            c.iter().cloned().collect::<Vec<_>>(),
-        );
+        q.and("u.username = ANY({})", c.iter().cloned().collect::<Vec<_>>());
     }
     if let Some(t) = f.tags {
         q.and("t.tags @> {}", t.iter().cloned().collect::<Vec<_>>());
@@ -73,17 +65,11 @@ pub fn conditions(
         q.and("t.labels @> {}", l.iter().cloned().collect::<Vec<_>>());
     }
     if let Some(s) = f.states {
-        q.and(
-            "t.state = ANY({})",
-            s.iter().map(|s| s.code()).collect::<Vec<_>>(),
-        );
+        q.and("t.state = ANY({})", s.iter().map(|s| s.code()).collect::<Vec<_>>());
     }
     if let Some(c) = exit {
         // Compared as a number, so `<` and `>` mean what they say.
-        q.and(
-            &format!("(t.result->>'exit_status')::int {} {{}}", c.op),
-            c.value,
-        );
+        q.and(&format!("(t.result->>'exit_status')::int {} {{}}", c.op), c.value);
     }
     if let Some(c) = prio {
         q.and(&format!("t.priority {} {{}}", c.op), c.value);
@@ -98,10 +84,7 @@ pub fn union_sql(q: &mut Sql, reporter: Option<Uuid>) -> String {
     let (active_extra, archived_extra) = match reporter {
         Some(r) => {
             let p = q.bind(r);
-            (
-                " AND FALSE".to_string(),
-                format!(" AND t.reporter_uuid = {p}"),
-            )
+            (" AND FALSE".to_string(), format!(" AND t.reporter_uuid = {p}"))
         }
         None => (String::new(), String::new()),
     };
@@ -113,15 +96,9 @@ pub fn union_sql(q: &mut Sql, reporter: Option<Uuid>) -> String {
 }
 
 /// How many tasks, active and archived, match `q`.
-pub fn count(
-    db: &mut impl GenericClient,
-    q: &mut Sql,
-    reporter: Option<Uuid>,
-) -> Result<u64, ApiError> {
+pub fn count(db: &mut impl GenericClient, q: &mut Sql, reporter: Option<Uuid>) -> Result<u64, ApiError> {
     let union = union_sql(q, reporter);
-    let n: i64 = db
-        .query_one(&format!("SELECT count(*) FROM ({union}) x"), &q.params())?
-        .get(0);
+    let n: i64 = db.query_one(&format!("SELECT count(*) FROM ({union}) x"), &q.params())?.get(0);
     Ok(n as u64)
 }
 
@@ -136,9 +113,7 @@ pub fn page(
 ) -> Result<Vec<TaskQueryInfo>, ApiError> {
     let union = union_sql(q, reporter);
     let (limit, offset) = (q.bind(limit), q.bind(offset));
-    let sql = format!(
-        "SELECT * FROM ({union}) x ORDER BY x.active DESC, x.id LIMIT {limit} OFFSET {offset}"
-    );
+    let sql = format!("SELECT * FROM ({union}) x ORDER BY x.active DESC, x.id LIMIT {limit} OFFSET {offset}");
     // Rows are read as they arrive and the answer's size is counted as it grows, so a
     // page of tasks with large specs is refused before it fills the memory.
     let params = q.params();
@@ -158,9 +133,5 @@ pub fn lock_active(tx: &mut impl GenericClient, q: &Sql) -> Result<Vec<i64>, Api
         "SELECT t.id FROM active_tasks t JOIN users u ON u.id = t.creator_id WHERE {} FOR UPDATE OF t",
         q.conditions()
     );
-    Ok(tx
-        .query(&sql, &q.params())?
-        .iter()
-        .map(|r| r.get(0))
-        .collect())
+    Ok(tx.query(&sql, &q.params())?.iter().map(|r| r.get(0)).collect())
 }

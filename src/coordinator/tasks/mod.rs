@@ -20,8 +20,8 @@ use crate::api::{
     Timestamp,
 };
 use postgres::types::{Json, ToSql};
-use std::collections::BTreeSet;
 use postgres::GenericClient;
+use std::collections::BTreeSet;
 use uuid::Uuid;
 
 /// The columns every task read selects, in the order [`info`] expects; `{t}` is the
@@ -266,8 +266,18 @@ fn run_insert(
     let code = to.state.code();
     let channel = super::scheduler::CHANNEL;
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![
-        to.creator, to.group, &c.uuids, &c.tags, &c.labels, &c.timeouts, &c.priorities, &c.specs, &code,
-        &to.upstream, &channel, &to.announce,
+        to.creator,
+        to.group,
+        &c.uuids,
+        &c.tags,
+        &c.labels,
+        &c.timeouts,
+        &c.priorities,
+        &c.specs,
+        &code,
+        &to.upstream,
+        &channel,
+        &to.announce,
     ];
     params.extend_from_slice(extra);
     let Some(row) = db.query_opt(sql, &params)? else { return Ok(None) };
@@ -286,7 +296,13 @@ pub fn insert_downstream(
     upstream: Uuid,
 ) -> Result<(i64, Uuid), ApiError> {
     let st = db.prepare(INSERT_INTO_GROUP)?;
-    let to = InsertInto { creator: &creator_id, group: &group_id, state: TaskState::Pending, upstream: Some(upstream), announce: "" };
+    let to = InsertInto {
+        creator: &creator_id,
+        group: &group_id,
+        state: TaskState::Pending,
+        upstream: Some(upstream),
+        announce: "",
+    };
     let made = run_insert(db, &st, to, &[req], &[])?;
     made.and_then(|m| m.tasks.first().copied()).ok_or_else(|| ApiError::Internal(format!("group {group_id} vanished")))
 }
