@@ -1,10 +1,11 @@
 //! The coordinator's settings: `[coordinator]` keys, their defaults and their checks.
 
-use super::{data_dir, ConfigError, Layers};
+use super::{data_dir, default_duration, ConfigError, Layers};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Defaults that `mito coordinator --help` quotes; durations are in humantime's words.
+// The defaults `mito coordinator --help` quotes, written only here; durations are in
+// humantime's words so the help can show them as they are.
 pub const DEFAULT_BIND: &str = "127.0.0.1:5000";
 pub const DEFAULT_DB_URL: &str = "postgres://mitosis:mitosis@localhost/mitosis";
 pub const DEFAULT_S3_REGION: &str = "mitosis";
@@ -18,7 +19,7 @@ pub const DEFAULT_ACCESS_TOKEN_EXPIRES_IN: &str = "7 days";
 pub const DEFAULT_HEARTBEAT_TIMEOUT: &str = "600 seconds";
 pub const DEFAULT_CLAIM_LEASE: &str = "10s";
 
-/// The coordinator's settings (`[coordinator]`), with the defaults of the seed.
+/// The coordinator's settings (`[coordinator]`), with mitosis' defaults.
 #[derive(Debug, Clone)]
 pub struct CoordinatorConfig {
     pub bind: std::net::SocketAddr,
@@ -221,11 +222,6 @@ impl CoordinatorConfig {
         }
         Ok(cfg)
     }
-}
-
-/// A default duration constant, parsed; the tests build the defaults, so a typo fails them.
-pub(crate) fn default_duration(text: &str) -> Duration {
-    humantime::parse_duration(text).expect("a valid default duration")
 }
 
 #[cfg(test)]

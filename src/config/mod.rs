@@ -17,7 +17,7 @@
 //!
 //! This module is the layering machinery; each role's keys, defaults and checks live in
 //! [`coordinator`], [`worker`] and [`client`]. Every default that `--help` quotes is a named
-//! constant there, and the help text is built from it with [`concat_str!`], so the two
+//! constant there, and the help text is built from it with `concat_str!`, so the two
 //! cannot drift apart.
 
 pub mod client;
@@ -316,6 +316,11 @@ impl Layers {
 /// `$XDG_CONFIG_HOME/mitosis/credentials` (or `~/.config/...`), shared by client and worker.
 pub fn default_credential_path() -> Option<PathBuf> {
     config_dir().map(|d| d.join("mitosis").join("credentials"))
+}
+
+/// A default duration constant, parsed; the tests build the defaults, so a typo fails them.
+fn default_duration(text: &str) -> Duration {
+    humantime::parse_duration(text).expect("a valid default duration")
 }
 
 fn show(v: &toml::Value) -> String {

@@ -1,15 +1,14 @@
 //! The worker's settings: `[worker]` keys, their defaults and their checks.
 
-use super::coordinator::default_duration;
-use super::{ConfigError, Layers, Source, DEFAULT_COORDINATOR_ADDR};
+use super::{default_duration, ConfigError, Layers, Source, DEFAULT_COORDINATOR_ADDR};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Defaults that `mito worker --help` quotes, in humantime's words.
+// The defaults `mito worker --help` quotes, written only here, in humantime's words.
 pub const DEFAULT_POLLING_INTERVAL: &str = "3m";
 pub const DEFAULT_HEARTBEAT_INTERVAL: &str = "5m";
 
-/// The worker's settings (`[worker]`), with the defaults of the seed.
+/// The worker's settings (`[worker]`), with mitosis' defaults.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     /// Base URL of the coordinator, without a trailing slash.
@@ -134,7 +133,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn worker_defaults_follow_the_seed() {
+    fn worker_defaults_follow_mitosis() {
         let c = WorkerConfig::from_layers(&Layers::default()).unwrap();
         assert_eq!(c.coordinator_addr, "http://127.0.0.1:5000");
         assert_eq!(c.polling_interval, Duration::from_secs(180));
