@@ -17,6 +17,8 @@
 mod http;
 
 use crate::api::{md5_password, RegisterWorkerResp, SubmitTaskResp, TasksSubmitResp, UserLoginResp, WorkerTaskResp};
+use crate::config::coordinator::{DEFAULT_ADMIN_PASSWORD, DEFAULT_ADMIN_USER};
+use crate::config::{concat_str, DEFAULT_COORDINATOR_ADDR};
 use crate::opts::{help_text, parse_mode, OptSpec};
 use http::{Http, Wire};
 use serde_json::json;
@@ -25,9 +27,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const SPECS: &[OptSpec] = &[
-    OptSpec::opt("coordinator", Some('c'), "URL", "The coordinator (default http://127.0.0.1:5000)"),
-    OptSpec::opt("user", Some('u'), "USER", "A user who may create a group (default mitosis_admin)"),
-    OptSpec::opt("password", Some('p'), "PASSWORD", "Its password (default mitosis_admin)"),
+    OptSpec::opt(
+        "coordinator",
+        Some('c'),
+        "URL",
+        concat_str!("The coordinator (default ", DEFAULT_COORDINATOR_ADDR, ")"),
+    ),
+    OptSpec::opt(
+        "user",
+        Some('u'),
+        "USER",
+        concat_str!("A user who may create a group (default ", DEFAULT_ADMIN_USER, ")"),
+    ),
+    OptSpec::opt("password", Some('p'), "PASSWORD", concat_str!("Its password (default ", DEFAULT_ADMIN_PASSWORD, ")")),
     OptSpec::opt("batch", None, "N", "Tasks per batch submit (default 5000; 0 skips this run)"),
     OptSpec::opt("tasks", None, "N", "Tasks in the end-to-end run (default 10000; 0 skips this run)"),
     OptSpec::opt("workers", None, "N", "Workers in the end-to-end run (default 16)"),
@@ -92,11 +104,11 @@ pub fn main(parser: &mut lexopt::Parser) -> i32 {
             base: args
                 .extra("coordinator")
                 .flatten()
-                .unwrap_or("http://127.0.0.1:5000")
+                .unwrap_or(DEFAULT_COORDINATOR_ADDR)
                 .trim_end_matches('/')
                 .to_string(),
-            user: args.extra("user").flatten().unwrap_or("mitosis_admin").to_string(),
-            password: args.extra("password").flatten().unwrap_or("mitosis_admin").to_string(),
+            user: args.extra("user").flatten().unwrap_or(DEFAULT_ADMIN_USER).to_string(),
+            password: args.extra("password").flatten().unwrap_or(DEFAULT_ADMIN_PASSWORD).to_string(),
             batch: count(&args, "batch", 5000)?,
             tasks: count(&args, "tasks", 10_000)?,
             workers: num(&args, "workers", 16)?,

@@ -28,7 +28,7 @@ mod tasks;
 mod users;
 mod workers;
 
-use crate::config::{ClientConfig, Layers};
+use crate::config::{concat_str, ClientConfig, Layers, DEFAULT_COORDINATOR_ADDR};
 use crate::opts::{help_text, parse_mode, OptSpec};
 use args::{Args, Group, Spec};
 use http::Http;
@@ -107,7 +107,7 @@ const SPECS: &[OptSpec] = &[
         Some('c'),
         "coordinator_addr",
         "COORDINATOR_ADDR",
-        "The URL of the coordinator (default http://127.0.0.1:5000)",
+        concat_str!("The URL of the coordinator (default ", DEFAULT_COORDINATOR_ADDR, ")"),
     ),
     OptSpec::value(
         "credential-path",

@@ -27,7 +27,12 @@ pub mod storage;
 pub mod tasks;
 pub mod workers;
 
-use crate::config::{cache_dir, CoordinatorConfig, Layers};
+use crate::config::coordinator::{
+    DEFAULT_ACCESS_TOKEN_EXPIRES_IN, DEFAULT_ACCESS_TOKEN_PRIVATE_PATH, DEFAULT_ACCESS_TOKEN_PUBLIC_PATH,
+    DEFAULT_ADMIN_PASSWORD, DEFAULT_ADMIN_USER, DEFAULT_ARTIFACTS_BUCKET, DEFAULT_ATTACHMENTS_BUCKET, DEFAULT_BIND,
+    DEFAULT_CLAIM_LEASE, DEFAULT_DB_URL, DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_S3_REGION,
+};
+use crate::config::{cache_dir, concat_str, CoordinatorConfig, Layers};
 use crate::logging::{self, FileTarget};
 use crate::opts::{help_text, parse_mode, OptSpec};
 use crossbeam_channel::{bounded, select, Receiver, Sender};
@@ -38,26 +43,26 @@ use std::time::Duration;
 const ABOUT: &str = "Run the mitosis coordinator";
 
 const SPECS: &[OptSpec] = &[
-    OptSpec::value("bind", Some('b'), "bind", "BIND", "The address to bind to (default 127.0.0.1:5000)"),
-    OptSpec::value("db", None, "db_url", "DB_URL", "The database URL (default postgres://mitosis:mitosis@localhost/mitosis)"),
+    OptSpec::value("bind", Some('b'), "bind", "BIND", concat_str!("The address to bind to (default ", DEFAULT_BIND, ")")),
+    OptSpec::value("db", None, "db_url", "DB_URL", concat_str!("The database URL (default ", DEFAULT_DB_URL, ")")),
     OptSpec::value("s3", None, "s3_url", "S3_URL", "The S3 URL; without one, objects are kept in the coordinator's own store under --data-dir"),
     OptSpec::value("s3-access-key", None, "s3_access_key", "S3_ACCESS_KEY", "The S3 access key"),
     OptSpec::value("s3-secret-key", None, "s3_secret_key", "S3_SECRET_KEY", "The S3 secret key"),
-    OptSpec::value("s3-region", None, "s3_region", "S3_REGION", "The S3 region (default mitosis)"),
+    OptSpec::value("s3-region", None, "s3_region", "S3_REGION", concat_str!("The S3 region (default ", DEFAULT_S3_REGION, ")")),
     OptSpec::switch("s3-force-path-style", None, "s3_force_path_style", "Address buckets as http://host/bucket instead of http://bucket.host"),
-    OptSpec::value("artifacts-bucket", None, "artifacts_bucket", "ARTIFACTS_BUCKET", "The bucket for task artifacts (default mitosis-artifacts)"),
-    OptSpec::value("attachments-bucket", None, "attachments_bucket", "ATTACHMENTS_BUCKET", "The bucket for group attachments (default mitosis-attachments)"),
+    OptSpec::value("artifacts-bucket", None, "artifacts_bucket", "ARTIFACTS_BUCKET", concat_str!("The bucket for task artifacts (default ", DEFAULT_ARTIFACTS_BUCKET, ")")),
+    OptSpec::value("attachments-bucket", None, "attachments_bucket", "ATTACHMENTS_BUCKET", concat_str!("The bucket for group attachments (default ", DEFAULT_ATTACHMENTS_BUCKET, ")")),
     OptSpec::value("redis", None, "redis_url", "REDIS_URL", "The Redis URL, e.g. redis://:password@localhost (default: no Redis)"),
     OptSpec::value("redis-worker-password", None, "redis_worker_password", "REDIS_WORKER_PASSWORD", "The Redis worker password (default: generated)"),
     OptSpec::value("redis-client-password", None, "redis_client_password", "REDIS_CLIENT_PASSWORD", "The Redis client password (default: generated)"),
     OptSpec::switch("redis-skip-acl-rules", None, "redis_skip_acl_rules", "Do not create the Redis ACL users (they must exist already)"),
-    OptSpec::value("admin-user", None, "admin_user", "ADMIN_USER", "The admin username (default mitosis_admin)"),
-    OptSpec::value("admin-password", None, "admin_password", "ADMIN_PASSWORD", "The admin password (default mitosis_admin)"),
-    OptSpec::value("access-token-private-path", None, "access_token_private_path", "ACCESS_TOKEN_PRIVATE_PATH", "The path to the private key, default to `private.pem`"),
-    OptSpec::value("access-token-public-path", None, "access_token_public_path", "ACCESS_TOKEN_PUBLIC_PATH", "The path to the public key, default to `public.pem`"),
-    OptSpec::value("access-token-expires-in", None, "access_token_expires_in", "ACCESS_TOKEN_EXPIRES_IN", "The access token expiration time, default to 7 days"),
-    OptSpec::value("heartbeat-timeout", None, "heartbeat_timeout", "HEARTBEAT_TIMEOUT", "The heartbeat timeout, default to 600 seconds"),
-    OptSpec::value("claim-lease", None, "claim_lease", "CLAIM_LEASE", "How long a task handed to a mito worker may go unconfirmed before it is requeued (default 10s)"),
+    OptSpec::value("admin-user", None, "admin_user", "ADMIN_USER", concat_str!("The admin username (default ", DEFAULT_ADMIN_USER, ")")),
+    OptSpec::value("admin-password", None, "admin_password", "ADMIN_PASSWORD", concat_str!("The admin password (default ", DEFAULT_ADMIN_PASSWORD, ")")),
+    OptSpec::value("access-token-private-path", None, "access_token_private_path", "ACCESS_TOKEN_PRIVATE_PATH", concat_str!("The path to the private key, default to `", DEFAULT_ACCESS_TOKEN_PRIVATE_PATH, "`")),
+    OptSpec::value("access-token-public-path", None, "access_token_public_path", "ACCESS_TOKEN_PUBLIC_PATH", concat_str!("The path to the public key, default to `", DEFAULT_ACCESS_TOKEN_PUBLIC_PATH, "`")),
+    OptSpec::value("access-token-expires-in", None, "access_token_expires_in", "ACCESS_TOKEN_EXPIRES_IN", concat_str!("The access token expiration time, default to ", DEFAULT_ACCESS_TOKEN_EXPIRES_IN)),
+    OptSpec::value("heartbeat-timeout", None, "heartbeat_timeout", "HEARTBEAT_TIMEOUT", concat_str!("The heartbeat timeout, default to ", DEFAULT_HEARTBEAT_TIMEOUT)),
+    OptSpec::value("claim-lease", None, "claim_lease", "CLAIM_LEASE", concat_str!("How long a task handed to a mito worker may go unconfirmed before it is requeued (default ", DEFAULT_CLAIM_LEASE, ")")),
     OptSpec::value("log-path", None, "log_path", "LOG_PATH", "The log file path. If not specified, then the default rolling log file path would be used. If specified, then the log file would be exactly at the path specified"),
     OptSpec::switch("file-log", None, "file_log", "Enable logging to file"),
     OptSpec::value("data-dir", None, "data_dir", "DATA_DIR", "Where the local object store keeps files (default $XDG_DATA_HOME/mitosis/coordinator)"),

@@ -24,7 +24,8 @@ mod state;
 mod task;
 
 use crate::api::{RegisterWorkerReq, RegisterWorkerResp};
-use crate::config::{cache_dir, Layers, WorkerConfig};
+use crate::config::worker::{DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_POLLING_INTERVAL};
+use crate::config::{cache_dir, concat_str, Layers, WorkerConfig, DEFAULT_COORDINATOR_ADDR};
 use crate::logging::{self, FileTarget};
 use crate::opts::{help_text, parse_mode, OptSpec};
 use artifacts::Dirs;
@@ -40,9 +41,9 @@ use uuid::Uuid;
 const ABOUT: &str = "Run a mitosis worker";
 
 const SPECS: &[OptSpec] = &[
-    OptSpec::value("coordinator", Some('c'), "coordinator_addr", "COORDINATOR_ADDR", "The address of the coordinator (default http://127.0.0.1:5000)"),
-    OptSpec::value("polling-interval", None, "polling_interval", "POLLING_INTERVAL", "The interval to poll tasks when the coordinator has no long-poll, and the longest pause between retries (default 3m)"),
-    OptSpec::value("heartbeat-interval", None, "heartbeat_interval", "HEARTBEAT_INTERVAL", "The interval to send heartbeat while idle (default 5m; every 2s while a task runs)"),
+    OptSpec::value("coordinator", Some('c'), "coordinator_addr", "COORDINATOR_ADDR", concat_str!("The address of the coordinator (default ", DEFAULT_COORDINATOR_ADDR, ")")),
+    OptSpec::value("polling-interval", None, "polling_interval", "POLLING_INTERVAL", concat_str!("The interval to poll tasks when the coordinator has no long-poll, and the longest pause between retries (default ", DEFAULT_POLLING_INTERVAL, ")")),
+    OptSpec::value("heartbeat-interval", None, "heartbeat_interval", "HEARTBEAT_INTERVAL", concat_str!("The interval to send heartbeat while idle (default ", DEFAULT_HEARTBEAT_INTERVAL, "; every 2s while a task runs)")),
     OptSpec::value("credential-path", None, "credential_path", "CREDENTIAL_PATH", "The path of the user credential file (default ~/.config/mitosis/credentials)"),
     OptSpec::value("user", Some('u'), "user", "USER", "The username of the user"),
     OptSpec::value("password", Some('p'), "password", "PASSWORD", "The password of the user (visible to local users while it is being read; prefer --password-file or --password-stdin)"),

@@ -1,0 +1,150 @@
+//! The worker's settings: `[worker]` keys, their defaults and their checks.
+
+use super::{default_duration, ConfigError, Layers, Source, DEFAULT_COORDINATOR_ADDR};
+use std::path::PathBuf;
+use std::time::Duration;
+
+// The defaults `mito worker --help` quotes, written only here, in humantime's words.
+pub const DEFAULT_POLLING_INTERVAL: &str = "3m";
+pub const DEFAULT_HEARTBEAT_INTERVAL: &str = "5m";
+
+/// The worker's settings (`[worker]`), with mitosis' defaults.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Base URL of the coordinator, without a trailing slash.
+    pub coordinator_addr: String,
+    /// Fallback fetch interval against a coordinator without long-poll.
+    pub polling_interval: Duration,
+    pub heartbeat_interval: Duration,
+    /// None: `$XDG_CONFIG_HOME/mitosis/credentials`.
+    pub credential_path: Option<PathBuf>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// A file holding the password (first line), kept off the command line and environment.
+    pub password_file: Option<PathBuf>,
+    /// Read the password from the first line of stdin.
+    pub password_stdin: bool,
+    /// The user tasks run as when the worker starts as root.
+    pub run_as: Option<String>,
+    /// `name` or `name:role` entries, sent as given.
+    pub groups: Vec<String>,
+    pub tags: Vec<String>,
+    pub labels: Vec<String>,
+    pub log_path: Option<PathBuf>,
+    pub file_log: bool,
+    pub shared_log: bool,
+    /// None: the coordinator's token lifetime.
+    pub lifetime: Option<Duration>,
+    /// Keep other sessions' tokens valid when logging in.
+    pub retain: bool,
+    pub skip_redis: bool,
+}
+
+impl WorkerConfig {
+    /// Every key of `[worker]`.
+    pub const KEYS: &'static [&'static str] = &[
+        "coordinator_addr",
+        "polling_interval",
+        "heartbeat_interval",
+        "credential_path",
+        "user",
+        "password",
+        "password_file",
+        "password_stdin",
+        "run_as",
+        "groups",
+        "tags",
+        "labels",
+        "log_path",
+        "file_log",
+        "shared_log",
+        "lifetime",
+        "retain",
+        "skip_redis",
+    ];
+
+    /// Builds the settings from merged layers, applying defaults and checking every value.
+    pub fn from_layers(l: &Layers) -> Result<Self, ConfigError> {
+        let addr = l.string("coordinator_addr")?.unwrap_or_else(|| DEFAULT_COORDINATOR_ADDR.into());
+        let cfg = WorkerConfig {
+            coordinator_addr: check_base_url(&addr, l.source("coordinator_addr"))?,
+            polling_interval: l.duration("polling_interval")?.unwrap_or(default_duration(DEFAULT_POLLING_INTERVAL)),
+            heartbeat_interval: l
+                .duration("heartbeat_interval")?
+                .unwrap_or(default_duration(DEFAULT_HEARTBEAT_INTERVAL)),
+            credential_path: l.path("credential_path")?,
+            user: l.string("user")?.filter(|s| !s.is_empty()),
+            password: l.string("password")?.filter(|s| !s.is_empty()),
+            password_file: l.path("password_file")?,
+            password_stdin: l.bool("password_stdin")?.unwrap_or(false),
+            run_as: l.string("run_as")?.filter(|s| !s.is_empty()),
+            groups: l.list("groups")?.unwrap_or_default(),
+            tags: l.list("tags")?.unwrap_or_default(),
+            labels: l.list("labels")?.unwrap_or_default(),
+            log_path: l.path("log_path")?,
+            file_log: l.bool("file_log")?.unwrap_or(false),
+            shared_log: l.bool("shared_log")?.unwrap_or(false),
+            lifetime: l.duration("lifetime")?,
+            retain: l.bool("retain")?.unwrap_or(false),
+            skip_redis: l.bool("skip_redis")?.unwrap_or(false),
+        };
+        for (key, d) in [("polling_interval", cfg.polling_interval), ("heartbeat_interval", cfg.heartbeat_interval)] {
+            if d.is_zero() {
+                return Err(ConfigError(format!("invalid value for `{key}`: it must be longer than 0s")));
+            }
+            crate::api::time::check_max(key, d).map_err(|e| ConfigError(format!("invalid value for `{key}`: {e}")))?;
+        }
+        if let Some(d) = cfg.lifetime {
+            crate::api::time::check_max("lifetime", d)
+                .map_err(|e| ConfigError(format!("invalid value for `lifetime`: {e}")))?;
+        }
+        let sources = [cfg.password.is_some(), cfg.password_file.is_some(), cfg.password_stdin];
+        if sources.iter().filter(|s| **s).count() > 1 {
+            return Err(ConfigError(
+                "more than one of `password`, `password_file` and `password_stdin` is set; give the password one way only".into(),
+            ));
+        }
+        if let Some(u) = &cfg.user {
+            if !crate::api::valid_name(u) {
+                return Err(ConfigError(format!(
+                    "invalid value for `user`: {u:?} must be 1 to 255 letters, digits, '-' or '_'"
+                )));
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+/// Checks a coordinator address: an http(s) URL with a host; returns it without a trailing slash.
+pub fn check_base_url(addr: &str, source: Option<&Source>) -> Result<String, ConfigError> {
+    let from = source.map(|s| format!(" from {s}")).unwrap_or_default();
+    let trimmed = addr.trim().trim_end_matches('/');
+    let rest = trimmed.strip_prefix("http://").or_else(|| trimmed.strip_prefix("https://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => Ok(trimmed.to_string()),
+        _ => Err(ConfigError(format!(
+            "invalid value for `coordinator_addr`{from}: {addr:?} is not a URL like http://127.0.0.1:5000 (the scheme is required)"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_defaults_follow_mitosis() {
+        let c = WorkerConfig::from_layers(&Layers::default()).unwrap();
+        assert_eq!(c.coordinator_addr, "http://127.0.0.1:5000");
+        assert_eq!(c.polling_interval, Duration::from_secs(180));
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(300));
+        assert!(c.groups.is_empty() && c.tags.is_empty() && c.lifetime.is_none() && !c.file_log);
+    }
+
+    #[test]
+    fn coordinator_addr_needs_a_scheme() {
+        assert_eq!(check_base_url("http://h:1/", None).unwrap(), "http://h:1");
+        let e = check_base_url("127.0.0.1:5000", Some(&Source::Cli("-c".into()))).unwrap_err().0;
+        assert!(e.contains("-c") && e.contains("scheme"), "{e}");
+    }
+}
