@@ -16,4 +16,5 @@ pub mod opts;
 pub mod private_files;
 pub mod redact;
 pub mod signal;
+mod terminal;
 pub mod worker;

@@ -14,7 +14,7 @@
 //! are signed for it).
 
 use super::Error;
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,8 +22,7 @@ use std::time::{Duration, Instant};
 
 /// Whether stderr is a terminal (where progress bars go).
 pub fn stderr_is_tty() -> bool {
-    // SAFETY: isatty only inspects the descriptor.
-    unsafe { libc::isatty(2) == 1 }
+    std::io::stderr().is_terminal()
 }
 
 fn agent() -> ureq::Agent {

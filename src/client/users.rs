@@ -9,7 +9,7 @@ use crate::api::{self, GroupsQueryResp, UserChangePasswordReq, UserChangePasswor
 use crate::config::ClientConfig;
 use crate::credentials;
 use crate::opts::OptSpec;
-use std::io::{BufRead, Write};
+use std::io::IsTerminal;
 
 /// Makes sure of a valid token: the cached one if `GET /auth` accepts it, else a login.
 pub fn setup(cfg: ClientConfig, json: bool) -> Result<Session, Error> {
@@ -83,8 +83,7 @@ pub fn stdin_is_tty_pub() -> bool {
 }
 
 fn stdin_is_tty() -> bool {
-    // SAFETY: isatty only inspects the descriptor.
-    unsafe { libc::isatty(0) == 1 }
+    std::io::stdin().is_terminal()
 }
 
 fn no_terminal(what: &str, cfg: &ClientConfig) -> Error {
@@ -118,55 +117,15 @@ pub fn ask(label: &str, secret: bool) -> Result<String, Error> {
             label.trim_end_matches([':', ' '])
         )));
     }
-    eprint!("{label}");
-    let _ = std::io::stderr().flush();
-    let guard = if secret { EchoOff::new() } else { None };
-    let mut line = String::new();
-    let n = std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| Error::Failed(format!("reading the terminal: {e}")))?;
-    drop(guard);
-    if secret {
-        eprintln!();
-    }
-    if n == 0 {
+    let Some(v) =
+        crate::terminal::prompt_line(label, secret).map_err(|e| Error::Failed(format!("reading the terminal: {e}")))?
+    else {
         return Err(Error::Failed("no input (end of file)".into()));
-    }
-    let v = line.trim_end_matches(['\n', '\r']).to_string();
+    };
     if v.is_empty() {
         return Err(Error::Failed(format!("{} cannot be empty", label.trim_end_matches([':', ' ']))));
     }
     Ok(v)
-}
-
-/// Terminal echo switched off until dropped.
-struct EchoOff(libc::termios);
-
-impl EchoOff {
-    fn new() -> Option<EchoOff> {
-        // SAFETY: tcgetattr/tcsetattr on stdin with a zeroed, then filled, termios.
-        unsafe {
-            let mut t: libc::termios = std::mem::zeroed();
-            if libc::tcgetattr(0, &mut t) != 0 {
-                return None;
-            }
-            let old = t;
-            t.c_lflag &= !libc::ECHO;
-            t.c_lflag |= libc::ECHONL;
-            libc::tcsetattr(0, libc::TCSANOW, &t);
-            Some(EchoOff(old))
-        }
-    }
-}
-
-impl Drop for EchoOff {
-    fn drop(&mut self) {
-        // SAFETY: restores the settings read in `new`.
-        unsafe {
-            libc::tcsetattr(0, libc::TCSANOW, &self.0);
-        }
-    }
 }
 
 /// An argument, or asked for on the terminal.

@@ -10,7 +10,7 @@
 //! Never prompts when stdin is not a terminal: it fails with a message saying what to pass.
 
 use crate::credentials::{load, store};
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -168,31 +168,10 @@ fn ask_missing(user: Option<&str>, password: Option<&str>, path: &Path) -> Resul
     Ok((user, password))
 }
 
-/// Reads one line from the terminal, with echo off when `echo` is false.
+/// Reads one line from the terminal, with echo off when `echo` is false. The end of input
+/// reads as an empty answer, which the caller refuses.
 fn prompt(label: &str, echo: bool) -> Result<String, CredError> {
-    let mut err = std::io::stderr();
-    let _ = write!(err, "{label}");
-    let _ = err.flush();
-    let fd = libc::STDIN_FILENO;
-    // SAFETY: termios calls on stdin with a zeroed, then kernel-filled struct.
-    let saved = unsafe {
-        let mut t: libc::termios = std::mem::zeroed();
-        if echo || libc::tcgetattr(fd, &mut t) != 0 {
-            None
-        } else {
-            let old = t;
-            t.c_lflag &= !libc::ECHO;
-            libc::tcsetattr(fd, libc::TCSANOW, &t);
-            Some(old)
-        }
-    };
-    let mut line = String::new();
-    let read = std::io::stdin().lock().read_line(&mut line);
-    if let Some(old) = saved {
-        // SAFETY: restores the settings read above.
-        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &old) };
-        let _ = writeln!(err);
-    }
-    read.map_err(|e| CredError::Fatal(format!("cannot read from the terminal: {e}")))?;
-    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+    let line = crate::terminal::prompt_line(label, !echo)
+        .map_err(|e| CredError::Fatal(format!("cannot read from the terminal: {e}")))?;
+    Ok(line.unwrap_or_default())
 }

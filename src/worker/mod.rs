@@ -20,21 +20,24 @@ mod heartbeat;
 mod isolate;
 mod login;
 mod net;
+mod register;
+mod serve;
+mod shared;
+mod shutdown;
 mod state;
 mod task;
 
-use crate::api::{RegisterWorkerReq, RegisterWorkerResp};
+pub use serve::Ctx;
+pub use shared::{Running, Shared, Stop};
+
 use crate::config::worker::{DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_POLLING_INTERVAL};
 use crate::config::{cache_dir, concat_str, Layers, WorkerConfig, DEFAULT_COORDINATOR_ADDR};
 use crate::logging::{self, FileTarget};
 use crate::opts::{help_text, parse_mode, OptSpec};
 use artifacts::Dirs;
-use crossbeam_channel::{bounded, Receiver, Sender};
-use login::CredError;
-use net::{Backoff, CallError, Net};
+use net::Net;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -74,151 +77,6 @@ removed. Working files live under $XDG_CACHE_HOME/mitosis/<worker id>/ (mode 070
 Started as root, the worker runs each task in a PID namespace of its own (nothing of it
 survives it, or the worker) and, with --run-as, as that user.";
 
-/// A one-shot stop flag that also wakes every sleeper at once.
-pub struct Stop {
-    flag: AtomicBool,
-    tx: Mutex<Option<Sender<()>>>,
-    rx: Receiver<()>,
-}
-
-impl Stop {
-    pub fn new() -> Stop {
-        let (tx, rx) = bounded(1);
-        Stop { flag: AtomicBool::new(false), tx: Mutex::new(Some(tx)), rx }
-    }
-
-    pub fn trigger(&self) {
-        self.flag.store(true, Ordering::SeqCst);
-        // Dropping the sender wakes every `sleep`.
-        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
-    }
-
-    pub fn is_set(&self) -> bool {
-        self.flag.load(Ordering::SeqCst)
-    }
-
-    /// Sleeps for `d`; true if the stop came first.
-    pub fn sleep(&self, d: Duration) -> bool {
-        if self.is_set() {
-            return true;
-        }
-        let _ = self.rx.recv_timeout(d);
-        self.is_set()
-    }
-}
-
-impl Default for Stop {
-    fn default() -> Self {
-        Stop::new()
-    }
-}
-
-/// The running task, as the other threads need to see it.
-#[derive(Default)]
-pub struct Running {
-    pub uuid: Option<Uuid>,
-    /// The task's process group while it exists.
-    pub pgid: Option<i32>,
-    /// The task's cgroup, if it has one.
-    pub cgroup: Option<Arc<isolate::TaskCgroup>>,
-}
-
-/// State shared by every thread of the worker.
-pub struct Shared {
-    pub stop: Arc<Stop>,
-    pub running: Mutex<Running>,
-    /// Set by the heartbeat when a user cancelled the running task.
-    pub cancel: AtomicBool,
-    exiting: AtomicBool,
-    /// Known once registered: for unregistering and removing the working directory.
-    net: OnceLock<Arc<Net>>,
-    root: OnceLock<PathBuf>,
-}
-
-impl Shared {
-    fn new(stop: Arc<Stop>) -> Shared {
-        Shared {
-            stop,
-            running: Mutex::new(Running::default()),
-            cancel: AtomicBool::new(false),
-            exiting: AtomicBool::new(false),
-            net: OnceLock::new(),
-            root: OnceLock::new(),
-        }
-    }
-
-    pub fn current_task(&self) -> Option<Uuid> {
-        self.running.lock().unwrap_or_else(|p| p.into_inner()).uuid
-    }
-
-    fn begin(&self, uuid: Uuid) {
-        self.cancel.store(false, Ordering::SeqCst);
-        self.running.lock().unwrap_or_else(|p| p.into_inner()).uuid = Some(uuid);
-    }
-
-    fn end(&self) {
-        self.running.lock().unwrap_or_else(|p| p.into_inner()).uuid = None;
-    }
-
-    /// Stops everything and ends the process. With `unregister`, tells the coordinator
-    /// first (which requeues the running task). Only the first caller does the work.
-    fn exit(&self, code: i32, unregister: bool) -> ! {
-        if self.exiting.swap(true, Ordering::SeqCst) {
-            // Someone else is already on the way out; wait for them (bounded).
-            std::thread::sleep(Duration::from_secs(60));
-            std::process::exit(code);
-        }
-        let pgid = {
-            let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-            // Under the lock: a task spawned after this sees the flag and does not start.
-            self.stop.trigger();
-            running.pgid
-        };
-        if let Some(pgid) = pgid {
-            log::info!("stopping the running task's process group {pgid}");
-            exec::stop_group(pgid, pgid, exec::GRACE, &self.stop);
-        }
-        // And whatever of it left the group.
-        let cgroup = self.running.lock().unwrap_or_else(|p| p.into_inner()).cgroup.take();
-        if let Some(cg) = cgroup {
-            cg.remove();
-        }
-        isolate::kill_descendants(Duration::from_secs(3));
-        if unregister {
-            if let Some(net) = self.net.get() {
-                match net.request("DELETE", "/workers").timeout(Duration::from_secs(3)).call() {
-                    Ok(_) => log::info!("unregistered from the coordinator"),
-                    Err(e) => log::warn!(
-                        "could not unregister ({}); the coordinator will drop this worker when its heartbeat times out",
-                        net::describe(&e)
-                    ),
-                }
-            }
-        }
-        if let Some(root) = self.root.get() {
-            let _ = std::fs::remove_dir_all(root);
-        }
-        log::info!("worker stopped");
-        log::logger().flush();
-        std::process::exit(code)
-    }
-
-    /// The coordinator no longer accepts this worker: stop the task and exit.
-    pub fn force_exit(&self, why: &str) -> ! {
-        log::warn!("{why}; exiting");
-        self.exit(0, false)
-    }
-}
-
-/// What the task loop needs.
-pub struct Ctx {
-    pub shared: Arc<Shared>,
-    pub net: Arc<Net>,
-    pub dirs: Dirs,
-    pub states: state::Announcer,
-    pub confine: exec::Confine,
-}
-
 /// Entry point of `mito worker`; returns the exit status.
 pub fn main(parser: &mut lexopt::Parser) -> i32 {
     let args = match parse_mode(parser, "mito worker", SPECS, false, || {
@@ -241,7 +99,8 @@ pub fn main(parser: &mut lexopt::Parser) -> i32 {
     crate::opts::run_logged(&warnings, || run(cfg))
 }
 
-/// Where the log file goes, as worker_client.md §1.11 has it.
+/// Where the log file goes: none without file_log; with shared_log, a daily file (the last 3 kept)
+/// and shared by the workers of this machine; else one file per worker, or exactly log_path.
 fn log_target(cfg: &WorkerConfig, id: Uuid) -> Option<(FileTarget, Option<String>)> {
     if !cfg.file_log {
         return None;
@@ -280,36 +139,11 @@ pub fn run(mut cfg: WorkerConfig) -> Result<(), String> {
     let stop = Arc::new(Stop::new());
     let shared = Arc::new(Shared::new(stop.clone()));
 
-    spawn_signal_thread(shared.clone())?;
+    shutdown::spawn_signal_thread(shared.clone())?;
     let retry_cap = cfg.polling_interval.min(Duration::from_secs(30));
 
-    // Another login of the same user (a client, a worker starting beside this one) signs
-    // out the token this one just got or loaded: the registration is then refused with
-    // 401, and the answer is to log in again (or take the token that login saved), after a
-    // pause so two such workers do not keep signing each other out. Only a wrong password
-    // (or none to log in with) ends the start.
-    let mut backoff = Backoff::new(Duration::from_millis(200), retry_cap.max(Duration::from_secs(1)));
-    let mut refused: Option<String> = None;
-    let (user, reg) = loop {
-        let Some((user, user_token)) = obtain_credentials(&cfg, &stop, retry_cap, refused.as_deref())? else {
-            return Ok(());
-        };
-        match register(&cfg, &user_token, &stop, retry_cap)? {
-            Registered::Yes(reg) => break (user, reg),
-            Registered::Stopped => return Ok(()),
-            Registered::SignedOut => {
-                let d = backoff.next_delay();
-                log::warn!(
-                    "registration refused with 401: the token of {user} was signed out (another login of the same user?); \
-                     logging in again in {:.1}s",
-                    d.as_secs_f64()
-                );
-                if stop.sleep(d) {
-                    return Ok(());
-                }
-                refused = Some(user_token);
-            }
-        }
+    let Some((user, reg)) = register::log_in_and_register(&cfg, &stop, retry_cap)? else {
+        return Ok(());
     };
     let id = reg.worker_id;
     let net = Arc::new(Net::new(&cfg.coordinator_addr, reg.token.clone(), stop.clone(), retry_cap));
@@ -346,7 +180,7 @@ pub fn run(mut cfg: WorkerConfig) -> Result<(), String> {
         .map_err(|e| format!("cannot start the heartbeat thread: {e}"))?;
     log::info!("Worker is running");
     let ctx = Ctx { shared: shared.clone(), net, dirs, states, confine };
-    serve(&ctx, cfg.polling_interval);
+    serve::serve(&ctx, cfg.polling_interval);
     // Only a stop gets here; the thread that stopped us finishes the exit.
     std::thread::sleep(Duration::from_secs(60));
     Ok(())
@@ -373,129 +207,6 @@ fn confinement(cfg: &WorkerConfig) -> Result<exec::Confine, String> {
         log::info!("each task runs in a cgroup of its own, killed as a whole when the task ends");
     }
     Ok(exec::Confine { user, pid_namespace: root, cgroup })
-}
-
-fn serve(ctx: &Ctx, polling_interval: Duration) {
-    while !ctx.shared.stop.is_set() {
-        isolate::reap_all();
-        let outcome = match fetch::next(&ctx.net, polling_interval) {
-            Ok(Some(t)) => task::handle(ctx, t),
-            Ok(None) => Ok(()),
-            Err(e) => Err(e),
-        };
-        match outcome {
-            Ok(()) => {}
-            Err(CallError::Stopped) => return,
-            Err(CallError::Unauthorized) => {
-                ctx.shared.force_exit("the coordinator answered 401 (this worker was removed or its lifetime ended)")
-            }
-            Err(e) => {
-                log::error!("fetching a task: {e}; next try in {}", humantime::format_duration(polling_interval));
-                if ctx.shared.stop.sleep(polling_interval) {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-fn spawn_signal_thread(shared: Arc<Shared>) -> Result<(), String> {
-    let signals = crate::signal::listen();
-    std::thread::Builder::new()
-        .name("signal-watch".into())
-        .spawn(move || {
-            let Ok(first) = signals.recv() else { return };
-            log::info!(
-                "received {}; stopping the task, unregistering and exiting (send it again to exit at once)",
-                crate::signal::name(first)
-            );
-            let s = shared.clone();
-            let spawned = std::thread::Builder::new().name("shutdown".into()).spawn(move || s.exit(0, true));
-            if spawned.is_err() {
-                shared.exit(0, true);
-            }
-            if let Ok(second) = signals.recv() {
-                log::warn!("received {} again; exiting at once", crate::signal::name(second));
-                if let Some(pgid) = shared.running.lock().unwrap_or_else(|p| p.into_inner()).pgid {
-                    // SAFETY: killing the task's own process group.
-                    unsafe { libc::kill(-pgid, libc::SIGKILL) };
-                }
-                // One pass, no waiting: this exit is meant to be immediate.
-                isolate::kill_descendants_once();
-                std::process::exit(1);
-            }
-        })
-        .map(|_| ())
-        .map_err(|e| format!("cannot start the signal thread: {e}"))
-}
-
-/// The user's token: cached and still valid, or from a fresh login; retried while the
-/// coordinator is unreachable. None when stopped by a signal. `refused`: a token the
-/// coordinator just refused, not worth trying again.
-fn obtain_credentials(
-    cfg: &WorkerConfig,
-    stop: &Stop,
-    cap: Duration,
-    refused: Option<&str>,
-) -> Result<Option<(String, String)>, String> {
-    let path = match &cfg.credential_path {
-        Some(p) => p.clone(),
-        None => login::default_path().ok_or("cannot find the credentials file: set credential_path or $HOME")?,
-    };
-    let mut backoff = Backoff::new(Duration::from_millis(500), cap);
-    // After a sign-out, log in again keeping the current signature: signing the others out
-    // once was the point of a login without `retain`; doing it again would sign out the
-    // login that just signed this one out (two workers starting together would take turns).
-    let retain = cfg.retain || refused.is_some();
-    loop {
-        match login::obtain(&cfg.coordinator_addr, &path, cfg.user.as_deref(), cfg.password.as_deref(), retain, refused)
-        {
-            Ok(c) => return Ok(Some(c)),
-            Err(CredError::Fatal(m)) => return Err(m),
-            Err(CredError::Unreachable(m)) => {
-                let d = backoff.next_delay();
-                log::warn!("{m}; retrying in {:.1}s", d.as_secs_f64());
-                if stop.sleep(d) {
-                    return Ok(None);
-                }
-            }
-            // The coordinator is limiting failed logins for this user or address; the
-            // password may well be right, so wait as asked instead of giving up.
-            Err(CredError::RateLimited(wait, m)) => {
-                log::warn!("{m}; retrying after {:.0}s as the coordinator asks (Retry-After)", wait.as_secs_f64());
-                if stop.sleep(wait) {
-                    return Ok(None);
-                }
-            }
-        }
-    }
-}
-
-/// How a registration ended, when it did not fail for good.
-enum Registered {
-    Yes(RegisterWorkerResp),
-    /// Stopped by a signal.
-    Stopped,
-    /// 401: the user token is no longer valid.
-    SignedOut,
-}
-
-fn register(cfg: &WorkerConfig, user_token: &str, stop: &Arc<Stop>, cap: Duration) -> Result<Registered, String> {
-    let net = Net::new(&cfg.coordinator_addr, user_token.to_string(), stop.clone(), cap);
-    let body = RegisterWorkerReq {
-        tags: cfg.tags.iter().cloned().collect(),
-        labels: cfg.labels.iter().cloned().collect(),
-        groups: cfg.groups.iter().cloned().collect(),
-        lifetime: cfg.lifetime,
-    };
-    match net.call_json("registering", None, || {
-        net.request("POST", "/workers").set(crate::api::CONFIRMS_CLAIMS_HEADER, "true").send_json(&body)
-    }) {
-        Ok(r) => Ok(Registered::Yes(r)),
-        Err(CallError::Stopped) => Ok(Registered::Stopped),
-        Err(CallError::Unauthorized) => Ok(Registered::SignedOut),
-        Err(e) => Err(format!("registration refused: {e}")),
-    }
 }
 
 #[cfg(test)]
@@ -526,21 +237,6 @@ mod tests {
         assert_eq!(cfg.tags, vec!["gpu"]);
         assert_eq!(cfg.labels, vec!["x", "y"]);
         assert!(cfg.lifetime.unwrap() > Duration::from_secs(364 * 86_400));
-    }
-
-    #[test]
-    fn stop_wakes_sleepers_at_once() {
-        let stop = Arc::new(Stop::new());
-        let s = stop.clone();
-        let t = std::thread::spawn(move || {
-            let start = std::time::Instant::now();
-            assert!(s.sleep(Duration::from_secs(30)));
-            start.elapsed()
-        });
-        std::thread::sleep(Duration::from_millis(50));
-        stop.trigger();
-        assert!(t.join().unwrap() < Duration::from_secs(5));
-        assert!(stop.sleep(Duration::from_secs(30)), "an already-stopped sleep returns at once");
     }
 
     #[test]

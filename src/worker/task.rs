@@ -45,30 +45,8 @@ fn handle_inner(ctx: &Ctx, task: &WorkerTaskResp, started: Instant) -> Result<()
     if let Err(e) = ctx.dirs.reset() {
         log::error!("cannot prepare the working directory for task {uuid}: {e}");
     }
-    let prepare_deadline = started + PREPARE_WINDOW;
-    if !task.spec.resources.is_empty() {
-        ctx.states.announce(uuid, S::FetchResource);
-        let fetched =
-            artifacts::fetch_resources(&ctx.net, uuid, &task.spec.resources, &ctx.dirs.resource, prepare_deadline);
-        let failed = match fetched {
-            Ok(()) => None,
-            Err(FetchError::NotFound(m)) => Some((Msg::ResourceNotFound, S::FetchResourceNotFound, m)),
-            Err(FetchError::Forbidden(m)) => Some((Msg::ResourceForbidden, S::FetchResourceForbidden, m)),
-            Err(FetchError::Timeout(m)) => Some((Msg::FetchResourceTimeout, S::FetchResourceTimeout, m)),
-            Err(FetchError::Fatal(e)) => return Err(e),
-        };
-        if let Some((msg, state, why)) = failed {
-            log::warn!("task {uuid}: a resource could not be fetched ({why})");
-            ctx.states.announce(uuid, state);
-            return give_up(ctx, task, msg, started);
-        }
-    }
-    if let Some((watched, target)) = task.spec.watch {
-        ctx.states.announce(uuid, S::Watch);
-        if !watch(ctx, watched, target, prepare_deadline)? {
-            ctx.states.announce(uuid, S::WatchTimeout);
-            return give_up(ctx, task, Msg::WatchTimeout, started);
-        }
+    if let Some(msg) = prepare(ctx, task, started + PREPARE_WINDOW)? {
+        return give_up(ctx, task, msg, started);
     }
 
     if ctx.shared.cancel.load(std::sync::atomic::Ordering::SeqCst) {
@@ -109,6 +87,50 @@ fn handle_inner(ctx: &Ctx, task: &WorkerTaskResp, started: Instant) -> Result<()
     report(ctx, task.id, op)?;
     ctx.states.announce(uuid, if finished { S::UploadFinishedResult } else { S::UploadCancelledResult });
 
+    if !upload_output(ctx, task)? {
+        msg = Some(Msg::UploadResultTimeout);
+    }
+    if outcome.ending != Ending::Cancelled && !submit_downstream(ctx, task)? && msg.is_none() {
+        msg = Some(Msg::SubmitNewTaskFailed);
+    }
+    commit(ctx, task, raw, msg, started)
+}
+
+/// Fetches the task's resources and waits for the task it watches, both by `prepare_deadline`.
+/// Returns why the task cannot run, if it cannot.
+fn prepare(ctx: &Ctx, task: &WorkerTaskResp, prepare_deadline: Instant) -> Result<Option<Msg>, CallError> {
+    let uuid = task.uuid;
+    if !task.spec.resources.is_empty() {
+        ctx.states.announce(uuid, S::FetchResource);
+        let fetched =
+            artifacts::fetch_resources(&ctx.net, uuid, &task.spec.resources, &ctx.dirs.resource, prepare_deadline);
+        let failed = match fetched {
+            Ok(()) => None,
+            Err(FetchError::NotFound(m)) => Some((Msg::ResourceNotFound, S::FetchResourceNotFound, m)),
+            Err(FetchError::Forbidden(m)) => Some((Msg::ResourceForbidden, S::FetchResourceForbidden, m)),
+            Err(FetchError::Timeout(m)) => Some((Msg::FetchResourceTimeout, S::FetchResourceTimeout, m)),
+            Err(FetchError::Fatal(e)) => return Err(e),
+        };
+        if let Some((msg, state, why)) = failed {
+            log::warn!("task {uuid}: a resource could not be fetched ({why})");
+            ctx.states.announce(uuid, state);
+            return Ok(Some(msg));
+        }
+    }
+    if let Some((watched, target)) = task.spec.watch {
+        ctx.states.announce(uuid, S::Watch);
+        if !watch(ctx, watched, target, prepare_deadline)? {
+            ctx.states.announce(uuid, S::WatchTimeout);
+            return Ok(Some(Msg::WatchTimeout));
+        }
+    }
+    Ok(None)
+}
+
+/// Packs and uploads what the task produced, within `UPLOAD_WINDOW`. Returns false when the
+/// window ran out before all of it was uploaded.
+fn upload_output(ctx: &Ctx, task: &WorkerTaskResp) -> Result<bool, CallError> {
+    let uuid = task.uuid;
     let upload_deadline = Instant::now() + UPLOAD_WINDOW;
     let uploaded = match artifacts::pack(&ctx.dirs, task.spec.terminal_output) {
         Ok(packed) => artifacts::upload(&ctx.net, task.id, &packed, upload_deadline),
@@ -125,14 +147,11 @@ fn handle_inner(ctx: &Ctx, task: &WorkerTaskResp, started: Instant) -> Result<()
                 UPLOAD_WINDOW.as_secs()
             );
             ctx.states.announce(uuid, S::UploadResultTimeout);
-            msg = Some(Msg::UploadResultTimeout);
+            return Ok(false);
         }
         Err(UploadError::Fatal(e)) => return Err(e),
     }
-    if outcome.ending != Ending::Cancelled && !submit_downstream(ctx, task)? && msg.is_none() {
-        msg = Some(Msg::SubmitNewTaskFailed);
-    }
-    commit(ctx, task, raw, msg, started)
+    Ok(true)
 }
 
 /// The early-failure sequence: `Cancel`, then `Commit{0, msg}`.

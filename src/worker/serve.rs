@@ -1,0 +1,41 @@
+//! The main loop: fetch a task, run it to its commit, and again, until a stop or a 401.
+
+use super::artifacts::Dirs;
+use super::net::{CallError, Net};
+use super::shared::Shared;
+use super::{exec, fetch, isolate, state, task};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the task loop needs.
+pub struct Ctx {
+    pub shared: Arc<Shared>,
+    pub net: Arc<Net>,
+    pub dirs: Dirs,
+    pub states: state::Announcer,
+    pub confine: exec::Confine,
+}
+
+pub(super) fn serve(ctx: &Ctx, polling_interval: Duration) {
+    while !ctx.shared.stop.is_set() {
+        isolate::reap_all();
+        let outcome = match fetch::next(&ctx.net, polling_interval) {
+            Ok(Some(t)) => task::handle(ctx, t),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(()) => {}
+            Err(CallError::Stopped) => return,
+            Err(CallError::Unauthorized) => {
+                ctx.shared.force_exit("the coordinator answered 401 (this worker was removed or its lifetime ended)")
+            }
+            Err(e) => {
+                log::error!("fetching a task: {e}; next try in {}", humantime::format_duration(polling_interval));
+                if ctx.shared.stop.sleep(polling_interval) {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! What the worker's threads share: the stop flag every sleeper waits on, and the task that
+//! is running (so the heartbeat can report it and a shutdown can stop it).
+
+use super::isolate;
+use super::net::Net;
+use crossbeam_channel::{bounded, Receiver, Sender};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// A one-shot stop flag that also wakes every sleeper at once.
+pub struct Stop {
+    flag: AtomicBool,
+    tx: Mutex<Option<Sender<()>>>,
+    rx: Receiver<()>,
+}
+
+impl Stop {
+    pub fn new() -> Stop {
+        let (tx, rx) = bounded(1);
+        Stop { flag: AtomicBool::new(false), tx: Mutex::new(Some(tx)), rx }
+    }
+
+    pub fn trigger(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        // Dropping the sender wakes every `sleep`.
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps for `d`; true if the stop came first.
+    pub fn sleep(&self, d: Duration) -> bool {
+        if self.is_set() {
+            return true;
+        }
+        let _ = self.rx.recv_timeout(d);
+        self.is_set()
+    }
+}
+
+impl Default for Stop {
+    fn default() -> Self {
+        Stop::new()
+    }
+}
+
+/// The running task, as the other threads need to see it.
+#[derive(Default)]
+pub struct Running {
+    pub uuid: Option<Uuid>,
+    /// The task's process group while it exists.
+    pub pgid: Option<i32>,
+    /// The task's cgroup, if it has one.
+    pub cgroup: Option<Arc<isolate::TaskCgroup>>,
+}
+
+/// State shared by every thread of the worker.
+pub struct Shared {
+    pub stop: Arc<Stop>,
+    pub running: Mutex<Running>,
+    /// Set by the heartbeat when a user cancelled the running task.
+    pub cancel: AtomicBool,
+    pub(super) exiting: AtomicBool,
+    /// Known once registered: for unregistering and removing the working directory.
+    pub(super) net: OnceLock<Arc<Net>>,
+    pub(super) root: OnceLock<PathBuf>,
+}
+
+impl Shared {
+    pub(super) fn new(stop: Arc<Stop>) -> Shared {
+        Shared {
+            stop,
+            running: Mutex::new(Running::default()),
+            cancel: AtomicBool::new(false),
+            exiting: AtomicBool::new(false),
+            net: OnceLock::new(),
+            root: OnceLock::new(),
+        }
+    }
+
+    pub fn current_task(&self) -> Option<Uuid> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).uuid
+    }
+
+    pub(super) fn begin(&self, uuid: Uuid) {
+        self.cancel.store(false, Ordering::SeqCst);
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).uuid = Some(uuid);
+    }
+
+    pub(super) fn end(&self) {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).uuid = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_wakes_sleepers_at_once() {
+        let stop = Arc::new(Stop::new());
+        let s = stop.clone();
+        let t = std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            assert!(s.sleep(Duration::from_secs(30)));
+            start.elapsed()
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        stop.trigger();
+        assert!(t.join().unwrap() < Duration::from_secs(5));
+        assert!(stop.sleep(Duration::from_secs(30)), "an already-stopped sleep returns at once");
+    }
+}
