@@ -31,8 +31,12 @@ pub fn handle(ctx: &Ctx, task: WorkerTaskResp) -> Result<(), CallError> {
     ctx.shared.begin(task.uuid);
     let r = handle_inner(ctx, &task, started);
     ctx.shared.end();
-    if let Err(e) = ctx.dirs.reset() {
-        log::error!("cannot clean the working directory between tasks: {e}");
+    // When the worker is stopping, its exit removes the whole working directory; cleaning
+    // up here would recreate it, racing that removal.
+    if !ctx.shared.stop.is_set() {
+        if let Err(e) = ctx.dirs.reset() {
+            log::error!("cannot clean the working directory between tasks: {e}");
+        }
     }
     r
 }
