@@ -20,6 +20,11 @@
 //!
 //! Flags are the same [`OptSpec`]s the modes use, looked up, described in help and
 //! reported in errors by the same functions of [`crate::opts`].
+//!
+//! A command group (`tasks`, `admin users`, ...) is one [`Group`]: a table of [`Command`]s
+//! (name, one-line summary, spec and handler, or a nested group). The group's help, the
+//! lookup of a command, the unknown-command error, the parsing and the call all read that
+//! table, so adding a command is adding one row and one handler.
 
 use super::{Error, Flow, Res, Session};
 use crate::opts::{find_option, option_lines, usage_message, CliError, OptSpec};
@@ -224,12 +229,15 @@ pub struct Group {
 impl Group {
     pub fn help(&self) -> String {
         let mut s = format!("{}\n\nUsage: {} <COMMAND>\n\nCommands:\n", self.about, self.name);
-        let width = self.commands.iter().map(|c| c.name.len()).max().unwrap_or(0);
-        for c in self.commands {
-            s.push_str(&format!("  {:width$}  {}\n", c.name, c.summary));
-        }
+        s.push_str(&self.command_lines());
         s.push_str(&format!("\nSee `{} <COMMAND> --help` for a command's options.\n", self.name));
         s
+    }
+
+    /// One aligned `  name  summary` line per command.
+    pub fn command_lines(&self) -> String {
+        let width = self.commands.iter().map(|c| c.name.len()).max().unwrap_or(0);
+        self.commands.iter().map(|c| format!("  {:width$}  {}\n", c.name, c.summary)).collect()
     }
 
     /// Splits off the subcommand; Ok(None) when help was asked for (and printed).

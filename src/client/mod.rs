@@ -146,27 +146,22 @@ pub const TOP: Group = Group {
     aliases: &[("exit", "quit")],
 };
 
-const FOOTER: &str = "\
-Commands:
-  admin    Administrator commands (users, quotas, shutdown)
-  auth     Show who is logged in
-  login    Log in again, possibly as another user
-  users    Your password and your groups
-  groups   Groups, their members and attachments
-  tasks    Submit, query, wait for and manage tasks and their artifacts
-  workers  Query and manage workers
-  cmd      Run a local shell command
-  quit     Leave interactive mode (also `exit`)
-
-See `mito client <COMMAND> --help`. Options can also be set in the [client] table of a config
+/// The end of `mito client --help`: the commands (from the table) and what else to know.
+fn footer() -> String {
+    format!(
+        "Commands:\n{}\n{}",
+        TOP.command_lines(),
+        "See `mito client <COMMAND> --help`. Options can also be set in the [client] table of a config
 file (coordinator_addr, credential_path, user, password, retain) or as MITO_<KEY> variables.
 Exit status: 0 success, 1 failure (the reason is on stderr), 2 a command-line mistake,
-3 `tasks wait` saw a task that did not succeed, 124 `tasks wait --timeout` ran out.";
+3 `tasks wait` saw a task that did not succeed, 124 `tasks wait --timeout` ran out."
+    )
+}
 
 /// Entry point of `mito client`; returns the exit status.
 pub fn main(parser: &mut lexopt::Parser) -> i32 {
     let args = match parse_mode(parser, "mito client", SPECS, true, || {
-        help_text(ABOUT, "mito client [OPTIONS] [COMMAND]...", SPECS, FOOTER)
+        help_text(ABOUT, "mito client [OPTIONS] [COMMAND]...", SPECS, &footer())
     }) {
         Ok(a) => a,
         Err(code) => return code,
