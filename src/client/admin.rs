@@ -1,45 +1,15 @@
 //! `admin ...`: commands for administrators (users, quotas, forced deletions, shutdown).
 
-use super::args::{Group, Spec};
+use super::args::{Args, Command, Group, Spec};
 use super::http::enc;
 use super::output::print_json;
 use super::users::{arg_or_ask, ask};
-use super::{attachments, parse, task_args, Error, Flow, Res, Session};
+use super::{attachments, task_args, Error, Flow, Res, Session};
 use crate::api::{
     self, AdminChangePasswordReq, ChangeGroupStorageQuotaReq, ChangeUserGroupQuota, ChangeUserStateReq, CreateUserReq,
     ShutdownReq, UserState,
 };
 use crate::opts::OptSpec;
-
-const ADMIN: Group = Group {
-    name: "admin",
-    about: "Administrator commands (users, quotas, shutdown)",
-    subs: &[
-        ("users", "Create and delete users, reset passwords, set group quotas"),
-        ("groups", "Storage quotas and attachments of any group"),
-        ("tasks", "Artifacts of any task"),
-        ("workers", "Stop any worker"),
-        ("shutdown", "Stop the coordinator"),
-    ],
-};
-
-const USERS: Group = Group {
-    name: "admin users",
-    about: "Manage users",
-    subs: &[
-        ("create", "Create a user"),
-        ("delete", "Delete a user"),
-        ("change-password", "Set a user's password"),
-        ("group-quota", "Change how many groups a user may create"),
-        ("state", "Lock or unlock a user (Active, Locked, Deleted)"),
-    ],
-};
-
-const GROUPS: Group = Group {
-    name: "admin groups",
-    about: "Manage any group",
-    subs: &[("storage-quota", "Change a group's storage quota"), ("attachments", "Delete any attachment")],
-};
 
 const CREATE: Spec = Spec {
     name: "admin users create",
@@ -100,202 +70,202 @@ const WORKER_CANCEL: Spec = Spec {
     flags: &[OptSpec::flag("force", Some('f'), "Stop at once")],
 };
 
+const ADMIN: Group = Group {
+    name: "admin",
+    about: "Administrator commands (users, quotas, shutdown)",
+    commands: &[
+        Command::group("users", "Create and delete users, reset passwords, set group quotas", |s, w| USERS.run(s, w)),
+        Command::group("groups", "Storage quotas and attachments of any group", |s, w| GROUPS.run(s, w)),
+        Command::group("tasks", "Artifacts of any task", |s, w| TASKS.run(s, w)),
+        Command::group("workers", "Stop any worker", |s, w| WORKERS.run(s, w)),
+        Command::cmd("shutdown", "Stop the coordinator", &SHUTDOWN, shutdown),
+    ],
+    aliases: &[],
+};
+
+const USERS: Group = Group {
+    name: "admin users",
+    about: "Manage users",
+    commands: &[
+        Command::cmd("create", "Create a user", &CREATE, create_user),
+        Command::cmd("delete", "Delete a user", &DELETE, delete_user),
+        Command::cmd("change-password", "Set a user's password", &PASSWORD, change_password),
+        Command::cmd("group-quota", "Change how many groups a user may create", &GROUP_QUOTA, group_quota),
+        Command::cmd("state", "Lock or unlock a user (Active, Locked, Deleted)", &STATE, user_state),
+    ],
+    aliases: &[],
+};
+
+const GROUPS: Group = Group {
+    name: "admin groups",
+    about: "Manage any group",
+    commands: &[
+        Command::cmd("storage-quota", "Change a group's storage quota", &STORAGE_QUOTA, storage_quota),
+        Command::group("attachments", "Delete any attachment", |s, w| GROUP_ATTACHMENTS.run(s, w)),
+    ],
+    aliases: &[],
+};
+
+const GROUP_ATTACHMENTS: Group = Group {
+    name: "admin groups attachments",
+    about: "Delete any attachment",
+    commands: &[Command::cmd("delete", "Delete one attachment", &ATT_DELETE, delete_attachment)],
+    aliases: &[],
+};
+
+const TASKS: Group = Group {
+    name: "admin tasks",
+    about: "Artifacts of any task",
+    commands: &[Command::group("artifacts", "Delete any task's artifact", |s, w| TASK_ARTIFACTS.run(s, w))],
+    aliases: &[],
+};
+
+const TASK_ARTIFACTS: Group = Group {
+    name: "admin tasks artifacts",
+    about: "Artifacts of any task",
+    commands: &[Command::cmd("delete", "Delete an artifact", &ART_DELETE, delete_artifact)],
+    aliases: &[],
+};
+
+const WORKERS: Group = Group {
+    name: "admin workers",
+    about: "Stop any worker",
+    commands: &[Command::cmd("cancel", "Stop a worker", &WORKER_CANCEL, cancel_worker)],
+    aliases: &[],
+};
+
 pub fn run(s: &mut Session, words: &[String]) -> Res {
-    let Some((cmd, rest)) = ADMIN.sub(words)? else { return Ok(Flow::Continue) };
-    match cmd {
-        "users" => users(s, rest),
-        "groups" => groups(s, rest),
-        "tasks" => {
-            const G: Group = Group {
-                name: "admin tasks",
-                about: "Artifacts of any task",
-                subs: &[("artifacts", "Delete any task's artifact")],
-            };
-            const A: Group = Group {
-                name: "admin tasks artifacts",
-                about: "Artifacts of any task",
-                subs: &[("delete", "Delete an artifact")],
-            };
-            let Some((c, r)) = G.sub(rest)? else { return Ok(Flow::Continue) };
-            if c != "artifacts" {
-                return Err(G.unknown(c));
-            }
-            let Some((c, r)) = A.sub(r)? else { return Ok(Flow::Continue) };
-            if c != "delete" {
-                return Err(A.unknown(c));
-            }
-            delete_artifact(s, r)
-        }
-        "workers" => {
-            const G: Group =
-                Group { name: "admin workers", about: "Stop any worker", subs: &[("cancel", "Stop a worker")] };
-            let Some((c, r)) = G.sub(rest)? else { return Ok(Flow::Continue) };
-            match c {
-                "cancel" => cancel_worker(s, r),
-                other => Err(G.unknown(other)),
-            }
-        }
-        "shutdown" => shutdown(s, rest),
-        other => Err(ADMIN.unknown(other)),
-    }
+    ADMIN.run(s, words)
 }
 
-fn users(s: &mut Session, words: &[String]) -> Res {
-    let Some((cmd, rest)) = USERS.sub(words)? else { return Ok(Flow::Continue) };
-    match cmd {
-        "create" => {
-            let Some(a) = parse(&CREATE, rest)? else { return Ok(Flow::Continue) };
-            let pos = a.at_most(2)?;
-            let name = arg_or_ask(pos.first(), "Username: ", false)?;
-            if !api::valid_name(&name) {
-                return Err(a.usage(format!("{name:?} is not a valid username: 1 to 255 letters, digits, '-' or '_'")));
-            }
-            let pw = arg_or_ask(pos.get(1), &format!("Password for {name}: "), true)?;
-            let req =
-                CreateUserReq { username: name.clone(), md5_password: api::md5_password(&pw), admin: a.has("admin") };
-            s.http.post("/admin/users", &req)?;
-            if !s.json(&a) {
-                println!("User {name} created{}", if a.has("admin") { " (administrator)" } else { "" });
-            }
-            Ok(Flow::Continue)
-        }
-        "delete" => {
-            let Some(a) = parse(&DELETE, rest)? else { return Ok(Flow::Continue) };
-            let [name] =
-                <[String; 1]>::try_from(a.exact(&["USERNAME"])?).map_err(|_| a.usage("one username".into()))?;
-            let r = s.http.delete(&format!("/admin/users/{}", enc(&name, false)))?;
-            if s.json(&a) {
-                print_json(&r.json()?);
-            } else {
-                println!("User {name} deleted");
-            }
-            Ok(Flow::Continue)
-        }
-        "change-password" => {
-            let Some(a) = parse(&PASSWORD, rest)? else { return Ok(Flow::Continue) };
-            let pos = a.at_most(2)?;
-            let name = arg_or_ask(pos.first(), "Username: ", false)?;
-            let pw = match pos.get(1) {
-                Some(p) => p.clone(),
-                None => ask(&format!("New password for {name}: "), true)?,
-            };
-            let req = AdminChangePasswordReq { new_md5_password: api::md5_password(&pw) };
-            s.http.post(&format!("/admin/users/{}/password", enc(&name, false)), &req)?;
-            if !s.json(&a) {
-                println!("Password changed for {name}");
-            }
-            Ok(Flow::Continue)
-        }
-        "group-quota" => {
-            let Some(a) = parse(&GROUP_QUOTA, rest)? else { return Ok(Flow::Continue) };
-            let pos = a.exact(&["USERNAME", "GROUP_QUOTA"])?;
-            api::quota::QuotaChange::parse(&pos[1], api::quota::parse_count).map_err(|e| a.usage(e))?;
-            let req = ChangeUserGroupQuota { group_quota: pos[1].clone() };
-            let r = s.http.post(&format!("/admin/users/{}/group-quota", enc(&pos[0], false)), &req)?;
-            if s.json(&a) {
-                print_json(&r.json()?);
-            } else {
-                let q: api::UserGroupQuotaResp = r.parse()?;
-                println!("Successfully updated user group quota to {}", q.group_quota);
-            }
-            Ok(Flow::Continue)
-        }
-        "state" => {
-            let Some(a) = parse(&STATE, rest)? else { return Ok(Flow::Continue) };
-            let pos = a.exact(&["USERNAME", "STATE"])?;
-            let state =
-                UserState::ALL.iter().find(|st| st.as_str().eq_ignore_ascii_case(&pos[1])).copied().ok_or_else(
-                    || a.usage(format!("{:?} is not a state: expected {}", pos[1], UserState::expected())),
-                )?;
-            let r =
-                s.http.post(&format!("/admin/users/{}/state", enc(&pos[0], false)), &ChangeUserStateReq { state })?;
-            if s.json(&a) {
-                print_json(&r.json()?);
-            } else {
-                println!("User {} is now {state}", pos[0]);
-            }
-            Ok(Flow::Continue)
-        }
-        other => Err(USERS.unknown(other)),
+fn create_user(s: &mut Session, a: &Args) -> Res {
+    let pos = a.at_most(2)?;
+    let name = arg_or_ask(pos.first(), "Username: ", false)?;
+    if !api::valid_name(&name) {
+        return Err(a.usage(format!("{name:?} is not a valid username: 1 to 255 letters, digits, '-' or '_'")));
     }
+    let pw = arg_or_ask(pos.get(1), &format!("Password for {name}: "), true)?;
+    let req = CreateUserReq { username: name.clone(), md5_password: api::md5_password(&pw), admin: a.has("admin") };
+    s.http.post("/admin/users", &req)?;
+    if !s.json(a) {
+        println!("User {name} created{}", if a.has("admin") { " (administrator)" } else { "" });
+    }
+    Ok(Flow::Continue)
 }
 
-fn groups(s: &mut Session, words: &[String]) -> Res {
-    let Some((cmd, rest)) = GROUPS.sub(words)? else { return Ok(Flow::Continue) };
-    match cmd {
-        "storage-quota" => {
-            let Some(a) = parse(&STORAGE_QUOTA, rest)? else { return Ok(Flow::Continue) };
-            let pos = a.exact(&["GROUP_NAME", "STORAGE_QUOTA"])?;
-            api::quota::QuotaChange::parse(&pos[1], api::quota::parse_size).map_err(|e| a.usage(e))?;
-            let req = ChangeGroupStorageQuotaReq { storage_quota: pos[1].clone() };
-            let r = s.http.post(&format!("/admin/groups/{}/storage-quota", enc(&pos[0], false)), &req)?;
-            if s.json(&a) {
-                print_json(&r.json()?);
-            } else {
-                let q: api::GroupStorageQuotaResp = r.parse()?;
-                println!(
-                    "Successfully updated group storage quota to {} ({} bytes)",
-                    super::transfer::human_bytes(q.storage_quota.max(0) as u64),
-                    q.storage_quota
-                );
-            }
-            Ok(Flow::Continue)
-        }
-        "attachments" => {
-            const G: Group = Group {
-                name: "admin groups attachments",
-                about: "Delete any attachment",
-                subs: &[("delete", "Delete one attachment")],
-            };
-            let Some((c, r)) = G.sub(rest)? else { return Ok(Flow::Continue) };
-            if c != "delete" {
-                return Err(G.unknown(c));
-            }
-            let Some(a) = parse(&ATT_DELETE, r)? else { return Ok(Flow::Continue) };
-            let [key] = <[String; 1]>::try_from(a.exact(&["KEY"])?).map_err(|_| a.usage("one key".into()))?;
-            let (group, key) = attachments::resolve(s, a.value("group"), &key, a.has("smart"))?;
-            s.http.delete(&format!("/admin/groups/{}/attachments/{}", enc(&group, false), enc(&key, true)))?;
-            if !s.json(&a) {
-                println!("Attachment {key} of group {group} deleted");
-            }
-            Ok(Flow::Continue)
-        }
-        other => Err(GROUPS.unknown(other)),
+fn delete_user(s: &mut Session, a: &Args) -> Res {
+    let [name] = <[String; 1]>::try_from(a.exact(&["USERNAME"])?).map_err(|_| a.usage("one username".into()))?;
+    let r = s.http.delete(&format!("/admin/users/{}", enc(&name, false)))?;
+    if s.json(a) {
+        print_json(&r.json()?);
+    } else {
+        println!("User {name} deleted");
     }
+    Ok(Flow::Continue)
 }
 
-fn delete_artifact(s: &mut Session, words: &[String]) -> Res {
-    let Some(a) = parse(&ART_DELETE, words)? else { return Ok(Flow::Continue) };
+fn change_password(s: &mut Session, a: &Args) -> Res {
+    let pos = a.at_most(2)?;
+    let name = arg_or_ask(pos.first(), "Username: ", false)?;
+    let pw = match pos.get(1) {
+        Some(p) => p.clone(),
+        None => ask(&format!("New password for {name}: "), true)?,
+    };
+    let req = AdminChangePasswordReq { new_md5_password: api::md5_password(&pw) };
+    s.http.post(&format!("/admin/users/{}/password", enc(&name, false)), &req)?;
+    if !s.json(a) {
+        println!("Password changed for {name}");
+    }
+    Ok(Flow::Continue)
+}
+
+fn group_quota(s: &mut Session, a: &Args) -> Res {
+    let pos = a.exact(&["USERNAME", "GROUP_QUOTA"])?;
+    api::quota::QuotaChange::parse(&pos[1], api::quota::parse_count).map_err(|e| a.usage(e))?;
+    let req = ChangeUserGroupQuota { group_quota: pos[1].clone() };
+    let r = s.http.post(&format!("/admin/users/{}/group-quota", enc(&pos[0], false)), &req)?;
+    if s.json(a) {
+        print_json(&r.json()?);
+    } else {
+        let q: api::UserGroupQuotaResp = r.parse()?;
+        println!("Successfully updated user group quota to {}", q.group_quota);
+    }
+    Ok(Flow::Continue)
+}
+
+fn user_state(s: &mut Session, a: &Args) -> Res {
+    let pos = a.exact(&["USERNAME", "STATE"])?;
+    let state = UserState::ALL
+        .iter()
+        .find(|st| st.as_str().eq_ignore_ascii_case(&pos[1]))
+        .copied()
+        .ok_or_else(|| a.usage(format!("{:?} is not a state: expected {}", pos[1], UserState::expected())))?;
+    let r = s.http.post(&format!("/admin/users/{}/state", enc(&pos[0], false)), &ChangeUserStateReq { state })?;
+    if s.json(a) {
+        print_json(&r.json()?);
+    } else {
+        println!("User {} is now {state}", pos[0]);
+    }
+    Ok(Flow::Continue)
+}
+
+fn storage_quota(s: &mut Session, a: &Args) -> Res {
+    let pos = a.exact(&["GROUP_NAME", "STORAGE_QUOTA"])?;
+    api::quota::QuotaChange::parse(&pos[1], api::quota::parse_size).map_err(|e| a.usage(e))?;
+    let req = ChangeGroupStorageQuotaReq { storage_quota: pos[1].clone() };
+    let r = s.http.post(&format!("/admin/groups/{}/storage-quota", enc(&pos[0], false)), &req)?;
+    if s.json(a) {
+        print_json(&r.json()?);
+    } else {
+        let q: api::GroupStorageQuotaResp = r.parse()?;
+        println!(
+            "Successfully updated group storage quota to {} ({} bytes)",
+            super::transfer::human_bytes(q.storage_quota.max(0) as u64),
+            q.storage_quota
+        );
+    }
+    Ok(Flow::Continue)
+}
+
+fn delete_attachment(s: &mut Session, a: &Args) -> Res {
+    let [key] = <[String; 1]>::try_from(a.exact(&["KEY"])?).map_err(|_| a.usage("one key".into()))?;
+    let (group, key) = attachments::resolve(s, a.value("group"), &key, a.has("smart"))?;
+    s.http.delete(&format!("/admin/groups/{}/attachments/{}", enc(&group, false), enc(&key, true)))?;
+    if !s.json(a) {
+        println!("Attachment {key} of group {group} deleted");
+    }
+    Ok(Flow::Continue)
+}
+
+fn delete_artifact(s: &mut Session, a: &Args) -> Res {
     let pos = a.exact(&["UUID", "CONTENT_TYPE"])?;
-    let uuid = task_args::uuid_arg(&a, &pos[0])?;
-    let ct = task_args::content_type_arg(&a, &pos[1])?;
+    let uuid = task_args::uuid_arg(a, &pos[0])?;
+    let ct = task_args::content_type_arg(a, &pos[1])?;
     s.http.delete(&format!("/admin/tasks/{uuid}/artifacts/{ct}"))?;
-    if !s.json(&a) {
+    if !s.json(a) {
         println!("Artifact {ct} of task {uuid} deleted");
     }
     Ok(Flow::Continue)
 }
 
-fn cancel_worker(s: &mut Session, words: &[String]) -> Res {
-    let Some(a) = parse(&WORKER_CANCEL, words)? else { return Ok(Flow::Continue) };
+fn cancel_worker(s: &mut Session, a: &Args) -> Res {
     let pos = a.exact(&["UUID"])?;
-    let uuid = task_args::uuid_arg(&a, &pos[0])?;
+    let uuid = task_args::uuid_arg(a, &pos[0])?;
     let op = if a.has("force") { "force" } else { "graceful" };
     s.http.delete(&format!("/admin/workers/{uuid}?op={op}"))?;
-    if !s.json(&a) {
+    if !s.json(a) {
         println!("Worker {uuid} {}", if a.has("force") { "stopped" } else { "asked to stop after its current task" });
     }
     Ok(Flow::Continue)
 }
 
-fn shutdown(s: &mut Session, words: &[String]) -> Res {
-    let Some(a) = parse(&SHUTDOWN, words)? else { return Ok(Flow::Continue) };
+fn shutdown(s: &mut Session, a: &Args) -> Res {
     let pos = a.exact(&["SECRET"])?;
     s.http.post("/admin/shutdown", &ShutdownReq { secret: pos[0].clone() }).map_err(|e| match e {
         Error::Failed(m) => Error::Failed(format!("{m} (is the secret the one in the coordinator's log?)")),
         o => o,
     })?;
-    if !s.json(&a) {
+    if !s.json(a) {
         println!("Coordinator shutdown successfully");
     }
     Ok(Flow::Quit)

@@ -20,8 +20,13 @@
 //!
 //! Flags are the same [`OptSpec`]s the modes use, looked up, described in help and
 //! reported in errors by the same functions of [`crate::opts`].
+//!
+//! A command group (`tasks`, `admin users`, ...) is one [`Group`]: a table of [`Command`]s
+//! (name, one-line summary, spec and handler, or a nested group). The group's help, the
+//! lookup of a command, the unknown-command error, the parsing and the call all read that
+//! table, so adding a command is adding one row and one handler.
 
-use super::Error;
+use super::{Error, Flow, Res, Session};
 use crate::opts::{find_option, option_lines, usage_message, CliError, OptSpec};
 use std::str::FromStr;
 
@@ -180,26 +185,63 @@ impl Args {
     }
 }
 
-/// A group of commands (`tasks`, `groups attachments`, ...): its name and members.
+/// What a command does: parse its words against a spec and call the handler, or hand the
+/// words to a nested group (`tasks artifacts`, `admin users`) that looks up its own table.
+#[derive(Clone, Copy)]
+pub enum Run {
+    Cmd(&'static Spec, fn(&mut Session, &Args) -> Res),
+    Group(fn(&mut Session, &[String]) -> Res),
+}
+
+/// One row of a group's table: the name typed, the line shown in the group's help, the action.
+#[derive(Clone, Copy)]
+pub struct Command {
+    pub name: &'static str,
+    pub summary: &'static str,
+    pub run: Run,
+}
+
+impl Command {
+    pub const fn cmd(
+        name: &'static str,
+        summary: &'static str,
+        spec: &'static Spec,
+        f: fn(&mut Session, &Args) -> Res,
+    ) -> Self {
+        Command { name, summary, run: Run::Cmd(spec, f) }
+    }
+
+    pub const fn group(name: &'static str, summary: &'static str, f: fn(&mut Session, &[String]) -> Res) -> Self {
+        Command { name, summary, run: Run::Group(f) }
+    }
+}
+
+/// A group of commands (`tasks`, `groups attachments`, ...): the one table its help, lookup
+/// and dispatch all read.
 pub struct Group {
     pub name: &'static str,
     pub about: &'static str,
-    pub subs: &'static [(&'static str, &'static str)],
+    pub commands: &'static [Command],
+    /// Other names accepted for a command (old spellings), kept out of the help.
+    pub aliases: &'static [(&'static str, &'static str)],
 }
 
 impl Group {
     pub fn help(&self) -> String {
         let mut s = format!("{}\n\nUsage: {} <COMMAND>\n\nCommands:\n", self.about, self.name);
-        let width = self.subs.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
-        for (n, a) in self.subs {
-            s.push_str(&format!("  {n:width$}  {a}\n"));
-        }
+        s.push_str(&self.command_lines());
         s.push_str(&format!("\nSee `{} <COMMAND> --help` for a command's options.\n", self.name));
         s
     }
 
+    /// One aligned `  name  summary` line per command.
+    pub fn command_lines(&self) -> String {
+        let width = self.commands.iter().map(|c| c.name.len()).max().unwrap_or(0);
+        self.commands.iter().map(|c| format!("  {:width$}  {}\n", c.name, c.summary)).collect()
+    }
+
     /// Splits off the subcommand; Ok(None) when help was asked for (and printed).
-    pub fn sub<'a>(&self, words: &'a [String]) -> Result<Option<(&'a str, &'a [String])>, Error> {
+    fn sub<'a>(&self, words: &'a [String]) -> Result<Option<(&'a str, &'a [String])>, Error> {
         match words.first().map(String::as_str) {
             None => Err(Error::Usage(format!("{}: a command is required\n\n{}", self.name, self.help()))),
             Some("-h" | "--help" | "help") => {
@@ -210,14 +252,32 @@ impl Group {
         }
     }
 
-    pub fn unknown(&self, w: &str) -> Error {
-        let names: Vec<&str> = self.subs.iter().map(|(n, _)| *n).collect();
+    fn find(&self, w: &str) -> Option<&'static Command> {
+        let name = self.aliases.iter().find(|(alias, _)| *alias == w).map_or(w, |(_, name)| *name);
+        self.commands.iter().find(|c| c.name == name)
+    }
+
+    fn unknown(&self, w: &str) -> Error {
+        let names: Vec<&str> = self.commands.iter().map(|c| c.name).collect();
         Error::Usage(format!(
             "{}: unknown command {w:?}; expected one of {} (see `{} --help`)",
             self.name,
             names.join(", "),
             self.name
         ))
+    }
+
+    /// Runs `words` (the command's name first): help, lookup, parsing and the handler.
+    pub fn run(&self, s: &mut Session, words: &[String]) -> Res {
+        let Some((name, rest)) = self.sub(words)? else { return Ok(Flow::Continue) };
+        let command = self.find(name).ok_or_else(|| self.unknown(name))?;
+        match command.run {
+            Run::Cmd(spec, handler) => match parse(spec, rest)? {
+                Some(a) => handler(s, &a),
+                None => Ok(Flow::Continue),
+            },
+            Run::Group(run) => run(s, rest),
+        }
     }
 }
 

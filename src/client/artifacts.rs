@@ -2,33 +2,19 @@
 //! `std-log`), moved straight to and from object storage through presigned URLs; and the
 //! streaming reader `tasks logs` uses on the std-log archive.
 
-use super::args::{Args, Group, Spec};
+use super::args::{Args, Command, Group, Spec};
 use super::attachments::{bar, destination, run_batch, upload_through, url_and_size};
 use super::output::print_json;
 use super::task_args::{
     self, content_type_arg, uuid_arg, CREATORS, EXIT, F_GROUP, F_LABELS, F_TAGS, PRIO, REPORTER, STATES,
 };
 use super::transfer::{self, Job, Progress};
-use super::{parse, Error, Flow, Res, Session};
+use super::{Error, Flow, Res, Session};
 use crate::opts::OptSpec;
 use serde_json::{json, Value};
 use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
-
-const ARTIFACTS: Group = Group {
-    name: "tasks artifacts",
-    about: "Files tasks produced: result, exec-log and std-log archives",
-    subs: &[
-        ("upload", "Upload a file as a task's artifact"),
-        ("download", "Download a task's artifact"),
-        ("delete", "Delete a task's artifact"),
-        ("download-many", "Download one artifact type of the tasks that match a filter"),
-        ("download-list", "Download one artifact type of the listed tasks"),
-        ("delete-many", "Delete one artifact type of the tasks that match a filter"),
-        ("delete-list", "Delete one artifact type of the listed tasks"),
-    ],
-};
 
 const PB: OptSpec = OptSpec::flag("pb", None, "Show a progress bar even when stderr is not a terminal");
 const OUT: OptSpec =
@@ -85,38 +71,50 @@ const DELETE_LIST: Spec = Spec {
     flags: &[],
 };
 
+const ARTIFACTS: Group = Group {
+    name: "tasks artifacts",
+    about: "Files tasks produced: result, exec-log and std-log archives",
+    commands: &[
+        Command::cmd("upload", "Upload a file as a task's artifact", &UPLOAD, upload),
+        Command::cmd("download", "Download a task's artifact", &DOWNLOAD, download),
+        Command::cmd("delete", "Delete a task's artifact", &DELETE, delete),
+        Command::cmd(
+            "download-many",
+            "Download one artifact type of the tasks that match a filter",
+            &DOWNLOAD_MANY,
+            |s, a| download_batch(s, a, false),
+        ),
+        Command::cmd("download-list", "Download one artifact type of the listed tasks", &DOWNLOAD_LIST, |s, a| {
+            download_batch(s, a, true)
+        }),
+        Command::cmd(
+            "delete-many",
+            "Delete one artifact type of the tasks that match a filter",
+            &DELETE_MANY,
+            |s, a| delete_batch(s, a, false),
+        ),
+        Command::cmd("delete-list", "Delete one artifact type of the listed tasks", &DELETE_LIST, |s, a| {
+            delete_batch(s, a, true)
+        }),
+    ],
+    aliases: &[],
+};
+
 pub fn run(s: &mut Session, words: &[String]) -> Res {
-    let Some((cmd, rest)) = ARTIFACTS.sub(words)? else { return Ok(Flow::Continue) };
-    let spec = match cmd {
-        "upload" => &UPLOAD,
-        "download" => &DOWNLOAD,
-        "delete" => &DELETE,
-        "download-many" => &DOWNLOAD_MANY,
-        "download-list" => &DOWNLOAD_LIST,
-        "delete-many" => &DELETE_MANY,
-        "delete-list" => &DELETE_LIST,
-        other => return Err(ARTIFACTS.unknown(other)),
-    };
-    let Some(a) = parse(spec, rest)? else { return Ok(Flow::Continue) };
-    match cmd {
-        "upload" => upload(s, &a),
-        "download" => download(s, &a),
-        "delete" => {
-            let pos = a.exact(&["UUID", "CONTENT_TYPE"])?;
-            let (uuid, ct) = (uuid_arg(&a, &pos[0])?, content_type_arg(&a, &pos[1])?);
-            s.http.delete(&format!("/tasks/{uuid}/artifacts/{ct}"))?;
-            if !s.json(&a) {
-                println!("Artifact {ct} of task {uuid} deleted");
-            }
-            Ok(())
-        }
-        "download-many" | "download-list" => download_batch(s, &a, cmd == "download-list"),
-        _ => delete_batch(s, &a, cmd == "delete-list"),
-    }
-    .map(|()| Flow::Continue)
+    ARTIFACTS.run(s, words)
 }
 
-fn upload(s: &mut Session, a: &Args) -> Result<(), Error> {
+fn delete(s: &mut Session, a: &Args) -> Res {
+    let pos = a.exact(&["UUID", "CONTENT_TYPE"])?;
+    let (uuid, ct) = (uuid_arg(a, &pos[0])?, content_type_arg(a, &pos[1])?);
+    s.http.delete(&format!("/tasks/{uuid}/artifacts/{ct}"))?;
+    if !s.json(a) {
+        println!("Artifact {ct} of task {uuid} deleted");
+    }
+    Ok(Flow::Continue)
+}
+
+fn upload(s: &mut Session, a: &Args) -> Res {
     let pos = a.exact(&["LOCAL_FILE", "UUID", "CONTENT_TYPE"])?;
     let local = PathBuf::from(&pos[0]);
     let (uuid, ct) = (uuid_arg(a, &pos[1])?, content_type_arg(a, &pos[2])?);
@@ -137,10 +135,10 @@ fn upload(s: &mut Session, a: &Args) -> Result<(), Error> {
     } else {
         println!("Artifact uploaded successfully: {ct} of task {uuid} ({len} B)");
     }
-    Ok(())
+    Ok(Flow::Continue)
 }
 
-fn download(s: &mut Session, a: &Args) -> Result<(), Error> {
+fn download(s: &mut Session, a: &Args) -> Res {
     let pos = a.exact(&["UUID", "CONTENT_TYPE"])?;
     let (uuid, ct) = (uuid_arg(a, &pos[0])?, content_type_arg(a, &pos[1])?);
     let r = s.http.get(&format!("/tasks/{uuid}/download/artifacts/{ct}"))?.json()?;
@@ -151,7 +149,7 @@ fn download(s: &mut Session, a: &Args) -> Result<(), Error> {
         } else {
             println!("Artifact URL: {url}");
         }
-        return Ok(());
+        return Ok(Flow::Continue);
     }
     let dest = destination(a.value("output-path"), ct.file_name(), ct.file_name());
     let pb = Progress::new(&format!("Downloading to {}", dest.display()), Some(size), bar(a));
@@ -163,7 +161,7 @@ fn download(s: &mut Session, a: &Args) -> Result<(), Error> {
     } else {
         println!("Artifact of size {n}B downloaded to {}", dest.display());
     }
-    Ok(())
+    Ok(Flow::Continue)
 }
 
 /// `<CONTENT_TYPE> <UUID>...` for the list forms.
@@ -189,7 +187,7 @@ fn filter_body(s: &Session, a: &Args, ct: crate::api::ArtifactContentType) -> Re
     Ok(v)
 }
 
-fn download_batch(s: &mut Session, a: &Args, by_list: bool) -> Result<(), Error> {
+fn download_batch(s: &mut Session, a: &Args, by_list: bool) -> Res {
     let (ct, r) = if by_list {
         let (ct, uuids) = type_and_uuids(a)?;
         (ct, s.http.post("/tasks/download/artifacts/list", &json!({"uuids": uuids, "content_type": ct}))?)
@@ -214,10 +212,11 @@ fn download_batch(s: &mut Session, a: &Args, by_list: bool) -> Result<(), Error>
             }
         })
         .collect();
-    run_batch(s, a, &format!("Artifact {ct} of task"), jobs)
+    run_batch(s, a, &format!("Artifact {ct} of task"), jobs)?;
+    Ok(Flow::Continue)
 }
 
-fn delete_batch(s: &mut Session, a: &Args, by_list: bool) -> Result<(), Error> {
+fn delete_batch(s: &mut Session, a: &Args, by_list: bool) -> Res {
     let r = if by_list {
         let (ct, uuids) = type_and_uuids(a)?;
         s.http.post("/tasks/delete/artifacts/list", &json!({"uuids": uuids, "content_type": ct}))?
@@ -229,14 +228,14 @@ fn delete_batch(s: &mut Session, a: &Args, by_list: bool) -> Result<(), Error> {
     .json()?;
     if s.json(a) {
         print_json(&r);
-        return Ok(());
+        return Ok(Flow::Continue);
     }
     println!("Deleted {} artifacts", r["deleted_count"]);
     if let Some(failed) = r["failed_uuids"].as_array().filter(|f| !f.is_empty()) {
         let v: Vec<&str> = failed.iter().filter_map(Value::as_str).collect();
         println!("Failed to delete {} artifacts: {}", v.len(), v.join(", "));
     }
-    Ok(())
+    Ok(Flow::Continue)
 }
 
 /// Streams a std-log archive (gzip'd tar) from `url`, handing each entry to `f` by path.

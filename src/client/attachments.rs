@@ -7,30 +7,14 @@
 //! groups attachments download -s lab/inputs/data.csv  # saved as ./data.csv
 //! ```
 
-use super::args::{Args, Group, Spec};
+use super::args::{Args, Command, Group, Spec};
 use super::http::{enc, typed};
 use super::output::{print_json, ts};
 use super::transfer::{self, human_bytes, Job, Progress};
-use super::{parse, Error, Flow, Res, Session};
+use super::{Error, Flow, Res, Session};
 use crate::opts::OptSpec;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-
-const ATTACHMENTS: Group = Group {
-    name: "groups attachments",
-    about: "Files stored in a group, usable as task resources",
-    subs: &[
-        ("upload", "Upload a file"),
-        ("download", "Download a file"),
-        ("get", "Show an attachment's size and times"),
-        ("delete", "Delete an attachment"),
-        ("query", "List attachments"),
-        ("download-many", "Download the attachments that match a filter"),
-        ("download-list", "Download the listed attachments"),
-        ("delete-many", "Delete the attachments that match a filter"),
-        ("delete-list", "Delete the listed attachments"),
-    ],
-};
 
 const G: OptSpec = OptSpec::opt("group", Some('g'), "GROUP", "The group (default: your own)");
 const SMART: OptSpec = OptSpec::flag("smart", Some('s'), "Take the group from the key's first path segment");
@@ -102,31 +86,31 @@ const DELETE_LIST: Spec = Spec {
     flags: &[G],
 };
 
+const ATTACHMENTS: Group = Group {
+    name: "groups attachments",
+    about: "Files stored in a group, usable as task resources",
+    commands: &[
+        Command::cmd("upload", "Upload a file", &UPLOAD, upload),
+        Command::cmd("download", "Download a file", &DOWNLOAD, download),
+        Command::cmd("get", "Show an attachment's size and times", &GET, get),
+        Command::cmd("delete", "Delete an attachment", &DELETE, delete),
+        Command::cmd("query", "List attachments", &QUERY, query),
+        Command::cmd("download-many", "Download the attachments that match a filter", &DOWNLOAD_MANY, |s, a| {
+            download_batch(s, a, false)
+        }),
+        Command::cmd("download-list", "Download the listed attachments", &DOWNLOAD_LIST, |s, a| {
+            download_batch(s, a, true)
+        }),
+        Command::cmd("delete-many", "Delete the attachments that match a filter", &DELETE_MANY, |s, a| {
+            delete_batch(s, a, false)
+        }),
+        Command::cmd("delete-list", "Delete the listed attachments", &DELETE_LIST, |s, a| delete_batch(s, a, true)),
+    ],
+    aliases: &[],
+};
+
 pub fn run(s: &mut Session, words: &[String]) -> Res {
-    let Some((cmd, rest)) = ATTACHMENTS.sub(words)? else { return Ok(Flow::Continue) };
-    let spec = match cmd {
-        "upload" => &UPLOAD,
-        "download" => &DOWNLOAD,
-        "get" => &GET,
-        "delete" => &DELETE,
-        "query" => &QUERY,
-        "download-many" => &DOWNLOAD_MANY,
-        "download-list" => &DOWNLOAD_LIST,
-        "delete-many" => &DELETE_MANY,
-        "delete-list" => &DELETE_LIST,
-        other => return Err(ATTACHMENTS.unknown(other)),
-    };
-    let Some(a) = parse(spec, rest)? else { return Ok(Flow::Continue) };
-    match cmd {
-        "upload" => upload(s, &a),
-        "download" => download(s, &a),
-        "get" => get(s, &a),
-        "delete" => delete(s, &a),
-        "query" => query(s, &a),
-        "download-many" | "download-list" => download_batch(s, &a, cmd == "download-list"),
-        _ => delete_batch(s, &a, cmd == "delete-list"),
-    }
-    .map(|()| Flow::Continue)
+    ATTACHMENTS.run(s, words)
 }
 
 /// A key made tidy: `.` segments and doubled slashes dropped, `..` resolved, no leading `/`.
@@ -191,7 +175,7 @@ pub(super) fn upload_through(
     Ok(r["exist"].as_bool().unwrap_or(false))
 }
 
-fn upload(s: &mut Session, a: &Args) -> Result<(), Error> {
+fn upload(s: &mut Session, a: &Args) -> Res {
     let pos = a.at_most(2)?;
     let Some(local) = pos.first() else { return Err(a.usage("missing <LOCAL_FILE>".into())) };
     let local = PathBuf::from(local);
@@ -226,7 +210,7 @@ fn upload(s: &mut Session, a: &Args) -> Result<(), Error> {
     } else {
         println!("Attachment uploaded successfully: {key} in group {group} ({len} B)");
     }
-    Ok(())
+    Ok(Flow::Continue)
 }
 
 /// Where a single download goes: `-o` (a directory keeps `name`), else `default`.
@@ -238,7 +222,7 @@ pub fn destination(out: Option<&str>, name: &str, default: &str) -> PathBuf {
     }
 }
 
-fn download(s: &mut Session, a: &Args) -> Result<(), Error> {
+fn download(s: &mut Session, a: &Args) -> Res {
     let pos = a.exact(&["KEY"])?;
     let (group, key) = resolve(s, a.value("group"), &pos[0], a.has("smart"))?;
     let r = s.http.get(&format!("{}/download/attachments/{}", base(&group), enc(&key, true)))?.json()?;
@@ -249,7 +233,7 @@ fn download(s: &mut Session, a: &Args) -> Result<(), Error> {
         } else {
             println!("Attachment URL: {url}");
         }
-        return Ok(());
+        return Ok(Flow::Continue);
     }
     let name = key.rsplit('/').next().unwrap_or(&key).to_string();
     let default = if a.has("smart") { name.clone() } else { key.clone() };
@@ -263,7 +247,7 @@ fn download(s: &mut Session, a: &Args) -> Result<(), Error> {
     } else {
         println!("Attachment of size {n}B downloaded to {}", dest.display());
     }
-    Ok(())
+    Ok(Flow::Continue)
 }
 
 pub fn url_and_size(r: &Value) -> Result<(String, u64), Error> {
@@ -271,30 +255,30 @@ pub fn url_and_size(r: &Value) -> Result<(String, u64), Error> {
     Ok((url.to_string(), r["size"].as_i64().unwrap_or(0).max(0) as u64))
 }
 
-fn get(s: &mut Session, a: &Args) -> Result<(), Error> {
+fn get(s: &mut Session, a: &Args) -> Res {
     let pos = a.exact(&["KEY"])?;
     let (group, key) = resolve(s, a.value("group"), &pos[0], a.has("smart"))?;
     let r = s.http.get(&format!("{}/attachments/{}", base(&group), enc(&key, true)))?.json()?;
     if s.json(a) {
         print_json(&r);
-        return Ok(());
+        return Ok(Flow::Continue);
     }
     let created: crate::api::Timestamp = typed(&r["created_at"], "the attachment")?;
     let updated: crate::api::Timestamp = typed(&r["updated_at"], "the attachment")?;
     println!("Attachment {key} in group {group}");
     println!("  Size: {}B", r["size"].as_i64().unwrap_or(0));
     println!("  Created at {}, updated at {}", ts(&created), ts(&updated));
-    Ok(())
+    Ok(Flow::Continue)
 }
 
-fn delete(s: &mut Session, a: &Args) -> Result<(), Error> {
+fn delete(s: &mut Session, a: &Args) -> Res {
     let pos = a.exact(&["KEY"])?;
     let (group, key) = resolve(s, a.value("group"), &pos[0], a.has("smart"))?;
     s.http.delete(&format!("{}/attachments/{}", base(&group), enc(&key, true)))?;
     if !s.json(a) {
         println!("Attachment {key} of group {group} deleted");
     }
-    Ok(())
+    Ok(Flow::Continue)
 }
 
 /// `{key?, limit?, offset?}` from the filter flags.
@@ -312,7 +296,7 @@ fn filter(a: &Args) -> Result<serde_json::Map<String, Value>, Error> {
     Ok(m)
 }
 
-fn query(s: &mut Session, a: &Args) -> Result<(), Error> {
+fn query(s: &mut Session, a: &Args) -> Res {
     a.exact(&[])?;
     let group = a.value("group").map(str::to_string).unwrap_or_else(|| s.user.clone());
     let mut body = filter(a)?;
@@ -320,7 +304,7 @@ fn query(s: &mut Session, a: &Args) -> Result<(), Error> {
     let r = s.http.post(&format!("{}/attachments/query", base(&group)), &body)?.json()?;
     if s.json(a) {
         print_json(&r);
-        return Ok(());
+        return Ok(Flow::Continue);
     }
     println!("Found {} attachments in group {}", r["count"], r["group_name"].as_str().unwrap_or(&group));
     for att in r["attachments"].as_array().into_iter().flatten() {
@@ -332,10 +316,10 @@ fn query(s: &mut Session, a: &Args) -> Result<(), Error> {
             updated.map(|t| ts(&t)).unwrap_or_default()
         );
     }
-    Ok(())
+    Ok(Flow::Continue)
 }
 
-fn download_batch(s: &mut Session, a: &Args, by_list: bool) -> Result<(), Error> {
+fn download_batch(s: &mut Session, a: &Args, by_list: bool) -> Res {
     let group = a.value("group").map(str::to_string).unwrap_or_else(|| s.user.clone());
     let r = if by_list {
         let keys: Vec<String> = a.all_pos().iter().map(|k| clean_key(k)).collect();
@@ -364,7 +348,8 @@ fn download_batch(s: &mut Session, a: &Args, by_list: bool) -> Result<(), Error>
             }
         })
         .collect();
-    run_batch(s, a, "Attachment", jobs)
+    run_batch(s, a, "Attachment", jobs)?;
+    Ok(Flow::Continue)
 }
 
 /// Downloads (or, with --no-download, lists) a batch and reports each file; fails if any did.
@@ -415,7 +400,7 @@ pub fn run_batch(s: &Session, a: &Args, what: &str, jobs: Vec<Job>) -> Result<()
     Ok(())
 }
 
-fn delete_batch(s: &mut Session, a: &Args, by_list: bool) -> Result<(), Error> {
+fn delete_batch(s: &mut Session, a: &Args, by_list: bool) -> Res {
     let group = a.value("group").map(str::to_string).unwrap_or_else(|| s.user.clone());
     let r = if by_list {
         let keys: Vec<String> = a.all_pos().iter().map(|k| clean_key(k)).collect();
@@ -430,14 +415,14 @@ fn delete_batch(s: &mut Session, a: &Args, by_list: bool) -> Result<(), Error> {
     .json()?;
     if s.json(a) {
         print_json(&r);
-        return Ok(());
+        return Ok(Flow::Continue);
     }
     println!("Deleted {} attachments in group {}", r["deleted_count"], r["group_name"].as_str().unwrap_or(&group));
     if let Some(failed) = r["failed_keys"].as_array().filter(|f| !f.is_empty()) {
         let keys: Vec<&str> = failed.iter().filter_map(Value::as_str).collect();
         println!("Failed to delete {} attachments: {}", keys.len(), keys.join(", "));
     }
-    Ok(())
+    Ok(Flow::Continue)
 }
 
 #[cfg(test)]

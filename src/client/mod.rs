@@ -30,7 +30,7 @@ mod workers;
 
 use crate::config::{concat_str, ClientConfig, Layers, DEFAULT_COORDINATOR_ADDR};
 use crate::opts::{help_text, parse_mode, OptSpec};
-use args::{Args, Group, Spec};
+use args::{Args, Command, Group, Spec};
 use http::Http;
 
 /// Why a command did not succeed.
@@ -69,7 +69,7 @@ pub enum Flow {
     Quit,
 }
 
-type Res = Result<Flow, Error>;
+pub type Res = Result<Flow, Error>;
 
 /// A logged-in client: the coordinator handle with the user's token.
 pub struct Session {
@@ -132,40 +132,36 @@ const SPECS: &[OptSpec] = &[
 pub const TOP: Group = Group {
     name: "mito client",
     about: ABOUT,
-    subs: &[
-        ("admin", "Administrator commands (users, quotas, shutdown)"),
-        ("auth", "Show who is logged in"),
-        ("login", "Log in again, possibly as another user"),
-        ("users", "Your password and your groups"),
-        ("groups", "Groups, their members and attachments"),
-        ("tasks", "Submit, query, wait for and manage tasks and their artifacts"),
-        ("workers", "Query and manage workers"),
-        ("cmd", "Run a local shell command"),
-        ("quit", "Leave interactive mode (also `exit`)"),
+    commands: &[
+        Command::group("admin", "Administrator commands (users, quotas, shutdown)", admin::run),
+        Command::cmd("auth", "Show who is logged in", &users::AUTH, users::auth),
+        Command::cmd("login", "Log in again, possibly as another user", &users::LOGIN, users::login),
+        Command::group("users", "Your password and your groups", users::run),
+        Command::group("groups", "Groups, their members and attachments", groups::run),
+        Command::group("tasks", "Submit, query, wait for and manage tasks and their artifacts", tasks::run),
+        Command::group("workers", "Query and manage workers", workers::run),
+        Command::cmd("cmd", "Run a local shell command", &CMD, run_cmd),
+        Command::group("quit", "Leave interactive mode (also `exit`)", |_, _| Ok(Flow::Quit)),
     ],
+    aliases: &[("exit", "quit")],
 };
 
-const FOOTER: &str = "\
-Commands:
-  admin    Administrator commands (users, quotas, shutdown)
-  auth     Show who is logged in
-  login    Log in again, possibly as another user
-  users    Your password and your groups
-  groups   Groups, their members and attachments
-  tasks    Submit, query, wait for and manage tasks and their artifacts
-  workers  Query and manage workers
-  cmd      Run a local shell command
-  quit     Leave interactive mode (also `exit`)
-
-See `mito client <COMMAND> --help`. Options can also be set in the [client] table of a config
+/// The end of `mito client --help`: the commands (from the table) and what else to know.
+fn footer() -> String {
+    format!(
+        "Commands:\n{}\n{}",
+        TOP.command_lines(),
+        "See `mito client <COMMAND> --help`. Options can also be set in the [client] table of a config
 file (coordinator_addr, credential_path, user, password, retain) or as MITO_<KEY> variables.
 Exit status: 0 success, 1 failure (the reason is on stderr), 2 a command-line mistake,
-3 `tasks wait` saw a task that did not succeed, 124 `tasks wait --timeout` ran out.";
+3 `tasks wait` saw a task that did not succeed, 124 `tasks wait --timeout` ran out."
+    )
+}
 
 /// Entry point of `mito client`; returns the exit status.
 pub fn main(parser: &mut lexopt::Parser) -> i32 {
     let args = match parse_mode(parser, "mito client", SPECS, true, || {
-        help_text(ABOUT, "mito client [OPTIONS] [COMMAND]...", SPECS, FOOTER)
+        help_text(ABOUT, "mito client [OPTIONS] [COMMAND]...", SPECS, &footer())
     }) {
         Ok(a) => a,
         Err(code) => return code,
@@ -229,52 +225,13 @@ fn wants_help(words: &[String]) -> bool {
     words.first().is_some_and(|w| w == "help") || before_dashes.clone().any(|w| w == "-h" || w == "--help")
 }
 
-/// Runs one command line. `session` is None only when the words ask for help.
+/// Runs one command line. `session` is None only when the words ask for help, which every
+/// command prints before it needs the coordinator.
 pub fn dispatch(session: Option<&mut Session>, words: &[String]) -> Res {
-    let Some((cmd, rest)) = TOP.sub(words)? else { return Ok(Flow::Continue) };
-    if cmd == "help" {
-        return dispatch(None, &[rest, &["--help".to_string()]].concat());
+    match session {
+        Some(s) => TOP.run(s, words),
+        None => TOP.run(&mut users::offline_session(), words),
     }
-    if matches!(cmd, "quit" | "exit") {
-        return Ok(Flow::Quit);
-    }
-    if cmd == "cmd" {
-        return run_cmd(rest);
-    }
-    let Some(s) = session else {
-        // Only help gets here; the area prints it without a session.
-        return help_only(cmd, rest);
-    };
-    match cmd {
-        "admin" => admin::run(s, rest),
-        "auth" => users::auth(s, rest),
-        "login" => users::login(s, rest),
-        "users" => users::run(s, rest),
-        "groups" => groups::run(s, rest),
-        "tasks" => tasks::run(s, rest),
-        "workers" => workers::run(s, rest),
-        other => Err(TOP.unknown(other)),
-    }
-}
-
-/// Help for `cmd` without a session: each area answers help before it needs the coordinator.
-fn help_only(cmd: &str, rest: &[String]) -> Res {
-    let mut offline = users::offline_session();
-    match cmd {
-        "admin" => admin::run(&mut offline, rest),
-        "auth" => users::auth(&mut offline, rest),
-        "login" => users::login(&mut offline, rest),
-        "users" => users::run(&mut offline, rest),
-        "groups" => groups::run(&mut offline, rest),
-        "tasks" => tasks::run(&mut offline, rest),
-        "workers" => workers::run(&mut offline, rest),
-        other => Err(TOP.unknown(other)),
-    }
-}
-
-/// Parses `words` for `spec`; None when help was printed.
-pub fn parse(spec: &Spec, words: &[String]) -> Result<Option<Args>, Error> {
-    args::parse(spec, words)
 }
 
 const CMD: Spec = Spec {
@@ -288,8 +245,7 @@ const CMD: Spec = Spec {
     )],
 };
 
-fn run_cmd(words: &[String]) -> Res {
-    let Some(a) = parse(&CMD, words)? else { return Ok(Flow::Continue) };
+fn run_cmd(_: &mut Session, a: &Args) -> Res {
     let cmd = a.all_pos();
     if cmd.is_empty() {
         return Err(a.usage("missing <COMMAND>".into()));

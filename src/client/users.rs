@@ -1,10 +1,10 @@
 //! Logging in (the credentials file, `GET /auth`, `POST /login`), `auth`, `login` and the
 //! `users` commands, and the terminal prompts they may need.
 
-use super::args::{Group, Spec};
+use super::args::{Args, Command, Group, Spec};
 use super::http::Http;
 use super::output::print_json;
-use super::{parse, Error, Flow, Res, Session};
+use super::{Error, Flow, Res, Session};
 use crate::api::{self, GroupsQueryResp, UserChangePasswordReq, UserChangePasswordResp, UserLoginReq, UserLoginResp};
 use crate::config::ClientConfig;
 use crate::credentials;
@@ -136,18 +136,17 @@ pub fn arg_or_ask(v: Option<&String>, label: &str, secret: bool) -> Result<Strin
     }
 }
 
-const AUTH: Spec = Spec {
+pub(super) const AUTH: Spec = Spec {
     name: "auth",
     usage: "",
     about: "Show who is logged in (checks the token with the coordinator)",
     flags: &[],
 };
 
-pub fn auth(s: &mut Session, words: &[String]) -> Res {
-    let Some(a) = parse(&AUTH, words)? else { return Ok(Flow::Continue) };
+pub fn auth(s: &mut Session, a: &Args) -> Res {
     a.exact(&[])?;
     let name = s.http.get("/auth")?.body.trim().to_string();
-    if s.json(&a) {
+    if s.json(a) {
         print_json(&serde_json::json!({ "username": name }));
     } else {
         println!("Currently logged in as {name}");
@@ -155,15 +154,14 @@ pub fn auth(s: &mut Session, words: &[String]) -> Res {
     Ok(Flow::Continue)
 }
 
-const LOGIN: Spec = Spec {
+pub(super) const LOGIN: Spec = Spec {
     name: "login",
     usage: "[USERNAME] [PASSWORD]",
     about: "Log in (as the current user, or another); the token is saved in the credentials file",
     flags: &[OptSpec::flag("retain", None, "Keep this user's other sessions signed in")],
 };
 
-pub fn login(s: &mut Session, words: &[String]) -> Res {
-    let Some(a) = parse(&LOGIN, words)? else { return Ok(Flow::Continue) };
+pub fn login(s: &mut Session, a: &Args) -> Res {
     let pos = a.at_most(2)?;
     let user = match pos.first() {
         Some(u) => u.clone(),
@@ -176,7 +174,7 @@ pub fn login(s: &mut Session, words: &[String]) -> Res {
     s.http.token = Some(token);
     // Unlike mitosis, the session really becomes this user (default group included).
     s.user = user;
-    if s.json(&a) {
+    if s.json(a) {
         print_json(&serde_json::json!({ "username": s.user }));
     } else {
         println!("Logged in as {}", s.user);
@@ -187,7 +185,11 @@ pub fn login(s: &mut Session, words: &[String]) -> Res {
 const USERS: Group = Group {
     name: "users",
     about: "Your password and your groups",
-    subs: &[("change-password", "Change your password"), ("groups", "List your groups and roles (alias my-groups)")],
+    commands: &[
+        Command::cmd("change-password", "Change your password", &CHANGE_PASSWORD, change_password),
+        Command::cmd("groups", "List your groups and roles (alias my-groups)", &MY_GROUPS, my_groups),
+    ],
+    aliases: &[("my-groups", "groups")],
 };
 
 const CHANGE_PASSWORD: Spec = Spec {
@@ -201,16 +203,10 @@ const MY_GROUPS: Spec =
     Spec { name: "users groups", usage: "", about: "List the groups you are in, with your role", flags: &[] };
 
 pub fn run(s: &mut Session, words: &[String]) -> Res {
-    let Some((cmd, rest)) = USERS.sub(words)? else { return Ok(Flow::Continue) };
-    match cmd {
-        "change-password" => change_password(s, rest),
-        "groups" | "my-groups" => my_groups(s, rest),
-        other => Err(USERS.unknown(other)),
-    }
+    USERS.run(s, words)
 }
 
-fn change_password(s: &mut Session, words: &[String]) -> Res {
-    let Some(a) = parse(&CHANGE_PASSWORD, words)? else { return Ok(Flow::Continue) };
+fn change_password(s: &mut Session, a: &Args) -> Res {
     let pos = a.at_most(2)?;
     let old = arg_or_ask(pos.first(), "Current password: ", true)?;
     let new = arg_or_ask(pos.get(1), "New password: ", true)?;
@@ -226,17 +222,16 @@ fn change_password(s: &mut Session, words: &[String]) -> Res {
         s.http.post(&format!("/users/{}/password", super::http::enc(&s.user, false)), &req)?.parse()?;
     store(&s.cfg, &s.user, &resp.token);
     s.http.token = Some(resp.token);
-    if !s.json(&a) {
+    if !s.json(a) {
         println!("Password changed for {}", s.user);
     }
     Ok(Flow::Continue)
 }
 
-fn my_groups(s: &mut Session, words: &[String]) -> Res {
-    let Some(a) = parse(&MY_GROUPS, words)? else { return Ok(Flow::Continue) };
+fn my_groups(s: &mut Session, a: &Args) -> Res {
     a.exact(&[])?;
     let r = s.http.get("/users/groups")?;
-    if s.json(&a) {
+    if s.json(a) {
         print_json(&r.json()?);
         return Ok(Flow::Continue);
     }

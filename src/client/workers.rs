@@ -1,28 +1,12 @@
 //! `workers ...`: find workers, change their tags, labels and group roles, and stop them.
 
-use super::args::{Args, Group, Spec};
+use super::args::{Args, Command, Group, Spec};
 use super::output::{list, opt, print_json, ts};
 use super::task_args::{uuid_arg, uuid_list};
-use super::{parse, Error, Flow, Res, Session};
+use super::{Error, Flow, Res, Session};
 use crate::api::*;
 use crate::opts::OptSpec;
 use std::collections::{BTreeMap, BTreeSet};
-
-const WORKERS: Group = Group {
-    name: "workers",
-    about: "Query and manage workers",
-    subs: &[
-        ("get", "Show a worker"),
-        ("query", "Find the workers serving a group"),
-        ("cancel", "Stop a worker"),
-        ("cancel-many", "Stop the workers that match a filter"),
-        ("cancel-list", "Stop the listed workers"),
-        ("update-tags", "Replace a worker's tags"),
-        ("update-labels", "Replace a worker's labels"),
-        ("update-roles", "Give groups a role on a worker"),
-        ("remove-roles", "Take groups off a worker"),
-    ],
-};
 
 const FORCE: OptSpec =
     OptSpec::flag("force", Some('f'), "Stop at once (the running task is requeued) instead of after the current task");
@@ -75,116 +59,127 @@ const UPDATE_ROLES: Spec = Spec {
 const REMOVE_ROLES: Spec =
     Spec { name: "workers remove-roles", usage: "<UUID> <GROUP>...", about: "Take groups off a worker", flags: &[] };
 
+const WORKERS: Group = Group {
+    name: "workers",
+    about: "Query and manage workers",
+    commands: &[
+        Command::cmd("get", "Show a worker", &GET, get),
+        Command::cmd("query", "Find the workers serving a group", &QUERY, query),
+        Command::cmd("cancel", "Stop a worker", &CANCEL, cancel),
+        Command::cmd("cancel-many", "Stop the workers that match a filter", &CANCEL_MANY, cancel_many),
+        Command::cmd("cancel-list", "Stop the listed workers", &CANCEL_LIST, cancel_list),
+        Command::cmd("update-tags", "Replace a worker's tags", &UPDATE_TAGS, |s, a| replace_tags_or_labels(s, a, true)),
+        Command::cmd("update-labels", "Replace a worker's labels", &UPDATE_LABELS, |s, a| {
+            replace_tags_or_labels(s, a, false)
+        }),
+        Command::cmd("update-roles", "Give groups a role on a worker", &UPDATE_ROLES, update_roles),
+        Command::cmd("remove-roles", "Take groups off a worker", &REMOVE_ROLES, remove_roles),
+    ],
+    aliases: &[],
+};
+
 pub fn run(s: &mut Session, words: &[String]) -> Res {
-    let Some((cmd, rest)) = WORKERS.sub(words)? else { return Ok(Flow::Continue) };
-    let spec = match cmd {
-        "get" => &GET,
-        "query" => &QUERY,
-        "cancel" => &CANCEL,
-        "cancel-many" => &CANCEL_MANY,
-        "cancel-list" => &CANCEL_LIST,
-        "update-tags" => &UPDATE_TAGS,
-        "update-labels" => &UPDATE_LABELS,
-        "update-roles" => &UPDATE_ROLES,
-        "remove-roles" => &REMOVE_ROLES,
-        other => return Err(WORKERS.unknown(other)),
+    WORKERS.run(s, words)
+}
+
+fn shutdown_op(a: &Args) -> WorkerShutdownOp {
+    if a.has("force") {
+        WorkerShutdownOp::Force
+    } else {
+        WorkerShutdownOp::Graceful
+    }
+}
+
+fn cancel(s: &mut Session, a: &Args) -> Res {
+    let pos = a.exact(&["UUID"])?;
+    let uuid = uuid_arg(a, &pos[0])?;
+    s.http.delete(&format!("/workers/{uuid}?op={}", shutdown_op(a).as_str().to_ascii_lowercase()))?;
+    if !s.json(a) {
+        println!("Worker {uuid} {}", if a.has("force") { "stopped" } else { "asked to stop after its current task" });
+    }
+    Ok(Flow::Continue)
+}
+
+fn cancel_many(s: &mut Session, a: &Args) -> Res {
+    a.exact(&[])?;
+    let req = WorkersShutdownByFilterReq {
+        group_name: Some(group(s, a)),
+        role: roles(a)?,
+        tags: a.opt_list("tags").map(|v| v.into_iter().collect()),
+        labels: a.opt_list("labels").map(|v| v.into_iter().collect()),
+        creator_username: a.value("creator").map(str::to_string),
+        op: shutdown_op(a),
     };
-    let Some(a) = parse(spec, rest)? else { return Ok(Flow::Continue) };
-    let op = if a.has("force") { WorkerShutdownOp::Force } else { WorkerShutdownOp::Graceful };
-    match cmd {
-        "get" => get(s, &a),
-        "query" => query(s, &a),
-        "cancel" => {
-            let pos = a.exact(&["UUID"])?;
-            let uuid = uuid_arg(&a, &pos[0])?;
-            s.http.delete(&format!("/workers/{uuid}?op={}", op.as_str().to_ascii_lowercase()))?;
-            if !s.json(&a) {
-                println!(
-                    "Worker {uuid} {}",
-                    if a.has("force") { "stopped" } else { "asked to stop after its current task" }
-                );
-            }
-            Ok(())
-        }
-        "cancel-many" => {
-            a.exact(&[])?;
-            let req = WorkersShutdownByFilterReq {
-                group_name: Some(group(s, &a)),
-                role: roles(&a)?,
-                tags: a.opt_list("tags").map(|v| v.into_iter().collect()),
-                labels: a.opt_list("labels").map(|v| v.into_iter().collect()),
-                creator_username: a.value("creator").map(str::to_string),
-                op,
-            };
-            let r = s.http.post("/workers/shutdown", &req)?;
-            if s.json(&a) {
-                print_json(&r.json()?);
-            } else {
-                let r: WorkersShutdownByFilterResp = r.parse()?;
-                println!("Shutdown {} workers in group {}", r.shutdown_count, r.group_name);
-            }
-            Ok(())
-        }
-        "cancel-list" => {
-            let uuids = uuid_list(&a)?;
-            let r = s.http.post("/workers/shutdown/list", &WorkersShutdownByUuidsReq { uuids, op })?;
-            if s.json(&a) {
-                print_json(&r.json()?);
-            } else {
-                let r: WorkersShutdownByUuidsResp = r.parse()?;
-                println!("Shutdown {} workers", r.shutdown_count);
-                if !r.failed_uuids.is_empty() {
-                    let v: Vec<String> = r.failed_uuids.iter().map(|u| u.to_string()).collect();
-                    println!("Failed to shut down {} workers: {}", v.len(), v.join(", "));
-                }
-            }
-            Ok(())
-        }
-        "update-tags" | "update-labels" => {
-            let (uuid, items) = uuid_and_items(&a, if cmd == "update-tags" { "TAG" } else { "LABEL" })?;
-            let set: BTreeSet<String> = items.into_iter().collect();
-            if cmd == "update-tags" {
-                s.http.put(&format!("/workers/{uuid}/tags"), &ReplaceWorkerTagsReq { tags: set.clone() })?;
-            } else {
-                s.http.put(&format!("/workers/{uuid}/labels"), &ReplaceWorkerLabelsReq { labels: set.clone() })?;
-            }
-            if !s.json(&a) {
-                let what = if cmd == "update-tags" { "Tags" } else { "Labels" };
-                println!("{what} of worker {uuid} set to {}", list(&set.into_iter().collect::<Vec<_>>()));
-            }
-            Ok(())
-        }
-        "update-roles" => {
-            let (uuid, items) = uuid_and_items(&a, "GROUP:ROLE")?;
-            let mut relations = BTreeMap::new();
-            for item in &items {
-                let (g, r) = item
-                    .split_once(':')
-                    .ok_or_else(|| a.usage(format!("{item:?} is not GROUP:ROLE (e.g. lab:write)")))?;
-                let role = GroupWorkerRole::ALL
-                    .iter()
-                    .copied()
-                    .find(|x| x.as_str().eq_ignore_ascii_case(r))
-                    .ok_or_else(|| a.usage(format!("{r:?} in {item:?} is not a role: read, write or admin")))?;
-                relations.insert(g.to_string(), role);
-            }
-            s.http.put(&format!("/workers/{uuid}/groups"), &UpdateGroupWorkerRoleReq { relations })?;
-            if !s.json(&a) {
-                println!("Updated {} group roles of worker {uuid}", items.len());
-            }
-            Ok(())
-        }
-        _ => {
-            let (uuid, items) = uuid_and_items(&a, "GROUP")?;
-            let query: Vec<String> = items.iter().map(|g| format!("groups={}", super::http::enc(g, false))).collect();
-            s.http.delete(&format!("/workers/{uuid}/groups?{}", query.join("&")))?;
-            if !s.json(&a) {
-                println!("Removed {} groups from worker {uuid}", items.len());
-            }
-            Ok(())
+    let r = s.http.post("/workers/shutdown", &req)?;
+    if s.json(a) {
+        print_json(&r.json()?);
+    } else {
+        let r: WorkersShutdownByFilterResp = r.parse()?;
+        println!("Shutdown {} workers in group {}", r.shutdown_count, r.group_name);
+    }
+    Ok(Flow::Continue)
+}
+
+fn cancel_list(s: &mut Session, a: &Args) -> Res {
+    let uuids = uuid_list(a)?;
+    let r = s.http.post("/workers/shutdown/list", &WorkersShutdownByUuidsReq { uuids, op: shutdown_op(a) })?;
+    if s.json(a) {
+        print_json(&r.json()?);
+    } else {
+        let r: WorkersShutdownByUuidsResp = r.parse()?;
+        println!("Shutdown {} workers", r.shutdown_count);
+        if !r.failed_uuids.is_empty() {
+            let v: Vec<String> = r.failed_uuids.iter().map(|u| u.to_string()).collect();
+            println!("Failed to shut down {} workers: {}", v.len(), v.join(", "));
         }
     }
-    .map(|()| Flow::Continue)
+    Ok(Flow::Continue)
+}
+
+/// `update-tags` (tags true) and `update-labels`: the same replacement on two fields.
+fn replace_tags_or_labels(s: &mut Session, a: &Args, tags: bool) -> Res {
+    let (uuid, items) = uuid_and_items(a, if tags { "TAG" } else { "LABEL" })?;
+    let set: BTreeSet<String> = items.into_iter().collect();
+    if tags {
+        s.http.put(&format!("/workers/{uuid}/tags"), &ReplaceWorkerTagsReq { tags: set.clone() })?;
+    } else {
+        s.http.put(&format!("/workers/{uuid}/labels"), &ReplaceWorkerLabelsReq { labels: set.clone() })?;
+    }
+    if !s.json(a) {
+        let what = if tags { "Tags" } else { "Labels" };
+        println!("{what} of worker {uuid} set to {}", list(&set.into_iter().collect::<Vec<_>>()));
+    }
+    Ok(Flow::Continue)
+}
+
+fn update_roles(s: &mut Session, a: &Args) -> Res {
+    let (uuid, items) = uuid_and_items(a, "GROUP:ROLE")?;
+    let mut relations = BTreeMap::new();
+    for item in &items {
+        let (g, r) =
+            item.split_once(':').ok_or_else(|| a.usage(format!("{item:?} is not GROUP:ROLE (e.g. lab:write)")))?;
+        let role = GroupWorkerRole::ALL
+            .iter()
+            .copied()
+            .find(|x| x.as_str().eq_ignore_ascii_case(r))
+            .ok_or_else(|| a.usage(format!("{r:?} in {item:?} is not a role: read, write or admin")))?;
+        relations.insert(g.to_string(), role);
+    }
+    s.http.put(&format!("/workers/{uuid}/groups"), &UpdateGroupWorkerRoleReq { relations })?;
+    if !s.json(a) {
+        println!("Updated {} group roles of worker {uuid}", items.len());
+    }
+    Ok(Flow::Continue)
+}
+
+fn remove_roles(s: &mut Session, a: &Args) -> Res {
+    let (uuid, items) = uuid_and_items(a, "GROUP")?;
+    let query: Vec<String> = items.iter().map(|g| format!("groups={}", super::http::enc(g, false))).collect();
+    s.http.delete(&format!("/workers/{uuid}/groups?{}", query.join("&")))?;
+    if !s.json(a) {
+        println!("Removed {} groups from worker {uuid}", items.len());
+    }
+    Ok(Flow::Continue)
 }
 
 fn group(s: &Session, a: &Args) -> String {
@@ -217,19 +212,19 @@ fn uuid_and_items(a: &Args, what: &str) -> Result<(uuid::Uuid, Vec<String>), Err
     Ok((uuid, pos[1..].to_vec()))
 }
 
-fn get(s: &mut Session, a: &Args) -> Result<(), Error> {
+fn get(s: &mut Session, a: &Args) -> Res {
     let pos = a.exact(&["UUID"])?;
     let uuid = uuid_arg(a, &pos[0])?;
     let r = s.http.get(&format!("/workers/{uuid}"))?;
     if s.json(a) {
         print_json(&r.json()?);
-        return Ok(());
+        return Ok(Flow::Continue);
     }
     let w: WorkerQueryResp = r.parse()?;
     show(&w.info);
     let groups: Vec<String> = w.groups.iter().map(|(g, r)| format!("{g} ({r})")).collect();
     println!("  Accessible groups: {}", list(&groups));
-    Ok(())
+    Ok(Flow::Continue)
 }
 
 fn show(w: &WorkerQueryInfo) {
@@ -242,7 +237,7 @@ fn show(w: &WorkerQueryInfo) {
     println!("  Assigned task: {}", opt(&w.assigned_task_id));
 }
 
-fn query(s: &mut Session, a: &Args) -> Result<(), Error> {
+fn query(s: &mut Session, a: &Args) -> Res {
     a.exact(&[])?;
     let req = WorkersQueryReq {
         group_name: Some(group(s, a)),
@@ -255,7 +250,7 @@ fn query(s: &mut Session, a: &Args) -> Result<(), Error> {
     let r = s.http.post("/workers/query", &req)?;
     if s.json(a) {
         print_json(&r.json()?);
-        return Ok(());
+        return Ok(Flow::Continue);
     }
     let r: WorkersQueryResp = r.parse()?;
     println!("Found {} workers in group {}", r.count, r.group_name);
@@ -266,5 +261,5 @@ fn query(s: &mut Session, a: &Args) -> Result<(), Error> {
             println!("{}", w.worker_id);
         }
     }
-    Ok(())
+    Ok(Flow::Continue)
 }
