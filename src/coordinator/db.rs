@@ -11,7 +11,6 @@
 //! reconnected on its next checkout, so a database restart costs failed requests (503), not
 //! a coordinator restart.
 
-use super::auth;
 use super::error::ApiError;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use postgres::{Client, NoTls};
@@ -240,9 +239,9 @@ pub fn migrations() -> Vec<(i32, &'static str)> {
 
 /// Applies every pending migration and creates the admin user, in one transaction under an
 /// advisory lock, so coordinators starting together on an empty database all come up.
-pub fn migrate(client: &mut Client, admin_user: &str, admin_password: &str) -> Result<(), String> {
-    let hash = auth::hash_password(&crate::api::md5_password(admin_password))
-        .map_err(|e| format!("cannot hash the admin password: {e:?}"))?;
+/// `admin_hash` is the stored form of the admin's password (the caller hashes it, so that
+/// this module needs nothing from the one that authenticates).
+pub fn migrate(client: &mut Client, admin_user: &str, admin_hash: &str) -> Result<(), String> {
     let run = |client: &mut Client| -> Result<(), postgres::Error> {
         let mut tx = client.transaction()?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
@@ -260,7 +259,7 @@ pub fn migrate(client: &mut Client, admin_user: &str, admin_password: &str) -> R
                 tx.execute("INSERT INTO schema_version (version) VALUES ($1)", &[&n])?;
             }
         }
-        if create_user(&mut tx, admin_user, &hash, true)?.is_some() {
+        if create_user(&mut tx, admin_user, admin_hash, true)?.is_some() {
             log::info!("created admin user {admin_user} and its group");
         }
         tx.commit()

@@ -259,7 +259,9 @@ pub fn run(cfg: CoordinatorConfig) -> Result<(), String> {
         log::info!("stopped by a signal before the database was reachable");
         return Ok(());
     };
-    db::migrate(&mut first, &cfg.admin_user, &cfg.admin_password)?;
+    let admin_hash = auth::hash_password(&crate::api::md5_password(&cfg.admin_password))
+        .map_err(|e| format!("cannot hash the admin password: {e:?}"))?;
+    db::migrate(&mut first, &cfg.admin_user, &admin_hash)?;
     let pool = db::Pool::new(&cfg.db_url, cfg.http_threads);
     pool.seed(first);
     // The dispatcher claims for parked fetches besides the handlers.
