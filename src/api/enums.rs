@@ -90,7 +90,7 @@ wire_enum!(
 );
 
 wire_enum!(
-    /// A task's state (model.md §2.2).
+    /// A task's state, with the codes mitosis 0.6 stores.
     TaskState {
         Pending = 0 => "Pending",
         Ready = 1 => "Ready",

@@ -76,7 +76,7 @@ pub struct Confine {
     pub cgroup: bool,
 }
 
-/// The command line and environment of a task, as documented in the seed.
+/// The command line and environment of a task, as the README documents them.
 pub fn command(spec: &TaskSpec, env: &TaskEnv, confine: &Confine, cgroup: Option<&TaskCgroup>) -> Command {
     let mut cmd = Command::new("/usr/bin/env");
     cmd.args(&spec.args);

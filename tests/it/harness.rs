@@ -240,7 +240,7 @@ impl Drop for TestDb {
     }
 }
 
-/// An Ed25519 key pair made with the seed's openssl commands, shared by the process.
+/// An Ed25519 key pair made with the openssl commands the README shows, shared by the process.
 pub fn keys() -> &'static (PathBuf, PathBuf) {
     static KEYS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     KEYS.get_or_init(|| {
