@@ -179,67 +179,66 @@ fn submit_args(api: &Api, args: &[String], timeout: &str) -> String {
     submit(api, "alice", &args, timeout, false)
 }
 
-#[test]
-fn nothing_of_a_task_survives_its_end() {
+/// A coordinator, user alice and her registered worker, and a task of hers whose two
+/// escapees carry a marker made from `tag`, write their pids to `pids` and then run
+/// `then`. The coordinator is returned so that it lives as long as the test.
+struct Escape {
+    _c: Coordinator,
+    alice: Api,
+    w: Worker,
+    m: String,
+    pids: std::path::PathBuf,
+    uuid: String,
+}
+
+fn escaping_task_running(tag: &str, then: &str, timeout: &str) -> Escape {
     let c = Coordinator::start();
     let alice = c.user("alice");
     let w = Worker::start(&c.url, "alice", "alice-pw", &[]);
     w.id();
-    let m = marker("end");
+    let m = marker(tag);
     let pids = w.home.path().join("pids");
-    let uuid = submit_args(&alice, &escaping_task(&m, &pids, "exit 0"), "30s");
-    let info = wait_committed(&alice, &uuid, Duration::from_secs(30));
+    let uuid = submit_args(&alice, &escaping_task(&m, &pids, then), timeout);
+    Escape { _c: c, alice, w, m, pids, uuid }
+}
+
+#[test]
+fn nothing_of_a_task_survives_its_end() {
+    let e = escaping_task_running("end", "exit 0", "30s");
+    let info = wait_committed(&e.alice, &e.uuid, Duration::from_secs(30));
     assert_eq!(info["result"]["exit_status"], 0, "{info}");
-    assert_eq!(read(&pids).lines().count(), 2, "both escapees started");
-    assert_none_left(&m, "after the task ended");
+    assert_eq!(read(&e.pids).lines().count(), 2, "both escapees started");
+    assert_none_left(&e.m, "after the task ended");
 }
 
 #[test]
 fn nothing_of_a_task_survives_a_cancel() {
-    let c = Coordinator::start();
-    let alice = c.user("alice");
-    let w = Worker::start(&c.url, "alice", "alice-pw", &[]);
-    w.id();
-    let m = marker("cancel");
-    let pids = w.home.path().join("pids");
-    let uuid = submit_args(&alice, &escaping_task(&m, &pids, "sleep 300"), "5m");
-    wait_for(&pids, 2, Duration::from_secs(20));
-    let (s, b) = alice.delete(&format!("/tasks/{uuid}"));
+    let e = escaping_task_running("cancel", "sleep 300", "5m");
+    wait_for(&e.pids, 2, Duration::from_secs(20));
+    let (s, b) = e.alice.delete(&format!("/tasks/{}", e.uuid));
     assert_eq!(s, 200, "{b}");
-    let info = wait_committed(&alice, &uuid, Duration::from_secs(20));
+    let info = wait_committed(&e.alice, &e.uuid, Duration::from_secs(20));
     assert_eq!(info["result"]["msg"], "UserCancellation", "{info}");
-    assert_none_left(&m, "after the cancel");
+    assert_none_left(&e.m, "after the cancel");
 }
 
 #[test]
 fn nothing_of_a_task_survives_its_timeout() {
-    let c = Coordinator::start();
-    let alice = c.user("alice");
-    let w = Worker::start(&c.url, "alice", "alice-pw", &[]);
-    w.id();
-    let m = marker("timeout");
-    let pids = w.home.path().join("pids");
-    let uuid = submit_args(&alice, &escaping_task(&m, &pids, "sleep 300"), "3s");
-    wait_for(&pids, 2, Duration::from_secs(20));
-    let info = wait_committed(&alice, &uuid, Duration::from_secs(30));
+    let e = escaping_task_running("timeout", "sleep 300", "3s");
+    wait_for(&e.pids, 2, Duration::from_secs(20));
+    let info = wait_committed(&e.alice, &e.uuid, Duration::from_secs(30));
     assert_eq!(info["result"]["msg"], "ExecTimeout", "{info}");
-    assert_none_left(&m, "after the timeout");
+    assert_none_left(&e.m, "after the timeout");
 }
 
 #[test]
 fn nothing_of_a_task_survives_a_sigkilled_worker() {
-    let c = Coordinator::start();
-    let alice = c.user("alice");
-    let mut w = Worker::start(&c.url, "alice", "alice-pw", &[]);
-    w.id();
-    let m = marker("kill9");
-    let pids = w.home.path().join("pids");
-    submit_args(&alice, &escaping_task(&m, &pids, "sleep 300"), "5m");
-    wait_for(&pids, 2, Duration::from_secs(20));
-    let main = with_marker(&m);
+    let mut e = escaping_task_running("kill9", "sleep 300", "5m");
+    wait_for(&e.pids, 2, Duration::from_secs(20));
+    let main = with_marker(&e.m);
     assert!(main.len() >= 2, "the escapees run: {main:?}");
-    w.signal(libc::SIGKILL).expect("the worker dies");
-    assert_none_left(&m, "after the worker was killed with SIGKILL");
+    e.w.signal(libc::SIGKILL).expect("the worker dies");
+    assert_none_left(&e.m, "after the worker was killed with SIGKILL");
 }
 
 #[test]
