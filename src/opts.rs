@@ -53,7 +53,7 @@ impl OptSpec {
         metavar: &'static str,
         help: &'static str,
     ) -> Self {
-        OptSpec { long, short, key: Some(key), metavar: Some(metavar), help, list: true }
+        OptSpec { list: true, ..Self::value(long, short, key, metavar, help) }
     }
 
     /// An option with a value and no configuration key: the mode or command reads it itself.
