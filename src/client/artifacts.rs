@@ -175,7 +175,11 @@ fn type_and_uuids(a: &Args) -> Result<(crate::api::ArtifactContentType, Vec<uuid
 
 /// The task filter plus `content_type`, as the artifact batch routes take it.
 fn filter_body(s: &Session, a: &Args, ct: crate::api::ArtifactContentType) -> Result<Value, Error> {
-    let f = task_args::filter(s, a)?;
+    artifact_filter_body(task_args::filter(s, a)?, ct)
+}
+
+/// The body the artifact batch routes take: the filter's fields that are set, and the type.
+fn artifact_filter_body(f: crate::api::TasksQueryReq, ct: crate::api::ArtifactContentType) -> Result<Value, Error> {
     let mut v = serde_json::to_value(&f).map_err(|e| Error::Failed(format!("cannot encode the filter: {e}")))?;
     if let Some(m) = v.as_object_mut() {
         for k in ["limit", "offset", "count"] {
@@ -263,4 +267,36 @@ pub fn read_std_log(url: &str, mut f: impl FnMut(&str, &mut dyn Read) -> std::io
         f(&path, &mut entry).map_err(bad)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ArtifactContentType, TaskState, TasksQueryReq};
+
+    /// The bytes the client sends, captured before the filter became one struct: the
+    /// fields given, sorted by name, nulls left out.
+    #[test]
+    fn artifact_filter_body_is_the_set_fields_and_the_type() {
+        let full = TasksQueryReq {
+            creator_usernames: Some(["bob".to_string()].into()),
+            group_name: Some("g".into()),
+            tags: Some(["t".to_string()].into()),
+            labels: Some(["l".to_string()].into()),
+            states: Some([TaskState::Finished].into()),
+            exit_status: Some("0".into()),
+            priority: Some("<3".into()),
+            reporter_uuid: Some(uuid::Uuid::nil()),
+            limit: Some(1),
+            offset: Some(2),
+            count: true,
+        };
+        let body = |f, ct| serde_json::to_string(&artifact_filter_body(f, ct).unwrap()).unwrap();
+        assert_eq!(
+            body(full, ArtifactContentType::StdLog),
+            r#"{"content_type":"std-log","creator_usernames":["bob"],"exit_status":"0","group_name":"g","labels":["l"],"priority":"<3","reporter_uuid":"00000000-0000-0000-0000-000000000000","states":["Finished"],"tags":["t"]}"#
+        );
+        let only_group = TasksQueryReq { group_name: Some("g".into()), ..Default::default() };
+        assert_eq!(body(only_group, ArtifactContentType::Result), r#"{"content_type":"result","group_name":"g"}"#);
+    }
 }
