@@ -238,8 +238,11 @@ pub struct TaskQueryResp {
     pub artifacts: Vec<ArtifactQueryResp>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct TasksQueryReq {
+/// The task filter the query, cancel and artifact batch bodies share, flattened into
+/// each: its fields come first on the wire, in this order. Every field may be left out or
+/// null (no condition); `group_name` defaults to the caller's own group.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskFilter {
     #[serde(default)]
     pub creator_usernames: Option<BTreeSet<String>>,
     #[serde(default)]
@@ -254,6 +257,12 @@ pub struct TasksQueryReq {
     pub exit_status: Option<String>,
     #[serde(default)]
     pub priority: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TasksQueryReq {
+    #[serde(flatten)]
+    pub filter: TaskFilter,
     #[serde(default)]
     pub reporter_uuid: Option<Uuid>,
     #[serde(default)]
@@ -272,20 +281,8 @@ pub struct TasksQueryResp {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TasksCancelByFilterReq {
-    #[serde(default)]
-    pub creator_usernames: Option<BTreeSet<String>>,
-    #[serde(default)]
-    pub group_name: Option<String>,
-    #[serde(default)]
-    pub tags: Option<BTreeSet<String>>,
-    #[serde(default)]
-    pub labels: Option<BTreeSet<String>>,
-    #[serde(default)]
-    pub states: Option<BTreeSet<TaskState>>,
-    #[serde(default)]
-    pub exit_status: Option<String>,
-    #[serde(default)]
-    pub priority: Option<String>,
+    #[serde(flatten)]
+    pub filter: TaskFilter,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -566,20 +563,8 @@ pub struct UploadArtifactResp {
 /// A task filter plus the artifact type; also ArtifactsDeleteByFilterReq.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ArtifactsDownloadByFilterReq {
-    #[serde(default)]
-    pub creator_usernames: Option<BTreeSet<String>>,
-    #[serde(default)]
-    pub group_name: Option<String>,
-    #[serde(default)]
-    pub tags: Option<BTreeSet<String>>,
-    #[serde(default)]
-    pub labels: Option<BTreeSet<String>>,
-    #[serde(default)]
-    pub states: Option<BTreeSet<TaskState>>,
-    #[serde(default)]
-    pub exit_status: Option<String>,
-    #[serde(default)]
-    pub priority: Option<String>,
+    #[serde(flatten)]
+    pub filter: TaskFilter,
     #[serde(default)]
     pub reporter_uuid: Option<Uuid>,
     pub content_type: ArtifactContentType,
@@ -697,8 +682,8 @@ mod filter_wire_tests {
         json(&serde_json::from_str::<T>(body).unwrap_or_else(|e| panic!("{body}: {e}")))
     }
 
-    fn full_query() -> TasksQueryReq {
-        TasksQueryReq {
+    fn full_filter() -> TaskFilter {
+        TaskFilter {
             creator_usernames: set(&["bob", "alice"]),
             group_name: Some("research-team".into()),
             tags: set(&["gpu", "training"]),
@@ -706,6 +691,12 @@ mod filter_wire_tests {
             states: Some([TaskState::Running, TaskState::Ready].into_iter().collect()),
             exit_status: Some("!=0".into()),
             priority: Some(">5".into()),
+        }
+    }
+
+    fn full_query() -> TasksQueryReq {
+        TasksQueryReq {
+            filter: full_filter(),
             reporter_uuid: Some(REPORTER.parse().unwrap()),
             limit: Some(50),
             offset: Some(10),
@@ -728,42 +719,20 @@ mod filter_wire_tests {
 
     #[test]
     fn cancel_bodies_serialize_as_before() {
-        let q = full_query();
-        let full = TasksCancelByFilterReq {
-            creator_usernames: q.creator_usernames,
-            group_name: q.group_name,
-            tags: q.tags,
-            labels: q.labels,
-            states: q.states,
-            exit_status: q.exit_status,
-            priority: q.priority,
-        };
+        let full = TasksCancelByFilterReq { filter: full_filter() };
         assert_eq!(json(&full), FULL_CANCEL);
         assert_eq!(json(&TasksCancelByFilterReq::default()), EMPTY_CANCEL);
     }
 
     #[test]
     fn artifact_filter_bodies_serialize_as_before() {
-        let q = full_query();
         let full = ArtifactsDownloadByFilterReq {
-            creator_usernames: q.creator_usernames,
-            group_name: q.group_name,
-            tags: q.tags,
-            labels: q.labels,
-            states: q.states,
-            exit_status: q.exit_status,
-            priority: q.priority,
-            reporter_uuid: q.reporter_uuid,
+            filter: full_filter(),
+            reporter_uuid: Some(REPORTER.parse().unwrap()),
             content_type: ArtifactContentType::ExecLog,
         };
         let empty = ArtifactsDeleteByFilterReq {
-            creator_usernames: None,
-            group_name: None,
-            tags: None,
-            labels: None,
-            states: None,
-            exit_status: None,
-            priority: None,
+            filter: TaskFilter::default(),
             reporter_uuid: None,
             content_type: ArtifactContentType::Result,
         };

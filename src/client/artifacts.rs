@@ -10,6 +10,7 @@ use super::task_args::{
 };
 use super::transfer::{self, Job, Progress};
 use super::{Error, Flow, Res, Session};
+use crate::api::{ArtifactContentType, ArtifactsDownloadByFilterReq};
 use crate::opts::OptSpec;
 use serde_json::{json, Value};
 use std::io::Read;
@@ -165,7 +166,7 @@ fn download(s: &mut Session, a: &Args) -> Res {
 }
 
 /// `<CONTENT_TYPE> <UUID>...` for the list forms.
-fn type_and_uuids(a: &Args) -> Result<(crate::api::ArtifactContentType, Vec<uuid::Uuid>), Error> {
+fn type_and_uuids(a: &Args) -> Result<(ArtifactContentType, Vec<uuid::Uuid>), Error> {
     let pos = a.all_pos();
     let Some(first) = pos.first() else { return Err(a.usage("missing <CONTENT_TYPE>".into())) };
     let ct = content_type_arg(a, first)?;
@@ -174,19 +175,21 @@ fn type_and_uuids(a: &Args) -> Result<(crate::api::ArtifactContentType, Vec<uuid
 }
 
 /// The task filter plus `content_type`, as the artifact batch routes take it.
-fn filter_body(s: &Session, a: &Args, ct: crate::api::ArtifactContentType) -> Result<Value, Error> {
-    artifact_filter_body(task_args::filter(s, a)?, ct)
+fn filter_body(s: &Session, a: &Args, content_type: ArtifactContentType) -> Result<Value, Error> {
+    let req = ArtifactsDownloadByFilterReq {
+        filter: task_args::filter(s, a)?,
+        reporter_uuid: task_args::reporter(a)?,
+        content_type,
+    };
+    artifact_filter_body(&req)
 }
 
-/// The body the artifact batch routes take: the filter's fields that are set, and the type.
-fn artifact_filter_body(f: crate::api::TasksQueryReq, ct: crate::api::ArtifactContentType) -> Result<Value, Error> {
-    let mut v = serde_json::to_value(&f).map_err(|e| Error::Failed(format!("cannot encode the filter: {e}")))?;
+/// The body the artifact batch routes take, as this client has always sent it: only the
+/// fields that are set (sorted by name, as a JSON value's keys are).
+fn artifact_filter_body(req: &ArtifactsDownloadByFilterReq) -> Result<Value, Error> {
+    let mut v = serde_json::to_value(req).map_err(|e| Error::Failed(format!("cannot encode the filter: {e}")))?;
     if let Some(m) = v.as_object_mut() {
-        for k in ["limit", "offset", "count"] {
-            m.remove(k);
-        }
         m.retain(|_, x| !x.is_null());
-        m.insert("content_type".into(), json!(ct));
     }
     Ok(v)
 }
@@ -272,31 +275,35 @@ pub fn read_std_log(url: &str, mut f: impl FnMut(&str, &mut dyn Read) -> std::io
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{ArtifactContentType, TaskState, TasksQueryReq};
+    use crate::api::{TaskFilter, TaskState};
 
     /// The bytes the client sends, captured before the filter became one struct: the
     /// fields given, sorted by name, nulls left out.
     #[test]
     fn artifact_filter_body_is_the_set_fields_and_the_type() {
-        let full = TasksQueryReq {
-            creator_usernames: Some(["bob".to_string()].into()),
-            group_name: Some("g".into()),
-            tags: Some(["t".to_string()].into()),
-            labels: Some(["l".to_string()].into()),
-            states: Some([TaskState::Finished].into()),
-            exit_status: Some("0".into()),
-            priority: Some("<3".into()),
+        let full = ArtifactsDownloadByFilterReq {
+            filter: TaskFilter {
+                creator_usernames: Some(["bob".to_string()].into()),
+                group_name: Some("g".into()),
+                tags: Some(["t".to_string()].into()),
+                labels: Some(["l".to_string()].into()),
+                states: Some([TaskState::Finished].into()),
+                exit_status: Some("0".into()),
+                priority: Some("<3".into()),
+            },
             reporter_uuid: Some(uuid::Uuid::nil()),
-            limit: Some(1),
-            offset: Some(2),
-            count: true,
+            content_type: ArtifactContentType::StdLog,
         };
-        let body = |f, ct| serde_json::to_string(&artifact_filter_body(f, ct).unwrap()).unwrap();
+        let body = |req| serde_json::to_string(&artifact_filter_body(&req).unwrap()).unwrap();
         assert_eq!(
-            body(full, ArtifactContentType::StdLog),
+            body(full),
             r#"{"content_type":"std-log","creator_usernames":["bob"],"exit_status":"0","group_name":"g","labels":["l"],"priority":"<3","reporter_uuid":"00000000-0000-0000-0000-000000000000","states":["Finished"],"tags":["t"]}"#
         );
-        let only_group = TasksQueryReq { group_name: Some("g".into()), ..Default::default() };
-        assert_eq!(body(only_group, ArtifactContentType::Result), r#"{"content_type":"result","group_name":"g"}"#);
+        let only_group = ArtifactsDownloadByFilterReq {
+            filter: TaskFilter { group_name: Some("g".into()), ..Default::default() },
+            reporter_uuid: None,
+            content_type: ArtifactContentType::Result,
+        };
+        assert_eq!(body(only_group), r#"{"content_type":"result","group_name":"g"}"#);
     }
 }

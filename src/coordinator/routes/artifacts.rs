@@ -14,7 +14,6 @@
 use super::objects::{
     authorize_task, lock_group_for_upload, origin, parse_content_type, parse_uuid, release, task_group,
 };
-use super::tasks::build_filter;
 use crate::api::{
     ArtifactContentType, ArtifactDownloadItem, ArtifactsDeleteByFilterReq, ArtifactsDeleteByFilterResp,
     ArtifactsDeleteByUuidsReq, ArtifactsDeleteByUuidsResp, ArtifactsDownloadByFilterReq, ArtifactsDownloadByUuidsReq,
@@ -26,7 +25,7 @@ use crate::coordinator::error::ApiError;
 use crate::coordinator::http::{Call, Reply};
 use crate::coordinator::limits::{check_list, MAX_OBJECT_LIST, MAX_QUERY_LIMIT};
 use crate::coordinator::storage::{download_ttl, Bucket, UPLOAD_TTL};
-use crate::coordinator::tasks::matching::union_sql;
+use crate::coordinator::tasks::matching::{authorized, union_sql};
 use crate::coordinator::Ctx;
 use std::time::Duration;
 use uuid::Uuid;
@@ -218,8 +217,7 @@ fn filtered(
     min: UserGroupRole,
     max: usize,
 ) -> Result<Vec<postgres::Row>, ApiError> {
-    let f = crate::task_filter!(req);
-    let (_, mut q) = build_filter(db, user, &f, min)?;
+    let (_, mut q) = authorized(db, user, &req.filter, min)?;
     let union = union_sql(&mut q, req.reporter_uuid);
     let ct = q.bind(req.content_type.code());
     let sql = format!(

@@ -8,10 +8,9 @@ use crate::api::{
 use crate::coordinator::auth::{authenticate_user, AuthUser, Claims};
 use crate::coordinator::authz::{authorize_group, authorize_task};
 use crate::coordinator::error::ApiError;
-use crate::coordinator::filter::{comparison, not_empty, Sql};
 use crate::coordinator::http::{Call, Reply};
 use crate::coordinator::limits;
-use crate::coordinator::tasks::matching::{self, TaskFilter};
+use crate::coordinator::tasks::matching;
 use crate::coordinator::tasks::{self, Found};
 use crate::coordinator::Ctx;
 use std::collections::{BTreeMap, BTreeSet};
@@ -224,32 +223,12 @@ pub fn labels(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Result<Rep
     Ok(Reply::ok())
 }
 
-/// Checks the caller's role in the filter's group (default: their own) and builds the
-/// conditions every part of the query shares. Returns (group name, conditions).
-pub fn build_filter(
-    db: &mut impl postgres::GenericClient,
-    user: &AuthUser,
-    f: &TaskFilter,
-    min: UserGroupRole,
-) -> Result<(String, Sql), ApiError> {
-    not_empty("creator_usernames", f.creator_usernames)?;
-    not_empty("tags", f.tags)?;
-    not_empty("labels", f.labels)?;
-    not_empty("states", f.states)?;
-    let exit = comparison("exit_status", f.exit_status)?;
-    let prio = comparison("priority", f.priority)?;
-    let group = f.group_name.unwrap_or(&user.username).to_string();
-    let (group_id, _) = authorize_group(db, user, &group, min)?;
-    Ok((group, matching::conditions(group_id, f, exit, prio)))
-}
-
 /// `POST /tasks/query`: needs Read; limit and offset apply to the combined result, and
 /// both the page and the answer's size are bounded (see [`limits`]).
 pub fn query(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
     let req: TasksQueryReq = call.json()?;
     let mut db = ctx.pool.get()?;
-    let f = crate::task_filter!(req);
-    let (group_name, mut q) = build_filter(&mut *db, user, &f, UserGroupRole::Read)?;
+    let (group_name, mut q) = matching::authorized(&mut *db, user, &req.filter, UserGroupRole::Read)?;
     if req.count {
         let count = matching::count(&mut *db, &mut q, req.reporter_uuid)?;
         return Ok(Reply::json(&TasksQueryResp { count, tasks: Vec::new(), group_name }));
@@ -261,9 +240,9 @@ pub fn query(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError>
 
 /// `POST /tasks/cancel`: cancels matching Ready and Pending tasks (Write).
 pub fn cancel_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
-    let req: TasksCancelByFilterReq = call.json()?;
+    let mut filter = call.json::<TasksCancelByFilterReq>()?.filter;
     let cancellable = [TaskState::Ready, TaskState::Pending];
-    let states: BTreeSet<TaskState> = match &req.states {
+    let states: BTreeSet<TaskState> = match &filter.states {
         Some(s) => {
             let both: BTreeSet<TaskState> = s.iter().copied().filter(|s| cancellable.contains(s)).collect();
             if both.is_empty() {
@@ -274,11 +253,10 @@ pub fn cancel_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply
         }
         None => cancellable.into_iter().collect(),
     };
-    let states = Some(states);
+    filter.states = Some(states);
     let mut db = ctx.pool.get()?;
     let mut tx = db.transaction()?;
-    let f = crate::task_filter!(req, &states);
-    let (group_name, q) = build_filter(&mut tx, user, &f, UserGroupRole::Write)?;
+    let (group_name, q) = matching::authorized(&mut tx, user, &filter, UserGroupRole::Write)?;
     let ids = matching::lock_active(&mut tx, &q)?;
     let codes: Vec<i32> = cancellable.iter().map(|s| s.code()).collect();
     let mut n = 0u64;
