@@ -304,17 +304,17 @@ pub fn authenticate_user(db: &mut super::db::Conn, claims: &Claims, need_admin: 
     let st = db.prepared("SELECT id, admin, state, auth_signature FROM users WHERE username = $1")?;
     let row = db.query_opt(&st, &[&claims.sub])?;
     let row = row.ok_or(ApiError::WrongCredentials)?;
-    let admin: bool = row.get(1);
+    let admin: bool = row.get("admin");
     if need_admin && !admin {
         return Err(ApiError::PermissionDenied);
     }
-    if UserState::from_code(row.get(2)) != Some(UserState::Active) {
+    if UserState::from_code(row.get("state")) != Some(UserState::Active) {
         return Err(ApiError::PermissionDenied);
     }
-    if row.get::<_, Option<i64>>(3) != Some(claims.sign) {
+    if row.get::<_, Option<i64>>("auth_signature") != Some(claims.sign) {
         return Err(ApiError::WrongCredentials);
     }
-    Ok(AuthUser { id: row.get(0), username: claims.sub.clone(), admin })
+    Ok(AuthUser { id: row.get("id"), username: claims.sub.clone(), admin })
 }
 
 #[cfg(test)]
@@ -447,8 +447,8 @@ pub fn authenticate_worker(db: &mut super::db::Conn, token: WorkerToken) -> Resu
     let st = db.prepared("SELECT id, state FROM workers WHERE worker_id = $1")?;
     let row = db.query_opt(&st, &[&token.uuid])?.ok_or(ApiError::WrongCredentials)?;
     Ok(AuthWorker {
-        id: row.get(0),
+        id: row.get("id"),
         uuid: token.uuid,
-        state: crate::api::WorkerState::from_code(row.get(1)).unwrap_or(crate::api::WorkerState::Normal),
+        state: crate::api::WorkerState::from_code(row.get("state")).unwrap_or(crate::api::WorkerState::Normal),
     })
 }

@@ -251,7 +251,8 @@ pub fn migrate(client: &mut Client, admin_user: &str, admin_hash: &str) -> Resul
                 applied_at timestamptz NOT NULL DEFAULT now()
             )",
         )?;
-        let done: Vec<i32> = tx.query("SELECT version FROM schema_version", &[])?.iter().map(|r| r.get(0)).collect();
+        let done: Vec<i32> =
+            tx.query("SELECT version FROM schema_version", &[])?.iter().map(|r| r.get("version")).collect();
         for (n, sql) in migrations() {
             if !done.contains(&n) {
                 log::info!("applying schema migration {n}");
@@ -285,11 +286,11 @@ pub fn create_user(
         ), g AS (
             INSERT INTO groups (group_name, creator_id) SELECT $1, id FROM u RETURNING id, creator_id
         )
-        INSERT INTO user_group (user_id, group_id, role) SELECT creator_id, id, 2 FROM g
+        INSERT INTO user_group (user_id, group_id, role) SELECT creator_id, id, $4::int FROM g
         RETURNING user_id",
-        &[&username, &password_hash, &admin],
+        &[&username, &password_hash, &admin, &crate::api::UserGroupRole::Admin.code()],
     )?;
-    Ok(row.map(|r| r.get(0)))
+    Ok(row.map(|r| r.get("user_id")))
 }
 
 #[cfg(test)]

@@ -89,7 +89,7 @@ pub fn union_sql(q: &mut Sql, reporter: Option<Uuid>) -> String {
 /// How many tasks, active and archived, match `q`.
 pub fn count(db: &mut impl GenericClient, q: &mut Sql, reporter: Option<Uuid>) -> Result<u64, ApiError> {
     let union = union_sql(q, reporter);
-    let n: i64 = db.query_one(&format!("SELECT count(*) FROM ({union}) x"), &q.params())?.get(0);
+    let n: i64 = db.query_one(&format!("SELECT count(*) FROM ({union}) x"), &q.params())?.get("count");
     Ok(n as u64)
 }
 
@@ -124,5 +124,5 @@ pub fn lock_active(tx: &mut impl GenericClient, q: &Sql) -> Result<Vec<i64>, Api
         "SELECT t.id FROM active_tasks t JOIN users u ON u.id = t.creator_id WHERE {} FOR UPDATE OF t",
         q.conditions()
     );
-    Ok(tx.query(&sql, &q.params())?.iter().map(|r| r.get(0)).collect())
+    Ok(tx.query(&sql, &q.params())?.iter().map(|r| r.get("id")).collect())
 }
