@@ -269,9 +269,10 @@ impl Scheduler {
 /// cost, so everything a successful claim does not need is left to [`WORKER`].
 ///
 /// The enum codes are written into the text (from [`crate::api`]'s one list of codes)
-/// rather than bound: the statement is prepared once per connection and PostgreSQL soon
-/// switches to a generic plan, which with `state = $n` could no longer match a partial
-/// index on a literal state or use that state's row estimate. The text is built once.
+/// rather than bound, so the statement PostgreSQL plans is the one tuned with EXPLAIN: it
+/// is prepared once per connection and soon runs on a generic plan, where `state = $n`
+/// would lose the row estimate of that one state and could not match a partial index
+/// whose predicate names it. The text is built once.
 pub static CLAIM: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH w AS (SELECT id, tags, assigned_task_id, confirms_claims FROM workers WHERE worker_id = $1 AND state = {normal}),
