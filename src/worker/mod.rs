@@ -31,6 +31,7 @@ mod shutdown;
 mod state;
 mod task;
 
+pub use isolate::{read_password_stdin, scrub_password_copies};
 pub use serve::Ctx;
 
 /// The exit status of a worker the coordinator answered 401: it was removed, or its
@@ -51,7 +52,8 @@ use uuid::Uuid;
 
 const ABOUT: &str = "Run a mitosis worker";
 
-const SPECS: &[OptSpec] = &[
+/// The worker's options; `mito manager` takes them too and passes them on.
+pub const SPECS: &[OptSpec] = &[
     OptSpec::value("coordinator", Some('c'), "coordinator_addr", "COORDINATOR_ADDR", concat_str!("The address of the coordinator (default ", DEFAULT_COORDINATOR_ADDR, ")")),
     OptSpec::value("polling-interval", None, "polling_interval", "POLLING_INTERVAL", concat_str!("The interval to poll tasks when the coordinator has no long-poll, and the longest pause between retries (default ", DEFAULT_POLLING_INTERVAL, ")")),
     OptSpec::value("heartbeat-interval", None, "heartbeat_interval", "HEARTBEAT_INTERVAL", concat_str!("The interval to send heartbeat while idle (default ", DEFAULT_HEARTBEAT_INTERVAL, "; every 2s while a task runs)")),
