@@ -30,11 +30,7 @@ pub fn kill(state: &Path, ids: &[String], timeout: Duration, force: bool) -> Res
     }
     if chosen.is_empty() {
         println!("No mito workers found to kill");
-        return if unknown.is_empty() {
-            Ok(())
-        } else {
-            Err(ManagerError::NotFound("nothing was stopped".into()))
-        };
+        return if unknown.is_empty() { Ok(()) } else { Err(ManagerError::NotFound("nothing was stopped".into())) };
     }
     for e in &chosen {
         record::signal_verified(e.record.pid, e.record.start_time, libc::SIGTERM);

@@ -175,7 +175,9 @@ fn parse(parser: &mut lexopt::Parser, cmd: &str, own: &[OptSpec], worker_flags: 
                 let value = match spec.metavar {
                     None => None,
                     Some(m) => match parser.value() {
-                        Ok(v) => Some(v.into_string().map_err(|v| fail(format!("{name}: {shown} {v:?} is not UTF-8")))?),
+                        Ok(v) => {
+                            Some(v.into_string().map_err(|v| fail(format!("{name}: {shown} {v:?} is not UTF-8")))?)
+                        }
                         Err(_) => return Err(fail(usage_message(&name, &format!("{shown} needs a value <{m}>")))),
                     },
                 };
@@ -257,7 +259,13 @@ pub fn main(parser: &mut lexopt::Parser) -> i32 {
             run_status(args)
         }
         "kill" => {
-            let h = help("kill", "[OPTIONS] [PID|WORKER_ID]...", "Stop the recorded workers (all, or those named): SIGTERM, then wait for each to unregister and exit", KILL_SPECS, false);
+            let h = help(
+                "kill",
+                "[OPTIONS] [PID|WORKER_ID]...",
+                "Stop the recorded workers (all, or those named): SIGTERM, then wait for each to unregister and exit",
+                KILL_SPECS,
+                false,
+            );
             let args = match parse(parser, "kill", KILL_SPECS, false, &h) {
                 Ok(a) => a,
                 Err(code) => return code,
@@ -283,9 +291,10 @@ pub fn main(parser: &mut lexopt::Parser) -> i32 {
 
 fn no_positionals(cmd: &str, args: &Args) -> Result<(), ManagerError> {
     match args.positionals.first() {
-        Some(p) => {
-            Err(ManagerError::Usage(usage_message(&format!("mito manager {cmd}"), &format!("unexpected argument {p:?}"))))
-        }
+        Some(p) => Err(ManagerError::Usage(usage_message(
+            &format!("mito manager {cmd}"),
+            &format!("unexpected argument {p:?}"),
+        ))),
         None => Ok(()),
     }
 }

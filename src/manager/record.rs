@@ -62,7 +62,8 @@ impl Entry {
             f.sync_all()?;
             std::fs::rename(&tmp, self.dir.join("record.json"))
         };
-        write().map_err(|e| ManagerError::State(format!("cannot write {}: {e}", self.dir.join("record.json").display())))
+        write()
+            .map_err(|e| ManagerError::State(format!("cannot write {}: {e}", self.dir.join("record.json").display())))
     }
 
     /// Learns the worker id from the log, once the worker has registered; saves it.

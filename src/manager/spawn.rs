@@ -66,7 +66,10 @@ pub fn spawn(state: &Path, count: usize, launch: &Launch) -> Result<(), ManagerE
     }
     println!("Spawned {alive} workers in total");
     if alive < count {
-        return Err(ManagerError::Start(format!("{} of {count} workers did not start; see their logs above", count - alive)));
+        return Err(ManagerError::Start(format!(
+            "{} of {count} workers did not start; see their logs above",
+            count - alive
+        )));
     }
     Ok(())
 }
@@ -83,7 +86,8 @@ fn start_one(workers_dir: &Path, index: usize, launch: &Launch) -> Result<(Entry
     let dir = workers_dir.join(name);
     let cache = dir.join("cache");
     let log = dir.join("worker.log");
-    let state_err = |what: &Path, e: std::io::Error| ManagerError::State(format!("cannot create {}: {e}", what.display()));
+    let state_err =
+        |what: &Path, e: std::io::Error| ManagerError::State(format!("cannot create {}: {e}", what.display()));
     private_files::create_dir_all(&cache).map_err(|e| state_err(&cache, e))?;
     let out = private_files::append(&log).map_err(|e| state_err(&log, e))?;
     let err = out.try_clone().map_err(|e| state_err(&log, e))?;
@@ -116,9 +120,7 @@ fn start_one(workers_dir: &Path, index: usize, launch: &Launch) -> Result<(Entry
 /// The start time of a child not yet reaped, zombie or not.
 fn proc_start_of_child(pid: i32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.rfind(')')
-        .and_then(|at| stat[at + 1..].split_whitespace().nth(19).and_then(|s| s.parse().ok()))
-        .unwrap_or(0)
+    stat.rfind(')').and_then(|at| stat[at + 1..].split_whitespace().nth(19).and_then(|s| s.parse().ok())).unwrap_or(0)
 }
 
 /// The last lines of a log, for a worker that died at once.

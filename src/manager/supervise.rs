@@ -45,13 +45,22 @@ pub fn run(state: &Path, count: usize, launch: &Launch) -> Result<(), ManagerErr
     }
     let signals = crate::signal::listen();
     let mut slots: Vec<Slot> = (0..count)
-        .map(|index| Slot { index, child: None, started: Instant::now(), restart_at: Some(Instant::now()), backoff: FIRST_BACKOFF })
+        .map(|index| Slot {
+            index,
+            child: None,
+            started: Instant::now(),
+            restart_at: Some(Instant::now()),
+            backoff: FIRST_BACKOFF,
+        })
         .collect();
     log::info!("supervising {count} workers (SIGTERM or SIGINT stops them all)");
     let mut stopping: Option<Instant> = None;
     loop {
         if let Ok(sig) = signals.recv_timeout(Duration::from_millis(100)) {
-            log::info!("received {}; passing it on to every worker and waiting for them to stop", crate::signal::name(sig));
+            log::info!(
+                "received {}; passing it on to every worker and waiting for them to stop",
+                crate::signal::name(sig)
+            );
             stopping.get_or_insert_with(Instant::now);
             for slot in &mut slots {
                 slot.restart_at = None;
