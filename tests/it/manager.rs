@@ -19,6 +19,16 @@ fn worker_flags(url: &str) -> Vec<String> {
         .collect()
 }
 
+/// Stops every worker recorded in a state directory when a test ends, passed or not:
+/// spawned workers are detached and would otherwise outlive the test process.
+struct KillOnDrop(PathBuf, PathBuf);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = manager(&self.0, &self.1, &["kill", "--force", "--timeout", "5s"]);
+    }
+}
+
 fn manager(home: &Path, state: &Path, args: &[&str]) -> Output {
     let mut cmd = mito(home);
     cmd.arg("manager").args(&args[..1]).arg("--state-dir").arg(state).args(&args[1..]);
@@ -91,6 +101,7 @@ fn spawned_workers_are_listed_run_tasks_and_are_killed_by_record_not_by_name() {
     let alice = c.user("alice");
     let home = TempDir::new("manager");
     let state = home.path().join("state");
+    let _cleanup = KillOnDrop(home.path().to_path_buf(), state.clone());
     let mut args = vec!["spawn", "3"];
     let flags = worker_flags(&c.url);
     args.extend(flags.iter().map(String::as_str));
@@ -166,6 +177,7 @@ fn a_recorded_pid_now_held_by_another_process_is_not_signalled() {
     let _alice = c.user("alice");
     let home = TempDir::new("manager");
     let state = home.path().join("state");
+    let _cleanup = KillOnDrop(home.path().to_path_buf(), state.clone());
     let mut args = vec!["spawn", "1"];
     let flags = worker_flags(&c.url);
     args.extend(flags.iter().map(String::as_str));
@@ -200,6 +212,7 @@ fn index_placeholders_reach_each_workers_tasks() {
     let alice = c.user("alice");
     let home = TempDir::new("manager");
     let state = home.path().join("state");
+    let _cleanup = KillOnDrop(home.path().to_path_buf(), state.clone());
     let mut args = vec!["spawn", "2", "--tags", "dev{i}", "--env", "DEVICE=gpu{i},x"];
     let flags = worker_flags(&c.url);
     args.extend(flags.iter().map(String::as_str));
