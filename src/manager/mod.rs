@@ -105,10 +105,11 @@ Commands:
     )
 }
 
-fn help(cmd: &str, usage: &str, what: &str, specs: &[OptSpec], worker_flags: bool) -> String {
-    let mut s = format!("{what}\n\nUsage: mito manager {cmd} {usage}\n\nOptions:\n{}", option_lines(specs));
+fn help(c: &Command) -> String {
+    let mut s =
+        format!("{}\n\nUsage: mito manager {} {}\n\nOptions:\n{}", c.about, c.name, c.usage, option_lines(c.specs));
     s.push_str("  -h, --help\n          Print help\n");
-    if worker_flags {
+    if c.worker_flags {
         s.push_str(
             "\nEvery `mito worker` option is taken too (see `mito worker --help`), with `{i}` in a\n\
              value replaced by the worker's index. The password never reaches a worker's command\n\
@@ -233,54 +234,22 @@ pub fn main(parser: &mut lexopt::Parser) -> i32 {
             return 2;
         }
     };
-    let result = match cmd.as_str() {
-        "spawn" => {
-            let h = help("spawn", "<COUNT> [OPTIONS]", "Start COUNT workers in the background, each in a session of its own with its own log file and cache directory, and record them", SPAWN_SPECS, true);
-            let args = match parse(parser, "spawn", SPAWN_SPECS, true, &h) {
-                Ok(a) => a,
-                Err(code) => return code,
-            };
-            run_spawn(args)
-        }
-        "run" => {
-            let h = help("run", "<COUNT> [OPTIONS]", "Keep COUNT workers running in the foreground: restart one that fails or dies (with backoff), not one that was removed or whose lifetime ended; SIGTERM or SIGINT stops them all", RUN_SPECS, true);
-            let args = match parse(parser, "run", RUN_SPECS, true, &h) {
-                Ok(a) => a,
-                Err(code) => return code,
-            };
-            run_supervise(args)
-        }
-        "status" => {
-            let h = help("status", "[OPTIONS]", "List the workers this manager started: index, pid, alive or dead, worker id, current task, uptime, log file; then `Total: N` (the alive ones)", STATUS_SPECS, false);
-            let args = match parse(parser, "status", STATUS_SPECS, false, &h) {
-                Ok(a) => a,
-                Err(code) => return code,
-            };
-            run_status(args)
-        }
-        "kill" => {
-            let h = help(
-                "kill",
-                "[OPTIONS] [PID|WORKER_ID]...",
-                "Stop the recorded workers (all, or those named): SIGTERM, then wait for each to unregister and exit",
-                KILL_SPECS,
-                false,
-            );
-            let args = match parse(parser, "kill", KILL_SPECS, false, &h) {
-                Ok(a) => a,
-                Err(code) => return code,
-            };
-            run_kill(args)
-        }
-        "help" => {
-            print!("{}", top_help());
-            Ok(())
-        }
-        other => Err(ManagerError::Usage(format!(
-            "mito manager: unknown command {other:?}: expected spawn, status, kill or run (see `mito manager --help`)"
-        ))),
+    if cmd == "help" {
+        print!("{}", top_help());
+        return 0;
+    }
+    let Some(command) = COMMANDS.iter().find(|c| c.name == cmd) else {
+        eprintln!(
+            "mito manager: unknown command {cmd:?}: expected spawn, status, kill or run (see `mito manager --help`)"
+        );
+        return 2;
     };
-    match result {
+    let help = help(command);
+    let args = match parse(parser, command.name, command.specs, command.worker_flags, &help) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    match (command.run)(args) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("mito manager {cmd}: {e}");
@@ -288,6 +257,55 @@ pub fn main(parser: &mut lexopt::Parser) -> i32 {
         }
     }
 }
+
+/// One manager command: its help, options and handler, from one table.
+struct Command {
+    name: &'static str,
+    usage: &'static str,
+    about: &'static str,
+    specs: &'static [OptSpec],
+    /// Takes every `mito worker` option too.
+    worker_flags: bool,
+    run: fn(Args) -> Result<(), ManagerError>,
+}
+
+const COMMANDS: &[Command] = &[
+    Command {
+        name: "spawn",
+        usage: "<COUNT> [OPTIONS]",
+        about: "Start COUNT workers in the background, each in a session of its own with its own log file \
+                and cache directory, and record them",
+        specs: SPAWN_SPECS,
+        worker_flags: true,
+        run: run_spawn,
+    },
+    Command {
+        name: "status",
+        usage: "[OPTIONS]",
+        about: "List the workers this manager started: index, pid, alive or dead, worker id, current task, \
+                uptime, log file; then `Total: N` (the alive ones)",
+        specs: STATUS_SPECS,
+        worker_flags: false,
+        run: run_status,
+    },
+    Command {
+        name: "kill",
+        usage: "[OPTIONS] [PID|WORKER_ID]...",
+        about: "Stop the recorded workers (all, or those named): SIGTERM, then wait for each to unregister and exit",
+        specs: KILL_SPECS,
+        worker_flags: false,
+        run: run_kill,
+    },
+    Command {
+        name: "run",
+        usage: "<COUNT> [OPTIONS]",
+        about: "Keep COUNT workers running in the foreground: restart one that fails or dies (with backoff), \
+                not one that was removed or whose lifetime ended; SIGTERM or SIGINT stops them all",
+        specs: RUN_SPECS,
+        worker_flags: true,
+        run: run_supervise,
+    },
+];
 
 fn no_positionals(cmd: &str, args: &Args) -> Result<(), ManagerError> {
     match args.positionals.first() {
