@@ -129,3 +129,35 @@ fn log_tail(log: &Path) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(10)..].join("\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: usize, alive: bool) -> Entry {
+        let me = std::process::id() as i32;
+        let start = record::proc_start(me).unwrap();
+        Entry {
+            dir: "/nonexistent".into(),
+            record: Record {
+                index,
+                pid: me,
+                start_time: if alive { start } else { start + 1 },
+                started_at: 0,
+                worker_id: None,
+                log: "/nonexistent/log".into(),
+                cache: "/nonexistent/cache".into(),
+                coordinator: "http://127.0.0.1:5000".into(),
+                user: None,
+                credential_path: None,
+            },
+        }
+    }
+
+    #[test]
+    fn new_workers_take_the_lowest_indices_no_live_worker_holds() {
+        let entries = [entry(0, true), entry(1, false), entry(2, true)];
+        assert_eq!(free_indices(&entries, 3), vec![1, 3, 4]);
+        assert_eq!(free_indices(&[], 2), vec![0, 1]);
+    }
+}
