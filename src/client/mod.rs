@@ -33,12 +33,22 @@ use crate::opts::{help_text, parse_mode, OptSpec};
 use args::{Args, Command, Group, Spec};
 use http::Http;
 
-/// Why a command did not succeed.
+/// Why a command did not succeed. The `Display` text is the message shown after `error: `.
 #[derive(Debug)]
 pub enum Error {
     /// A mistake in the command line (exit 2).
     Usage(String),
-    /// The command failed (exit 1).
+    /// The coordinator answered `call` (e.g. `GET /tasks/...`, without the query) with a
+    /// status other than 2xx; `message` is the server's own message.
+    Http { call: String, status: u16, reason: String, message: String },
+    /// The object store refused a transfer: `what` was being done, `message` is its reason.
+    Storage { what: String, status: u16, message: String },
+    /// The coordinator or the object store could not be reached; the text says where and
+    /// the likely fix, and never holds a signed URL.
+    Transport(String),
+    /// A local file could not be read or written: `action` is what was tried ("cannot read").
+    File { action: &'static str, path: std::path::PathBuf, source: std::io::Error },
+    /// The command failed for another reason (exit 1).
     Failed(String),
     /// Stop with this status; the message (if any) was already printed.
     Exit(i32),
@@ -48,15 +58,48 @@ impl Error {
     pub fn code(&self) -> i32 {
         match self {
             Error::Usage(_) => 2,
-            Error::Failed(_) => 1,
             Error::Exit(c) => *c,
+            _ => 1,
         }
     }
 
+    /// Whether the coordinator answered 404 Not Found.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Http { status: 404, .. })
+    }
+
+    /// An I/O failure on a local file.
+    pub fn file(action: &'static str, path: impl Into<std::path::PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::File { action, path, source }
+    }
+
     fn report(&self) {
+        if !matches!(self, Error::Exit(_)) {
+            eprintln!("error: {self}");
+        }
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Error::Usage(m) | Error::Failed(m) => eprintln!("error: {m}"),
-            Error::Exit(_) => {}
+            Error::Usage(m) | Error::Transport(m) | Error::Failed(m) => f.write_str(m),
+            Error::Http { call, status, reason, message } => write!(f, "{call}: {status} {reason}: {message}"),
+            Error::Storage { what, status, message } => {
+                write!(f, "{what}: the object store answered {status}: {message}")
+            }
+            Error::File { action, path, source } => write!(f, "{action} {}: {source}", path.display()),
+            Error::Exit(c) => write!(f, "exit {c}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::File { source, .. } => Some(source),
+            _ => None,
         }
     }
 }

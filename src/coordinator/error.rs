@@ -46,8 +46,8 @@ pub enum ApiError {
 
 impl ApiError {
     /// Shorthand for `InvalidRequest`.
-    pub fn bad(msg: impl Into<String>) -> Self {
-        ApiError::InvalidRequest(msg.into())
+    pub fn bad(msg: impl std::fmt::Display) -> Self {
+        ApiError::InvalidRequest(msg.to_string())
     }
 }
 
