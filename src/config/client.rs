@@ -25,17 +25,17 @@ impl ClientConfig {
         let addr = l.string("coordinator_addr")?.unwrap_or_else(|| DEFAULT_COORDINATOR_ADDR.into());
         let addr = addr.trim().trim_end_matches('/').to_string();
         if !(addr.starts_with("http://") || addr.starts_with("https://")) || addr.len() <= "https://".len() {
-            let from = l.source("coordinator_addr").map(|s| format!(" from {s}")).unwrap_or_default();
-            return Err(ConfigError(format!(
-                "invalid value for `coordinator_addr`{from}: {addr:?} is not a URL; write it with the scheme, e.g. http://127.0.0.1:5000"
-            )));
+            return Err(ConfigError::Invalid {
+                key: "coordinator_addr".into(),
+                from: l.source("coordinator_addr").cloned(),
+                reason: format!("{addr:?} is not a URL; write it with the scheme, e.g. http://127.0.0.1:5000"),
+            });
         }
         let credential_path = match l.path("credential_path")? {
             Some(p) => p,
-            None => default_credential_path().ok_or_else(|| {
-                ConfigError(
-                    "cannot find a config directory for the credentials file: set `credential_path` or $HOME".into(),
-                )
+            None => default_credential_path().ok_or(ConfigError::NoDirectory {
+                what: "a config directory for the credentials file",
+                key: "credential_path",
             })?,
         };
         Ok(ClientConfig {
