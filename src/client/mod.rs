@@ -308,3 +308,31 @@ fn run_cmd(_: &mut Session, a: &Args) -> Res {
         None => Err(Error::Failed("the command was killed by a signal".into())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http(status: u16, reason: &str, message: &str) -> Error {
+        Error::Http { call: "GET /tasks/x".into(), status, reason: reason.into(), message: message.into() }
+    }
+
+    #[test]
+    fn a_404_is_told_by_its_status_code_not_its_text() {
+        assert!(http(404, "Not Found", "Task with uuid x not found").is_not_found());
+        // A server message that happens to hold " 404 " is not a 404.
+        assert!(!http(500, "Internal Server Error", "upstream said 404 once").is_not_found());
+        assert!(!Error::Failed("GET /tasks/x: 404 Not Found: gone".into()).is_not_found());
+    }
+
+    #[test]
+    fn errors_read_as_one_line_with_what_was_asked() {
+        assert_eq!(http(404, "Not Found", "gone").to_string(), "GET /tasks/x: 404 Not Found: gone");
+        let e =
+            Error::Storage { what: "downloading to a.bin".into(), status: 403, message: "Request has expired".into() };
+        assert_eq!(e.to_string(), "downloading to a.bin: the object store answered 403: Request has expired");
+        let e = Error::file("cannot read", "in.json")(std::io::Error::from(std::io::ErrorKind::NotFound));
+        assert_eq!(e.to_string(), "cannot read in.json: entity not found");
+        assert_eq!((e.code(), Error::Usage("x".into()).code(), Error::Exit(124).code()), (1, 2, 124));
+    }
+}

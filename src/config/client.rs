@@ -60,7 +60,7 @@ mod tests {
         assert!(!c.retain && c.user.is_none());
         let mut l = Layers::default();
         l.set("coordinator_addr", toml::Value::String("127.0.0.1:5000".into()), Source::Cli("-c".into()));
-        let e = ClientConfig::from_layers(&l).unwrap_err().0;
+        let e = ClientConfig::from_layers(&l).unwrap_err().to_string();
         assert!(e.contains("coordinator_addr") && e.contains("-c") && e.contains("http://"), "{e}");
         l.set("coordinator_addr", toml::Value::String("http://h:1/".into()), Source::Cli("-c".into()));
         assert_eq!(ClientConfig::from_layers(&l).unwrap().coordinator_addr, "http://h:1");

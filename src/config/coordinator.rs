@@ -258,7 +258,7 @@ mod tests {
         ] {
             let mut l = l.clone();
             l.set(key, toml::Value::String(value.into()), Source::Cli(format!("--{key}")));
-            let e = CoordinatorConfig::from_layers(&l).unwrap_err().0;
+            let e = CoordinatorConfig::from_layers(&l).unwrap_err().to_string();
             assert!(e.contains(key), "{e}");
         }
     }

@@ -420,12 +420,20 @@ mod tests {
     }
 
     #[test]
+    fn invalid_values_say_where_they_came_from_when_known() {
+        let from = Some(Source::Cli("--bind".into()));
+        let e = ConfigError::Invalid { key: "bind".into(), from, reason: r#""x" is not an address"#.into() };
+        assert_eq!(e.to_string(), r#"invalid value for `bind` from command-line flag --bind: "x" is not an address"#);
+        assert_eq!(ConfigError::invalid("user", "it is empty").to_string(), "invalid value for `user`: it is empty");
+    }
+
+    #[test]
     fn bad_values_name_key_source_and_expectation() {
         let d = tempdir("bad");
         let l = layers_from("[coordinator]\nheartbeat_timeout = \"soon\"\nfile_log = 3\n", &d);
-        let e = l.duration("heartbeat_timeout").unwrap_err().0;
+        let e = l.duration("heartbeat_timeout").unwrap_err().to_string();
         assert!(e.contains("heartbeat_timeout") && e.contains("c.toml") && e.contains("duration"), "{e}");
-        let e = l.bool("file_log").unwrap_err().0;
+        let e = l.bool("file_log").unwrap_err().to_string();
         assert!(e.contains("file_log") && e.contains("boolean"), "{e}");
     }
 

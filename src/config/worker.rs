@@ -143,7 +143,7 @@ mod tests {
     #[test]
     fn coordinator_addr_needs_a_scheme() {
         assert_eq!(check_base_url("http://h:1/", None).unwrap(), "http://h:1");
-        let e = check_base_url("127.0.0.1:5000", Some(&Source::Cli("-c".into()))).unwrap_err().0;
+        let e = check_base_url("127.0.0.1:5000", Some(&Source::Cli("-c".into()))).unwrap_err().to_string();
         assert!(e.contains("-c") && e.contains("scheme"), "{e}");
     }
 }
