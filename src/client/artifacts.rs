@@ -119,7 +119,7 @@ fn upload(s: &mut Session, a: &Args) -> Res {
     let pos = a.exact(&["LOCAL_FILE", "UUID", "CONTENT_TYPE"])?;
     let local = PathBuf::from(&pos[0]);
     let (uuid, ct) = (uuid_arg(a, &pos[1])?, content_type_arg(a, &pos[2])?);
-    let meta = std::fs::metadata(&local).map_err(|e| Error::Failed(format!("cannot read {}: {e}", local.display())))?;
+    let meta = std::fs::metadata(&local).map_err(Error::file("cannot read", &local))?;
     if meta.is_dir() {
         return Err(Error::Failed(format!(
             "{} is a directory; upload a file (e.g. a tar archive of it)",
@@ -255,12 +255,13 @@ pub fn read_std_log(url: &str, mut f: impl FnMut(&str, &mut dyn Read) -> std::io
         ureq::Error::Status(code, r) => {
             let mut body = String::new();
             let _ = r.into_reader().take(64 << 10).read_to_string(&mut body);
-            Error::Failed(format!(
-                "downloading the std-log: the object store answered {code}: {}",
-                transfer::storage_message(&body)
-            ))
+            Error::Storage {
+                what: "downloading the std-log".into(),
+                status: code,
+                message: transfer::storage_message(&body),
+            }
         }
-        ureq::Error::Transport(t) => Error::Failed(transfer::transport_error("downloading the std-log", &t)),
+        ureq::Error::Transport(t) => Error::Transport(transfer::transport_error("downloading the std-log", &t)),
     })?;
     let bad = |e: std::io::Error| Error::Failed(format!("the std-log archive cannot be read: {e}"));
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(resp.into_reader()));

@@ -179,7 +179,7 @@ fn upload(s: &mut Session, a: &Args) -> Res {
     let pos = a.at_most(2)?;
     let Some(local) = pos.first() else { return Err(a.usage("missing <LOCAL_FILE>".into())) };
     let local = PathBuf::from(local);
-    let meta = std::fs::metadata(&local).map_err(|e| Error::Failed(format!("cannot read {}: {e}", local.display())))?;
+    let meta = std::fs::metadata(&local).map_err(Error::file("cannot read", &local))?;
     if meta.is_dir() {
         return Err(Error::Failed(format!(
             "{} is a directory; upload a file (e.g. a tar archive of it)",
@@ -380,10 +380,7 @@ pub fn run_batch(s: &Session, a: &Args, what: &str, jobs: Vec<Job>) -> Result<()
             }
             Err(e) => {
                 failed += 1;
-                let m = match e {
-                    Error::Failed(m) | Error::Usage(m) => m.clone(),
-                    Error::Exit(c) => format!("exit {c}"),
-                };
+                let m = e.to_string();
                 eprintln!("error: {what} {}: {m}", job.name);
                 out.push(json!({"name": job.name, "path": job.dest, "error": m}));
             }

@@ -87,7 +87,7 @@ impl Http {
         self.send("PUT", path, Some(body))
     }
 
-    /// One request. Non-2xx replies become `Error::Failed` with the server's message.
+    /// One request. Non-2xx replies become `Error::Http` with the server's message.
     pub fn send<B: Serialize + ?Sized>(&self, method: &str, path: &str, body: Option<&B>) -> Result<Reply, Error> {
         let what = format!("{method} {}", path.split('?').next().unwrap_or(path));
         let mut req = self.agent.request(method, &format!("{}{path}", self.base));
@@ -104,12 +104,12 @@ impl Http {
         };
         match result {
             Ok(resp) => Ok(Reply { body: read_body(resp, &what)?, what }),
-            Err(ureq::Error::Status(code, resp)) => {
-                let status = format!("{code} {}", resp.status_text());
+            Err(ureq::Error::Status(status, resp)) => {
+                let reason = resp.status_text().to_string();
                 let body = read_body(resp, &what).unwrap_or_default();
-                Err(Error::Failed(format!("{what}: {status}: {}", server_message(&body))))
+                Err(Error::Http { call: what, status, reason, message: server_message(&body) })
             }
-            Err(ureq::Error::Transport(t)) => Err(Error::Failed(transport_message(&self.base, &t))),
+            Err(ureq::Error::Transport(t)) => Err(Error::Transport(transport_message(&self.base, &t))),
         }
     }
 }
@@ -126,7 +126,7 @@ impl Http {
         match req.call() {
             Ok(r) => Ok((r.status(), read_body(r, &what)?)),
             Err(ureq::Error::Status(code, r)) => Ok((code, read_body(r, &what).unwrap_or_default())),
-            Err(ureq::Error::Transport(t)) => Err(Error::Failed(transport_message(&self.base, &t))),
+            Err(ureq::Error::Transport(t)) => Err(Error::Transport(transport_message(&self.base, &t))),
         }
     }
 }
@@ -136,7 +136,7 @@ fn read_body(resp: ureq::Response, what: &str) -> Result<String, Error> {
     resp.into_reader()
         .take(MAX_REPLY)
         .read_to_string(&mut s)
-        .map_err(|e| Error::Failed(format!("reading the reply to {what}: {e}")))?;
+        .map_err(|e| Error::Transport(format!("reading the reply to {what}: {e}")))?;
     Ok(s)
 }
 

@@ -148,10 +148,10 @@ fn storage_error(what: &str, e: ureq::Error) -> Error {
         ureq::Error::Status(code, resp) => {
             let mut body = String::new();
             let _ = resp.into_reader().take(64 << 10).read_to_string(&mut body);
-            Error::Failed(format!("{what}: the object store answered {code}: {}", storage_message(&body)))
+            Error::Storage { what: what.to_string(), status: code, message: storage_message(&body) }
         }
         // The transport error's text may include the URL; keep signatures out of the message.
-        ureq::Error::Transport(t) => Error::Failed(transport_error(what, &t)),
+        ureq::Error::Transport(t) => Error::Transport(transport_error(what, &t)),
     }
 }
 
@@ -170,13 +170,11 @@ pub fn download(url: &str, dest: &Path, pb: &Progress) -> Result<u64, Error> {
     let resp = agent().get(url).call().map_err(|e| storage_error(&what, e))?;
     let expected: Option<u64> = resp.header("Content-Length").and_then(|v| v.trim().parse().ok());
     if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::Failed(format!("cannot create directory {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(Error::file("cannot create directory", dir))?;
     }
     let part = part_path(dest);
     let result = (|| -> Result<u64, Error> {
-        let mut file = std::fs::File::create(&part)
-            .map_err(|e| Error::Failed(format!("cannot create {}: {e}", part.display())))?;
+        let mut file = std::fs::File::create(&part).map_err(Error::file("cannot create", &part))?;
         let mut reader = resp.into_reader();
         let mut buf = vec![0u8; 256 << 10];
         let mut total = 0u64;
@@ -189,16 +187,15 @@ pub fn download(url: &str, dest: &Path, pb: &Progress) -> Result<u64, Error> {
                     return Err(Error::Failed(format!("{what}: the transfer broke off after {total} bytes: {e}")))
                 }
             };
-            file.write_all(&buf[..n]).map_err(|e| Error::Failed(format!("writing {}: {e}", part.display())))?;
+            file.write_all(&buf[..n]).map_err(Error::file("writing", &part))?;
             total += n as u64;
             pb.add(n as u64);
         }
         if let Some(len) = expected.filter(|l| *l != total) {
             return Err(Error::Failed(format!("{what}: got {total} bytes of {len}; try again")));
         }
-        file.sync_all().map_err(|e| Error::Failed(format!("writing {}: {e}", part.display())))?;
-        std::fs::rename(&part, dest)
-            .map_err(|e| Error::Failed(format!("cannot move the download to {}: {e}", dest.display())))?;
+        file.sync_all().map_err(Error::file("writing", &part))?;
+        std::fs::rename(&part, dest).map_err(Error::file("cannot move the download to", dest))?;
         Ok(total)
     })();
     if result.is_err() {
@@ -215,7 +212,7 @@ fn part_path(dest: &Path) -> PathBuf {
 /// Streams the first `len` bytes of `src` to a presigned PUT `url`.
 pub fn upload(url: &str, src: &Path, len: u64, pb: &Progress) -> Result<(), Error> {
     let what = format!("uploading {}", src.display());
-    let file = std::fs::File::open(src).map_err(|e| Error::Failed(format!("cannot open {}: {e}", src.display())))?;
+    let file = std::fs::File::open(src).map_err(Error::file("cannot open", src))?;
     let reader = Counting { inner: file.take(len), pb };
     agent()
         .put(url)
@@ -388,7 +385,7 @@ mod tests {
         });
         let dest = temp("dlfail").join("out.bin");
         let e = match download(&url, &dest, &Progress::new("x", None, false)) {
-            Err(Error::Failed(m)) => m,
+            Err(e @ Error::Storage { status: 403, .. }) => e.to_string(),
             other => panic!("{other:?}"),
         };
         assert!(e.contains("403") && e.contains("Request has expired") && !e.contains("secret"), "{e}");

@@ -62,8 +62,8 @@ fn login_request(http: &Http, user: &str, password: &str, retain: bool) -> Resul
     let resp: UserLoginResp = http
         .post("/login", &req)
         .map_err(|e| match e {
-            Error::Failed(m) => Error::Failed(format!("cannot log in as {user}: {m}")),
-            other => other,
+            e @ (Error::Usage(_) | Error::Exit(_)) => e,
+            e => Error::Failed(format!("cannot log in as {user}: {e}")),
         })?
         .parse()?;
     Ok(resp.token)

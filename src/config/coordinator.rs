@@ -161,7 +161,7 @@ impl CoordinatorConfig {
                 Some(p) => p,
                 None => data_dir()
                     .map(|d| d.join("mitosis").join("coordinator"))
-                    .ok_or_else(|| ConfigError("cannot find a data directory: set `data_dir` or $HOME".into()))?,
+                    .ok_or(ConfigError::NoDirectory { what: "a data directory", key: "data_dir" })?,
             },
             http_threads: l.count("http_threads")?.unwrap_or((2 * cores).max(4)),
             body_limit: l.count("body_limit")?.unwrap_or(2 * 1024 * 1024),
@@ -176,37 +176,43 @@ impl CoordinatorConfig {
         };
         for (key, d) in [("header_timeout", cfg.header_timeout), ("body_timeout", cfg.body_timeout)] {
             if d.is_zero() || d > MAX_IO_TIMEOUT {
-                return Err(ConfigError(format!(
-                    "invalid value for `{key}`: {} is not between 1ms and {}",
-                    humantime::format_duration(d),
-                    humantime::format_duration(MAX_IO_TIMEOUT)
-                )));
+                return Err(ConfigError::invalid(
+                    key,
+                    format_args!(
+                        "{} is not between 1ms and {}",
+                        humantime::format_duration(d),
+                        humantime::format_duration(MAX_IO_TIMEOUT)
+                    ),
+                ));
             }
         }
         if cfg.max_connections > MAX_CONNECTIONS {
-            return Err(ConfigError(format!(
-                "invalid value for `max_connections`: {} is more than {MAX_CONNECTIONS}",
-                cfg.max_connections
-            )));
+            return Err(ConfigError::invalid(
+                "max_connections",
+                format_args!("{} is more than {MAX_CONNECTIONS}", cfg.max_connections),
+            ));
         }
         // Twice body_limit: the largest body must fit beside the eighth of the budget that
         // large bodies leave to small requests.
         let min_body_memory = cfg.body_limit.saturating_mul(2);
         if cfg.body_memory_limit < min_body_memory || cfg.body_memory_limit > MAX_BODY_MEMORY {
-            return Err(ConfigError(format!(
-                "invalid value for `body_memory_limit`: {} is not between {min_body_memory} (twice `body_limit`) \
-                 and {MAX_BODY_MEMORY} bytes; raise it or lower `body_limit`",
-                cfg.body_memory_limit
-            )));
+            return Err(ConfigError::invalid(
+                "body_memory_limit",
+                format_args!(
+                    "{} is not between {min_body_memory} (twice `body_limit`) \
+                     and {MAX_BODY_MEMORY} bytes; raise it or lower `body_limit`",
+                    cfg.body_memory_limit
+                ),
+            ));
         }
         if !crate::api::valid_name(&cfg.admin_user) {
-            return Err(ConfigError(format!(
-                "invalid value for `admin_user`: {:?} must be 1 to 255 letters, digits, '-' or '_'",
-                cfg.admin_user
-            )));
+            return Err(ConfigError::invalid(
+                "admin_user",
+                format_args!("{:?} must be 1 to 255 letters, digits, '-' or '_'", cfg.admin_user),
+            ));
         }
         if cfg.admin_password.is_empty() || cfg.admin_password.len() > 255 {
-            return Err(ConfigError("invalid value for `admin_password`: it must be 1 to 255 bytes".into()));
+            return Err(ConfigError::invalid("admin_password", "it must be 1 to 255 bytes"));
         }
         for (key, d) in [
             ("access_token_expires_in", cfg.access_token_expires_in),
@@ -216,9 +222,9 @@ impl CoordinatorConfig {
             ("login_block", cfg.login_block),
         ] {
             if d.is_zero() {
-                return Err(ConfigError(format!("invalid value for `{key}`: it must be longer than 0s")));
+                return Err(ConfigError::invalid(key, "it must be longer than 0s"));
             }
-            crate::api::time::check_max(key, d).map_err(|e| ConfigError(format!("invalid value for `{key}`: {e}")))?;
+            crate::api::time::check_max(key, d).map_err(|e| ConfigError::invalid(key, e))?;
         }
         Ok(cfg)
     }
@@ -252,7 +258,7 @@ mod tests {
         ] {
             let mut l = l.clone();
             l.set(key, toml::Value::String(value.into()), Source::Cli(format!("--{key}")));
-            let e = CoordinatorConfig::from_layers(&l).unwrap_err().0;
+            let e = CoordinatorConfig::from_layers(&l).unwrap_err().to_string();
             assert!(e.contains(key), "{e}");
         }
     }

@@ -241,7 +241,7 @@ pub fn migrations() -> Vec<(i32, &'static str)> {
 /// advisory lock, so coordinators starting together on an empty database all come up.
 /// `admin_hash` is the stored form of the admin's password (the caller hashes it, so that
 /// this module needs nothing from the one that authenticates).
-pub fn migrate(client: &mut Client, admin_user: &str, admin_hash: &str) -> Result<(), String> {
+pub fn migrate(client: &mut Client, admin_user: &str, admin_hash: &str) -> Result<(), postgres::Error> {
     let run = |client: &mut Client| -> Result<(), postgres::Error> {
         let mut tx = client.transaction()?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
@@ -265,7 +265,7 @@ pub fn migrate(client: &mut Client, admin_user: &str, admin_hash: &str) -> Resul
         }
         tx.commit()
     };
-    run(client).map_err(|e| format!("cannot apply schema.sql: {e}"))
+    run(client)
 }
 
 /// Creates a user with its personal group (where it is Admin), unless a user or group of

@@ -46,8 +46,8 @@ pub enum ApiError {
 
 impl ApiError {
     /// Shorthand for `InvalidRequest`.
-    pub fn bad(msg: impl Into<String>) -> Self {
-        ApiError::InvalidRequest(msg.into())
+    pub fn bad(msg: impl std::fmt::Display) -> Self {
+        ApiError::InvalidRequest(msg.to_string())
     }
 }
 
@@ -72,5 +72,75 @@ impl From<postgres::Error> for ApiError {
             };
             ApiError::Internal(format!("database error: {detail}"))
         }
+    }
+}
+
+/// Why the coordinator could not start (or had to stop): logged, and the exit status is 1.
+/// Each layer's own error says what to fix; this one says which step failed.
+#[derive(Debug)]
+pub enum StartError {
+    Keys(super::auth::KeyError),
+    Redis(super::redis::RedisError),
+    Storage(super::storage::StorageError),
+    /// The admin password could not be hashed (a bug: argon2 refuses only bad parameters).
+    HashAdminPassword(ApiError),
+    /// The schema migrations failed.
+    Schema(postgres::Error),
+    /// The listening socket could not be opened; `source` says why (often: in use).
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    /// The HTTP server could not start on the opened socket.
+    Serve {
+        addr: std::net::SocketAddr,
+        message: String,
+    },
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Keys(e) => write!(f, "{e}"),
+            StartError::Redis(e) => write!(f, "{e}"),
+            StartError::Storage(e) => write!(f, "{e}"),
+            StartError::HashAdminPassword(e) => write!(f, "cannot hash the admin password: {e:?}"),
+            StartError::Schema(e) => write!(f, "cannot apply schema.sql: {e}"),
+            StartError::Listen { addr, source } => {
+                write!(f, "cannot listen on {addr}: {source}; is another process using it? (change --bind)")
+            }
+            StartError::Serve { addr, message } => write!(f, "cannot serve on {addr}: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::Keys(e) => Some(e),
+            StartError::Redis(e) => Some(e),
+            StartError::Storage(e) => Some(e),
+            StartError::Schema(e) => Some(e),
+            StartError::Listen { source, .. } => Some(source),
+            StartError::HashAdminPassword(_) | StartError::Serve { .. } => None,
+        }
+    }
+}
+
+impl From<super::auth::KeyError> for StartError {
+    fn from(e: super::auth::KeyError) -> Self {
+        StartError::Keys(e)
+    }
+}
+
+impl From<super::redis::RedisError> for StartError {
+    fn from(e: super::redis::RedisError) -> Self {
+        StartError::Redis(e)
+    }
+}
+
+impl From<super::storage::StorageError> for StartError {
+    fn from(e: super::storage::StorageError) -> Self {
+        StartError::Storage(e)
     }
 }

@@ -36,6 +36,7 @@ use crate::config::{cache_dir, concat_str, CoordinatorConfig, Layers};
 use crate::logging::{self, FileTarget};
 use crate::opts::{help_text, parse_mode, OptSpec};
 use crossbeam_channel::{bounded, select, Receiver, Sender};
+use error::StartError;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -172,11 +173,10 @@ fn random_secret() -> String {
 
 /// Opens the listening socket with TCP_NODELAY (inherited by accepted connections on
 /// Linux): without it, Nagle's algorithm and delayed ACKs stall small responses ~40 ms.
-fn listen(cfg: &CoordinatorConfig) -> Result<tiny_http::Server, String> {
+fn listen(cfg: &CoordinatorConfig) -> Result<tiny_http::Server, StartError> {
     let bind = cfg.bind;
     use std::os::fd::AsRawFd;
-    let listener = std::net::TcpListener::bind(bind)
-        .map_err(|e| format!("cannot listen on {bind}: {e}; is another process using it? (change --bind)"))?;
+    let listener = std::net::TcpListener::bind(bind).map_err(|source| StartError::Listen { addr: bind, source })?;
     let one: libc::c_int = 1;
     // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int.
     let rc = unsafe {
@@ -203,7 +203,7 @@ fn listen(cfg: &CoordinatorConfig) -> Result<tiny_http::Server, String> {
         ..tiny_http::Limits::default()
     };
     tiny_http::Server::from_listener_with_limits(listener, None, limits)
-        .map_err(|e| format!("cannot serve on {bind}: {e}"))
+        .map_err(|e| StartError::Serve { addr: bind, message: e.to_string() })
 }
 
 /// Hands memory freed so far back to the system. Hashing the admin password (argon2id uses
@@ -231,7 +231,7 @@ pub fn supervised(ctx: &Ctx, name: &str, f: impl Fn()) {
 }
 
 /// Starts everything and blocks until shutdown.
-pub fn run(cfg: CoordinatorConfig) -> Result<(), String> {
+pub fn run(cfg: CoordinatorConfig) -> Result<(), StartError> {
     let signals = crate::signal::listen();
     let keys = auth::Keys::load(&cfg.access_token_private_path, &cfg.access_token_public_path)?;
     let (shutdown, stopped) = Shutdown::new();
@@ -259,9 +259,9 @@ pub fn run(cfg: CoordinatorConfig) -> Result<(), String> {
         log::info!("stopped by a signal before the database was reachable");
         return Ok(());
     };
-    let admin_hash = auth::hash_password(&crate::api::md5_password(&cfg.admin_password))
-        .map_err(|e| format!("cannot hash the admin password: {e:?}"))?;
-    db::migrate(&mut first, &cfg.admin_user, &admin_hash)?;
+    let admin_hash =
+        auth::hash_password(&crate::api::md5_password(&cfg.admin_password)).map_err(StartError::HashAdminPassword)?;
+    db::migrate(&mut first, &cfg.admin_user, &admin_hash).map_err(StartError::Schema)?;
     let pool = db::Pool::new(&cfg.db_url, cfg.http_threads);
     pool.seed(first);
     // The dispatcher claims for parked fetches besides the handlers.

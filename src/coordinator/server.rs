@@ -116,8 +116,11 @@ fn process(ctx: &Ctx, req: &mut tiny_http::Request) -> Result<routes::Outcome, A
     let url = req.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
     let raw = path.strip_prefix('/').ok_or(ApiError::NoRoute)?;
-    let segments: Vec<String> =
-        raw.split('/').map(|s| percent_decode(s, false)).collect::<Result<_, _>>().map_err(ApiError::BadPath)?;
+    let segments: Vec<String> = raw
+        .split('/')
+        .map(|s| percent_decode(s, false))
+        .collect::<Result<_, _>>()
+        .map_err(|e| ApiError::BadPath(e.to_string()))?;
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
     if *req.method() == tiny_http::Method::Options {
         return Ok(routes::Outcome::Reply(cors_preflight()));

@@ -118,9 +118,9 @@ pub(super) fn logs(s: &mut Session, a: &Args) -> Res {
     let uuid = uuid_arg(a, &pos[0])?;
     let r = match s.http.get(&format!("/tasks/{uuid}/download/artifacts/std-log")) {
         Ok(r) => r.json()?,
-        Err(Error::Failed(m)) if m.contains(" 404 ") => {
+        Err(e) if e.is_not_found() => {
             return Err(Error::Failed(format!(
-                "task {uuid} has no captured output ({m}); it must be submitted with --terminal, and its output is uploaded when it ends"
+                "task {uuid} has no captured output ({e}); it must be submitted with --terminal, and its output is uploaded when it ends"
             )))
         }
         Err(e) => return Err(e),

@@ -24,7 +24,7 @@ pub fn parse_uuid(s: &str) -> Result<Uuid, ApiError> {
 
 /// An artifact content type from the path (`result`, `exec-log`, `std-log` or an alias).
 pub fn parse_content_type(s: &str) -> Result<ArtifactContentType, ApiError> {
-    s.parse().map_err(ApiError::BadPath)
+    s.parse().map_err(|e: crate::api::UnknownVariant| ApiError::BadPath(e.to_string()))
 }
 
 /// The base of local-store URLs for this caller.

@@ -44,7 +44,7 @@ fn submit_all(
     for (i, r) in reqs.iter().enumerate() {
         match tasks::validate_submit(r) {
             Ok(()) => by_group.entry(r.group_name.as_str()).or_default().push(i),
-            Err(e) => results[i] = Some(Err(ApiError::bad(e))),
+            Err(e) => results[i] = Some(Err(e)),
         }
     }
     let announce = ctx.scheduler.group_payload_prefix();
@@ -152,7 +152,7 @@ pub fn change(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Result<Rep
         return Err(ApiError::bad("No change specified: give tags, timeout, priority or task_spec"));
     }
     if let Some(spec) = &req.task_spec {
-        tasks::validate_spec(spec).map_err(ApiError::bad)?;
+        tasks::validate_spec(spec)?;
     }
     if req.timeout.is_some_and(|t| t.as_secs() == 0) {
         return Err(ApiError::bad("timeout must be at least 1s"));

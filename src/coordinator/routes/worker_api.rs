@@ -321,7 +321,7 @@ fn submit_downstream(
     if role.map(|r| r.get::<_, i32>("role")).unwrap_or(-1) < crate::api::GroupWorkerRole::Write.code() {
         return Err(ApiError::Forbidden(format!("this worker does not have the Write role in group {group}")));
     }
-    tasks::validate_submit(sub).map_err(ApiError::bad)?;
+    tasks::validate_submit(sub)?;
     // Each Submit of a finished task would otherwise add one more Pending task, kept for
     // ever: only the last is linked, and nothing but its upstream's commit readies any.
     let pending: i64 = tx

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
 /// Parses `name` or `name:role` (role read/write/admin in any of the accepted spellings).
-pub fn parse_group_entry(entry: &str) -> Result<(String, GroupWorkerRole), String> {
+pub fn parse_group_entry(entry: &str) -> Result<(String, GroupWorkerRole), ApiError> {
     let mut parts = entry.split(':');
     let name = parts.next().unwrap_or("").trim();
     let role = match (parts.next(), parts.next()) {
@@ -26,12 +26,12 @@ pub fn parse_group_entry(entry: &str) -> Result<(String, GroupWorkerRole), Strin
             "read" => GroupWorkerRole::Read,
             "write" => GroupWorkerRole::Write,
             "admin" => GroupWorkerRole::Admin,
-            _ => return Err(format!("group entry {entry:?}: role must be read, write or admin")),
+            _ => return Err(ApiError::bad(format_args!("group entry {entry:?}: role must be read, write or admin"))),
         },
-        _ => return Err(format!("group entry {entry:?}: expected name or name:role")),
+        _ => return Err(ApiError::bad(format_args!("group entry {entry:?}: expected name or name:role"))),
     };
     if name.is_empty() {
-        return Err(format!("group entry {entry:?} has no group name"));
+        return Err(ApiError::bad(format_args!("group entry {entry:?} has no group name")));
     }
     Ok((name.to_string(), role))
 }
@@ -42,7 +42,7 @@ pub fn register(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiErr
     let req: RegisterWorkerReq = call.json()?;
     let mut wanted: BTreeMap<String, GroupWorkerRole> = BTreeMap::new();
     for e in &req.groups {
-        let (name, role) = parse_group_entry(e).map_err(ApiError::bad)?;
+        let (name, role) = parse_group_entry(e)?;
         wanted.insert(name, role);
     }
     wanted.insert(user.username.clone(), GroupWorkerRole::Admin);

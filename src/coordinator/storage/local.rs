@@ -5,7 +5,7 @@
 //! Transfers stream on their own threads, so a large file neither fills memory nor holds an
 //! API handler thread.
 
-use super::{validate_key, Bucket};
+use super::{validate_key, Bucket, StorageError};
 use crate::config::CoordinatorConfig;
 use crate::coordinator::auth::Keys;
 use crate::coordinator::error::ApiError;
@@ -97,7 +97,7 @@ impl LocalStore {
         self.inner.root.join(".tmp")
     }
 
-    pub(super) fn ensure_dirs(&self) -> Result<(), String> {
+    pub(super) fn ensure_dirs(&self) -> Result<(), StorageError> {
         let dirs = [
             self.tmp_dir(),
             self.inner.root.join(&self.inner.artifacts),
@@ -107,17 +107,12 @@ impl LocalStore {
         // artifacts): directories 0700, files 0600. Directories an older version made
         // 0755 are tightened too.
         for d in &dirs {
-            crate::private_files::create_dir_all(d).map_err(|e| {
-                format!(
-                    "cannot create the local object store directory {}: {e}; set `data_dir` to a writable place",
-                    d.display()
-                )
-            })?;
+            crate::private_files::create_dir_all(d)
+                .map_err(|source| StorageError::LocalDir { path: d.clone(), source })?;
         }
         for d in dirs.iter().chain([&self.inner.root]) {
-            crate::private_files::restrict_dir(d).map_err(|e| {
-                format!("cannot make the local object store directory {} private (mode 0700): {e}", d.display())
-            })?;
+            crate::private_files::restrict_dir(d)
+                .map_err(|source| StorageError::LocalPrivate { path: d.to_path_buf(), source })?;
         }
         if let Ok(entries) = std::fs::read_dir(self.tmp_dir()) {
             for e in entries.flatten() {

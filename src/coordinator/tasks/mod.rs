@@ -119,30 +119,30 @@ pub fn artifacts(db: &mut impl GenericClient, uuid: Uuid) -> Result<Vec<Artifact
 
 /// Checks what a spec may contain: resource paths stay inside the resource directory, and
 /// its size is bounded.
-pub fn validate_spec(spec: &TaskSpec) -> Result<(), String> {
+pub fn validate_spec(spec: &TaskSpec) -> Result<(), ApiError> {
     super::limits::check_spec_size(spec)?;
     for r in &spec.resources {
         let p = std::path::Path::new(&r.local_path);
         if r.local_path.is_empty() || p.is_absolute() {
-            return Err(format!("resource local_path {:?} must be a relative path", r.local_path));
+            return Err(ApiError::bad(format_args!("resource local_path {:?} must be a relative path", r.local_path)));
         }
         if p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-            return Err(format!("resource local_path {:?} must not contain `..`", r.local_path));
+            return Err(ApiError::bad(format_args!("resource local_path {:?} must not contain `..`", r.local_path)));
         }
         if r.local_path.contains('\0') {
-            return Err("resource local_path must not contain a NUL character".into());
+            return Err(ApiError::bad("resource local_path must not contain a NUL character"));
         }
     }
     Ok(())
 }
 
 /// Checks a whole submission before anything is written.
-pub fn validate_submit(req: &SubmitTaskReq) -> Result<(), String> {
+pub fn validate_submit(req: &SubmitTaskReq) -> Result<(), ApiError> {
     validate_spec(&req.task_spec)?;
     if req.timeout.as_secs() == 0 {
-        return Err("timeout must be at least 1s".into());
+        return Err(ApiError::bad("timeout must be at least 1s"));
     }
-    crate::api::time::check_max("timeout", req.timeout).map_err(|e| e.to_string())?;
+    crate::api::time::check_max("timeout", req.timeout).map_err(ApiError::bad)?;
     Ok(())
 }
 
