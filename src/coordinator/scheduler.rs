@@ -275,7 +275,8 @@ impl Scheduler {
 /// whose predicate names it. The text is built once.
 pub static CLAIM: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "WITH w AS (SELECT id, tags, assigned_task_id, confirms_claims FROM workers WHERE worker_id = $1 AND state = {normal}),
+        "WITH w AS (SELECT id, tags, assigned_task_id, confirms_claims FROM workers WHERE worker_id = $1 AND state = {normal}
+               FOR NO KEY UPDATE),
     cand AS (
         SELECT t.id FROM active_tasks t
         WHERE t.assigned_worker IS NULL AND t.state = {ready}

@@ -50,6 +50,11 @@ pub fn remove(tx: &mut impl GenericClient, ids: &[i64]) -> Result<Vec<i64>, ApiE
     if ids.is_empty() {
         return Ok(Vec::new());
     }
+    // The workers' rows first: a claim locks its worker's row before it takes a task, so
+    // a claim in flight either finishes first (and its task is requeued below) or waits
+    // and then finds no worker. Taking the rows last would let a claim commit a task to
+    // a worker this transaction is deleting, where nothing would ever requeue it.
+    tx.query("SELECT id FROM workers WHERE id = ANY($1) ORDER BY id FOR UPDATE", &[&ids])?;
     let cancelled: Vec<i64> = tx
         .query("SELECT id FROM active_tasks WHERE assigned_worker = ANY($1) AND cancel_requested", &[&ids])?
         .iter()
