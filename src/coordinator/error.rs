@@ -12,6 +12,8 @@
 pub enum ApiError {
     /// The token is not one we issued, or it is garbled or expired.
     InvalidToken,
+    /// 401 without usable credentials where a route says what it takes (`WWW-Authenticate`).
+    Unauthenticated(String),
     /// The token was revoked, its user is gone, or a password was wrong.
     WrongCredentials,
     PermissionDenied,
@@ -54,6 +56,7 @@ impl ApiError {
 impl From<postgres::Error> for ApiError {
     fn from(e: postgres::Error) -> Self {
         use std::error::Error;
+        super::metrics::METRICS.db_statement_errors.inc();
         let io = e.source().is_some_and(|s| s.is::<std::io::Error>());
         // Class 08: connection exception; 57P0x: the server is shutting down or restarting.
         let sqlstate = e.code().map(|c| c.code()).unwrap_or("");

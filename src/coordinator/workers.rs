@@ -47,8 +47,13 @@ pub fn groups(db: &mut impl GenericClient, worker_id: i64) -> Result<BTreeMap<St
 /// asked to cancel, which are archived as cancelled. Returns the groups whose tasks were
 /// requeued, for the wake-up after commit.
 pub fn remove(tx: &mut impl GenericClient, ids: &[i64]) -> Result<Vec<i64>, ApiError> {
+    remove_counted(tx, ids).map(|(groups, _)| groups)
+}
+
+/// [`remove`], also saying how many tasks went back to Ready.
+pub fn remove_counted(tx: &mut impl GenericClient, ids: &[i64]) -> Result<(Vec<i64>, usize), ApiError> {
     if ids.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), 0));
     }
     let cancelled: Vec<i64> = tx
         .query("SELECT id FROM active_tasks WHERE assigned_worker = ANY($1) AND cancel_requested", &[&ids])?
@@ -69,10 +74,11 @@ pub fn remove(tx: &mut impl GenericClient, ids: &[i64]) -> Result<Vec<i64>, ApiE
         .map(|r| r.get(0))
         .collect();
     tx.execute("DELETE FROM workers WHERE id = ANY($1)", &[&ids])?;
+    let count = requeued.len();
     let mut groups = requeued;
     groups.sort_unstable();
     groups.dedup();
-    Ok(groups)
+    Ok((groups, count))
 }
 
 /// Stops workers: Force removes them now; Graceful removes idle ones and marks busy ones
