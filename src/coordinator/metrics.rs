@@ -9,9 +9,12 @@
 //!
 //! Everything counted on a request's path is a relaxed atomic in one static, so counting
 //! costs a few nanoseconds and takes no lock. What lives in the database (tasks by group and
-//! state, workers by state, tasks submitted per group) is read at scrape time with three
-//! aggregate statements and kept for [`DB_CACHE`], so frequent or concurrent scrapes cost
-//! the database one read per few seconds. The list of metrics is in the README (Metrics).
+//! state, workers by state, tasks created per group) takes three aggregate statements, one
+//! of them a pass over the queue table (tens of milliseconds with 100,000 queued tasks).
+//! Scrapes do not wait for them: while anyone scrapes, the `metrics-db` thread re-reads
+//! them every [`DB_CACHE`] and scrapes answer from that copy. Only a scrape that finds no
+//! copy younger than [`DB_STALE`] (the first in minutes) reads the database itself.
+//! The list of metrics is in the README (Metrics).
 
 use super::error::ApiError;
 use super::http::{Call, Reply};
@@ -23,8 +26,19 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// How long the database part of a scrape is reused.
+/// How often the database figures are re-read while someone scrapes.
 pub const DB_CACHE: Duration = Duration::from_secs(5);
+/// Database figures older than this are read again by the scrape itself.
+pub const DB_STALE: Duration = Duration::from_secs(15);
+/// How long after the last scrape the `metrics-db` thread keeps the figures fresh.
+const KEEP_FRESH: Duration = Duration::from_secs(300);
+
+/// The database figures, rendered, with when they were read and what the read took.
+struct DbPart {
+    text: String,
+    at: Instant,
+    took: Duration,
+}
 
 /// A monotonically increasing count.
 pub struct Counter(AtomicU64);
@@ -144,7 +158,8 @@ pub struct Metrics {
     pub reaped_workers: Counter,
     /// Tasks the reaper put back to Ready (of removed workers, or unconfirmed claims).
     pub requeued_tasks: Counter,
-    db_cache: Mutex<Option<(Instant, String)>>,
+    db_part: Mutex<Option<DbPart>>,
+    last_scrape: Mutex<Option<Instant>>,
 }
 
 /// The process's metrics.
@@ -175,7 +190,8 @@ impl Metrics {
             urls_signed: [const { Counter::new() }; 2],
             reaped_workers: Counter::new(),
             requeued_tasks: Counter::new(),
-            db_cache: Mutex::new(None),
+            db_part: Mutex::new(None),
+            last_scrape: Mutex::new(None),
         }
     }
 
@@ -349,27 +365,81 @@ pub fn scrape(ctx: &Ctx) -> Reply {
     Reply { status: 200, content_type: Some(CONTENT_TYPE), body: out.into_bytes(), headers: Vec::new() }
 }
 
-/// The figures read from the database, at most [`DB_CACHE`] old. Holding the lock while
-/// reading makes concurrent scrapes share one read.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The figures read from the database: the `metrics-db` thread's copy when it is younger
+/// than [`DB_STALE`], else read now.
 fn database_part(ctx: &Ctx) -> String {
-    let mut cache = METRICS.db_cache.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((at, text)) = cache.as_ref() {
-        if at.elapsed() < DB_CACHE {
-            return text.clone();
-        }
+    *lock(&METRICS.last_scrape) = Some(Instant::now());
+    let fresh = lock(&METRICS.db_part).as_ref().filter(|p| p.at.elapsed() < DB_STALE).map(rendered);
+    if let Some(text) = fresh {
+        return text;
     }
-    let text = match read_database(ctx) {
+    match refresh(ctx) {
         Ok(text) => text,
         Err(e) => {
             log::warn!("metrics: cannot read task and worker counts: {e:?}");
             let mut w = String::new();
             gauge(&mut w, "mito_database_up", "Whether the last read of database figures worked.", 0.0);
-            // Not cached: the next scrape tries again.
-            return w;
+            w
         }
-    };
-    *cache = Some((Instant::now(), text.clone()));
-    text
+    }
+}
+
+/// The figures with their age and cost.
+fn rendered(p: &DbPart) -> String {
+    let mut w = p.text.clone();
+    gauge(
+        &mut w,
+        "mito_metrics_db_age_seconds",
+        "Age of the database figures in this scrape.",
+        p.at.elapsed().as_secs_f64(),
+    );
+    gauge(
+        &mut w,
+        "mito_metrics_db_read_seconds",
+        "Time the last read of the database figures took.",
+        p.took.as_secs_f64(),
+    );
+    w
+}
+
+/// Reads the database figures and keeps them for later scrapes.
+fn refresh(ctx: &Ctx) -> Result<String, ApiError> {
+    let t0 = Instant::now();
+    let text = read_database(ctx)?;
+    let part = DbPart { text, at: Instant::now(), took: t0.elapsed() };
+    let out = rendered(&part);
+    *lock(&METRICS.db_part) = Some(part);
+    Ok(out)
+}
+
+/// Starts the `metrics-db` thread: while scrapes come (one within the last five minutes),
+/// it re-reads the database figures every [`DB_CACHE`], so scrapes answer from memory
+/// whatever the size of the queue; without scrapers it reads nothing.
+pub fn spawn_refresher(ctx: std::sync::Arc<Ctx>) -> Option<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("metrics-db".into())
+        .spawn(move || {
+            super::supervised(&ctx, "metrics-db", || {
+                while !ctx.shutdown.is_set() {
+                    std::thread::sleep(Duration::from_millis(250));
+                    let scraped = lock(&METRICS.last_scrape).is_some_and(|t| t.elapsed() < KEEP_FRESH);
+                    let due = lock(&METRICS.db_part).as_ref().is_none_or(|p| p.at.elapsed() >= DB_CACHE);
+                    if scraped && due {
+                        if let Err(e) = refresh(&ctx) {
+                            log::debug!("metrics: reading task and worker counts failed (will retry): {e:?}");
+                            // A failed read is retried at the next period, not in a tight loop.
+                            std::thread::sleep(DB_CACHE);
+                        }
+                    }
+                }
+            })
+        })
+        .map_err(|e| log::error!("cannot start the metrics-db thread: {e}"))
+        .ok()
 }
 
 /// Aggregates only: one row per group and state, per worker state, per group. The task

@@ -333,6 +333,7 @@ pub fn run(mut cfg: CoordinatorConfig) -> Result<(), String> {
     });
     let mut background = scheduler::spawn(ctx.clone());
     background.extend(reaper::spawn(ctx.clone()));
+    background.extend(metrics::spawn_refresher(ctx.clone()));
     let mut handlers = server::spawn_handlers(ctx.clone(), server.clone(), threads);
     log::info!("coordinator listening on http://{bind} with {threads} handler threads");
     if let Some(m) = &metrics_server {

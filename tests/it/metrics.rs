@@ -80,11 +80,10 @@ fn the_exposition_parses_and_counters_follow_a_workload() {
     let scrapes = "mito_http_request_duration_seconds_count{route=\"Metrics\",status=\"200\"}";
     assert_eq!(delta(scrapes), 1.0, "{after}");
     assert_eq!(value(&after, "mito_database_up"), Some(1.0));
-    // The database part may be up to five seconds old: wait it out for the task gauges.
-    std::thread::sleep(Duration::from_millis(5100));
-    let fresh = scrape(&admin);
+    // The database figures are re-read every five seconds while someone scrapes.
+    let ready = "mito_tasks{group=\"mitosis_admin\",state=\"Ready\"}";
+    let fresh = poll_scrape(&admin, Duration::from_secs(12), |t| value(t, ready) == Some(1.0));
     promtool_check(&fresh);
-    assert_eq!(value(&fresh, "mito_tasks{group=\"mitosis_admin\",state=\"Ready\"}"), Some(1.0), "{fresh}");
     assert_eq!(value(&fresh, "mito_group_tasks_created_total{group=\"mitosis_admin\"}"), Some((N + 1) as f64));
     assert_eq!(value(&fresh, "mito_workers{state=\"Normal\"}"), Some(1.0), "{fresh}");
     assert_eq!(value(&fresh, "mito_workers_busy{state=\"Normal\"}"), Some(0.0), "{fresh}");
@@ -163,13 +162,29 @@ fn a_bad_metrics_configuration_stops_the_start() {
     assert!(!out.status.success() && err.contains("metrics_token"), "{err}");
 }
 
-/// 100,000 tasks inserted with one statement, then an uncached scrape: it must answer in
-/// under 100 ms. The suite runs tests in parallel on a shared machine, so one slow scrape
-/// may be the scheduler's doing: the best of up to three uncached scrapes (each after the
-/// five-second cache ran out) is what must stay under the bound.
+/// Scrapes until `done` holds for the exposition, up to `within`; returns that exposition.
+fn poll_scrape(api: &Api, within: Duration, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let text = scrape(api);
+        if done(&text) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "the scrape never showed what was expected:\n{text}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// 100,000 tasks inserted with one statement, then scrapes as Prometheus makes them (every
+/// few seconds): each must answer in under 100 ms, because the database figures are read
+/// by the `metrics-db` thread, not by the scrape. The suite runs tests in parallel on a
+/// shared machine, so one slow answer may be the scheduler's doing: the best of five
+/// scrapes is what must stay under the bound.
 #[test]
 fn a_scrape_with_100k_tasks_answers_within_100ms() {
     let c = Coordinator::start();
+    let admin = c.admin();
+    scrape(&admin);
     let mut db = c.db.connect();
     db.batch_execute(
         "INSERT INTO active_tasks (creator_id, group_id, task_id, uuid, state, timeout, priority, spec)
@@ -180,23 +195,22 @@ fn a_scrape_with_100k_tasks_answers_within_100ms() {
          ANALYZE active_tasks;",
     )
     .unwrap();
-    let admin = c.admin();
+    let ready = "mito_tasks{group=\"mitosis_admin\",state=\"Ready\"}";
+    let text = poll_scrape(&admin, Duration::from_secs(20), |t| value(t, ready) == Some(90_000.0));
+    assert_eq!(value(&text, "mito_tasks{group=\"mitosis_admin\",state=\"Pending\"}"), Some(10_000.0));
     let mut best = Duration::MAX;
-    for attempt in 0..3 {
-        if attempt > 0 {
-            std::thread::sleep(Duration::from_millis(5100));
-        }
+    for _ in 0..5 {
         let t0 = Instant::now();
         let text = scrape(&admin);
-        let took = t0.elapsed();
-        assert_eq!(value(&text, "mito_tasks{group=\"mitosis_admin\",state=\"Ready\"}"), Some(90_000.0));
-        assert_eq!(value(&text, "mito_tasks{group=\"mitosis_admin\",state=\"Pending\"}"), Some(10_000.0));
-        best = best.min(took);
-        if best < Duration::from_millis(100) {
-            break;
-        }
+        best = best.min(t0.elapsed());
+        assert_eq!(value(&text, ready), Some(90_000.0));
+        // Within a period of the refresher, plus slack for a loaded machine.
+        let age = value(&text, "mito_metrics_db_age_seconds").unwrap();
+        assert!(age < 10.0, "{age}");
+        std::thread::sleep(Duration::from_millis(700));
     }
-    eprintln!("uncached scrape with 100,000 tasks: {best:?}");
+    let read = value(&scrape(&admin), "mito_metrics_db_read_seconds").unwrap();
+    eprintln!("scrape with 100,000 tasks: {best:?} (the database read behind it: {read}s)");
     assert!(best < Duration::from_millis(100), "the fastest uncached scrape took {best:?}");
 }
 
