@@ -427,7 +427,7 @@ pub fn spawn_refresher(ctx: std::sync::Arc<Ctx>) -> Option<std::thread::JoinHand
                 while !ctx.shutdown.is_set() {
                     std::thread::sleep(Duration::from_millis(250));
                     let scraped = lock(&METRICS.last_scrape).is_some_and(|t| t.elapsed() < KEEP_FRESH);
-                    let due = lock(&METRICS.db_part).as_ref().is_none_or(|p| p.at.elapsed() >= DB_CACHE);
+                    let due = !lock(&METRICS.db_part).as_ref().is_some_and(|p| p.at.elapsed() < DB_CACHE);
                     if scraped && due {
                         if let Err(e) = refresh(&ctx) {
                             log::debug!("metrics: reading task and worker counts failed (will retry): {e:?}");
