@@ -45,7 +45,9 @@ pub fn spawn_metrics(ctx: Arc<Ctx>, server: Arc<tiny_http::Server>) -> Option<Jo
                     Ok(Some(req)) => {
                         let path = path_of(req.url());
                         let reply = match (req.method(), path) {
-                            (tiny_http::Method::Get, "/metrics") => super::metrics::scrape(&ctx),
+                            (tiny_http::Method::Get, "/metrics") => {
+                                caught(|| Ok(super::metrics::scrape(&ctx))).unwrap_or_else(|e| e.reply())
+                            }
                             (_, "/metrics") => ApiError::MethodNotAllowed.reply(),
                             _ => ApiError::NoRoute.reply(),
                         };
