@@ -17,6 +17,7 @@ mod http_limits;
 mod lifecycle;
 mod limits;
 mod login_limits;
+mod manager;
 mod metrics;
 mod permissions;
 mod redis_acl;
