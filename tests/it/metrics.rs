@@ -91,6 +91,40 @@ fn the_exposition_parses_and_counters_follow_a_workload() {
 }
 
 #[test]
+fn object_transfers_and_reaper_actions_are_counted() {
+    let c = Coordinator::start_with(TestDb::new(), &["--heartbeat-timeout", "3s"]);
+    let admin = c.admin();
+    let before = scrape(&admin);
+    // One attachment through the local store: up, then down.
+    let body = "hello metrics";
+    let (s, b) =
+        admin.post("/groups/mitosis_admin/attachments", &json!({"key": "m.txt", "content_length": body.len()}));
+    assert_eq!(s, 200, "{b}");
+    let put = json(&b)["url"].as_str().unwrap().to_string();
+    assert_eq!(http_raw("", "PUT", &put, &[], Some(("application/octet-stream", body))).0, 200);
+    let (s, b) = admin.get("/groups/mitosis_admin/download/attachments/m.txt");
+    assert_eq!(s, 200, "{b}");
+    let get = json(&b)["url"].as_str().unwrap().to_string();
+    assert_eq!(http_raw("", "GET", &get, &[], None), (200, body.to_string()));
+    // A worker that takes a task and falls silent: the reaper removes it and requeues the task.
+    let worker = c.worker(&admin, &[], &["mitosis_admin"]);
+    submit(&admin, &task("mitosis_admin", &["true"], &[], 0));
+    assert!(worker.fetch().is_some());
+    let after =
+        poll_scrape(&admin, Duration::from_secs(30), |t| value(t, "mito_reaper_workers_removed_total") == Some(1.0));
+    promtool_check(&after);
+    let delta = |series: &str| value(&after, series).unwrap_or(0.0) - value(&before, series).unwrap_or(0.0);
+    assert_eq!(delta("mito_reaper_tasks_requeued_total"), 1.0, "{after}");
+    let n = body.len() as f64;
+    for dir in ["get", "put"] {
+        let ok = format!("mito_object_transfers_total{{direction=\"{dir}\",result=\"ok\"}}");
+        assert_eq!(delta(&ok), 1.0, "{after}");
+        assert_eq!(delta(&format!("mito_object_bytes_total{{direction=\"{dir}\"}}")), n, "{after}");
+        assert_eq!(delta(&format!("mito_object_urls_signed_total{{direction=\"{dir}\"}}")), 1.0, "{after}");
+    }
+}
+
+#[test]
 fn only_admins_and_the_metrics_token_may_scrape_the_main_listener() {
     let home = TempDir::new("metrics-token");
     let file = home.path().join("token");
