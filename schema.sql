@@ -187,3 +187,21 @@ CREATE INDEX active_tasks_upstream ON active_tasks (upstream_task_uuid) WHERE up
 ALTER TABLE workers ADD COLUMN confirms_claims boolean NOT NULL DEFAULT false;
 ALTER TABLE active_tasks ADD COLUMN claim_deadline timestamptz;
 CREATE INDEX active_tasks_claim_deadline ON active_tasks (claim_deadline) WHERE claim_deadline IS NOT NULL;
+
+-- migration 5: history for the per-group stats (GET /groups/{g}/stats)
+-- Once a minute the reaper records every group's Ready count (groups with none get no row)
+-- and that it sampled at all (queue_sample_minutes): a sampled minute without a row for a
+-- group reads 0, a minute nobody sampled reads "no sample". Rows older than a day go.
+CREATE TABLE queue_sample_minutes (
+    minute timestamptz PRIMARY KEY
+);
+CREATE TABLE queue_samples (
+    group_id bigint      NOT NULL,
+    minute   timestamptz NOT NULL,
+    ready    bigint      NOT NULL,
+    PRIMARY KEY (group_id, minute)
+);
+CREATE INDEX queue_samples_minute ON queue_samples (minute);
+-- Tasks of a group archived per minute: a range scan of this index, not a pass over the
+-- group's whole archive.
+CREATE INDEX archived_tasks_group_updated ON archived_tasks (group_id, updated_at);

@@ -99,6 +99,25 @@ pub struct CreateGroupReq {
     pub group_name: String,
 }
 
+/// `GET /groups/{g}/stats` (a mito extension): one point per minute, oldest first, the last
+/// one the current minute.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupStats {
+    pub group_name: String,
+    pub window_minutes: u32,
+    pub points: Vec<StatsPoint>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatsPoint {
+    /// The minute's start, RFC 3339 in UTC (`2026-01-02T03:04:00Z`).
+    pub minute: String,
+    /// Tasks of the group archived in that minute (finished, failed or cancelled).
+    pub finished: i64,
+    /// The group's Ready queue depth sampled in that minute; None when nobody sampled.
+    pub ready: Option<i64>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GroupQueryInfo {
     pub group_name: String,

@@ -73,6 +73,12 @@ pub struct CoordinatorConfig {
     /// hold their product (8 GiB by default); a body that finds no room within
     /// `body_timeout` gets 503.
     pub body_memory_limit: usize,
+    /// A second listener serving only `GET /metrics`, without authentication.
+    pub metrics_bind: Option<std::net::SocketAddr>,
+    /// A bearer token that may read `/metrics` on the main listener (besides admins').
+    pub metrics_token: Option<String>,
+    /// A file whose first line is that token.
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 /// Upper bound of `header_timeout` and `body_timeout`: a stalled client holds a thread
@@ -119,6 +125,9 @@ impl CoordinatorConfig {
         "body_timeout",
         "max_connections",
         "body_memory_limit",
+        "metrics_bind",
+        "metrics_token",
+        "metrics_token_file",
     ];
 
     /// Builds the settings from merged layers, applying defaults and checking every value.
@@ -173,7 +182,22 @@ impl CoordinatorConfig {
             body_timeout: l.duration("body_timeout")?.unwrap_or(Duration::from_secs(30)),
             max_connections: l.count("max_connections")?.unwrap_or(4096),
             body_memory_limit: l.count("body_memory_limit")?.unwrap_or(256 << 20),
+            metrics_bind: match l.string("metrics_bind")?.filter(|s| !s.is_empty()) {
+                Some(_) => l.parsed("metrics_bind", "an address like 127.0.0.1:9100")?,
+                None => None,
+            },
+            metrics_token: l.string("metrics_token")?,
+            metrics_token_file: l.path("metrics_token_file")?,
         };
+        if cfg.metrics_token.is_some() && cfg.metrics_token_file.is_some() {
+            return Err(ConfigError::invalid(
+                "metrics_token",
+                "`metrics_token_file` is set too; give the metrics token one way only",
+            ));
+        }
+        if let Some(t) = &cfg.metrics_token {
+            check_metrics_token(t).map_err(|e| ConfigError::invalid("metrics_token", e))?;
+        }
         for (key, d) in [("header_timeout", cfg.header_timeout), ("body_timeout", cfg.body_timeout)] {
             if d.is_zero() || d > MAX_IO_TIMEOUT {
                 return Err(ConfigError::invalid(
@@ -228,6 +252,42 @@ impl CoordinatorConfig {
         }
         Ok(cfg)
     }
+}
+
+/// Shortest metrics token accepted: a guessable one would open the metrics to anyone.
+pub const MIN_METRICS_TOKEN: usize = 16;
+
+/// Why a metrics token is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricsTokenError {
+    /// Its length in bytes, outside `MIN_METRICS_TOKEN..=4096`.
+    Length(usize),
+    /// It holds spaces, control characters or non-ASCII.
+    Characters,
+}
+
+impl std::fmt::Display for MetricsTokenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MetricsTokenError::Length(n) => write!(f, "it must be {MIN_METRICS_TOKEN} to 4096 bytes, not {n}"),
+            MetricsTokenError::Characters => {
+                write!(f, "it must be printable ASCII without spaces (it travels in an HTTP header)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for MetricsTokenError {}
+
+/// A metrics token must be long enough not to be guessed and fit in a header.
+pub fn check_metrics_token(t: &str) -> Result<(), MetricsTokenError> {
+    if t.len() < MIN_METRICS_TOKEN || t.len() > 4096 {
+        return Err(MetricsTokenError::Length(t.len()));
+    }
+    if t.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || !b.is_ascii()) {
+        return Err(MetricsTokenError::Characters);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -328,6 +328,12 @@ pub fn bearer(call: &Call) -> Result<String, ApiError> {
     Ok(token.trim().to_string())
 }
 
+/// Compares secrets without an early exit, so the time taken tells nothing of where they
+/// differ (only whether their lengths do).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// A signed-in user.
 #[derive(Debug, Clone)]
 pub struct AuthUser {

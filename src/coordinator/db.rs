@@ -142,10 +142,20 @@ impl Pool {
 
     /// Checks out a connection, opening, probing or replacing it as needed.
     pub fn get(&self) -> Result<Conn<'_>, ApiError> {
-        let slot = self
-            .rx
-            .recv_timeout(CHECKOUT_TIMEOUT)
-            .map_err(|_| ApiError::Unavailable("every database connection is busy".into()))?;
+        let m = &super::metrics::METRICS;
+        let slot = match self.rx.try_recv() {
+            Ok(slot) => slot,
+            Err(_) => {
+                m.db_pool_waits.inc();
+                let t0 = Instant::now();
+                let got = self.rx.recv_timeout(CHECKOUT_TIMEOUT);
+                m.db_pool_wait_micros.add(t0.elapsed().as_micros() as u64);
+                got.map_err(|_| {
+                    m.db_pool_timeouts.inc();
+                    ApiError::Unavailable("every database connection is busy".into())
+                })?
+            }
+        };
         let epoch = self.epoch.load(Ordering::SeqCst);
         let usable = match slot {
             Some((mut c, st, seen)) if !c.is_closed() => {
@@ -158,6 +168,7 @@ impl Pool {
             None => match self.open() {
                 Ok(c) => (c, Statements::new()),
                 Err(e) => {
+                    m.db_connect_errors.inc();
                     let _ = self.tx.send(None);
                     log::warn!("database {} unreachable: {}", redact(&self.url), crate::redact::text(&e.to_string()));
                     return Err(ApiError::Unavailable("the database is unreachable".into()));

@@ -12,6 +12,8 @@
 pub enum ApiError {
     /// The token is not one we issued, or it is garbled or expired.
     InvalidToken,
+    /// 401 without usable credentials where a route says what it takes (`WWW-Authenticate`).
+    Unauthenticated(String),
     /// The token was revoked, its user is gone, or a password was wrong.
     WrongCredentials,
     PermissionDenied,
@@ -54,6 +56,7 @@ impl ApiError {
 impl From<postgres::Error> for ApiError {
     fn from(e: postgres::Error) -> Self {
         use std::error::Error;
+        super::metrics::METRICS.db_statement_errors.inc();
         let io = e.source().is_some_and(|s| s.is::<std::io::Error>());
         // Class 08: connection exception; 57P0x: the server is shutting down or restarting.
         let sqlstate = e.code().map(|c| c.code()).unwrap_or("");
@@ -91,6 +94,16 @@ pub enum StartError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    /// The `metrics_bind` socket could not be opened.
+    MetricsListen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    /// `metrics_token_file` cannot be read or holds no usable token.
+    MetricsToken {
+        path: std::path::PathBuf,
+        message: String,
+    },
     /// The HTTP server could not start on the opened socket.
     Serve {
         addr: std::net::SocketAddr,
@@ -109,6 +122,13 @@ impl std::fmt::Display for StartError {
             StartError::Listen { addr, source } => {
                 write!(f, "cannot listen on {addr}: {source}; is another process using it? (change --bind)")
             }
+            StartError::MetricsListen { addr, source } => write!(
+                f,
+                "cannot listen on {addr} for metrics: {source}; is another process using it? (change metrics_bind)"
+            ),
+            StartError::MetricsToken { path, message } => {
+                write!(f, "the metrics token file {}: {message}; check metrics_token_file", path.display())
+            }
             StartError::Serve { addr, message } => write!(f, "cannot serve on {addr}: {message}"),
         }
     }
@@ -121,8 +141,8 @@ impl std::error::Error for StartError {
             StartError::Redis(e) => Some(e),
             StartError::Storage(e) => Some(e),
             StartError::Schema(e) => Some(e),
-            StartError::Listen { source, .. } => Some(source),
-            StartError::HashAdminPassword(_) | StartError::Serve { .. } => None,
+            StartError::Listen { source, .. } | StartError::MetricsListen { source, .. } => Some(source),
+            StartError::HashAdminPassword(_) | StartError::Serve { .. } | StartError::MetricsToken { .. } => None,
         }
     }
 }

@@ -85,6 +85,9 @@ impl ApiError {
         let msg = |status: u16, text: String| Reply::error_json(status, &text);
         match self {
             InvalidToken => msg(401, "Authentication error: Invalid token".into()),
+            Unauthenticated(s) => {
+                msg(401, format!("Authentication error: {s}")).with_header("WWW-Authenticate", "Bearer".into())
+            }
             WrongCredentials => msg(401, "Authentication error: Wrong credentials".into()),
             PermissionDenied => msg(403, "Authentication error: Permission denied".into()),
             Forbidden(s) => msg(403, format!("Authentication error: Permission denied: {s}")),

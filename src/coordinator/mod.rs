@@ -17,12 +17,14 @@ pub mod filter;
 pub mod http;
 pub mod limits;
 pub mod login_limit;
+pub mod metrics;
 pub mod peer;
 pub mod reaper;
 pub mod redis;
 mod routes;
 pub mod scheduler;
 mod server;
+pub mod stats;
 pub mod storage;
 pub mod tasks;
 pub mod workers;
@@ -67,6 +69,8 @@ const SPECS: &[OptSpec] = &[
     OptSpec::value("log-path", None, "log_path", "LOG_PATH", "The log file path. If not specified, then the default rolling log file path would be used. If specified, then the log file would be exactly at the path specified"),
     OptSpec::switch("file-log", None, "file_log", "Enable logging to file"),
     OptSpec::value("data-dir", None, "data_dir", "DATA_DIR", "Where the local object store keeps files (default $XDG_DATA_HOME/mitosis/coordinator)"),
+    OptSpec::value("metrics-bind", None, "metrics_bind", "ADDR", "Also serve GET /metrics, without authentication, on this address (default: only on --bind, to admins and the metrics token)"),
+    OptSpec::value("metrics-token-file", None, "metrics_token_file", "PATH", "A file whose first line is a bearer token that may read /metrics on --bind"),
     OptSpec::value("http-threads", None, "http_threads", "N", "Request handler threads (default 2 x cores, at least 4); the coordinator keeps 2 x N + 3 database connections"),
 ];
 
@@ -230,8 +234,35 @@ pub fn supervised(ctx: &Ctx, name: &str, f: impl Fn()) {
     }
 }
 
+/// Reads the metrics token from `metrics_token_file` (its first line) into `metrics_token`.
+fn load_metrics_token(cfg: &mut CoordinatorConfig) -> Result<(), StartError> {
+    let Some(path) = &cfg.metrics_token_file else { return Ok(()) };
+    let bad = |message: String| StartError::MetricsToken { path: path.clone(), message };
+    let text = crate::private_files::read_first_line(path, 4096).map_err(|e| bad(format!("cannot read it: {e}")))?;
+    crate::config::coordinator::check_metrics_token(&text).map_err(|e| bad(format!("it is not usable: {e}")))?;
+    cfg.metrics_token = Some(text);
+    Ok(())
+}
+
+/// Opens the `metrics_bind` listener, if configured.
+fn listen_metrics(cfg: &CoordinatorConfig) -> Result<Option<tiny_http::Server>, StartError> {
+    let Some(addr) = cfg.metrics_bind else { return Ok(None) };
+    let listener = std::net::TcpListener::bind(addr).map_err(|source| StartError::MetricsListen { addr, source })?;
+    let limits = tiny_http::Limits {
+        header_timeout: cfg.header_timeout,
+        body_timeout: cfg.body_timeout,
+        // Scrapers are few; a flood of connections must not cost thousands of threads.
+        max_connections: 64,
+        ..tiny_http::Limits::default()
+    };
+    tiny_http::Server::from_listener_with_limits(listener, None, limits)
+        .map(Some)
+        .map_err(|e| StartError::Serve { addr, message: e.to_string() })
+}
+
 /// Starts everything and blocks until shutdown.
-pub fn run(cfg: CoordinatorConfig) -> Result<(), StartError> {
+pub fn run(mut cfg: CoordinatorConfig) -> Result<(), StartError> {
+    load_metrics_token(&mut cfg)?;
     let signals = crate::signal::listen();
     let keys = auth::Keys::load(&cfg.access_token_private_path, &cfg.access_token_public_path)?;
     let (shutdown, stopped) = Shutdown::new();
@@ -270,6 +301,7 @@ pub fn run(cfg: CoordinatorConfig) -> Result<(), StartError> {
 
     let server = listen(&cfg)?;
     let server = Arc::new(server);
+    let metrics_server = listen_metrics(&cfg)?.map(Arc::new);
     let secret = random_secret();
     log::warn!("shutdown secret (for `mito client admin shutdown`): {secret}");
     let threads = cfg.http_threads;
@@ -298,8 +330,15 @@ pub fn run(cfg: CoordinatorConfig) -> Result<(), StartError> {
     });
     let mut background = scheduler::spawn(ctx.clone());
     background.extend(reaper::spawn(ctx.clone()));
-    let handlers = server::spawn_handlers(ctx.clone(), server.clone(), threads);
+    background.extend(metrics::spawn_refresher(ctx.clone()));
+    let mut handlers = server::spawn_handlers(ctx.clone(), server.clone(), threads);
     log::info!("coordinator listening on http://{bind} with {threads} handler threads");
+    if let Some(m) = &metrics_server {
+        handlers.extend(server::spawn_metrics(ctx.clone(), m.clone()));
+        if let Some(addr) = ctx.cfg.metrics_bind {
+            log::info!("metrics on http://{addr}/metrics (no authentication)");
+        }
+    }
 
     select! {
         recv(signals) -> sig => {
@@ -313,6 +352,7 @@ pub fn run(cfg: CoordinatorConfig) -> Result<(), StartError> {
         let _ = h.join();
     }
     drop(server);
+    drop(metrics_server);
     std::thread::sleep(Duration::from_millis(10));
     log::info!("coordinator stopped");
     Ok(())

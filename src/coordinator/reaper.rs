@@ -10,6 +10,7 @@
 //! let handle = reaper::spawn(ctx.clone()); // runs until shutdown
 //! ```
 
+use super::metrics::METRICS;
 use super::{workers, Ctx};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -38,6 +39,8 @@ fn tick(ctx: &Ctx) -> Duration {
 fn run(ctx: &Ctx) {
     let mut leader: Option<(postgres::Client, SystemTime)> = None;
     let (mut next_reap, mut next_vacuum) = (Instant::now(), Instant::now());
+    // The wall-clock minute last sampled for the stats.
+    let mut sampled: Option<u64> = None;
     while !ctx.shutdown.is_set() {
         let now = Instant::now();
         let due = next_reap.min(next_vacuum);
@@ -66,6 +69,13 @@ fn run(ctx: &Ctx) {
         if now >= next_vacuum {
             next_vacuum = now + VACUUM_EVERY;
             vacuum_queue(conn);
+            let minute = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() / 60);
+            if sampled != Some(minute) {
+                match super::stats::sample_queues(conn) {
+                    Ok(()) => sampled = Some(minute),
+                    Err(e) => log::warn!("sampling the Ready queues failed (will retry): {e}"),
+                }
+            }
         }
     }
 }
@@ -223,6 +233,7 @@ fn expire_claims(ctx: &Ctx, db: &mut super::db::Conn, since: SystemTime) -> Resu
         ctx.scheduler.notify_group(&mut tx, *g)?;
     }
     tx.commit()?;
+    METRICS.requeued_tasks.add(requeue.len() as u64);
     for g in groups {
         ctx.scheduler.task_ready(g);
     }
@@ -232,13 +243,15 @@ fn expire_claims(ctx: &Ctx, db: &mut super::db::Conn, since: SystemTime) -> Resu
 /// Removes workers in one transaction and wakes the groups whose tasks went back to Ready.
 fn remove(ctx: &Ctx, db: &mut super::db::Conn, ids: &[i64]) -> Result<(), super::error::ApiError> {
     let mut tx = db.transaction()?;
-    let groups = workers::remove(&mut tx, ids)?;
+    let (groups, requeued) = workers::remove_counted(&mut tx, ids)?;
     for g in &groups {
         ctx.scheduler.notify_group(&mut tx, *g)?;
     }
     // Their fetches may still be parked somewhere: answered with 401 now.
     ctx.scheduler.notify_workers(&mut tx, ids)?;
     tx.commit()?;
+    METRICS.reaped_workers.add(ids.len() as u64);
+    METRICS.requeued_tasks.add(requeued as u64);
     for g in groups {
         ctx.scheduler.task_ready(g);
     }

@@ -66,6 +66,18 @@ pub struct ParkAs {
 pub struct Parked {
     req: tiny_http::Request,
     how: ParkAs,
+    /// When the request was taken up, and its route, for the request metrics.
+    since: Instant,
+    route: Option<usize>,
+}
+
+impl Parked {
+    /// Answers the fetch and counts the request.
+    fn answer(self, reply: Reply) {
+        let status = reply.status;
+        respond(self.req, reply);
+        super::metrics::METRICS.request(self.route, status, self.since.elapsed());
+    }
 }
 
 /// What may have changed for parked fetches.
@@ -152,8 +164,17 @@ impl Scheduler {
 
     /// Parks a fetch that found nothing. If something was announced since its claim
     /// looked, it gets another look at once.
-    pub fn park(&self, req: tiny_http::Request, how: ParkAs) {
-        self.repark(Parked { req, how });
+    pub fn park(&self, req: tiny_http::Request, how: ParkAs, since: Instant, route: Option<usize>) {
+        self.repark(Parked { req, how, since, route });
+    }
+
+    /// Parked fetches, and the distinct workers they come from.
+    pub fn parked_counts(&self) -> (usize, usize) {
+        let parked = locked(&self.parked);
+        let mut workers: Vec<i64> = parked.iter().map(|p| p.how.worker_id).collect();
+        workers.sort_unstable();
+        workers.dedup();
+        (parked.len(), workers.len())
     }
 
     fn repark(&self, p: Parked) {
@@ -192,7 +213,7 @@ impl Scheduler {
 
     fn answer_all_null(&self) {
         for p in std::mem::take(&mut *locked(&self.parked)) {
-            respond(p.req, Reply::null());
+            p.answer(Reply::null());
         }
     }
 
@@ -291,7 +312,8 @@ pub static CLAIM: LazyLock<String> = LazyLock::new(|| {
         UPDATE active_tasks t SET state = {running}, assigned_worker = (SELECT id FROM w), updated_at = now(),
             claim_deadline = CASE WHEN (SELECT confirms_claims FROM w) THEN now() + make_interval(secs => $2) END
         FROM cand WHERE t.id = cand.id
-        RETURNING t.id, t.uuid, t.timeout, t.upstream_task_uuid, t.spec
+        RETURNING t.id, t.uuid, t.timeout, t.upstream_task_uuid, t.spec,
+            extract(epoch FROM now() - t.created_at)::float8 AS waited
     ), assign AS (
         UPDATE workers SET assigned_task_id = claimed.id FROM claimed WHERE workers.id = (SELECT id FROM w)
     )
@@ -346,6 +368,11 @@ pub fn claim(ctx: &Ctx, db: &mut super::db::Conn, worker: WorkerToken, deadline:
     let st = db.prepared(CLAIM.as_str())?;
     let lease = ctx.cfg.claim_lease.as_secs_f64();
     if let Some(r) = db.query_opt(&st, &[&worker.uuid, &lease])? {
+        let m = &super::metrics::METRICS;
+        m.claims.inc();
+        // The database's clock at both ends, so coordinators' clocks do not matter.
+        let waited: f64 = r.get("waited");
+        m.submit_to_fetch.observe(super::metrics::LATENCY_BOUNDS, Duration::from_secs_f64(waited.clamp(0.0, 1e9)));
         return Ok(Claimed::Task(task(&r)?));
     }
     let st = db.prepared(WORKER.as_str())?;
@@ -391,7 +418,7 @@ fn try_answer(ctx: &Ctx, p: Parked) -> Option<Parked> {
     // fetch whose connection is closed is dropped unclaimed.
     if super::peer::gone(&p.req) {
         log::debug!("a parked fetch's worker hung up; dropping the fetch");
-        respond(p.req, Reply::null());
+        p.answer(Reply::null());
         return None;
     }
     let mut db = match ctx.queue_pool.get() {
@@ -400,12 +427,12 @@ fn try_answer(ctx: &Ctx, p: Parked) -> Option<Parked> {
     };
     match claim(ctx, &mut db, p.how.worker, p.how.deadline) {
         Ok(Claimed::Task(task)) => {
-            respond(p.req, Reply::json(&task));
+            p.answer(Reply::json(&task));
             None
         }
-        Ok(Claimed::Nothing(how)) => Some(Parked { req: p.req, how }),
+        Ok(Claimed::Nothing(how)) => Some(Parked { how, ..p }),
         Err(ApiError::WrongCredentials) => {
-            respond(p.req, ApiError::WrongCredentials.reply());
+            p.answer(ApiError::WrongCredentials.reply());
             None
         }
         Err(e) => {
@@ -444,7 +471,7 @@ fn dispatcher(ctx: &Ctx) {
             expired
         };
         for p in expired {
-            respond(p.req, Reply::null());
+            p.answer(Reply::null());
         }
     }
     s.closed.store(true, Ordering::SeqCst);

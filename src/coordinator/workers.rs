@@ -47,8 +47,13 @@ pub fn groups(db: &mut impl GenericClient, worker_id: i64) -> Result<BTreeMap<St
 /// asked to cancel, which are archived as cancelled. Returns the groups whose tasks were
 /// requeued, for the wake-up after commit.
 pub fn remove(tx: &mut impl GenericClient, ids: &[i64]) -> Result<Vec<i64>, ApiError> {
+    remove_counted(tx, ids).map(|(groups, _)| groups)
+}
+
+/// [`remove`], also saying how many tasks went back to Ready.
+pub fn remove_counted(tx: &mut impl GenericClient, ids: &[i64]) -> Result<(Vec<i64>, usize), ApiError> {
     if ids.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), 0));
     }
     // The workers' rows first: a claim locks its worker's row before it takes a task, so
     // a claim in flight either finishes first (and its task is requeued below) or waits
@@ -74,10 +79,11 @@ pub fn remove(tx: &mut impl GenericClient, ids: &[i64]) -> Result<Vec<i64>, ApiE
         .map(|r| r.get("group_id"))
         .collect();
     tx.execute("DELETE FROM workers WHERE id = ANY($1)", &[&ids])?;
+    let count = requeued.len();
     let mut groups = requeued;
     groups.sort_unstable();
     groups.dedup();
-    Ok(groups)
+    Ok((groups, count))
 }
 
 /// Stops workers: Force removes them now; Graceful removes idle ones and marks busy ones

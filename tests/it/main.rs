@@ -18,6 +18,7 @@ mod lifecycle;
 mod limits;
 mod login_limits;
 mod manager;
+mod metrics;
 mod permissions;
 mod redis_acl;
 mod reliability;

@@ -121,14 +121,10 @@ pub fn storage_quota(ctx: &Ctx, call: &Call, group: &str) -> Result<Reply, ApiEr
 /// `POST /admin/shutdown`: stops the coordinator when the secret from its log matches.
 pub fn shutdown(ctx: &Ctx, call: &Call) -> Result<Reply, ApiError> {
     let req: ShutdownReq = call.json()?;
-    if !constant_time_eq(req.secret.as_bytes(), ctx.shutdown_secret.as_bytes()) {
+    if !crate::coordinator::auth::constant_time_eq(req.secret.as_bytes(), ctx.shutdown_secret.as_bytes()) {
         return Err(ApiError::Forbidden("the shutdown secret does not match the one in the coordinator's log".into()));
     }
     log::warn!("shutdown requested through the admin API");
     ctx.shutdown.trigger();
     Ok(Reply::ok())
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

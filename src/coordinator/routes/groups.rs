@@ -59,6 +59,28 @@ pub fn create(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError
     Ok(Reply::ok())
 }
 
+/// `GET /groups/{g}/stats[?minutes=N]`: tasks archived and the Ready depth per minute, for
+/// members (any role) and site admins; anyone else, and any unknown group, gets 403.
+pub fn stats(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str) -> Result<Reply, ApiError> {
+    use crate::coordinator::stats::{self, DEFAULT_MINUTES, MAX_MINUTES};
+    let minutes = match call.query_one("minutes")? {
+        None => DEFAULT_MINUTES,
+        Some(v) => v.parse::<u32>().ok().filter(|n| (1..=MAX_MINUTES).contains(n)).ok_or_else(|| {
+            ApiError::bad(format!("`minutes` must be a whole number from 1 to {MAX_MINUTES}, not {v:?}"))
+        })?,
+    };
+    let mut db = ctx.pool.get()?;
+    let group_id = match authorize_group(&mut *db, user, group, UserGroupRole::Read) {
+        Ok((id, _)) => id,
+        Err(e) if user.admin => {
+            db.query_opt("SELECT id FROM groups WHERE group_name = $1", &[&group])?.map(|r| r.get("id")).ok_or(e)?
+        }
+        Err(e) => return Err(e),
+    };
+    let points = stats::points(&mut *db, group_id, minutes)?;
+    Ok(Reply::json(&crate::api::GroupStats { group_name: group.to_string(), window_minutes: minutes, points }))
+}
+
 /// `GET /groups/{g}`: for members; the member list only for the group's Admins.
 pub fn get(ctx: &Ctx, user: &AuthUser, group: &str) -> Result<Reply, ApiError> {
     let mut db = ctx.pool.get()?;

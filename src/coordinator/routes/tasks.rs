@@ -81,6 +81,7 @@ fn submit_all(
             continue;
         };
         ctx.scheduler.task_ready(m.group_id);
+        crate::coordinator::metrics::METRICS.submits.add(m.tasks.len() as u64);
         for (i, (task_id, uuid)) in idx.iter().zip(m.tasks) {
             results[*i] = Some(Ok(SubmitTaskResp { task_id, uuid }));
         }

@@ -226,6 +226,7 @@ fn commit(ctx: &Ctx, worker: WorkerToken, id: i64, result: TaskResultSpec) -> Re
     let params: [&(dyn ToSql + Sync); 7] =
         [&worker.uuid, &id, &&done[..], &cancelled_code, &result, &cancelled, &graceful];
     if db.query_opt(&plain, &params)?.is_some() {
+        crate::coordinator::metrics::METRICS.commits.inc();
         return Ok(Reply::json(&ReportTaskResp { url: None }));
     }
     let general = db.prepared(COMMIT)?;
@@ -244,6 +245,7 @@ fn commit(ctx: &Ctx, worker: WorkerToken, id: i64, result: TaskResultSpec) -> Re
             Some(_) => ApiError::bad("Task can not be marked as done: report Finish or Cancel first"),
         });
     }
+    crate::coordinator::metrics::METRICS.commits.inc();
     if stopped {
         log::info!("worker {} stopped after its last task, as asked", worker.uuid);
     }

@@ -10,6 +10,7 @@ use crate::config::CoordinatorConfig;
 use crate::coordinator::auth::Keys;
 use crate::coordinator::error::ApiError;
 use crate::coordinator::http::{respond, Reply};
+use crate::coordinator::metrics::{Direction, METRICS};
 use ct_codecs::{Base64UrlSafeNoPadding, Decoder, Encoder};
 use std::fs::File;
 use std::io::Write;
@@ -232,7 +233,12 @@ impl LocalStore {
             // Given back however the thread ends, a panic included.
             let _slot = slot;
             let reply = match length {
-                Some(len) => store.receive(&mut req, &path, len),
+                Some(len) => {
+                    let r = store.receive(&mut req, &path, len);
+                    let ok = matches!(&r, Ok(reply) if reply.status == 200);
+                    METRICS.transfer(Direction::Put, ok, if ok { len } else { 0 });
+                    r
+                }
                 None => return store.send_file(req, &path, &obj),
             };
             respond(req, reply.unwrap_or_else(|e| e.reply()));
@@ -250,8 +256,12 @@ impl LocalStore {
                     tiny_http::Header::from_bytes("Content-Type", "application/octet-stream").expect("static header");
                 let resp =
                     tiny_http::Response::new(tiny_http::StatusCode(200), vec![ct], file, Some(len as usize), None);
-                if let Err(e) = req.respond(resp) {
-                    log::debug!("download of {}/{} ended early: {e}", obj.bucket, obj.key);
+                match req.respond(resp) {
+                    Ok(()) => METRICS.transfer(Direction::Get, true, len),
+                    Err(e) => {
+                        METRICS.transfer(Direction::Get, false, 0);
+                        log::debug!("download of {}/{} ended early: {e}", obj.bucket, obj.key);
+                    }
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

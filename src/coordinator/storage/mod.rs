@@ -24,6 +24,7 @@ pub use s3::S3Store;
 
 use super::auth::Keys;
 use super::error::ApiError;
+use super::metrics::{Direction, METRICS};
 use crate::config::CoordinatorConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -225,6 +226,7 @@ impl Storage {
         ttl: Duration,
     ) -> Result<String, ApiError> {
         check_key(key)?;
+        METRICS.url_signed(Direction::Put);
         match self {
             Storage::S3(s) => Ok(s.presign_put(bucket, key, length, ttl)),
             Storage::Local(l) => l.presign(origin, "PUT", bucket, key, Some(length), ttl),
@@ -234,6 +236,7 @@ impl Storage {
     /// A URL that serves `GET` of `key` until `ttl` passes.
     pub fn presign_get(&self, origin: &str, bucket: Bucket, key: &str, ttl: Duration) -> Result<String, ApiError> {
         check_key(key)?;
+        METRICS.url_signed(Direction::Get);
         match self {
             Storage::S3(s) => Ok(s.presign_get(bucket, key, ttl)),
             Storage::Local(l) => l.presign(origin, "GET", bucket, key, None, ttl),
