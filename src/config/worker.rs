@@ -38,6 +38,9 @@ pub struct WorkerConfig {
     /// Keep other sessions' tokens valid when logging in.
     pub retain: bool,
     pub skip_redis: bool,
+    /// A PEM file of CA certificates trusted besides the system's, for `https` coordinators
+    /// and object storage.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl WorkerConfig {
@@ -61,6 +64,7 @@ impl WorkerConfig {
         "lifetime",
         "retain",
         "skip_redis",
+        "ca_file",
     ];
 
     /// Builds the settings from merged layers, applying defaults and checking every value.
@@ -87,6 +91,7 @@ impl WorkerConfig {
             lifetime: l.duration("lifetime")?,
             retain: l.bool("retain")?.unwrap_or(false),
             skip_redis: l.bool("skip_redis")?.unwrap_or(false),
+            ca_file: l.path("ca_file")?,
         };
         for (key, d) in [("polling_interval", cfg.polling_interval), ("heartbeat_interval", cfg.heartbeat_interval)] {
             if d.is_zero() {

@@ -62,6 +62,7 @@ const SPECS: &[OptSpec] = &[
     OptSpec::value("lifetime", None, "lifetime", "LIFETIME", "The lifetime of the worker to alive (e.g., 7d, 1year)"),
     OptSpec::switch("retain", None, "retain", "Keep the user's other tokens valid when logging in"),
     OptSpec::switch("skip-redis", None, "skip_redis", "Do not publish task states to Redis"),
+    OptSpec::value("ca-file", None, "ca_file", "CA_FILE", "A PEM file of CA certificates to trust besides the system's, for https coordinators and object storage"),
 ];
 
 const FOOTER: &str = "\
@@ -136,17 +137,19 @@ pub fn run(mut cfg: WorkerConfig) -> Result<(), String> {
         cfg.password = Some(isolate::read_password_stdin()?);
     }
     let confine = confinement(&cfg)?;
+    let tls = crate::tls::Tls::new(cfg.ca_file.as_deref(), |m| log::warn!("{m}")).map_err(|e| e.to_string())?;
+    let agent = net::agent(&tls);
     let stop = Arc::new(Stop::new());
     let shared = Arc::new(Shared::new(stop.clone()));
 
     shutdown::spawn_signal_thread(shared.clone())?;
     let retry_cap = cfg.polling_interval.min(Duration::from_secs(30));
 
-    let Some((user, reg)) = register::log_in_and_register(&cfg, &stop, retry_cap)? else {
+    let Some((user, reg)) = register::log_in_and_register(&agent, &cfg, &stop, retry_cap)? else {
         return Ok(());
     };
     let id = reg.worker_id;
-    let net = Arc::new(Net::new(&cfg.coordinator_addr, reg.token.clone(), stop.clone(), retry_cap));
+    let net = Arc::new(Net::new(agent, &cfg.coordinator_addr, reg.token.clone(), stop.clone(), retry_cap));
     let _ = shared.net.set(net.clone());
     let top = cache_dir()
         .map(|d| d.join("mitosis"))

@@ -20,19 +20,15 @@ pub struct S3Store {
 }
 
 impl S3Store {
-    pub(super) fn new(cfg: &CoordinatorConfig, url: &str) -> Result<S3Store, String> {
+    pub(super) fn new(cfg: &CoordinatorConfig, url: &str, tls: &crate::tls::Tls) -> Result<S3Store, String> {
         // The URL may carry credentials in its user-info: messages show it redacted.
         let shown = crate::redact::url(url);
         let endpoint = url::Url::parse(url).map_err(|e| {
             format!("invalid value for `s3_url`: {shown:?} is not a URL ({e}); e.g. http://127.0.0.1:9000")
         })?;
         let host = endpoint.host().ok_or_else(|| format!("invalid value for `s3_url`: {shown:?} has no host"))?;
-        if endpoint.scheme() == "https" {
-            // The coordinator itself talks to S3 (buckets, deletes) with ureq, built without TLS.
-            return Err(format!(
-                "`s3_url` {shown:?} uses https, but this mito is built without TLS; \
-                 use an http:// endpoint (e.g. a TLS-terminating proxy on the same host)"
-            ));
+        if !matches!(endpoint.scheme(), "http" | "https") {
+            return Err(format!("invalid value for `s3_url`: {shown:?} is not an http:// or https:// URL"));
         }
         // Virtual-host style needs DNS names under the endpoint; an IP address or localhost
         // endpoint (MinIO, Garage, a test server) can only be addressed by path.
@@ -46,10 +42,7 @@ impl S3Store {
             creds: Credentials::new(cfg.s3_access_key.clone(), cfg.s3_secret_key.clone()),
             artifacts: bucket(&cfg.artifacts_bucket)?,
             attachments: bucket(&cfg.attachments_bucket)?,
-            agent: ureq::AgentBuilder::new()
-                .timeout_connect(Duration::from_secs(5))
-                .timeout(Duration::from_secs(30))
-                .build(),
+            agent: tls.agent_builder().timeout_connect(Duration::from_secs(5)).timeout(Duration::from_secs(30)).build(),
             endpoint: shown.clone(),
         })
     }
@@ -85,8 +78,11 @@ impl S3Store {
                 let _ = r.into_reader().take(2048).read_to_string(&mut body);
                 Ok((code, s3_error_code(&body)))
             }
-            // ureq quotes the URL it failed on: a presigned one, with its signature.
-            Err(e) => Err(crate::redact::text(&e.to_string())),
+            Err(ureq::Error::Transport(t)) => match crate::tls::explain(&t) {
+                Some(m) => Err(m),
+                // ureq quotes the URL it failed on: a presigned one, with its signature.
+                None => Err(crate::redact::text(&t.to_string())),
+            },
         }
     }
 
