@@ -15,7 +15,6 @@ use crate::opts::OptSpec;
 use serde_json::{json, Value};
 use std::io::Read;
 use std::path::PathBuf;
-use std::time::Duration;
 
 const PB: OptSpec = OptSpec::flag("pb", None, "Show a progress bar even when stderr is not a terminal");
 const OUT: OptSpec =
@@ -154,7 +153,7 @@ fn download(s: &mut Session, a: &Args) -> Res {
     }
     let dest = destination(a.value("output-path"), ct.file_name(), ct.file_name());
     let pb = Progress::new(&format!("Downloading to {}", dest.display()), Some(size), bar(a));
-    let n = transfer::download(&url, &dest, &pb);
+    let n = transfer::download(s.http.agent(), &url, &dest, &pb);
     pb.finish();
     let n = n?;
     if s.json(a) {
@@ -246,11 +245,11 @@ fn delete_batch(s: &mut Session, a: &Args, by_list: bool) -> Res {
 }
 
 /// Streams a std-log archive (gzip'd tar) from `url`, handing each entry to `f` by path.
-pub fn read_std_log(url: &str, mut f: impl FnMut(&str, &mut dyn Read) -> std::io::Result<()>) -> Result<(), Error> {
-    let agent = ureq::AgentBuilder::new()
-        .timeout_connect(Duration::from_secs(15))
-        .timeout_read(Duration::from_secs(120))
-        .build();
+pub fn read_std_log(
+    agent: &ureq::Agent,
+    url: &str,
+    mut f: impl FnMut(&str, &mut dyn Read) -> std::io::Result<()>,
+) -> Result<(), Error> {
     let resp = agent.get(url).call().map_err(|e| match e {
         ureq::Error::Status(code, r) => {
             let mut body = String::new();

@@ -3,7 +3,8 @@
 //!
 //! ```no_run
 //! use mito::client::http::Http;
-//! let mut h = Http::new("http://127.0.0.1:5000");
+//! let tls = mito::tls::Tls::new(None, |m| eprintln!("warning: {m}")).unwrap();
+//! let mut h = Http::new("http://127.0.0.1:5000", &tls);
 //! h.token = Some("...".into());
 //! let groups = h.get("/users/groups").unwrap();
 //! println!("{}", groups.json().unwrap());
@@ -18,6 +19,20 @@ use std::time::Duration;
 
 /// Largest reply we read from the coordinator (batch download lists can be long).
 const MAX_REPLY: u64 = 256 << 20;
+
+/// Longest a request to the coordinator may take, answer included.
+const COORDINATOR_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The client's one agent, for the coordinator and for object storage: a stalled connection
+/// fails, but there is no overall deadline (a transfer may take hours); requests to the
+/// coordinator add [`COORDINATOR_TIMEOUT`].
+pub fn agent(tls: &crate::tls::Tls) -> ureq::Agent {
+    tls.agent_builder()
+        .timeout_connect(Duration::from_secs(15))
+        .timeout_read(Duration::from_secs(120))
+        .timeout_write(Duration::from_secs(120))
+        .build()
+}
 
 /// A handle on one coordinator, with the caller's token.
 #[derive(Clone)]
@@ -63,12 +78,13 @@ pub fn typed<T: DeserializeOwned>(v: &Value, what: &str) -> Result<T, Error> {
 }
 
 impl Http {
-    pub fn new(base: &str) -> Http {
-        let agent = ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(10))
-            .timeout(Duration::from_secs(120))
-            .build();
-        Http { base: base.trim_end_matches('/').to_string(), token: None, agent }
+    pub fn new(base: &str, tls: &crate::tls::Tls) -> Http {
+        Http { base: base.trim_end_matches('/').to_string(), token: None, agent: agent(tls) }
+    }
+
+    /// The agent, for transfers to and from object storage.
+    pub fn agent(&self) -> &ureq::Agent {
+        &self.agent
     }
 
     pub fn get(&self, path: &str) -> Result<Reply, Error> {
@@ -90,7 +106,7 @@ impl Http {
     /// One request. Non-2xx replies become `Error::Http` with the server's message.
     pub fn send<B: Serialize + ?Sized>(&self, method: &str, path: &str, body: Option<&B>) -> Result<Reply, Error> {
         let what = format!("{method} {}", path.split('?').next().unwrap_or(path));
-        let mut req = self.agent.request(method, &format!("{}{path}", self.base));
+        let mut req = self.agent.request(method, &format!("{}{path}", self.base)).timeout(COORDINATOR_TIMEOUT);
         if let Some(t) = &self.token {
             req = req.set("Authorization", &format!("Bearer {t}"));
         }
@@ -118,7 +134,7 @@ impl Http {
     /// A request whose status the caller wants to see, whatever it is; only a failure to
     /// talk to the coordinator is an error.
     pub fn status_of(&self, method: &str, path: &str) -> Result<(u16, String), Error> {
-        let mut req = self.agent.request(method, &format!("{}{path}", self.base));
+        let mut req = self.agent.request(method, &format!("{}{path}", self.base)).timeout(COORDINATOR_TIMEOUT);
         if let Some(t) = &self.token {
             req = req.set("Authorization", &format!("Bearer {t}"));
         }
@@ -156,6 +172,9 @@ pub fn server_message(body: &str) -> String {
 /// A connection problem, with the coordinator's address and the likely fix.
 pub fn transport_message(base: &str, t: &ureq::Transport) -> String {
     use ureq::ErrorKind as K;
+    if let Some(m) = crate::tls::explain(t) {
+        return format!("cannot talk to the coordinator: {m}");
+    }
     let cause = std::error::Error::source(t).map(|e| e.to_string()).or_else(|| t.message().map(str::to_string));
     match t.kind() {
         K::ConnectionFailed | K::Dns => format!(

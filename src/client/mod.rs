@@ -177,6 +177,13 @@ const SPECS: &[OptSpec] = &[
     ),
     IFLAG,
     OptSpec::switch("retain", None, "retain", "Log in without signing this user out of their other sessions"),
+    OptSpec::value(
+        "ca-file",
+        None,
+        "ca_file",
+        "CA_FILE",
+        "A PEM file of CA certificates to trust besides the system's, for https coordinators and object storage",
+    ),
     JFLAG,
 ];
 
@@ -203,7 +210,8 @@ fn footer() -> String {
         "Commands:\n{}\n{}",
         TOP.command_lines(),
         "See `mito client <COMMAND> --help`. Options can also be set in the [client] table of a config
-file (coordinator_addr, credential_path, user, password, retain) or as MITO_<KEY> variables.
+file (coordinator_addr, credential_path, user, password, retain, ca_file) or as MITO_<KEY>
+variables.
 Exit status: 0 success, 1 failure (the reason is on stderr), 2 a command-line mistake,
 3 `tasks wait` saw a task that did not succeed, 124 `tasks wait --timeout` ran out."
     )
@@ -241,7 +249,14 @@ pub fn main(parser: &mut lexopt::Parser) -> i32 {
             return 2;
         }
     };
-    let mut session = match users::setup(cfg, json) {
+    let tls = match crate::tls::Tls::new(cfg.ca_file.as_deref(), |m| eprintln!("warning: {m}")) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("mito client: {e}");
+            return 2;
+        }
+    };
+    let mut session = match users::setup(cfg, &tls, json) {
         Ok(s) => s,
         Err(e) => {
             e.report();

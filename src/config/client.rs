@@ -14,11 +14,14 @@ pub struct ClientConfig {
     pub password: Option<String>,
     /// Log in without signing this user out of their other sessions.
     pub retain: bool,
+    /// A PEM file of CA certificates trusted besides the system's, for `https` servers.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl ClientConfig {
     /// Every key of `[client]`.
-    pub const KEYS: &'static [&'static str] = &["coordinator_addr", "credential_path", "user", "password", "retain"];
+    pub const KEYS: &'static [&'static str] =
+        &["coordinator_addr", "credential_path", "user", "password", "retain", "ca_file"];
 
     /// Builds the settings from merged layers, applying defaults and checking every value.
     pub fn from_layers(l: &Layers) -> Result<Self, ConfigError> {
@@ -44,6 +47,7 @@ impl ClientConfig {
             user: l.string("user")?.filter(|s| !s.is_empty()),
             password: l.string("password")?.filter(|s| !s.is_empty()),
             retain: l.bool("retain")?.unwrap_or(false),
+            ca_file: l.path("ca_file")?,
         })
     }
 }

@@ -40,6 +40,9 @@ pub struct WorkerConfig {
     pub skip_redis: bool,
     /// `NAME=VALUE` settings added to every task's environment (a task's own `envs` win).
     pub env: Vec<(String, String)>,
+    /// A PEM file of CA certificates trusted besides the system's, for `https` coordinators
+    /// and object storage.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl WorkerConfig {
@@ -64,6 +67,7 @@ impl WorkerConfig {
         "retain",
         "skip_redis",
         "env",
+        "ca_file",
     ];
 
     /// Builds the settings from merged layers, applying defaults and checking every value.
@@ -91,6 +95,7 @@ impl WorkerConfig {
             retain: l.bool("retain")?.unwrap_or(false),
             skip_redis: l.bool("skip_redis")?.unwrap_or(false),
             env: parse_env(l.entries("env")?.unwrap_or_default(), l.source("env"))?,
+            ca_file: l.path("ca_file")?,
         };
         for (key, d) in [("polling_interval", cfg.polling_interval), ("heartbeat_interval", cfg.heartbeat_interval)] {
             if d.is_zero() {

@@ -53,6 +53,7 @@ const SPECS: &[OptSpec] = &[
     OptSpec::value("s3-secret-key", None, "s3_secret_key", "S3_SECRET_KEY", "The S3 secret key"),
     OptSpec::value("s3-region", None, "s3_region", "S3_REGION", concat_str!("The S3 region (default ", DEFAULT_S3_REGION, ")")),
     OptSpec::switch("s3-force-path-style", None, "s3_force_path_style", "Address buckets as http://host/bucket instead of http://bucket.host"),
+    OptSpec::value("ca-file", None, "ca_file", "CA_FILE", "A PEM file of CA certificates to trust besides the system's, for an https S3 URL"),
     OptSpec::value("artifacts-bucket", None, "artifacts_bucket", "ARTIFACTS_BUCKET", concat_str!("The bucket for task artifacts (default ", DEFAULT_ARTIFACTS_BUCKET, ")")),
     OptSpec::value("attachments-bucket", None, "attachments_bucket", "ATTACHMENTS_BUCKET", concat_str!("The bucket for group attachments (default ", DEFAULT_ATTACHMENTS_BUCKET, ")")),
     OptSpec::value("redis", None, "redis_url", "REDIS_URL", "The Redis URL, e.g. redis://:password@localhost (default: no Redis)"),

@@ -28,6 +28,8 @@ pub enum WorkerError {
     PasswordEmpty {
         from: String,
     },
+    /// `ca_file` cannot be used.
+    CaFile(crate::tls::TlsError),
     /// `run_as` is set but the worker is not root.
     RunAsNeedsRoot,
     /// `run_as` names no user (`source`: the lookup's own error, if any).
@@ -81,6 +83,7 @@ impl std::fmt::Display for WorkerError {
             }
             WorkerError::PasswordNotUtf8 { from } => write!(f, "the password in {from} is not UTF-8"),
             WorkerError::PasswordEmpty { from } => write!(f, "{from} holds no password on its first line"),
+            WorkerError::CaFile(e) => write!(f, "{e}"),
             WorkerError::RunAsNeedsRoot => f.write_str(
                 "run_as needs the worker to start as root (it switches to that user for each task); \
                  start it as root or leave run_as out",
@@ -128,6 +131,7 @@ impl std::error::Error for WorkerError {
             | WorkerError::WorkDir(source)
             | WorkerError::Thread { source, .. } => Some(source),
             WorkerError::NoSuchUser { source, .. } => source.as_ref().map(|e| e as _),
+            WorkerError::CaFile(e) => Some(e),
             _ => None,
         }
     }

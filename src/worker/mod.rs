@@ -75,6 +75,7 @@ pub const SPECS: &[OptSpec] = &[
     OptSpec::switch("retain", None, "retain", "Keep the user's other tokens valid when logging in"),
     OptSpec::switch("skip-redis", None, "skip_redis", "Do not publish task states to Redis"),
     OptSpec::repeated("env", Some('e'), "env", "NAME=VALUE", "Set this variable in every task's environment (repeat for more; a task's own envs win)"),
+    OptSpec::value("ca-file", None, "ca_file", "CA_FILE", "A PEM file of CA certificates to trust besides the system's, for https coordinators and object storage"),
 ];
 
 const FOOTER: &str = "\
@@ -149,17 +150,19 @@ pub fn run(mut cfg: WorkerConfig) -> Result<(), WorkerError> {
         cfg.password = Some(isolate::read_password_stdin()?);
     }
     let confine = confinement(&cfg)?;
+    let tls = crate::tls::Tls::new(cfg.ca_file.as_deref(), |m| log::warn!("{m}")).map_err(WorkerError::CaFile)?;
+    let agent = net::agent(&tls);
     let stop = Arc::new(Stop::new());
     let shared = Arc::new(Shared::new(stop.clone()));
 
     shutdown::spawn_signal_thread(shared.clone())?;
     let retry_cap = cfg.polling_interval.min(Duration::from_secs(30));
 
-    let Some((user, reg)) = register::log_in_and_register(&cfg, &stop, retry_cap)? else {
+    let Some((user, reg)) = register::log_in_and_register(&agent, &cfg, &stop, retry_cap)? else {
         return Ok(());
     };
     let id = reg.worker_id;
-    let net = Arc::new(Net::new(&cfg.coordinator_addr, reg.token.clone(), stop.clone(), retry_cap));
+    let net = Arc::new(Net::new(agent, &cfg.coordinator_addr, reg.token.clone(), stop.clone(), retry_cap));
     let _ = shared.net.set(net.clone());
     let top = cache_dir().map(|d| d.join("mitosis")).ok_or(WorkerError::NoCacheDir)?;
     let root = top.join(id.to_string());

@@ -13,6 +13,7 @@ use std::time::Duration;
 /// Logs in and registers, retrying while the coordinator is unreachable or signs the token
 /// out. Returns the user's name and the registration; None when stopped by a signal.
 pub(super) fn log_in_and_register(
+    agent: &ureq::Agent,
     cfg: &WorkerConfig,
     stop: &Arc<Stop>,
     retry_cap: Duration,
@@ -25,10 +26,10 @@ pub(super) fn log_in_and_register(
     let mut backoff = Backoff::new(Duration::from_millis(200), retry_cap.max(Duration::from_secs(1)));
     let mut refused: Option<String> = None;
     loop {
-        let Some((user, user_token)) = obtain_credentials(cfg, stop, retry_cap, refused.as_deref())? else {
+        let Some((user, user_token)) = obtain_credentials(agent, cfg, stop, retry_cap, refused.as_deref())? else {
             return Ok(None);
         };
-        match register(cfg, &user_token, stop, retry_cap)? {
+        match register(agent, cfg, &user_token, stop, retry_cap)? {
             Registered::Yes(reg) => return Ok(Some((user, reg))),
             Registered::Stopped => return Ok(None),
             Registered::SignedOut => {
@@ -51,6 +52,7 @@ pub(super) fn log_in_and_register(
 /// coordinator is unreachable. None when stopped by a signal. `refused`: a token the
 /// coordinator just refused, not worth trying again.
 fn obtain_credentials(
+    agent: &ureq::Agent,
     cfg: &WorkerConfig,
     stop: &Stop,
     cap: Duration,
@@ -66,8 +68,15 @@ fn obtain_credentials(
     // login that just signed this one out (two workers starting together would take turns).
     let retain = cfg.retain || refused.is_some();
     loop {
-        match login::obtain(&cfg.coordinator_addr, &path, cfg.user.as_deref(), cfg.password.as_deref(), retain, refused)
-        {
+        match login::obtain(
+            agent,
+            &cfg.coordinator_addr,
+            &path,
+            cfg.user.as_deref(),
+            cfg.password.as_deref(),
+            retain,
+            refused,
+        ) {
             Ok(c) => return Ok(Some(c)),
             Err(e @ CredError::Fatal(_)) => return Err(WorkerError::Credentials(e)),
             Err(CredError::Unreachable(m)) => {
@@ -98,8 +107,14 @@ enum Registered {
     SignedOut,
 }
 
-fn register(cfg: &WorkerConfig, user_token: &str, stop: &Arc<Stop>, cap: Duration) -> Result<Registered, WorkerError> {
-    let net = Net::new(&cfg.coordinator_addr, user_token.to_string(), stop.clone(), cap);
+fn register(
+    agent: &ureq::Agent,
+    cfg: &WorkerConfig,
+    user_token: &str,
+    stop: &Arc<Stop>,
+    cap: Duration,
+) -> Result<Registered, WorkerError> {
+    let net = Net::new(agent.clone(), &cfg.coordinator_addr, user_token.to_string(), stop.clone(), cap);
     let body = RegisterWorkerReq {
         tags: cfg.tags.iter().cloned().collect(),
         labels: cfg.labels.iter().cloned().collect(),

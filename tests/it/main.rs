@@ -27,6 +27,7 @@ mod secrets_and_limits;
 mod startup;
 mod storage;
 mod tasks;
+mod tls;
 mod worker;
 mod worker_isolation;
 mod worker_protocol;

@@ -132,7 +132,7 @@ pub(super) fn logs(s: &mut Session, a: &Args) -> Res {
     };
     let json = s.json(a);
     let mut captured: BTreeMap<&str, String> = BTreeMap::new();
-    artifacts::read_std_log(&url, |name, reader| {
+    artifacts::read_std_log(s.http.agent(), &url, |name, reader| {
         let which = if name.ends_with("stdout.log") && want_out {
             "stdout"
         } else if name.ends_with("stderr.log") && want_err {

@@ -29,7 +29,7 @@ pub fn parse_content_type(s: &str) -> Result<ArtifactContentType, ApiError> {
 
 /// The base of local-store URLs for this caller.
 pub fn origin(ctx: &Ctx, call: &Call) -> String {
-    storage::origin(call.header("Host"), ctx.cfg.bind)
+    storage::origin(call.header("Host"), call.header("X-Forwarded-Proto"), ctx.cfg.bind)
 }
 
 /// `limit`/`offset` as SQL values, bounded as every query is (see [`crate::coordinator::limits::page`]).

@@ -101,8 +101,10 @@ pub enum StorageError {
     SameBuckets,
     /// `s3_url` cannot be used: `url` is shown without its password, `reason` says why.
     BadUrl { url: String, reason: String },
-    /// `s3_url` is https, which this build cannot speak.
-    Https { url: String },
+    /// A TLS handshake with S3 failed; `message` says why and what to do.
+    Tls { message: String },
+    /// `ca_file` cannot be used.
+    CaFile(crate::tls::TlsError),
     /// The S3 service did not answer.
     Unreachable { endpoint: String, message: String },
     /// S3 answered `status` with the error code `code` when asked about `bucket`.
@@ -124,11 +126,8 @@ impl std::fmt::Display for StorageError {
             ),
             StorageError::SameBuckets => f.write_str("`artifacts_bucket` and `attachments_bucket` must differ"),
             StorageError::BadUrl { url, reason } => write!(f, "invalid value for `s3_url`: {url:?} {reason}"),
-            StorageError::Https { url } => write!(
-                f,
-                "`s3_url` {url:?} uses https, but this mito is built without TLS; \
-                 use an http:// endpoint (e.g. a TLS-terminating proxy on the same host)"
-            ),
+            StorageError::Tls { message } => write!(f, "{message}"),
+            StorageError::CaFile(e) => write!(f, "{e}"),
             StorageError::Unreachable { endpoint, message } => write!(
                 f,
                 "cannot reach S3 at {endpoint}: {message}; is the service running and is `s3_url` right? \
@@ -171,13 +170,19 @@ impl std::error::Error for StorageError {
 }
 
 /// The base of the local store's URLs: the `Host` the caller used to reach us (so the URL
-/// works from wherever the caller is), else the bind address.
-pub fn origin(host: Option<&str>, bind: SocketAddr) -> String {
+/// works from wherever the caller is), else the bind address; `https` when a reverse proxy
+/// that terminates TLS says so with `X-Forwarded-Proto` (the URL goes back only to the
+/// caller who sent the header, so trusting it gives nobody anything).
+pub fn origin(host: Option<&str>, forwarded_proto: Option<&str>, bind: SocketAddr) -> String {
     let plausible = |h: &str| {
         !h.is_empty() && h.len() <= 255 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
     };
+    let scheme = match forwarded_proto.map(str::trim) {
+        Some(p) if p.eq_ignore_ascii_case("https") => "https",
+        _ => "http",
+    };
     match host.map(str::trim) {
-        Some(h) if plausible(h) => format!("http://{h}"),
+        Some(h) if plausible(h) => format!("{scheme}://{h}"),
         _ if bind.ip().is_unspecified() => format!("http://127.0.0.1:{}", bind.port()),
         _ => format!("http://{bind}"),
     }
@@ -202,9 +207,16 @@ impl Storage {
         if cfg.artifacts_bucket == cfg.attachments_bucket {
             return Err(StorageError::SameBuckets);
         }
+        // Read even when unused, so a wrong path shows at the first start, not the day S3 is added.
+        let tls = crate::tls::Tls::new(cfg.ca_file.as_deref(), |m| log::warn!("{m}")).map_err(StorageError::CaFile)?;
         match &cfg.s3_url {
-            Some(url) => S3Store::new(cfg, url).map(|s| Storage::S3(Box::new(s))),
-            None => Ok(Storage::Local(LocalStore::new(cfg, keys.clone()))),
+            Some(url) => S3Store::new(cfg, url, &tls).map(|s| Storage::S3(Box::new(s))),
+            None => {
+                if cfg.ca_file.is_some() {
+                    log::warn!("`ca_file` is set but unused: it is for an https `s3_url`, and there is none");
+                }
+                Ok(Storage::Local(LocalStore::new(cfg, keys.clone())))
+            }
         }
     }
 
@@ -313,9 +325,17 @@ mod tests {
     #[test]
     fn origins_prefer_the_host_header() {
         let bind: SocketAddr = "0.0.0.0:5000".parse().unwrap();
-        assert_eq!(origin(Some("coord.lan:5000"), bind), "http://coord.lan:5000");
-        assert_eq!(origin(Some("[::1]:5000"), bind), "http://[::1]:5000");
-        assert_eq!(origin(Some("evil/path?x"), bind), "http://127.0.0.1:5000");
-        assert_eq!(origin(None, "10.0.0.1:80".parse().unwrap()), "http://10.0.0.1:80");
+        assert_eq!(origin(Some("coord.lan:5000"), None, bind), "http://coord.lan:5000");
+        assert_eq!(origin(Some("[::1]:5000"), None, bind), "http://[::1]:5000");
+        assert_eq!(origin(Some("evil/path?x"), None, bind), "http://127.0.0.1:5000");
+        assert_eq!(origin(None, None, "10.0.0.1:80".parse().unwrap()), "http://10.0.0.1:80");
+    }
+
+    #[test]
+    fn a_proxy_that_terminates_tls_makes_the_origin_https() {
+        let bind: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        assert_eq!(origin(Some("mito.example.org"), Some("https"), bind), "https://mito.example.org");
+        assert_eq!(origin(Some("mito.example.org"), Some("http"), bind), "http://mito.example.org");
+        assert_eq!(origin(Some("mito.example.org"), Some("gopher"), bind), "http://mito.example.org");
     }
 }

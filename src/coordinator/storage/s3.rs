@@ -20,16 +20,15 @@ pub struct S3Store {
 }
 
 impl S3Store {
-    pub(super) fn new(cfg: &CoordinatorConfig, url: &str) -> Result<S3Store, StorageError> {
+    pub(super) fn new(cfg: &CoordinatorConfig, url: &str, tls: &crate::tls::Tls) -> Result<S3Store, StorageError> {
         // The URL may carry credentials in its user-info: messages show it redacted.
         let shown = crate::redact::url(url);
         let bad_url = |reason: String| StorageError::BadUrl { url: shown.clone(), reason };
         let endpoint =
             url::Url::parse(url).map_err(|e| bad_url(format!("is not a URL ({e}); e.g. http://127.0.0.1:9000")))?;
         let host = endpoint.host().ok_or_else(|| bad_url("has no host".into()))?;
-        if endpoint.scheme() == "https" {
-            // The coordinator itself talks to S3 (buckets, deletes) with ureq, built without TLS.
-            return Err(StorageError::Https { url: shown });
+        if !matches!(endpoint.scheme(), "http" | "https") {
+            return Err(bad_url("is not an http:// or https:// URL".into()));
         }
         // Virtual-host style needs DNS names under the endpoint; an IP address or localhost
         // endpoint (MinIO, Garage, a test server) can only be addressed by path.
@@ -43,10 +42,7 @@ impl S3Store {
             creds: Credentials::new(cfg.s3_access_key.clone(), cfg.s3_secret_key.clone()),
             artifacts: bucket(&cfg.artifacts_bucket)?,
             attachments: bucket(&cfg.attachments_bucket)?,
-            agent: ureq::AgentBuilder::new()
-                .timeout_connect(Duration::from_secs(5))
-                .timeout(Duration::from_secs(30))
-                .build(),
+            agent: tls.agent_builder().timeout_connect(Duration::from_secs(5)).timeout(Duration::from_secs(30)).build(),
             endpoint: shown.clone(),
         })
     }
@@ -82,8 +78,11 @@ impl S3Store {
                 let _ = r.into_reader().take(2048).read_to_string(&mut body);
                 Ok((code, s3_error_code(&body)))
             }
-            // ureq quotes the URL it failed on: a presigned one, with its signature.
-            Err(e) => Err(self.unreachable(crate::redact::text(&e.to_string()))),
+            Err(ureq::Error::Transport(t)) => match crate::tls::explain(&t) {
+                Some(message) => Err(StorageError::Tls { message }),
+                // ureq quotes the URL it failed on: a presigned one, with its signature.
+                None => Err(self.unreachable(crate::redact::text(&t.to_string()))),
+            },
         }
     }
 
