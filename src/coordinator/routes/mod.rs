@@ -30,6 +30,8 @@ use uuid::Uuid;
 #[derive(Debug, Clone)]
 pub enum Endpoint {
     Health,
+    /// A file of the dashboard (`/ui/...`).
+    Ui(String),
     Login,
     Auth,
     Redis,
@@ -178,6 +180,10 @@ macro_rules! on {
 pub fn resolve(method: &Method, segs: &[&str]) -> Result<Endpoint, ApiError> {
     use Endpoint as E;
     let s = |x: &str| x.to_string();
+    // `/ui/` ends with an empty segment: the dashboard's page.
+    if let ["ui", rest @ ..] = segs {
+        return on!(method, Get => E::Ui(rest.join("/")));
+    }
     if segs.iter().any(|x| x.is_empty()) {
         return Err(ApiError::NoRoute);
     }
@@ -283,7 +289,7 @@ fn resolve_storage(method: &Method, segs: &[&str]) -> Result<Endpoint, ApiError>
 fn guard(e: &Endpoint) -> Guard {
     use Endpoint as E;
     match e {
-        E::Health | E::Login | E::Object(_) => Guard::Anyone,
+        E::Health | E::Ui(_) | E::Login | E::Object(_) => Guard::Anyone,
         E::WorkerArtifact(..) | E::WorkerAttachment(..) => Guard::Worker,
         E::AdminDeleteAttachment(..) | E::AdminDeleteArtifact(..) => Guard::Admin,
         E::AdminCreateUser
@@ -361,6 +367,7 @@ fn run_handler(ctx: &Ctx, endpoint: Endpoint, call: &Call, who: &Principal) -> R
     }
     let reply = match endpoint {
         E::Health => misc::health(),
+        E::Ui(path) => super::ui::serve(&path, &ctx.ui_policy),
         E::Login => misc::login(ctx, call),
         E::Auth => misc::auth(who.user()?),
         E::Redis => misc::redis(ctx),
