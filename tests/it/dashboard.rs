@@ -108,7 +108,7 @@ fn a_user_submits_from_the_form_watches_it_run_reads_its_output_and_cancels_anot
     std::fs::write(artifact_path("tasks-390.png"), &narrow).unwrap();
     // Device pixels may be scaled; the window is at most 390 CSS pixels wide.
     let narrow_width = u32::from_be_bytes(narrow[16..20].try_into().unwrap());
-    assert!(narrow_width <= 390 * 2 && narrow_width >= 300, "phone-width screenshot is {narrow_width} px");
+    assert!((300..=390 * 2).contains(&narrow_width), "phone-width screenshot is {narrow_width} px");
     assert_png_not_blank(&narrow, narrow_width, "390 px");
     let overflow = b.eval("return document.documentElement.scrollWidth <= window.innerWidth + 1;", json!([]));
     assert_eq!(overflow, json!(true), "the tasks page scrolls sideways at phone width");
