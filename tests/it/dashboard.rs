@@ -145,7 +145,7 @@ fn a_non_member_sees_nothing_of_another_group_and_html_in_values_stays_text() {
     b.wait_text("#task-rows", Duration::from_secs(10), |t| t.contains(&uuid) && t.contains(payload));
     b.click(&format!("a[href='#/task/{uuid}']"));
     let args = b.wait_text("#task-args", Duration::from_secs(10), |t| !t.is_empty());
-    assert_eq!(args, format!("echo {payload}"));
+    assert_eq!(args, format!("echo '{}'", payload.replace('\'', "'\\''")));
     assert!(b.text("#task-labels").contains(payload));
     assert!(b.text("#task-page").contains(&format!("HTML={payload}")));
     let injected = b.eval(

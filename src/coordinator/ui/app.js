@@ -40,10 +40,17 @@ function setStatus(text, kind) {
   s.className = kind || "";
 }
 
+// The API's timestamps look like "2026-12-03 05:25:25.446064 +00:00:00".
 function fmtTime(t) {
   if (!t) return "";
-  const d = new Date(t);
+  const iso = String(t).replace(" ", "T").replace(/ ?([+-]\d\d:\d\d)(:\d\d)?$/, "$1");
+  const d = new Date(iso);
   return isNaN(d) ? String(t) : d.toLocaleString();
+}
+
+// Arguments as a shell would need them typed: quoted when they hold anything special.
+function shellJoin(args) {
+  return (args || []).map((a) => (/^[A-Za-z0-9_\-+=.,/:@%]+$/.test(a) ? a : "'" + a.replace(/'/g, "'\\''") + "'")).join(" ");
 }
 
 function fmtBytes(n) {
@@ -339,9 +346,9 @@ async function pageTask(uuid) {
     fact("State", h("span", { id: "task-state", class: "state state-" + t.state }, t.state));
     fact("Group", t.group_name);
     fact("Creator", t.creator_username);
-    fact("Command", h("span", { class: "mono", id: "task-args" }, (spec.args || []).join(" ")));
-    fact("Environment", h("span", { class: "mono" }, Object.entries(spec.envs || {}).map(([k, v]) => k + "=" + v).join("  ")));
-    fact("Tags", (t.tags || []).join(", "));
+    fact("Command", h("span", { class: "mono", id: "task-args" }, shellJoin(spec.args)));
+    fact("Environment", h("span", { class: "mono" }, Object.entries(spec.envs || {}).map(([k, v]) => k + "=" + v).join("  ") || "none"));
+    fact("Tags", (t.tags || []).join(", ") || "none");
     fact("Labels", h("span", { id: "task-labels" }, (t.labels || []).join(", ")));
     fact("Priority", String(t.priority));
     fact("Timeout", t.timeout + " s");
