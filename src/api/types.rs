@@ -106,6 +106,10 @@ pub struct GroupStats {
     pub group_name: String,
     pub window_minutes: u32,
     pub points: Vec<StatsPoint>,
+    /// Tasks per state: those not yet archived (Pending, Ready, Running, and Finished or
+    /// Cancelled awaiting their commit) plus those archived within the window.
+    #[serde(default)]
+    pub states: BTreeMap<TaskState, i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

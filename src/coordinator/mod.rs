@@ -27,6 +27,7 @@ mod server;
 pub mod stats;
 pub mod storage;
 pub mod tasks;
+mod ui;
 pub mod workers;
 
 use crate::config::coordinator::{
@@ -129,6 +130,8 @@ pub struct Ctx {
     pub storage: storage::Storage,
     /// Failed-login counts, for the limit on password guessing.
     pub login_limit: login_limit::LoginLimiter,
+    /// The dashboard's Content-Security-Policy (it names the S3 endpoint, if any).
+    pub ui_policy: String,
 }
 
 /// Whether a database error is a unique-constraint violation.
@@ -315,6 +318,7 @@ pub fn run(mut cfg: CoordinatorConfig) -> Result<(), StartError> {
         window: cfg.login_failure_window,
         block: cfg.login_block,
     });
+    let ui_policy = ui::content_security_policy(cfg.s3_url.as_deref().and_then(ui::origin_of).as_deref());
     let ctx = Arc::new(Ctx {
         cfg,
         pool,
@@ -328,6 +332,7 @@ pub fn run(mut cfg: CoordinatorConfig) -> Result<(), StartError> {
         scheduler: scheduler::Scheduler::new(),
         storage,
         login_limit,
+        ui_policy,
     });
     let mut background = scheduler::spawn(ctx.clone());
     background.extend(reaper::spawn(ctx.clone()));

@@ -7,7 +7,7 @@
 //! let points = stats::points(&mut db, group_id, 60)?; // 60 minutes, oldest first
 //! ```
 
-use crate::api::StatsPoint;
+use crate::api::{StatsPoint, TaskState};
 use postgres::GenericClient;
 
 /// The longest window a caller may ask for, in minutes (a day).
@@ -61,4 +61,31 @@ pub fn points(db: &mut impl GenericClient, group_id: i64, minutes: u32) -> Resul
         .iter()
         .map(|r| StatsPoint { minute: r.get("minute"), finished: r.get("finished"), ready: r.get("ready") })
         .collect())
+}
+
+/// Tasks of a group per state: the queue's (a pass over the group's rows in `active_tasks`,
+/// which holds only unfinished work) plus what was archived in the last `minutes` (a range
+/// of the archive's `(group_id, updated_at)` index), so the cost does not grow with the
+/// archive.
+pub fn state_counts(
+    db: &mut impl GenericClient,
+    group_id: i64,
+    minutes: u32,
+) -> Result<std::collections::BTreeMap<TaskState, i64>, postgres::Error> {
+    let minutes = minutes.clamp(1, MAX_MINUTES) as i32;
+    let rows = db.query(
+        "SELECT state, count(*) AS n FROM active_tasks WHERE group_id = $1 GROUP BY state
+         UNION ALL
+         SELECT state, count(*) AS n FROM archived_tasks
+         WHERE group_id = $1 AND updated_at >= date_trunc('minute', now()) - make_interval(mins => $2 - 1)
+         GROUP BY state",
+        &[&group_id, &minutes],
+    )?;
+    let mut counts = std::collections::BTreeMap::new();
+    for r in &rows {
+        if let Some(state) = TaskState::from_code(r.get("state")) {
+            *counts.entry(state).or_insert(0) += r.get::<_, i64>("n");
+        }
+    }
+    Ok(counts)
 }

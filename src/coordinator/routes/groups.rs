@@ -78,7 +78,8 @@ pub fn stats(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str) -> Result<Rep
         Err(e) => return Err(e),
     };
     let points = stats::points(&mut *db, group_id, minutes)?;
-    Ok(Reply::json(&crate::api::GroupStats { group_name: group.to_string(), window_minutes: minutes, points }))
+    let states = stats::state_counts(&mut *db, group_id, minutes)?;
+    Ok(Reply::json(&crate::api::GroupStats { group_name: group.to_string(), window_minutes: minutes, points, states }))
 }
 
 /// `GET /groups/{g}`: for members; the member list only for the group's Admins.

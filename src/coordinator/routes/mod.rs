@@ -59,6 +59,8 @@ macro_rules! endpoints {
 
 endpoints! {
     Health,
+    /// A file of the dashboard (`/ui/...`).
+    Ui(String),
     Login,
     Auth,
     Redis,
@@ -209,6 +211,10 @@ macro_rules! on {
 pub fn resolve(method: &Method, segs: &[&str]) -> Result<Endpoint, ApiError> {
     use Endpoint as E;
     let s = |x: &str| x.to_string();
+    // `/ui/` ends with an empty segment: the dashboard's page.
+    if let ["ui", rest @ ..] = segs {
+        return on!(method, Get => E::Ui(rest.join("/")));
+    }
     if segs.iter().any(|x| x.is_empty()) {
         return Err(ApiError::NoRoute);
     }
@@ -317,7 +323,7 @@ fn guard(e: &Endpoint) -> Guard {
     use Endpoint as E;
     match e {
         // `/metrics` takes the metrics token besides admins' tokens: it checks by itself.
-        E::Health | E::Login | E::Object(_) | E::Metrics => Guard::Anyone,
+        E::Health | E::Ui(_) | E::Login | E::Object(_) | E::Metrics => Guard::Anyone,
         E::WorkerArtifact(..) | E::WorkerAttachment(..) => Guard::Worker,
         E::AdminDeleteAttachment(..) | E::AdminDeleteArtifact(..) => Guard::Admin,
         E::AdminCreateUser
@@ -395,6 +401,7 @@ fn run_handler(ctx: &Ctx, endpoint: Endpoint, call: &Call, who: &Principal) -> R
     }
     let reply = match endpoint {
         E::Health => misc::health(),
+        E::Ui(path) => super::ui::serve(&path, &ctx.ui_policy),
         E::Login => misc::login(ctx, call),
         E::Auth => misc::auth(who.user()?),
         E::Redis => misc::redis(ctx),

@@ -1,0 +1,671 @@
+// The mito dashboard. It talks only to the coordinator's HTTP API with the user's own
+// token, so it shows and does exactly what that user may. Every value from the server is
+// put into the page as text (textContent, attribute values), never as HTML.
+"use strict";
+
+const TOKEN_KEY = "mito.token";
+const USER_KEY = "mito.user";
+const STATES = ["Pending", "Ready", "Running", "Finished", "Cancelled", "Unknown"];
+const FINAL = new Set(["Finished", "Cancelled", "Unknown"]);
+// One request every POLL_MS at most while a live page is open and visible.
+const POLL_MS = 2500;
+
+// ------------------------------------------------------------------ small helpers
+
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "class") el.className = v;
+    else el.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+function svg(tag, attrs, ...children) {
+  const el = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, String(v));
+  for (const c of children) el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return el;
+}
+
+function setStatus(text, kind) {
+  const s = document.getElementById("status");
+  s.textContent = text || "";
+  s.className = kind || "";
+}
+
+// The API's timestamps look like "2026-12-03 05:25:25.446064 +00:00:00".
+function fmtTime(t) {
+  if (!t) return "";
+  const iso = String(t).replace(" ", "T").replace(/ ?([+-]\d\d:\d\d)(:\d\d)?$/, "$1");
+  const d = new Date(iso);
+  return isNaN(d) ? String(t) : d.toLocaleString();
+}
+
+// Arguments as a shell would need them typed: quoted when they hold anything special.
+function shellJoin(args) {
+  return (args || []).map((a) => (/^[A-Za-z0-9_\-+=.,/:@%]+$/.test(a) ? a : "'" + a.replace(/'/g, "'\\''") + "'")).join(" ");
+}
+
+function fmtBytes(n) {
+  const units = ["B", "KB", "MB", "GB", "TB", "PB"];
+  let i = 0;
+  let v = Number(n) || 0;
+  while (Math.abs(v) >= 1000 && i < units.length - 1) { v /= 1000; i++; }
+  return (i === 0 ? String(v) : v.toFixed(1)) + " " + units[i];
+}
+
+function splitList(s) {
+  return (s || "").split(",").map((x) => x.trim()).filter((x) => x.length > 0);
+}
+
+// A command line split as a shell would for plain words, quotes and backslashes (no
+// expansion): what `mito client tasks submit -- ...` would receive as arguments.
+function splitCommand(line) {
+  const args = [];
+  let cur = null;
+  let quote = null;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i];
+    if (quote) {
+      if (c === quote) quote = null;
+      else if (c === "\\" && quote === '"' && i + 1 < line.length) cur += line[++i];
+      else cur += c;
+    } else if (c === "'" || c === '"') {
+      quote = c; cur = cur === null ? "" : cur;
+    } else if (c === "\\" && i + 1 < line.length) {
+      cur = (cur === null ? "" : cur) + line[++i];
+    } else if (/\s/.test(c)) {
+      if (cur !== null) { args.push(cur); cur = null; }
+    } else {
+      cur = (cur === null ? "" : cur) + c;
+    }
+  }
+  if (quote) throw new Error("unclosed " + quote + " in the command line");
+  if (cur !== null) args.push(cur);
+  return args;
+}
+
+// ------------------------------------------------------------------ the API
+
+class ApiError extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+
+const session = {
+  get token() { return sessionStorage.getItem(TOKEN_KEY); },
+  get user() { return sessionStorage.getItem(USER_KEY); },
+  set(user, token) { sessionStorage.setItem(USER_KEY, user); sessionStorage.setItem(TOKEN_KEY, token); },
+  clear() { sessionStorage.removeItem(TOKEN_KEY); sessionStorage.removeItem(USER_KEY); },
+};
+
+async function api(method, path, body) {
+  const headers = {};
+  if (session.token) headers["Authorization"] = "Bearer " + session.token;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let resp;
+  try {
+    resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: "no-store" });
+  } catch (e) {
+    throw new ApiError(0, "cannot reach the coordinator (" + e.message + ")");
+  }
+  const text = await resp.text();
+  let data = null;
+  if (text) { try { data = JSON.parse(text); } catch (_) { data = text; } }
+  if (!resp.ok) {
+    const msg = data && typeof data === "object" && data.msg ? data.msg : (typeof data === "string" && data) || resp.statusText;
+    if (resp.status === 401 && path !== "/login") {
+      session.clear();
+      showLogin("Your session ended (" + msg + "); log in again.");
+    }
+    throw new ApiError(resp.status, resp.status + ": " + msg);
+  }
+  return data;
+}
+
+const enc = encodeURIComponent;
+const encKey = (k) => k.split("/").map(enc).join("/");
+
+// ------------------------------------------------------------------ live refresh
+
+// At most one timer runs: the current page's. It is paused while the tab is hidden and
+// replaced when the page changes, so a page left open costs one request per POLL_MS.
+let liveTimer = null;
+let liveFn = null;
+let liveGen = 0;
+
+function live(fn) {
+  stopLive();
+  liveFn = fn;
+  const gen = ++liveGen;
+  const tick = async () => {
+    if (gen !== liveGen) return;
+    if (document.visibilityState === "visible") {
+      try { await fn(); } catch (e) { setStatus(e.message); }
+    }
+    if (gen === liveGen) liveTimer = setTimeout(tick, POLL_MS);
+  };
+  liveTimer = setTimeout(tick, POLL_MS);
+}
+
+function stopLive() {
+  liveGen++;
+  if (liveTimer) clearTimeout(liveTimer);
+  liveTimer = null;
+  liveFn = null;
+}
+
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible" && liveFn) live(liveFn);
+});
+
+// ------------------------------------------------------------------ layout
+
+function mount(...children) {
+  const main = document.getElementById("main");
+  main.replaceChildren(...children);
+}
+
+function chrome(loggedIn) {
+  document.getElementById("nav").hidden = !loggedIn;
+  document.getElementById("logout").hidden = !loggedIn;
+  const who = document.getElementById("who");
+  who.hidden = !loggedIn;
+  who.textContent = loggedIn ? "Signed in as " + session.user : "";
+  const page = (location.hash.split("/")[1] || "tasks");
+  for (const a of document.querySelectorAll("#nav a")) {
+    const cur = a.getAttribute("href") === "#/" + page || (page === "task" && a.getAttribute("href") === "#/tasks")
+      || (page === "group" && a.getAttribute("href") === "#/groups") || (page === "worker" && a.getAttribute("href") === "#/workers");
+    a.classList.toggle("current", cur);
+    if (cur) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
+  }
+}
+
+function showLogin(message) {
+  stopLive();
+  chrome(false);
+  const user = h("input", { id: "login-user", name: "username", autocomplete: "username", required: true });
+  const pass = h("input", { id: "login-pass", name: "password", type: "password", autocomplete: "current-password", required: true });
+  const form = h("form", { class: "login stack", id: "login-form" },
+    h("h1", {}, "Log in to mito"),
+    h("label", { for: "login-user" }, "User name"), user,
+    h("label", { for: "login-pass" }, "Password"), pass,
+    h("div", { class: "actions" }, h("button", { class: "primary", type: "submit", id: "login-submit" }, "Log in")));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    setStatus("");
+    try {
+      // retain: keep the user's other tokens (their CLI sessions) valid.
+      const resp = await api("POST", "/login", { username: user.value, md5_password: window.md5Bytes(pass.value), retain: true });
+      session.set(user.value, resp.token);
+      pass.value = "";
+      if (!location.hash || location.hash === "#/login") location.hash = "#/tasks"; else route();
+    } catch (e) {
+      setStatus(e.message);
+    }
+  });
+  mount(form);
+  setStatus(message || "");
+  user.focus();
+}
+
+async function myGroups() {
+  const r = await api("GET", "/users/groups");
+  return Object.keys(r.groups || {}).sort();
+}
+
+function groupSelect(id, groups, selected, allowAll) {
+  const sel = h("select", { id, name: id });
+  if (allowAll) sel.append(h("option", { value: "" }, "(my own)"));
+  for (const g of groups) sel.append(h("option", { value: g, selected: g === selected }, g));
+  if (selected && groups.includes(selected)) sel.value = selected;
+  return sel;
+}
+
+function stateCell(state) {
+  return h("span", { class: "state state-" + state }, state);
+}
+
+// ------------------------------------------------------------------ tasks
+
+const taskFilter = { group: "", state: "", labels: "", tags: "", creator: "" };
+
+async function pageTasks() {
+  const groups = await myGroups();
+  if (!taskFilter.group || !groups.includes(taskFilter.group)) taskFilter.group = groups.includes(session.user) ? session.user : groups[0] || "";
+  const field = (label, input) => h("div", { class: "field" }, h("label", { for: input.id }, label), input);
+  const group = groupSelect("f-group", groups, taskFilter.group, false);
+  const state = h("select", { id: "f-state" }, h("option", { value: "" }, "any"), STATES.map((s) => h("option", { value: s }, s)));
+  state.value = taskFilter.state;
+  const labels = h("input", { id: "f-labels", value: taskFilter.labels, placeholder: "a,b", size: 12 });
+  const tags = h("input", { id: "f-tags", value: taskFilter.tags, placeholder: "gpu", size: 10 });
+  const creator = h("input", { id: "f-creator", value: taskFilter.creator, placeholder: "user", size: 10 });
+  const counts = h("div", { class: "counts", id: "state-counts", "aria-label": "Tasks per state" });
+  const tbody = h("tbody", { id: "task-rows" });
+  const table = h("div", { class: "table-wrap" }, h("table", { id: "task-table" },
+    h("thead", {}, h("tr", {}, h("th", {}, "Task"), h("th", {}, "State"), h("th", { class: "hide-narrow" }, "Creator"),
+      h("th", { class: "hide-narrow" }, "Labels"), h("th", { class: "hide-narrow" }, "Tags"), h("th", {}, "Exit"), h("th", { class: "hide-narrow" }, "Updated"))),
+    tbody));
+  const chartBox = h("div", { id: "chart" });
+  const apply = () => {
+    Object.assign(taskFilter, { group: group.value, state: state.value, labels: labels.value, tags: tags.value, creator: creator.value });
+    refresh().catch((e) => setStatus(e.message));
+  };
+  for (const el of [group, state]) el.addEventListener("change", apply);
+  const form = h("form", { class: "filters", id: "task-filters" },
+    field("Group", group), field("State", state), field("Labels", labels), field("Tags", tags), field("Creator", creator),
+    h("button", { type: "submit" }, "Filter"));
+  form.addEventListener("submit", (ev) => { ev.preventDefault(); apply(); });
+  mount(h("h1", {}, "Tasks"), form, counts, table, h("h2", {}, "Last hour"), chartBox);
+
+  const query = () => {
+    const q = { group_name: taskFilter.group || null, limit: 100, count: false };
+    if (taskFilter.state) q.states = [taskFilter.state];
+    if (splitList(taskFilter.labels).length) q.labels = splitList(taskFilter.labels);
+    if (splitList(taskFilter.tags).length) q.tags = splitList(taskFilter.tags);
+    if (splitList(taskFilter.creator).length) q.creator_usernames = splitList(taskFilter.creator);
+    return q;
+  };
+  const drawRows = (tasks) => {
+    tbody.replaceChildren(...tasks.map((t) => h("tr", { "data-uuid": t.uuid, "data-state": t.state },
+      h("td", { class: "mono" }, h("a", { href: "#/task/" + t.uuid }, t.uuid)),
+      h("td", {}, stateCell(t.state)),
+      h("td", { class: "hide-narrow" }, t.creator_username),
+      h("td", { class: "hide-narrow" }, (t.labels || []).join(", ")),
+      h("td", { class: "hide-narrow" }, (t.tags || []).join(", ")),
+      h("td", {}, t.result ? String(t.result.exit_status) + (t.result.msg ? " (" + t.result.msg + ")" : "") : ""),
+      h("td", { class: "hide-narrow" }, fmtTime(t.updated_at)))));
+    if (!tasks.length) tbody.append(h("tr", {}, h("td", { colspan: 7, class: "muted" }, "No tasks match.")));
+  };
+  const drawStats = (stats) => {
+    const st = stats.states || {};
+    counts.replaceChildren(...STATES.map((s) => h("span", { "data-state": s }, s + ": ", h("b", {}, String(st[s] || 0)))),
+      h("span", {}, "(ended tasks: the last " + (stats.window_minutes || 60) + " minutes)"));
+    chartBox.replaceChildren(chart(stats));
+  };
+  // Alternate the two requests so a page left open makes one request per tick.
+  let turn = 0;
+  const refresh = async () => {
+    const r = await api("POST", "/tasks/query", query());
+    drawRows(r.tasks || []);
+    if (taskFilter.group) drawStats(await api("GET", "/groups/" + enc(taskFilter.group) + "/stats"));
+    setStatus("");
+  };
+  await refresh();
+  live(async () => {
+    turn ^= 1;
+    if (turn) drawRows((await api("POST", "/tasks/query", query())).tasks || []);
+    else if (taskFilter.group) drawStats(await api("GET", "/groups/" + enc(taskFilter.group) + "/stats"));
+  });
+}
+
+// Tasks finished per minute (bars) and the Ready queue depth (line) over the window.
+function chart(stats) {
+  const pts = stats.points || [];
+  const W = 600, H = 160, L = 34, B = 20, T = 8;
+  const n = Math.max(pts.length, 1);
+  const maxF = Math.max(1, ...pts.map((p) => p.finished || 0));
+  const maxR = Math.max(1, ...pts.map((p) => p.ready || 0));
+  const bw = (W - L) / n;
+  const g = svg("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, role: "img",
+    "aria-label": `Tasks finished per minute (max ${maxF}) and Ready queue depth (max ${maxR}) over the last ${n} minutes` });
+  pts.forEach((p, i) => {
+    const bh = ((p.finished || 0) / maxF) * (H - B - T);
+    if (bh > 0) g.append(svg("rect", { class: "finished", x: L + i * bw + 1, y: H - B - bh, width: Math.max(bw - 2, 1), height: bh }));
+  });
+  const line = pts.map((p, i) => (p.ready === null || p.ready === undefined) ? null
+    : `${(L + i * bw + bw / 2).toFixed(1)},${(H - B - (p.ready / maxR) * (H - B - T)).toFixed(1)}`).filter((x) => x);
+  if (line.length) g.append(svg("polyline", { class: "ready", points: line.join(" ") }));
+  g.append(svg("text", { x: 2, y: T + 10 }, String(maxF)));
+  g.append(svg("text", { x: 2, y: H - B }, "0"));
+  g.append(svg("text", { x: L, y: H - 4 }, "-" + n + " min"));
+  g.append(svg("text", { x: W - 30, y: H - 4 }, "now"));
+  const legend = h("div", { class: "legend" },
+    h("span", { class: "sw", style: null }), "");
+  legend.replaceChildren("Bars: tasks finished per minute (max " + maxF + "). Line: Ready queue depth (max " + maxR + ").");
+  return h("figure", {}, g, h("figcaption", {}, legend));
+}
+
+// ------------------------------------------------------------------ one task
+
+async function pageTask(uuid) {
+  const box = h("div", { id: "task-page" });
+  mount(h("h1", {}, "Task ", h("span", { class: "mono" }, uuid)), box);
+  let logShown = false;
+  const draw = async () => {
+    const r = await api("GET", "/tasks/" + enc(uuid));
+    const t = r.info;
+    const spec = t.spec || {};
+    const facts = h("dl", { class: "facts" });
+    const fact = (k, v) => facts.append(h("dt", {}, k), h("dd", {}, v));
+    fact("State", h("span", { id: "task-state", class: "state state-" + t.state }, t.state));
+    fact("Group", t.group_name);
+    fact("Creator", t.creator_username);
+    fact("Command", h("span", { class: "mono", id: "task-args" }, shellJoin(spec.args)));
+    fact("Environment", h("span", { class: "mono" }, Object.entries(spec.envs || {}).map(([k, v]) => k + "=" + v).join("  ") || "none"));
+    fact("Tags", (t.tags || []).join(", ") || "none");
+    fact("Labels", h("span", { id: "task-labels" }, (t.labels || []).join(", ")));
+    fact("Priority", String(t.priority));
+    fact("Timeout", t.timeout + " s");
+    fact("Terminal output", spec.terminal_output ? "captured" : "not captured");
+    fact("Created", fmtTime(t.created_at));
+    fact("Last change", fmtTime(t.updated_at));
+    fact("Result", h("span", { id: "task-result" }, t.result ? "exit " + t.result.exit_status + (t.result.msg ? " (" + t.result.msg + ")" : "") : "none yet"));
+    if (t.reporter_uuid) fact("Worker", h("span", { class: "mono" }, t.reporter_uuid));
+    if (t.upstream_task_uuid) fact("Upstream", h("a", { href: "#/task/" + t.upstream_task_uuid }, t.upstream_task_uuid));
+    if (t.downstream_task_uuid) fact("Downstream", h("a", { href: "#/task/" + t.downstream_task_uuid }, t.downstream_task_uuid));
+
+    const actions = h("div", { class: "actions" });
+    if (!FINAL.has(t.state)) {
+      actions.append(h("button", { class: "danger", id: "task-cancel", type: "button", onclick: async () => {
+        if (!confirm("Cancel task " + uuid + "?")) return;
+        try { await api("DELETE", "/tasks/" + enc(uuid)); setStatus("Cancel requested.", "info"); await draw(); } catch (e) { setStatus(e.message); }
+      } }, "Cancel"));
+    }
+    actions.append(h("button", { id: "task-labels-edit", type: "button", onclick: async () => {
+      const v = prompt("Labels, comma-separated", (t.labels || []).join(", "));
+      if (v === null) return;
+      try { await api("PUT", "/tasks/" + enc(uuid) + "/labels", { labels: splitList(v) }); await draw(); } catch (e) { setStatus(e.message); }
+    } }, "Change labels"));
+
+    const arts = h("ul", { id: "artifacts" });
+    for (const a of r.artifacts || []) {
+      arts.append(h("li", {}, h("button", { type: "button", "data-artifact": a.content_type, onclick: () => downloadArtifact(uuid, a.content_type) },
+        "Download " + a.content_type), " ", fmtBytes(a.size)));
+    }
+    if (!(r.artifacts || []).length) arts.append(h("li", { class: "muted" }, "No artifacts yet."));
+    const logBox = document.getElementById("std-log") || h("div", { id: "std-log" });
+    box.replaceChildren(facts, actions, h("h2", {}, "Artifacts"), arts, h("h2", {}, "Output"), logBox);
+    const hasStd = (r.artifacts || []).some((a) => a.content_type === "std-log");
+    if (hasStd && !logShown) {
+      logShown = true;
+      showStdLog(uuid, logBox).catch((e) => logBox.replaceChildren(h("p", {}, "Cannot show the output: " + e.message)));
+    } else if (!hasStd) {
+      logBox.replaceChildren(h("p", { class: "muted" }, spec.terminal_output
+        ? "The output is shown here once the task has ended and its worker has uploaded it."
+        : "This task does not capture its terminal output."));
+    }
+    if (FINAL.has(t.state) && hasStd) stopLive();
+    setStatus("");
+  };
+  await draw();
+  live(draw);
+}
+
+async function artifactUrl(uuid, ct) {
+  return (await api("GET", "/tasks/" + enc(uuid) + "/download/artifacts/" + enc(ct))).url;
+}
+
+async function downloadArtifact(uuid, ct) {
+  try {
+    const url = await artifactUrl(uuid, ct);
+    const a = h("a", { href: url, download: uuid + "-" + ct + ".tar.gz", rel: "noopener" });
+    document.body.append(a);
+    a.click();
+    a.remove();
+  } catch (e) {
+    setStatus(e.message);
+  }
+}
+
+// The std-log artifact is a gzip'd tar of the task's stdout and stderr files.
+async function showStdLog(uuid, box) {
+  box.replaceChildren(h("p", { class: "muted" }, "Loading output..."));
+  const url = await artifactUrl(uuid, "std-log");
+  const resp = await fetch(url, { cache: "no-store" });
+  if (!resp.ok) throw new Error("the object store answered " + resp.status);
+  const raw = await new Response(resp.body.pipeThrough(new DecompressionStream("gzip"))).arrayBuffer();
+  const files = untar(new Uint8Array(raw));
+  const parts = [];
+  for (const f of files) {
+    parts.push(h("h3", {}, f.name), h("pre", { class: "log", "data-file": f.name }, new TextDecoder().decode(f.data) || "(empty)"));
+  }
+  box.replaceChildren(...(parts.length ? parts : [h("p", { class: "muted" }, "The output is empty.")]));
+}
+
+function untar(bytes) {
+  const files = [];
+  const dec = new TextDecoder();
+  const str = (off, len) => dec.decode(bytes.subarray(off, off + len)).replace(/\0.*$/s, "");
+  for (let off = 0; off + 512 <= bytes.length;) {
+    const name = str(off, 100);
+    if (!name) break;
+    const size = parseInt(str(off + 124, 12).trim(), 8) || 0;
+    const type = String.fromCharCode(bytes[off + 156] || 48);
+    const prefix = str(off + 345, 155);
+    if (type === "0" || type === "\0") files.push({ name: prefix ? prefix + "/" + name : name, data: bytes.subarray(off + 512, off + 512 + size) });
+    off += 512 + Math.ceil(size / 512) * 512;
+  }
+  return files;
+}
+
+// ------------------------------------------------------------------ workers
+
+const workerFilter = { group: "" };
+
+async function pageWorkers() {
+  const groups = await myGroups();
+  if (!workerFilter.group || !groups.includes(workerFilter.group)) workerFilter.group = groups.includes(session.user) ? session.user : groups[0] || "";
+  const group = groupSelect("w-group", groups, workerFilter.group, false);
+  const tbody = h("tbody", { id: "worker-rows" });
+  group.addEventListener("change", () => { workerFilter.group = group.value; draw().catch((e) => setStatus(e.message)); });
+  mount(h("h1", {}, "Workers"), h("div", { class: "filters" }, h("div", { class: "field" }, h("label", { for: "w-group" }, "Group"), group)),
+    h("div", { class: "table-wrap" }, h("table", { id: "worker-table" },
+      h("thead", {}, h("tr", {}, h("th", {}, "Worker"), h("th", {}, "State"), h("th", { class: "hide-narrow" }, "Owner"),
+        h("th", { class: "hide-narrow" }, "Tags"), h("th", { class: "hide-narrow" }, "Labels"), h("th", {}, "Last heartbeat"), h("th", {}, "Task"))),
+      tbody)));
+  const draw = async () => {
+    const r = await api("POST", "/workers/query", { group_name: workerFilter.group || null, count: false });
+    const ws = r.workers || [];
+    tbody.replaceChildren(...ws.map((w) => h("tr", { "data-worker": w.worker_id },
+      h("td", { class: "mono" }, h("a", { href: "#/worker/" + w.worker_id }, w.worker_id)),
+      h("td", {}, w.state),
+      h("td", { class: "hide-narrow" }, w.creator_username),
+      h("td", { class: "hide-narrow" }, (w.tags || []).join(", ")),
+      h("td", { class: "hide-narrow" }, (w.labels || []).join(", ")),
+      h("td", {}, fmtTime(w.last_heartbeat)),
+      h("td", { class: "mono" }, w.assigned_task_id ? h("a", { href: "#/task/" + w.assigned_task_id }, w.assigned_task_id) : "idle"))));
+    if (!ws.length) tbody.append(h("tr", {}, h("td", { colspan: 7, class: "muted" }, "No workers serve this group.")));
+    setStatus("");
+  };
+  await draw();
+  live(draw);
+}
+
+async function pageWorker(id) {
+  const box = h("div", { id: "worker-page" });
+  mount(h("h1", {}, "Worker ", h("span", { class: "mono" }, id)), box);
+  const draw = async () => {
+    const r = await api("GET", "/workers/" + enc(id));
+    const w = r.info;
+    const facts = h("dl", { class: "facts" });
+    const fact = (k, v) => facts.append(h("dt", {}, k), h("dd", {}, v));
+    fact("State", w.state);
+    fact("Owner", w.creator_username);
+    fact("Tags", (w.tags || []).join(", "));
+    fact("Labels", (w.labels || []).join(", "));
+    fact("Registered", fmtTime(w.created_at));
+    fact("Last heartbeat", fmtTime(w.last_heartbeat));
+    fact("Task", w.assigned_task_id ? h("a", { href: "#/task/" + w.assigned_task_id }, w.assigned_task_id) : "idle");
+    const roles = h("ul", {}, Object.entries(r.groups || {}).map(([g, role]) => h("li", {}, g + ": " + role)));
+    const stop = (op) => async () => {
+      if (!confirm((op === "force" ? "Force-stop" : "Stop") + " worker " + id + "?")) return;
+      try { await api("DELETE", "/workers/" + enc(id) + "?op=" + op); setStatus("Stop requested.", "info"); await draw(); } catch (e) { setStatus(e.message); }
+    };
+    box.replaceChildren(facts, h("h2", {}, "Groups and roles"), roles, h("div", { class: "actions" },
+      h("button", { type: "button", id: "worker-stop", onclick: stop("graceful") }, "Stop after its task"),
+      h("button", { type: "button", class: "danger", id: "worker-kill", onclick: stop("force") }, "Stop now")));
+    setStatus("");
+  };
+  await draw();
+  live(draw);
+}
+
+// ------------------------------------------------------------------ groups
+
+async function pageGroups() {
+  const r = await api("GET", "/users/groups");
+  const rows = Object.entries(r.groups || {}).sort();
+  mount(h("h1", {}, "Groups"), h("div", { class: "table-wrap" }, h("table", { id: "group-table" },
+    h("thead", {}, h("tr", {}, h("th", {}, "Group"), h("th", {}, "Your role"))),
+    h("tbody", {}, rows.map(([g, role]) => h("tr", {}, h("td", {}, h("a", { href: "#/group/" + enc(g) }, g)), h("td", {}, role)))))));
+  setStatus("");
+}
+
+async function pageGroup(name) {
+  const g = await api("GET", "/groups/" + enc(name));
+  const pct = g.storage_quota > 0 ? Math.min(100, (100 * g.storage_used) / g.storage_quota) : 0;
+  const facts = h("dl", { class: "facts" },
+    h("dt", {}, "Created by"), h("dd", {}, g.creator_username),
+    h("dt", {}, "Tasks"), h("dd", {}, String(g.task_count)),
+    h("dt", {}, "Workers"), h("dd", {}, String(g.worker_count)),
+    h("dt", {}, "Storage"), h("dd", {},
+      h("div", { class: "bar", role: "meter", "aria-valuemin": 0, "aria-valuemax": g.storage_quota, "aria-valuenow": g.storage_used,
+        "aria-label": "Storage used" }, h("span", { style: null, "data-pct": pct.toFixed(1) })),
+      fmtBytes(g.storage_used) + " of " + fmtBytes(g.storage_quota)));
+  // The bar's width is set through the DOM, not an inline style attribute, which the
+  // page's Content-Security-Policy forbids.
+  facts.querySelector(".bar > span").style.width = pct.toFixed(1) + "%";
+  const members = g.users_in_group
+    ? h("ul", { id: "members" }, Object.entries(g.users_in_group).map(([u, role]) => h("li", {}, u + ": " + role)))
+    : h("p", { class: "muted" }, "Only the group's admins see its members.");
+  const attList = h("tbody", { id: "attachment-rows" });
+  const file = h("input", { type: "file", id: "att-file" });
+  const key = h("input", { id: "att-key", placeholder: "key (default: file name)" });
+  const progress = h("progress", { id: "att-progress", max: 100, value: 0, hidden: true });
+  const upload = h("form", { class: "filters", id: "att-upload" },
+    h("div", { class: "field" }, h("label", { for: "att-file" }, "File"), file),
+    h("div", { class: "field" }, h("label", { for: "att-key" }, "Key"), key),
+    h("button", { type: "submit" }, "Upload"), progress);
+  upload.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const f = file.files[0];
+    if (!f) { setStatus("Choose a file first."); return; }
+    const k = key.value.trim() || f.name;
+    try {
+      const r = await api("POST", "/groups/" + enc(name) + "/attachments", { key: k, content_length: f.size });
+      progress.hidden = false;
+      await putWithProgress(r.url, f, (p) => { progress.value = p; });
+      setStatus("Uploaded " + k + ".", "info");
+      await drawAttachments();
+    } catch (e) {
+      setStatus(e.message);
+    } finally {
+      progress.hidden = true;
+    }
+  });
+  const drawAttachments = async () => {
+    const r = await api("POST", "/groups/" + enc(name) + "/attachments/query", { limit: 200, count: false });
+    attList.replaceChildren(...(r.attachments || []).map((a) => h("tr", { "data-key": a.key },
+      h("td", { class: "mono" }, a.key), h("td", {}, fmtBytes(a.size)), h("td", { class: "hide-narrow" }, fmtTime(a.updated_at)),
+      h("td", {}, h("button", { type: "button", onclick: async () => {
+        try {
+          const d = await api("GET", "/groups/" + enc(name) + "/download/attachments/" + encKey(a.key));
+          const link = h("a", { href: d.url, download: a.key.split("/").pop(), rel: "noopener" });
+          document.body.append(link); link.click(); link.remove();
+        } catch (e) { setStatus(e.message); }
+      } }, "Download")))));
+    if (!(r.attachments || []).length) attList.append(h("tr", {}, h("td", { colspan: 4, class: "muted" }, "No attachments.")));
+  };
+  mount(h("h1", {}, "Group ", name), facts, h("h2", {}, "Members"), members, h("h2", {}, "Attachments"), upload,
+    h("div", { class: "table-wrap" }, h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Key"), h("th", {}, "Size"),
+      h("th", { class: "hide-narrow" }, "Updated"), h("th", {}, ""))), attList)),
+    h("h2", {}, "Last hour"), h("div", { id: "chart" }, chart(await api("GET", "/groups/" + enc(name) + "/stats"))));
+  await drawAttachments();
+  setStatus("");
+}
+
+function putWithProgress(url, file, onProgress) {
+  return new Promise((resolve, reject) => {
+    const x = new XMLHttpRequest();
+    x.open("PUT", url);
+    x.upload.onprogress = (e) => { if (e.lengthComputable) onProgress(Math.round((100 * e.loaded) / e.total)); };
+    x.onload = () => (x.status >= 200 && x.status < 300 ? resolve() : reject(new Error("the object store answered " + x.status)));
+    x.onerror = () => reject(new Error("the upload failed (is the object store reachable from this browser?)"));
+    x.send(file);
+  });
+}
+
+// ------------------------------------------------------------------ submit
+
+async function pageSubmit() {
+  const groups = await myGroups();
+  const field = (label, input, hint) => [h("label", { for: input.id }, label), input, hint ? h("div", { class: "muted" }, hint) : null];
+  const group = groupSelect("s-group", groups, taskFilter.group || session.user, false);
+  const cmd = h("input", { id: "s-cmd", required: true, placeholder: "python train.py --lr 0.1", size: 50 });
+  const envs = h("textarea", { id: "s-envs", rows: 3, placeholder: "KEY=value, one per line" });
+  const tags = h("input", { id: "s-tags", placeholder: "gpu,linux" });
+  const labels = h("input", { id: "s-labels", placeholder: "sweep-3" });
+  const timeout = h("input", { id: "s-timeout", value: "10m" });
+  const priority = h("input", { id: "s-priority", type: "number", value: "0" });
+  const terminal = h("input", { id: "s-terminal", type: "checkbox", checked: true });
+  const form = h("form", { class: "stack", id: "submit-form" }, h("h1", {}, "Submit a task"),
+    field("Group", group), field("Command line", cmd, "Split into arguments like a shell would (quotes, backslashes), without expansion."),
+    field("Environment", envs), field("Tags (the worker must have all)", tags), field("Labels", labels),
+    field("Timeout", timeout, "e.g. 90s, 10m, 2h"), field("Priority (higher runs first)", priority),
+    h("label", { for: "s-terminal" }, terminal, " Capture stdout and stderr"),
+    h("div", { class: "actions" }, h("button", { class: "primary", type: "submit", id: "s-submit" }, "Submit")));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      const env = {};
+      for (const line of envs.value.split("\n").map((l) => l.trim()).filter((l) => l)) {
+        const i = line.indexOf("=");
+        if (i <= 0) throw new Error("environment line " + JSON.stringify(line) + " is not KEY=value");
+        env[line.slice(0, i)] = line.slice(i + 1);
+      }
+      const args = splitCommand(cmd.value);
+      if (!args.length) throw new Error("the command line is empty");
+      const r = await api("POST", "/tasks", {
+        group_name: group.value, tags: splitList(tags.value), labels: splitList(labels.value), timeout: timeout.value.trim(),
+        priority: parseInt(priority.value, 10) || 0,
+        task_spec: { args, envs: env, resources: [], terminal_output: terminal.checked, watch: null },
+      });
+      taskFilter.group = group.value;
+      location.hash = "#/task/" + r.uuid;
+    } catch (e) {
+      setStatus(e.message);
+    }
+  });
+  mount(form);
+  setStatus("");
+}
+
+// ------------------------------------------------------------------ routing
+
+async function route() {
+  stopLive();
+  if (!session.token) { showLogin(); return; }
+  chrome(true);
+  const parts = location.hash.replace(/^#\/?/, "").split("/");
+  const arg = parts.slice(1).map(decodeURIComponent).join("/");
+  try {
+    switch (parts[0]) {
+      case "task": await pageTask(arg); break;
+      case "workers": await pageWorkers(); break;
+      case "worker": await pageWorker(arg); break;
+      case "groups": await pageGroups(); break;
+      case "group": await pageGroup(arg); break;
+      case "submit": await pageSubmit(); break;
+      default: await pageTasks();
+    }
+  } catch (e) {
+    if (e.status !== 401) setStatus(e.message);
+  }
+}
+
+window.addEventListener("hashchange", route);
+document.addEventListener("DOMContentLoaded", () => {
+  document.getElementById("logout").addEventListener("click", () => {
+    session.clear();
+    location.hash = "#/tasks";
+    showLogin("Logged out.");
+  });
+  route();
+});
