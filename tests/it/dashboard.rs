@@ -103,6 +103,9 @@ fn a_user_submits_from_the_form_watches_it_run_reads_its_output_and_cancels_anot
     b.click("a[href='#/tasks']");
     b.wait_text("#task-rows", Duration::from_secs(10), |t| t.contains(&uuid));
     b.wait_text("#state-counts", Duration::from_secs(10), |t| t.contains("Finished: 1"));
+    let list = b.screenshot();
+    std::fs::write(artifact_path("tasks-1280.png"), &list).unwrap();
+    assert_png_not_blank(&list, 1280, "tasks at 1280 px");
     b.set_window(390, 844);
     let narrow = b.screenshot();
     std::fs::write(artifact_path("tasks-390.png"), &narrow).unwrap();

@@ -327,8 +327,7 @@ function chart(stats) {
   g.append(svg("text", { x: L, y: H - 4 }, "-" + n + " min"));
   g.append(svg("text", { x: W - 30, y: H - 4 }, "now"));
   const legend = h("div", { class: "legend" },
-    h("span", { class: "sw", style: null }), "");
-  legend.replaceChildren("Bars: tasks finished per minute (max " + maxF + "). Line: Ready queue depth (max " + maxR + ").");
+    "Bars: tasks finished per minute (max " + maxF + "). Line: Ready queue depth (max " + maxR + ").");
   return h("figure", {}, g, h("figcaption", {}, legend));
 }
 
