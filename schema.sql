@@ -205,3 +205,50 @@ CREATE INDEX queue_samples_minute ON queue_samples (minute);
 -- Tasks of a group archived per minute: a range scan of this index, not a pass over the
 -- group's whole archive.
 CREATE INDEX archived_tasks_group_updated ON archived_tasks (group_id, updated_at);
+
+-- migration 7: task arrays
+-- An array submission (POST /tasks/submit with `array`) inserts its tasks in a transaction
+-- that sets `mito.array_id`, so the one insert statement fills the column for arrays and
+-- leaves it NULL otherwise. Its tasks also carry the label `array:<id>`, which queries,
+-- cancellations and the archive use; the column serves the claim.
+ALTER TABLE active_tasks ADD COLUMN array_id uuid
+    DEFAULT NULLIF(current_setting('mito.array_id', true), '')::uuid;
+-- An array with a cap (`%K`) has a row here; `running` counts its Running tasks, kept by
+-- the triggers below on every path a task enters or leaves Running (claim, Finish,
+-- Cancel, requeue, archive), so no route has to remember it.
+CREATE TABLE task_arrays (
+    id          uuid    PRIMARY KEY,
+    group_id    bigint  NOT NULL,
+    max_running integer NOT NULL,
+    running     integer NOT NULL DEFAULT 0,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+-- A claim takes a slot or does not happen: the UPDATE rechecks `running < max_running` on
+-- the newest row version when concurrent claims race, so the cap holds exactly even
+-- though the claim's own filter reads a snapshot. (2: TaskState::Running.)
+CREATE FUNCTION task_array_take() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE task_arrays SET running = running + 1 WHERE id = NEW.array_id AND running < max_running;
+    IF FOUND OR NOT EXISTS (SELECT 1 FROM task_arrays WHERE id = NEW.array_id) THEN
+        RETURN NEW;
+    END IF;
+    RETURN NULL;
+END $$;
+-- A freed slot may let a parked fetch run the array's next task: the NOTIFY (on the
+-- scheduler's channel, sent at commit, from no coordinator so that every one hears it,
+-- the writer included) wakes the fetches of the group's workers, whichever path freed it.
+CREATE FUNCTION task_array_release() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE task_arrays SET running = greatest(running - 1, 0) WHERE id = OLD.array_id;
+    IF FOUND THEN
+        PERFORM pg_notify('mito_tasks', 'array|g:' || OLD.group_id);
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER active_tasks_array_take BEFORE UPDATE OF state ON active_tasks FOR EACH ROW
+    WHEN (NEW.array_id IS NOT NULL AND NEW.state = 2 AND OLD.state <> 2) EXECUTE FUNCTION task_array_take();
+CREATE TRIGGER active_tasks_array_leave AFTER UPDATE OF state ON active_tasks FOR EACH ROW
+    WHEN (OLD.array_id IS NOT NULL AND OLD.state = 2 AND NEW.state <> 2) EXECUTE FUNCTION task_array_release();
+CREATE TRIGGER active_tasks_array_gone AFTER DELETE ON active_tasks FOR EACH ROW
+    WHEN (OLD.array_id IS NOT NULL AND OLD.state = 2) EXECUTE FUNCTION task_array_release();
+CREATE INDEX active_tasks_array ON active_tasks (array_id) WHERE array_id IS NOT NULL;

@@ -12,6 +12,7 @@
 //! Scalar encodings (timestamps, durations) live in [`time`]; enums with their accepted
 //! aliases in [`enums`].
 
+pub mod array;
 pub mod enums;
 pub mod quota;
 pub mod time;

@@ -194,11 +194,37 @@ pub struct SubmitTaskResp {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TasksSubmitReq {
     pub tasks: Vec<SubmitTaskReq>,
+    /// mito's extension: with it, `tasks` holds one task, submitted once per index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub array: Option<ArraySpec>,
+}
+
+/// An array of tasks from one template: one task per index of `start..=end` by `step`,
+/// each with `MITO_ARRAY_INDEX` and `MITO_ARRAY_ID` in its environment and the label
+/// `array:<id>`; `{i}` in its arguments becomes the index when `subst` is set; at most
+/// `max_running` of them run at once when given.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArraySpec {
+    pub start: u64,
+    pub end: u64,
+    #[serde(default = "one")]
+    pub step: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_running: Option<u32>,
+    #[serde(default)]
+    pub subst: bool,
+}
+
+fn one() -> u64 {
+    1
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TasksSubmitResp {
     pub results: Vec<Result<SubmitTaskResp, super::ErrorMsg>>,
+    /// mito's extension: the array's id, when the request was an array.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub array_id: Option<Uuid>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -673,6 +699,7 @@ mod tests {
     #[test]
     fn batch_results_are_ok_or_err_objects() {
         let r = TasksSubmitResp {
+            array_id: None,
             results: vec![
                 Ok(SubmitTaskResp { task_id: 1, uuid: Uuid::nil() }),
                 Err(crate::api::ErrorMsg { msg: "x".into() }),

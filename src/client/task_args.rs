@@ -15,6 +15,8 @@ pub const CREATORS: OptSpec =
 pub const F_GROUP: OptSpec = OptSpec::opt("group", Some('g'), "GROUP_NAME", "In this group (default: your own)");
 pub const F_TAGS: OptSpec = OptSpec::opt("tags", Some('t'), "TAGS", "Having all these tags");
 pub const F_LABELS: OptSpec = OptSpec::opt("labels", Some('l'), "LABELS", "Having all these labels");
+pub const F_ARRAY: OptSpec =
+    OptSpec::opt("array", None, "ARRAY_ID", "Of this array (its tasks carry the label array:<ARRAY_ID>)");
 pub const STATES: OptSpec = OptSpec::opt(
     "states",
     Some('s'),
@@ -85,14 +87,48 @@ pub fn filter(s: &Session, a: &Args) -> Result<TaskFilter, Error> {
         creator_usernames: a.opt_list("creators").map(set),
         group_name: Some(a.value("group").map(str::to_string).unwrap_or_else(|| s.user.clone())),
         tags: a.opt_list("tags").map(set),
-        labels: a.opt_list("labels").map(set),
+        labels: array_labels(a, a.opt_list("labels").map(set))?,
         states,
         exit_status: a.value("exit-status").map(str::to_string),
         priority: a.value("priority").map(str::to_string),
     })
 }
 
+/// The label filter with `--array`'s label added.
+fn array_labels(a: &Args, labels: Option<BTreeSet<String>>) -> Result<Option<BTreeSet<String>>, Error> {
+    let Some(id) = a.value("array") else { return Ok(labels) };
+    let id = uuid_arg(a, id)?;
+    let mut labels = labels.unwrap_or_default();
+    labels.insert(crate::api::array::label(id));
+    Ok(Some(labels))
+}
+
 /// `--reporter-uuid`, which query and the artifact batch commands add to the filter.
 pub fn reporter(a: &Args) -> Result<Option<Uuid>, Error> {
     a.value("reporter-uuid").map(|u| uuid_arg(a, u)).transpose()
+}
+
+/// The tasks of `--array` (in `--group`, default the caller's own), in the given states
+/// (all when `None`): up to the 10,000 an array may hold, in one query.
+pub fn array_tasks(
+    s: &mut Session,
+    a: &Args,
+    states: Option<BTreeSet<TaskState>>,
+) -> Result<Vec<crate::api::TaskQueryInfo>, Error> {
+    let id = a.value("array").ok_or_else(|| a.usage("missing --array <ARRAY_ID>".into()))?;
+    let id = uuid_arg(a, id)?;
+    let req = crate::api::TasksQueryReq {
+        filter: TaskFilter {
+            group_name: Some(a.value("group").map(str::to_string).unwrap_or_else(|| s.user.clone())),
+            labels: Some(BTreeSet::from([crate::api::array::label(id)])),
+            states,
+            ..TaskFilter::default()
+        },
+        reporter_uuid: None,
+        limit: Some(crate::api::array::MAX_ARRAY_TASKS),
+        offset: None,
+        count: false,
+    };
+    let r: crate::api::TasksQueryResp = s.http.post("/tasks/query", &req)?.parse()?;
+    Ok(r.tasks)
 }

@@ -305,6 +305,8 @@ pub static CLAIM: LazyLock<String> = LazyLock::new(|| {
           AND t.group_id IN (SELECT gw.group_id FROM group_worker gw
                              WHERE gw.worker_id = (SELECT id FROM w) AND gw.role >= {write})
           AND t.tags <@ (SELECT tags FROM w)
+          AND (t.array_id IS NULL
+               OR NOT EXISTS (SELECT 1 FROM task_arrays a WHERE a.id = t.array_id AND a.running >= a.max_running))
         ORDER BY t.priority DESC, t.id
         LIMIT 1
         FOR UPDATE SKIP LOCKED

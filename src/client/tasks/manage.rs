@@ -3,19 +3,25 @@
 
 use super::super::args::{Args, Spec};
 use super::super::output::{list, print_json};
-use super::super::task_args::{filter, uuid_arg, uuid_list, CREATORS, EXIT, F_GROUP, F_LABELS, F_TAGS, PRIO, STATES};
+use super::super::task_args::{
+    array_tasks, filter, uuid_arg, uuid_list, CREATORS, EXIT, F_ARRAY, F_GROUP, F_LABELS, F_TAGS, PRIO, STATES,
+};
 use super::super::{Flow, Res, Session};
 use crate::api::*;
 use std::collections::BTreeSet;
 use uuid::Uuid;
 
-pub(super) const CANCEL: Spec =
-    Spec { name: "tasks cancel", usage: "<UUID>", about: "Cancel a task that has not started", flags: &[] };
+pub(super) const CANCEL: Spec = Spec {
+    name: "tasks cancel",
+    usage: "<UUID> | --array <ARRAY_ID>",
+    about: "Cancel a task (a running one is stopped by its worker), or every unfinished task of an array",
+    flags: &[F_GROUP, F_ARRAY],
+};
 pub(super) const CANCEL_MANY: Spec = Spec {
     name: "tasks cancel-many",
     usage: "",
     about: "Cancel the tasks that match a filter (only ready or pending ones)",
-    flags: &[CREATORS, F_GROUP, F_TAGS, F_LABELS, STATES, EXIT, PRIO],
+    flags: &[CREATORS, F_GROUP, F_TAGS, F_LABELS, F_ARRAY, STATES, EXIT, PRIO],
 };
 pub(super) const CANCEL_LIST: Spec =
     Spec { name: "tasks cancel-list", usage: "<UUID,...>", about: "Cancel the listed tasks", flags: &[] };
@@ -23,11 +29,37 @@ pub(super) const UPDATE_LABELS: Spec =
     Spec { name: "tasks update-labels", usage: "<UUID> [LABEL]...", about: "Replace a task's labels", flags: &[] };
 
 pub(super) fn cancel(s: &mut Session, a: &Args) -> Res {
+    if a.value("array").is_some() {
+        return cancel_array(s, a);
+    }
     let pos = a.exact(&["UUID"])?;
     let uuid = uuid_arg(a, &pos[0])?;
     s.http.delete(&format!("/tasks/{uuid}"))?;
     if !s.json(a) {
         println!("Task {uuid} cancelled");
+    }
+    Ok(Flow::Continue)
+}
+
+/// `tasks cancel --array`: the Ready and Pending tasks in one request, then each Running
+/// one (no more can start once the others are gone).
+fn cancel_array(s: &mut Session, a: &Args) -> Res {
+    a.exact(&[])?;
+    let ready = TasksCancelByFilterReq { filter: filter(s, a)? };
+    let r: TasksCancelByFilterResp = s.http.post("/tasks/cancel", &ready)?.parse()?;
+    let mut n = r.cancelled_count;
+    for t in array_tasks(s, a, Some(BTreeSet::from([TaskState::Running])))? {
+        match s.http.delete(&format!("/tasks/{}", t.uuid)) {
+            Ok(_) => n += 1,
+            // It ended meanwhile: nothing left to cancel.
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if s.json(a) {
+        print_json(&serde_json::json!({"cancelled_count": n}));
+    } else {
+        println!("Cancelled {n} tasks of array {}", a.value("array").unwrap_or_default());
     }
     Ok(Flow::Continue)
 }

@@ -3,7 +3,8 @@
 use super::super::args::{Args, Spec};
 use super::super::output::{list, opt, print_json, ts};
 use super::super::task_args::{
-    filter, reporter, uuid_arg, CREATORS, EXIT, F_GROUP, F_LABELS, F_TAGS, LIMIT, OFFSET, PRIO, REPORTER, STATES,
+    array_tasks, filter, reporter, uuid_arg, CREATORS, EXIT, F_ARRAY, F_GROUP, F_LABELS, F_TAGS, LIMIT, OFFSET, PRIO,
+    REPORTER, STATES,
 };
 use super::super::{Flow, Res, Session};
 use crate::api::*;
@@ -13,16 +14,23 @@ use std::time::Duration;
 const VERBOSE: OptSpec = OptSpec::flag("verbose", Some('v'), "Show every field, not only the uuid");
 const COUNT: OptSpec = OptSpec::flag("count", None, "Only count");
 
-pub(super) const GET: Spec =
-    Spec { name: "tasks get", usage: "<UUID>", about: "Show a task, its result and artifacts", flags: &[] };
+pub(super) const GET: Spec = Spec {
+    name: "tasks get",
+    usage: "<UUID> | --array <ARRAY_ID>",
+    about: "Show a task, its result and artifacts; or an array's tasks counted by state and exit status",
+    flags: &[F_GROUP, F_ARRAY],
+};
 pub(super) const QUERY: Spec = Spec {
     name: "tasks query",
     usage: "",
     about: "Find tasks",
-    flags: &[CREATORS, F_GROUP, F_TAGS, F_LABELS, STATES, EXIT, PRIO, REPORTER, LIMIT, OFFSET, VERBOSE, COUNT],
+    flags: &[CREATORS, F_GROUP, F_TAGS, F_LABELS, F_ARRAY, STATES, EXIT, PRIO, REPORTER, LIMIT, OFFSET, VERBOSE, COUNT],
 };
 
 pub(super) fn get(s: &mut Session, a: &Args) -> Res {
+    if a.value("array").is_some() {
+        return get_array(s, a);
+    }
     let pos = a.exact(&["UUID"])?;
     let uuid = uuid_arg(a, &pos[0])?;
     let r = s.http.get(&format!("/tasks/{uuid}"))?;
@@ -43,6 +51,33 @@ pub(super) fn get(s: &mut Session, a: &Args) -> Res {
             ts(&art.created_at),
             ts(&art.updated_at)
         );
+    }
+    Ok(Flow::Continue)
+}
+
+/// `tasks get --array`: how many of the array's tasks are in each state, and how the
+/// finished ones ended.
+fn get_array(s: &mut Session, a: &Args) -> Res {
+    a.exact(&[])?;
+    let tasks = array_tasks(s, a, None)?;
+    let mut states: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut results: std::collections::BTreeMap<String, usize> = Default::default();
+    for t in &tasks {
+        *states.entry(t.state.to_string()).or_default() += 1;
+        if let Some(r) = &t.result {
+            *results.entry(describe_result(r)).or_default() += 1;
+        }
+    }
+    if s.json(a) {
+        print_json(&serde_json::json!({"tasks": tasks.len(), "states": states, "results": results}));
+        return Ok(Flow::Continue);
+    }
+    println!("Array {}: {} tasks", a.value("array").unwrap_or_default(), tasks.len());
+    for (state, n) in &states {
+        println!("  {state}: {n}");
+    }
+    for (result, n) in &results {
+        println!("  ended with {result}: {n}");
     }
     Ok(Flow::Continue)
 }

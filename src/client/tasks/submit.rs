@@ -27,6 +27,15 @@ const RESOURCES: OptSpec = OptSpec::opt(
     "RESOURCES",
     "Files to fetch before running, comma-separated: attachment=<KEY>:<LOCAL_PATH> or artifact=<UUID>:<TYPE>:<LOCAL_PATH>",
 );
+const ARRAY: OptSpec = OptSpec::opt(
+    "array",
+    None,
+    "START-END[:STEP][%K]",
+    "Submit one task per index (END included, at most 10000), each with MITO_ARRAY_INDEX and MITO_ARRAY_ID in its \
+     environment and the label array:<ID>; %K lets at most K of them run at once",
+);
+const ARRAY_SUBST: OptSpec =
+    OptSpec::flag("array-subst", None, "With --array, replace {i} in the command's arguments by the index");
 const WATCH: OptSpec =
     OptSpec::opt("watch", None, "UUID,STATE", "Start only once that task reaches STATE (e.g. ExecSpawned)");
 
@@ -44,6 +53,8 @@ pub(super) const SUBMIT: Spec = Spec {
         TERMINAL,
         RESOURCES,
         WATCH,
+        ARRAY,
+        ARRAY_SUBST,
         OptSpec::flag("wait", None, "Wait until the task is done; the exit status says whether it succeeded"),
         OptSpec::opt("wait-timeout", None, "DURATION", "With --wait, give up after this long (exit status 124)"),
     ],
@@ -173,6 +184,14 @@ pub(super) fn submit(s: &mut Session, a: &Args) -> Res {
         },
     };
     let wait_timeout = a.value("wait-timeout").map(|t| duration_arg(a, "--wait-timeout", t)).transpose()?;
+    if let Some(spec) = a.value("array") {
+        let mut array = crate::api::array::parse(spec).map_err(|e| a.usage(e.to_string()))?;
+        array.subst = a.has("array-subst");
+        return submit_array(s, a, req, array, wait_timeout);
+    }
+    if a.has("array-subst") {
+        return Err(a.usage("--array-subst needs --array".into()));
+    }
     let r = s.http.post("/tasks", &req)?;
     let resp: SubmitTaskResp = r.parse()?;
     if !a.has("wait") {
@@ -193,6 +212,34 @@ pub(super) fn submit(s: &mut Session, a: &Args) -> Res {
     Ok(Flow::Continue)
 }
 
+/// `tasks submit --array`: the whole array in one request.
+fn submit_array(
+    s: &mut Session,
+    a: &Args,
+    req: SubmitTaskReq,
+    array: ArraySpec,
+    wait_timeout: Option<Duration>,
+) -> Res {
+    let group = req.group_name.clone();
+    let r = s.http.post("/tasks/submit", &TasksSubmitReq { tasks: vec![req], array: Some(array) })?;
+    let resp: TasksSubmitResp = r.parse()?;
+    let id = resp.array_id.ok_or_else(|| {
+        Error::Failed(
+            "the coordinator answered without an array id: it does not support arrays (a mitosis coordinator?)".into(),
+        )
+    })?;
+    let uuids: Vec<Uuid> = resp.results.iter().filter_map(|r| r.as_ref().ok().map(|t| t.uuid)).collect();
+    if s.json(a) && !a.has("wait") {
+        print_json(&r.json()?);
+    } else if !s.json(a) {
+        println!("Array {id} submitted in group {group}: {} tasks", uuids.len());
+    }
+    if a.has("wait") {
+        wait(s, a, &uuids, wait_timeout)?;
+    }
+    Ok(Flow::Continue)
+}
+
 pub(super) fn submit_many(s: &mut Session, a: &Args) -> Res {
     a.exact(&[])?;
     let file = a.value("file").ok_or_else(|| a.usage("missing -f <FILE>".into()))?;
@@ -202,7 +249,7 @@ pub(super) fn submit_many(s: &mut Session, a: &Args) -> Res {
     if tasks.is_empty() {
         return Err(Error::Failed(format!("{file} holds no tasks")));
     }
-    let r = s.http.post("/tasks/submit", &TasksSubmitReq { tasks })?;
+    let r = s.http.post("/tasks/submit", &TasksSubmitReq { tasks, array: None })?;
     let resp: TasksSubmitResp = r.parse()?;
     let failed = resp.results.iter().filter(|r| r.is_err()).count();
     if s.json(a) {

@@ -3,7 +3,7 @@
 
 use super::super::args::{Args, Spec};
 use super::super::output::print_json;
-use super::super::task_args::uuid_arg;
+use super::super::task_args::{array_tasks, uuid_arg, F_ARRAY, F_GROUP};
 use super::super::{artifacts, attachments, Error, Flow, Res, Session};
 use super::duration_arg;
 use super::show::describe_result;
@@ -16,10 +16,14 @@ use uuid::Uuid;
 
 pub(super) const WAIT: Spec = Spec {
     name: "tasks wait",
-    usage: "<UUID>...",
+    usage: "<UUID>... | --array <ARRAY_ID>",
     about: "Wait until the tasks are done (finished or cancelled, result recorded). Exit status: 0 all succeeded, \
             3 some did not (non-zero exit, timeout, cancelled...), 124 out of time",
-    flags: &[OptSpec::opt("timeout", None, "DURATION", "Give up after this long (default: wait as long as it takes)")],
+    flags: &[
+        OptSpec::opt("timeout", None, "DURATION", "Give up after this long (default: wait as long as it takes)"),
+        F_GROUP,
+        F_ARRAY,
+    ],
 };
 pub(super) const LOGS: Spec = Spec {
     name: "tasks logs",
@@ -30,6 +34,11 @@ pub(super) const LOGS: Spec = Spec {
 
 /// `tasks wait`: the uuids may be given as separate words or comma lists.
 pub(super) fn wait_cmd(s: &mut Session, a: &Args) -> Res {
+    if a.value("array").is_some() {
+        a.exact(&[])?;
+        let timeout = a.value("timeout").map(|t| duration_arg(a, "--timeout", t)).transpose()?;
+        return wait_array(s, a, timeout);
+    }
     let uuids = a
         .all_pos()
         .iter()
@@ -43,6 +52,45 @@ pub(super) fn wait_cmd(s: &mut Session, a: &Args) -> Res {
     let timeout = a.value("timeout").map(|t| duration_arg(a, "--timeout", t)).transpose()?;
     wait(s, a, &uuids, timeout)?;
     Ok(Flow::Continue)
+}
+
+/// `tasks wait --array`: one query per poll for the whole array, however large.
+fn wait_array(s: &mut Session, a: &Args, timeout: Option<Duration>) -> Res {
+    let start = Instant::now();
+    let mut interval = Duration::from_millis(200);
+    loop {
+        let tasks = array_tasks(s, a, None)?;
+        if tasks.is_empty() {
+            return Err(Error::Failed(format!(
+                "array {} has no tasks in this group (give -g GROUP if it is in another)",
+                a.value("array").unwrap_or_default()
+            )));
+        }
+        let pending = tasks.iter().filter(|t| !is_done(t)).count();
+        if pending == 0 {
+            let failed = tasks.iter().filter(|t| !succeeded(t)).count();
+            if s.json(a) {
+                print_json(&json!({"tasks": tasks.len(), "failed": failed, "succeeded": failed == 0}));
+            } else {
+                println!("Array done: {} tasks, {} succeeded, {failed} did not", tasks.len(), tasks.len() - failed);
+            }
+            if failed > 0 {
+                eprintln!("error: {failed} of {} tasks did not succeed", tasks.len());
+                return Err(Error::Exit(3));
+            }
+            return Ok(Flow::Continue);
+        }
+        if let Some(limit) = timeout {
+            let elapsed = start.elapsed();
+            if elapsed >= limit {
+                eprintln!("error: timed out with {pending} of {} tasks not done", tasks.len());
+                return Err(Error::Exit(124));
+            }
+            interval = interval.min(limit - elapsed);
+        }
+        std::thread::sleep(interval);
+        interval = (interval * 3 / 2).min(Duration::from_secs(2));
+    }
 }
 
 /// Whether a task is done: archived with its result.

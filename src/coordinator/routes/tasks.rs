@@ -1,9 +1,9 @@
 //! Tasks as users see them: submit, read, query, change, label, cancel.
 
 use crate::api::{
-    ChangeTaskReq, ErrorMsg, SubmitTaskReq, SubmitTaskResp, TaskQueryResp, TaskState, TasksCancelByFilterReq,
-    TasksCancelByFilterResp, TasksCancelByUuidsReq, TasksCancelByUuidsResp, TasksQueryReq, TasksQueryResp,
-    TasksSubmitReq, TasksSubmitResp, UpdateTaskLabelsReq, UserGroupRole,
+    ArraySpec, ChangeTaskReq, ErrorMsg, SubmitTaskReq, SubmitTaskResp, TaskQueryResp, TaskState,
+    TasksCancelByFilterReq, TasksCancelByFilterResp, TasksCancelByUuidsReq, TasksCancelByUuidsResp, TasksQueryReq,
+    TasksQueryResp, TasksSubmitReq, TasksSubmitResp, UpdateTaskLabelsReq, UserGroupRole,
 };
 use crate::coordinator::auth::{authenticate_user, AuthUser, Claims};
 use crate::coordinator::authz::{authorize_group, authorize_task};
@@ -121,10 +121,51 @@ pub fn submit(ctx: &Ctx, call: &Call, token: &Claims) -> Result<Reply, ApiError>
 /// `POST /tasks/submit`: a result per item, in order.
 pub fn submit_batch(ctx: &Ctx, call: &Call, token: &Claims) -> Result<Reply, ApiError> {
     let req: TasksSubmitReq = call.json()?;
+    if let Some(array) = &req.array {
+        return submit_array(ctx, token, &req.tasks, array);
+    }
     check_batch_len(req.tasks.len(), "Tasks list")?;
     let results =
         submit_all(ctx, token, &req.tasks)?.into_iter().map(|r| r.map_err(|e| ErrorMsg { msg: e.message() })).collect();
-    Ok(Reply::json(&TasksSubmitResp { results }))
+    Ok(Reply::json(&TasksSubmitResp { results, array_id: None }))
+}
+
+/// `POST /tasks/submit` with `array`: one task per index, all or none, in one transaction
+/// that names the array for the insert (the `array_id` column's default reads it) and
+/// records its cap.
+fn submit_array(ctx: &Ctx, token: &Claims, templates: &[SubmitTaskReq], array: &ArraySpec) -> Result<Reply, ApiError> {
+    let [template] = templates else {
+        return Err(ApiError::bad(format!("an array takes exactly one task as its template, not {}", templates.len())));
+    };
+    crate::api::array::check(array).map_err(|e| ApiError::bad(e.to_string()))?;
+    tasks::validate_submit(template)?;
+    let id = Uuid::new_v4();
+    let items: Vec<SubmitTaskReq> =
+        crate::api::array::indices(array).map(|i| crate::api::array::task_at(template, array, id, i)).collect();
+    for t in &items {
+        // The substituted arguments and the added environment may grow a spec past its bound.
+        crate::coordinator::limits::check_spec_size(&t.task_spec)?;
+    }
+    let refs: Vec<&SubmitTaskReq> = items.iter().collect();
+    let announce = ctx.scheduler.group_payload_prefix();
+    let mut db = ctx.pool.get()?;
+    let st = tasks::prepare_submit(&mut db)?;
+    let mut tx = db.transaction()?;
+    let made = tasks::submit_array(&mut tx, &st, token, &template.group_name, &refs, &announce, id, array.max_running)?;
+    let Some(m) = made else {
+        drop(tx);
+        let user = authenticate_user(&mut db, token, false)?;
+        authorize_group(&mut *db, &user, &template.group_name, UserGroupRole::Write)?;
+        return Err(ApiError::Forbidden(format!(
+            "you could not submit to group {} just now; retry",
+            template.group_name
+        )));
+    };
+    tx.commit()?;
+    ctx.scheduler.task_ready(m.group_id);
+    crate::coordinator::metrics::METRICS.submits.add(m.tasks.len() as u64);
+    let results = m.tasks.into_iter().map(|(task_id, uuid)| Ok(SubmitTaskResp { task_id, uuid })).collect();
+    Ok(Reply::json(&TasksSubmitResp { results, array_id: Some(id) }))
 }
 
 fn find_visible(

@@ -343,6 +343,32 @@ pub fn submit(
     run_insert(db, prepared, to, reqs, &[&write, &token.sign, &active])
 }
 
+/// [`submit`] of an array's tasks, in the caller's transaction: names the array for the
+/// inserts (the `array_id` column's default reads `mito.array_id`, local to the
+/// transaction) and records its cap, if any, for the claim.
+#[allow(clippy::too_many_arguments)]
+pub fn submit_array(
+    tx: &mut postgres::Transaction,
+    prepared: &postgres::Statement,
+    token: &super::auth::Claims,
+    group: &str,
+    reqs: &[&SubmitTaskReq],
+    announce: &str,
+    array_id: Uuid,
+    max_running: Option<u32>,
+) -> Result<Option<Inserted>, ApiError> {
+    tx.execute("SELECT set_config('mito.array_id', $1, true)", &[&array_id.to_string()])?;
+    let Some(made) = submit(tx, prepared, token, group, reqs, announce)? else { return Ok(None) };
+    if let Some(k) = max_running {
+        let k = i32::try_from(k).unwrap_or(i32::MAX);
+        tx.execute(
+            "INSERT INTO task_arrays (id, group_id, max_running) VALUES ($1, $2, $3)",
+            &[&array_id, &made.group_id, &k],
+        )?;
+    }
+    Ok(Some(made))
+}
+
 /// The result a user cancellation records.
 pub fn user_cancellation() -> serde_json::Value {
     serde_json::json!({"exit_status": 0, "msg": "UserCancellation"})

@@ -1,0 +1,119 @@
+//! Task arrays and live logs: many tasks from one template, a cap on how many of them run
+//! at once, and a running task's output followed as it is written.
+
+use crate::client::client;
+use crate::harness::*;
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+fn out(o: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// Logs `ann` in with the client and submits an array; returns the array id.
+fn submit_array(c: &Coordinator, home: &TempDir, extra: &[&str]) -> String {
+    let login = client(c, home, &["-u", "ann", "-p", "ann-pw", "--retain", "auth"]);
+    assert!(login.status.success(), "{}", out(&login));
+    let mut args = vec!["--json", "tasks", "submit"];
+    args.extend_from_slice(extra);
+    let o = client(c, home, &args);
+    assert!(o.status.success(), "submit --array: {}", out(&o));
+    let v = json(&String::from_utf8_lossy(&o.stdout));
+    v["array_id"].as_str().unwrap_or_else(|| panic!("no array id in {v}")).to_string()
+}
+
+fn running_in_array(a: &Api, array: &str) -> usize {
+    let (s, b) =
+        a.post("/tasks/query", &json!({"labels": [format!("array:{array}")], "states": ["Running"], "count": true}));
+    assert_eq!(s, 200, "{b}");
+    json(&b)["count"].as_u64().unwrap() as usize
+}
+
+#[test]
+fn an_array_capped_at_five_never_runs_more_than_five_and_runs_every_index_once() {
+    let c = Coordinator::start();
+    let a = c.user("ann");
+    let home = TempDir::new("array-cap");
+    let id = submit_array(&c, &home, &["--array", "0-99%5", "--array-subst", "--", "echo", "index-{i}"]);
+    let workers: Vec<TestWorker> = (0..8).map(|_| c.worker(&a, &[], &[])).collect();
+    let mut seen = Vec::new();
+    let mut max_running = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while seen.len() < 100 && Instant::now() < deadline {
+        let held: Vec<(&TestWorker, serde_json::Value)> =
+            workers.iter().filter_map(|w| w.fetch().map(|t| (w, t))).collect();
+        max_running = max_running.max(held.len()).max(running_in_array(&a, &id));
+        assert!(!held.is_empty(), "no worker got a task with {} of 100 done", seen.len());
+        for (w, t) in held {
+            let envs = &t["spec"]["envs"];
+            let index = envs["MITO_ARRAY_INDEX"].as_str().unwrap().to_string();
+            assert_eq!(envs["MITO_ARRAY_ID"], id.as_str());
+            assert_eq!(t["spec"]["args"], json!(["echo", format!("index-{index}")]), "{{i}} substituted");
+            seen.push(index.parse::<u64>().unwrap());
+            w.complete(&t, 0);
+        }
+    }
+    assert!(max_running <= 5, "{max_running} of the array ran at once with %5");
+    assert_eq!(max_running, 5, "the cap is reached: five run at once");
+    assert_eq!(seen.len(), 100, "every index ran exactly once: {seen:?}");
+    assert_eq!(seen.iter().copied().collect::<BTreeSet<_>>(), (0..100).collect::<BTreeSet<_>>());
+    let get = client(&c, &home, &["--json", "tasks", "get", "--array", &id]);
+    assert!(get.status.success(), "{}", out(&get));
+    let v = json(&String::from_utf8_lossy(&get.stdout));
+    assert_eq!(v["tasks"], 100, "{v}");
+    assert_eq!(v["states"]["Finished"], 100, "{v}");
+    let wait = client(&c, &home, &["tasks", "wait", "--array", &id, "--timeout", "10s"]);
+    assert!(wait.status.success(), "{}", out(&wait));
+}
+
+#[test]
+fn a_parked_fetch_gets_the_next_array_task_when_a_running_one_ends() {
+    let c = Coordinator::start();
+    let a = c.user("ann");
+    let home = TempDir::new("array-wake");
+    submit_array(&c, &home, &["--array", "0-3%1", "--", "true"]);
+    let first = c.worker(&a, &[], &[]);
+    let second = c.worker(&a, &[], &[]);
+    let t = first.fetch().expect("the first index");
+    assert!(second.fetch().is_none(), "the cap of 1 is taken");
+    let parked = std::thread::spawn(move || {
+        let start = Instant::now();
+        let (s, b) = second.api.get("/workers/tasks?wait=20");
+        (s, b, start.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    first.complete(&t, 0);
+    let (s, b, waited) = parked.join().unwrap();
+    assert_eq!(s, 200, "{b}");
+    assert!(!json(&b).is_null(), "the parked fetch got the next index");
+    assert!(waited < Duration::from_secs(5), "woken by the commit, not its deadline: {waited:?}");
+}
+
+#[test]
+fn ten_thousand_indices_submit_in_one_request_and_the_array_is_queried_and_cancelled_whole() {
+    let c = Coordinator::start();
+    let a = c.user("ann");
+    let home = TempDir::new("array-big");
+    let start = Instant::now();
+    let id = submit_array(&c, &home, &["--array", "0-9999", "--", "true"]);
+    let took = start.elapsed();
+    eprintln!("10,000 array tasks submitted (with the client's login) in {took:?}");
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    let q = client(&c, &home, &["--json", "tasks", "query", "--array", &id, "--count"]);
+    assert!(q.status.success(), "{}", out(&q));
+    assert_eq!(json(&String::from_utf8_lossy(&q.stdout))["count"], 10_000);
+    let too_many = client(&c, &home, &["tasks", "submit", "--array", "0-10000", "--", "true"]);
+    assert_eq!(too_many.status.code(), Some(2), "{}", out(&too_many));
+    assert!(out(&too_many).contains("at most 10000"), "{}", out(&too_many));
+    // One of them running: cancel stops it too.
+    let w = c.worker(&a, &[], &[]);
+    let t = w.fetch().expect("a task");
+    let cancel = client(&c, &home, &["tasks", "cancel", "--array", &id]);
+    assert!(cancel.status.success(), "{}", out(&cancel));
+    assert!(out(&cancel).contains("Cancelled 10000 tasks"), "{}", out(&cancel));
+    assert!(t["uuid"].is_string());
+    let (s, b) =
+        a.post("/tasks/query", &json!({"labels": [format!("array:{id}")], "states": ["Ready"], "count": true}));
+    assert_eq!((s, json(&b)["count"].as_u64()), (200, Some(0)), "{b}");
+}
