@@ -252,3 +252,14 @@ CREATE TRIGGER active_tasks_array_leave AFTER UPDATE OF state ON active_tasks FO
 CREATE TRIGGER active_tasks_array_gone AFTER DELETE ON active_tasks FOR EACH ROW
     WHEN (OLD.array_id IS NOT NULL AND OLD.state = 2) EXECUTE FUNCTION task_array_release();
 CREATE INDEX active_tasks_array ON active_tasks (array_id) WHERE array_id IS NOT NULL;
+-- A running task's newest output, shipped by mito workers as it is written (stream 0 is
+-- stdout, 1 stderr): `data` holds the bytes from `start_offset` on, at most the last MiB
+-- (limits.rs), until the task's commit (its std-log artifact) removes the row.
+CREATE TABLE task_logs (
+    task_uuid    uuid        NOT NULL,
+    stream       smallint    NOT NULL,
+    start_offset bigint      NOT NULL DEFAULT 0,
+    data         bytea       NOT NULL DEFAULT '',
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (task_uuid, stream)
+);

@@ -27,6 +27,17 @@ pub const MAX_TASK_SPEC_BYTES: usize = 1 << 20;
 /// again after its worker died. Each Submit is otherwise a free task in the group.
 pub const MAX_DOWNSTREAM_PER_TASK: i64 = 4;
 
+/// Bytes of task output one worker call may ship: a worker sends what was written since
+/// its last call, in pieces of at most this.
+pub const MAX_LOG_CHUNK: usize = 64 << 10;
+
+/// Bytes of a running task's output kept per stream: the newest, older bytes are dropped
+/// (a follower that falls this far behind is told what it missed).
+pub const MAX_LOG_KEPT: usize = 1 << 20;
+
+/// Seconds a live-log read may wait for new output.
+pub const MAX_LOG_WAIT_SECS: u64 = 10;
+
 use super::error::ApiError;
 
 /// Refuses a list of `n` items over `max`, saying how to split it.

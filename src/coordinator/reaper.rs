@@ -71,6 +71,9 @@ fn run(ctx: &Ctx) {
             vacuum_queue(conn);
             let minute = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() / 60);
             if sampled != Some(minute) {
+                if let Err(e) = super::routes::forget_committed_logs(conn) {
+                    log::warn!("dropping the live output of committed tasks failed (will retry): {e:?}");
+                }
                 match super::stats::sample_queues(conn) {
                     Ok(()) => sampled = Some(minute),
                     Err(e) => log::warn!("sampling the Ready queues failed (will retry): {e}"),

@@ -23,6 +23,7 @@ mod exec;
 mod fetch;
 mod heartbeat;
 mod isolate;
+mod live_log;
 mod login;
 mod net;
 mod register;

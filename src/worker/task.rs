@@ -70,7 +70,15 @@ fn handle_inner(ctx: &Ctx, task: &WorkerTaskResp, started: Instant) -> Result<()
         worker_env: ctx.env.clone(),
     };
     ctx.states.announce(uuid, S::ExecSpawned);
-    let outcome = match exec::run(&task.spec, &env, task.timeout, &ctx.shared, &ctx.confine) {
+    let shipper = task
+        .spec
+        .terminal_output
+        .then(|| super::live_log::Shipper::start(ctx.net.clone(), uuid, env.stdout.clone(), env.stderr.clone()));
+    let ran = exec::run(&task.spec, &env, task.timeout, &ctx.shared, &ctx.confine);
+    if let Some(s) = shipper {
+        s.finish();
+    }
+    let outcome = match ran {
         Ok(o) => o,
         Err(e) => {
             log::error!("task {uuid}: cannot start /usr/bin/env: {e}");

@@ -132,7 +132,7 @@ fn attachment_batches_and_deletes(s3: bool) {
 }
 
 /// A std-log archive as the worker makes it: std-log/stdout.log and std-log/stderr.log.
-fn std_log(stdout: &str, stderr: &str) -> Vec<u8> {
+pub fn std_log(stdout: &str, stderr: &str) -> Vec<u8> {
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     let mut t = tar::Builder::new(gz);
     for (name, body) in [("std-log/stdout.log", stdout), ("std-log/stderr.log", stderr)] {
@@ -145,7 +145,7 @@ fn std_log(stdout: &str, stderr: &str) -> Vec<u8> {
     t.into_inner().unwrap().finish().unwrap()
 }
 
-fn put(url: &str, body: &[u8]) {
+pub fn put(url: &str, body: &[u8]) {
     let r = ureq::put(url).set("Content-Length", &body.len().to_string()).send_bytes(body);
     assert!(r.is_ok(), "PUT to the presigned URL: {r:?}");
 }

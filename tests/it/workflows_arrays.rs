@@ -117,3 +117,103 @@ fn ten_thousand_indices_submit_in_one_request_and_the_array_is_queried_and_cance
         a.post("/tasks/query", &json!({"labels": [format!("array:{id}")], "states": ["Ready"], "count": true}));
     assert_eq!((s, json(&b)["count"].as_u64()), (200, Some(0)), "{b}");
 }
+
+/// Logs `ann` in and submits one task with `--terminal`; returns its uuid.
+fn submit_terminal(c: &Coordinator, home: &TempDir, script: &str) -> String {
+    let login = client(c, home, &["-u", "ann", "-p", "ann-pw", "--retain", "auth"]);
+    assert!(login.status.success(), "{}", out(&login));
+    let o = client(c, home, &["--json", "tasks", "submit", "--terminal", "--", "sh", "-c", script]);
+    assert!(o.status.success(), "{}", out(&o));
+    json(&String::from_utf8_lossy(&o.stdout))["uuid"].as_str().unwrap().to_string()
+}
+
+fn wait_running(a: &Api, uuid: &str) {
+    let until = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < until {
+        let (_, b) = a.get(&format!("/tasks/{uuid}"));
+        if json(&b)["info"]["state"] == "Running" {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("task {uuid} never started");
+}
+
+/// Starts `tasks logs --follow`; its stdout lines (with when they came) and its stderr
+/// arrive on channels.
+fn follow(
+    c: &Coordinator,
+    home: &TempDir,
+    uuid: &str,
+) -> (std::process::Child, std::sync::mpsc::Receiver<(String, Instant)>) {
+    use std::io::BufRead;
+    let mut child = mito(home.path())
+        .args(["client", "-c", &c.url, "tasks", "logs", "--follow", uuid])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let tx2 = tx.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send((format!("out: {line}"), Instant::now()));
+        }
+    });
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx2.send((format!("err: {line}"), Instant::now()));
+        }
+    });
+    (child, rx)
+}
+
+#[test]
+fn logs_follow_shows_a_running_tasks_output_within_two_seconds_and_exits_with_its_code() {
+    let c = Coordinator::start();
+    let a = c.user("ann");
+    let home = TempDir::new("follow");
+    let w = crate::worker::Worker::start(&c.url, "ann", "ann-pw", &[]);
+    w.id();
+    let uuid = submit_terminal(&c, &home, "echo first-line; echo to-stderr >&2; sleep 6; echo last-line; exit 7");
+    wait_running(&a, &uuid);
+    let started = Instant::now();
+    let (mut child, rx) = follow(&c, &home, &uuid);
+    let (line, at) = rx.recv_timeout(Duration::from_secs(10)).expect("a line from the follower");
+    assert!(line == "out: first-line" || line == "err: to-stderr", "{line}");
+    assert!(at - started < Duration::from_secs(2), "the first line took {:?}", at - started);
+    let (_, b) = a.get(&format!("/tasks/{uuid}"));
+    assert_eq!(json(&b)["info"]["state"], "Running", "shown while the task still runs");
+    let status = wait_timeout(&mut child, Duration::from_secs(60)).expect("the follower ends with the task");
+    let lines: Vec<String> = rx.try_iter().map(|(l, _)| l).chain([line]).collect();
+    assert!(lines.contains(&"out: last-line".to_string()), "{lines:?}\nworker:\n{}", w.log_text());
+    assert!(lines.contains(&"err: to-stderr".to_string()), "{lines:?}");
+    assert_eq!(status.code(), Some(7), "the task's exit code: {lines:?}");
+}
+
+#[test]
+fn logs_follow_on_a_worker_that_ships_nothing_says_so_and_prints_the_artifact() {
+    let c = Coordinator::start();
+    let a = c.user("ann");
+    let home = TempDir::new("follow-mitosis");
+    let uuid = submit_terminal(&c, &home, "echo never-run");
+    // A worker speaking only the mitosis API: it never ships output.
+    let w = c.worker(&a, &[], &[]);
+    let task = w.fetch().expect("the task");
+    let (mut child, rx) = follow(&c, &home, &uuid);
+    let (line, _) = rx.recv_timeout(Duration::from_secs(15)).expect("the follower says something");
+    assert!(line.starts_with("err: live output is not available"), "{line}");
+    let id = task["id"].as_i64().unwrap();
+    assert_eq!(w.report(id, json!("Finish")).0, 200);
+    let archive = crate::client_files::std_log("from-the-artifact\n", "");
+    let (s, b) = w.report(id, json!({"Upload": {"content_type": "std-log", "content_length": archive.len()}}));
+    assert_eq!(s, 200, "{b}");
+    crate::client_files::put(json(&b)["url"].as_str().unwrap(), &archive);
+    assert_eq!(w.report(id, json!({"Commit": {"exit_status": 2 << 8, "msg": null}})).0, 200);
+    let status = wait_timeout(&mut child, Duration::from_secs(30)).expect("the follower ends");
+    let lines: Vec<String> = rx.try_iter().map(|(l, _)| l).collect();
+    assert!(lines.contains(&"out: from-the-artifact".to_string()), "{lines:?}");
+    assert_eq!(status.code(), Some(2), "{lines:?}");
+}

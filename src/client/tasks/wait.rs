@@ -29,7 +29,15 @@ pub(super) const LOGS: Spec = Spec {
     name: "tasks logs",
     usage: "<UUID>",
     about: "Print a task's captured stdout (to stdout) and stderr (to stderr); the task needs --terminal",
-    flags: &[OptSpec::flag("stdout", None, "Only stdout"), OptSpec::flag("stderr", None, "Only stderr")],
+    flags: &[
+        OptSpec::flag("stdout", None, "Only stdout"),
+        OptSpec::flag("stderr", None, "Only stderr"),
+        OptSpec::flag(
+            "follow",
+            Some('f'),
+            "Print the output as the running task writes it (mito workers), then exit with the task's exit code",
+        ),
+    ],
 };
 
 /// `tasks wait`: the uuids may be given as separate words or comma lists.
@@ -164,6 +172,123 @@ pub(super) fn wait(s: &mut Session, a: &Args, uuids: &[Uuid], timeout: Option<Du
 pub(super) fn logs(s: &mut Session, a: &Args) -> Res {
     let pos = a.exact(&["UUID"])?;
     let uuid = uuid_arg(a, &pos[0])?;
+    if a.has("follow") {
+        return follow(s, a, uuid);
+    }
+    print_std_log(s, a, uuid)
+}
+
+/// One stream's new bytes in a `GET /tasks/{uuid}/log` answer.
+#[derive(serde::Deserialize)]
+struct Piece {
+    offset: u64,
+    next_offset: u64,
+    data: String,
+}
+
+#[derive(serde::Deserialize)]
+struct LiveLog {
+    live: bool,
+    ended: bool,
+    state: TaskState,
+    stdout: Piece,
+    stderr: Piece,
+}
+
+/// How long a task may run without shipped output before the follower says there is no
+/// live output (a mito worker ships an empty chunk as the task starts).
+const NOT_LIVE_AFTER: Duration = Duration::from_secs(3);
+
+/// `tasks logs --follow`: the output as it comes, then the task's exit code as ours.
+fn follow(s: &mut Session, a: &Args, uuid: Uuid) -> Res {
+    let (want_out, want_err) = match (a.has("stdout"), a.has("stderr")) {
+        (false, false) => (true, true),
+        other => other,
+    };
+    let mut from = [0u64; 2];
+    let mut ever_live = false;
+    let mut running_since: Option<Instant> = None;
+    let mut told = false;
+    loop {
+        let path = format!("/tasks/{uuid}/log?stdout={}&stderr={}&wait=2", from[0], from[1]);
+        let asked = Instant::now();
+        let v: LiveLog = s.http.get(&path)?.parse()?;
+        let news = v.stdout.next_offset > from[0] || v.stderr.next_offset > from[1];
+        for (i, (p, want)) in [(&v.stdout, want_out), (&v.stderr, want_err)].into_iter().enumerate() {
+            if p.offset > from[i] {
+                eprintln!("[{} bytes of {} were dropped: too far behind]", p.offset - from[i], ["stdout", "stderr"][i]);
+            }
+            if want && !p.data.is_empty() {
+                if i == 0 {
+                    print!("{}", p.data);
+                    let _ = std::io::Write::flush(&mut std::io::stdout());
+                } else {
+                    eprint!("{}", p.data);
+                }
+            }
+            from[i] = p.next_offset;
+        }
+        ever_live |= v.live;
+        if v.state == TaskState::Running {
+            running_since.get_or_insert_with(Instant::now);
+        }
+        let quiet_too_long = running_since.is_some_and(|t| t.elapsed() >= NOT_LIVE_AFTER);
+        if !ever_live && !told && (v.ended || quiet_too_long) {
+            eprintln!(
+                "live output is not available for task {uuid} (its worker does not ship it, as a mitosis worker, \
+                 or the task runs without --terminal); waiting for its std-log artifact"
+            );
+            told = true;
+        }
+        if v.ended && !news {
+            break;
+        }
+        // The coordinator answers at once when it may not wait: do not hammer it.
+        if !news {
+            std::thread::sleep(Duration::from_millis(500).saturating_sub(asked.elapsed()));
+        }
+    }
+    let result = wait_result(s, uuid)?;
+    if !ever_live {
+        print_std_log(s, a, uuid)?;
+    }
+    match exit_code(&result) {
+        0 => Ok(Flow::Continue),
+        code => Err(Error::Exit(code)),
+    }
+}
+
+/// The task's recorded result, once its commit has stored it.
+fn wait_result(s: &mut Session, uuid: Uuid) -> Result<TaskResultSpec, Error> {
+    let until = Instant::now() + Duration::from_secs(600);
+    loop {
+        let t: TaskQueryResp = s.http.get(&format!("/tasks/{uuid}"))?.parse()?;
+        if let (true, Some(r)) = (is_done(&t.info), t.info.result) {
+            return Ok(r);
+        }
+        if Instant::now() >= until {
+            return Err(Error::Failed(format!("task {uuid} ended but its result was not recorded within 10 minutes")));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// The exit code a shell would show for the task: its own, 128 + the signal that killed
+/// it, or 3 when it did not run to its end (timeout, cancellation).
+fn exit_code(r: &TaskResultSpec) -> i32 {
+    if r.msg.is_some() {
+        return 3;
+    }
+    let status = r.exit_status;
+    if status & 0x7f == 0 {
+        (status >> 8) & 0xff
+    } else {
+        128 + (status & 0x7f)
+    }
+}
+
+/// Prints the task's std-log artifact.
+fn print_std_log(s: &mut Session, a: &Args, uuid: Uuid) -> Res {
     let r = match s.http.get(&format!("/tasks/{uuid}/download/artifacts/std-log")) {
         Ok(r) => r.json()?,
         Err(e) if e.is_not_found() => {

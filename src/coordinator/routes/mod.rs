@@ -7,6 +7,8 @@
 
 mod admin;
 mod groups;
+mod live_log;
+pub use live_log::forget_committed_logs;
 mod misc;
 pub mod tasks;
 mod users;
@@ -93,6 +95,8 @@ endpoints! {
     FetchTask,
     ReportTask,
     WorkerGetTask(Uuid),
+    ShipTaskLog(Uuid),
+    TaskLog(Uuid),
     GetWorker(Uuid),
     ShutdownWorker(Uuid),
     WorkerTags(Uuid),
@@ -252,6 +256,8 @@ pub fn resolve(method: &Method, segs: &[&str]) -> Result<Endpoint, ApiError> {
             on!(method, Get => E::GetTask(t?), Put => E::ChangeTask(t?), Delete => E::CancelTask(t?))
         }
         ["tasks", t, "labels"] => on!(method, Put => E::TaskLabels(uuid_param(t)?)),
+        ["tasks", t, "log"] => on!(method, Get => E::TaskLog(uuid_param(t)?)),
+        ["workers", "tasks", t, "log"] => on!(method, Post => E::ShipTaskLog(uuid_param(t)?)),
         ["workers"] => on!(method, Post => E::RegisterWorker, Delete => E::Unregister),
         ["workers", "heartbeat"] => on!(method, Post => E::Heartbeat),
         ["workers", "tasks"] => on!(method, Get => E::FetchTask, Post => E::ReportTask),
@@ -336,7 +342,7 @@ fn guard(e: &Endpoint) -> Guard {
         | E::AdminShutdownWorker(_) => Guard::Admin,
         E::Heartbeat | E::FetchTask | E::ReportTask => Guard::WorkerToken,
         E::SubmitTask | E::SubmitTasks => Guard::UserToken,
-        E::Unregister | E::WorkerGetTask(_) => Guard::Worker,
+        E::Unregister | E::WorkerGetTask(_) | E::ShipTaskLog(_) => Guard::Worker,
         _ => Guard::User,
     }
 }
@@ -442,6 +448,8 @@ fn run_handler(ctx: &Ctx, endpoint: Endpoint, call: &Call, who: &Principal) -> R
         E::FetchTask => Err(ApiError::Internal("fetch is handled above".into())),
         E::ReportTask => worker_api::report(ctx, call, who.worker_token()?),
         E::WorkerGetTask(t) => worker_api::get_task(ctx, who.worker()?, t),
+        E::ShipTaskLog(t) => live_log::ship(ctx, call, who.worker()?, t),
+        E::TaskLog(t) => live_log::read(ctx, call, who.user()?, t),
         E::GetWorker(w) => workers::get(ctx, who.user()?, w),
         E::ShutdownWorker(w) => workers::shutdown_one(ctx, call, Some(who.user()?), w),
         E::AdminShutdownWorker(w) => workers::shutdown_one(ctx, call, None, w),
