@@ -217,3 +217,33 @@ fn logs_follow_on_a_worker_that_ships_nothing_says_so_and_prints_the_artifact() 
     assert!(lines.contains(&"out: from-the-artifact".to_string()), "{lines:?}");
     assert_eq!(status.code(), Some(2), "{lines:?}");
 }
+
+#[test]
+fn the_claim_keeps_its_ready_index_walk_past_a_capped_array() {
+    let c = Coordinator::start();
+    let a = c.user("ann");
+    let body = json!({"tasks": [task("ann", &["true"], &[], 0)], "array": {"start": 0, "end": 4999, "max_running": 1}});
+    let (s, b) = a.post("/tasks/submit", &body);
+    assert_eq!(s, 200, "{b}");
+    let plain = submit(&a, &task("ann", &["true"], &[], 0));
+    let first = c.worker(&a, &[], &[]);
+    let second = c.worker(&a, &[], &[]);
+    assert!(first.fetch().expect("an array task")["spec"]["envs"]["MITO_ARRAY_INDEX"] == "0");
+    let mut db = c.db.connect();
+    db.batch_execute(mito::coordinator::db::QUEUE_SETUP).unwrap();
+    db.batch_execute(&format!("PREPARE claim(uuid, float8) AS {}", *mito::coordinator::scheduler::CLAIM)).unwrap();
+    let mut tx = db.transaction().unwrap();
+    let plan: Vec<String> = tx
+        .query(&format!("EXPLAIN ANALYZE EXECUTE claim('{}', 10)", second.uuid), &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let plan = plan.join("\n");
+    eprintln!("{plan}");
+    assert!(plan.contains("Index Scan using active_tasks_unassigned"), "{plan}");
+    assert!(!plan.contains("Sort") && !plan.contains("Bitmap"), "{plan}");
+    tx.rollback().unwrap();
+    let t = second.fetch().expect("the task behind the array at its cap");
+    assert_eq!(t["uuid"], plain.as_str(), "the capped array's other tasks are skipped");
+}
