@@ -247,3 +247,48 @@ fn the_claim_keeps_its_ready_index_walk_past_a_capped_array() {
     let t = second.fetch().expect("the task behind the array at its cap");
     assert_eq!(t["uuid"], plain.as_str(), "the capped array's other tasks are skipped");
 }
+
+#[test]
+fn live_output_is_shipped_only_by_the_tasks_worker_read_only_by_its_group_and_bounded() {
+    let c = Coordinator::start();
+    let a = c.user("ann");
+    let bob = c.user("bob");
+    let uuid = submit(&a, &task("ann", &["true"], &[], 0));
+    let mine = c.worker(&a, &[], &[]);
+    let other = c.worker(&a, &[], &[]);
+    assert_eq!(mine.fetch().expect("the task")["uuid"], uuid.as_str());
+    let ship = |w: &TestWorker, offset: u64, body: &str| {
+        w.api.post_raw(
+            &format!("/workers/tasks/{uuid}/log?stream=stdout&offset={offset}"),
+            "application/octet-stream",
+            body,
+        )
+    };
+    assert_eq!(ship(&other, 0, "x").0, 404, "only the task's own worker ships its output");
+    assert_eq!(ship(&mine, 0, "hello ").0, 200);
+    assert_eq!(ship(&mine, 0, "hello ").0, 200, "a chunk sent again adds nothing");
+    assert_eq!(ship(&mine, 6, "world\n").0, 200);
+    assert_eq!(ship(&mine, 0, &"y".repeat(64 * 1024 + 1)).0, 400, "at most 64 KiB a call");
+    let (s, b) = mine.api.post_raw(&format!("/workers/tasks/{uuid}/log?stream=stdin&offset=0"), "text/plain", "x");
+    assert_eq!(s, 400, "{b}");
+    let (s, b) = a.get(&format!("/tasks/{uuid}/log"));
+    assert_eq!(s, 200, "{b}");
+    let v = json(&b);
+    assert_eq!((v["live"].clone(), v["ended"].clone()), (json!(true), json!(false)), "{v}");
+    assert_eq!(v["stdout"]["data"], "hello world\n", "{v}");
+    assert_eq!(v["stdout"]["next_offset"], 12, "{v}");
+    let (s, b) = a.get(&format!("/tasks/{uuid}/log?stdout=6"));
+    assert_eq!((s, json(&b)["stdout"]["data"].clone()), (200, json!("world\n")));
+    assert_eq!(a.get(&format!("/tasks/{uuid}/log?wait=11")).0, 400, "waits are bounded");
+    let (s, b) = bob.get(&format!("/tasks/{uuid}/log"));
+    assert!(s == 403 || s == 404, "a user outside the group reads nothing: {s} {b}");
+    // More than the kept MiB: the oldest bytes go, and a reader from 0 is told.
+    let mut offset = 12;
+    for _ in 0..17 {
+        assert_eq!(ship(&mine, offset, &"z".repeat(64 * 1024)).0, 200);
+        offset += 64 * 1024;
+    }
+    let v = json(&a.get(&format!("/tasks/{uuid}/log")).1);
+    assert_eq!(v["stdout"]["offset"], offset - (1 << 20), "only the newest MiB is kept");
+    assert_eq!(v["stdout"]["next_offset"], offset);
+}
