@@ -95,6 +95,11 @@ fn ten_thousand_indices_submit_in_one_request_and_the_array_is_queried_and_cance
     let c = Coordinator::start();
     let a = c.user("ann");
     let home = TempDir::new("array-big");
+    let body = json!({"tasks": [task("ann", &["true"], &[], 0)], "array": {"start": 0, "end": 9999}});
+    let start = Instant::now();
+    let (s, b) = a.post("/tasks/submit", &body);
+    eprintln!("10,000 array tasks in one request: {:?}", start.elapsed());
+    assert_eq!((s, json(&b)["results"].as_array().map(Vec::len)), (200, Some(10_000)));
     let start = Instant::now();
     let id = submit_array(&c, &home, &["--array", "0-9999", "--", "true"]);
     let took = start.elapsed();
