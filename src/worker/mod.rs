@@ -34,7 +34,7 @@ mod task;
 
 pub use error::WorkerError;
 pub use isolate::{read_password_stdin, scrub_password_copies};
-pub use serve::Ctx;
+pub use serve::TaskRunner;
 
 /// The exit status of a worker the coordinator answered 401: it was removed, or its
 /// lifetime ended. Starting it again would undo the removal, so supervisors do not.
@@ -193,8 +193,8 @@ pub fn run(mut cfg: WorkerConfig) -> Result<(), WorkerError> {
     heartbeat::spawn(shared.clone(), net.clone(), cfg.heartbeat_interval)
         .map_err(|source| WorkerError::Thread { name: "heartbeat", source })?;
     log::info!("Worker is running");
-    let ctx = Ctx { shared: shared.clone(), net, dirs, states, confine, env: cfg.env };
-    serve::serve(&ctx, cfg.polling_interval);
+    let runner = TaskRunner { shared: shared.clone(), net, dirs, states, confine, env: cfg.env };
+    serve::serve(&runner, cfg.polling_interval);
     // Only a stop gets here; the thread that stopped us finishes the exit.
     std::thread::sleep(Duration::from_secs(60));
     Ok(())
