@@ -318,7 +318,7 @@ fn download(net: &Net, url: &str, target: &Path, deadline: Instant) -> Result<()
                     return Err(FetchError::Timeout(format!("{}: {e}", redact(url))));
                 }
                 log::warn!("{what} broke off ({e}); retrying in {:.1}s", delay.as_secs_f64());
-                if net.stop.sleep(delay) {
+                if net.shutdown.sleep(delay) {
                     return Err(FetchError::Fatal(CallError::Stopped));
                 }
             }

@@ -340,7 +340,7 @@ pub fn run(
     let pid = {
         // Under the lock, so that a shutdown either sees this group or stops us spawning it.
         let mut running = shared.running.lock().unwrap_or_else(|p| p.into_inner());
-        if shared.stop.is_set() {
+        if shared.shutdown.is_set() {
             return Ok(Outcome { status: ExitStatus::from_raw(0), ending: Ending::Stopped });
         }
         let child = cmd.spawn()?;
@@ -361,7 +361,7 @@ pub fn run(
             log::debug!("task {} exited with raw status {}", env.uuid, s.into_raw());
             break Ending::Finished;
         }
-        if shared.stop.is_set() {
+        if shared.shutdown.is_set() {
             return Ok(Outcome { status: ExitStatus::from_raw(libc::SIGKILL), ending: Ending::Stopped });
         }
         if Instant::now() >= deadline {
@@ -380,7 +380,7 @@ pub fn run(
     };
     // Whatever ended the run, nothing of the task outlives it: first its group, then
     // anything that left the group (setsid, double fork) and so is still below us.
-    let last = stop_group(pid, pid, GRACE, &shared.stop);
+    let last = stop_group(pid, pid, GRACE, &shared.shutdown);
     if let Some(cg) = &cgroup {
         cg.remove();
     }
@@ -389,7 +389,7 @@ pub fn run(
         log::info!("task {}: killed {strays} processes that had left its process group", env.uuid);
     }
     let status = status.or(last).unwrap_or_else(|| ExitStatus::from_raw(libc::SIGKILL));
-    if !shared.stop.is_set() {
+    if !shared.shutdown.is_set() {
         let mut running = shared.running.lock().unwrap_or_else(|p| p.into_inner());
         running.pgid = None;
         running.cgroup = None;
@@ -429,7 +429,7 @@ fn group_alive(pgid: i32) -> bool {
 
 /// SIGTERM to the group, SIGKILL after `grace`, and waits (bounded) until the group is
 /// gone, reaping it. Returns the status of `pid` if it was reaped here.
-pub fn stop_group(pid: i32, pgid: i32, grace: Duration, stop: &super::Stop) -> Option<ExitStatus> {
+pub fn stop_group(pid: i32, pgid: i32, grace: Duration, shutdown: &super::Shutdown) -> Option<ExitStatus> {
     let mut status = reap(pid, pgid);
     if !group_alive(pgid) {
         return status;
@@ -446,7 +446,7 @@ pub fn stop_group(pid: i32, pgid: i32, grace: Duration, stop: &super::Stop) -> O
             return status;
         }
         // A stopping worker does not wait out the whole grace period.
-        let patience = if stop.is_set() { grace.min(Duration::from_secs(3)) } else { grace };
+        let patience = if shutdown.is_set() { grace.min(Duration::from_secs(3)) } else { grace };
         if !killed && start.elapsed() >= patience {
             log::debug!("process group {pgid} outlived SIGTERM; sending SIGKILL");
             // SAFETY: as above.

@@ -24,7 +24,7 @@ pub fn next(net: &Net, polling_interval: Duration) -> Result<Option<WorkerTaskRe
         None | Some(serde_json::Value::Null) => {
             if asked.elapsed() < WAIT / 2 {
                 log::debug!("no task; next fetch in {}", humantime::format_duration(polling_interval));
-                if net.stop.sleep(polling_interval) {
+                if net.shutdown.sleep(polling_interval) {
                     return Err(CallError::Stopped);
                 }
             }

@@ -45,7 +45,7 @@ fn run(shared: &Shared, net: &Net, idle: Duration) {
         if waited < due {
             // Short slices, so a task starting is confirmed and switches to the busy
             // cadence promptly.
-            if shared.stop.sleep((due - waited).min(Duration::from_millis(100))) {
+            if shared.shutdown.sleep((due - waited).min(Duration::from_millis(100))) {
                 return;
             }
             continue;
@@ -72,7 +72,7 @@ fn run(shared: &Shared, net: &Net, idle: Duration) {
 
 /// One heartbeat, not retried here (the loop does that on its own schedule).
 fn beat(shared: &Shared, net: &Net) -> Result<(), CallError> {
-    if shared.stop.is_set() {
+    if shared.shutdown.is_set() {
         return Err(CallError::Stopped);
     }
     let resp = net.request("POST", "/workers/heartbeat?cancellations=true").timeout(Duration::from_secs(30)).call();

@@ -39,7 +39,7 @@ pub use serve::TaskRunner;
 /// The exit status of a worker the coordinator answered 401: it was removed, or its
 /// lifetime ended. Starting it again would undo the removal, so supervisors do not.
 pub const EXIT_REMOVED: i32 = 3;
-pub use shared::{Running, Shared, Stop};
+pub use shared::{Running, Shared, Shutdown};
 
 use crate::config::worker::{DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_POLLING_INTERVAL};
 use crate::config::{cache_dir, concat_str, Layers, WorkerConfig, DEFAULT_COORDINATOR_ADDR};
@@ -152,17 +152,17 @@ pub fn run(mut cfg: WorkerConfig) -> Result<(), WorkerError> {
     let confine = confinement(&cfg)?;
     let tls = crate::tls::Tls::new(cfg.ca_file.as_deref(), |m| log::warn!("{m}")).map_err(WorkerError::CaFile)?;
     let agent = net::agent(&tls);
-    let stop = Arc::new(Stop::new());
-    let shared = Arc::new(Shared::new(stop.clone()));
+    let shutdown = Arc::new(Shutdown::new());
+    let shared = Arc::new(Shared::new(shutdown.clone()));
 
     shutdown::spawn_signal_thread(shared.clone())?;
     let retry_cap = cfg.polling_interval.min(Duration::from_secs(30));
 
-    let Some((user, reg)) = register::log_in_and_register(&agent, &cfg, &stop, retry_cap)? else {
+    let Some((user, reg)) = register::log_in_and_register(&agent, &cfg, &shutdown, retry_cap)? else {
         return Ok(());
     };
     let id = reg.worker_id;
-    let net = Arc::new(Net::new(agent, &cfg.coordinator_addr, reg.token.clone(), stop.clone(), retry_cap));
+    let net = Arc::new(Net::new(agent, &cfg.coordinator_addr, reg.token.clone(), shutdown.clone(), retry_cap));
     let _ = shared.net.set(net.clone());
     let top = cache_dir().map(|d| d.join("mitosis")).ok_or(WorkerError::NoCacheDir)?;
     let root = top.join(id.to_string());

@@ -9,7 +9,7 @@
 //! A 401 from the coordinator means this worker is gone (removed, or its lifetime ended):
 //! callers turn [`CallError::Unauthorized`] into the worker's exit.
 
-use super::Stop;
+use super::Shutdown;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -114,14 +114,14 @@ pub struct Net {
     pub agent: ureq::Agent,
     pub base: String,
     token: String,
-    pub stop: Arc<Stop>,
+    pub shutdown: Arc<Shutdown>,
     /// The longest pause between two retries.
     pub retry_cap: Duration,
 }
 
 impl Net {
-    pub fn new(agent: ureq::Agent, base: &str, token: String, stop: Arc<Stop>, retry_cap: Duration) -> Net {
-        Net { agent, base: base.to_string(), token, stop, retry_cap }
+    pub fn new(agent: ureq::Agent, base: &str, token: String, shutdown: Arc<Shutdown>, retry_cap: Duration) -> Net {
+        Net { agent, base: base.to_string(), token, shutdown, retry_cap }
     }
 
     /// A request to the coordinator, with the worker token.
@@ -141,7 +141,7 @@ impl Net {
     ) -> Result<ureq::Response, CallError> {
         let mut backoff = Backoff::new(Duration::from_millis(250), self.retry_cap);
         loop {
-            if self.stop.is_set() {
+            if self.shutdown.is_set() {
                 return Err(CallError::Stopped);
             }
             let err = match send() {
@@ -161,7 +161,7 @@ impl Net {
                 }
             }
             log::warn!("{what} failed ({err}); retrying in {:.1}s", delay.as_secs_f64());
-            if self.stop.sleep(delay) {
+            if self.shutdown.sleep(delay) {
                 return Err(CallError::Stopped);
             }
         }

@@ -19,7 +19,7 @@ pub struct TaskRunner {
 }
 
 pub(super) fn serve(runner: &TaskRunner, polling_interval: Duration) {
-    while !runner.shared.stop.is_set() {
+    while !runner.shared.shutdown.is_set() {
         isolate::reap_all();
         let outcome = match fetch::next(&runner.net, polling_interval) {
             Ok(Some(t)) => task::handle(runner, t),
@@ -34,7 +34,7 @@ pub(super) fn serve(runner: &TaskRunner, polling_interval: Duration) {
             }
             Err(e) => {
                 log::error!("fetching a task: {e}; next try in {}", humantime::format_duration(polling_interval));
-                if runner.shared.stop.sleep(polling_interval) {
+                if runner.shared.shutdown.sleep(polling_interval) {
                     return;
                 }
             }

@@ -11,16 +11,16 @@ use std::time::Duration;
 use uuid::Uuid;
 
 /// A one-shot stop flag that also wakes every sleeper at once.
-pub struct Stop {
+pub struct Shutdown {
     flag: AtomicBool,
     tx: Mutex<Option<Sender<()>>>,
     rx: Receiver<()>,
 }
 
-impl Stop {
-    pub fn new() -> Stop {
+impl Shutdown {
+    pub fn new() -> Shutdown {
         let (tx, rx) = bounded(1);
-        Stop { flag: AtomicBool::new(false), tx: Mutex::new(Some(tx)), rx }
+        Shutdown { flag: AtomicBool::new(false), tx: Mutex::new(Some(tx)), rx }
     }
 
     pub fn trigger(&self) {
@@ -43,9 +43,9 @@ impl Stop {
     }
 }
 
-impl Default for Stop {
+impl Default for Shutdown {
     fn default() -> Self {
-        Stop::new()
+        Shutdown::new()
     }
 }
 
@@ -61,7 +61,7 @@ pub struct Running {
 
 /// State shared by every thread of the worker.
 pub struct Shared {
-    pub stop: Arc<Stop>,
+    pub shutdown: Arc<Shutdown>,
     pub running: Mutex<Running>,
     /// Set by the heartbeat when a user cancelled the running task.
     pub cancel: AtomicBool,
@@ -72,9 +72,9 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub(super) fn new(stop: Arc<Stop>) -> Shared {
+    pub(super) fn new(shutdown: Arc<Shutdown>) -> Shared {
         Shared {
-            stop,
+            shutdown,
             running: Mutex::new(Running::default()),
             cancel: AtomicBool::new(false),
             exiting: AtomicBool::new(false),
@@ -103,16 +103,16 @@ mod tests {
 
     #[test]
     fn stop_wakes_sleepers_at_once() {
-        let stop = Arc::new(Stop::new());
-        let s = stop.clone();
+        let shutdown = Arc::new(Shutdown::new());
+        let s = shutdown.clone();
         let t = std::thread::spawn(move || {
             let start = std::time::Instant::now();
             assert!(s.sleep(Duration::from_secs(30)));
             start.elapsed()
         });
         std::thread::sleep(Duration::from_millis(50));
-        stop.trigger();
+        shutdown.trigger();
         assert!(t.join().unwrap() < Duration::from_secs(5));
-        assert!(stop.sleep(Duration::from_secs(30)), "an already-stopped sleep returns at once");
+        assert!(shutdown.sleep(Duration::from_secs(30)), "an already-stopped sleep returns at once");
     }
 }

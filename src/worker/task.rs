@@ -33,7 +33,7 @@ pub fn handle(runner: &TaskRunner, task: WorkerTaskResp) -> Result<(), CallError
     runner.shared.end();
     // When the worker is stopping, its exit removes the whole working directory; cleaning
     // up here would recreate it, racing that removal.
-    if !runner.shared.stop.is_set() {
+    if !runner.shared.shutdown.is_set() {
         if let Err(e) = runner.dirs.reset() {
             log::error!("cannot clean the working directory between tasks: {e}");
         }
@@ -283,7 +283,7 @@ fn watch(runner: &TaskRunner, watched: Uuid, target: S, deadline: Instant) -> Re
         if runner.shared.cancel.load(std::sync::atomic::Ordering::SeqCst) {
             return Ok(true);
         }
-        if runner.shared.stop.sleep(WATCH_POLL) {
+        if runner.shared.shutdown.sleep(WATCH_POLL) {
             return Err(CallError::Stopped);
         }
     }
