@@ -235,7 +235,7 @@ fn expire_claims(ctx: &Ctx, db: &mut super::db::Conn, since: SystemTime) -> Resu
     tx.commit()?;
     METRICS.requeued_tasks.add(requeue.len() as u64);
     for g in groups {
-        ctx.scheduler.task_ready(g);
+        ctx.scheduler.wake_group(g);
     }
     Ok(())
 }
@@ -253,8 +253,8 @@ fn remove(ctx: &Ctx, db: &mut super::db::Conn, ids: &[i64]) -> Result<(), super:
     METRICS.reaped_workers.add(ids.len() as u64);
     METRICS.requeued_tasks.add(requeued as u64);
     for g in groups {
-        ctx.scheduler.task_ready(g);
+        ctx.scheduler.wake_group(g);
     }
-    ctx.scheduler.workers_changed(ids);
+    ctx.scheduler.wake_workers(ids);
     Ok(())
 }

@@ -18,13 +18,19 @@
 //! with a lease (`claim_deadline`, `$2` seconds in [`CLAIM`]) that its next heartbeat or
 //! report clears, and that the reaper enforces.
 //!
+//! Two words, two reaches: to *notify* is to send a PostgreSQL `NOTIFY` (queued in the
+//! transaction, sent at commit) that tells the other coordinators (`notify_group`,
+//! `notify_worker(s)`); to *wake* is to queue an in-process wake-up ([`Wake`]) for this
+//! coordinator's parked fetches (`wake_group`, `wake_worker(s)`), which `deliver_wakes`
+//! then claims for. A change does both: notify inside its transaction, wake after commit.
+//!
 //! ```ignore
 //! match scheduler::claim(ctx, &mut db, worker_token, deadline)? {
 //!     Claimed::Task(task) => { /* answer it */ }
 //!     Claimed::Nothing(how) => ctx.scheduler.park(request, how),
 //! }
-//! ctx.scheduler.task_ready(group_id); // after committing a newly Ready task
-//! ctx.scheduler.offer_pending(ctx);   // after answering the request
+//! ctx.scheduler.wake_group(group_id); // after committing a newly Ready task
+//! ctx.scheduler.deliver_wakes(ctx);   // after answering the request
 //! ```
 
 use super::auth::WorkerToken;
@@ -57,7 +63,7 @@ pub struct ParkAs {
     pub deadline: Instant,
     groups: Vec<i64>,
     tags: Vec<String>,
-    /// [`Scheduler::ready_seq`] before the claim that found nothing: if it moved since, a
+    /// [`Scheduler::wake_seq`] before the claim that found nothing: if it moved since, a
     /// task may have become ready in between, and the fetch gets another look.
     seq: u64,
 }
@@ -101,7 +107,7 @@ impl Wake {
     }
 }
 
-/// Parked fetches and the wake-ups not yet offered to them.
+/// Parked fetches and the wake-ups not yet delivered to them.
 pub struct Scheduler {
     parked: Mutex<Vec<Parked>>,
     pending: Mutex<Vec<Wake>>,
@@ -110,7 +116,7 @@ pub struct Scheduler {
     /// Rouses the dispatcher: a wake-up is pending.
     kick_tx: Sender<()>,
     kick_rx: Receiver<()>,
-    /// Counts announcements (ready tasks, changed workers), to close the gap between a
+    /// Counts wake-ups (ready tasks, changed workers), to close the gap between a
     /// fetch finding nothing and its parking.
     seq: AtomicU64,
     /// Identifies this coordinator in NOTIFY payloads, so it skips its own.
@@ -143,17 +149,18 @@ impl Scheduler {
     }
 
     /// Read before a claim; handed back in [`ParkAs`].
-    pub fn ready_seq(&self) -> u64 {
+    pub fn wake_seq(&self) -> u64 {
         self.seq.load(Ordering::SeqCst)
     }
 
-    /// Records a change that may let parked fetches run something.
-    fn announce(&self, w: Wake) {
+    /// Records a change that may let parked fetches run something, and queues its wake-up.
+    fn wake(&self, w: Wake) {
         self.seq.fetch_add(1, Ordering::SeqCst);
-        self.wake(w);
+        self.queue_wake(w);
     }
 
-    fn wake(&self, w: Wake) {
+    /// Queues a wake-up without counting a change (a fetch that needs another look).
+    fn queue_wake(&self, w: Wake) {
         let mut pending = locked(&self.pending);
         if !pending.contains(&w) {
             pending.push(w);
@@ -162,7 +169,7 @@ impl Scheduler {
         let _ = self.kick_tx.try_send(());
     }
 
-    /// Parks a fetch that found nothing. If something was announced since its claim
+    /// Parks a fetch that found nothing. If a wake-up came since its claim
     /// looked, it gets another look at once.
     pub fn park(&self, req: tiny_http::Request, how: ParkAs, since: Instant, route: Option<usize>) {
         self.repark(Parked { req, how, since, route });
@@ -184,29 +191,29 @@ impl Scheduler {
         // and it looks at the deadlines at least every 500 ms.
         if self.closed.load(Ordering::SeqCst) {
             self.answer_all_null();
-        } else if self.ready_seq() != seq {
-            self.wake(Wake::Worker(worker_id));
+        } else if self.wake_seq() != seq {
+            self.queue_wake(Wake::Worker(worker_id));
         }
     }
 
     /// Wakes parked fetches of workers serving `group_id` (call after the commit).
-    pub fn task_ready(&self, group_id: i64) {
-        self.announce(Wake::Group(group_id));
+    pub fn wake_group(&self, group_id: i64) {
+        self.wake(Wake::Group(group_id));
     }
 
     /// Wakes the parked fetch of a worker whose tags or groups changed.
-    pub fn worker_changed(&self, worker_id: i64) {
-        self.announce(Wake::Worker(worker_id));
+    pub fn wake_worker(&self, worker_id: i64) {
+        self.wake(Wake::Worker(worker_id));
     }
 
     /// Wakes the parked fetches of workers that were removed or stopped, so they hear it
     /// now (the claim answers 401) instead of at their deadline or next heartbeat.
-    pub fn workers_changed(&self, ids: &[i64]) {
+    pub fn wake_workers(&self, ids: &[i64]) {
         if ids.len() > MAX_WORKER_WAKES {
-            self.announce(Wake::All);
+            self.wake(Wake::All);
         } else {
             for id in ids {
-                self.announce(Wake::Worker(*id));
+                self.wake(Wake::Worker(*id));
             }
         }
     }
@@ -220,7 +227,7 @@ impl Scheduler {
     /// Claims for the parked fetches that pending wake-ups concern, answering those that
     /// get a task. Handlers call this after answering their own request; the dispatcher
     /// for the rest.
-    pub fn offer_pending(&self, ctx: &Ctx) {
+    pub fn deliver_wakes(&self, ctx: &Ctx) {
         let wakes = std::mem::take(&mut *locked(&self.pending));
         if wakes.is_empty() {
             return;
@@ -240,7 +247,7 @@ impl Scheduler {
             let Some(p) = next else { break };
             if let Some(back) = try_answer(ctx, p) {
                 exhausted.insert(eligibility(&back));
-                // Claimed for while out of the list, it may have missed an announcement.
+                // Claimed for while out of the list, it may have missed a wake-up.
                 self.repark(back);
             }
         }
@@ -252,7 +259,7 @@ impl Scheduler {
         Ok(())
     }
 
-    /// The NOTIFY payload announcing ready tasks in `group_id`.
+    /// The NOTIFY payload telling of ready tasks in `group_id`.
     fn group_payload(&self, group_id: i64) -> String {
         format!("{}{group_id}", self.group_payload_prefix())
     }
@@ -364,7 +371,7 @@ fn task(r: &postgres::Row) -> Result<WorkerTaskResp, ApiError> {
 /// Gives the worker its task, or says what to park with. `WrongCredentials` when the
 /// worker no longer exists.
 pub fn claim(ctx: &Ctx, db: &mut super::db::Conn, worker: WorkerToken, deadline: Instant) -> Result<Claimed, ApiError> {
-    let seq = ctx.scheduler.ready_seq();
+    let seq = ctx.scheduler.wake_seq();
     let st = db.prepared(CLAIM.as_str())?;
     let lease = ctx.cfg.claim_lease.as_secs_f64();
     if let Some(r) = db.query_opt(&st, &[&worker.uuid, &lease])? {
@@ -449,7 +456,7 @@ fn eligibility(p: &Parked) -> (Vec<i64>, Vec<String>) {
     (g, t)
 }
 
-/// Offers wake-ups nobody else offered, and answers `null` to fetches whose wait is over.
+/// Delivers wake-ups nobody else delivered, and answers `null` to fetches whose wait is over.
 fn dispatcher(ctx: &Ctx) {
     let s = &ctx.scheduler;
     while !ctx.shutdown.is_set() {
@@ -462,7 +469,7 @@ fn dispatcher(ctx: &Ctx) {
             Ok(()) | Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
-        s.offer_pending(ctx);
+        s.deliver_wakes(ctx);
         let now = Instant::now();
         let expired: Vec<Parked> = {
             let mut parked = locked(&s.parked);
@@ -498,7 +505,7 @@ fn listener(ctx: &Ctx) {
         }
         delay = Duration::from_millis(200);
         // Whatever happened while we were not listening.
-        ctx.scheduler.announce(Wake::All);
+        ctx.scheduler.wake(Wake::All);
         loop {
             if ctx.shutdown.is_set() {
                 return;
@@ -507,7 +514,7 @@ fn listener(ctx: &Ctx) {
             match next {
                 Ok(Some(n)) => {
                     if let Some(w) = parse_payload(n.payload(), &ctx.scheduler.instance) {
-                        ctx.scheduler.announce(w);
+                        ctx.scheduler.wake(w);
                     }
                 }
                 Ok(None) => {

@@ -124,7 +124,7 @@ fn handle(ctx: &Ctx, mut req: tiny_http::Request) {
     respond(req, reply);
     METRICS.request(route, status, started.elapsed());
     // Tasks this request made ready go to parked fetches now, from this thread.
-    ctx.scheduler.offer_pending(ctx);
+    ctx.scheduler.deliver_wakes(ctx);
     if big {
         super::release_freed_memory();
     }

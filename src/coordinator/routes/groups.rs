@@ -201,7 +201,7 @@ pub fn commit_detaching(ctx: &Ctx, mut tx: postgres::Transaction, workers: &[i64
     }
     tx.commit()?;
     for w in workers {
-        ctx.scheduler.worker_changed(*w);
+        ctx.scheduler.wake_worker(*w);
     }
     if !workers.is_empty() {
         log::info!("{} worker(s) detached from groups their voucher no longer writes to", workers.len());

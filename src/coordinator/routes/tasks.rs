@@ -47,7 +47,7 @@ fn submit_all(
             Err(e) => results[i] = Some(Err(e)),
         }
     }
-    let announce = ctx.scheduler.group_payload_prefix();
+    let notify_prefix = ctx.scheduler.group_payload_prefix();
     let mut db = ctx.pool.get()?;
     if by_group.is_empty() {
         // Nothing to insert, so nothing has checked the caller yet.
@@ -55,10 +55,10 @@ fn submit_all(
     }
     let st = tasks::prepare_submit(&mut db)?;
     let made = if by_group.len() <= 1 {
-        submit_groups(&mut *db, &st, token, reqs, &by_group, &announce)?
+        submit_groups(&mut *db, &st, token, reqs, &by_group, &notify_prefix)?
     } else {
         let mut tx = db.transaction()?;
-        let made = submit_groups(&mut tx, &st, token, reqs, &by_group, &announce)?;
+        let made = submit_groups(&mut tx, &st, token, reqs, &by_group, &notify_prefix)?;
         tx.commit()?;
         made
     };
@@ -80,7 +80,7 @@ fn submit_all(
             }
             continue;
         };
-        ctx.scheduler.task_ready(m.group_id);
+        ctx.scheduler.wake_group(m.group_id);
         crate::coordinator::metrics::METRICS.submits.add(m.tasks.len() as u64);
         for (i, (task_id, uuid)) in idx.iter().zip(m.tasks) {
             results[*i] = Some(Ok(SubmitTaskResp { task_id, uuid }));
@@ -96,13 +96,13 @@ fn submit_groups<'a>(
     token: &Claims,
     reqs: &[SubmitTaskReq],
     by_group: &BTreeMap<&'a str, Vec<usize>>,
-    announce: &str,
+    notify_prefix: &str,
 ) -> Result<Vec<(&'a str, Option<tasks::Inserted>)>, ApiError> {
     by_group
         .iter()
         .map(|(g, idx)| {
             let items: Vec<&SubmitTaskReq> = idx.iter().map(|i| &reqs[*i]).collect();
-            Ok((*g, tasks::submit(db, st, token, g, &items, announce)?))
+            Ok((*g, tasks::submit(db, st, token, g, &items, notify_prefix)?))
         })
         .collect()
 }
@@ -185,7 +185,7 @@ pub fn change(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Result<Rep
     tasks::change(&mut tx, id, &change)?;
     ctx.scheduler.notify_group(&mut tx, group_id)?;
     tx.commit()?;
-    ctx.scheduler.task_ready(group_id);
+    ctx.scheduler.wake_group(group_id);
     Ok(Reply::ok())
 }
 

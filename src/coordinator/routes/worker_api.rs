@@ -79,7 +79,7 @@ pub fn unregister(ctx: &Ctx, worker: &AuthWorker) -> Result<Reply, ApiError> {
     }
     tx.commit()?;
     for g in groups {
-        ctx.scheduler.task_ready(g);
+        ctx.scheduler.wake_group(g);
     }
     log::info!("worker {} unregistered", worker.uuid);
     Ok(Reply::null())
@@ -250,7 +250,7 @@ fn commit(ctx: &Ctx, worker: WorkerToken, id: i64, result: TaskResultSpec) -> Re
         log::info!("worker {} stopped after its last task, as asked", worker.uuid);
     }
     if let Some(g) = readied {
-        ctx.scheduler.task_ready(g);
+        ctx.scheduler.wake_group(g);
     }
     Ok(Reply::json(&ReportTaskResp { url: None }))
 }

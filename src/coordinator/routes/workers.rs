@@ -116,9 +116,9 @@ fn finish_shutdown(
     ctx.scheduler.notify_workers(&mut tx, ids)?;
     tx.commit()?;
     for g in groups {
-        ctx.scheduler.task_ready(g);
+        ctx.scheduler.wake_group(g);
     }
-    ctx.scheduler.workers_changed(ids);
+    ctx.scheduler.wake_workers(ids);
     Ok(n)
 }
 
@@ -158,7 +158,7 @@ fn set_array(
     tx.execute(sql, &[&id, &values])?;
     ctx.scheduler.notify_worker(&mut tx, id)?;
     tx.commit()?;
-    ctx.scheduler.worker_changed(id);
+    ctx.scheduler.wake_worker(id);
     Ok(Reply::ok())
 }
 
@@ -215,7 +215,7 @@ pub fn update_groups(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Res
     )?;
     ctx.scheduler.notify_worker(&mut tx, id)?;
     tx.commit()?;
-    ctx.scheduler.worker_changed(id);
+    ctx.scheduler.wake_worker(id);
     Ok(Reply::ok())
 }
 
@@ -234,7 +234,7 @@ pub fn remove_groups(ctx: &Ctx, user: &AuthUser, uuid: Uuid, names: Vec<String>)
     tx.execute("DELETE FROM group_worker WHERE worker_id = $1 AND group_id = ANY($2)", &[&id, &gids])?;
     ctx.scheduler.notify_worker(&mut tx, id)?;
     tx.commit()?;
-    ctx.scheduler.worker_changed(id);
+    ctx.scheduler.wake_worker(id);
     Ok(Reply::ok())
 }
 

@@ -6,7 +6,7 @@
 //! ```ignore
 //! let found = tasks::find(&mut db, uuid)?;          // active first, then archived
 //! let st = tasks::prepare_submit(&mut db)?;
-//! let made = tasks::submit(&mut *db, &st, &token, "lab", &reqs, &announce)?; // None: not allowed
+//! let made = tasks::submit(&mut *db, &st, &token, "lab", &reqs, &notify_prefix)?; // None: not allowed
 //! ```
 //!
 //! The routes only parse, authorize and call: every statement on the task tables is here,
@@ -148,7 +148,7 @@ pub fn validate_submit(req: &SubmitTaskReq) -> Result<(), ApiError> {
 
 /// The insert of a batch of tasks into one group, as one statement: the group row (the
 /// `g` CTE: the group `$2` and the tasks' creator) advances its task counter by the batch
-/// size, the tasks take the ids after its old value, and Ready tasks are announced to the
+/// size, the tasks take the ids after its old value, and Ready tasks are notified to the
 /// other coordinators (NOTIFY).
 /// The tasks' fields travel as a few arrays, so a statement has the same 12 parameters
 /// for one task or ten thousand, far from PostgreSQL's limit of 65,535. A task's tags and
@@ -171,10 +171,10 @@ macro_rules! insert_tasks {
                        $9, x.timeout, x.priority, x.spec, $10
                 FROM c, unnest($3::uuid[], $4::text[], $5::text[], $6::bigint[], $7::int[], $8::jsonb[])
                         WITH ORDINALITY AS x(uuid, tags, labels, timeout, priority, spec, n)
-            ), announced AS (
+            ), notified AS (
                 SELECT pg_notify($11, $12::text || c.id) FROM c WHERE $9 = {ready}
             )
-            SELECT c.id, c.base, (SELECT count(*) FROM announced) FROM c"
+            SELECT c.id, c.base, (SELECT count(*) FROM notified) FROM c"
         )
     };
 }
@@ -265,7 +265,7 @@ struct InsertInto<'a> {
     state: TaskState,
     upstream: Option<Uuid>,
     /// [`super::scheduler::Scheduler::group_payload_prefix`], for Ready tasks.
-    announce: &'a str,
+    notify_prefix: &'a str,
 }
 
 /// Runs [`INSERT_INTO_GROUP`] or [`SUBMIT`] (`extra`: its parameters after `$12`). None
@@ -292,7 +292,7 @@ fn run_insert(
         &code,
         &to.upstream,
         &channel,
-        &to.announce,
+        &to.notify_prefix,
     ];
     params.extend_from_slice(extra);
     let Some(row) = db.query_opt(sql, &params)? else { return Ok(None) };
@@ -302,7 +302,7 @@ fn run_insert(
 }
 
 /// Inserts a Pending task downstream of `upstream` into the group with row id `group_id`
-/// (it is announced when it becomes Ready); returns its (task_id, uuid).
+/// (it is notified when it becomes Ready); returns its (task_id, uuid).
 pub fn insert_downstream(
     db: &mut impl GenericClient,
     creator_id: i64,
@@ -316,7 +316,7 @@ pub fn insert_downstream(
         group: &group_id,
         state: TaskState::Pending,
         upstream: Some(upstream),
-        announce: "",
+        notify_prefix: "",
     };
     let made = run_insert(db, &st, to, &[req], &[])?;
     made.and_then(|m| m.tasks.first().copied()).ok_or_else(|| ApiError::Internal(format!("group {group_id} vanished")))
@@ -336,10 +336,10 @@ pub fn submit(
     token: &super::auth::Claims,
     group: &str,
     reqs: &[&SubmitTaskReq],
-    announce: &str,
+    notify_prefix: &str,
 ) -> Result<Option<Inserted>, ApiError> {
     let (write, active) = (crate::api::UserGroupRole::Write.code(), crate::api::UserState::Active.code());
-    let to = InsertInto { creator: &token.sub, group: &group, state: TaskState::Ready, upstream: None, announce };
+    let to = InsertInto { creator: &token.sub, group: &group, state: TaskState::Ready, upstream: None, notify_prefix };
     run_insert(db, prepared, to, reqs, &[&write, &token.sign, &active])
 }
 
