@@ -187,8 +187,8 @@ pub fn run(mut cfg: WorkerConfig) -> Result<(), WorkerError> {
         return Err(WorkerError::WorkDir(e));
     }
     let states = match (&reg.redis_url, cfg.skip_redis) {
-        (Some(url), false) => state::Announcer::connect(url),
-        _ => state::Announcer::none(),
+        (Some(url), false) => state::StatePublisher::connect(url),
+        _ => state::StatePublisher::none(),
     };
     heartbeat::spawn(shared.clone(), net.clone(), cfg.heartbeat_interval)
         .map_err(|source| WorkerError::Thread { name: "heartbeat", source })?;

@@ -12,7 +12,7 @@ pub struct TaskRunner {
     pub shared: Arc<Shared>,
     pub net: Arc<Net>,
     pub dirs: Dirs,
-    pub states: state::Announcer,
+    pub states: state::StatePublisher,
     pub confine: exec::Confine,
     /// `--env` settings for every task.
     pub env: Vec<(String, String)>,

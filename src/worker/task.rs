@@ -57,7 +57,7 @@ fn handle_inner(runner: &TaskRunner, task: &WorkerTaskResp, started: Instant) ->
         log::info!("task {uuid} was cancelled before it started");
         return give_up(runner, task, Msg::UserCancellation, started);
     }
-    runner.states.announce_for(uuid, S::ExecPending, Some(task.timeout + Duration::from_secs(60)));
+    runner.states.publish_for(uuid, S::ExecPending, Some(task.timeout + Duration::from_secs(60)));
     let env = TaskEnv {
         uuid,
         upstream: task.upstream_task_uuid,
@@ -69,7 +69,7 @@ fn handle_inner(runner: &TaskRunner, task: &WorkerTaskResp, started: Instant) ->
         stderr: runner.dirs.std.join("stderr.log"),
         worker_env: runner.env.clone(),
     };
-    runner.states.announce(uuid, S::ExecSpawned);
+    runner.states.publish(uuid, S::ExecSpawned);
     let outcome = match exec::run(&task.spec, &env, task.timeout, &runner.shared, &runner.confine) {
         Ok(o) => o,
         Err(e) => {
@@ -86,11 +86,11 @@ fn handle_inner(runner: &TaskRunner, task: &WorkerTaskResp, started: Instant) ->
         Ending::TimedOut => (ReportTaskOp::Cancel, Some(Msg::ExecTimeout), S::ExecTimeout),
         Ending::Cancelled => (ReportTaskOp::Cancel, Some(Msg::UserCancellation), S::ExecFinished),
     };
-    runner.states.announce(uuid, state);
-    runner.states.announce(uuid, S::UploadResult);
+    runner.states.publish(uuid, state);
+    runner.states.publish(uuid, S::UploadResult);
     let finished = matches!(op, ReportTaskOp::Finish);
     report(runner, task.id, op)?;
-    runner.states.announce(uuid, if finished { S::UploadFinishedResult } else { S::UploadCancelledResult });
+    runner.states.publish(uuid, if finished { S::UploadFinishedResult } else { S::UploadCancelledResult });
 
     if !upload_output(runner, task)? {
         msg = Some(Msg::UploadResultTimeout);
@@ -106,7 +106,7 @@ fn handle_inner(runner: &TaskRunner, task: &WorkerTaskResp, started: Instant) ->
 fn prepare(runner: &TaskRunner, task: &WorkerTaskResp, prepare_deadline: Instant) -> Result<Option<Msg>, CallError> {
     let uuid = task.uuid;
     if !task.spec.resources.is_empty() {
-        runner.states.announce(uuid, S::FetchResource);
+        runner.states.publish(uuid, S::FetchResource);
         let fetched =
             artifacts::fetch_resources(&runner.net, uuid, &task.spec.resources, &runner.dirs.resource, prepare_deadline);
         let failed = match fetched {
@@ -118,14 +118,14 @@ fn prepare(runner: &TaskRunner, task: &WorkerTaskResp, prepare_deadline: Instant
         };
         if let Some((msg, state, why)) = failed {
             log::warn!("task {uuid}: a resource could not be fetched ({why})");
-            runner.states.announce(uuid, state);
+            runner.states.publish(uuid, state);
             return Ok(Some(msg));
         }
     }
     if let Some((watched, target)) = task.spec.watch {
-        runner.states.announce(uuid, S::Watch);
+        runner.states.publish(uuid, S::Watch);
         if !watch(runner, watched, target, prepare_deadline)? {
-            runner.states.announce(uuid, S::WatchTimeout);
+            runner.states.publish(uuid, S::WatchTimeout);
             return Ok(Some(Msg::WatchTimeout));
         }
     }
@@ -145,13 +145,13 @@ fn upload_output(runner: &TaskRunner, task: &WorkerTaskResp) -> Result<bool, Cal
         }
     };
     match uploaded {
-        Ok(()) => runner.states.announce(uuid, S::UploadResultFinished),
+        Ok(()) => runner.states.publish(uuid, S::UploadResultFinished),
         Err(UploadError::Timeout) => {
             log::warn!(
                 "task {uuid}: uploading its output took longer than {}s; committing without the rest",
                 UPLOAD_WINDOW.as_secs()
             );
-            runner.states.announce(uuid, S::UploadResultTimeout);
+            runner.states.publish(uuid, S::UploadResultTimeout);
             return Ok(false);
         }
         Err(UploadError::Fatal(e)) => return Err(e),
@@ -167,7 +167,7 @@ fn give_up(runner: &TaskRunner, task: &WorkerTaskResp, msg: Msg, started: Instan
 
 fn commit(runner: &TaskRunner, task: &WorkerTaskResp, raw: i32, msg: Option<Msg>, started: Instant) -> Result<(), CallError> {
     report(runner, task.id, ReportTaskOp::Commit(TaskResultSpec { exit_status: raw, msg }))?;
-    runner.states.announce(task.uuid, S::TaskCommitted);
+    runner.states.publish(task.uuid, S::TaskCommitted);
     log::info!(
         "task {} committed: {}{} after {:.1}s",
         task.uuid,
