@@ -13,8 +13,8 @@ use super::exec::{self, Ending, TaskEnv};
 use super::net::CallError;
 use super::TaskRunner;
 use crate::api::{
-    ReportTaskOp, ReportTaskReq, SubmitTaskReq, TaskExecState as S, TaskQueryResp, TaskResultMessage as Msg,
-    TaskResultSpec, TaskState, WorkerTaskResp,
+    ReportTaskOp, ReportTaskReq, SubmitTaskReq, TaskExecState, TaskQueryResp, TaskResultMessage, TaskResultSpec,
+    TaskState, WorkerTaskResp,
 };
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
@@ -55,9 +55,9 @@ fn handle_inner(runner: &TaskRunner, task: &WorkerTaskResp, started: Instant) ->
 
     if runner.shared.cancel.load(std::sync::atomic::Ordering::SeqCst) {
         log::info!("task {uuid} was cancelled before it started");
-        return give_up(runner, task, Msg::UserCancellation, started);
+        return give_up(runner, task, TaskResultMessage::UserCancellation, started);
     }
-    runner.states.publish_for(uuid, S::ExecPending, Some(task.timeout + Duration::from_secs(60)));
+    runner.states.publish_for(uuid, TaskExecState::ExecPending, Some(task.timeout + Duration::from_secs(60)));
     let env = TaskEnv {
         uuid,
         upstream: task.upstream_task_uuid,
@@ -69,7 +69,7 @@ fn handle_inner(runner: &TaskRunner, task: &WorkerTaskResp, started: Instant) ->
         stderr: runner.dirs.std.join("stderr.log"),
         worker_env: runner.env.clone(),
     };
-    runner.states.publish(uuid, S::ExecSpawned);
+    runner.states.publish(uuid, TaskExecState::ExecSpawned);
     let outcome = match exec::run(&task.spec, &env, task.timeout, &runner.shared, &runner.confine) {
         Ok(o) => o,
         Err(e) => {
@@ -82,38 +82,58 @@ fn handle_inner(runner: &TaskRunner, task: &WorkerTaskResp, started: Instant) ->
     let raw = outcome.status.into_raw();
     let (op, mut msg, state) = match outcome.ending {
         Ending::Stopped => return Err(CallError::Stopped),
-        Ending::Finished => (ReportTaskOp::Finish, None, S::ExecFinished),
-        Ending::TimedOut => (ReportTaskOp::Cancel, Some(Msg::ExecTimeout), S::ExecTimeout),
-        Ending::Cancelled => (ReportTaskOp::Cancel, Some(Msg::UserCancellation), S::ExecFinished),
+        Ending::Finished => (ReportTaskOp::Finish, None, TaskExecState::ExecFinished),
+        Ending::TimedOut => (ReportTaskOp::Cancel, Some(TaskResultMessage::ExecTimeout), TaskExecState::ExecTimeout),
+        Ending::Cancelled => {
+            (ReportTaskOp::Cancel, Some(TaskResultMessage::UserCancellation), TaskExecState::ExecFinished)
+        }
     };
     runner.states.publish(uuid, state);
-    runner.states.publish(uuid, S::UploadResult);
+    runner.states.publish(uuid, TaskExecState::UploadResult);
     let finished = matches!(op, ReportTaskOp::Finish);
     report(runner, task.id, op)?;
-    runner.states.publish(uuid, if finished { S::UploadFinishedResult } else { S::UploadCancelledResult });
+    runner.states.publish(
+        uuid,
+        if finished { TaskExecState::UploadFinishedResult } else { TaskExecState::UploadCancelledResult },
+    );
 
     if !upload_output(runner, task)? {
-        msg = Some(Msg::UploadResultTimeout);
+        msg = Some(TaskResultMessage::UploadResultTimeout);
     }
     if outcome.ending != Ending::Cancelled && !submit_downstream(runner, task)? && msg.is_none() {
-        msg = Some(Msg::SubmitNewTaskFailed);
+        msg = Some(TaskResultMessage::SubmitNewTaskFailed);
     }
     commit(runner, task, raw, msg, started)
 }
 
 /// Fetches the task's resources and waits for the task it watches, both by `prepare_deadline`.
 /// Returns why the task cannot run, if it cannot.
-fn prepare(runner: &TaskRunner, task: &WorkerTaskResp, prepare_deadline: Instant) -> Result<Option<Msg>, CallError> {
+fn prepare(
+    runner: &TaskRunner,
+    task: &WorkerTaskResp,
+    prepare_deadline: Instant,
+) -> Result<Option<TaskResultMessage>, CallError> {
     let uuid = task.uuid;
     if !task.spec.resources.is_empty() {
-        runner.states.publish(uuid, S::FetchResource);
-        let fetched =
-            artifacts::fetch_resources(&runner.net, uuid, &task.spec.resources, &runner.dirs.resource, prepare_deadline);
+        runner.states.publish(uuid, TaskExecState::FetchResource);
+        let fetched = artifacts::fetch_resources(
+            &runner.net,
+            uuid,
+            &task.spec.resources,
+            &runner.dirs.resource,
+            prepare_deadline,
+        );
         let failed = match fetched {
             Ok(()) => None,
-            Err(FetchError::NotFound(m)) => Some((Msg::ResourceNotFound, S::FetchResourceNotFound, m)),
-            Err(FetchError::Forbidden(m)) => Some((Msg::ResourceForbidden, S::FetchResourceForbidden, m)),
-            Err(FetchError::Timeout(m)) => Some((Msg::FetchResourceTimeout, S::FetchResourceTimeout, m)),
+            Err(FetchError::NotFound(m)) => {
+                Some((TaskResultMessage::ResourceNotFound, TaskExecState::FetchResourceNotFound, m))
+            }
+            Err(FetchError::Forbidden(m)) => {
+                Some((TaskResultMessage::ResourceForbidden, TaskExecState::FetchResourceForbidden, m))
+            }
+            Err(FetchError::Timeout(m)) => {
+                Some((TaskResultMessage::FetchResourceTimeout, TaskExecState::FetchResourceTimeout, m))
+            }
             Err(FetchError::Fatal(e)) => return Err(e),
         };
         if let Some((msg, state, why)) = failed {
@@ -123,10 +143,10 @@ fn prepare(runner: &TaskRunner, task: &WorkerTaskResp, prepare_deadline: Instant
         }
     }
     if let Some((watched, target)) = task.spec.watch {
-        runner.states.publish(uuid, S::Watch);
+        runner.states.publish(uuid, TaskExecState::Watch);
         if !watch(runner, watched, target, prepare_deadline)? {
-            runner.states.publish(uuid, S::WatchTimeout);
-            return Ok(Some(Msg::WatchTimeout));
+            runner.states.publish(uuid, TaskExecState::WatchTimeout);
+            return Ok(Some(TaskResultMessage::WatchTimeout));
         }
     }
     Ok(None)
@@ -145,13 +165,13 @@ fn upload_output(runner: &TaskRunner, task: &WorkerTaskResp) -> Result<bool, Cal
         }
     };
     match uploaded {
-        Ok(()) => runner.states.publish(uuid, S::UploadResultFinished),
+        Ok(()) => runner.states.publish(uuid, TaskExecState::UploadResultFinished),
         Err(UploadError::Timeout) => {
             log::warn!(
                 "task {uuid}: uploading its output took longer than {}s; committing without the rest",
                 UPLOAD_WINDOW.as_secs()
             );
-            runner.states.publish(uuid, S::UploadResultTimeout);
+            runner.states.publish(uuid, TaskExecState::UploadResultTimeout);
             return Ok(false);
         }
         Err(UploadError::Fatal(e)) => return Err(e),
@@ -160,14 +180,25 @@ fn upload_output(runner: &TaskRunner, task: &WorkerTaskResp) -> Result<bool, Cal
 }
 
 /// The early-failure sequence: `Cancel`, then `Commit{0, msg}`.
-fn give_up(runner: &TaskRunner, task: &WorkerTaskResp, msg: Msg, started: Instant) -> Result<(), CallError> {
+fn give_up(
+    runner: &TaskRunner,
+    task: &WorkerTaskResp,
+    msg: TaskResultMessage,
+    started: Instant,
+) -> Result<(), CallError> {
     report(runner, task.id, ReportTaskOp::Cancel)?;
     commit(runner, task, 0, Some(msg), started)
 }
 
-fn commit(runner: &TaskRunner, task: &WorkerTaskResp, raw: i32, msg: Option<Msg>, started: Instant) -> Result<(), CallError> {
+fn commit(
+    runner: &TaskRunner,
+    task: &WorkerTaskResp,
+    raw: i32,
+    msg: Option<TaskResultMessage>,
+    started: Instant,
+) -> Result<(), CallError> {
     report(runner, task.id, ReportTaskOp::Commit(TaskResultSpec { exit_status: raw, msg }))?;
-    runner.states.publish(task.uuid, S::TaskCommitted);
+    runner.states.publish(task.uuid, TaskExecState::TaskCommitted);
     log::info!(
         "task {} committed: {}{} after {:.1}s",
         task.uuid,
@@ -260,7 +291,7 @@ fn submit_downstream(runner: &TaskRunner, task: &WorkerTaskResp) -> Result<bool,
 
 /// Waits until the watched task reaches `target`; false when the window closes first.
 /// Evidence: the state published in Redis (when there is Redis) and the coordinator's view.
-fn watch(runner: &TaskRunner, watched: Uuid, target: S, deadline: Instant) -> Result<bool, CallError> {
+fn watch(runner: &TaskRunner, watched: Uuid, target: TaskExecState, deadline: Instant) -> Result<bool, CallError> {
     log::info!("waiting for task {watched} to reach {target}");
     loop {
         if runner.states.current(watched).is_some_and(|s| reaches(s, target)) {
@@ -292,9 +323,9 @@ fn watch(runner: &TaskRunner, watched: Uuid, target: S, deadline: Instant) -> Re
 const WATCH_POLL: Duration = Duration::from_secs(2);
 
 /// Whether execution state `s` counts as having reached `target` (mitosis' matrix).
-pub fn reaches(s: S, target: S) -> bool {
-    use S::*;
-    let rank = |x: S| -> i32 {
+pub fn reaches(s: TaskExecState, target: TaskExecState) -> bool {
+    use TaskExecState::*;
+    let rank = |x: TaskExecState| -> i32 {
         match x {
             FetchResource => 1,
             FetchResourceFinished => 2,
@@ -324,14 +355,16 @@ pub fn reaches(s: S, target: S) -> bool {
 /// The coordinator's task state read as an execution state: a Running task has at least
 /// started fetching; a Finished or Cancelled one got as far as its report; one with a
 /// result is committed.
-fn state_reaches(state: TaskState, committed: bool, target: S) -> bool {
+fn state_reaches(state: TaskState, committed: bool, target: TaskExecState) -> bool {
     if committed {
-        return reaches(S::TaskCommitted, target);
+        return reaches(TaskExecState::TaskCommitted, target);
     }
     match state {
-        TaskState::Running => target == S::FetchResource,
-        TaskState::Finished => reaches(S::UploadFinishedResult, target),
-        TaskState::Cancelled => reaches(S::UploadCancelledResult, target) || target == S::ExecTimeout,
+        TaskState::Running => target == TaskExecState::FetchResource,
+        TaskState::Finished => reaches(TaskExecState::UploadFinishedResult, target),
+        TaskState::Cancelled => {
+            reaches(TaskExecState::UploadCancelledResult, target) || target == TaskExecState::ExecTimeout
+        }
         _ => false,
     }
 }
@@ -349,15 +382,15 @@ mod tests {
 
     #[test]
     fn reach_follows_the_order_of_execution() {
-        assert!(reaches(S::TaskCommitted, S::ExecSpawned));
-        assert!(reaches(S::ExecSpawned, S::ExecSpawned));
-        assert!(!reaches(S::ExecPending, S::ExecSpawned));
-        assert!(!reaches(S::TaskCommitted, S::WorkerExited));
-        assert!(reaches(S::FetchResourceNotFound, S::FetchResourceNotFound));
-        assert!(!reaches(S::TaskCommitted, S::FetchResourceNotFound));
-        assert!(state_reaches(TaskState::Finished, false, S::ExecFinished));
-        assert!(!state_reaches(TaskState::Finished, false, S::TaskCommitted));
-        assert!(state_reaches(TaskState::Finished, true, S::TaskCommitted));
-        assert!(!state_reaches(TaskState::Ready, false, S::ExecPending));
+        assert!(reaches(TaskExecState::TaskCommitted, TaskExecState::ExecSpawned));
+        assert!(reaches(TaskExecState::ExecSpawned, TaskExecState::ExecSpawned));
+        assert!(!reaches(TaskExecState::ExecPending, TaskExecState::ExecSpawned));
+        assert!(!reaches(TaskExecState::TaskCommitted, TaskExecState::WorkerExited));
+        assert!(reaches(TaskExecState::FetchResourceNotFound, TaskExecState::FetchResourceNotFound));
+        assert!(!reaches(TaskExecState::TaskCommitted, TaskExecState::FetchResourceNotFound));
+        assert!(state_reaches(TaskState::Finished, false, TaskExecState::ExecFinished));
+        assert!(!state_reaches(TaskState::Finished, false, TaskExecState::TaskCommitted));
+        assert!(state_reaches(TaskState::Finished, true, TaskExecState::TaskCommitted));
+        assert!(!state_reaches(TaskState::Ready, false, TaskExecState::ExecPending));
     }
 }
