@@ -16,18 +16,18 @@ use crate::opts::OptSpec;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
-const G: OptSpec = OptSpec::opt("group", Some('g'), "GROUP", "The group (default: your own)");
+const GROUP: OptSpec = OptSpec::opt("group", Some('g'), "GROUP", "The group (default: your own)");
 const SMART: OptSpec = OptSpec::flag("smart", Some('s'), "Take the group from the key's first path segment");
-const PB: OptSpec = OptSpec::flag("pb", None, "Show a progress bar even when stderr is not a terminal");
+const PROGRESS_BAR: OptSpec = OptSpec::flag("pb", None, "Show a progress bar even when stderr is not a terminal");
 const OUT: OptSpec =
     OptSpec::opt("output-path", Some('o'), "OUTPUT_PATH", "Where to save (an existing directory keeps the file name)");
 const DIR: OptSpec =
     OptSpec::opt("output-dir", Some('o'), "DIR", "The directory to save into (default .); files keep their names");
-const NO_DL: OptSpec = OptSpec::flag("no-download", None, "Only print the download URLs");
+const NO_DOWNLOAD: OptSpec = OptSpec::flag("no-download", None, "Only print the download URLs");
 const KEY: OptSpec = OptSpec::opt("key", Some('k'), "KEY", "Only keys containing this text");
 const LIMIT: OptSpec = OptSpec::opt("limit", None, "LIMIT", "At most this many");
 const OFFSET: OptSpec = OptSpec::opt("offset", None, "OFFSET", "Skip this many first");
-const CONC: OptSpec = OptSpec::opt("concurrent", None, "N", "Download N files at a time (default 1)");
+const CONCURRENT: OptSpec = OptSpec::opt("concurrent", None, "N", "Download N files at a time (default 1)");
 const COUNT: OptSpec = OptSpec::flag("count", None, "Only count");
 
 const UPLOAD: Spec = Spec {
@@ -35,55 +35,55 @@ const UPLOAD: Spec = Spec {
     usage: "<LOCAL_FILE> [KEY]",
     about:
         "Upload a file as an attachment. KEY defaults to the file name; a KEY ending in / gets the file name appended",
-    flags: &[G, PB, SMART],
+    flags: &[GROUP, PROGRESS_BAR, SMART],
 };
 const DOWNLOAD: Spec = Spec {
     name: "groups attachments download",
     usage: "<KEY>",
     about: "Download an attachment (by default to ./KEY, or ./<file name> with --smart)",
-    flags: &[G, OUT, NO_DL, PB, SMART],
+    flags: &[GROUP, OUT, NO_DOWNLOAD, PROGRESS_BAR, SMART],
 };
 const GET: Spec = Spec {
     name: "groups attachments get",
     usage: "<KEY>",
     about: "Show an attachment's size and times",
-    flags: &[G, SMART],
+    flags: &[GROUP, SMART],
 };
 const DELETE: Spec = Spec {
     name: "groups attachments delete",
     usage: "<KEY>",
     about: "Delete an attachment (not within an hour of its last upload)",
-    flags: &[G, SMART],
+    flags: &[GROUP, SMART],
 };
 const QUERY: Spec = Spec {
     name: "groups attachments query",
     usage: "",
     about: "List a group's attachments",
-    flags: &[G, KEY, LIMIT, OFFSET, COUNT],
+    flags: &[GROUP, KEY, LIMIT, OFFSET, COUNT],
 };
 const DOWNLOAD_MANY: Spec = Spec {
     name: "groups attachments download-many",
     usage: "",
     about: "Download the attachments that match a filter, each to DIR/<file name>",
-    flags: &[G, KEY, LIMIT, OFFSET, DIR, NO_DL, PB, CONC],
+    flags: &[GROUP, KEY, LIMIT, OFFSET, DIR, NO_DOWNLOAD, PROGRESS_BAR, CONCURRENT],
 };
 const DOWNLOAD_LIST: Spec = Spec {
     name: "groups attachments download-list",
     usage: "<KEY>...",
     about: "Download the listed attachments, each to DIR/<file name>",
-    flags: &[G, DIR, NO_DL, PB, CONC],
+    flags: &[GROUP, DIR, NO_DOWNLOAD, PROGRESS_BAR, CONCURRENT],
 };
 const DELETE_MANY: Spec = Spec {
     name: "groups attachments delete-many",
     usage: "",
     about: "Delete the attachments that match a filter (recently uploaded ones are kept)",
-    flags: &[G, KEY, LIMIT, OFFSET],
+    flags: &[GROUP, KEY, LIMIT, OFFSET],
 };
 const DELETE_LIST: Spec = Spec {
     name: "groups attachments delete-list",
     usage: "<KEY>...",
     about: "Delete the listed attachments",
-    flags: &[G],
+    flags: &[GROUP],
 };
 
 const ATTACHMENTS: Group = Group {

@@ -132,7 +132,7 @@ impl Session {
 
 const ABOUT: &str = "Run a mitosis client";
 
-const IFLAG: OptSpec = OptSpec {
+const INTERACTIVE: OptSpec = OptSpec {
     long: "interactive",
     short: Some('i'),
     key: None,
@@ -142,7 +142,7 @@ const IFLAG: OptSpec = OptSpec {
     split: false,
 };
 
-const JFLAG: OptSpec = OptSpec {
+const JSON: OptSpec = OptSpec {
     long: "json",
     short: None,
     key: None,
@@ -175,7 +175,7 @@ const SPECS: &[OptSpec] = &[
         "PASSWORD",
         "The password (used only when no valid token is cached)",
     ),
-    IFLAG,
+    INTERACTIVE,
     OptSpec::switch("retain", None, "retain", "Log in without signing this user out of their other sessions"),
     OptSpec::value(
         "ca-file",
@@ -184,7 +184,7 @@ const SPECS: &[OptSpec] = &[
         "CA_FILE",
         "A PEM file of CA certificates to trust besides the system's, for https coordinators and object storage",
     ),
-    JFLAG,
+    JSON,
 ];
 
 pub const TOP: Group = Group {

@@ -12,22 +12,23 @@ use uuid::Uuid;
 
 pub const CREATORS: OptSpec =
     OptSpec::opt("creators", Some('c'), "CREATORS", "Created by these users, comma-separated");
-pub const F_GROUP: OptSpec = OptSpec::opt("group", Some('g'), "GROUP_NAME", "In this group (default: your own)");
-pub const F_TAGS: OptSpec = OptSpec::opt("tags", Some('t'), "TAGS", "Having all these tags");
-pub const F_LABELS: OptSpec = OptSpec::opt("labels", Some('l'), "LABELS", "Having all these labels");
+pub const FILTER_GROUP: OptSpec = OptSpec::opt("group", Some('g'), "GROUP_NAME", "In this group (default: your own)");
+pub const FILTER_TAGS: OptSpec = OptSpec::opt("tags", Some('t'), "TAGS", "Having all these tags");
+pub const FILTER_LABELS: OptSpec = OptSpec::opt("labels", Some('l'), "LABELS", "Having all these labels");
 pub const STATES: OptSpec = OptSpec::opt(
     "states",
     Some('s'),
     "STATES",
     "In these states: pending, ready, running, finished, cancelled, unknown",
 );
-pub const EXIT: OptSpec = OptSpec::opt(
+pub const EXIT_STATUS: OptSpec = OptSpec::opt(
     "exit-status",
     Some('e'),
     "EXIT_STATUS",
     "Exit status test: 0, !=0, <, <=, >, >= followed by a number",
 );
-pub const PRIO: OptSpec = OptSpec::opt("priority", Some('p'), "PRIORITY", "Priority test, as for --exit-status");
+pub const FILTER_PRIORITY: OptSpec =
+    OptSpec::opt("priority", Some('p'), "PRIORITY", "Priority test, as for --exit-status");
 pub const REPORTER: OptSpec = OptSpec::opt("reporter-uuid", None, "UUID", "Committed by this worker");
 pub const LIMIT: OptSpec = OptSpec::opt("limit", None, "LIMIT", "At most this many");
 pub const OFFSET: OptSpec = OptSpec::opt("offset", None, "OFFSET", "Skip this many first");

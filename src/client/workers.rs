@@ -2,7 +2,7 @@
 
 use super::args::{Args, Command, Group, Spec};
 use super::output::{list, opt, print_json, ts};
-use super::task_args::{uuid_arg, uuid_list};
+use super::task_args::{uuid_arg, uuid_list, FILTER_LABELS, FILTER_TAGS};
 use super::{Error, Flow, Res, Session};
 use crate::api::*;
 use crate::opts::OptSpec;
@@ -10,11 +10,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 const FORCE: OptSpec =
     OptSpec::flag("force", Some('f'), "Stop at once (the running task is requeued) instead of after the current task");
-const GROUP: OptSpec = OptSpec::opt("group", Some('g'), "GROUP_NAME", "The group (default: your own)");
+/// The group whose workers a filter means (not `task_args::FILTER_GROUP`: workers are not in a group, groups
+/// have roles on them).
+const FILTER_GROUP: OptSpec = OptSpec::opt("group", Some('g'), "GROUP_NAME", "The group (default: your own)");
 const ROLES: OptSpec =
     OptSpec::opt("roles", Some('r'), "ROLES", "The group's roles on the worker: read, write, admin (comma-separated)");
-const TAGS: OptSpec = OptSpec::opt("tags", Some('t'), "TAGS", "Having all these tags");
-const LABELS: OptSpec = OptSpec::opt("labels", Some('l'), "LABELS", "Having all these labels");
 const CREATOR: OptSpec = OptSpec::opt("creator", None, "USERNAME", "Registered by this user");
 
 const GET: Spec = Spec { name: "workers get", usage: "<UUID>", about: "Show a worker", flags: &[] };
@@ -23,10 +23,10 @@ const QUERY: Spec = Spec {
     usage: "",
     about: "Find the workers a group has a role on",
     flags: &[
-        GROUP,
+        FILTER_GROUP,
         ROLES,
-        TAGS,
-        LABELS,
+        FILTER_TAGS,
+        FILTER_LABELS,
         CREATOR,
         OptSpec::flag("verbose", Some('v'), "Show every field"),
         OptSpec::flag("count", None, "Only count"),
@@ -42,7 +42,7 @@ const CANCEL_MANY: Spec = Spec {
     name: "workers cancel-many",
     usage: "",
     about: "Stop the workers that match a filter (those the group administers)",
-    flags: &[GROUP, ROLES, TAGS, LABELS, CREATOR, FORCE],
+    flags: &[FILTER_GROUP, ROLES, FILTER_TAGS, FILTER_LABELS, CREATOR, FORCE],
 };
 const CANCEL_LIST: Spec =
     Spec { name: "workers cancel-list", usage: "<UUID,...>", about: "Stop the listed workers", flags: &[FORCE] };

@@ -3,7 +3,10 @@
 
 use super::super::args::{Args, Spec};
 use super::super::output::{list, print_json};
-use super::super::task_args::{filter, uuid_arg, uuid_list, CREATORS, EXIT, F_GROUP, F_LABELS, F_TAGS, PRIO, STATES};
+use super::super::task_args::{
+    filter, uuid_arg, uuid_list, CREATORS, EXIT_STATUS, FILTER_GROUP, FILTER_LABELS, FILTER_PRIORITY, FILTER_TAGS,
+    STATES,
+};
 use super::super::{Flow, Res, Session};
 use crate::api::*;
 use std::collections::BTreeSet;
@@ -15,7 +18,7 @@ pub(super) const CANCEL_MANY: Spec = Spec {
     name: "tasks cancel-many",
     usage: "",
     about: "Cancel the tasks that match a filter (only ready or pending ones)",
-    flags: &[CREATORS, F_GROUP, F_TAGS, F_LABELS, STATES, EXIT, PRIO],
+    flags: &[CREATORS, FILTER_GROUP, FILTER_TAGS, FILTER_LABELS, STATES, EXIT_STATUS, FILTER_PRIORITY],
 };
 pub(super) const CANCEL_LIST: Spec =
     Spec { name: "tasks cancel-list", usage: "<UUID,...>", about: "Cancel the listed tasks", flags: &[] };

@@ -3,7 +3,8 @@
 use super::super::args::{Args, Spec};
 use super::super::output::{list, opt, print_json, ts};
 use super::super::task_args::{
-    filter, reporter, uuid_arg, CREATORS, EXIT, F_GROUP, F_LABELS, F_TAGS, LIMIT, OFFSET, PRIO, REPORTER, STATES,
+    filter, reporter, uuid_arg, CREATORS, EXIT_STATUS, FILTER_GROUP, FILTER_LABELS, FILTER_PRIORITY, FILTER_TAGS,
+    LIMIT, OFFSET, REPORTER, STATES,
 };
 use super::super::{Flow, Res, Session};
 use crate::api::*;
@@ -19,7 +20,20 @@ pub(super) const QUERY: Spec = Spec {
     name: "tasks query",
     usage: "",
     about: "Find tasks",
-    flags: &[CREATORS, F_GROUP, F_TAGS, F_LABELS, STATES, EXIT, PRIO, REPORTER, LIMIT, OFFSET, VERBOSE, COUNT],
+    flags: &[
+        CREATORS,
+        FILTER_GROUP,
+        FILTER_TAGS,
+        FILTER_LABELS,
+        STATES,
+        EXIT_STATUS,
+        FILTER_PRIORITY,
+        REPORTER,
+        LIMIT,
+        OFFSET,
+        VERBOSE,
+        COUNT,
+    ],
 };
 
 pub(super) fn get(s: &mut Session, a: &Args) -> Res {
