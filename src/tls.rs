@@ -137,13 +137,13 @@ fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 pub fn explain(t: &ureq::Transport) -> Option<String> {
     let err = rustls_error(t)?;
     let server = t.url().map(|u| u.origin().ascii_serialization()).unwrap_or_else(|| "the server".into());
-    use rustls::CertificateError as C;
+    use rustls::CertificateError;
     Some(match err {
-        rustls::Error::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => format!(
+        rustls::Error::InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }) => format!(
             "the certificate of {server} is not valid for that name ({err}); use an address the certificate names"
         ),
         rustls::Error::InvalidCertificate(
-            C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. },
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } | CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. },
         ) => format!(
             "the certificate of {server} is outside its validity period ({err}); check the certificate and this machine's clock"
         ),

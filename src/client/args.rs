@@ -26,7 +26,7 @@
 //! lookup of a command, the unknown-command error, the parsing and the call all read that
 //! table, so adding a command is adding one row and one handler.
 
-use super::{Error, Flow, Res, Session};
+use super::{CommandResult, Error, Flow, Session};
 use crate::opts::{find_option, option_lines, usage_message, CliError, OptSpec};
 use std::str::FromStr;
 
@@ -189,8 +189,8 @@ impl Args {
 /// words to a nested group (`tasks artifacts`, `admin users`) that looks up its own table.
 #[derive(Clone, Copy)]
 pub enum Run {
-    Cmd(&'static Spec, fn(&mut Session, &Args) -> Res),
-    Group(fn(&mut Session, &[String]) -> Res),
+    Cmd(&'static Spec, fn(&mut Session, &Args) -> CommandResult),
+    Group(fn(&mut Session, &[String]) -> CommandResult),
 }
 
 /// One row of a group's table: the name typed, the line shown in the group's help, the action.
@@ -206,12 +206,16 @@ impl Command {
         name: &'static str,
         summary: &'static str,
         spec: &'static Spec,
-        f: fn(&mut Session, &Args) -> Res,
+        f: fn(&mut Session, &Args) -> CommandResult,
     ) -> Self {
         Command { name, summary, run: Run::Cmd(spec, f) }
     }
 
-    pub const fn group(name: &'static str, summary: &'static str, f: fn(&mut Session, &[String]) -> Res) -> Self {
+    pub const fn group(
+        name: &'static str,
+        summary: &'static str,
+        f: fn(&mut Session, &[String]) -> CommandResult,
+    ) -> Self {
         Command { name, summary, run: Run::Group(f) }
     }
 }
@@ -268,7 +272,7 @@ impl Group {
     }
 
     /// Runs `words` (the command's name first): help, lookup, parsing and the handler.
-    pub fn run(&self, s: &mut Session, words: &[String]) -> Res {
+    pub fn run(&self, s: &mut Session, words: &[String]) -> CommandResult {
         let Some((name, rest)) = self.sub(words)? else { return Ok(Flow::Continue) };
         let command = self.find(name).ok_or_else(|| self.unknown(name))?;
         match command.run {

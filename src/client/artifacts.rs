@@ -10,7 +10,7 @@ use super::task_args::{
     REPORTER, STATES,
 };
 use super::transfer::{self, Job, Progress};
-use super::{Error, Flow, Res, Session};
+use super::{CommandResult, Error, Flow, Session};
 use crate::api::{ArtifactContentType, ArtifactsDownloadByFilterReq};
 use crate::opts::OptSpec;
 use serde_json::{json, Value};
@@ -114,11 +114,11 @@ const ARTIFACTS: Group = Group {
     aliases: &[],
 };
 
-pub fn run(s: &mut Session, words: &[String]) -> Res {
+pub fn run(s: &mut Session, words: &[String]) -> CommandResult {
     ARTIFACTS.run(s, words)
 }
 
-fn delete(s: &mut Session, a: &Args) -> Res {
+fn delete(s: &mut Session, a: &Args) -> CommandResult {
     let pos = a.exact(&["UUID", "CONTENT_TYPE"])?;
     let (uuid, ct) = (uuid_arg(a, &pos[0])?, content_type_arg(a, &pos[1])?);
     s.http.delete(&format!("/tasks/{uuid}/artifacts/{ct}"))?;
@@ -128,7 +128,7 @@ fn delete(s: &mut Session, a: &Args) -> Res {
     Ok(Flow::Continue)
 }
 
-fn upload(s: &mut Session, a: &Args) -> Res {
+fn upload(s: &mut Session, a: &Args) -> CommandResult {
     let pos = a.exact(&["LOCAL_FILE", "UUID", "CONTENT_TYPE"])?;
     let local = PathBuf::from(&pos[0]);
     let (uuid, ct) = (uuid_arg(a, &pos[1])?, content_type_arg(a, &pos[2])?);
@@ -152,7 +152,7 @@ fn upload(s: &mut Session, a: &Args) -> Res {
     Ok(Flow::Continue)
 }
 
-fn download(s: &mut Session, a: &Args) -> Res {
+fn download(s: &mut Session, a: &Args) -> CommandResult {
     let pos = a.exact(&["UUID", "CONTENT_TYPE"])?;
     let (uuid, ct) = (uuid_arg(a, &pos[0])?, content_type_arg(a, &pos[1])?);
     let r = s.http.get(&format!("/tasks/{uuid}/download/artifacts/{ct}"))?.json()?;
@@ -207,7 +207,7 @@ fn artifact_filter_body(req: &ArtifactsDownloadByFilterReq) -> Result<Value, Err
     Ok(v)
 }
 
-fn download_batch(s: &mut Session, a: &Args, by_list: bool) -> Res {
+fn download_batch(s: &mut Session, a: &Args, by_list: bool) -> CommandResult {
     let (ct, r) = if by_list {
         let (ct, uuids) = type_and_uuids(a)?;
         (ct, s.http.post("/tasks/download/artifacts/list", &json!({"uuids": uuids, "content_type": ct}))?)
@@ -236,7 +236,7 @@ fn download_batch(s: &mut Session, a: &Args, by_list: bool) -> Res {
     Ok(Flow::Continue)
 }
 
-fn delete_batch(s: &mut Session, a: &Args, by_list: bool) -> Res {
+fn delete_batch(s: &mut Session, a: &Args, by_list: bool) -> CommandResult {
     let r = if by_list {
         let (ct, uuids) = type_and_uuids(a)?;
         s.http.post("/tasks/delete/artifacts/list", &json!({"uuids": uuids, "content_type": ct}))?

@@ -11,7 +11,7 @@ use super::args::{Args, Command, Group, Spec};
 use super::http::{enc, typed};
 use super::output::{print_json, ts};
 use super::transfer::{self, human_bytes, Job, Progress};
-use super::{Error, Flow, Res, Session};
+use super::{CommandResult, Error, Flow, Session};
 use crate::opts::OptSpec;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -109,7 +109,7 @@ const ATTACHMENTS: Group = Group {
     aliases: &[],
 };
 
-pub fn run(s: &mut Session, words: &[String]) -> Res {
+pub fn run(s: &mut Session, words: &[String]) -> CommandResult {
     ATTACHMENTS.run(s, words)
 }
 
@@ -175,7 +175,7 @@ pub(super) fn upload_through(
     Ok(r["exist"].as_bool().unwrap_or(false))
 }
 
-fn upload(s: &mut Session, a: &Args) -> Res {
+fn upload(s: &mut Session, a: &Args) -> CommandResult {
     let pos = a.at_most(2)?;
     let Some(local) = pos.first() else { return Err(a.usage("missing <LOCAL_FILE>".into())) };
     let local = PathBuf::from(local);
@@ -222,7 +222,7 @@ pub fn destination(out: Option<&str>, name: &str, default: &str) -> PathBuf {
     }
 }
 
-fn download(s: &mut Session, a: &Args) -> Res {
+fn download(s: &mut Session, a: &Args) -> CommandResult {
     let pos = a.exact(&["KEY"])?;
     let (group, key) = resolve(s, a.value("group"), &pos[0], a.has("smart"))?;
     let r = s.http.get(&format!("{}/download/attachments/{}", base(&group), enc(&key, true)))?.json()?;
@@ -255,7 +255,7 @@ pub fn url_and_size(r: &Value) -> Result<(String, u64), Error> {
     Ok((url.to_string(), r["size"].as_i64().unwrap_or(0).max(0) as u64))
 }
 
-fn get(s: &mut Session, a: &Args) -> Res {
+fn get(s: &mut Session, a: &Args) -> CommandResult {
     let pos = a.exact(&["KEY"])?;
     let (group, key) = resolve(s, a.value("group"), &pos[0], a.has("smart"))?;
     let r = s.http.get(&format!("{}/attachments/{}", base(&group), enc(&key, true)))?.json()?;
@@ -271,7 +271,7 @@ fn get(s: &mut Session, a: &Args) -> Res {
     Ok(Flow::Continue)
 }
 
-fn delete(s: &mut Session, a: &Args) -> Res {
+fn delete(s: &mut Session, a: &Args) -> CommandResult {
     let pos = a.exact(&["KEY"])?;
     let (group, key) = resolve(s, a.value("group"), &pos[0], a.has("smart"))?;
     s.http.delete(&format!("{}/attachments/{}", base(&group), enc(&key, true)))?;
@@ -296,7 +296,7 @@ fn filter(a: &Args) -> Result<serde_json::Map<String, Value>, Error> {
     Ok(m)
 }
 
-fn query(s: &mut Session, a: &Args) -> Res {
+fn query(s: &mut Session, a: &Args) -> CommandResult {
     a.exact(&[])?;
     let group = a.value("group").map(str::to_string).unwrap_or_else(|| s.user.clone());
     let mut body = filter(a)?;
@@ -319,7 +319,7 @@ fn query(s: &mut Session, a: &Args) -> Res {
     Ok(Flow::Continue)
 }
 
-fn download_batch(s: &mut Session, a: &Args, by_list: bool) -> Res {
+fn download_batch(s: &mut Session, a: &Args, by_list: bool) -> CommandResult {
     let group = a.value("group").map(str::to_string).unwrap_or_else(|| s.user.clone());
     let r = if by_list {
         let keys: Vec<String> = a.all_pos().iter().map(|k| clean_key(k)).collect();
@@ -397,7 +397,7 @@ pub fn run_batch(s: &Session, a: &Args, what: &str, jobs: Vec<Job>) -> Result<()
     Ok(())
 }
 
-fn delete_batch(s: &mut Session, a: &Args, by_list: bool) -> Res {
+fn delete_batch(s: &mut Session, a: &Args, by_list: bool) -> CommandResult {
     let group = a.value("group").map(str::to_string).unwrap_or_else(|| s.user.clone());
     let r = if by_list {
         let keys: Vec<String> = a.all_pos().iter().map(|k| clean_key(k)).collect();

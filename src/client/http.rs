@@ -171,13 +171,13 @@ pub fn server_message(body: &str) -> String {
 
 /// A connection problem, with the coordinator's address and the likely fix.
 pub fn transport_message(base: &str, t: &ureq::Transport) -> String {
-    use ureq::ErrorKind as K;
+    use ureq::ErrorKind;
     if let Some(m) = crate::tls::explain(t) {
         return format!("cannot talk to the coordinator: {m}");
     }
     let cause = std::error::Error::source(t).map(|e| e.to_string()).or_else(|| t.message().map(str::to_string));
     match t.kind() {
-        K::ConnectionFailed | K::Dns => format!(
+        ErrorKind::ConnectionFailed | ErrorKind::Dns => format!(
             "cannot connect to the coordinator at {base}: {}; is it running? (set the address with --coordinator or MITO_COORDINATOR_ADDR)",
             cause.unwrap_or_else(|| "connection failed".into())
         ),

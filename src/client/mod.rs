@@ -112,7 +112,8 @@ pub enum Flow {
     Quit,
 }
 
-pub type Res = Result<Flow, Error>;
+/// What a client command returns.
+pub type CommandResult = Result<Flow, Error>;
 
 /// A logged-in client: the coordinator handle with the user's token.
 pub struct Session {
@@ -293,7 +294,7 @@ fn wants_help(words: &[String]) -> bool {
 
 /// Runs one command line. `session` is None only when the words ask for help, which every
 /// command prints before it needs the coordinator.
-pub fn dispatch(session: Option<&mut Session>, words: &[String]) -> Res {
+pub fn dispatch(session: Option<&mut Session>, words: &[String]) -> CommandResult {
     match session {
         Some(s) => TOP.run(s, words),
         None => TOP.run(&mut users::offline_session(), words),
@@ -311,7 +312,7 @@ const CMD: Spec = Spec {
     )],
 };
 
-fn run_cmd(_: &mut Session, a: &Args) -> Res {
+fn run_cmd(_: &mut Session, a: &Args) -> CommandResult {
     let cmd = a.all_pos();
     if cmd.is_empty() {
         return Err(a.usage("missing <COMMAND>".into()));

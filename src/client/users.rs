@@ -4,7 +4,7 @@
 use super::args::{Args, Command, Group, Spec};
 use super::http::Http;
 use super::output::print_json;
-use super::{Error, Flow, Res, Session};
+use super::{CommandResult, Error, Flow, Session};
 use crate::api::{self, GroupsQueryResp, UserChangePasswordReq, UserChangePasswordResp, UserLoginReq, UserLoginResp};
 use crate::config::ClientConfig;
 use crate::credentials;
@@ -146,7 +146,7 @@ pub(super) const AUTH: Spec = Spec {
     flags: &[],
 };
 
-pub fn auth(s: &mut Session, a: &Args) -> Res {
+pub fn auth(s: &mut Session, a: &Args) -> CommandResult {
     a.exact(&[])?;
     let name = s.http.get("/auth")?.body.trim().to_string();
     if s.json(a) {
@@ -164,7 +164,7 @@ pub(super) const LOGIN: Spec = Spec {
     flags: &[OptSpec::flag("retain", None, "Keep this user's other sessions signed in")],
 };
 
-pub fn login(s: &mut Session, a: &Args) -> Res {
+pub fn login(s: &mut Session, a: &Args) -> CommandResult {
     let pos = a.at_most(2)?;
     let user = match pos.first() {
         Some(u) => u.clone(),
@@ -205,11 +205,11 @@ const CHANGE_PASSWORD: Spec = Spec {
 const MY_GROUPS: Spec =
     Spec { name: "users groups", usage: "", about: "List the groups you are in, with your role", flags: &[] };
 
-pub fn run(s: &mut Session, words: &[String]) -> Res {
+pub fn run(s: &mut Session, words: &[String]) -> CommandResult {
     USERS.run(s, words)
 }
 
-fn change_password(s: &mut Session, a: &Args) -> Res {
+fn change_password(s: &mut Session, a: &Args) -> CommandResult {
     let pos = a.at_most(2)?;
     let old = arg_or_ask(pos.first(), "Current password: ", true)?;
     let new = arg_or_ask(pos.get(1), "New password: ", true)?;
@@ -231,7 +231,7 @@ fn change_password(s: &mut Session, a: &Args) -> Res {
     Ok(Flow::Continue)
 }
 
-fn my_groups(s: &mut Session, a: &Args) -> Res {
+fn my_groups(s: &mut Session, a: &Args) -> CommandResult {
     a.exact(&[])?;
     let r = s.http.get("/users/groups")?;
     if s.json(a) {

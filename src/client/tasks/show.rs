@@ -6,7 +6,7 @@ use super::super::task_args::{
     filter, reporter, uuid_arg, CREATORS, EXIT_STATUS, FILTER_GROUP, FILTER_LABELS, FILTER_PRIORITY, FILTER_TAGS,
     LIMIT, OFFSET, REPORTER, STATES,
 };
-use super::super::{Flow, Res, Session};
+use super::super::{CommandResult, Flow, Session};
 use crate::api::*;
 use crate::opts::OptSpec;
 use std::time::Duration;
@@ -36,7 +36,7 @@ pub(super) const QUERY: Spec = Spec {
     ],
 };
 
-pub(super) fn get(s: &mut Session, a: &Args) -> Res {
+pub(super) fn get(s: &mut Session, a: &Args) -> CommandResult {
     let pos = a.exact(&["UUID"])?;
     let uuid = uuid_arg(a, &pos[0])?;
     let r = s.http.get(&format!("/tasks/{uuid}"))?;
@@ -130,7 +130,7 @@ fn show(t: &TaskQueryInfo) {
     }
 }
 
-pub(super) fn query(s: &mut Session, a: &Args) -> Res {
+pub(super) fn query(s: &mut Session, a: &Args) -> CommandResult {
     a.exact(&[])?;
     let req = TasksQueryReq {
         filter: filter(s, a)?,

@@ -4,7 +4,7 @@
 use super::super::args::{Args, Spec};
 use super::super::output::print_json;
 use super::super::task_args::{set, uuid_arg};
-use super::super::{Error, Flow, Res, Session};
+use super::super::{CommandResult, Error, Flow, Session};
 use super::duration_arg;
 use super::wait::wait;
 use crate::api::*;
@@ -141,7 +141,7 @@ fn watch(a: &Args) -> Result<Option<(Uuid, TaskExecState)>, Error> {
     Ok(Some((uuid, state)))
 }
 
-pub(super) fn submit(s: &mut Session, a: &Args) -> Res {
+pub(super) fn submit(s: &mut Session, a: &Args) -> CommandResult {
     let args = match &a.trailing {
         Some(t) => {
             if !a.pos.is_empty() {
@@ -193,7 +193,7 @@ pub(super) fn submit(s: &mut Session, a: &Args) -> Res {
     Ok(Flow::Continue)
 }
 
-pub(super) fn submit_many(s: &mut Session, a: &Args) -> Res {
+pub(super) fn submit_many(s: &mut Session, a: &Args) -> CommandResult {
     a.exact(&[])?;
     let file = a.value("file").ok_or_else(|| a.usage("missing -f <FILE>".into()))?;
     let text = std::fs::read_to_string(file).map_err(Error::file("cannot read", file))?;
@@ -222,7 +222,7 @@ pub(super) fn submit_many(s: &mut Session, a: &Args) -> Res {
     Ok(Flow::Continue)
 }
 
-pub(super) fn change(s: &mut Session, a: &Args) -> Res {
+pub(super) fn change(s: &mut Session, a: &Args) -> CommandResult {
     let pos = &a.pos;
     if pos.len() != 1 {
         return Err(a.usage(if pos.is_empty() {
