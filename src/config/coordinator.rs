@@ -193,6 +193,14 @@ impl CoordinatorConfig {
             metrics_token: l.string("metrics_token")?,
             metrics_token_file: l.path("metrics_token_file")?,
         };
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// Checks the values that each key's parser alone cannot: ranges, and keys that
+    /// depend on one another.
+    fn check(&self) -> Result<(), ConfigError> {
+        let cfg = self;
         if cfg.metrics_token.is_some() && cfg.metrics_token_file.is_some() {
             return Err(ConfigError::invalid(
                 "metrics_token",
@@ -254,7 +262,7 @@ impl CoordinatorConfig {
             }
             crate::api::time::check_max(key, d).map_err(|e| ConfigError::invalid(key, e))?;
         }
-        Ok(cfg)
+        Ok(())
     }
 }
 
