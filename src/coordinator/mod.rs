@@ -42,6 +42,7 @@ use crossbeam_channel::{bounded, select, Receiver, Sender};
 use error::StartError;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 const ABOUT: &str = "Run the mitosis coordinator";
@@ -270,20 +271,7 @@ pub fn run(mut cfg: CoordinatorConfig) -> Result<(), StartError> {
     let signals = crate::signal::listen();
     let keys = auth::Keys::load(&cfg.access_token_private_path, &cfg.access_token_public_path)?;
     let (shutdown, stopped) = Shutdown::new();
-    let redis_urls = match &cfg.redis_url {
-        Some(url) => {
-            let urls = redis::setup(
-                url,
-                cfg.redis_worker_password.as_deref(),
-                cfg.redis_client_password.as_deref(),
-                cfg.redis_skip_acl_rules,
-                Some((keys.derive_secret("redis mitosis_worker"), keys.derive_secret("redis mitosis_client"))),
-            )?;
-            log::info!("Redis ACL users ready for workers and clients");
-            Some(urls)
-        }
-        None => None,
-    };
+    let redis_urls = set_up_redis(&cfg, &keys)?;
 
     let storage = storage::Storage::from_config(&cfg, &keys)?;
     storage.ensure_buckets()?;
@@ -345,7 +333,17 @@ pub fn run(mut cfg: CoordinatorConfig) -> Result<(), StartError> {
             log::info!("metrics on http://{addr}/metrics (no authentication)");
         }
     }
+    handlers.extend(background);
+    wait_for_stop(&ctx, &signals, &stopped, handlers);
+    drop(server);
+    drop(metrics_server);
+    std::thread::sleep(Duration::from_millis(10));
+    log::info!("coordinator stopped");
+    Ok(())
+}
 
+/// Waits for a signal or `admin shutdown`, then stops every thread and waits for it.
+fn wait_for_stop(ctx: &Ctx, signals: &Receiver<i32>, stopped: &Receiver<()>, threads: Vec<JoinHandle<()>>) {
     select! {
         recv(signals) -> sig => {
             log::info!("received {}; shutting down", crate::signal::name(sig.unwrap_or(0)));
@@ -354,12 +352,22 @@ pub fn run(mut cfg: CoordinatorConfig) -> Result<(), StartError> {
     }
     ctx.shutdown.trigger();
     ctx.storage.close();
-    for h in handlers.into_iter().chain(background) {
+    for h in threads {
         let _ = h.join();
     }
-    drop(server);
-    drop(metrics_server);
-    std::thread::sleep(Duration::from_millis(10));
-    log::info!("coordinator stopped");
-    Ok(())
+}
+
+/// Creates the Redis ACL users for workers and clients (their passwords derived from the
+/// token key unless configured); None without Redis.
+fn set_up_redis(cfg: &CoordinatorConfig, keys: &auth::Keys) -> Result<Option<redis::RedisUrls>, StartError> {
+    let Some(url) = &cfg.redis_url else { return Ok(None) };
+    let urls = redis::setup(
+        url,
+        cfg.redis_worker_password.as_deref(),
+        cfg.redis_client_password.as_deref(),
+        cfg.redis_skip_acl_rules,
+        Some((keys.derive_secret("redis mitosis_worker"), keys.derive_secret("redis mitosis_client"))),
+    )?;
+    log::info!("Redis ACL users ready for workers and clients");
+    Ok(Some(urls))
 }
