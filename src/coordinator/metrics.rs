@@ -288,6 +288,45 @@ pub fn scrape(ctx: &Ctx) -> Reply {
         "histogram",
         "API requests by route (the endpoint's name) and status, from routing to the answer sent.",
     );
+    request_durations(w, m);
+    let (parked, connected) = ctx.scheduler.parked_counts();
+    gauge(w, "mito_parked_fetches", "Long-poll fetches waiting on this coordinator for a task.", parked as f64);
+    gauge(w, "mito_workers_connected", "Workers with a long-poll fetch waiting on this coordinator.", connected as f64);
+    counter(
+        w,
+        "mito_db_pool_waits_total",
+        "Connection checkouts that found every pooled connection busy.",
+        m.db_pool_waits.get(),
+    );
+    family(w, "mito_db_pool_wait_seconds_total", "counter", "Time checkouts spent waiting for a connection.");
+    sample(w, "mito_db_pool_wait_seconds_total", &[], m.db_pool_wait_micros.get() as f64 / 1e6);
+    family(w, "mito_db_errors_total", "counter", "Database failures by kind.");
+    for (kind, c) in [
+        ("checkout_timeout", &m.db_pool_timeouts),
+        ("connect", &m.db_connect_errors),
+        ("statement", &m.db_statement_errors),
+    ] {
+        sample(w, "mito_db_errors_total", &[("kind", kind)], c.get() as f64);
+    }
+    object_store(w, m);
+    counter(
+        w,
+        "mito_reaper_workers_removed_total",
+        "Workers this coordinator's reaper removed (silent, or past a task's timeout).",
+        m.reaped_workers.get(),
+    );
+    counter(
+        w,
+        "mito_reaper_tasks_requeued_total",
+        "Tasks this coordinator's reaper put back to Ready.",
+        m.requeued_tasks.get(),
+    );
+    out.push_str(&database_part(ctx));
+    Reply { status: 200, content_type: Some(CONTENT_TYPE), body: out.into_bytes(), headers: Vec::new() }
+}
+
+/// One histogram per route and status that has seen a request.
+fn request_durations(w: &mut String, m: &Metrics) {
     let mut status_text = String::new();
     for (r, row) in m.requests.iter().enumerate() {
         let route = Endpoint::NAMES.get(r).copied().unwrap_or(UNMATCHED);
@@ -311,25 +350,10 @@ pub fn scrape(ctx: &Ctx) -> Reply {
             );
         }
     }
-    let (parked, connected) = ctx.scheduler.parked_counts();
-    gauge(w, "mito_parked_fetches", "Long-poll fetches waiting on this coordinator for a task.", parked as f64);
-    gauge(w, "mito_workers_connected", "Workers with a long-poll fetch waiting on this coordinator.", connected as f64);
-    counter(
-        w,
-        "mito_db_pool_waits_total",
-        "Connection checkouts that found every pooled connection busy.",
-        m.db_pool_waits.get(),
-    );
-    family(w, "mito_db_pool_wait_seconds_total", "counter", "Time checkouts spent waiting for a connection.");
-    sample(w, "mito_db_pool_wait_seconds_total", &[], m.db_pool_wait_micros.get() as f64 / 1e6);
-    family(w, "mito_db_errors_total", "counter", "Database failures by kind.");
-    for (kind, c) in [
-        ("checkout_timeout", &m.db_pool_timeouts),
-        ("connect", &m.db_connect_errors),
-        ("statement", &m.db_statement_errors),
-    ] {
-        sample(w, "mito_db_errors_total", &[("kind", kind)], c.get() as f64);
-    }
+}
+
+/// The local object store's transfers and bytes, and the URLs signed for either store.
+fn object_store(w: &mut String, m: &Metrics) {
     family(w, "mito_object_transfers_total", "counter", "Transfers served by the local object store.");
     for (d, name) in DIRECTIONS.iter().enumerate() {
         sample(
@@ -349,20 +373,6 @@ pub fn scrape(ctx: &Ctx) -> Reply {
     for (d, name) in DIRECTIONS.iter().enumerate() {
         sample(w, "mito_object_urls_signed_total", &[("direction", name)], m.urls_signed[d].get() as f64);
     }
-    counter(
-        w,
-        "mito_reaper_workers_removed_total",
-        "Workers this coordinator's reaper removed (silent, or past a task's timeout).",
-        m.reaped_workers.get(),
-    );
-    counter(
-        w,
-        "mito_reaper_tasks_requeued_total",
-        "Tasks this coordinator's reaper put back to Ready.",
-        m.requeued_tasks.get(),
-    );
-    out.push_str(&database_part(ctx));
-    Reply { status: 200, content_type: Some(CONTENT_TYPE), body: out.into_bytes(), headers: Vec::new() }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
