@@ -25,9 +25,9 @@ mod worker;
 /// claim statement); not part of the library's interface.
 #[doc(hidden)]
 pub mod testing {
-    pub use crate::coordinator::auth::Keys;
+    pub use crate::coordinator::auth::{KeyError, Keys};
     pub use crate::coordinator::db::QUEUE_SETUP;
-    pub use crate::coordinator::http::percent_decode;
+    pub use crate::coordinator::http::{percent_decode, DecodeError};
     pub use crate::coordinator::scheduler::CLAIM;
     pub use crate::coordinator::storage::local_url;
 }

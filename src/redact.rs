@@ -14,7 +14,7 @@
 
 /// `url` without the password of its user-info (a user-info without a password, which may
 /// be a token, is hidden whole), its query string and its fragment.
-pub fn url(url: &str) -> String {
+pub(crate) fn url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return strip_query(url).to_string();
     };
@@ -37,7 +37,7 @@ fn strip_query(s: &str) -> &str {
 }
 
 /// A PostgreSQL connection string (a URL, or `key=value` pairs) with its password hidden.
-pub fn conninfo(s: &str) -> String {
+pub(crate) fn conninfo(s: &str) -> String {
     if s.contains("://") {
         return url(s);
     }
@@ -51,7 +51,7 @@ pub fn conninfo(s: &str) -> String {
 }
 
 /// `message` with every URL in it passed through [`url`].
-pub fn text(message: &str) -> String {
+pub(crate) fn text(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
     while let Some(at) = rest.find("://") {

@@ -134,7 +134,7 @@ const WORKERS: Group = Group {
     aliases: &[],
 };
 
-pub fn run(s: &mut Session, words: &[String]) -> CommandResult {
+pub(super) fn run(s: &mut Session, words: &[String]) -> CommandResult {
     ADMIN.run(s, words)
 }
 

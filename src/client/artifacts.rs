@@ -114,7 +114,7 @@ const ARTIFACTS: Group = Group {
     aliases: &[],
 };
 
-pub fn run(s: &mut Session, words: &[String]) -> CommandResult {
+pub(super) fn run(s: &mut Session, words: &[String]) -> CommandResult {
     ARTIFACTS.run(s, words)
 }
 
@@ -259,7 +259,7 @@ fn delete_batch(s: &mut Session, a: &Args, by_list: bool) -> CommandResult {
 }
 
 /// Streams a std-log archive (gzip'd tar) from `url`, handing each entry to `f` by path.
-pub fn read_std_log(
+pub(super) fn read_std_log(
     agent: &ureq::Agent,
     url: &str,
     mut f: impl FnMut(&str, &mut dyn Read) -> std::io::Result<()>,

@@ -109,12 +109,12 @@ const ATTACHMENTS: Group = Group {
     aliases: &[],
 };
 
-pub fn run(s: &mut Session, words: &[String]) -> CommandResult {
+pub(super) fn run(s: &mut Session, words: &[String]) -> CommandResult {
     ATTACHMENTS.run(s, words)
 }
 
 /// A key made tidy: `.` segments and doubled slashes dropped, `..` resolved, no leading `/`.
-pub fn clean_key(key: &str) -> String {
+pub(super) fn clean_key(key: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for seg in key.split('/') {
         match seg {
@@ -133,7 +133,7 @@ pub fn clean_key(key: &str) -> String {
 }
 
 /// The group and key an attachment argument names (`-g`, `--smart`, or your own group).
-pub fn resolve(s: &Session, group: Option<&str>, key: &str, smart: bool) -> Result<(String, String), Error> {
+pub(super) fn resolve(s: &Session, group: Option<&str>, key: &str, smart: bool) -> Result<(String, String), Error> {
     let key = clean_key(key);
     if let Some(g) = group {
         return Ok((g.to_string(), key));
@@ -214,7 +214,7 @@ fn upload(s: &mut Session, a: &Args) -> CommandResult {
 }
 
 /// Where a single download goes: `-o` (a directory keeps `name`), else `default`.
-pub fn destination(out: Option<&str>, name: &str, default: &str) -> PathBuf {
+pub(super) fn destination(out: Option<&str>, name: &str, default: &str) -> PathBuf {
     match out {
         Some(o) if Path::new(o).is_dir() => Path::new(o).join(name),
         Some(o) => PathBuf::from(o),
@@ -250,7 +250,7 @@ fn download(s: &mut Session, a: &Args) -> CommandResult {
     Ok(Flow::Continue)
 }
 
-pub fn url_and_size(r: &Value) -> Result<(String, u64), Error> {
+pub(super) fn url_and_size(r: &Value) -> Result<(String, u64), Error> {
     let url = r["url"].as_str().ok_or_else(|| Error::Failed("the coordinator gave no download URL".into()))?;
     Ok((url.to_string(), r["size"].as_i64().unwrap_or(0).max(0) as u64))
 }
@@ -353,7 +353,7 @@ fn download_batch(s: &mut Session, a: &Args, by_list: bool) -> CommandResult {
 }
 
 /// Downloads (or, with --no-download, lists) a batch and reports each file; fails if any did.
-pub fn run_batch(s: &Session, a: &Args, what: &str, jobs: Vec<Job>) -> Result<(), Error> {
+pub(super) fn run_batch(s: &Session, a: &Args, what: &str, jobs: Vec<Job>) -> Result<(), Error> {
     if a.has("no-download") {
         if s.json(a) {
             let v: Vec<Value> = jobs.iter().map(|j| json!({"name": j.name, "url": j.url, "size": j.size})).collect();

@@ -39,7 +39,7 @@ const GROUPS: Group = Group {
     aliases: &[],
 };
 
-pub fn run(s: &mut Session, words: &[String]) -> CommandResult {
+pub(super) fn run(s: &mut Session, words: &[String]) -> CommandResult {
     GROUPS.run(s, words)
 }
 
@@ -97,7 +97,7 @@ fn remove_user(s: &mut Session, a: &Args) -> CommandResult {
 }
 
 /// A role in any case (`Read`, `write`, `ADMIN`, `Write`...).
-pub fn parse_role(s: &str) -> Option<UserGroupRole> {
+pub(super) fn parse_role(s: &str) -> Option<UserGroupRole> {
     UserGroupRole::ALL.iter().find(|r| r.as_str().eq_ignore_ascii_case(s.trim())).copied()
 }
 

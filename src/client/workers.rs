@@ -78,7 +78,7 @@ const WORKERS: Group = Group {
     aliases: &[],
 };
 
-pub fn run(s: &mut Session, words: &[String]) -> CommandResult {
+pub(super) fn run(s: &mut Session, words: &[String]) -> CommandResult {
     WORKERS.run(s, words)
 }
 

@@ -21,7 +21,7 @@ const LOCK: i64 = 0x6d69_746f_0002;
 /// timeout itself; this catches workers that cannot).
 const TASK_GRACE_SECS: i64 = 60;
 
-pub fn spawn(ctx: Arc<Ctx>) -> Option<JoinHandle<()>> {
+pub(crate) fn spawn(ctx: Arc<Ctx>) -> Option<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("reaper".into())
         .spawn(move || super::supervised(&ctx, "reaper", || run(&ctx)))

@@ -9,7 +9,7 @@
 
 /// The URLs handed to workers (read/write on `task:*`) and clients (read and subscribe).
 #[derive(Debug, Clone)]
-pub struct RedisUrls {
+pub(crate) struct RedisUrls {
     pub worker: String,
     pub client: String,
 }
@@ -17,7 +17,7 @@ pub struct RedisUrls {
 /// Why the Redis ACL users could not be set up. URLs are shown without their password;
 /// `at` is "redis at host:port".
 #[derive(Debug)]
-pub enum RedisError {
+pub(crate) enum RedisError {
     NoScheme {
         url: String,
     },
@@ -87,7 +87,7 @@ fn host_port(url: &str) -> Result<String, RedisError> {
 /// `mitosis_client` users, and returns the URLs for each. A password not given is derived
 /// from the coordinator's signing key (`derived`), so replicas sharing a key, and restarts,
 /// agree on it instead of revoking each other's URLs; without one, `ACL GENPASS` makes it.
-pub fn setup(
+pub(crate) fn setup(
     url: &str,
     worker_password: Option<&str>,
     client_password: Option<&str>,

@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// The NOTIFY channel coordinators share.
-pub const CHANNEL: &str = "mito_tasks";
+pub(crate) const CHANNEL: &str = "mito_tasks";
 
 /// Past this many workers changed at once, one wake-up for every parked fetch is cheaper
 /// than one notification per worker.
@@ -57,7 +57,7 @@ const MAX_WORKER_WAKES: usize = 64;
 /// What a fetch that found nothing parks with: the worker, its deadline, and what it may
 /// run (read right after the claim that found nothing), so a wake-up finds the fetches it
 /// concerns without asking the database.
-pub struct ParkAs {
+pub(crate) struct ParkAs {
     pub worker: WorkerToken,
     worker_id: i64,
     pub deadline: Instant,
@@ -69,7 +69,7 @@ pub struct ParkAs {
 }
 
 /// A fetch waiting for a task.
-pub struct Parked {
+pub(crate) struct Parked {
     req: tiny_http::Request,
     how: ParkAs,
     /// When the request was taken up, and its route, for the request metrics.
@@ -108,7 +108,7 @@ impl Wake {
 }
 
 /// Parked fetches and the wake-ups not yet delivered to them.
-pub struct Scheduler {
+pub(crate) struct Scheduler {
     parked: Mutex<Vec<Parked>>,
     pending: Mutex<Vec<Wake>>,
     /// Set when the dispatcher has stopped: nobody would answer a fetch parked now.
@@ -135,7 +135,7 @@ fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Scheduler {
-    pub fn new() -> Scheduler {
+    pub(crate) fn new() -> Scheduler {
         let (kick_tx, kick_rx) = bounded(1);
         Scheduler {
             parked: Mutex::new(Vec::new()),
@@ -149,7 +149,7 @@ impl Scheduler {
     }
 
     /// Read before a claim; handed back in [`ParkAs`].
-    pub fn wake_seq(&self) -> u64 {
+    pub(crate) fn wake_seq(&self) -> u64 {
         self.seq.load(Ordering::SeqCst)
     }
 
@@ -171,12 +171,12 @@ impl Scheduler {
 
     /// Parks a fetch that found nothing. If a wake-up came since its claim
     /// looked, it gets another look at once.
-    pub fn park(&self, req: tiny_http::Request, how: ParkAs, since: Instant, route: Option<usize>) {
+    pub(crate) fn park(&self, req: tiny_http::Request, how: ParkAs, since: Instant, route: Option<usize>) {
         self.repark(Parked { req, how, since, route });
     }
 
     /// Parked fetches, and the distinct workers they come from.
-    pub fn parked_counts(&self) -> (usize, usize) {
+    pub(crate) fn parked_counts(&self) -> (usize, usize) {
         let parked = locked(&self.parked);
         let mut workers: Vec<i64> = parked.iter().map(|p| p.how.worker_id).collect();
         workers.sort_unstable();
@@ -197,18 +197,18 @@ impl Scheduler {
     }
 
     /// Wakes parked fetches of workers serving `group_id` (call after the commit).
-    pub fn wake_group(&self, group_id: i64) {
+    pub(crate) fn wake_group(&self, group_id: i64) {
         self.wake(Wake::Group(group_id));
     }
 
     /// Wakes the parked fetch of a worker whose tags or groups changed.
-    pub fn wake_worker(&self, worker_id: i64) {
+    pub(crate) fn wake_worker(&self, worker_id: i64) {
         self.wake(Wake::Worker(worker_id));
     }
 
     /// Wakes the parked fetches of workers that were removed or stopped, so they hear it
     /// now (the claim answers 401) instead of at their deadline or next heartbeat.
-    pub fn wake_workers(&self, ids: &[i64]) {
+    pub(crate) fn wake_workers(&self, ids: &[i64]) {
         if ids.len() > MAX_WORKER_WAKES {
             self.wake(Wake::All);
         } else {
@@ -227,7 +227,7 @@ impl Scheduler {
     /// Claims for the parked fetches that pending wake-ups concern, answering those that
     /// get a task. Handlers call this after answering their own request; the dispatcher
     /// for the rest.
-    pub fn deliver_wakes(&self, ctx: &Ctx) {
+    pub(crate) fn deliver_wakes(&self, ctx: &Ctx) {
         let wakes = std::mem::take(&mut *locked(&self.pending));
         if wakes.is_empty() {
             return;
@@ -254,7 +254,7 @@ impl Scheduler {
     }
 
     /// Queues a NOTIFY (sent at commit) telling other coordinators about ready tasks.
-    pub fn notify_group(&self, tx: &mut impl GenericClient, group_id: i64) -> Result<(), ApiError> {
+    pub(crate) fn notify_group(&self, tx: &mut impl GenericClient, group_id: i64) -> Result<(), ApiError> {
         tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &self.group_payload(group_id)])?;
         Ok(())
     }
@@ -265,13 +265,13 @@ impl Scheduler {
     }
 
     /// That payload without the group id, for SQL that appends it.
-    pub fn group_payload_prefix(&self) -> String {
+    pub(crate) fn group_payload_prefix(&self) -> String {
         format!("{}|g:", self.instance)
     }
 
     /// Queues NOTIFYs about removed or stopped workers (one for all of them past
     /// [`MAX_WORKER_WAKES`]), for their fetches parked on other coordinators.
-    pub fn notify_workers(&self, tx: &mut impl GenericClient, ids: &[i64]) -> Result<(), ApiError> {
+    pub(crate) fn notify_workers(&self, tx: &mut impl GenericClient, ids: &[i64]) -> Result<(), ApiError> {
         if ids.len() > MAX_WORKER_WAKES {
             let payload = format!("{}|all", self.instance);
             tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])?;
@@ -284,7 +284,7 @@ impl Scheduler {
     }
 
     /// Queues a NOTIFY about a worker's changed tags or groups.
-    pub fn notify_worker(&self, tx: &mut impl GenericClient, worker_id: i64) -> Result<(), ApiError> {
+    pub(crate) fn notify_worker(&self, tx: &mut impl GenericClient, worker_id: i64) -> Result<(), ApiError> {
         let payload = format!("{}|w:{worker_id}", self.instance);
         tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])?;
         Ok(())
@@ -349,7 +349,7 @@ static WORKER: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// What a fetch found.
-pub enum Claimed {
+pub(crate) enum Claimed {
     Task(WorkerTaskResp),
     /// Nothing to run now; park with this if the worker is willing to wait.
     Nothing(ParkAs),
@@ -370,7 +370,12 @@ fn task(r: &postgres::Row) -> Result<WorkerTaskResp, ApiError> {
 
 /// Gives the worker its task, or says what to park with. `WrongCredentials` when the
 /// worker no longer exists.
-pub fn claim(ctx: &Ctx, db: &mut super::db::Conn, worker: WorkerToken, deadline: Instant) -> Result<Claimed, ApiError> {
+pub(crate) fn claim(
+    ctx: &Ctx,
+    db: &mut super::db::Conn,
+    worker: WorkerToken,
+    deadline: Instant,
+) -> Result<Claimed, ApiError> {
     let seq = ctx.scheduler.wake_seq();
     let st = db.prepared(CLAIM.as_str())?;
     let lease = ctx.cfg.claim_lease.as_secs_f64();
@@ -398,7 +403,7 @@ pub fn claim(ctx: &Ctx, db: &mut super::db::Conn, worker: WorkerToken, deadline:
 }
 
 /// Starts the dispatcher and the LISTEN thread.
-pub fn spawn(ctx: Arc<Ctx>) -> Vec<JoinHandle<()>> {
+pub(crate) fn spawn(ctx: Arc<Ctx>) -> Vec<JoinHandle<()>> {
     let mut handles = Vec::new();
     let c = ctx.clone();
     match std::thread::Builder::new()

@@ -24,11 +24,11 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// How long a stopped task's group gets between SIGTERM and SIGKILL.
-pub const GRACE: Duration = Duration::from_secs(10);
+pub(super) const GRACE: Duration = Duration::from_secs(10);
 
 /// What the task sees: its directories and identity.
 #[derive(Debug, Clone)]
-pub struct TaskEnv {
+pub(super) struct TaskEnv {
     pub uuid: Uuid,
     pub upstream: Option<Uuid>,
     pub result_dir: PathBuf,
@@ -44,7 +44,7 @@ pub struct TaskEnv {
 
 /// How the run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ending {
+pub(super) enum Ending {
     Finished,
     TimedOut,
     Cancelled,
@@ -53,13 +53,13 @@ pub enum Ending {
 }
 
 #[derive(Debug)]
-pub struct Outcome {
+pub(super) struct Outcome {
     pub status: ExitStatus,
     pub ending: Ending,
 }
 
 /// Asks the kernel to hand us the task's orphans, so that we can reap them.
-pub fn become_subreaper() {
+pub(super) fn become_subreaper() {
     // SAFETY: prctl with integer arguments only.
     let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     if rc != 0 {
@@ -69,7 +69,7 @@ pub fn become_subreaper() {
 
 /// How a task is confined, decided once at start-up.
 #[derive(Debug, Clone, Default)]
-pub struct Confine {
+pub(crate) struct Confine {
     /// Switch to this user before exec (the worker runs as root).
     pub user: Option<TaskUser>,
     /// Run the task under a small init in a PID namespace of its own (needs root).
@@ -79,7 +79,7 @@ pub struct Confine {
 }
 
 /// The command line and environment of a task, as the README documents them.
-pub fn command(spec: &TaskSpec, env: &TaskEnv, confine: &Confine, cgroup: Option<&TaskCgroup>) -> Command {
+pub(super) fn command(spec: &TaskSpec, env: &TaskEnv, confine: &Confine, cgroup: Option<&TaskCgroup>) -> Command {
     let mut cmd = Command::new("/usr/bin/env");
     cmd.args(&spec.args);
     // The worker's own settings (MITO_USER, MITO_PASSWORD, MITO_PASSWORD_FILE, ...) are
@@ -141,7 +141,7 @@ mod child {
     /// remains in the namespace, setsid or not. C outlives T and exits with U's status, so
     /// the worker sees the task's own status. If the worker dies, C dies (parent-death
     /// signal), T dies with C, and the namespace with T.
-    pub fn setup(
+    pub(super) fn setup(
         pid_namespace: bool,
         ids: Option<Ids>,
         cgroup_procs: Option<&std::ffi::CStr>,
@@ -319,7 +319,7 @@ mod child {
 }
 
 /// Spawns the task and waits until it and its whole process group are gone.
-pub fn run(
+pub(super) fn run(
     spec: &TaskSpec,
     env: &TaskEnv,
     timeout: Duration,
@@ -429,7 +429,7 @@ fn group_alive(pgid: i32) -> bool {
 
 /// SIGTERM to the group, SIGKILL after `grace`, and waits (bounded) until the group is
 /// gone, reaping it. Returns the status of `pid` if it was reaped here.
-pub fn stop_group(pid: i32, pgid: i32, grace: Duration, shutdown: &super::Shutdown) -> Option<ExitStatus> {
+pub(super) fn stop_group(pid: i32, pgid: i32, grace: Duration, shutdown: &super::Shutdown) -> Option<ExitStatus> {
     let mut status = reap(pid, pgid);
     if !group_alive(pgid) {
         return status;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// The cadence while a task runs, so that a cancel reaches it within seconds.
-pub const BUSY_INTERVAL: Duration = Duration::from_secs(2);
+pub(super) const BUSY_INTERVAL: Duration = Duration::from_secs(2);
 
 #[derive(serde::Deserialize)]
 struct Cancellations {
@@ -25,7 +25,11 @@ struct Cancellations {
     cancel: Vec<Uuid>,
 }
 
-pub fn spawn(shared: Arc<Shared>, net: Arc<Net>, idle: Duration) -> std::io::Result<std::thread::JoinHandle<()>> {
+pub(super) fn spawn(
+    shared: Arc<Shared>,
+    net: Arc<Net>,
+    idle: Duration,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name("heartbeat".into()).spawn(move || run(&shared, &net, idle))
 }
 

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// `$XDG_CONFIG_HOME/mitosis/credentials` (or under `~/.config`).
-pub fn default_path() -> Option<PathBuf> {
+pub(super) fn default_path() -> Option<PathBuf> {
     crate::config::config_dir().map(|d| d.join("mitosis").join("credentials"))
 }
 
@@ -24,7 +24,7 @@ const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why no credential could be had.
 #[derive(Debug)]
-pub enum CredError {
+pub(crate) enum CredError {
     /// The coordinator could not be reached or answered 5xx: worth retrying later.
     Unreachable(String),
     /// The coordinator refused to check the password for a while (429, too many failed
@@ -61,7 +61,7 @@ impl std::fmt::Display for CredError {
 /// `refused` is a token the coordinator just refused (another login of the same user
 /// signed it out): a file entry still holding it is not worth asking about, but one that
 /// changed since (that other login saved its token there) is tried first.
-pub fn obtain(
+pub(super) fn obtain(
     agent: &ureq::Agent,
     base: &str,
     path: &Path,

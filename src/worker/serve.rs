@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// What the task loop needs to run one task after another.
-pub struct TaskRunner {
+pub(crate) struct TaskRunner {
     pub shared: Arc<Shared>,
     pub net: Arc<Net>,
     pub dirs: Dirs,

@@ -11,30 +11,30 @@ use std::time::Duration;
 use uuid::Uuid;
 
 /// A one-shot stop flag that also wakes every sleeper at once.
-pub struct Shutdown {
+pub(crate) struct Shutdown {
     flag: AtomicBool,
     tx: Mutex<Option<Sender<()>>>,
     rx: Receiver<()>,
 }
 
 impl Shutdown {
-    pub fn new() -> Shutdown {
+    pub(crate) fn new() -> Shutdown {
         let (tx, rx) = bounded(1);
         Shutdown { flag: AtomicBool::new(false), tx: Mutex::new(Some(tx)), rx }
     }
 
-    pub fn trigger(&self) {
+    pub(crate) fn trigger(&self) {
         self.flag.store(true, Ordering::SeqCst);
         // Dropping the sender wakes every `sleep`.
         self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
-    pub fn is_set(&self) -> bool {
+    pub(crate) fn is_set(&self) -> bool {
         self.flag.load(Ordering::SeqCst)
     }
 
     /// Sleeps for `d`; true if the stop came first.
-    pub fn sleep(&self, d: Duration) -> bool {
+    pub(crate) fn sleep(&self, d: Duration) -> bool {
         if self.is_set() {
             return true;
         }
@@ -51,7 +51,7 @@ impl Default for Shutdown {
 
 /// The running task, as the other threads need to see it.
 #[derive(Default)]
-pub struct Running {
+pub(crate) struct Running {
     pub uuid: Option<Uuid>,
     /// The task's process group while it exists.
     pub pgid: Option<i32>,
@@ -60,7 +60,7 @@ pub struct Running {
 }
 
 /// State shared by every thread of the worker.
-pub struct Shared {
+pub(crate) struct Shared {
     pub shutdown: Arc<Shutdown>,
     pub running: Mutex<Running>,
     /// Set by the heartbeat when a user cancelled the running task.
@@ -83,7 +83,7 @@ impl Shared {
         }
     }
 
-    pub fn current_task(&self) -> Option<Uuid> {
+    pub(crate) fn current_task(&self) -> Option<Uuid> {
         self.running.lock().unwrap_or_else(|p| p.into_inner()).uuid
     }
 

@@ -55,7 +55,7 @@ impl Shared {
 
     /// The coordinator no longer accepts this worker: stop the task and exit with
     /// [`super::EXIT_REMOVED`].
-    pub fn force_exit(&self, why: &str) -> ! {
+    pub(crate) fn force_exit(&self, why: &str) -> ! {
         log::warn!("{why}; exiting");
         self.exit(super::EXIT_REMOVED, false)
     }

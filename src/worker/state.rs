@@ -16,19 +16,19 @@ use std::time::Duration;
 use uuid::Uuid;
 
 /// Publishes task execution states to Redis (or drops them when there is none).
-pub struct StatePublisher {
+pub(crate) struct StatePublisher {
     conn: Option<Mutex<redis::Connection>>,
     warned: AtomicBool,
 }
 
 impl StatePublisher {
     /// No Redis at all.
-    pub fn none() -> StatePublisher {
+    pub(crate) fn none() -> StatePublisher {
         StatePublisher { conn: None, warned: AtomicBool::new(false) }
     }
 
     /// Connects to `url`; on failure logs a warning and carries on without Redis.
-    pub fn connect(url: &str) -> StatePublisher {
+    pub(crate) fn connect(url: &str) -> StatePublisher {
         let conn = redis::Client::open(url).and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)));
         match conn {
             Ok(c) => {
@@ -47,17 +47,13 @@ impl StatePublisher {
         }
     }
 
-    pub fn enabled(&self) -> bool {
-        self.conn.is_some()
-    }
-
     /// Sets and publishes `state` for `task`, with the expiry mitosis uses for it.
-    pub fn publish(&self, task: Uuid, state: TaskExecState) {
+    pub(crate) fn publish(&self, task: Uuid, state: TaskExecState) {
         self.publish_for(task, state, expiry(state));
     }
 
     /// Like `publish` with an explicit expiry (None: the key does not expire).
-    pub fn publish_for(&self, task: Uuid, state: TaskExecState, ex: Option<Duration>) {
+    pub(crate) fn publish_for(&self, task: Uuid, state: TaskExecState, ex: Option<Duration>) {
         let Some(conn) = &self.conn else { return };
         let key = format!("task:{task}");
         let code = state.code();
@@ -76,7 +72,7 @@ impl StatePublisher {
     }
 
     /// The state last published for `task`, if Redis has one.
-    pub fn current(&self, task: Uuid) -> Option<TaskExecState> {
+    pub(crate) fn current(&self, task: Uuid) -> Option<TaskExecState> {
         let conn = self.conn.as_ref()?;
         let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
         let v: Option<i32> = redis::cmd("GET").arg(format!("task:{task}")).query(&mut *c).ok()?;

@@ -26,7 +26,7 @@ const PREPARE_WINDOW: Duration = Duration::from_secs(30 * 60);
 const UPLOAD_WINDOW: Duration = Duration::from_secs(600);
 
 /// Runs one task to its commit. Returns Err only for 401 or a stop.
-pub fn handle(runner: &TaskRunner, task: WorkerTaskResp) -> Result<(), CallError> {
+pub(super) fn handle(runner: &TaskRunner, task: WorkerTaskResp) -> Result<(), CallError> {
     let started = Instant::now();
     runner.shared.begin(task.uuid);
     let r = handle_inner(runner, &task, started);
@@ -210,7 +210,7 @@ fn commit(
 }
 
 /// A raw wait status in words, for the per-task log line.
-pub fn describe_status(raw: i32) -> String {
+pub(super) fn describe_status(raw: i32) -> String {
     let s = std::process::ExitStatus::from_raw(raw);
     match (s.code(), s.signal()) {
         (Some(c), _) => format!("exit {c}"),
@@ -323,7 +323,7 @@ fn watch(runner: &TaskRunner, watched: Uuid, target: TaskExecState, deadline: In
 const WATCH_POLL: Duration = Duration::from_secs(2);
 
 /// Whether execution state `s` counts as having reached `target` (mitosis' matrix).
-pub fn reaches(s: TaskExecState, target: TaskExecState) -> bool {
+pub(super) fn reaches(s: TaskExecState, target: TaskExecState) -> bool {
     use TaskExecState::*;
     let rank = |x: TaskExecState| -> i32 {
         match x {

@@ -42,7 +42,7 @@ const TASKS: Group = Group {
     aliases: &[],
 };
 
-pub fn run(s: &mut Session, words: &[String]) -> CommandResult {
+pub(super) fn run(s: &mut Session, words: &[String]) -> CommandResult {
     TASKS.run(s, words)
 }
 

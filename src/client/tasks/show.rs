@@ -76,7 +76,7 @@ fn command_line(args: &[String]) -> String {
 }
 
 /// What a result means, in words.
-pub fn describe_result(r: &TaskResultSpec) -> String {
+pub(super) fn describe_result(r: &TaskResultSpec) -> String {
     let status = r.exit_status;
     let code = if status & 0x7f == 0 {
         format!("exit code {}", (status >> 8) & 0xff)

@@ -77,7 +77,7 @@ fn resources(a: &Args) -> Result<Vec<RemoteResourceDownload>, Error> {
 
 /// What is wrong with a `-r` resource; `spec` is the value as given.
 #[derive(Debug, PartialEq, Eq)]
-pub enum ResourceError {
+pub(super) enum ResourceError {
     Shape { spec: String },
     NotUuid { spec: String, uuid: String },
     NotArtifactType { spec: String, ty: String },
@@ -104,7 +104,7 @@ impl std::fmt::Display for ResourceError {
 impl std::error::Error for ResourceError {}
 
 /// `attachment=<KEY>:<LOCAL_PATH>` or `artifact=<UUID>:<TYPE>:<LOCAL_PATH>`.
-pub fn parse_resource(r: &str) -> Result<RemoteResourceDownload, ResourceError> {
+pub(super) fn parse_resource(r: &str) -> Result<RemoteResourceDownload, ResourceError> {
     let spec = || r.to_string();
     let (kind, rest) = r.split_once('=').ok_or_else(|| ResourceError::Shape { spec: spec() })?;
     let parts: Vec<&str> = rest.split(':').collect();

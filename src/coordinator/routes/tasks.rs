@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
 /// The most items one batch call takes.
-pub const MAX_BATCH: usize = 10_000;
+pub(crate) const MAX_BATCH: usize = 10_000;
 /// Uuids per lookup.
 const CHUNK: usize = 1024;
 
@@ -108,7 +108,7 @@ fn submit_groups<'a>(
 }
 
 /// `POST /tasks`.
-pub fn submit(ctx: &Ctx, call: &Call, token: &Claims) -> Result<Reply, ApiError> {
+pub(crate) fn submit(ctx: &Ctx, call: &Call, token: &Claims) -> Result<Reply, ApiError> {
     let req: SubmitTaskReq = call.json()?;
     let mut out = submit_all(ctx, token, std::slice::from_ref(&req))?;
     match out.pop() {
@@ -119,7 +119,7 @@ pub fn submit(ctx: &Ctx, call: &Call, token: &Claims) -> Result<Reply, ApiError>
 }
 
 /// `POST /tasks/submit`: a result per item, in order.
-pub fn submit_batch(ctx: &Ctx, call: &Call, token: &Claims) -> Result<Reply, ApiError> {
+pub(crate) fn submit_batch(ctx: &Ctx, call: &Call, token: &Claims) -> Result<Reply, ApiError> {
     let req: TasksSubmitReq = call.json()?;
     check_batch_len(req.tasks.len(), "Tasks list")?;
     let results =
@@ -139,7 +139,7 @@ fn find_visible(
 }
 
 /// `GET /tasks/{uuid}`: needs Read in the task's group.
-pub fn get(ctx: &Ctx, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
+pub(crate) fn get(ctx: &Ctx, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
     let mut db = ctx.pool.get()?;
     let found = find_visible(&mut *db, user, uuid, UserGroupRole::Read)?;
     let artifacts = tasks::artifacts(&mut *db, uuid)?;
@@ -147,7 +147,7 @@ pub fn get(ctx: &Ctx, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
 }
 
 /// `PUT /tasks/{uuid}`: changes a Ready task (Write).
-pub fn change(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
+pub(crate) fn change(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
     let req: ChangeTaskReq = call.json()?;
     if req.tags.is_none() && req.timeout.is_none() && req.priority.is_none() && req.task_spec.is_none() {
         return Err(ApiError::bad("No change specified: give tags, timeout, priority or task_spec"));
@@ -191,7 +191,7 @@ pub fn change(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Result<Rep
 
 /// `DELETE /tasks/{uuid}`: a Ready or Pending task is archived as cancelled at once; a
 /// Running one is marked, and its worker stops it (README: Extensions).
-pub fn cancel(ctx: &Ctx, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
+pub(crate) fn cancel(ctx: &Ctx, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
     let mut db = ctx.pool.get()?;
     let mut tx = db.transaction()?;
     let missing = || ApiError::NotFound(format!("Task with uuid {uuid}"));
@@ -215,7 +215,7 @@ pub fn cancel(ctx: &Ctx, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError>
 }
 
 /// `PUT /tasks/{uuid}/labels`: replaces the labels of an active or archived task (Write).
-pub fn labels(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
+pub(crate) fn labels(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
     let req: UpdateTaskLabelsReq = call.json()?;
     let labels: Vec<String> = req.labels.into_iter().collect();
     let mut db = ctx.pool.get()?;
@@ -226,7 +226,7 @@ pub fn labels(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Result<Rep
 
 /// `POST /tasks/query`: needs Read; limit and offset apply to the combined result, and
 /// both the page and the answer's size are bounded (see [`limits`]).
-pub fn query(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
+pub(crate) fn query(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
     let req: TasksQueryReq = call.json()?;
     let mut db = ctx.pool.get()?;
     let (group_name, mut q) = matching::authorized(&mut *db, user, &req.filter, UserGroupRole::Read)?;
@@ -240,7 +240,7 @@ pub fn query(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError>
 }
 
 /// `POST /tasks/cancel`: cancels matching Ready and Pending tasks (Write).
-pub fn cancel_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
+pub(crate) fn cancel_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
     let mut filter = call.json::<TasksCancelByFilterReq>()?.filter;
     let cancellable = [TaskState::Ready, TaskState::Pending];
     let states: BTreeSet<TaskState> = match &filter.states {
@@ -270,7 +270,7 @@ pub fn cancel_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply
 
 /// `POST /tasks/cancel/list`: cancels the listed Ready and Pending tasks the caller may
 /// write; the rest come back in `failed_uuids`.
-pub fn cancel_by_list(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
+pub(crate) fn cancel_by_list(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
     let req: TasksCancelByUuidsReq = call.json()?;
     check_batch_len(req.uuids.len(), "uuids")?;
     let codes = vec![TaskState::Ready.code(), TaskState::Pending.code()];
