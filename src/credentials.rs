@@ -1,7 +1,7 @@
 //! The credentials file shared by the client and the worker: one `username:token` line per
 //! user, lines joined by `\n` with no trailing newline (the mitosis format), written 0600.
 //!
-//! ```no_run
+//! ```ignore
 //! use std::path::Path;
 //! let path = Path::new("/home/me/.config/mitosis/credentials");
 //! mito::credentials::store(path, "alice", "dG9rZW4=").unwrap();

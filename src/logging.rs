@@ -1,7 +1,7 @@
 //! Logging setup shared by the coordinator and the worker: stderr always, plus an optional
 //! file that is either exactly `log_path` or a daily-rotated file in a directory.
 //!
-//! ```no_run
+//! ```ignore
 //! use mito::logging::{init, FileTarget};
 //! init(Some(FileTarget::Daily { dir: "/tmp/logs".into(), prefix: "127.0.0.1:5000.log".into() })).unwrap();
 //! log::info!("started");

@@ -3,7 +3,7 @@
 //! Each mode describes its options once as a table of [`OptSpec`]; the same table drives
 //! parsing (lexopt), `--help` text and the mapping of flags to configuration keys:
 //!
-//! ```
+//! ```ignore
 //! use mito::opts::{OptSpec, parse_opts, Parsed};
 //! const SPECS: &[OptSpec] = &[OptSpec::value("bind", Some('b'), "bind", "BIND", "The address to bind to")];
 //! let mut p = lexopt::Parser::from_args(["-b", "0.0.0.0:1"]);
@@ -376,5 +376,18 @@ mod tests {
         for s in ["-b, --bind <BIND>", "--file-log", "--tags <TAGS>...", "--config <CONFIG>", "--help", "--version"] {
             assert!(h.contains(s), "missing {s} in\n{h}");
         }
+    }
+}
+
+/// The module documentation's example, run (doc tests see only the public API).
+#[cfg(test)]
+mod doc_example {
+    #[test]
+    fn runs() {
+        use crate::opts::{parse_opts, OptSpec, Parsed};
+        const SPECS: &[OptSpec] = &[OptSpec::value("bind", Some('b'), "bind", "BIND", "The address to bind to")];
+        let mut p = lexopt::Parser::from_args(["-b", "0.0.0.0:1"]);
+        let Parsed::Run(args) = parse_opts(&mut p, "mito x", SPECS, false).unwrap() else { panic!() };
+        assert_eq!(args.values[0].key, "bind");
     }
 }

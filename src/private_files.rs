@@ -2,7 +2,7 @@
 //! artifacts) and the log file (which holds the shutdown secret) are created with mode
 //! 0700 for directories and 0600 for files, whatever the umask.
 //!
-//! ```no_run
+//! ```ignore
 //! use mito::private_files;
 //! private_files::create_dir_all("/tmp/store/a/b".as_ref()).unwrap(); // new ones are 0700
 //! let f = private_files::append("/tmp/store/log".as_ref()).unwrap(); // 0600

@@ -1,6 +1,6 @@
 //! SIGINT / SIGTERM delivered as messages on a channel.
 //!
-//! ```no_run
+//! ```ignore
 //! let signals = mito::signal::listen();
 //! let sig = signals.recv().unwrap(); // blocks until SIGINT or SIGTERM arrives
 //! ```

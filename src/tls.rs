@@ -2,7 +2,7 @@
 //! everyone to `https://` object storage. Pure Rust (rustls with *ring*, through ureq), so
 //! a static build stays static.
 //!
-//! ```no_run
+//! ```ignore
 //! use mito::tls::Tls;
 //! let tls = Tls::new(Some(std::path::Path::new("/etc/mito/ca.pem")), |m| eprintln!("warning: {m}")).unwrap();
 //! let agent = tls.agent_builder().timeout_connect(std::time::Duration::from_secs(10)).build();

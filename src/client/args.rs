@@ -1,7 +1,7 @@
 //! Parsing one client command's words (after its name) against a table of its flags, the
 //! same way on the command line and in interactive mode.
 //!
-//! ```
+//! ```ignore
 //! use mito::client::args::{parse, Spec};
 //! use mito::opts::OptSpec;
 //! const SPEC: Spec = Spec {
@@ -350,5 +350,25 @@ mod tests {
         let a = parse(&SPEC, &w(&["a", "b"])).unwrap().unwrap();
         assert!(a.exact(&["A"]).is_err());
         assert!(a.exact(&["A", "B", "C"]).is_err());
+    }
+}
+
+/// The module documentation's example, run (doc tests see only the public API).
+#[cfg(test)]
+mod doc_example {
+    #[test]
+    fn runs() {
+        use crate::client::args::{parse, Spec};
+        use crate::opts::OptSpec;
+        const SPEC: Spec = Spec {
+            name: "tasks get",
+            usage: "<UUID>",
+            about: "Show a task",
+            flags: &[OptSpec::opt("group", Some('g'), "GROUP", "The group")],
+        };
+        let words: Vec<String> = ["-g", "g1", "abc"].iter().map(|s| s.to_string()).collect();
+        let a = parse(&SPEC, &words).unwrap().unwrap();
+        assert_eq!(a.value("group"), Some("g1"));
+        assert_eq!(a.pos, vec!["abc"]);
     }
 }

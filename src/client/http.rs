@@ -1,7 +1,7 @@
 //! Talking to the coordinator: JSON in, JSON (or text) out, and errors turned into one line
 //! that says what failed and what the server said.
 //!
-//! ```no_run
+//! ```ignore
 //! use mito::client::http::Http;
 //! let tls = mito::tls::Tls::new(None, |m| eprintln!("warning: {m}")).unwrap();
 //! let mut h = Http::new("http://127.0.0.1:5000", &tls);

@@ -1,7 +1,7 @@
 //! Moving object bytes between local files and the presigned URLs the coordinator hands
 //! out, in constant memory at any size, with a progress bar on a terminal.
 //!
-//! ```no_run
+//! ```ignore
 //! use mito::client::transfer::{download, Progress};
 //! let agent = mito::client::http::agent(&mito::tls::Tls::new(None, |_| {}).unwrap());
 //! let pb = Progress::new("Downloading to out.bin", Some(1 << 20), true);

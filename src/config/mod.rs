@@ -5,7 +5,7 @@
 //! the `--config` file (which must exist) or else `./config.toml` if present ←
 //! `MITO_<KEY>` environment variables ← command-line flags.
 //!
-//! ```no_run
+//! ```ignore
 //! # use mito::config::{Layers, CliValue};
 //! let layers = Layers::load("coordinator", &["bind"], None, vec![]).unwrap();
 //! let bind: Option<String> = layers.string("bind").unwrap();

@@ -5,7 +5,7 @@
 //! `kind` claim (`user` or `worker`), which keeps a user named like a worker's uuid from
 //! acting as that worker:
 //!
-//! ```no_run
+//! ```ignore
 //! # use mito::coordinator::auth::Keys;
 //! # use std::time::Duration;
 //! let keys = Keys::load("private.pem".as_ref(), "public.pem".as_ref()).unwrap();

@@ -1,6 +1,6 @@
 //! PostgreSQL: the connection pool, startup connection with retries, and the schema.
 //!
-//! ```no_run
+//! ```ignore
 //! # use mito::coordinator::db::Pool;
 //! let pool = Pool::new("postgres://localhost/mito", 4);
 //! let mut conn = pool.get().unwrap();      // a pooled postgres::Client

@@ -1,7 +1,7 @@
 //! `ApiError`: every way a request can fail. The one place that maps each to an HTTP
 //! status and body is [`ApiError::reply`], in [`super::http`]:
 //!
-//! ```
+//! ```ignore
 //! use mito::coordinator::error::ApiError;
 //! let r = ApiError::NotFound("Task with uuid 1".into()).reply();
 //! assert_eq!(r.status, 404);
@@ -162,5 +162,17 @@ impl From<super::redis::RedisError> for StartError {
 impl From<super::storage::StorageError> for StartError {
     fn from(e: super::storage::StorageError) -> Self {
         StartError::Storage(e)
+    }
+}
+
+/// The module documentation's example, run (doc tests see only the public API).
+#[cfg(test)]
+mod doc_example {
+    #[test]
+    fn runs() {
+        use crate::coordinator::error::ApiError;
+        let r = ApiError::NotFound("Task with uuid 1".into()).reply();
+        assert_eq!(r.status, 404);
+        assert_eq!(r.body, br#"{"msg":"Task with uuid 1 not found"}"#);
     }
 }

@@ -1,12 +1,12 @@
 //! Query filters: a WHERE clause built from optional parts, every value a `$n` parameter.
 //!
-//! ```
+//! ```ignore
 //! use mito::coordinator::filter::{Sql, Comparison};
 //! let mut q = Sql::new();
 //! q.and("t.group_id = {}", 7i64);
 //! let c: Comparison = ">=3".parse().unwrap();
 //! q.and(&format!("t.priority {} {{}}", c.op), c.value);
-//! assert_eq!(q.where_clause(), " WHERE t.group_id = $1 AND t.priority >= $2");
+//! assert_eq!(q.conditions(), "t.group_id = $1 AND t.priority >= $2");
 //! ```
 
 use super::error::ApiError;
@@ -126,5 +126,19 @@ mod tests {
         assert_eq!(q.conditions(), "a = $1 AND c @> $2");
         assert_eq!(q.params().len(), 2);
         assert_eq!(q.bind(3i32), "$3");
+    }
+}
+
+/// The module documentation's example, run (doc tests see only the public API).
+#[cfg(test)]
+mod doc_example {
+    #[test]
+    fn runs() {
+        use crate::coordinator::filter::{Comparison, Sql};
+        let mut q = Sql::new();
+        q.and("t.group_id = {}", 7i64);
+        let c: Comparison = ">=3".parse().unwrap();
+        q.and(&format!("t.priority {} {{}}", c.op), c.value);
+        assert_eq!(q.conditions(), "t.group_id = $1 AND t.priority >= $2");
     }
 }

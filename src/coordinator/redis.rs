@@ -1,7 +1,7 @@
 //! Redis, when configured: the coordinator only sets up two ACL users and hands out URLs.
 //! Workers publish live task states under `task:{uuid}`; clients read and subscribe.
 //!
-//! ```no_run
+//! ```ignore
 //! # use mito::coordinator::redis::setup;
 //! let urls = setup("redis://:admin@127.0.0.1:6379", None, None, false, None).unwrap();
 //! println!("{}", urls.client); // redis://mitosis_client:<password>@127.0.0.1:6379/?protocol=resp3

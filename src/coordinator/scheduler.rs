@@ -292,9 +292,9 @@ impl Scheduler {
 }
 
 /// The claim, in one statement that also authenticates the worker: the best Ready task
-/// the worker may run, unless it holds a Running task (see [`WORKER`]). Runs on the queue
+/// the worker may run, unless it holds a Running task (see `WORKER`). Runs on the queue
 /// pool ([`super::db::QUEUE_SETUP`]). Kept lean: its executor setup is a good part of its
-/// cost, so everything a successful claim does not need is left to [`WORKER`].
+/// cost, so everything a successful claim does not need is left to `WORKER`.
 ///
 /// The enum codes are written into the text (from [`crate::api`]'s one list of codes)
 /// rather than bound, so the statement PostgreSQL plans is the one tuned with EXPLAIN: it
