@@ -186,6 +186,9 @@ mod child {
     /// Gives up root for the task user: groups, then gid, then uid (in that order, since
     /// each step needs the privilege the next one drops). Re-arms the parent-death signal,
     /// which a credential change clears.
+    ///
+    /// # Safety
+    /// Only between fork and exec in the child: async-signal-safe calls, no allocation.
     unsafe fn drop_privileges(ids: Option<Ids>) -> std::io::Result<()> {
         let Some((uid, gid, groups)) = ids else {
             return Ok(());
@@ -203,6 +206,9 @@ mod child {
     /// Closes every descriptor from 3 up except `keep`. Among them is the pipe on which the
     /// standard library learns that exec happened: only U may hold it, or `spawn` would
     /// wait for C and T to end.
+    ///
+    /// # Safety
+    /// Only between fork and exec in the child: async-signal-safe calls, no allocation.
     unsafe fn close_all_but(keep: libc::c_int) {
         // SAFETY: close_range on our own descriptor table.
         unsafe {
@@ -215,6 +221,9 @@ mod child {
 
     /// The worker's handlers would write into its signal pipe from here: back to default.
     /// For T, pid 1 of its namespace, default means these signals are ignored.
+    ///
+    /// # Safety
+    /// Only between fork and exec in the child: async-signal-safe calls, no allocation.
     unsafe fn default_signals() {
         for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT] {
             // SAFETY: signal(2) with SIG_DFL.
@@ -230,6 +239,9 @@ mod child {
     }
 
     /// T: pid 1 of the namespace. Never returns to the caller except in U.
+    ///
+    /// # Safety
+    /// Only between fork and exec in the child: async-signal-safe calls, no allocation.
     unsafe fn init(fds: [libc::c_int; 2], ids: Option<Ids>, grace: Duration) -> std::io::Result<()> {
         // SAFETY (whole function): raw syscalls; `fds` are ours.
         unsafe {
@@ -281,6 +293,9 @@ mod child {
     /// C: waits for T, then ends the way U ended. Ignores the termination signals sent to
     /// the task's group so that it outlives T (only SIGKILL ends it early, and then T and
     /// the namespace go with it).
+    ///
+    /// # Safety
+    /// Only between fork and exec in the child: async-signal-safe calls, no allocation.
     unsafe fn proxy(t: libc::pid_t, fds: [libc::c_int; 2]) -> std::io::Result<()> {
         // SAFETY (whole function): raw syscalls; `fds` are ours.
         unsafe {

@@ -48,6 +48,10 @@ extern "C" {
     static mut environ: *mut *mut libc::c_char;
 }
 
+/// The C library's `environ`.
+///
+/// # Safety
+/// No other thread may change the environment while the caller walks the array.
 unsafe fn libc_environ() -> *mut *mut libc::c_char {
     // SAFETY: reading the pointer value; the caller walks it.
     unsafe { std::ptr::addr_of!(environ).read() }
