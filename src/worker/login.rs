@@ -117,7 +117,7 @@ fn stored_token(
                 return Err(CredError::Unreachable(format!("{shown}/auth answered {s}")));
             }
             Err(ureq::Error::Status(..)) => {}
-            Err(ureq::Error::Transport(t)) => return Err(unreachable(&shown, &t)),
+            Err(ureq::Error::Transport(t)) => return Err(unreachable(shown, &t)),
         }
         log::warn!("the stored token for {u} in {} is no longer valid; logging in again", path.display());
         refused = Some(token);
