@@ -1,4 +1,4 @@
-//! What the worker's threads share: the stop flag every sleeper waits on, and the task that
+//! What the worker's threads share: the shutdown flag every sleeper waits on, and the task that
 //! is running (so the heartbeat can report it and a shutdown can stop it).
 
 use super::isolate;
@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use uuid::Uuid;
 
-/// A one-shot stop flag that also wakes every sleeper at once.
+/// The worker's shutdown signal: a one-shot flag that also wakes every sleeper at once
+/// (the coordinator's `Shutdown` is the same flag without the sleeps).
 pub(crate) struct Shutdown {
     flag: AtomicBool,
     tx: Mutex<Option<Sender<()>>>,
