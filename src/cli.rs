@@ -52,7 +52,7 @@ pub fn main() -> i32 {
         "coordinator" => crate::coordinator::main(&mut parser),
         "worker" => crate::worker::main(&mut parser),
         "client" => crate::client::main(&mut parser),
-        "manager" => not_yet(&mut parser, "manager", "Manage mitosis workers on this machine"),
+        "manager" => crate::manager::main(&mut parser),
         "bench" => crate::bench::main(&mut parser),
         "help" => {
             print!("{TOP_HELP}");
@@ -72,24 +72,5 @@ fn describe(arg: &lexopt::Arg) -> String {
         lexopt::Arg::Short(c) => format!("option -{c}"),
         lexopt::Arg::Long(l) => format!("option --{l}"),
         lexopt::Arg::Value(v) => format!("argument {:?}", v.to_string_lossy()),
-    }
-}
-
-/// For modes whose issue has not landed: answers --help / --version, otherwise exits 2.
-pub fn not_yet(parser: &mut lexopt::Parser, mode: &str, about: &str) -> i32 {
-    let cmd = format!("mito {mode}");
-    match parser.next() {
-        Ok(Some(lexopt::Arg::Short('h'))) | Ok(Some(lexopt::Arg::Long("help"))) => {
-            println!("{about}\n\nUsage: {cmd} [OPTIONS]\n\n`{cmd}` is not available yet in this version of mito.");
-            0
-        }
-        Ok(Some(lexopt::Arg::Short('V'))) | Ok(Some(lexopt::Arg::Long("version"))) => {
-            println!("mito {VERSION}");
-            0
-        }
-        _ => {
-            eprintln!("{cmd}: not available yet in mito {VERSION}");
-            2
-        }
     }
 }

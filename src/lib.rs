@@ -12,6 +12,7 @@ pub mod config;
 pub mod coordinator;
 pub mod credentials;
 pub mod logging;
+pub mod manager;
 pub mod opts;
 pub mod private_files;
 pub mod redact;

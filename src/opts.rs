@@ -29,6 +29,9 @@ pub struct OptSpec {
     pub help: &'static str,
     /// Repeatable, values accumulate into a list (`-t a -t b` or `-t a,b`).
     pub list: bool,
+    /// For a list: a value is split at commas (`-t a,b`); off for values that may hold
+    /// commas themselves (`--env CUDA_VISIBLE_DEVICES=0,1`).
+    pub split: bool,
 }
 
 impl OptSpec {
@@ -39,11 +42,11 @@ impl OptSpec {
         metavar: &'static str,
         help: &'static str,
     ) -> Self {
-        OptSpec { long, short, key: Some(key), metavar: Some(metavar), help, list: false }
+        OptSpec { long, short, key: Some(key), metavar: Some(metavar), help, list: false, split: false }
     }
 
     pub const fn switch(long: &'static str, short: Option<char>, key: &'static str, help: &'static str) -> Self {
-        OptSpec { long, short, key: Some(key), metavar: None, help, list: false }
+        OptSpec { long, short, key: Some(key), metavar: None, help, list: false, split: false }
     }
 
     pub const fn list(
@@ -53,17 +56,28 @@ impl OptSpec {
         metavar: &'static str,
         help: &'static str,
     ) -> Self {
-        OptSpec { list: true, ..Self::value(long, short, key, metavar, help) }
+        OptSpec { list: true, split: true, ..Self::value(long, short, key, metavar, help) }
+    }
+
+    /// A repeatable option whose values accumulate whole, commas included.
+    pub const fn repeated(
+        long: &'static str,
+        short: Option<char>,
+        key: &'static str,
+        metavar: &'static str,
+        help: &'static str,
+    ) -> Self {
+        OptSpec { list: true, split: false, ..Self::value(long, short, key, metavar, help) }
     }
 
     /// An option with a value and no configuration key: the mode or command reads it itself.
     pub const fn opt(long: &'static str, short: Option<char>, metavar: &'static str, help: &'static str) -> Self {
-        OptSpec { long, short, key: None, metavar: Some(metavar), help, list: false }
+        OptSpec { long, short, key: None, metavar: Some(metavar), help, list: false, split: false }
     }
 
     /// A switch with no configuration key.
     pub const fn flag(long: &'static str, short: Option<char>, help: &'static str) -> Self {
-        OptSpec { long, short, key: None, metavar: None, help, list: false }
+        OptSpec { long, short, key: None, metavar: None, help, list: false, split: false }
     }
 }
 
@@ -75,6 +89,7 @@ pub const CONFIG_OPT: OptSpec = OptSpec {
     metavar: Some("CONFIG"),
     help: "The path of the config file (an error if it does not exist)",
     list: false,
+    split: false,
 };
 
 /// What the parser found.
@@ -195,10 +210,14 @@ pub fn parse_opts(
             out.config = Some(PathBuf::from(value));
         } else if spec.list {
             let idx = specs.iter().position(|s| s.long == spec.long).expect("spec is from the table");
-            let items = value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
+            let items: Vec<String> = if spec.split {
+                value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
+            } else {
+                vec![value]
+            };
             match lists.iter_mut().find(|(i, _, _)| *i == idx) {
                 Some((_, v, _)) => v.extend(items),
-                None => lists.push((idx, items.collect(), shown)),
+                None => lists.push((idx, items, shown)),
             }
         } else {
             match spec.key {

@@ -96,10 +96,18 @@ const IFLAG: OptSpec = OptSpec {
     metavar: None,
     help: "Read commands from a [mito::client]> prompt after the given one (if any); quit, exit or Ctrl-D leave",
     list: false,
+    split: false,
 };
 
-const JFLAG: OptSpec =
-    OptSpec { long: "json", short: None, key: None, metavar: None, help: "Print every result as JSON", list: false };
+const JFLAG: OptSpec = OptSpec {
+    long: "json",
+    short: None,
+    key: None,
+    metavar: None,
+    help: "Print every result as JSON",
+    list: false,
+    split: false,
+};
 
 const SPECS: &[OptSpec] = &[
     OptSpec::value(

@@ -313,6 +313,17 @@ impl Layers {
     }
 }
 
+impl Layers {
+    /// A list whose items may hold commas: a TOML array of strings, or one string taken whole.
+    pub fn entries(&self, key: &str) -> Result<Option<Vec<String>>, ConfigError> {
+        self.typed(key, "a list of strings", |v| match v {
+            toml::Value::Array(a) => a.iter().map(|x| x.as_str().map(str::to_string)).collect(),
+            toml::Value::String(s) => Some(vec![s.clone()]),
+            _ => None,
+        })
+    }
+}
+
 /// `$XDG_CONFIG_HOME/mitosis/credentials` (or `~/.config/...`), shared by client and worker.
 pub fn default_credential_path() -> Option<PathBuf> {
     config_dir().map(|d| d.join("mitosis").join("credentials"))

@@ -38,6 +38,8 @@ pub struct WorkerConfig {
     /// Keep other sessions' tokens valid when logging in.
     pub retain: bool,
     pub skip_redis: bool,
+    /// `NAME=VALUE` settings added to every task's environment (a task's own `envs` win).
+    pub env: Vec<(String, String)>,
 }
 
 impl WorkerConfig {
@@ -61,6 +63,7 @@ impl WorkerConfig {
         "lifetime",
         "retain",
         "skip_redis",
+        "env",
     ];
 
     /// Builds the settings from merged layers, applying defaults and checking every value.
@@ -87,6 +90,7 @@ impl WorkerConfig {
             lifetime: l.duration("lifetime")?,
             retain: l.bool("retain")?.unwrap_or(false),
             skip_redis: l.bool("skip_redis")?.unwrap_or(false),
+            env: parse_env(l.entries("env")?.unwrap_or_default(), l.source("env"))?,
         };
         for (key, d) in [("polling_interval", cfg.polling_interval), ("heartbeat_interval", cfg.heartbeat_interval)] {
             if d.is_zero() {
@@ -115,6 +119,37 @@ impl WorkerConfig {
     }
 }
 
+/// Most `env` settings a worker takes, and the longest one: bounds on what a config can make
+/// every task carry.
+const MAX_ENV: usize = 256;
+const MAX_ENV_LEN: usize = 32 * 1024;
+
+/// `NAME=VALUE` items: a name of letters, digits and `_` not starting with a digit; the value
+/// may be empty and may hold `=` and commas.
+pub fn parse_env(items: Vec<String>, source: Option<&Source>) -> Result<Vec<(String, String)>, ConfigError> {
+    let from = source.map(|s| format!(" from {s}")).unwrap_or_default();
+    if items.len() > MAX_ENV {
+        return Err(ConfigError(format!("invalid value for `env`{from}: more than {MAX_ENV} settings")));
+    }
+    items
+        .into_iter()
+        .map(|item| {
+            let bad = |why: &str| ConfigError(format!("invalid value for `env`{from}: {item:?} {why}"));
+            let (name, value) = item.split_once('=').ok_or_else(|| bad("is not NAME=VALUE"))?;
+            let name_ok = !name.is_empty()
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !name_ok {
+                return Err(bad("needs a NAME of letters, digits and '_' (not starting with a digit)"));
+            }
+            if item.len() > MAX_ENV_LEN || value.contains('\0') {
+                return Err(bad("is longer than 32 KiB or holds a NUL byte"));
+            }
+            Ok((name.to_string(), value.to_string()))
+        })
+        .collect()
+}
+
 /// Checks a coordinator address: an http(s) URL with a host; returns it without a trailing slash.
 pub fn check_base_url(addr: &str, source: Option<&Source>) -> Result<String, ConfigError> {
     let from = source.map(|s| format!(" from {s}")).unwrap_or_default();
@@ -139,6 +174,17 @@ mod tests {
         assert_eq!(c.polling_interval, Duration::from_secs(180));
         assert_eq!(c.heartbeat_interval, Duration::from_secs(300));
         assert!(c.groups.is_empty() && c.tags.is_empty() && c.lifetime.is_none() && !c.file_log);
+    }
+
+    #[test]
+    fn env_settings_are_name_value_pairs_whose_values_keep_commas() {
+        let env = parse_env(vec!["CUDA_VISIBLE_DEVICES=0,1".into(), "A=b=c".into(), "E=".into()], None).unwrap();
+        assert_eq!(env[0], ("CUDA_VISIBLE_DEVICES".into(), "0,1".into()));
+        assert_eq!(env[1], ("A".into(), "b=c".into()));
+        assert_eq!(env[2], ("E".into(), String::new()));
+        for bad in ["NOEQUALS", "=x", "1A=x", "A B=x"] {
+            assert!(parse_env(vec![bad.into()], None).is_err(), "{bad}");
+        }
     }
 
     #[test]

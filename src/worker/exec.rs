@@ -38,6 +38,8 @@ pub struct TaskEnv {
     /// Where stdout/stderr go with `terminal_output`.
     pub stdout: PathBuf,
     pub stderr: PathBuf,
+    /// The worker's `--env` settings, applied before the task's own `envs`.
+    pub worker_env: Vec<(String, String)>,
 }
 
 /// How the run ended.
@@ -92,6 +94,7 @@ pub fn command(spec: &TaskSpec, env: &TaskEnv, confine: &Confine, cgroup: Option
         // The worker's own directory is not the task user's: start in the task's exec dir.
         cmd.current_dir(&env.exec_dir);
     }
+    cmd.envs(env.worker_env.iter().map(|(k, v)| (k, v)));
     cmd.envs(&spec.envs);
     // Set last, so that the task cannot override them.
     cmd.env("MITO_TASK_UUID", env.uuid.to_string())
@@ -471,11 +474,12 @@ mod tests {
             new_task: d.join("n.json"),
             stdout: d.join("o"),
             stderr: d.join("e2"),
+            worker_env: vec![("A".into(), "worker".into()), ("B".into(), "worker".into())],
         }
     }
 
     #[test]
-    fn mito_variables_override_the_specs_envs() {
+    fn mito_variables_override_the_specs_envs_which_override_the_workers() {
         let spec = TaskSpec {
             args: vec!["true".into()],
             envs: [("MITO_TASK_UUID".to_string(), "mine".to_string()), ("A".into(), "b".into())].into(),
@@ -490,6 +494,7 @@ mod tests {
         };
         assert_eq!(get("MITO_TASK_UUID").as_deref(), Some(Uuid::nil().to_string().as_str()));
         assert_eq!(get("A").as_deref(), Some("b"));
+        assert_eq!(get("B").as_deref(), Some("worker"));
         assert_eq!(cmd.get_program(), "/usr/bin/env");
     }
 }

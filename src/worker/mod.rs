@@ -9,6 +9,10 @@
 //! SIGTERM, `shutdown` (stops the task's process group, unregisters, exits 0; a second signal
 //! exits at once). Connection errors and 5xx answers are retried with backoff everywhere;
 //! the worker gives up only on a 401 (it was removed, or its lifetime ended) or a signal.
+//!
+//! Exit statuses (a supervisor such as `mito manager run` restarts on the others):
+//! 0 stopped by SIGINT/SIGTERM, 1 a failure (or a second signal), 2 a command-line or
+//! configuration mistake, [`EXIT_REMOVED`] the coordinator no longer accepts this worker.
 
 // ureq's error type is large; it only travels one call up, on the retry path.
 #![allow(clippy::result_large_err)]
@@ -27,7 +31,12 @@ mod shutdown;
 mod state;
 mod task;
 
+pub use isolate::{read_password_stdin, scrub_password_copies};
 pub use serve::Ctx;
+
+/// The exit status of a worker the coordinator answered 401: it was removed, or its
+/// lifetime ended. Starting it again would undo the removal, so supervisors do not.
+pub const EXIT_REMOVED: i32 = 3;
 pub use shared::{Running, Shared, Stop};
 
 use crate::config::worker::{DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_POLLING_INTERVAL};
@@ -43,7 +52,8 @@ use uuid::Uuid;
 
 const ABOUT: &str = "Run a mitosis worker";
 
-const SPECS: &[OptSpec] = &[
+/// The worker's options; `mito manager` takes them too and passes them on.
+pub const SPECS: &[OptSpec] = &[
     OptSpec::value("coordinator", Some('c'), "coordinator_addr", "COORDINATOR_ADDR", concat_str!("The address of the coordinator (default ", DEFAULT_COORDINATOR_ADDR, ")")),
     OptSpec::value("polling-interval", None, "polling_interval", "POLLING_INTERVAL", concat_str!("The interval to poll tasks when the coordinator has no long-poll, and the longest pause between retries (default ", DEFAULT_POLLING_INTERVAL, ")")),
     OptSpec::value("heartbeat-interval", None, "heartbeat_interval", "HEARTBEAT_INTERVAL", concat_str!("The interval to send heartbeat while idle (default ", DEFAULT_HEARTBEAT_INTERVAL, "; every 2s while a task runs)")),
@@ -62,6 +72,7 @@ const SPECS: &[OptSpec] = &[
     OptSpec::value("lifetime", None, "lifetime", "LIFETIME", "The lifetime of the worker to alive (e.g., 7d, 1year)"),
     OptSpec::switch("retain", None, "retain", "Keep the user's other tokens valid when logging in"),
     OptSpec::switch("skip-redis", None, "skip_redis", "Do not publish task states to Redis"),
+    OptSpec::repeated("env", Some('e'), "env", "NAME=VALUE", "Set this variable in every task's environment (repeat for more; a task's own envs win)"),
 ];
 
 const FOOTER: &str = "\
@@ -73,7 +84,7 @@ config.example.toml, e.g. polling_interval) or as an environment variable MITO_<
 Each task runs as `/usr/bin/env ARGS...` in a process group of its own, with
 MITO_TASK_UUID, MITO_RESULT_DIR, MITO_EXEC_DIR, MITO_RESOURCE_DIR, MITO_NEW_TASK and,
 for a downstream task, MITO_UPSTREAM_TASK_UUID; the worker's own MITO_* variables are
-removed. Working files live under $XDG_CACHE_HOME/mitosis/<worker id>/ (mode 0700).
+removed, --env settings added. Working files live under $XDG_CACHE_HOME/mitosis/<worker id>/ (mode 0700).
 Started as root, the worker runs each task in a PID namespace of its own (nothing of it
 survives it, or the worker) and, with --run-as, as that user.";
 
@@ -179,7 +190,7 @@ pub fn run(mut cfg: WorkerConfig) -> Result<(), String> {
     heartbeat::spawn(shared.clone(), net.clone(), cfg.heartbeat_interval)
         .map_err(|e| format!("cannot start the heartbeat thread: {e}"))?;
     log::info!("Worker is running");
-    let ctx = Ctx { shared: shared.clone(), net, dirs, states, confine };
+    let ctx = Ctx { shared: shared.clone(), net, dirs, states, confine, env: cfg.env };
     serve::serve(&ctx, cfg.polling_interval);
     // Only a stop gets here; the thread that stopped us finishes the exit.
     std::thread::sleep(Duration::from_secs(60));

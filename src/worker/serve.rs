@@ -14,6 +14,8 @@ pub struct Ctx {
     pub dirs: Dirs,
     pub states: state::Announcer,
     pub confine: exec::Confine,
+    /// `--env` settings for every task.
+    pub env: Vec<(String, String)>,
 }
 
 pub(super) fn serve(ctx: &Ctx, polling_interval: Duration) {

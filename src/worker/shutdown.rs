@@ -52,10 +52,11 @@ impl Shared {
         std::process::exit(code)
     }
 
-    /// The coordinator no longer accepts this worker: stop the task and exit.
+    /// The coordinator no longer accepts this worker: stop the task and exit with
+    /// [`super::EXIT_REMOVED`].
     pub fn force_exit(&self, why: &str) -> ! {
         log::warn!("{why}; exiting");
-        self.exit(0, false)
+        self.exit(super::EXIT_REMOVED, false)
     }
 }
 

@@ -67,6 +67,7 @@ fn handle_inner(ctx: &Ctx, task: &WorkerTaskResp, started: Instant) -> Result<()
         new_task: ctx.dirs.new_task.clone(),
         stdout: ctx.dirs.std.join("stdout.log"),
         stderr: ctx.dirs.std.join("stderr.log"),
+        worker_env: ctx.env.clone(),
     };
     ctx.states.announce(uuid, S::ExecSpawned);
     let outcome = match exec::run(&task.spec, &env, task.timeout, &ctx.shared, &ctx.confine) {

@@ -88,14 +88,6 @@ fn unknown_flags_and_missing_values_exit_2_with_one_line() {
 }
 
 #[test]
-fn modes_not_yet_available_exit_2() {
-    let home = TempDir::new("cli");
-    let o = run(&home, &["manager"]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(text(&o).1.contains("not available"), "{:?}", text(&o));
-}
-
-#[test]
 fn a_missing_config_file_is_an_error() {
     let home = TempDir::new("cli");
     let o = run(&home, &["coordinator", "--config", "/nonexistent/mito.toml"]);

@@ -18,6 +18,7 @@ mod http_limits;
 mod lifecycle;
 mod limits;
 mod login_limits;
+mod manager;
 mod permissions;
 mod redis_acl;
 mod reliability;
