@@ -256,9 +256,9 @@ verify_silently() {
 }
 check "systemd-analyze verify on both units, without a message" verify_silently "${units[@]}"
 
-# Runs the installed unit's Exec$2 line(s) as systemd would, with instance $3 and the
-# extra environment after it; prints the command line used. Specifiers: %i (instance),
-# %C (cache root), %d (the credentials directory, made here as LoadCredential= would).
+# Prints installed unit $1's $2= line (ExecStart, ExecStartPre) for instance $3, its
+# specifiers expanded as systemd would: %i (instance), %C (cache root), %d (the
+# credentials directory, $CREDS, made here as LoadCredential= would).
 unit_lines() {
     local unit=$1 key=$2 instance=$3
     sed -n "s/^$key=//p" "/lib/systemd/system/$unit" |
@@ -338,6 +338,7 @@ must "dpkg --purge mito" dpkg --purge mito
 INSTALLED=""
 check "purge: /etc/mito, /var/lib/mito and /var/cache/mito are gone" \
     test ! -e /etc/mito -a ! -e /var/lib/mito -a ! -e /var/cache/mito
+check "purge: the system user mito stays (README: Install)" getent passwd mito
 check "purge: dpkg forgot the package" bash -c '! dpkg-query -W mito 2>/dev/null | grep -q .'
 
 if [ "$FAILED" != 0 ]; then
