@@ -19,7 +19,7 @@ CREATE TABLE users (
     created_at         timestamptz NOT NULL DEFAULT now(),
     updated_at         timestamptz NOT NULL DEFAULT now(),
     admin              boolean     NOT NULL DEFAULT false,
-    state              integer     NOT NULL DEFAULT 0,
+    state              integer     NOT NULL DEFAULT 0, -- UserState::Active
     group_quota        integer     NOT NULL DEFAULT 8,
     group_count        integer     NOT NULL DEFAULT 1
 );
@@ -30,7 +30,7 @@ CREATE TABLE groups (
     creator_id    bigint      NOT NULL REFERENCES users (id),
     created_at    timestamptz NOT NULL DEFAULT now(),
     updated_at    timestamptz NOT NULL DEFAULT now(),
-    state         integer     NOT NULL DEFAULT 0,
+    state         integer     NOT NULL DEFAULT 0, -- GroupState::Active
     task_count    bigint      NOT NULL DEFAULT 0,       -- per-group task_id sequence
     storage_quota bigint      NOT NULL DEFAULT 16000000000,
     storage_used  bigint      NOT NULL DEFAULT 0
@@ -52,7 +52,7 @@ CREATE TABLE workers (
     labels           text[]      NOT NULL DEFAULT '{}',
     created_at       timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now(),
-    state            integer     NOT NULL DEFAULT 0,
+    state            integer     NOT NULL DEFAULT 0, -- WorkerState::Normal
     last_heartbeat   timestamptz NOT NULL DEFAULT now(),
     assigned_task_id bigint
 );
@@ -88,7 +88,7 @@ CREATE TABLE active_tasks (
     UNIQUE (group_id, task_id)
 );
 -- The claim walks Ready rows in claim order and stops at the first eligible one.
-CREATE INDEX active_tasks_ready ON active_tasks (priority DESC, id) WHERE state = 1;
+CREATE INDEX active_tasks_ready ON active_tasks (priority DESC, id) WHERE state = 1; -- TaskState::Ready
 CREATE INDEX active_tasks_assigned_worker ON active_tasks (assigned_worker) WHERE assigned_worker IS NOT NULL;
 
 CREATE TABLE archived_tasks (
@@ -118,7 +118,7 @@ CREATE TABLE attachments (
     id           bigserial PRIMARY KEY,
     group_id     bigint      NOT NULL REFERENCES groups (id),
     key          text        NOT NULL,
-    content_type integer     NOT NULL DEFAULT 0,
+    content_type integer     NOT NULL DEFAULT 0, -- AttachmentContentType::NoSet
     size         bigint      NOT NULL,
     created_at   timestamptz NOT NULL DEFAULT now(),
     updated_at   timestamptz NOT NULL DEFAULT now(),
@@ -168,6 +168,7 @@ ALTER TABLE group_worker ADD COLUMN vouched_by bigint REFERENCES users (id);
 UPDATE group_worker gw SET vouched_by = w.creator_id FROM workers w WHERE w.id = gw.worker_id;
 -- Links whose worker's owner has no Write role in the group were never vouched for by a
 -- member (attaching once checked nothing): they go, and a member attaches them again.
+-- (role 1: UserGroupRole::Write; state 2: UserState::Deleted.)
 DELETE FROM group_worker gw
 WHERE NOT EXISTS (SELECT 1 FROM user_group ug JOIN users u ON u.id = ug.user_id
                   WHERE ug.user_id = gw.vouched_by AND ug.group_id = gw.group_id AND ug.role >= 1 AND u.state <> 2);
@@ -186,3 +187,21 @@ CREATE INDEX active_tasks_upstream ON active_tasks (upstream_task_uuid) WHERE up
 ALTER TABLE workers ADD COLUMN confirms_claims boolean NOT NULL DEFAULT false;
 ALTER TABLE active_tasks ADD COLUMN claim_deadline timestamptz;
 CREATE INDEX active_tasks_claim_deadline ON active_tasks (claim_deadline) WHERE claim_deadline IS NOT NULL;
+
+-- migration 5: history for the per-group stats (GET /groups/{g}/stats)
+-- Once a minute the reaper records every group's Ready count (groups with none get no row)
+-- and that it sampled at all (queue_sample_minutes): a sampled minute without a row for a
+-- group reads 0, a minute nobody sampled reads "no sample". Rows older than a day go.
+CREATE TABLE queue_sample_minutes (
+    minute timestamptz PRIMARY KEY
+);
+CREATE TABLE queue_samples (
+    group_id bigint      NOT NULL,
+    minute   timestamptz NOT NULL,
+    ready    bigint      NOT NULL,
+    PRIMARY KEY (group_id, minute)
+);
+CREATE INDEX queue_samples_minute ON queue_samples (minute);
+-- Tasks of a group archived per minute: a range scan of this index, not a pass over the
+-- group's whole archive.
+CREATE INDEX archived_tasks_group_updated ON archived_tasks (group_id, updated_at);

@@ -18,4 +18,5 @@ pub mod private_files;
 pub mod redact;
 pub mod signal;
 mod terminal;
+pub mod tls;
 pub mod worker;

@@ -29,6 +29,53 @@ pub enum FileTarget {
     DailyKeep { dir: PathBuf, prefix: String, keep: usize },
 }
 
+/// Why logging could not be set up.
+#[derive(Debug)]
+pub enum LogError {
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The log file (`path`, or today's file in a rotated directory) cannot be opened.
+    Open {
+        path: Option<PathBuf>,
+        source: std::io::Error,
+    },
+    /// Another logger is installed already.
+    Install(log::SetLoggerError),
+    /// [`attach_file`] without [`init_late`] first.
+    NotLate,
+    /// [`attach_file`] called twice.
+    AlreadyAttached,
+}
+
+impl std::fmt::Display for LogError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LogError::CreateDir { path, source } => {
+                write!(f, "cannot create log directory {}: {source}", path.display())
+            }
+            LogError::Open { path: Some(path), source } => {
+                write!(f, "cannot open log file {}: {source}", path.display())
+            }
+            LogError::Open { path: None, source } => write!(f, "cannot open log file: {source}"),
+            LogError::Install(e) => write!(f, "cannot install the logger: {e}"),
+            LogError::NotLate => f.write_str("the logger was not installed with init_late"),
+            LogError::AlreadyAttached => f.write_str("a log file is already attached"),
+        }
+    }
+}
+
+impl std::error::Error for LogError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LogError::CreateDir { source, .. } | LogError::Open { source, .. } => Some(source),
+            LogError::Install(e) => Some(e),
+            LogError::NotLate | LogError::AlreadyAttached => None,
+        }
+    }
+}
+
 fn level() -> LevelFilter {
     for var in ["MITO_LOG", "RUST_LOG"] {
         if let Ok(v) = std::env::var(var) {
@@ -41,7 +88,7 @@ fn level() -> LevelFilter {
 }
 
 /// Installs the global logger. Fails only if the log file cannot be opened.
-pub fn init(file: Option<FileTarget>) -> Result<(), String> {
+pub fn init(file: Option<FileTarget>) -> Result<(), LogError> {
     let level = level();
     let config = config();
     let color = color();
@@ -60,7 +107,7 @@ pub fn init(file: Option<FileTarget>) -> Result<(), String> {
         }
         None => {}
     }
-    CombinedLogger::init(loggers).map_err(|e| format!("cannot install the logger: {e}"))
+    CombinedLogger::init(loggers).map_err(LogError::Install)
 }
 
 /// A file that starts anew each UTC day.
@@ -125,21 +172,21 @@ impl Write for DailyFile {
 
 /// Installs a logger that writes to stderr now and to a file attached later with
 /// [`attach_file`] (the worker learns its file name only once it is registered).
-pub fn init_late() -> Result<(), String> {
+pub fn init_late() -> Result<(), LogError> {
     let level = level();
     let logger: &'static LateLogger = Box::leak(Box::new(LateLogger {
         level,
         term: TermLogger::new(level, config(), TerminalMode::Stderr, color()),
         file: std::sync::OnceLock::new(),
     }));
-    log::set_logger(logger).map_err(|e| format!("cannot install the logger: {e}"))?;
+    log::set_logger(logger).map_err(LogError::Install)?;
     log::set_max_level(level);
     let _ = LATE.set(logger);
     Ok(())
 }
 
 /// Adds the file sink to the logger of [`init_late`]; every line gets `prefix` when one is given.
-pub fn attach_file(target: FileTarget, prefix: Option<String>) -> Result<(), String> {
+pub fn attach_file(target: FileTarget, prefix: Option<String>) -> Result<(), LogError> {
     let writer: Box<dyn Write + Send> = match target {
         FileTarget::Exact(path) => Box::new(open_exact(&path)?),
         FileTarget::Daily { dir, prefix } => Box::new(daily(dir, prefix, 0)?),
@@ -150,26 +197,26 @@ pub fn attach_file(target: FileTarget, prefix: Option<String>) -> Result<(), Str
         None => writer,
     };
     let Some(late) = LATE.get() else {
-        return Err("the logger was not installed with init_late".into());
+        return Err(LogError::NotLate);
     };
     let sink = WriteLogger::new(late.level, config(), writer);
-    late.file.set(sink).map_err(|_| "a log file is already attached".to_string())
+    late.file.set(sink).map_err(|_| LogError::AlreadyAttached)
 }
 
 /// The log file at `path`, 0600 (it holds secrets such as the coordinator's shutdown
 /// secret); directories created for it are 0700.
-fn open_exact(path: &std::path::Path) -> Result<File, String> {
+fn open_exact(path: &std::path::Path) -> Result<File, LogError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         private_files::create_dir_all(parent)
-            .map_err(|e| format!("cannot create log directory {}: {e}", parent.display()))?;
+            .map_err(|source| LogError::CreateDir { path: parent.to_path_buf(), source })?;
     }
-    private_files::append(path).map_err(|e| format!("cannot open log file {}: {e}", path.display()))
+    private_files::append(path).map_err(|source| LogError::Open { path: Some(path.to_path_buf()), source })
 }
 
-fn daily(dir: PathBuf, prefix: String, keep: usize) -> Result<DailyFile, String> {
-    private_files::create_dir_all(&dir).map_err(|e| format!("cannot create log directory {}: {e}", dir.display()))?;
+fn daily(dir: PathBuf, prefix: String, keep: usize) -> Result<DailyFile, LogError> {
+    private_files::create_dir_all(&dir).map_err(|source| LogError::CreateDir { path: dir.clone(), source })?;
     let mut w = DailyFile { dir, prefix, date: String::new(), file: None, keep };
-    w.rotate().map_err(|e| format!("cannot open log file: {e}"))?;
+    w.rotate().map_err(|source| LogError::Open { path: None, source })?;
     Ok(w)
 }
 

@@ -118,11 +118,38 @@ impl ParsedArgs {
 
 /// A command-line mistake: the message is one line; the caller exits with status 2.
 #[derive(Debug)]
-pub struct CliError(pub String);
+pub enum CliError {
+    /// Something wrong in `cmd`'s words (an unknown flag, a missing value): `what` says
+    /// what, and the message points at `cmd --help`.
+    Usage { cmd: String, what: String },
+    /// An argument (`what`: "an argument", or the flag it is the value of) that is not UTF-8.
+    NotUtf8 { what: String, value: OsString },
+    /// The parser's own complaint about the words after the first positional.
+    Parser(lexopt::Error),
+}
+
+impl CliError {
+    pub fn usage(cmd: &str, what: impl std::fmt::Display) -> Self {
+        CliError::Usage { cmd: cmd.to_string(), what: what.to_string() }
+    }
+}
 
 impl std::fmt::Display for CliError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            CliError::Usage { cmd, what } => f.write_str(&usage_message(cmd, what)),
+            CliError::NotUtf8 { what, value } => write!(f, "the value {value:?} of {what} is not valid UTF-8"),
+            CliError::Parser(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for CliError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CliError::Parser(e) => Some(e),
+            _ => None,
+        }
     }
 }
 
@@ -140,12 +167,12 @@ pub fn find_option<'a>(cmd: &str, specs: &'a [OptSpec], arg: &lexopt::Arg) -> Re
         Arg::Short(c) => (specs.iter().find(|s| s.short == Some(*c)), format!("-{c}")),
         Arg::Value(v) => {
             let what = format!("unexpected argument {:?}", v.to_string_lossy());
-            return Err(CliError(usage_message(cmd, &what)));
+            return Err(CliError::usage(cmd, what));
         }
     };
     match found {
         Some(spec) => Ok((spec, shown)),
-        None => Err(CliError(usage_message(cmd, &format!("unknown option {shown}")))),
+        None => Err(CliError::usage(cmd, format_args!("unknown option {shown}"))),
     }
 }
 
@@ -165,7 +192,7 @@ pub fn option_lines<'a>(specs: impl IntoIterator<Item = &'a OptSpec>) -> String 
 }
 
 fn os_to_string(v: OsString, what: &str) -> Result<String, CliError> {
-    v.into_string().map_err(|v| CliError(format!("the value {v:?} of {what} is not valid UTF-8")))
+    v.into_string().map_err(|value| CliError::NotUtf8 { what: what.to_string(), value })
 }
 
 /// Parses options until the end of the arguments (or `--`, after which all are positionals).
@@ -179,7 +206,7 @@ pub fn parse_opts(
     let mut out = ParsedArgs::default();
     let mut lists: Vec<(usize, Vec<String>, String)> = Vec::new();
     loop {
-        let arg = parser.next().map_err(|e| CliError(usage_message(cmd, &e.to_string())))?;
+        let arg = parser.next().map_err(|e| CliError::usage(cmd, e))?;
         let Some(arg) = arg else { break };
         let (spec, shown) = match arg {
             Arg::Short('h') | Arg::Long("help") => return Ok(Parsed::Help),
@@ -187,7 +214,7 @@ pub fn parse_opts(
             Arg::Long("config") => (&CONFIG_OPT, "--config".to_string()),
             Arg::Value(v) if allow_positionals => {
                 out.positionals.push(os_to_string(v, "an argument")?);
-                for rest in parser.raw_args().map_err(|e| CliError(e.to_string()))? {
+                for rest in parser.raw_args().map_err(CliError::Parser)? {
                     out.positionals.push(os_to_string(rest, "an argument")?);
                 }
                 break;
@@ -203,7 +230,7 @@ pub fn parse_opts(
         }
         let value = parser.value().map_err(|_| {
             let metavar = spec.metavar.unwrap_or("VALUE");
-            CliError(usage_message(cmd, &format!("{shown} needs a value <{metavar}>")))
+            CliError::usage(cmd, format_args!("{shown} needs a value <{metavar}>"))
         })?;
         let value = os_to_string(value, &shown)?;
         if spec.long == "config" {
@@ -260,7 +287,7 @@ pub fn config_error(cmd: &str, e: &crate::config::ConfigError) -> i32 {
 
 /// Logs the config warnings, runs a mode, and turns its outcome into the exit status
 /// (an error is logged and gives 1).
-pub fn run_logged(warnings: &[String], run: impl FnOnce() -> Result<(), String>) -> i32 {
+pub fn run_logged<E: std::fmt::Display>(warnings: &[String], run: impl FnOnce() -> Result<(), E>) -> i32 {
     for w in warnings {
         log::warn!("{w}");
     }
@@ -327,9 +354,9 @@ mod tests {
 
     #[test]
     fn unknown_flags_and_missing_values_are_one_line_errors() {
-        let e = run(&["--nope"]).unwrap_err().0;
-        assert!(e.contains("--nope") && !e.contains('\n'), "{e}");
-        let e = run(&["--bind"]).unwrap_err().0;
+        let e = run(&["--nope"]).unwrap_err().to_string();
+        assert_eq!(e, "mito t: unknown option --nope (see `mito t --help`)");
+        let e = run(&["--bind"]).unwrap_err().to_string();
         assert!(e.contains("--bind") && e.contains("BIND") && !e.contains('\n'), "{e}");
         assert!(run(&["stray"]).is_err());
     }

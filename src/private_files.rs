@@ -41,3 +41,17 @@ pub fn append(path: &Path) -> io::Result<File> {
     }
     Ok(f)
 }
+
+/// The first line of a secret file (without its line ending), reading at most `max` bytes:
+/// a token or password kept out of command lines and configuration files.
+pub fn read_first_line(path: &Path, max: usize) -> io::Result<String> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    File::open(path)?.take(max as u64 + 1).read_to_end(&mut buf)?;
+    let line = buf.split(|b| *b == b'\n').next().unwrap_or(&[]);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.len() > max {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("its first line is longer than {max} bytes")));
+    }
+    String::from_utf8(line.to_vec()).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "it is not UTF-8 text"))
+}

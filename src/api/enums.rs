@@ -9,6 +9,24 @@
 //! assert_eq!(r.code(), 1);
 //! ```
 
+/// A spelling that names no variant of the wire enum `kind`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownVariant {
+    /// The enum's name, e.g. `TaskState`.
+    pub kind: &'static str,
+    pub given: String,
+    /// The accepted spellings, comma-separated.
+    pub expected: String,
+}
+
+impl std::fmt::Display for UnknownVariant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unknown {} {:?}: expected one of {}", self.kind, self.given, self.expected)
+    }
+}
+
+impl std::error::Error for UnknownVariant {}
+
 macro_rules! wire_enum {
     ($(#[$m:meta])* $name:ident { $($var:ident = $code:literal => $canon:literal $(| $alias:literal)*),+ $(,)? }) => {
         $(#[$m])*
@@ -52,10 +70,13 @@ macro_rules! wire_enum {
         }
 
         impl std::str::FromStr for $name {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                Self::parse(s).ok_or_else(|| format!(
-                    "unknown {} {s:?}: expected one of {}", stringify!($name), Self::expected()))
+            type Err = UnknownVariant;
+            fn from_str(s: &str) -> Result<Self, UnknownVariant> {
+                Self::parse(s).ok_or_else(|| UnknownVariant {
+                    kind: stringify!($name),
+                    given: s.to_string(),
+                    expected: Self::expected(),
+                })
             }
         }
 

@@ -8,6 +8,33 @@
 //! assert_eq!(QuotaChange::parse("+1GiB", parse_size).unwrap().apply(5), (1 << 30) + 5);
 //! ```
 
+/// Why a quota string was refused; the text says what is accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QuotaError {
+    Empty,
+    /// Not a whole number of groups.
+    NotCount(String),
+    /// Not a byte size.
+    NotSize(String),
+    /// A size above what the database can hold.
+    TooLarge(String),
+}
+
+impl std::fmt::Display for QuotaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QuotaError::Empty => f.write_str("the quota is empty: give N, +N, -N or =N"),
+            QuotaError::NotCount(s) => write!(f, "{s:?} is not a whole number (expected N, +N, -N or =N)"),
+            QuotaError::NotSize(s) => {
+                write!(f, "{s:?} is not a size (expected e.g. 10GB, 500MB, 1GiB or a number of bytes)")
+            }
+            QuotaError::TooLarge(s) => write!(f, "{s:?} is too large"),
+        }
+    }
+}
+
+impl std::error::Error for QuotaError {}
+
 /// How to change a quota.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuotaChange {
@@ -18,14 +45,14 @@ pub enum QuotaChange {
 
 impl QuotaChange {
     /// Parses the operator and hands the amount to `amount`.
-    pub fn parse(s: &str, amount: impl Fn(&str) -> Result<i64, String>) -> Result<QuotaChange, String> {
+    pub fn parse(s: &str, amount: impl Fn(&str) -> Result<i64, QuotaError>) -> Result<QuotaChange, QuotaError> {
         let s = s.trim();
         let (ctor, rest): (fn(i64) -> QuotaChange, &str) = match s.as_bytes().first() {
             Some(b'+') => (QuotaChange::Add, &s[1..]),
             Some(b'-') => (QuotaChange::Sub, &s[1..]),
             Some(b'=') => (QuotaChange::Set, &s[1..]),
             Some(_) => (QuotaChange::Set, s),
-            None => return Err("the quota is empty: give N, +N, -N or =N".into()),
+            None => return Err(QuotaError::Empty),
         };
         Ok(ctor(amount(rest.trim())?))
     }
@@ -42,16 +69,16 @@ impl QuotaChange {
 }
 
 /// A whole number of groups.
-pub fn parse_count(s: &str) -> Result<i64, String> {
-    s.parse::<u32>().map(i64::from).map_err(|_| format!("{s:?} is not a whole number (expected N, +N, -N or =N)"))
+pub fn parse_count(s: &str) -> Result<i64, QuotaError> {
+    s.parse::<u32>().map(i64::from).map_err(|_| QuotaError::NotCount(s.to_string()))
 }
 
 /// A byte size such as `500MB`, `1.5GiB`, `10 gb` or `1024`.
-pub fn parse_size(s: &str) -> Result<i64, String> {
+pub fn parse_size(s: &str) -> Result<i64, QuotaError> {
     let s = s.trim();
     let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let err = || format!("{s:?} is not a size (expected e.g. 10GB, 500MB, 1GiB or a number of bytes)");
+    let err = || QuotaError::NotSize(s.to_string());
     if num.is_empty() {
         return Err(err());
     }
@@ -74,7 +101,7 @@ pub fn parse_size(s: &str) -> Result<i64, String> {
     };
     let bytes = (value * mult).round();
     if !(0.0..=i64::MAX as f64).contains(&bytes) {
-        return Err(format!("{s:?} is too large"));
+        return Err(QuotaError::TooLarge(s.to_string()));
     }
     Ok(bytes as i64)
 }
@@ -110,6 +137,7 @@ mod tests {
         assert!(parse_size("10XB").is_err());
         assert!(parse_size("").is_err());
         assert!(parse_size("99999999999EB").is_err());
+        assert_eq!(parse_size("99999999999PB"), Err(QuotaError::TooLarge("99999999999PB".into())));
     }
 
     #[test]
@@ -120,7 +148,9 @@ mod tests {
         assert_eq!(QuotaChange::parse("10GB", parse_size).unwrap().apply(1), 10_000_000_000);
         assert_eq!(QuotaChange::parse("+3", parse_count).unwrap().apply(8), 11);
         assert!(QuotaChange::parse("+x", parse_count).is_err());
-        assert!(QuotaChange::parse("", parse_count).is_err());
+        assert_eq!(QuotaChange::parse("", parse_count), Err(QuotaError::Empty));
+        let e = QuotaChange::parse("+x", parse_count).unwrap_err();
+        assert_eq!(e.to_string(), r#""x" is not a whole number (expected N, +N, -N or =N)"#);
         assert_eq!(QuotaChange::Add(1).apply(i64::MAX), i64::MAX);
     }
 

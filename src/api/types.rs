@@ -99,6 +99,25 @@ pub struct CreateGroupReq {
     pub group_name: String,
 }
 
+/// `GET /groups/{g}/stats` (a mito extension): one point per minute, oldest first, the last
+/// one the current minute.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupStats {
+    pub group_name: String,
+    pub window_minutes: u32,
+    pub points: Vec<StatsPoint>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatsPoint {
+    /// The minute's start, RFC 3339 in UTC (`2026-01-02T03:04:00Z`).
+    pub minute: String,
+    /// Tasks of the group archived in that minute (finished, failed or cancelled).
+    pub finished: i64,
+    /// The group's Ready queue depth sampled in that minute; None when nobody sampled.
+    pub ready: Option<i64>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GroupQueryInfo {
     pub group_name: String,
@@ -238,8 +257,11 @@ pub struct TaskQueryResp {
     pub artifacts: Vec<ArtifactQueryResp>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct TasksQueryReq {
+/// The task filter the query, cancel and artifact batch bodies share, flattened into
+/// each: its fields come first on the wire, in this order. Every field may be left out or
+/// null (no condition); `group_name` defaults to the caller's own group.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskFilter {
     #[serde(default)]
     pub creator_usernames: Option<BTreeSet<String>>,
     #[serde(default)]
@@ -254,6 +276,12 @@ pub struct TasksQueryReq {
     pub exit_status: Option<String>,
     #[serde(default)]
     pub priority: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TasksQueryReq {
+    #[serde(flatten)]
+    pub filter: TaskFilter,
     #[serde(default)]
     pub reporter_uuid: Option<Uuid>,
     #[serde(default)]
@@ -272,20 +300,8 @@ pub struct TasksQueryResp {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TasksCancelByFilterReq {
-    #[serde(default)]
-    pub creator_usernames: Option<BTreeSet<String>>,
-    #[serde(default)]
-    pub group_name: Option<String>,
-    #[serde(default)]
-    pub tags: Option<BTreeSet<String>>,
-    #[serde(default)]
-    pub labels: Option<BTreeSet<String>>,
-    #[serde(default)]
-    pub states: Option<BTreeSet<TaskState>>,
-    #[serde(default)]
-    pub exit_status: Option<String>,
-    #[serde(default)]
-    pub priority: Option<String>,
+    #[serde(flatten)]
+    pub filter: TaskFilter,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -566,20 +582,8 @@ pub struct UploadArtifactResp {
 /// A task filter plus the artifact type; also ArtifactsDeleteByFilterReq.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ArtifactsDownloadByFilterReq {
-    #[serde(default)]
-    pub creator_usernames: Option<BTreeSet<String>>,
-    #[serde(default)]
-    pub group_name: Option<String>,
-    #[serde(default)]
-    pub tags: Option<BTreeSet<String>>,
-    #[serde(default)]
-    pub labels: Option<BTreeSet<String>>,
-    #[serde(default)]
-    pub states: Option<BTreeSet<TaskState>>,
-    #[serde(default)]
-    pub exit_status: Option<String>,
-    #[serde(default)]
-    pub priority: Option<String>,
+    #[serde(flatten)]
+    pub filter: TaskFilter,
     #[serde(default)]
     pub reporter_uuid: Option<Uuid>,
     pub content_type: ArtifactContentType,
@@ -672,5 +676,143 @@ mod tests {
         };
         let s = serde_json::to_string(&r).unwrap();
         assert!(s.contains(r#"{"Ok":{"task_id":1"#) && s.contains(r#"{"Err":{"msg":"x"}}"#), "{s}");
+    }
+}
+
+/// The task-filter request bodies, byte for byte: the strings below were captured from
+/// the serialization before the filter fields were gathered into one struct, so any
+/// change to field order, names or null handling shows here.
+#[cfg(test)]
+mod filter_wire_tests {
+    use super::*;
+
+    const REPORTER: &str = "123e4567-e89b-12d3-a456-426614174000";
+
+    fn set(v: &[&str]) -> Option<BTreeSet<String>> {
+        Some(v.iter().map(|s| s.to_string()).collect())
+    }
+
+    fn json<T: Serialize>(v: &T) -> String {
+        serde_json::to_string(v).unwrap()
+    }
+
+    /// Parses `body` as `T` and serializes it again.
+    fn round_trip<T: Serialize + serde::de::DeserializeOwned>(body: &str) -> String {
+        json(&serde_json::from_str::<T>(body).unwrap_or_else(|e| panic!("{body}: {e}")))
+    }
+
+    fn full_filter() -> TaskFilter {
+        TaskFilter {
+            creator_usernames: set(&["bob", "alice"]),
+            group_name: Some("research-team".into()),
+            tags: set(&["gpu", "training"]),
+            labels: set(&["experiment-1"]),
+            states: Some([TaskState::Running, TaskState::Ready].into_iter().collect()),
+            exit_status: Some("!=0".into()),
+            priority: Some(">5".into()),
+        }
+    }
+
+    fn full_query() -> TasksQueryReq {
+        TasksQueryReq {
+            filter: full_filter(),
+            reporter_uuid: Some(REPORTER.parse().unwrap()),
+            limit: Some(50),
+            offset: Some(10),
+            count: true,
+        }
+    }
+
+    const FULL_QUERY: &str = r#"{"creator_usernames":["alice","bob"],"group_name":"research-team","tags":["gpu","training"],"labels":["experiment-1"],"states":["Ready","Running"],"exit_status":"!=0","priority":">5","reporter_uuid":"123e4567-e89b-12d3-a456-426614174000","limit":50,"offset":10,"count":true}"#;
+    const EMPTY_QUERY: &str = r#"{"creator_usernames":null,"group_name":null,"tags":null,"labels":null,"states":null,"exit_status":null,"priority":null,"reporter_uuid":null,"limit":null,"offset":null,"count":false}"#;
+    const FULL_CANCEL: &str = r#"{"creator_usernames":["alice","bob"],"group_name":"research-team","tags":["gpu","training"],"labels":["experiment-1"],"states":["Ready","Running"],"exit_status":"!=0","priority":">5"}"#;
+    const EMPTY_CANCEL: &str = r#"{"creator_usernames":null,"group_name":null,"tags":null,"labels":null,"states":null,"exit_status":null,"priority":null}"#;
+    const FULL_ARTIFACTS: &str = r#"{"creator_usernames":["alice","bob"],"group_name":"research-team","tags":["gpu","training"],"labels":["experiment-1"],"states":["Ready","Running"],"exit_status":"!=0","priority":">5","reporter_uuid":"123e4567-e89b-12d3-a456-426614174000","content_type":"exec-log"}"#;
+    const EMPTY_ARTIFACTS: &str = r#"{"creator_usernames":null,"group_name":null,"tags":null,"labels":null,"states":null,"exit_status":null,"priority":null,"reporter_uuid":null,"content_type":"result"}"#;
+
+    #[test]
+    fn query_bodies_serialize_as_before() {
+        assert_eq!(json(&full_query()), FULL_QUERY);
+        assert_eq!(json(&TasksQueryReq::default()), EMPTY_QUERY);
+    }
+
+    #[test]
+    fn cancel_bodies_serialize_as_before() {
+        let full = TasksCancelByFilterReq { filter: full_filter() };
+        assert_eq!(json(&full), FULL_CANCEL);
+        assert_eq!(json(&TasksCancelByFilterReq::default()), EMPTY_CANCEL);
+    }
+
+    #[test]
+    fn artifact_filter_bodies_serialize_as_before() {
+        let full = ArtifactsDownloadByFilterReq {
+            filter: full_filter(),
+            reporter_uuid: Some(REPORTER.parse().unwrap()),
+            content_type: ArtifactContentType::ExecLog,
+        };
+        let empty = ArtifactsDeleteByFilterReq {
+            filter: TaskFilter::default(),
+            reporter_uuid: None,
+            content_type: ArtifactContentType::Result,
+        };
+        assert_eq!(json(&full), FULL_ARTIFACTS);
+        assert_eq!(json(&empty), EMPTY_ARTIFACTS);
+    }
+
+    /// Bodies as mitosis clients send them: every filter field, some left out, some
+    /// null, states and roles in their accepted spellings.
+    #[test]
+    fn mitosis_style_filter_bodies_parse() {
+        assert_eq!(
+            round_trip::<TasksQueryReq>(
+                r#"{"reporter_uuid":"123e4567-e89b-12d3-a456-426614174000","creator_usernames":["bob","alice"],
+                   "group_name":"research-team","tags":["training","gpu"],"labels":["experiment-1"],
+                   "states":["Running","Ready"],"exit_status":"!=0","priority":">5","limit":50,"offset":10,"count":true}"#
+            ),
+            FULL_QUERY
+        );
+        assert_eq!(round_trip::<TasksQueryReq>(r#"{"count":false}"#), EMPTY_QUERY);
+        assert_eq!(
+            round_trip::<TasksQueryReq>(r#"{"group_name":null,"states":null,"limit":null,"count":false}"#),
+            EMPTY_QUERY
+        );
+        assert_eq!(
+            round_trip::<TasksCancelByFilterReq>(
+                r#"{"creator_usernames":["alice","bob"],"group_name":"research-team","tags":["gpu","training"],
+                   "labels":["experiment-1"],"states":["Ready","Running"],"exit_status":"!=0","priority":">5"}"#
+            ),
+            FULL_CANCEL
+        );
+        assert_eq!(round_trip::<TasksCancelByFilterReq>("{}"), EMPTY_CANCEL);
+        assert_eq!(round_trip::<TasksCancelByFilterReq>(r#"{"tags":null,"priority":null}"#), EMPTY_CANCEL);
+        assert_eq!(
+            round_trip::<ArtifactsDownloadByFilterReq>(
+                r#"{"reporter_uuid":"123e4567-e89b-12d3-a456-426614174000","creator_usernames":["alice","bob"],
+                   "group_name":"research-team","tags":["gpu","training"],"labels":["experiment-1"],
+                   "states":["Ready","Running"],"exit_status":"!=0","priority":">5","content_type":"exec-log"}"#
+            ),
+            FULL_ARTIFACTS
+        );
+        assert_eq!(round_trip::<ArtifactsDeleteByFilterReq>(r#"{"content_type":"result"}"#), EMPTY_ARTIFACTS);
+        assert_eq!(
+            round_trip::<ArtifactsDeleteByFilterReq>(r#"{"states":null,"content_type":"Result"}"#),
+            EMPTY_ARTIFACTS
+        );
+    }
+
+    /// What was refused stays refused, as a shape error: a missing `count` or
+    /// `content_type`, a state or type nobody spells that way, a number for a list.
+    #[test]
+    fn malformed_filter_bodies_are_refused() {
+        use serde_json::error::Category;
+        fn refusal<T: serde::de::DeserializeOwned>(body: &str) -> Category {
+            serde_json::from_str::<T>(body).map(|_| ()).unwrap_err().classify()
+        }
+        assert_eq!(refusal::<TasksQueryReq>("{}"), Category::Data);
+        assert_eq!(refusal::<TasksQueryReq>(r#"{"states":["Done"],"count":false}"#), Category::Data);
+        assert_eq!(refusal::<TasksQueryReq>(r#"{"limit":"x","count":false}"#), Category::Data);
+        assert_eq!(refusal::<TasksCancelByFilterReq>(r#"{"tags":7}"#), Category::Data);
+        assert_eq!(refusal::<ArtifactsDownloadByFilterReq>("{}"), Category::Data);
+        assert_eq!(refusal::<ArtifactsDownloadByFilterReq>(r#"{"content_type":"core-dump"}"#), Category::Data);
     }
 }

@@ -1,6 +1,7 @@
 //! The bench's HTTP client: a hand-written HTTP/1.1 keep-alive connection ([`Wire`]) and
 //! the shared connection the bench's own setup calls go through ([`Http`]).
 
+use super::error::BenchError;
 use std::time::Duration;
 
 /// The bench's own calls (setup, submits, cleanup), over one [`Wire`].
@@ -9,7 +10,7 @@ pub(super) struct Http {
 }
 
 impl Http {
-    pub(super) fn new(base: &str) -> Result<Http, String> {
+    pub(super) fn new(base: &str) -> Result<Http, BenchError> {
         Ok(Http { wire: std::sync::Mutex::new(Wire::new(base)?) })
     }
 
@@ -20,15 +21,21 @@ impl Http {
         path: &str,
         token: &str,
         body: Option<&serde_json::Value>,
-    ) -> Result<String, String> {
-        let body = body.map(serde_json::to_vec).transpose().map_err(|e| e.to_string())?;
+    ) -> Result<String, BenchError> {
+        let body = body.map(serde_json::to_vec).transpose().map_err(BenchError::Encode)?;
         let answer = self.send(method, path, token, body.as_deref())?;
         Ok(String::from_utf8_lossy(&answer).into_owned())
     }
 
     /// [`Wire::call`] on the bench's connection.
-    pub(super) fn send(&self, method: &str, path: &str, token: &str, body: Option<&[u8]>) -> Result<Vec<u8>, String> {
-        let mut wire = self.wire.lock().map_err(|_| "a bench thread panicked".to_string())?;
+    pub(super) fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<&[u8]>,
+    ) -> Result<Vec<u8>, BenchError> {
+        let mut wire = self.wire.lock().map_err(|_| BenchError::Panicked("bench"))?;
         wire.call(method, path, token, body)
     }
 }
@@ -46,12 +53,14 @@ pub(super) struct Wire {
 }
 
 impl Wire {
-    pub(super) fn new(base: &str) -> Result<Wire, String> {
-        let url = url::Url::parse(base).map_err(|e| format!("--coordinator {base:?}: {e}"))?;
+    pub(super) fn new(base: &str) -> Result<Wire, BenchError> {
+        let bad =
+            |reason: &dyn std::fmt::Display| BenchError::Coordinator { base: base.into(), reason: reason.to_string() };
+        let url = url::Url::parse(base).map_err(|e| bad(&e))?;
         if url.scheme() != "http" {
-            return Err(format!("--coordinator {base:?}: only http:// URLs can be measured"));
+            return Err(bad(&"only http:// URLs can be measured"));
         }
-        let host = url.host_str().ok_or_else(|| format!("--coordinator {base:?}: no host"))?;
+        let host = url.host_str().ok_or_else(|| bad(&"no host"))?;
         let port = url.port_or_known_default().unwrap_or(80);
         let addr = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
         Ok(Wire { host: addr.clone(), addr, conn: None, out: Vec::with_capacity(1024) })
@@ -65,7 +74,7 @@ impl Wire {
         path: &str,
         token: &str,
         body: Option<&[u8]>,
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<Vec<u8>, BenchError> {
         use std::io::Write;
         self.out.clear();
         let _ = write!(self.out, "{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.host);
@@ -79,13 +88,15 @@ impl Wire {
             self.out.extend_from_slice(b"\r\n");
         }
         let fresh = self.conn.is_none();
-        match self.exchange() {
-            Ok(r) => r.map_err(|(code, text)| format!("{method} {path}: {code} {text}")),
-            Err(_) if !fresh => self
-                .exchange()
-                .map_err(|e| format!("{method} {path}: {e}"))?
-                .map_err(|(code, text)| format!("{method} {path}: {code} {text}")),
-            Err(e) => Err(format!("{method} {path}: {e}")),
+        let call = || format!("{method} {path}");
+        let answer = match self.exchange() {
+            Err(_) if !fresh => self.exchange(),
+            other => other,
+        };
+        match answer {
+            Ok(Ok(body)) => Ok(body),
+            Ok(Err((status, body))) => Err(BenchError::Status { call: call(), status, body }),
+            Err(source) => Err(BenchError::Io { call: call(), source }),
         }
     }
 

@@ -14,12 +14,14 @@
 //! unregisters its workers at the end. With `--coordinator-pid`, it also samples the
 //! coordinator's resident memory (Linux /proc).
 
+mod error;
 mod http;
 
 use crate::api::{md5_password, RegisterWorkerResp, SubmitTaskResp, TasksSubmitResp, UserLoginResp, WorkerTaskResp};
 use crate::config::coordinator::{DEFAULT_ADMIN_PASSWORD, DEFAULT_ADMIN_USER};
 use crate::config::{concat_str, DEFAULT_COORDINATOR_ADDR};
 use crate::opts::{help_text, parse_mode, OptSpec};
+use error::BenchError;
 use http::{Http, Wire};
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -69,20 +71,22 @@ struct Opts {
     pid: Option<u32>,
 }
 
-fn num(args: &crate::opts::ParsedArgs, name: &str, default: usize) -> Result<usize, String> {
+fn flag_error(name: &str, value: &str, expected: impl std::fmt::Display) -> BenchError {
+    BenchError::Flag { flag: format!("--{name}"), value: value.to_string(), expected: expected.to_string() }
+}
+
+fn num(args: &crate::opts::ParsedArgs, name: &str, default: usize) -> Result<usize, BenchError> {
     match args.extra(name).flatten() {
         None => Ok(default),
-        Some(v) => {
-            v.parse().ok().filter(|n| *n > 0).ok_or_else(|| format!("--{name} {v:?}: expected a positive number"))
-        }
+        Some(v) => v.parse().ok().filter(|n| *n > 0).ok_or_else(|| flag_error(name, v, "expected a positive number")),
     }
 }
 
 /// A count where 0 means "skip this run".
-fn count(args: &crate::opts::ParsedArgs, name: &str, default: usize) -> Result<usize, String> {
+fn count(args: &crate::opts::ParsedArgs, name: &str, default: usize) -> Result<usize, BenchError> {
     match args.extra(name).flatten() {
         None => Ok(default),
-        Some(v) => v.parse().map_err(|_| format!("--{name} {v:?}: expected a number (0 skips this run)")),
+        Some(v) => v.parse().map_err(|_| flag_error(name, v, "expected a number (0 skips this run)")),
     }
 }
 
@@ -99,7 +103,7 @@ pub fn main(parser: &mut lexopt::Parser) -> i32 {
         Ok(a) => a,
         Err(code) => return code,
     };
-    let opts = (|| -> Result<Opts, String> {
+    let opts = (|| -> Result<Opts, BenchError> {
         Ok(Opts {
             base: args
                 .extra("coordinator")
@@ -118,12 +122,12 @@ pub fn main(parser: &mut lexopt::Parser) -> i32 {
             poll: args
                 .extra("poll")
                 .flatten()
-                .map(|p| humantime::parse_duration(p).map_err(|e| format!("--poll {p:?}: {e}")))
+                .map(|p| humantime::parse_duration(p).map_err(|e| flag_error("poll", p, e)))
                 .transpose()?,
             pid: args
                 .extra("coordinator-pid")
                 .flatten()
-                .map(|p| p.parse().map_err(|_| format!("--coordinator-pid {p:?}")))
+                .map(|p| p.parse().map_err(|_| flag_error("coordinator-pid", p, "expected a process id")))
                 .transpose()?,
         })
     })();
@@ -145,11 +149,14 @@ struct SimWorker {
 
 impl SimWorker {
     /// One fetch: a long poll of up to 2 s, or (polling) one request and a pause if empty.
-    fn fetch(&mut self) -> Result<Option<WorkerTaskResp>, String> {
+    fn fetch(&mut self) -> Result<Option<WorkerTaskResp>, BenchError> {
         let path = if self.poll.is_some() { "/workers/tasks" } else { "/workers/tasks?wait=2" };
         let body = self.wire.call("GET", path, &self.token, None)?;
-        let t: Option<WorkerTaskResp> = serde_json::from_slice(&body)
-            .map_err(|e| format!("unexpected fetch answer {:?}: {e}", String::from_utf8_lossy(&body)))?;
+        let t: Option<WorkerTaskResp> = serde_json::from_slice(&body).map_err(|source| BenchError::Unexpected {
+            what: "fetch answer",
+            body: String::from_utf8_lossy(&body).into_owned(),
+            source,
+        })?;
         if let (None, Some(p)) = (&t, self.poll) {
             std::thread::sleep(p);
         }
@@ -157,7 +164,7 @@ impl SimWorker {
     }
 
     /// Reports the task finished, then commits it with exit status 0.
-    fn finish(&mut self, id: i64) -> Result<(), String> {
+    fn finish(&mut self, id: i64) -> Result<(), BenchError> {
         let finish = format!(r#"{{"id":{id},"op":"Finish"}}"#);
         self.wire.call("POST", "/workers/tasks", &self.token, Some(finish.as_bytes()))?;
         let commit = format!(r#"{{"id":{id},"op":{{"Commit":{{"exit_status":0,"msg":null}}}}}}"#);
@@ -166,8 +173,8 @@ impl SimWorker {
     }
 }
 
-fn parse<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
-    serde_json::from_str(s).map_err(|e| format!("unexpected answer {s:?}: {e}"))
+fn parse<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, BenchError> {
+    serde_json::from_str(s).map_err(|source| BenchError::Unexpected { what: "answer", body: s.to_string(), source })
 }
 
 fn rss_kib(pid: Option<u32>) -> Option<u64> {
@@ -218,27 +225,29 @@ impl Bench {
         json!({ "tasks": vec![t; n] })
     }
 
-    fn worker(&self) -> Result<String, String> {
+    fn worker(&self) -> Result<String, BenchError> {
         let body = json!({"tags": [self.tag], "labels": ["mito-bench"], "groups": [self.group]});
         let r: RegisterWorkerResp = parse(&self.http.call("POST", "/workers", &self.token, Some(&body))?)?;
         Ok(r.token)
     }
 
     /// Registers a worker and connects it.
-    fn sim_worker(&self, base: &str) -> Result<SimWorker, String> {
+    fn sim_worker(&self, base: &str) -> Result<SimWorker, BenchError> {
         Ok(SimWorker { wire: Wire::new(base)?, token: self.worker()?, poll: self.poll })
     }
 }
 
-fn run(o: &Opts) -> Result<(), String> {
+fn run(o: &Opts) -> Result<(), BenchError> {
     let http = Http::new(&o.base)?;
     let login = json!({"username": o.user, "md5_password": md5_password(&o.password), "retain": true});
-    let resp = http.call("POST", "/login", "", Some(&login)).map_err(|e| format!("login as {}: {e}", o.user))?;
+    let resp = http
+        .call("POST", "/login", "", Some(&login))
+        .map_err(|e| BenchError::Login { user: o.user.clone(), source: Box::new(e) })?;
     let token = parse::<UserLoginResp>(&resp)?.token;
     let id = uuid::Uuid::new_v4().simple().to_string();
     let group = format!("bench-{}", &id[..12]);
     http.call("POST", "/groups", &token, Some(&json!({"group_name": group})))
-        .map_err(|e| format!("{e} (the bench needs a user who may create one more group)"))?;
+        .map_err(|e| BenchError::CreateGroup(Box::new(e)))?;
     let b = Bench { http, token, group, tag: format!("bench-{}", &id[..12]), poll: o.poll };
     println!("mito bench against {} (group {})", o.base, b.group);
     if let Some(k) = rss_kib(o.pid) {
@@ -258,18 +267,18 @@ fn run(o: &Opts) -> Result<(), String> {
 }
 
 /// Batch submit; the tasks are then cancelled so they do not feed the later runs.
-fn batch_run(b: &Bench, o: &Opts) -> Result<(), String> {
+fn batch_run(b: &Bench, o: &Opts) -> Result<(), BenchError> {
     let mut rates = Vec::new();
     for _ in 0..o.repeat {
         // The clock runs from sending the request to receiving the whole answer.
-        let body = serde_json::to_vec(&b.tasks(o.batch)).map_err(|e| e.to_string())?;
+        let body = serde_json::to_vec(&b.tasks(o.batch)).map_err(BenchError::Encode)?;
         let t0 = Instant::now();
         let answer = b.http.send("POST", "/tasks/submit", &b.token, Some(&body))?;
         let dt = t0.elapsed().as_secs_f64();
         let r: TasksSubmitResp = parse(&String::from_utf8_lossy(&answer))?;
         let ok = r.results.iter().filter(|r| r.is_ok()).count();
         if ok != o.batch {
-            return Err(format!("batch submit: only {ok} of {} succeeded", o.batch));
+            return Err(BenchError::PartialBatch { ok, of: o.batch });
         }
         rates.push(o.batch as f64 / dt);
         b.http.call("POST", "/tasks/cancel", &b.token, Some(&json!({"group_name": b.group})))?;
@@ -279,7 +288,7 @@ fn batch_run(b: &Bench, o: &Opts) -> Result<(), String> {
 }
 
 /// Submit → fetch latency with parked workers.
-fn latency_run(b: &Bench, o: &Opts) -> Result<(), String> {
+fn latency_run(b: &Bench, o: &Opts) -> Result<(), BenchError> {
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = crossbeam_channel::unbounded::<(Instant, uuid::Uuid)>();
     let mut idle = Vec::new();
@@ -288,7 +297,7 @@ fn latency_run(b: &Bench, o: &Opts) -> Result<(), String> {
         let (stop, tx) = (stop.clone(), tx.clone());
         idle.push((
             w.token.clone(),
-            std::thread::spawn(move || -> Result<(), String> {
+            std::thread::spawn(move || -> Result<(), BenchError> {
                 while !stop.load(Ordering::SeqCst) {
                     if let Some(t) = w.fetch()? {
                         let _ = tx.send((Instant::now(), t.uuid));
@@ -301,24 +310,23 @@ fn latency_run(b: &Bench, o: &Opts) -> Result<(), String> {
     }
     std::thread::sleep(Duration::from_millis(300));
     let one = json!({"group_name": b.group, "tags": [b.tag], "labels": [], "timeout": "1m", "priority": 0, "task_spec": {"args": ["true"]}});
-    let one = serde_json::to_vec(&one).map_err(|e| e.to_string())?;
+    let one = serde_json::to_vec(&one).map_err(BenchError::Encode)?;
     let (mut lat, mut submit) = (Vec::new(), Vec::new());
     for _ in 0..o.samples {
         let t0 = Instant::now();
         let body = b.http.send("POST", "/tasks", &b.token, Some(&one))?;
         submit.push(t0.elapsed().as_secs_f64() * 1000.0);
         let r: SubmitTaskResp = parse(&String::from_utf8_lossy(&body))?;
-        let (at, uuid) =
-            rx.recv_timeout(Duration::from_secs(30)).map_err(|_| "a submitted task was never fetched".to_string())?;
+        let (at, uuid) = rx.recv_timeout(Duration::from_secs(30)).map_err(|_| BenchError::NeverFetched)?;
         if uuid != r.uuid {
-            return Err("latency run: fetched another task than the one submitted".into());
+            return Err(BenchError::WrongTask);
         }
         lat.push(at.duration_since(t0).as_secs_f64() * 1000.0);
         std::thread::sleep(Duration::from_millis(5));
     }
     stop.store(true, Ordering::SeqCst);
     for (wt, h) in idle {
-        h.join().map_err(|_| "a worker thread panicked".to_string())??;
+        h.join().map_err(|_| BenchError::Panicked("worker"))??;
         let _ = b.http.call("DELETE", "/workers", &wt, None);
     }
     println!(
@@ -334,7 +342,7 @@ fn latency_run(b: &Bench, o: &Opts) -> Result<(), String> {
 }
 
 /// End to end with `workers` workers.
-fn end_to_end_run(b: &Bench, o: &Opts) -> Result<(), String> {
+fn end_to_end_run(b: &Bench, o: &Opts) -> Result<(), BenchError> {
     let mut e2e = Vec::new();
     let mut cpu = Vec::new();
     let mut peak = 0u64;
@@ -342,7 +350,7 @@ fn end_to_end_run(b: &Bench, o: &Opts) -> Result<(), String> {
         let body = b.tasks(o.tasks);
         let r: TasksSubmitResp = parse(&b.http.call("POST", "/tasks/submit", &b.token, Some(&body))?)?;
         if r.results.iter().any(|r| r.is_err()) {
-            return Err("end-to-end run: submit failed".into());
+            return Err(BenchError::SubmitFailed);
         }
         let done = Arc::new(AtomicUsize::new(0));
         let workers: Vec<SimWorker> = (0..o.workers).map(|_| b.sim_worker(&o.base)).collect::<Result<_, _>>()?;
@@ -353,7 +361,7 @@ fn end_to_end_run(b: &Bench, o: &Opts) -> Result<(), String> {
             .into_iter()
             .map(|mut w| {
                 let (done, total) = (done.clone(), o.tasks);
-                std::thread::spawn(move || -> Result<(), String> {
+                std::thread::spawn(move || -> Result<(), BenchError> {
                     while done.load(Ordering::SeqCst) < total {
                         if let Some(t) = w.fetch()? {
                             w.finish(t.id)?;
@@ -368,7 +376,7 @@ fn end_to_end_run(b: &Bench, o: &Opts) -> Result<(), String> {
             std::thread::sleep(Duration::from_millis(50));
             peak = peak.max(rss_kib(o.pid).unwrap_or(0));
             if t0.elapsed() > Duration::from_secs(600) {
-                return Err("end-to-end run took more than 10 minutes".into());
+                return Err(BenchError::TooSlow);
             }
         }
         let dt = t0.elapsed().as_secs_f64();
@@ -376,7 +384,7 @@ fn end_to_end_run(b: &Bench, o: &Opts) -> Result<(), String> {
             cpu.push((z - a) / o.tasks as f64 * 1e6);
         }
         for h in handles {
-            h.join().map_err(|_| "a worker thread panicked".to_string())??;
+            h.join().map_err(|_| BenchError::Panicked("worker"))??;
         }
         for wt in &tokens {
             let _ = b.http.call("DELETE", "/workers", wt, None);

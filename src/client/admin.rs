@@ -181,7 +181,7 @@ fn change_password(s: &mut Session, a: &Args) -> Res {
 
 fn group_quota(s: &mut Session, a: &Args) -> Res {
     let pos = a.exact(&["USERNAME", "GROUP_QUOTA"])?;
-    api::quota::QuotaChange::parse(&pos[1], api::quota::parse_count).map_err(|e| a.usage(e))?;
+    api::quota::QuotaChange::parse(&pos[1], api::quota::parse_count).map_err(|e| a.usage(e.to_string()))?;
     let req = ChangeUserGroupQuota { group_quota: pos[1].clone() };
     let r = s.http.post(&format!("/admin/users/{}/group-quota", enc(&pos[0], false)), &req)?;
     if s.json(a) {
@@ -211,7 +211,7 @@ fn user_state(s: &mut Session, a: &Args) -> Res {
 
 fn storage_quota(s: &mut Session, a: &Args) -> Res {
     let pos = a.exact(&["GROUP_NAME", "STORAGE_QUOTA"])?;
-    api::quota::QuotaChange::parse(&pos[1], api::quota::parse_size).map_err(|e| a.usage(e))?;
+    api::quota::QuotaChange::parse(&pos[1], api::quota::parse_size).map_err(|e| a.usage(e.to_string()))?;
     let req = ChangeGroupStorageQuotaReq { storage_quota: pos[1].clone() };
     let r = s.http.post(&format!("/admin/groups/{}/storage-quota", enc(&pos[0], false)), &req)?;
     if s.json(a) {
@@ -262,8 +262,8 @@ fn cancel_worker(s: &mut Session, a: &Args) -> Res {
 fn shutdown(s: &mut Session, a: &Args) -> Res {
     let pos = a.exact(&["SECRET"])?;
     s.http.post("/admin/shutdown", &ShutdownReq { secret: pos[0].clone() }).map_err(|e| match e {
-        Error::Failed(m) => Error::Failed(format!("{m} (is the secret the one in the coordinator's log?)")),
-        o => o,
+        e @ (Error::Usage(_) | Error::Exit(_)) => e,
+        e => Error::Failed(format!("{e} (is the secret the one in the coordinator's log?)")),
     })?;
     if !s.json(a) {
         println!("Coordinator shutdown successfully");

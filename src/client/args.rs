@@ -56,7 +56,7 @@ impl Spec {
 
 impl From<CliError> for Error {
     fn from(e: CliError) -> Error {
-        Error::Usage(e.0)
+        Error::Usage(e.to_string())
     }
 }
 

@@ -10,11 +10,11 @@ use super::task_args::{
 };
 use super::transfer::{self, Job, Progress};
 use super::{Error, Flow, Res, Session};
+use crate::api::{ArtifactContentType, ArtifactsDownloadByFilterReq};
 use crate::opts::OptSpec;
 use serde_json::{json, Value};
 use std::io::Read;
 use std::path::PathBuf;
-use std::time::Duration;
 
 const PB: OptSpec = OptSpec::flag("pb", None, "Show a progress bar even when stderr is not a terminal");
 const OUT: OptSpec =
@@ -118,7 +118,7 @@ fn upload(s: &mut Session, a: &Args) -> Res {
     let pos = a.exact(&["LOCAL_FILE", "UUID", "CONTENT_TYPE"])?;
     let local = PathBuf::from(&pos[0]);
     let (uuid, ct) = (uuid_arg(a, &pos[1])?, content_type_arg(a, &pos[2])?);
-    let meta = std::fs::metadata(&local).map_err(|e| Error::Failed(format!("cannot read {}: {e}", local.display())))?;
+    let meta = std::fs::metadata(&local).map_err(Error::file("cannot read", &local))?;
     if meta.is_dir() {
         return Err(Error::Failed(format!(
             "{} is a directory; upload a file (e.g. a tar archive of it)",
@@ -153,7 +153,7 @@ fn download(s: &mut Session, a: &Args) -> Res {
     }
     let dest = destination(a.value("output-path"), ct.file_name(), ct.file_name());
     let pb = Progress::new(&format!("Downloading to {}", dest.display()), Some(size), bar(a));
-    let n = transfer::download(&url, &dest, &pb);
+    let n = transfer::download(s.http.agent(), &url, &dest, &pb);
     pb.finish();
     let n = n?;
     if s.json(a) {
@@ -165,7 +165,7 @@ fn download(s: &mut Session, a: &Args) -> Res {
 }
 
 /// `<CONTENT_TYPE> <UUID>...` for the list forms.
-fn type_and_uuids(a: &Args) -> Result<(crate::api::ArtifactContentType, Vec<uuid::Uuid>), Error> {
+fn type_and_uuids(a: &Args) -> Result<(ArtifactContentType, Vec<uuid::Uuid>), Error> {
     let pos = a.all_pos();
     let Some(first) = pos.first() else { return Err(a.usage("missing <CONTENT_TYPE>".into())) };
     let ct = content_type_arg(a, first)?;
@@ -174,15 +174,21 @@ fn type_and_uuids(a: &Args) -> Result<(crate::api::ArtifactContentType, Vec<uuid
 }
 
 /// The task filter plus `content_type`, as the artifact batch routes take it.
-fn filter_body(s: &Session, a: &Args, ct: crate::api::ArtifactContentType) -> Result<Value, Error> {
-    let f = task_args::filter(s, a)?;
-    let mut v = serde_json::to_value(&f).map_err(|e| Error::Failed(format!("cannot encode the filter: {e}")))?;
+fn filter_body(s: &Session, a: &Args, content_type: ArtifactContentType) -> Result<Value, Error> {
+    let req = ArtifactsDownloadByFilterReq {
+        filter: task_args::filter(s, a)?,
+        reporter_uuid: task_args::reporter(a)?,
+        content_type,
+    };
+    artifact_filter_body(&req)
+}
+
+/// The body the artifact batch routes take, as this client has always sent it: only the
+/// fields that are set (sorted by name, as a JSON value's keys are).
+fn artifact_filter_body(req: &ArtifactsDownloadByFilterReq) -> Result<Value, Error> {
+    let mut v = serde_json::to_value(req).map_err(|e| Error::Failed(format!("cannot encode the filter: {e}")))?;
     if let Some(m) = v.as_object_mut() {
-        for k in ["limit", "offset", "count"] {
-            m.remove(k);
-        }
         m.retain(|_, x| !x.is_null());
-        m.insert("content_type".into(), json!(ct));
     }
     Ok(v)
 }
@@ -239,21 +245,22 @@ fn delete_batch(s: &mut Session, a: &Args, by_list: bool) -> Res {
 }
 
 /// Streams a std-log archive (gzip'd tar) from `url`, handing each entry to `f` by path.
-pub fn read_std_log(url: &str, mut f: impl FnMut(&str, &mut dyn Read) -> std::io::Result<()>) -> Result<(), Error> {
-    let agent = ureq::AgentBuilder::new()
-        .timeout_connect(Duration::from_secs(15))
-        .timeout_read(Duration::from_secs(120))
-        .build();
+pub fn read_std_log(
+    agent: &ureq::Agent,
+    url: &str,
+    mut f: impl FnMut(&str, &mut dyn Read) -> std::io::Result<()>,
+) -> Result<(), Error> {
     let resp = agent.get(url).call().map_err(|e| match e {
         ureq::Error::Status(code, r) => {
             let mut body = String::new();
             let _ = r.into_reader().take(64 << 10).read_to_string(&mut body);
-            Error::Failed(format!(
-                "downloading the std-log: the object store answered {code}: {}",
-                transfer::storage_message(&body)
-            ))
+            Error::Storage {
+                what: "downloading the std-log".into(),
+                status: code,
+                message: transfer::storage_message(&body),
+            }
         }
-        ureq::Error::Transport(t) => Error::Failed(transfer::transport_error("downloading the std-log", &t)),
+        ureq::Error::Transport(t) => Error::Transport(transfer::transport_error("downloading the std-log", &t)),
     })?;
     let bad = |e: std::io::Error| Error::Failed(format!("the std-log archive cannot be read: {e}"));
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(resp.into_reader()));
@@ -263,4 +270,40 @@ pub fn read_std_log(url: &str, mut f: impl FnMut(&str, &mut dyn Read) -> std::io
         f(&path, &mut entry).map_err(bad)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{TaskFilter, TaskState};
+
+    /// The bytes the client sends, captured before the filter became one struct: the
+    /// fields given, sorted by name, nulls left out.
+    #[test]
+    fn artifact_filter_body_is_the_set_fields_and_the_type() {
+        let full = ArtifactsDownloadByFilterReq {
+            filter: TaskFilter {
+                creator_usernames: Some(["bob".to_string()].into()),
+                group_name: Some("g".into()),
+                tags: Some(["t".to_string()].into()),
+                labels: Some(["l".to_string()].into()),
+                states: Some([TaskState::Finished].into()),
+                exit_status: Some("0".into()),
+                priority: Some("<3".into()),
+            },
+            reporter_uuid: Some(uuid::Uuid::nil()),
+            content_type: ArtifactContentType::StdLog,
+        };
+        let body = |req| serde_json::to_string(&artifact_filter_body(&req).unwrap()).unwrap();
+        assert_eq!(
+            body(full),
+            r#"{"content_type":"std-log","creator_usernames":["bob"],"exit_status":"0","group_name":"g","labels":["l"],"priority":"<3","reporter_uuid":"00000000-0000-0000-0000-000000000000","states":["Finished"],"tags":["t"]}"#
+        );
+        let only_group = ArtifactsDownloadByFilterReq {
+            filter: TaskFilter { group_name: Some("g".into()), ..Default::default() },
+            reporter_uuid: None,
+            content_type: ArtifactContentType::Result,
+        };
+        assert_eq!(body(only_group), r#"{"content_type":"result","group_name":"g"}"#);
+    }
 }

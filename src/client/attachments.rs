@@ -169,7 +169,7 @@ pub(super) fn upload_through(
     let r = s.http.post(path, body)?.json()?;
     let url = r["url"].as_str().ok_or_else(|| Error::Failed("the coordinator gave no upload URL".into()))?;
     let pb = Progress::new(&format!("Uploading from {}", local.display()), Some(len), bar(a));
-    let done = transfer::upload(url, local, len, &pb);
+    let done = transfer::upload(s.http.agent(), url, local, len, &pb);
     pb.finish();
     done?;
     Ok(r["exist"].as_bool().unwrap_or(false))
@@ -179,7 +179,7 @@ fn upload(s: &mut Session, a: &Args) -> Res {
     let pos = a.at_most(2)?;
     let Some(local) = pos.first() else { return Err(a.usage("missing <LOCAL_FILE>".into())) };
     let local = PathBuf::from(local);
-    let meta = std::fs::metadata(&local).map_err(|e| Error::Failed(format!("cannot read {}: {e}", local.display())))?;
+    let meta = std::fs::metadata(&local).map_err(Error::file("cannot read", &local))?;
     if meta.is_dir() {
         return Err(Error::Failed(format!(
             "{} is a directory; upload a file (e.g. a tar archive of it)",
@@ -239,7 +239,7 @@ fn download(s: &mut Session, a: &Args) -> Res {
     let default = if a.has("smart") { name.clone() } else { key.clone() };
     let dest = destination(a.value("output-path"), &name, &default);
     let pb = Progress::new(&format!("Downloading to {}", dest.display()), Some(size), bar(a));
-    let n = transfer::download(&url, &dest, &pb);
+    let n = transfer::download(s.http.agent(), &url, &dest, &pb);
     pb.finish();
     let n = n?;
     if s.json(a) {
@@ -367,7 +367,7 @@ pub fn run_batch(s: &Session, a: &Args, what: &str, jobs: Vec<Job>) -> Result<()
     }
     transfer::check_distinct_destinations(&jobs)?;
     let concurrent = a.parsed::<usize>("concurrent", "a whole number")?.unwrap_or(1).max(1);
-    let results = transfer::download_many(jobs, concurrent, bar(a));
+    let results = transfer::download_many(s.http.agent(), jobs, concurrent, bar(a));
     let mut failed = 0;
     let mut out = Vec::new();
     for (job, r) in &results {
@@ -380,10 +380,7 @@ pub fn run_batch(s: &Session, a: &Args, what: &str, jobs: Vec<Job>) -> Result<()
             }
             Err(e) => {
                 failed += 1;
-                let m = match e {
-                    Error::Failed(m) | Error::Usage(m) => m.clone(),
-                    Error::Exit(c) => format!("exit {c}"),
-                };
+                let m = e.to_string();
                 eprintln!("error: {what} {}: {m}", job.name);
                 out.push(json!({"name": job.name, "path": job.dest, "error": m}));
             }

@@ -3,7 +3,8 @@
 //!
 //! ```no_run
 //! use mito::client::http::Http;
-//! let mut h = Http::new("http://127.0.0.1:5000");
+//! let tls = mito::tls::Tls::new(None, |m| eprintln!("warning: {m}")).unwrap();
+//! let mut h = Http::new("http://127.0.0.1:5000", &tls);
 //! h.token = Some("...".into());
 //! let groups = h.get("/users/groups").unwrap();
 //! println!("{}", groups.json().unwrap());
@@ -18,6 +19,20 @@ use std::time::Duration;
 
 /// Largest reply we read from the coordinator (batch download lists can be long).
 const MAX_REPLY: u64 = 256 << 20;
+
+/// Longest a request to the coordinator may take, answer included.
+const COORDINATOR_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The client's one agent, for the coordinator and for object storage: a stalled connection
+/// fails, but there is no overall deadline (a transfer may take hours); requests to the
+/// coordinator add [`COORDINATOR_TIMEOUT`].
+pub fn agent(tls: &crate::tls::Tls) -> ureq::Agent {
+    tls.agent_builder()
+        .timeout_connect(Duration::from_secs(15))
+        .timeout_read(Duration::from_secs(120))
+        .timeout_write(Duration::from_secs(120))
+        .build()
+}
 
 /// A handle on one coordinator, with the caller's token.
 #[derive(Clone)]
@@ -63,12 +78,13 @@ pub fn typed<T: DeserializeOwned>(v: &Value, what: &str) -> Result<T, Error> {
 }
 
 impl Http {
-    pub fn new(base: &str) -> Http {
-        let agent = ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(10))
-            .timeout(Duration::from_secs(120))
-            .build();
-        Http { base: base.trim_end_matches('/').to_string(), token: None, agent }
+    pub fn new(base: &str, tls: &crate::tls::Tls) -> Http {
+        Http { base: base.trim_end_matches('/').to_string(), token: None, agent: agent(tls) }
+    }
+
+    /// The agent, for transfers to and from object storage.
+    pub fn agent(&self) -> &ureq::Agent {
+        &self.agent
     }
 
     pub fn get(&self, path: &str) -> Result<Reply, Error> {
@@ -87,10 +103,10 @@ impl Http {
         self.send("PUT", path, Some(body))
     }
 
-    /// One request. Non-2xx replies become `Error::Failed` with the server's message.
+    /// One request. Non-2xx replies become `Error::Http` with the server's message.
     pub fn send<B: Serialize + ?Sized>(&self, method: &str, path: &str, body: Option<&B>) -> Result<Reply, Error> {
         let what = format!("{method} {}", path.split('?').next().unwrap_or(path));
-        let mut req = self.agent.request(method, &format!("{}{path}", self.base));
+        let mut req = self.agent.request(method, &format!("{}{path}", self.base)).timeout(COORDINATOR_TIMEOUT);
         if let Some(t) = &self.token {
             req = req.set("Authorization", &format!("Bearer {t}"));
         }
@@ -104,12 +120,12 @@ impl Http {
         };
         match result {
             Ok(resp) => Ok(Reply { body: read_body(resp, &what)?, what }),
-            Err(ureq::Error::Status(code, resp)) => {
-                let status = format!("{code} {}", resp.status_text());
+            Err(ureq::Error::Status(status, resp)) => {
+                let reason = resp.status_text().to_string();
                 let body = read_body(resp, &what).unwrap_or_default();
-                Err(Error::Failed(format!("{what}: {status}: {}", server_message(&body))))
+                Err(Error::Http { call: what, status, reason, message: server_message(&body) })
             }
-            Err(ureq::Error::Transport(t)) => Err(Error::Failed(transport_message(&self.base, &t))),
+            Err(ureq::Error::Transport(t)) => Err(Error::Transport(transport_message(&self.base, &t))),
         }
     }
 }
@@ -118,7 +134,7 @@ impl Http {
     /// A request whose status the caller wants to see, whatever it is; only a failure to
     /// talk to the coordinator is an error.
     pub fn status_of(&self, method: &str, path: &str) -> Result<(u16, String), Error> {
-        let mut req = self.agent.request(method, &format!("{}{path}", self.base));
+        let mut req = self.agent.request(method, &format!("{}{path}", self.base)).timeout(COORDINATOR_TIMEOUT);
         if let Some(t) = &self.token {
             req = req.set("Authorization", &format!("Bearer {t}"));
         }
@@ -126,7 +142,7 @@ impl Http {
         match req.call() {
             Ok(r) => Ok((r.status(), read_body(r, &what)?)),
             Err(ureq::Error::Status(code, r)) => Ok((code, read_body(r, &what).unwrap_or_default())),
-            Err(ureq::Error::Transport(t)) => Err(Error::Failed(transport_message(&self.base, &t))),
+            Err(ureq::Error::Transport(t)) => Err(Error::Transport(transport_message(&self.base, &t))),
         }
     }
 }
@@ -136,7 +152,7 @@ fn read_body(resp: ureq::Response, what: &str) -> Result<String, Error> {
     resp.into_reader()
         .take(MAX_REPLY)
         .read_to_string(&mut s)
-        .map_err(|e| Error::Failed(format!("reading the reply to {what}: {e}")))?;
+        .map_err(|e| Error::Transport(format!("reading the reply to {what}: {e}")))?;
     Ok(s)
 }
 
@@ -156,6 +172,9 @@ pub fn server_message(body: &str) -> String {
 /// A connection problem, with the coordinator's address and the likely fix.
 pub fn transport_message(base: &str, t: &ureq::Transport) -> String {
     use ureq::ErrorKind as K;
+    if let Some(m) = crate::tls::explain(t) {
+        return format!("cannot talk to the coordinator: {m}");
+    }
     let cause = std::error::Error::source(t).map(|e| e.to_string()).or_else(|| t.message().map(str::to_string));
     match t.kind() {
         K::ConnectionFailed | K::Dns => format!(

@@ -33,12 +33,22 @@ use crate::opts::{help_text, parse_mode, OptSpec};
 use args::{Args, Command, Group, Spec};
 use http::Http;
 
-/// Why a command did not succeed.
+/// Why a command did not succeed. The `Display` text is the message shown after `error: `.
 #[derive(Debug)]
 pub enum Error {
     /// A mistake in the command line (exit 2).
     Usage(String),
-    /// The command failed (exit 1).
+    /// The coordinator answered `call` (e.g. `GET /tasks/...`, without the query) with a
+    /// status other than 2xx; `message` is the server's own message.
+    Http { call: String, status: u16, reason: String, message: String },
+    /// The object store refused a transfer: `what` was being done, `message` is its reason.
+    Storage { what: String, status: u16, message: String },
+    /// The coordinator or the object store could not be reached; the text says where and
+    /// the likely fix, and never holds a signed URL.
+    Transport(String),
+    /// A local file could not be read or written: `action` is what was tried ("cannot read").
+    File { action: &'static str, path: std::path::PathBuf, source: std::io::Error },
+    /// The command failed for another reason (exit 1).
     Failed(String),
     /// Stop with this status; the message (if any) was already printed.
     Exit(i32),
@@ -48,15 +58,48 @@ impl Error {
     pub fn code(&self) -> i32 {
         match self {
             Error::Usage(_) => 2,
-            Error::Failed(_) => 1,
             Error::Exit(c) => *c,
+            _ => 1,
         }
     }
 
+    /// Whether the coordinator answered 404 Not Found.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Http { status: 404, .. })
+    }
+
+    /// An I/O failure on a local file.
+    pub fn file(action: &'static str, path: impl Into<std::path::PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::File { action, path, source }
+    }
+
     fn report(&self) {
+        if !matches!(self, Error::Exit(_)) {
+            eprintln!("error: {self}");
+        }
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Error::Usage(m) | Error::Failed(m) => eprintln!("error: {m}"),
-            Error::Exit(_) => {}
+            Error::Usage(m) | Error::Transport(m) | Error::Failed(m) => f.write_str(m),
+            Error::Http { call, status, reason, message } => write!(f, "{call}: {status} {reason}: {message}"),
+            Error::Storage { what, status, message } => {
+                write!(f, "{what}: the object store answered {status}: {message}")
+            }
+            Error::File { action, path, source } => write!(f, "{action} {}: {source}", path.display()),
+            Error::Exit(c) => write!(f, "exit {c}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::File { source, .. } => Some(source),
+            _ => None,
         }
     }
 }
@@ -134,6 +177,13 @@ const SPECS: &[OptSpec] = &[
     ),
     IFLAG,
     OptSpec::switch("retain", None, "retain", "Log in without signing this user out of their other sessions"),
+    OptSpec::value(
+        "ca-file",
+        None,
+        "ca_file",
+        "CA_FILE",
+        "A PEM file of CA certificates to trust besides the system's, for https coordinators and object storage",
+    ),
     JFLAG,
 ];
 
@@ -160,7 +210,8 @@ fn footer() -> String {
         "Commands:\n{}\n{}",
         TOP.command_lines(),
         "See `mito client <COMMAND> --help`. Options can also be set in the [client] table of a config
-file (coordinator_addr, credential_path, user, password, retain) or as MITO_<KEY> variables.
+file (coordinator_addr, credential_path, user, password, retain, ca_file) or as MITO_<KEY>
+variables.
 Exit status: 0 success, 1 failure (the reason is on stderr), 2 a command-line mistake,
 3 `tasks wait` saw a task that did not succeed, 124 `tasks wait --timeout` ran out."
     )
@@ -198,7 +249,14 @@ pub fn main(parser: &mut lexopt::Parser) -> i32 {
             return 2;
         }
     };
-    let mut session = match users::setup(cfg, json) {
+    let tls = match crate::tls::Tls::new(cfg.ca_file.as_deref(), |m| eprintln!("warning: {m}")) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("mito client: {e}");
+            return 2;
+        }
+    };
+    let mut session = match users::setup(cfg, &tls, json) {
         Ok(s) => s,
         Err(e) => {
             e.report();
@@ -271,5 +329,33 @@ fn run_cmd(_: &mut Session, a: &Args) -> Res {
         Some(0) => Ok(Flow::Continue),
         Some(n) => Err(Error::Failed(format!("the command exited with status {n}"))),
         None => Err(Error::Failed("the command was killed by a signal".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http(status: u16, reason: &str, message: &str) -> Error {
+        Error::Http { call: "GET /tasks/x".into(), status, reason: reason.into(), message: message.into() }
+    }
+
+    #[test]
+    fn a_404_is_told_by_its_status_code_not_its_text() {
+        assert!(http(404, "Not Found", "Task with uuid x not found").is_not_found());
+        // A server message that happens to hold " 404 " is not a 404.
+        assert!(!http(500, "Internal Server Error", "upstream said 404 once").is_not_found());
+        assert!(!Error::Failed("GET /tasks/x: 404 Not Found: gone".into()).is_not_found());
+    }
+
+    #[test]
+    fn errors_read_as_one_line_with_what_was_asked() {
+        assert_eq!(http(404, "Not Found", "gone").to_string(), "GET /tasks/x: 404 Not Found: gone");
+        let e =
+            Error::Storage { what: "downloading to a.bin".into(), status: 403, message: "Request has expired".into() };
+        assert_eq!(e.to_string(), "downloading to a.bin: the object store answered 403: Request has expired");
+        let e = Error::file("cannot read", "in.json")(std::io::Error::from(std::io::ErrorKind::NotFound));
+        assert_eq!(e.to_string(), "cannot read in.json: entity not found");
+        assert_eq!((e.code(), Error::Usage("x".into()).code(), Error::Exit(124).code()), (1, 2, 124));
     }
 }

@@ -5,7 +5,7 @@
 
 use super::args::Args;
 use super::{Error, Session};
-use crate::api::{ArtifactContentType, TaskState, TasksQueryReq};
+use crate::api::{ArtifactContentType, TaskFilter, TaskState};
 use crate::opts::OptSpec;
 use std::collections::BTreeSet;
 use uuid::Uuid;
@@ -64,8 +64,9 @@ pub fn set(v: Vec<String>) -> BTreeSet<String> {
     v.into_iter().collect()
 }
 
-/// The task filter flags shared by query, cancel-many and the artifact batch commands.
-pub fn filter(s: &Session, a: &Args) -> Result<TasksQueryReq, Error> {
+/// The task filter flags shared by query, cancel-many and the artifact batch commands;
+/// the group defaults to the caller's own.
+pub fn filter(s: &Session, a: &Args) -> Result<TaskFilter, Error> {
     let states = match a.opt_list("states") {
         None => None,
         Some(v) => Some(
@@ -80,8 +81,7 @@ pub fn filter(s: &Session, a: &Args) -> Result<TasksQueryReq, Error> {
                 .collect::<Result<BTreeSet<_>, _>>()?,
         ),
     };
-    let reporter_uuid = a.value("reporter-uuid").map(|u| uuid_arg(a, u)).transpose()?;
-    Ok(TasksQueryReq {
+    Ok(TaskFilter {
         creator_usernames: a.opt_list("creators").map(set),
         group_name: Some(a.value("group").map(str::to_string).unwrap_or_else(|| s.user.clone())),
         tags: a.opt_list("tags").map(set),
@@ -89,9 +89,10 @@ pub fn filter(s: &Session, a: &Args) -> Result<TasksQueryReq, Error> {
         states,
         exit_status: a.value("exit-status").map(str::to_string),
         priority: a.value("priority").map(str::to_string),
-        reporter_uuid,
-        limit: a.parsed("limit", "a whole number")?,
-        offset: a.parsed("offset", "a whole number")?,
-        count: a.has("count"),
     })
+}
+
+/// `--reporter-uuid`, which query and the artifact batch commands add to the filter.
+pub fn reporter(a: &Args) -> Result<Option<Uuid>, Error> {
+    a.value("reporter-uuid").map(|u| uuid_arg(a, u)).transpose()
 }

@@ -3,8 +3,9 @@
 //!
 //! ```no_run
 //! use mito::client::transfer::{download, Progress};
+//! let agent = mito::client::http::agent(&mito::tls::Tls::new(None, |_| {}).unwrap());
 //! let pb = Progress::new("Downloading to out.bin", Some(1 << 20), true);
-//! let n = download("http://127.0.0.1:5000/...signed...", std::path::Path::new("out.bin"), &pb).unwrap();
+//! let n = download(&agent, "http://127.0.0.1:5000/...signed...", std::path::Path::new("out.bin"), &pb).unwrap();
 //! pb.finish();
 //! ```
 //!
@@ -23,15 +24,6 @@ use std::time::{Duration, Instant};
 /// Whether stderr is a terminal (where progress bars go).
 pub fn stderr_is_tty() -> bool {
     std::io::stderr().is_terminal()
-}
-
-fn agent() -> ureq::Agent {
-    // No overall deadline (a file may take hours), but a stalled connection fails.
-    ureq::AgentBuilder::new()
-        .timeout_connect(Duration::from_secs(15))
-        .timeout_read(Duration::from_secs(120))
-        .timeout_write(Duration::from_secs(120))
-        .build()
 }
 
 /// A byte counter drawn as `label [=====>    ] 1.2 MB / 3.4 MB  5.6 MB/s  ETA 3s` on stderr.
@@ -148,15 +140,18 @@ fn storage_error(what: &str, e: ureq::Error) -> Error {
         ureq::Error::Status(code, resp) => {
             let mut body = String::new();
             let _ = resp.into_reader().take(64 << 10).read_to_string(&mut body);
-            Error::Failed(format!("{what}: the object store answered {code}: {}", storage_message(&body)))
+            Error::Storage { what: what.to_string(), status: code, message: storage_message(&body) }
         }
         // The transport error's text may include the URL; keep signatures out of the message.
-        ureq::Error::Transport(t) => Error::Failed(transport_error(what, &t)),
+        ureq::Error::Transport(t) => Error::Transport(transport_error(what, &t)),
     }
 }
 
 /// A transport failure without the URL (ureq's own text would include the signature).
 pub fn transport_error(what: &str, t: &ureq::Transport) -> String {
+    if let Some(m) = crate::tls::explain(t) {
+        return format!("{what}: {m}");
+    }
     let cause = std::error::Error::source(t).map(|e| e.to_string()).or_else(|| t.message().map(str::to_string));
     match cause {
         Some(m) => format!("{what}: {}: {m}", t.kind()),
@@ -165,18 +160,16 @@ pub fn transport_error(what: &str, t: &ureq::Transport) -> String {
 }
 
 /// Streams `url` into `dest` (parents created); returns the byte count.
-pub fn download(url: &str, dest: &Path, pb: &Progress) -> Result<u64, Error> {
+pub fn download(agent: &ureq::Agent, url: &str, dest: &Path, pb: &Progress) -> Result<u64, Error> {
     let what = format!("downloading to {}", dest.display());
-    let resp = agent().get(url).call().map_err(|e| storage_error(&what, e))?;
+    let resp = agent.get(url).call().map_err(|e| storage_error(&what, e))?;
     let expected: Option<u64> = resp.header("Content-Length").and_then(|v| v.trim().parse().ok());
     if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::Failed(format!("cannot create directory {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(Error::file("cannot create directory", dir))?;
     }
     let part = part_path(dest);
     let result = (|| -> Result<u64, Error> {
-        let mut file = std::fs::File::create(&part)
-            .map_err(|e| Error::Failed(format!("cannot create {}: {e}", part.display())))?;
+        let mut file = std::fs::File::create(&part).map_err(Error::file("cannot create", &part))?;
         let mut reader = resp.into_reader();
         let mut buf = vec![0u8; 256 << 10];
         let mut total = 0u64;
@@ -189,16 +182,15 @@ pub fn download(url: &str, dest: &Path, pb: &Progress) -> Result<u64, Error> {
                     return Err(Error::Failed(format!("{what}: the transfer broke off after {total} bytes: {e}")))
                 }
             };
-            file.write_all(&buf[..n]).map_err(|e| Error::Failed(format!("writing {}: {e}", part.display())))?;
+            file.write_all(&buf[..n]).map_err(Error::file("writing", &part))?;
             total += n as u64;
             pb.add(n as u64);
         }
         if let Some(len) = expected.filter(|l| *l != total) {
             return Err(Error::Failed(format!("{what}: got {total} bytes of {len}; try again")));
         }
-        file.sync_all().map_err(|e| Error::Failed(format!("writing {}: {e}", part.display())))?;
-        std::fs::rename(&part, dest)
-            .map_err(|e| Error::Failed(format!("cannot move the download to {}: {e}", dest.display())))?;
+        file.sync_all().map_err(Error::file("writing", &part))?;
+        std::fs::rename(&part, dest).map_err(Error::file("cannot move the download to", dest))?;
         Ok(total)
     })();
     if result.is_err() {
@@ -213,11 +205,11 @@ fn part_path(dest: &Path) -> PathBuf {
 }
 
 /// Streams the first `len` bytes of `src` to a presigned PUT `url`.
-pub fn upload(url: &str, src: &Path, len: u64, pb: &Progress) -> Result<(), Error> {
+pub fn upload(agent: &ureq::Agent, url: &str, src: &Path, len: u64, pb: &Progress) -> Result<(), Error> {
     let what = format!("uploading {}", src.display());
-    let file = std::fs::File::open(src).map_err(|e| Error::Failed(format!("cannot open {}: {e}", src.display())))?;
+    let file = std::fs::File::open(src).map_err(Error::file("cannot open", src))?;
     let reader = Counting { inner: file.take(len), pb };
-    agent()
+    agent
         .put(url)
         .set("Content-Length", &len.to_string())
         .set("Content-Type", "application/octet-stream")
@@ -277,7 +269,12 @@ pub fn check_distinct_destinations(jobs: &[Job]) -> Result<(), Error> {
 
 /// Downloads every job with `concurrent` threads and one bar for the whole batch; every job
 /// is tried, and each gets its result.
-pub fn download_many(jobs: Vec<Job>, concurrent: usize, bar: bool) -> Vec<(Job, Result<u64, Error>)> {
+pub fn download_many(
+    agent: &ureq::Agent,
+    jobs: Vec<Job>,
+    concurrent: usize,
+    bar: bool,
+) -> Vec<(Job, Result<u64, Error>)> {
     let total: u64 = jobs.iter().map(|j| j.size).sum();
     let pb = Arc::new(Progress::new(&format!("Downloading {} files", jobs.len()), Some(total), bar));
     let n = jobs.len();
@@ -289,11 +286,11 @@ pub fn download_many(jobs: Vec<Job>, concurrent: usize, bar: bool) -> Vec<(Job, 
     let results = Arc::new(Mutex::new(Vec::with_capacity(n)));
     let mut handles = Vec::new();
     for t in 0..concurrent.clamp(1, n.max(1)) {
-        let (rx, pb, results) = (rx.clone(), pb.clone(), results.clone());
+        let (rx, pb, results, agent) = (rx.clone(), pb.clone(), results.clone(), agent.clone());
         let h = std::thread::Builder::new().name(format!("mito-download-{t}")).spawn(move || {
             // The channel holds a fixed set of jobs, so this loop ends when they run out.
             while let Ok((i, job)) = rx.try_recv() {
-                let r = download(&job.url, &job.dest, &pb);
+                let r = download(&agent, &job.url, &job.dest, &pb);
                 if let Ok(mut v) = results.lock() {
                     v.push((i, job, r));
                 }
@@ -307,7 +304,7 @@ pub fn download_many(jobs: Vec<Job>, concurrent: usize, bar: bool) -> Vec<(Job, 
     if handles.is_empty() {
         // No thread could start: do the work here.
         while let Ok((i, job)) = rx.try_recv() {
-            let r = download(&job.url, &job.dest, &pb);
+            let r = download(agent, &job.url, &job.dest, &pb);
             if let Ok(mut v) = results.lock() {
                 v.push((i, job, r));
             }
@@ -357,6 +354,10 @@ mod tests {
         format!("http://{addr}/bucket/key?X-Amz-Signature=secret")
     }
 
+    fn test_agent() -> ureq::Agent {
+        crate::client::http::agent(&crate::tls::Tls::new(None, |_| {}).unwrap())
+    }
+
     fn temp(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("mito-transfer-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
@@ -372,7 +373,7 @@ mod tests {
         });
         let dest = temp("dl").join("sub/out.bin");
         let pb = Progress::new("x", Some(1_000_000), false);
-        assert_eq!(download(&url, &dest, &pb).unwrap(), 1_000_000);
+        assert_eq!(download(&test_agent(), &url, &dest, &pb).unwrap(), 1_000_000);
         assert_eq!(std::fs::read(&dest).unwrap(), expected);
         assert!(pb.render().contains("1.0 MB / 1.0 MB"), "{}", pb.render());
         let leftovers: Vec<_> = std::fs::read_dir(dest.parent().unwrap()).unwrap().collect();
@@ -387,8 +388,8 @@ mod tests {
             let _ = r.respond(tiny_http::Response::from_string(xml).with_status_code(403));
         });
         let dest = temp("dlfail").join("out.bin");
-        let e = match download(&url, &dest, &Progress::new("x", None, false)) {
-            Err(Error::Failed(m)) => m,
+        let e = match download(&test_agent(), &url, &dest, &Progress::new("x", None, false)) {
+            Err(e @ Error::Storage { status: 403, .. }) => e.to_string(),
             other => panic!("{other:?}"),
         };
         assert!(e.contains("403") && e.contains("Request has expired") && !e.contains("secret"), "{e}");
@@ -413,7 +414,7 @@ mod tests {
         let data: Vec<u8> = (0..300_000u32).map(|i| (i % 7) as u8).collect();
         std::fs::write(&src, &data).unwrap();
         let pb = Progress::new("x", Some(300_000), false);
-        upload(&url, &src, 300_000, &pb).unwrap();
+        upload(&test_agent(), &url, &src, 300_000, &pb).unwrap();
         let (len, chunked, got) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
         assert_eq!(len.as_deref(), Some("300000"));
         assert!(!chunked);

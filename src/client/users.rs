@@ -12,8 +12,8 @@ use crate::opts::OptSpec;
 use std::io::IsTerminal;
 
 /// Makes sure of a valid token: the cached one if `GET /auth` accepts it, else a login.
-pub fn setup(cfg: ClientConfig, json: bool) -> Result<Session, Error> {
-    let mut http = Http::new(&cfg.coordinator_addr);
+pub fn setup(cfg: ClientConfig, tls: &crate::tls::Tls, json: bool) -> Result<Session, Error> {
+    let mut http = Http::new(&cfg.coordinator_addr, tls);
     // The user of a stale cached token is who logs in when -u is not given.
     let mut cached_user = None;
     if let Some((user, token)) = credentials::load(&cfg.credential_path, cfg.user.as_deref()) {
@@ -53,8 +53,11 @@ pub fn offline_session() -> Session {
         user: None,
         password: None,
         retain: false,
+        ca_file: None,
     };
-    Session { http: Http::new(&cfg.coordinator_addr), user: String::new(), cfg, json: false }
+    // Help never connects, so the system's roots are never read.
+    let tls = crate::tls::Tls::new(None, |_| {}).expect("no CA file to read");
+    Session { http: Http::new(&cfg.coordinator_addr, &tls), user: String::new(), cfg, json: false }
 }
 
 fn login_request(http: &Http, user: &str, password: &str, retain: bool) -> Result<String, Error> {
@@ -62,8 +65,8 @@ fn login_request(http: &Http, user: &str, password: &str, retain: bool) -> Resul
     let resp: UserLoginResp = http
         .post("/login", &req)
         .map_err(|e| match e {
-            Error::Failed(m) => Error::Failed(format!("cannot log in as {user}: {m}")),
-            other => other,
+            e @ (Error::Usage(_) | Error::Exit(_)) => e,
+            e => Error::Failed(format!("cannot log in as {user}: {e}")),
         })?
         .parse()?;
     Ok(resp.token)

@@ -14,28 +14,31 @@ pub struct ClientConfig {
     pub password: Option<String>,
     /// Log in without signing this user out of their other sessions.
     pub retain: bool,
+    /// A PEM file of CA certificates trusted besides the system's, for `https` servers.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl ClientConfig {
     /// Every key of `[client]`.
-    pub const KEYS: &'static [&'static str] = &["coordinator_addr", "credential_path", "user", "password", "retain"];
+    pub const KEYS: &'static [&'static str] =
+        &["coordinator_addr", "credential_path", "user", "password", "retain", "ca_file"];
 
     /// Builds the settings from merged layers, applying defaults and checking every value.
     pub fn from_layers(l: &Layers) -> Result<Self, ConfigError> {
         let addr = l.string("coordinator_addr")?.unwrap_or_else(|| DEFAULT_COORDINATOR_ADDR.into());
         let addr = addr.trim().trim_end_matches('/').to_string();
         if !(addr.starts_with("http://") || addr.starts_with("https://")) || addr.len() <= "https://".len() {
-            let from = l.source("coordinator_addr").map(|s| format!(" from {s}")).unwrap_or_default();
-            return Err(ConfigError(format!(
-                "invalid value for `coordinator_addr`{from}: {addr:?} is not a URL; write it with the scheme, e.g. http://127.0.0.1:5000"
-            )));
+            return Err(ConfigError::Invalid {
+                key: "coordinator_addr".into(),
+                from: l.source("coordinator_addr").cloned(),
+                reason: format!("{addr:?} is not a URL; write it with the scheme, e.g. http://127.0.0.1:5000"),
+            });
         }
         let credential_path = match l.path("credential_path")? {
             Some(p) => p,
-            None => default_credential_path().ok_or_else(|| {
-                ConfigError(
-                    "cannot find a config directory for the credentials file: set `credential_path` or $HOME".into(),
-                )
+            None => default_credential_path().ok_or(ConfigError::NoDirectory {
+                what: "a config directory for the credentials file",
+                key: "credential_path",
             })?,
         };
         Ok(ClientConfig {
@@ -44,6 +47,7 @@ impl ClientConfig {
             user: l.string("user")?.filter(|s| !s.is_empty()),
             password: l.string("password")?.filter(|s| !s.is_empty()),
             retain: l.bool("retain")?.unwrap_or(false),
+            ca_file: l.path("ca_file")?,
         })
     }
 }
@@ -60,7 +64,7 @@ mod tests {
         assert!(!c.retain && c.user.is_none());
         let mut l = Layers::default();
         l.set("coordinator_addr", toml::Value::String("127.0.0.1:5000".into()), Source::Cli("-c".into()));
-        let e = ClientConfig::from_layers(&l).unwrap_err().0;
+        let e = ClientConfig::from_layers(&l).unwrap_err().to_string();
         assert!(e.contains("coordinator_addr") && e.contains("-c") && e.contains("http://"), "{e}");
         l.set("coordinator_addr", toml::Value::String("http://h:1/".into()), Source::Cli("-c".into()));
         assert_eq!(ClientConfig::from_layers(&l).unwrap().coordinator_addr, "http://h:1");

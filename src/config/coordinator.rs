@@ -30,6 +30,8 @@ pub struct CoordinatorConfig {
     pub s3_secret_key: String,
     pub s3_region: String,
     pub s3_force_path_style: bool,
+    /// A PEM file of CA certificates trusted besides the system's, for an `https` `s3_url`.
+    pub ca_file: Option<PathBuf>,
     pub artifacts_bucket: String,
     pub attachments_bucket: String,
     pub redis_url: Option<String>,
@@ -73,6 +75,12 @@ pub struct CoordinatorConfig {
     /// hold their product (8 GiB by default); a body that finds no room within
     /// `body_timeout` gets 503.
     pub body_memory_limit: usize,
+    /// A second listener serving only `GET /metrics`, without authentication.
+    pub metrics_bind: Option<std::net::SocketAddr>,
+    /// A bearer token that may read `/metrics` on the main listener (besides admins').
+    pub metrics_token: Option<String>,
+    /// A file whose first line is that token.
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 /// Upper bound of `header_timeout` and `body_timeout`: a stalled client holds a thread
@@ -93,6 +101,7 @@ impl CoordinatorConfig {
         "s3_secret_key",
         "s3_region",
         "s3_force_path_style",
+        "ca_file",
         "artifacts_bucket",
         "attachments_bucket",
         "redis_url",
@@ -119,6 +128,9 @@ impl CoordinatorConfig {
         "body_timeout",
         "max_connections",
         "body_memory_limit",
+        "metrics_bind",
+        "metrics_token",
+        "metrics_token_file",
     ];
 
     /// Builds the settings from merged layers, applying defaults and checking every value.
@@ -136,6 +148,7 @@ impl CoordinatorConfig {
             s3_secret_key: string("s3_secret_key", "mitosis_secret")?,
             s3_region: string("s3_region", DEFAULT_S3_REGION)?,
             s3_force_path_style: l.bool("s3_force_path_style")?.unwrap_or(false),
+            ca_file: l.path("ca_file")?,
             artifacts_bucket: string("artifacts_bucket", DEFAULT_ARTIFACTS_BUCKET)?,
             attachments_bucket: string("attachments_bucket", DEFAULT_ATTACHMENTS_BUCKET)?,
             redis_url: l.string("redis_url")?.filter(|s| !s.is_empty()),
@@ -161,7 +174,7 @@ impl CoordinatorConfig {
                 Some(p) => p,
                 None => data_dir()
                     .map(|d| d.join("mitosis").join("coordinator"))
-                    .ok_or_else(|| ConfigError("cannot find a data directory: set `data_dir` or $HOME".into()))?,
+                    .ok_or(ConfigError::NoDirectory { what: "a data directory", key: "data_dir" })?,
             },
             http_threads: l.count("http_threads")?.unwrap_or((2 * cores).max(4)),
             body_limit: l.count("body_limit")?.unwrap_or(2 * 1024 * 1024),
@@ -173,40 +186,61 @@ impl CoordinatorConfig {
             body_timeout: l.duration("body_timeout")?.unwrap_or(Duration::from_secs(30)),
             max_connections: l.count("max_connections")?.unwrap_or(4096),
             body_memory_limit: l.count("body_memory_limit")?.unwrap_or(256 << 20),
+            metrics_bind: match l.string("metrics_bind")?.filter(|s| !s.is_empty()) {
+                Some(_) => l.parsed("metrics_bind", "an address like 127.0.0.1:9100")?,
+                None => None,
+            },
+            metrics_token: l.string("metrics_token")?,
+            metrics_token_file: l.path("metrics_token_file")?,
         };
+        if cfg.metrics_token.is_some() && cfg.metrics_token_file.is_some() {
+            return Err(ConfigError::invalid(
+                "metrics_token",
+                "`metrics_token_file` is set too; give the metrics token one way only",
+            ));
+        }
+        if let Some(t) = &cfg.metrics_token {
+            check_metrics_token(t).map_err(|e| ConfigError::invalid("metrics_token", e))?;
+        }
         for (key, d) in [("header_timeout", cfg.header_timeout), ("body_timeout", cfg.body_timeout)] {
             if d.is_zero() || d > MAX_IO_TIMEOUT {
-                return Err(ConfigError(format!(
-                    "invalid value for `{key}`: {} is not between 1ms and {}",
-                    humantime::format_duration(d),
-                    humantime::format_duration(MAX_IO_TIMEOUT)
-                )));
+                return Err(ConfigError::invalid(
+                    key,
+                    format_args!(
+                        "{} is not between 1ms and {}",
+                        humantime::format_duration(d),
+                        humantime::format_duration(MAX_IO_TIMEOUT)
+                    ),
+                ));
             }
         }
         if cfg.max_connections > MAX_CONNECTIONS {
-            return Err(ConfigError(format!(
-                "invalid value for `max_connections`: {} is more than {MAX_CONNECTIONS}",
-                cfg.max_connections
-            )));
+            return Err(ConfigError::invalid(
+                "max_connections",
+                format_args!("{} is more than {MAX_CONNECTIONS}", cfg.max_connections),
+            ));
         }
         // Twice body_limit: the largest body must fit beside the eighth of the budget that
         // large bodies leave to small requests.
         let min_body_memory = cfg.body_limit.saturating_mul(2);
         if cfg.body_memory_limit < min_body_memory || cfg.body_memory_limit > MAX_BODY_MEMORY {
-            return Err(ConfigError(format!(
-                "invalid value for `body_memory_limit`: {} is not between {min_body_memory} (twice `body_limit`) \
-                 and {MAX_BODY_MEMORY} bytes; raise it or lower `body_limit`",
-                cfg.body_memory_limit
-            )));
+            return Err(ConfigError::invalid(
+                "body_memory_limit",
+                format_args!(
+                    "{} is not between {min_body_memory} (twice `body_limit`) \
+                     and {MAX_BODY_MEMORY} bytes; raise it or lower `body_limit`",
+                    cfg.body_memory_limit
+                ),
+            ));
         }
         if !crate::api::valid_name(&cfg.admin_user) {
-            return Err(ConfigError(format!(
-                "invalid value for `admin_user`: {:?} must be 1 to 255 letters, digits, '-' or '_'",
-                cfg.admin_user
-            )));
+            return Err(ConfigError::invalid(
+                "admin_user",
+                format_args!("{:?} must be 1 to 255 letters, digits, '-' or '_'", cfg.admin_user),
+            ));
         }
         if cfg.admin_password.is_empty() || cfg.admin_password.len() > 255 {
-            return Err(ConfigError("invalid value for `admin_password`: it must be 1 to 255 bytes".into()));
+            return Err(ConfigError::invalid("admin_password", "it must be 1 to 255 bytes"));
         }
         for (key, d) in [
             ("access_token_expires_in", cfg.access_token_expires_in),
@@ -216,12 +250,48 @@ impl CoordinatorConfig {
             ("login_block", cfg.login_block),
         ] {
             if d.is_zero() {
-                return Err(ConfigError(format!("invalid value for `{key}`: it must be longer than 0s")));
+                return Err(ConfigError::invalid(key, "it must be longer than 0s"));
             }
-            crate::api::time::check_max(key, d).map_err(|e| ConfigError(format!("invalid value for `{key}`: {e}")))?;
+            crate::api::time::check_max(key, d).map_err(|e| ConfigError::invalid(key, e))?;
         }
         Ok(cfg)
     }
+}
+
+/// Shortest metrics token accepted: a guessable one would open the metrics to anyone.
+pub const MIN_METRICS_TOKEN: usize = 16;
+
+/// Why a metrics token is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricsTokenError {
+    /// Its length in bytes, outside `MIN_METRICS_TOKEN..=4096`.
+    Length(usize),
+    /// It holds spaces, control characters or non-ASCII.
+    Characters,
+}
+
+impl std::fmt::Display for MetricsTokenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MetricsTokenError::Length(n) => write!(f, "it must be {MIN_METRICS_TOKEN} to 4096 bytes, not {n}"),
+            MetricsTokenError::Characters => {
+                write!(f, "it must be printable ASCII without spaces (it travels in an HTTP header)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for MetricsTokenError {}
+
+/// A metrics token must be long enough not to be guessed and fit in a header.
+pub fn check_metrics_token(t: &str) -> Result<(), MetricsTokenError> {
+    if t.len() < MIN_METRICS_TOKEN || t.len() > 4096 {
+        return Err(MetricsTokenError::Length(t.len()));
+    }
+    if t.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || !b.is_ascii()) {
+        return Err(MetricsTokenError::Characters);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -252,7 +322,7 @@ mod tests {
         ] {
             let mut l = l.clone();
             l.set(key, toml::Value::String(value.into()), Source::Cli(format!("--{key}")));
-            let e = CoordinatorConfig::from_layers(&l).unwrap_err().0;
+            let e = CoordinatorConfig::from_layers(&l).unwrap_err().to_string();
             assert!(e.contains(key), "{e}");
         }
     }

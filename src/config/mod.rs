@@ -98,16 +98,69 @@ impl fmt::Display for Source {
 }
 
 /// A configuration problem, with a message meant for the person who wrote the config.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError(pub String);
+#[derive(Debug)]
+pub enum ConfigError {
+    /// `--config` names a file that does not exist.
+    MissingFile(PathBuf),
+    /// A config file exists but cannot be read.
+    Read { path: PathBuf, source: std::io::Error },
+    /// A config file is not TOML; `message` is the parser's.
+    Toml { path: PathBuf, message: String },
+    /// The role's section (`[coordinator]`...) is not a table.
+    NotTable { path: PathBuf, role: String },
+    /// `key` has a value that is refused: `reason` says why, `from` where it was set.
+    Invalid { key: String, from: Option<Source>, reason: String },
+    /// More than one of the ways to give the worker's password is set.
+    PasswordTwice,
+    /// No default location for `what` (no $HOME): the key `key` must be set.
+    NoDirectory { what: &'static str, key: &'static str },
+}
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+impl ConfigError {
+    /// An invalid value for `key`, without saying where it came from.
+    pub fn invalid(key: &str, reason: impl fmt::Display) -> Self {
+        ConfigError::Invalid { key: key.to_string(), from: None, reason: reason.to_string() }
     }
 }
 
-impl std::error::Error for ConfigError {}
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::MissingFile(p) => write!(
+                f,
+                "config file {} does not exist (given with --config); check the path or leave --config out",
+                p.display()
+            ),
+            ConfigError::Read { path, source } => write!(f, "cannot read config file {}: {source}", path.display()),
+            ConfigError::Toml { path, message } => {
+                write!(f, "config file {} is not valid TOML: {message}", path.display())
+            }
+            ConfigError::NotTable { path, role } => {
+                write!(f, "config file {}: [{role}] must be a table", path.display())
+            }
+            ConfigError::Invalid { key, from, reason } => {
+                write!(f, "invalid value for `{key}`")?;
+                if let Some(from) = from {
+                    write!(f, " from {from}")?;
+                }
+                write!(f, ": {reason}")
+            }
+            ConfigError::PasswordTwice => f.write_str(
+                "more than one of `password`, `password_file` and `password_stdin` is set; give the password one way only",
+            ),
+            ConfigError::NoDirectory { what, key } => write!(f, "cannot find {what}: set `{key}` or $HOME"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::Read { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
 
 /// One value given on the command line: the config key it sets, the flag as typed, the value.
 #[derive(Debug, Clone)]
@@ -176,10 +229,7 @@ impl Layers {
         match config_flag {
             Some(path) => {
                 if !path.is_file() {
-                    return Err(ConfigError(format!(
-                        "config file {} does not exist (given with --config); check the path or leave --config out",
-                        path.display()
-                    )));
+                    return Err(ConfigError::MissingFile(path.to_path_buf()));
                 }
                 layers.merge_file(role, keys, path)?;
             }
@@ -203,16 +253,17 @@ impl Layers {
     }
 
     fn merge_file(&mut self, role: &str, keys: &[&str], path: &Path) -> Result<(), ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
-        let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            ConfigError(format!("config file {} is not valid TOML: {}", path.display(), e.message()))
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Toml {
+            path: path.to_path_buf(),
+            message: e.message().to_string(),
         })?;
         let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         self.files.push(abs.clone());
         let Some(section) = doc.get(role) else { return Ok(()) };
         let Some(table) = section.as_table() else {
-            return Err(ConfigError(format!("config file {}: [{role}] must be a table", path.display())));
+            return Err(ConfigError::NotTable { path: path.to_path_buf(), role: role.to_string() });
         };
         for (k, v) in table {
             if keys.contains(&k.as_str()) {
@@ -240,8 +291,10 @@ impl Layers {
         parse: impl Fn(&toml::Value) -> Option<T>,
     ) -> Result<Option<T>, ConfigError> {
         let Some(e) = self.entries.get(key) else { return Ok(None) };
-        parse(&e.value).map(Some).ok_or_else(|| {
-            ConfigError(format!("invalid value for `{key}` from {}: {} is not {expected}", e.source, show(&e.value)))
+        parse(&e.value).map(Some).ok_or_else(|| ConfigError::Invalid {
+            key: key.to_string(),
+            from: Some(e.source.clone()),
+            reason: format!("{} is not {expected}", show(&e.value)),
         })
     }
 
@@ -290,10 +343,11 @@ impl Layers {
             return Ok(None);
         };
         if p.as_os_str().is_empty() {
-            return Err(ConfigError(format!(
-                "invalid value for `{key}` from {}: the path is empty",
-                self.source(key).expect("typed found it")
-            )));
+            return Err(ConfigError::Invalid {
+                key: key.to_string(),
+                from: self.source(key).cloned(),
+                reason: "the path is empty".into(),
+            });
         }
         match self.source(key) {
             Some(Source::File(file)) if p.is_relative() => Ok(Some(file.parent().unwrap_or(Path::new(".")).join(p))),
@@ -377,12 +431,20 @@ mod tests {
     }
 
     #[test]
+    fn invalid_values_say_where_they_came_from_when_known() {
+        let from = Some(Source::Cli("--bind".into()));
+        let e = ConfigError::Invalid { key: "bind".into(), from, reason: r#""x" is not an address"#.into() };
+        assert_eq!(e.to_string(), r#"invalid value for `bind` from command-line flag --bind: "x" is not an address"#);
+        assert_eq!(ConfigError::invalid("user", "it is empty").to_string(), "invalid value for `user`: it is empty");
+    }
+
+    #[test]
     fn bad_values_name_key_source_and_expectation() {
         let d = tempdir("bad");
         let l = layers_from("[coordinator]\nheartbeat_timeout = \"soon\"\nfile_log = 3\n", &d);
-        let e = l.duration("heartbeat_timeout").unwrap_err().0;
+        let e = l.duration("heartbeat_timeout").unwrap_err().to_string();
         assert!(e.contains("heartbeat_timeout") && e.contains("c.toml") && e.contains("duration"), "{e}");
-        let e = l.bool("file_log").unwrap_err().0;
+        let e = l.bool("file_log").unwrap_err().to_string();
         assert!(e.contains("file_log") && e.contains("boolean"), "{e}");
     }
 

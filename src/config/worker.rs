@@ -40,6 +40,9 @@ pub struct WorkerConfig {
     pub skip_redis: bool,
     /// `NAME=VALUE` settings added to every task's environment (a task's own `envs` win).
     pub env: Vec<(String, String)>,
+    /// A PEM file of CA certificates trusted besides the system's, for `https` coordinators
+    /// and object storage.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl WorkerConfig {
@@ -64,6 +67,7 @@ impl WorkerConfig {
         "retain",
         "skip_redis",
         "env",
+        "ca_file",
     ];
 
     /// Builds the settings from merged layers, applying defaults and checking every value.
@@ -91,28 +95,27 @@ impl WorkerConfig {
             retain: l.bool("retain")?.unwrap_or(false),
             skip_redis: l.bool("skip_redis")?.unwrap_or(false),
             env: parse_env(l.entries("env")?.unwrap_or_default(), l.source("env"))?,
+            ca_file: l.path("ca_file")?,
         };
         for (key, d) in [("polling_interval", cfg.polling_interval), ("heartbeat_interval", cfg.heartbeat_interval)] {
             if d.is_zero() {
-                return Err(ConfigError(format!("invalid value for `{key}`: it must be longer than 0s")));
+                return Err(ConfigError::invalid(key, "it must be longer than 0s"));
             }
-            crate::api::time::check_max(key, d).map_err(|e| ConfigError(format!("invalid value for `{key}`: {e}")))?;
+            crate::api::time::check_max(key, d).map_err(|e| ConfigError::invalid(key, e))?;
         }
         if let Some(d) = cfg.lifetime {
-            crate::api::time::check_max("lifetime", d)
-                .map_err(|e| ConfigError(format!("invalid value for `lifetime`: {e}")))?;
+            crate::api::time::check_max("lifetime", d).map_err(|e| ConfigError::invalid("lifetime", e))?;
         }
         let sources = [cfg.password.is_some(), cfg.password_file.is_some(), cfg.password_stdin];
         if sources.iter().filter(|s| **s).count() > 1 {
-            return Err(ConfigError(
-                "more than one of `password`, `password_file` and `password_stdin` is set; give the password one way only".into(),
-            ));
+            return Err(ConfigError::PasswordTwice);
         }
         if let Some(u) = &cfg.user {
             if !crate::api::valid_name(u) {
-                return Err(ConfigError(format!(
-                    "invalid value for `user`: {u:?} must be 1 to 255 letters, digits, '-' or '_'"
-                )));
+                return Err(ConfigError::invalid(
+                    "user",
+                    format_args!("{u:?} must be 1 to 255 letters, digits, '-' or '_'"),
+                ));
             }
         }
         Ok(cfg)
@@ -127,14 +130,14 @@ const MAX_ENV_LEN: usize = 32 * 1024;
 /// `NAME=VALUE` items: a name of letters, digits and `_` not starting with a digit; the value
 /// may be empty and may hold `=` and commas.
 pub fn parse_env(items: Vec<String>, source: Option<&Source>) -> Result<Vec<(String, String)>, ConfigError> {
-    let from = source.map(|s| format!(" from {s}")).unwrap_or_default();
+    let invalid = |reason: String| ConfigError::Invalid { key: "env".into(), from: source.cloned(), reason };
     if items.len() > MAX_ENV {
-        return Err(ConfigError(format!("invalid value for `env`{from}: more than {MAX_ENV} settings")));
+        return Err(invalid(format!("more than {MAX_ENV} settings")));
     }
     items
         .into_iter()
         .map(|item| {
-            let bad = |why: &str| ConfigError(format!("invalid value for `env`{from}: {item:?} {why}"));
+            let bad = |why: &str| invalid(format!("{item:?} {why}"));
             let (name, value) = item.split_once('=').ok_or_else(|| bad("is not NAME=VALUE"))?;
             let name_ok = !name.is_empty()
                 && !name.starts_with(|c: char| c.is_ascii_digit())
@@ -152,14 +155,15 @@ pub fn parse_env(items: Vec<String>, source: Option<&Source>) -> Result<Vec<(Str
 
 /// Checks a coordinator address: an http(s) URL with a host; returns it without a trailing slash.
 pub fn check_base_url(addr: &str, source: Option<&Source>) -> Result<String, ConfigError> {
-    let from = source.map(|s| format!(" from {s}")).unwrap_or_default();
     let trimmed = addr.trim().trim_end_matches('/');
     let rest = trimmed.strip_prefix("http://").or_else(|| trimmed.strip_prefix("https://"));
     match rest {
         Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => Ok(trimmed.to_string()),
-        _ => Err(ConfigError(format!(
-            "invalid value for `coordinator_addr`{from}: {addr:?} is not a URL like http://127.0.0.1:5000 (the scheme is required)"
-        ))),
+        _ => Err(ConfigError::Invalid {
+            key: "coordinator_addr".into(),
+            from: source.cloned(),
+            reason: format!("{addr:?} is not a URL like http://127.0.0.1:5000 (the scheme is required)"),
+        }),
     }
 }
 
@@ -190,7 +194,7 @@ mod tests {
     #[test]
     fn coordinator_addr_needs_a_scheme() {
         assert_eq!(check_base_url("http://h:1/", None).unwrap(), "http://h:1");
-        let e = check_base_url("127.0.0.1:5000", Some(&Source::Cli("-c".into()))).unwrap_err().0;
+        let e = check_base_url("127.0.0.1:5000", Some(&Source::Cli("-c".into()))).unwrap_err().to_string();
         assert!(e.contains("-c") && e.contains("scheme"), "{e}");
     }
 }

@@ -24,7 +24,7 @@ use argon2::Argon2;
 use ct_codecs::{Base64, Base64UrlSafeNoPadding, Decoder, Encoder};
 use ed25519_compact::{PublicKey, SecretKey, Signature};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const HEADER: &str = r#"{"typ":"JWT","alg":"EdDSA"}"#;
@@ -70,6 +70,66 @@ pub struct Keys {
     public: PublicKey,
 }
 
+/// Why the token signing keys cannot be used; every message says how to make a pair.
+#[derive(Debug)]
+pub enum KeyError {
+    /// `which` is "private" or "public".
+    Read {
+        which: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    NotPrivateKey {
+        path: PathBuf,
+        message: String,
+    },
+    NotPublicKey {
+        path: PathBuf,
+        message: String,
+    },
+    /// The public key is not the private key's.
+    NotAPair {
+        private: PathBuf,
+        public: PathBuf,
+    },
+}
+
+impl std::fmt::Display for KeyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyError::Read { which, path, source } => {
+                write!(f, "cannot read the {which} key {}: {source}\n{}", path.display(), openssl_hint())
+            }
+            KeyError::NotPrivateKey { path, message } => write!(
+                f,
+                "{} is not an Ed25519 private key in PEM (PKCS#8) form: {message}\n{}",
+                path.display(),
+                openssl_hint()
+            ),
+            KeyError::NotPublicKey { path, message } => {
+                write!(f, "{} is not an Ed25519 public key in PEM form: {message}\n{}", path.display(), openssl_hint())
+            }
+            KeyError::NotAPair { private, public } => write!(
+                f,
+                "{} and {} are not a key pair: regenerate the public key with\n  openssl pkey -in {} -pubout -out {}",
+                private.display(),
+                public.display(),
+                private.display(),
+                public.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for KeyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            KeyError::Read { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
 fn openssl_hint() -> &'static str {
     "generate a key pair with:\n  openssl genpkey -algorithm ed25519 -out private.pem\n  openssl pkey -in private.pem -pubout -out public.pem\nthen point access_token_private_path / access_token_public_path at them"
 }
@@ -80,25 +140,16 @@ fn now_secs() -> u64 {
 
 impl Keys {
     /// Reads the two PEM files; the error explains how to make them.
-    pub fn load(private: &Path, public: &Path) -> Result<Keys, String> {
-        let read = |p: &Path, what: &str| {
-            std::fs::read_to_string(p)
-                .map_err(|e| format!("cannot read the {what} key {}: {e}\n{}", p.display(), openssl_hint()))
+    pub fn load(private: &Path, public: &Path) -> Result<Keys, KeyError> {
+        let read = |path: &Path, which: &'static str| {
+            std::fs::read_to_string(path).map_err(|source| KeyError::Read { which, path: path.into(), source })
         };
-        let secret = SecretKey::from_pem(&read(private, "private")?).map_err(|e| {
-            format!("{} is not an Ed25519 private key in PEM (PKCS#8) form: {e}\n{}", private.display(), openssl_hint())
-        })?;
-        let public_key = PublicKey::from_pem(&read(public, "public")?).map_err(|e| {
-            format!("{} is not an Ed25519 public key in PEM form: {e}\n{}", public.display(), openssl_hint())
-        })?;
+        let secret = SecretKey::from_pem(&read(private, "private")?)
+            .map_err(|e| KeyError::NotPrivateKey { path: private.into(), message: e.to_string() })?;
+        let public_key = PublicKey::from_pem(&read(public, "public")?)
+            .map_err(|e| KeyError::NotPublicKey { path: public.into(), message: e.to_string() })?;
         if secret.public_key() != public_key {
-            return Err(format!(
-                "{} and {} are not a key pair: regenerate the public key with\n  openssl pkey -in {} -pubout -out {}",
-                private.display(),
-                public.display(),
-                private.display(),
-                public.display()
-            ));
+            return Err(KeyError::NotAPair { private: private.into(), public: public.into() });
         }
         Ok(Keys { secret, public: public_key })
     }
@@ -277,6 +328,12 @@ pub fn bearer(call: &Call) -> Result<String, ApiError> {
     Ok(token.trim().to_string())
 }
 
+/// Compares secrets without an early exit, so the time taken tells nothing of where they
+/// differ (only whether their lengths do).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// A signed-in user.
 #[derive(Debug, Clone)]
 pub struct AuthUser {
@@ -304,17 +361,17 @@ pub fn authenticate_user(db: &mut super::db::Conn, claims: &Claims, need_admin: 
     let st = db.prepared("SELECT id, admin, state, auth_signature FROM users WHERE username = $1")?;
     let row = db.query_opt(&st, &[&claims.sub])?;
     let row = row.ok_or(ApiError::WrongCredentials)?;
-    let admin: bool = row.get(1);
+    let admin: bool = row.get("admin");
     if need_admin && !admin {
         return Err(ApiError::PermissionDenied);
     }
-    if UserState::from_code(row.get(2)) != Some(UserState::Active) {
+    if UserState::from_code(row.get("state")) != Some(UserState::Active) {
         return Err(ApiError::PermissionDenied);
     }
-    if row.get::<_, Option<i64>>(3) != Some(claims.sign) {
+    if row.get::<_, Option<i64>>("auth_signature") != Some(claims.sign) {
         return Err(ApiError::WrongCredentials);
     }
-    Ok(AuthUser { id: row.get(0), username: claims.sub.clone(), admin })
+    Ok(AuthUser { id: row.get("id"), username: claims.sub.clone(), admin })
 }
 
 #[cfg(test)]
@@ -447,8 +504,8 @@ pub fn authenticate_worker(db: &mut super::db::Conn, token: WorkerToken) -> Resu
     let st = db.prepared("SELECT id, state FROM workers WHERE worker_id = $1")?;
     let row = db.query_opt(&st, &[&token.uuid])?.ok_or(ApiError::WrongCredentials)?;
     Ok(AuthWorker {
-        id: row.get(0),
+        id: row.get("id"),
         uuid: token.uuid,
-        state: crate::api::WorkerState::from_code(row.get(1)).unwrap_or(crate::api::WorkerState::Normal),
+        state: crate::api::WorkerState::from_code(row.get("state")).unwrap_or(crate::api::WorkerState::Normal),
     })
 }

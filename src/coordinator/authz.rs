@@ -23,7 +23,7 @@ pub fn group_role(
          WHERE g.group_name = $1 AND ug.user_id = $2",
         &[&group, &user.id],
     )?;
-    Ok(row.and_then(|r| UserGroupRole::from_code(r.get(1)).map(|role| (r.get(0), role))))
+    Ok(row.and_then(|r| UserGroupRole::from_code(r.get("role")).map(|role| (r.get("id"), role))))
 }
 
 /// Requires at least role `min` in `group`; returns the group's id and the caller's role.
@@ -55,16 +55,16 @@ pub fn authorize_worker(
     let row = db.query_opt(
         "SELECT w.id,
             EXISTS (SELECT 1 FROM group_worker gw JOIN user_group ug ON ug.group_id = gw.group_id
-                    WHERE gw.worker_id = w.id AND ug.user_id = $2),
+                    WHERE gw.worker_id = w.id AND ug.user_id = $2) AS shares_group,
             EXISTS (SELECT 1 FROM group_worker gw JOIN user_group ug ON ug.group_id = gw.group_id
-                    WHERE gw.worker_id = w.id AND ug.user_id = $2 AND ug.role >= $3 AND gw.role >= $4)
+                    WHERE gw.worker_id = w.id AND ug.user_id = $2 AND ug.role >= $3 AND gw.role >= $4) AS allowed
          FROM workers w WHERE w.worker_id = $1",
         &[&uuid, &user.id, &min_user.code(), &min_group.code()],
     )?;
     match row {
-        Some(r) if r.get::<_, bool>(1) => {
-            if r.get::<_, bool>(2) {
-                Ok(r.get(0))
+        Some(r) if r.get::<_, bool>("shares_group") => {
+            if r.get::<_, bool>("allowed") {
+                Ok(r.get("id"))
             } else {
                 Err(ApiError::Forbidden(format!(
                     "this needs the {min_user} role in a group that has the {min_group} role on worker {uuid}"
@@ -83,7 +83,7 @@ pub fn role_in(
 ) -> Result<Option<UserGroupRole>, ApiError> {
     let row =
         db.query_opt("SELECT role FROM user_group WHERE user_id = $1 AND group_id = $2", &[&user.id, &group_id])?;
-    Ok(row.and_then(|r| UserGroupRole::from_code(r.get(0))))
+    Ok(row.and_then(|r| UserGroupRole::from_code(r.get("role"))))
 }
 
 /// Requires at least `min` in the task's group. A caller outside the group is told the
@@ -122,7 +122,8 @@ pub fn authorize_attach(
     )?;
     let mut found = std::collections::HashMap::new();
     for r in &rows {
-        found.insert(r.get::<_, String>(0), (r.get::<_, i64>(1), UserGroupRole::from_code(r.get(2))));
+        found
+            .insert(r.get::<_, String>("group_name"), (r.get::<_, i64>("id"), UserGroupRole::from_code(r.get("role"))));
     }
     names
         .iter()
@@ -152,7 +153,7 @@ pub fn detach_unvouched(db: &mut impl postgres::GenericClient, users: &[i64]) ->
          RETURNING gw.worker_id",
         &[&users, &UserGroupRole::Write.code(), &crate::api::UserState::Deleted.code()],
     )?;
-    let mut ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    let mut ids: Vec<i64> = rows.iter().map(|r| r.get("worker_id")).collect();
     ids.sort_unstable();
     ids.dedup();
     Ok(ids)

@@ -142,10 +142,20 @@ impl Pool {
 
     /// Checks out a connection, opening, probing or replacing it as needed.
     pub fn get(&self) -> Result<Conn<'_>, ApiError> {
-        let slot = self
-            .rx
-            .recv_timeout(CHECKOUT_TIMEOUT)
-            .map_err(|_| ApiError::Unavailable("every database connection is busy".into()))?;
+        let m = &super::metrics::METRICS;
+        let slot = match self.rx.try_recv() {
+            Ok(slot) => slot,
+            Err(_) => {
+                m.db_pool_waits.inc();
+                let t0 = Instant::now();
+                let got = self.rx.recv_timeout(CHECKOUT_TIMEOUT);
+                m.db_pool_wait_micros.add(t0.elapsed().as_micros() as u64);
+                got.map_err(|_| {
+                    m.db_pool_timeouts.inc();
+                    ApiError::Unavailable("every database connection is busy".into())
+                })?
+            }
+        };
         let epoch = self.epoch.load(Ordering::SeqCst);
         let usable = match slot {
             Some((mut c, st, seen)) if !c.is_closed() => {
@@ -158,6 +168,7 @@ impl Pool {
             None => match self.open() {
                 Ok(c) => (c, Statements::new()),
                 Err(e) => {
+                    m.db_connect_errors.inc();
                     let _ = self.tx.send(None);
                     log::warn!("database {} unreachable: {}", redact(&self.url), crate::redact::text(&e.to_string()));
                     return Err(ApiError::Unavailable("the database is unreachable".into()));
@@ -241,7 +252,7 @@ pub fn migrations() -> Vec<(i32, &'static str)> {
 /// advisory lock, so coordinators starting together on an empty database all come up.
 /// `admin_hash` is the stored form of the admin's password (the caller hashes it, so that
 /// this module needs nothing from the one that authenticates).
-pub fn migrate(client: &mut Client, admin_user: &str, admin_hash: &str) -> Result<(), String> {
+pub fn migrate(client: &mut Client, admin_user: &str, admin_hash: &str) -> Result<(), postgres::Error> {
     let run = |client: &mut Client| -> Result<(), postgres::Error> {
         let mut tx = client.transaction()?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
@@ -251,7 +262,8 @@ pub fn migrate(client: &mut Client, admin_user: &str, admin_hash: &str) -> Resul
                 applied_at timestamptz NOT NULL DEFAULT now()
             )",
         )?;
-        let done: Vec<i32> = tx.query("SELECT version FROM schema_version", &[])?.iter().map(|r| r.get(0)).collect();
+        let done: Vec<i32> =
+            tx.query("SELECT version FROM schema_version", &[])?.iter().map(|r| r.get("version")).collect();
         for (n, sql) in migrations() {
             if !done.contains(&n) {
                 log::info!("applying schema migration {n}");
@@ -264,7 +276,7 @@ pub fn migrate(client: &mut Client, admin_user: &str, admin_hash: &str) -> Resul
         }
         tx.commit()
     };
-    run(client).map_err(|e| format!("cannot apply schema.sql: {e}"))
+    run(client)
 }
 
 /// Creates a user with its personal group (where it is Admin), unless a user or group of
@@ -285,11 +297,11 @@ pub fn create_user(
         ), g AS (
             INSERT INTO groups (group_name, creator_id) SELECT $1, id FROM u RETURNING id, creator_id
         )
-        INSERT INTO user_group (user_id, group_id, role) SELECT creator_id, id, 2 FROM g
+        INSERT INTO user_group (user_id, group_id, role) SELECT creator_id, id, $4::int FROM g
         RETURNING user_id",
-        &[&username, &password_hash, &admin],
+        &[&username, &password_hash, &admin, &crate::api::UserGroupRole::Admin.code()],
     )?;
-    Ok(row.map(|r| r.get(0)))
+    Ok(row.map(|r| r.get("user_id")))
 }
 
 #[cfg(test)]

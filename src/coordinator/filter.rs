@@ -74,24 +74,38 @@ pub struct Comparison {
     pub value: i32,
 }
 
+/// A string that is not a [`Comparison`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotAComparison(pub String);
+
+impl std::fmt::Display for NotAComparison {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:?} is not a comparison: expected a number with an optional =, !=, >, >=, < or <= before it",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for NotAComparison {}
+
 impl std::str::FromStr for Comparison {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = NotAComparison;
+    fn from_str(s: &str) -> Result<Self, NotAComparison> {
         let t = s.trim();
         let (op, rest) = [("!=", "!="), (">=", ">="), ("<=", "<="), ("=", "="), (">", ">"), ("<", "<")]
             .iter()
             .find_map(|(p, op)| t.strip_prefix(p).map(|r| (*op, r)))
             .unwrap_or(("=", t));
-        let value = rest.trim().parse::<i32>().map_err(|_| {
-            format!("{s:?} is not a comparison: expected a number with an optional =, !=, >, >=, < or <= before it")
-        })?;
+        let value = rest.trim().parse::<i32>().map_err(|_| NotAComparison(s.to_string()))?;
         Ok(Comparison { op, value })
     }
 }
 
 /// Parses an optional comparison field, naming it in the error.
 pub fn comparison(field: &str, v: &Option<String>) -> Result<Option<Comparison>, ApiError> {
-    v.as_deref().map(|s| s.parse().map_err(|e: String| ApiError::bad(format!("{field}: {e}")))).transpose()
+    v.as_deref().map(|s| s.parse().map_err(|e: NotAComparison| ApiError::bad(format!("{field}: {e}")))).transpose()
 }
 
 /// Rejects a filter given as an empty set.

@@ -85,6 +85,9 @@ impl ApiError {
         let msg = |status: u16, text: String| Reply::error_json(status, &text);
         match self {
             InvalidToken => msg(401, "Authentication error: Invalid token".into()),
+            Unauthenticated(s) => {
+                msg(401, format!("Authentication error: {s}")).with_header("WWW-Authenticate", "Bearer".into())
+            }
             WrongCredentials => msg(401, "Authentication error: Wrong credentials".into()),
             PermissionDenied => msg(403, "Authentication error: Permission denied".into()),
             Forbidden(s) => msg(403, format!("Authentication error: Permission denied: {s}")),
@@ -169,17 +172,39 @@ impl Call {
     }
 }
 
+/// Why a path segment or query part does not percent-decode; each holds the text given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// A `%` without two characters after it.
+    Truncated(String),
+    /// A `%` not followed by two hex digits.
+    BadEscape(String),
+    NotUtf8(String),
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::Truncated(s) => write!(f, "truncated escape in {s:?}"),
+            DecodeError::BadEscape(s) => write!(f, "bad escape in {s:?}"),
+            DecodeError::NotUtf8(s) => write!(f, "{s:?} does not decode to UTF-8"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
 /// Decodes `%XX` escapes (and `+` as space when `plus` is set).
-pub fn percent_decode(s: &str, plus: bool) -> Result<String, String> {
+pub fn percent_decode(s: &str, plus: bool) -> Result<String, DecodeError> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         match b[i] {
             b'%' => {
-                let hex = b.get(i + 1..i + 3).ok_or_else(|| format!("truncated escape in {s:?}"))?;
-                let hex = std::str::from_utf8(hex).map_err(|_| format!("bad escape in {s:?}"))?;
-                out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("bad escape in {s:?}"))?);
+                let hex = b.get(i + 1..i + 3).ok_or_else(|| DecodeError::Truncated(s.into()))?;
+                let hex = std::str::from_utf8(hex).map_err(|_| DecodeError::BadEscape(s.into()))?;
+                out.push(u8::from_str_radix(hex, 16).map_err(|_| DecodeError::BadEscape(s.into()))?);
                 i += 3;
             }
             b'+' if plus => {
@@ -192,7 +217,7 @@ pub fn percent_decode(s: &str, plus: bool) -> Result<String, String> {
             }
         }
     }
-    String::from_utf8(out).map_err(|_| format!("{s:?} does not decode to UTF-8"))
+    String::from_utf8(out).map_err(|_| DecodeError::NotUtf8(s.into()))
 }
 
 fn query_pairs(q: &str) -> Result<Vec<(String, String)>, ApiError> {
@@ -201,8 +226,8 @@ fn query_pairs(q: &str) -> Result<Vec<(String, String)>, ApiError> {
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
             Ok((
-                percent_decode(k, true).map_err(ApiError::BadQuery)?,
-                percent_decode(v, true).map_err(ApiError::BadQuery)?,
+                percent_decode(k, true).map_err(|e| ApiError::BadQuery(e.to_string()))?,
+                percent_decode(v, true).map_err(|e| ApiError::BadQuery(e.to_string()))?,
             ))
         })
         .collect()
@@ -239,8 +264,8 @@ mod tests {
         assert_eq!(percent_decode("a%2Fb%20c", false).unwrap(), "a/b c");
         assert_eq!(percent_decode("a+b", true).unwrap(), "a b");
         assert_eq!(percent_decode("a+b", false).unwrap(), "a+b");
-        assert!(percent_decode("%zz", false).is_err());
-        assert!(percent_decode("%4", false).is_err());
+        assert_eq!(percent_decode("%zz", false), Err(DecodeError::BadEscape("%zz".into())));
+        assert_eq!(percent_decode("%4", false).unwrap_err().to_string(), r#"truncated escape in "%4""#);
     }
 
     #[test]

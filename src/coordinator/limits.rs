@@ -74,13 +74,13 @@ pub fn task_bytes(t: &crate::api::TaskQueryInfo) -> usize {
 }
 
 /// Refuses a task spec over [`MAX_TASK_SPEC_BYTES`] as JSON.
-pub fn check_spec_size(spec: &crate::api::TaskSpec) -> Result<(), String> {
+pub fn check_spec_size(spec: &crate::api::TaskSpec) -> Result<(), ApiError> {
     let total = serde_json::to_vec(spec).map(|v| v.len()).unwrap_or(usize::MAX);
     if total > MAX_TASK_SPEC_BYTES {
-        return Err(format!(
+        return Err(ApiError::bad(format_args!(
             "the task spec (args, envs, resources) takes {total} bytes as JSON; at most {MAX_TASK_SPEC_BYTES} (1 MiB) \
              are allowed: put large inputs in an attachment and list it in the task's resources"
-        ));
+        )));
     }
     Ok(())
 }

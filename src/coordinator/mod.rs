@@ -18,12 +18,14 @@ pub mod filter;
 pub mod http;
 pub mod limits;
 pub mod login_limit;
+pub mod metrics;
 pub mod peer;
 pub mod reaper;
 pub mod redis;
 mod routes;
 pub mod scheduler;
 mod server;
+pub mod stats;
 pub mod storage;
 pub mod tasks;
 pub mod workers;
@@ -37,6 +39,7 @@ use crate::config::{cache_dir, concat_str, CoordinatorConfig, Layers};
 use crate::logging::{self, FileTarget};
 use crate::opts::{help_text, parse_mode, OptSpec};
 use crossbeam_channel::{bounded, select, Receiver, Sender};
+use error::StartError;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +54,7 @@ const SPECS: &[OptSpec] = &[
     OptSpec::value("s3-secret-key", None, "s3_secret_key", "S3_SECRET_KEY", "The S3 secret key"),
     OptSpec::value("s3-region", None, "s3_region", "S3_REGION", concat_str!("The S3 region (default ", DEFAULT_S3_REGION, ")")),
     OptSpec::switch("s3-force-path-style", None, "s3_force_path_style", "Address buckets as http://host/bucket instead of http://bucket.host"),
+    OptSpec::value("ca-file", None, "ca_file", "CA_FILE", "A PEM file of CA certificates to trust besides the system's, for an https S3 URL"),
     OptSpec::value("artifacts-bucket", None, "artifacts_bucket", "ARTIFACTS_BUCKET", concat_str!("The bucket for task artifacts (default ", DEFAULT_ARTIFACTS_BUCKET, ")")),
     OptSpec::value("attachments-bucket", None, "attachments_bucket", "ATTACHMENTS_BUCKET", concat_str!("The bucket for group attachments (default ", DEFAULT_ATTACHMENTS_BUCKET, ")")),
     OptSpec::value("redis", None, "redis_url", "REDIS_URL", "The Redis URL, e.g. redis://:password@localhost (default: no Redis)"),
@@ -67,6 +71,8 @@ const SPECS: &[OptSpec] = &[
     OptSpec::value("log-path", None, "log_path", "LOG_PATH", "The log file path. If not specified, then the default rolling log file path would be used. If specified, then the log file would be exactly at the path specified"),
     OptSpec::switch("file-log", None, "file_log", "Enable logging to file"),
     OptSpec::value("data-dir", None, "data_dir", "DATA_DIR", "Where the local object store keeps files (default $XDG_DATA_HOME/mitosis/coordinator)"),
+    OptSpec::value("metrics-bind", None, "metrics_bind", "ADDR", "Also serve GET /metrics, without authentication, on this address (default: only on --bind, to admins and the metrics token)"),
+    OptSpec::value("metrics-token-file", None, "metrics_token_file", "PATH", "A file whose first line is a bearer token that may read /metrics on --bind"),
     OptSpec::value("http-threads", None, "http_threads", "N", "Request handler threads (default 2 x cores, at least 4); the coordinator keeps 2 x N + 3 database connections"),
     OptSpec::flag("check-config", None, "Check the configuration, the keys and the data directory, print what would be used and exit (1 if something is wrong); connects to nothing"),
 ];
@@ -190,11 +196,10 @@ fn random_secret() -> String {
 
 /// Opens the listening socket with TCP_NODELAY (inherited by accepted connections on
 /// Linux): without it, Nagle's algorithm and delayed ACKs stall small responses ~40 ms.
-fn listen(cfg: &CoordinatorConfig) -> Result<tiny_http::Server, String> {
+fn listen(cfg: &CoordinatorConfig) -> Result<tiny_http::Server, StartError> {
     let bind = cfg.bind;
     use std::os::fd::AsRawFd;
-    let listener = std::net::TcpListener::bind(bind)
-        .map_err(|e| format!("cannot listen on {bind}: {e}; is another process using it? (change --bind)"))?;
+    let listener = std::net::TcpListener::bind(bind).map_err(|source| StartError::Listen { addr: bind, source })?;
     let one: libc::c_int = 1;
     // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int.
     let rc = unsafe {
@@ -221,7 +226,7 @@ fn listen(cfg: &CoordinatorConfig) -> Result<tiny_http::Server, String> {
         ..tiny_http::Limits::default()
     };
     tiny_http::Server::from_listener_with_limits(listener, None, limits)
-        .map_err(|e| format!("cannot serve on {bind}: {e}"))
+        .map_err(|e| StartError::Serve { addr: bind, message: e.to_string() })
 }
 
 /// Hands memory freed so far back to the system. Hashing the admin password (argon2id uses
@@ -248,8 +253,35 @@ pub fn supervised(ctx: &Ctx, name: &str, f: impl Fn()) {
     }
 }
 
+/// Reads the metrics token from `metrics_token_file` (its first line) into `metrics_token`.
+fn load_metrics_token(cfg: &mut CoordinatorConfig) -> Result<(), StartError> {
+    let Some(path) = &cfg.metrics_token_file else { return Ok(()) };
+    let bad = |message: String| StartError::MetricsToken { path: path.clone(), message };
+    let text = crate::private_files::read_first_line(path, 4096).map_err(|e| bad(format!("cannot read it: {e}")))?;
+    crate::config::coordinator::check_metrics_token(&text).map_err(|e| bad(format!("it is not usable: {e}")))?;
+    cfg.metrics_token = Some(text);
+    Ok(())
+}
+
+/// Opens the `metrics_bind` listener, if configured.
+fn listen_metrics(cfg: &CoordinatorConfig) -> Result<Option<tiny_http::Server>, StartError> {
+    let Some(addr) = cfg.metrics_bind else { return Ok(None) };
+    let listener = std::net::TcpListener::bind(addr).map_err(|source| StartError::MetricsListen { addr, source })?;
+    let limits = tiny_http::Limits {
+        header_timeout: cfg.header_timeout,
+        body_timeout: cfg.body_timeout,
+        // Scrapers are few; a flood of connections must not cost thousands of threads.
+        max_connections: 64,
+        ..tiny_http::Limits::default()
+    };
+    tiny_http::Server::from_listener_with_limits(listener, None, limits)
+        .map(Some)
+        .map_err(|e| StartError::Serve { addr, message: e.to_string() })
+}
+
 /// Starts everything and blocks until shutdown.
-pub fn run(cfg: CoordinatorConfig) -> Result<(), String> {
+pub fn run(mut cfg: CoordinatorConfig) -> Result<(), StartError> {
+    load_metrics_token(&mut cfg)?;
     let signals = crate::signal::listen();
     let keys = auth::Keys::load(&cfg.access_token_private_path, &cfg.access_token_public_path)?;
     let (shutdown, stopped) = Shutdown::new();
@@ -277,9 +309,9 @@ pub fn run(cfg: CoordinatorConfig) -> Result<(), String> {
         log::info!("stopped by a signal before the database was reachable");
         return Ok(());
     };
-    let admin_hash = auth::hash_password(&crate::api::md5_password(&cfg.admin_password))
-        .map_err(|e| format!("cannot hash the admin password: {e:?}"))?;
-    db::migrate(&mut first, &cfg.admin_user, &admin_hash)?;
+    let admin_hash =
+        auth::hash_password(&crate::api::md5_password(&cfg.admin_password)).map_err(StartError::HashAdminPassword)?;
+    db::migrate(&mut first, &cfg.admin_user, &admin_hash).map_err(StartError::Schema)?;
     let pool = db::Pool::new(&cfg.db_url, cfg.http_threads);
     pool.seed(first);
     // The dispatcher claims for parked fetches besides the handlers.
@@ -288,6 +320,7 @@ pub fn run(cfg: CoordinatorConfig) -> Result<(), String> {
 
     let server = listen(&cfg)?;
     let server = Arc::new(server);
+    let metrics_server = listen_metrics(&cfg)?.map(Arc::new);
     let secret = random_secret();
     log::warn!("shutdown secret (for `mito client admin shutdown`): {secret}");
     let threads = cfg.http_threads;
@@ -316,8 +349,15 @@ pub fn run(cfg: CoordinatorConfig) -> Result<(), String> {
     });
     let mut background = scheduler::spawn(ctx.clone());
     background.extend(reaper::spawn(ctx.clone()));
-    let handlers = server::spawn_handlers(ctx.clone(), server.clone(), threads);
+    background.extend(metrics::spawn_refresher(ctx.clone()));
+    let mut handlers = server::spawn_handlers(ctx.clone(), server.clone(), threads);
     log::info!("coordinator listening on http://{bind} with {threads} handler threads");
+    if let Some(m) = &metrics_server {
+        handlers.extend(server::spawn_metrics(ctx.clone(), m.clone()));
+        if let Some(addr) = ctx.cfg.metrics_bind {
+            log::info!("metrics on http://{addr}/metrics (no authentication)");
+        }
+    }
 
     select! {
         recv(signals) -> sig => {
@@ -331,6 +371,7 @@ pub fn run(cfg: CoordinatorConfig) -> Result<(), String> {
         let _ = h.join();
     }
     drop(server);
+    drop(metrics_server);
     std::thread::sleep(Duration::from_millis(10));
     log::info!("coordinator stopped");
     Ok(())

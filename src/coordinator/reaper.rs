@@ -10,6 +10,7 @@
 //! let handle = reaper::spawn(ctx.clone()); // runs until shutdown
 //! ```
 
+use super::metrics::METRICS;
 use super::{workers, Ctx};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -38,6 +39,8 @@ fn tick(ctx: &Ctx) -> Duration {
 fn run(ctx: &Ctx) {
     let mut leader: Option<(postgres::Client, SystemTime)> = None;
     let (mut next_reap, mut next_vacuum) = (Instant::now(), Instant::now());
+    // The wall-clock minute last sampled for the stats.
+    let mut sampled: Option<u64> = None;
     while !ctx.shutdown.is_set() {
         let now = Instant::now();
         let due = next_reap.min(next_vacuum);
@@ -66,6 +69,13 @@ fn run(ctx: &Ctx) {
         if now >= next_vacuum {
             next_vacuum = now + VACUUM_EVERY;
             vacuum_queue(conn);
+            let minute = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() / 60);
+            if sampled != Some(minute) {
+                match super::stats::sample_queues(conn) {
+                    Ok(()) => sampled = Some(minute),
+                    Err(e) => log::warn!("sampling the Ready queues failed (will retry): {e}"),
+                }
+            }
         }
     }
 }
@@ -86,7 +96,7 @@ fn vacuum_queue(conn: &mut postgres::Client) {
         .query_opt("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'active_tasks'", &[])
         .ok()
         .flatten()
-        .map(|r| r.get::<_, i64>(0))
+        .map(|r| r.get::<_, i64>("n_dead_tup"))
         .unwrap_or(0);
     if dead >= VACUUM_DEAD_ROWS {
         let t0 = Instant::now();
@@ -100,11 +110,11 @@ fn vacuum_queue(conn: &mut postgres::Client) {
 /// Tries to become the reaper; holds the lock for as long as the connection lives.
 fn elect(ctx: &Ctx) -> Option<(postgres::Client, SystemTime)> {
     let mut c = super::db::connect(&ctx.cfg.db_url).ok()?;
-    let got: bool = c.query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK]).ok()?.get(0);
+    let got: bool = c.query_one("SELECT pg_try_advisory_lock($1) AS got", &[&LOCK]).ok()?.get("got");
     if !got {
         return None;
     }
-    let since: SystemTime = c.query_one("SELECT now()", &[]).ok()?.get(0);
+    let since: SystemTime = c.query_one("SELECT now()", &[]).ok()?.get("now");
     log::info!("this coordinator now reaps lost workers and overdue tasks");
     Some((c, since))
 }
@@ -128,7 +138,7 @@ fn reap(ctx: &Ctx, since: SystemTime) -> Result<(), super::error::ApiError> {
         "SELECT id, worker_id FROM workers WHERE greatest(last_heartbeat, $1) < now() - make_interval(secs => $2)",
         &[&since, &timeout],
     ) {
-        Ok(rows) => rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
+        Ok(rows) => rows.iter().map(|r| (r.get("id"), r.get("worker_id"))).collect(),
         Err(e) => {
             log::warn!("looking for silent workers failed (will retry): {e}");
             Vec::new()
@@ -136,11 +146,11 @@ fn reap(ctx: &Ctx, since: SystemTime) -> Result<(), super::error::ApiError> {
     };
     let overdue: Vec<(i64, uuid::Uuid)> = match db.query(
         "SELECT w.id, w.worker_id FROM active_tasks t JOIN workers w ON w.id = t.assigned_worker
-         WHERE t.state = 2
+         WHERE t.state = $3
            AND t.updated_at + make_interval(secs => least(greatest(t.timeout, 0), $2) + $1) < now()",
-        &[&TASK_GRACE_SECS, &MAX_TIMEOUT_SECS],
+        &[&TASK_GRACE_SECS, &MAX_TIMEOUT_SECS, &crate::api::TaskState::Running.code()],
     ) {
-        Ok(rows) => rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
+        Ok(rows) => rows.iter().map(|r| (r.get("id"), r.get("worker_id"))).collect(),
         Err(e) => {
             log::warn!("looking for overdue tasks failed (will retry): {e}");
             Vec::new()
@@ -197,7 +207,8 @@ fn expire_claims(ctx: &Ctx, db: &mut super::db::Conn, since: SystemTime) -> Resu
     let (mut requeue, mut cancel) = (Vec::new(), Vec::new());
     let mut groups: Vec<i64> = Vec::new();
     for r in &rows {
-        let (id, uuid, group, cancelled): (i64, uuid::Uuid, i64, bool) = (r.get(0), r.get(1), r.get(2), r.get(3));
+        let (id, uuid, group, cancelled): (i64, uuid::Uuid, i64, bool) =
+            (r.get("id"), r.get("uuid"), r.get("group_id"), r.get("cancel_requested"));
         log::warn!("task {uuid} was handed out but not confirmed within {:?}; putting it back", ctx.cfg.claim_lease);
         if cancelled {
             cancel.push(id);
@@ -222,6 +233,7 @@ fn expire_claims(ctx: &Ctx, db: &mut super::db::Conn, since: SystemTime) -> Resu
         ctx.scheduler.notify_group(&mut tx, *g)?;
     }
     tx.commit()?;
+    METRICS.requeued_tasks.add(requeue.len() as u64);
     for g in groups {
         ctx.scheduler.task_ready(g);
     }
@@ -231,13 +243,15 @@ fn expire_claims(ctx: &Ctx, db: &mut super::db::Conn, since: SystemTime) -> Resu
 /// Removes workers in one transaction and wakes the groups whose tasks went back to Ready.
 fn remove(ctx: &Ctx, db: &mut super::db::Conn, ids: &[i64]) -> Result<(), super::error::ApiError> {
     let mut tx = db.transaction()?;
-    let groups = workers::remove(&mut tx, ids)?;
+    let (groups, requeued) = workers::remove_counted(&mut tx, ids)?;
     for g in &groups {
         ctx.scheduler.notify_group(&mut tx, *g)?;
     }
     // Their fetches may still be parked somewhere: answered with 401 now.
     ctx.scheduler.notify_workers(&mut tx, ids)?;
     tx.commit()?;
+    METRICS.reaped_workers.add(ids.len() as u64);
+    METRICS.requeued_tasks.add(requeued as u64);
     for g in groups {
         ctx.scheduler.task_ready(g);
     }

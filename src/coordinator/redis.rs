@@ -14,25 +14,82 @@ pub struct RedisUrls {
     pub client: String,
 }
 
-fn host_port(url: &str) -> Result<String, String> {
-    let shown = crate::redact::url(url);
-    let rest = url
-        .split_once("://")
-        .map(|(_, r)| r)
-        .ok_or_else(|| format!("redis_url {shown:?} has no scheme; expected redis://[:password@]host[:port]"))?;
+/// Why the Redis ACL users could not be set up. URLs are shown without their password;
+/// `at` is "redis at host:port".
+#[derive(Debug)]
+pub enum RedisError {
+    NoScheme {
+        url: String,
+    },
+    NoHost {
+        url: String,
+    },
+    BadUrl {
+        at: String,
+        message: String,
+    },
+    Connect {
+        at: String,
+        message: String,
+    },
+    GenPass {
+        at: String,
+        source: redis::RedisError,
+    },
+    /// `ACL SETUSER` for `user` was refused.
+    AclUser {
+        user: &'static str,
+        at: String,
+        source: redis::RedisError,
+    },
+}
+
+impl std::fmt::Display for RedisError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RedisError::NoScheme { url } => {
+                write!(f, "redis_url {url:?} has no scheme; expected redis://[:password@]host[:port]")
+            }
+            RedisError::NoHost { url } => write!(f, "redis_url {url:?} has no host"),
+            RedisError::BadUrl { at, message } => write!(f, "invalid redis_url ({at}): {message}"),
+            RedisError::Connect { at, message } => write!(f, "cannot connect to {at}: {message}"),
+            RedisError::GenPass { at, source } => write!(f, "ACL GENPASS on {at} failed: {source}"),
+            RedisError::AclUser { user, at, source } => write!(
+                f,
+                "cannot create the Redis ACL user {user} on {at}: {source} \
+                 (the redis_url user needs ACL rights, or set redis_skip_acl_rules)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for RedisError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RedisError::GenPass { source, .. } | RedisError::AclUser { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+fn host_port(url: &str) -> Result<String, RedisError> {
+    let shown = || crate::redact::url(url);
+    let rest = url.split_once("://").map(|(_, r)| r).ok_or_else(|| RedisError::NoScheme { url: shown() })?;
     let authority = rest.split(['/', '?']).next().unwrap_or("");
     let hp = authority.rsplit_once('@').map(|(_, h)| h).unwrap_or(authority);
     if hp.is_empty() {
-        return Err(format!("redis_url {shown:?} has no host"));
+        return Err(RedisError::NoHost { url: shown() });
     }
     Ok(hp.to_string())
 }
 
 /// Checks `url` the way [`setup`] reads it, without connecting; returns where it points.
-pub fn check_url(url: &str) -> Result<String, String> {
+pub fn check_url(url: &str) -> Result<String, RedisError> {
     let hp = host_port(url)?;
-    redis::Client::open(url)
-        .map_err(|e| format!("invalid redis_url (redis at {hp}): {}", crate::redact::text(&e.to_string())))?;
+    redis::Client::open(url).map_err(|e| RedisError::BadUrl {
+        at: format!("redis at {hp}"),
+        message: crate::redact::text(&e.to_string()),
+    })?;
     Ok(hp)
 }
 
@@ -46,7 +103,7 @@ pub fn setup(
     client_password: Option<&str>,
     skip_acl: bool,
     derived: Option<(String, String)>,
-) -> Result<RedisUrls, String> {
+) -> Result<RedisUrls, RedisError> {
     let (dw, dc) = match derived {
         Some((w, c)) => (Some(w), Some(c)),
         None => (None, None),
@@ -56,17 +113,17 @@ pub fn setup(
     let hp = host_port(url)?;
     let shown = format!("redis at {hp}");
     let client = redis::Client::open(url)
-        .map_err(|e| format!("invalid redis_url ({shown}): {}", crate::redact::text(&e.to_string())))?;
+        .map_err(|e| RedisError::BadUrl { at: shown.clone(), message: crate::redact::text(&e.to_string()) })?;
     let mut con = client
         .get_connection_with_timeout(std::time::Duration::from_secs(5))
-        .map_err(|e| format!("cannot connect to {shown}: {}", crate::redact::text(&e.to_string())))?;
-    let mut password = |given: Option<&str>| -> Result<String, String> {
+        .map_err(|e| RedisError::Connect { at: shown.clone(), message: crate::redact::text(&e.to_string()) })?;
+    let mut password = |given: Option<&str>| -> Result<String, RedisError> {
         match given {
             Some(p) => Ok(p.to_string()),
             None => redis::cmd("ACL")
                 .arg("GENPASS")
                 .query::<String>(&mut con)
-                .map_err(|e| format!("ACL GENPASS on {shown} failed: {e}")),
+                .map_err(|source| RedisError::GenPass { at: shown.clone(), source }),
         }
     };
     let worker_pw = password(worker_password)?;
@@ -81,9 +138,7 @@ pub fn setup(
             for p in perms {
                 c.arg(*p);
             }
-            c.query::<()>(&mut con).map_err(|e| {
-                format!("cannot create the Redis ACL user {user} on {shown}: {e} (the redis_url user needs ACL rights, or set redis_skip_acl_rules)")
-            })?;
+            c.query::<()>(&mut con).map_err(|source| RedisError::AclUser { user, at: shown.clone(), source })?;
         }
     }
     let mk = |user: &str, pw: &str| format!("redis://{user}:{pw}@{hp}/?protocol=resp3");

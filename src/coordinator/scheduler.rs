@@ -31,12 +31,12 @@ use super::auth::WorkerToken;
 use super::error::ApiError;
 use super::http::{respond, Reply};
 use super::Ctx;
-use crate::api::WorkerTaskResp;
+use crate::api::{GroupWorkerRole, TaskState, WorkerState, WorkerTaskResp};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::GenericClient;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -66,6 +66,18 @@ pub struct ParkAs {
 pub struct Parked {
     req: tiny_http::Request,
     how: ParkAs,
+    /// When the request was taken up, and its route, for the request metrics.
+    since: Instant,
+    route: Option<usize>,
+}
+
+impl Parked {
+    /// Answers the fetch and counts the request.
+    fn answer(self, reply: Reply) {
+        let status = reply.status;
+        respond(self.req, reply);
+        super::metrics::METRICS.request(self.route, status, self.since.elapsed());
+    }
 }
 
 /// What may have changed for parked fetches.
@@ -152,8 +164,17 @@ impl Scheduler {
 
     /// Parks a fetch that found nothing. If something was announced since its claim
     /// looked, it gets another look at once.
-    pub fn park(&self, req: tiny_http::Request, how: ParkAs) {
-        self.repark(Parked { req, how });
+    pub fn park(&self, req: tiny_http::Request, how: ParkAs, since: Instant, route: Option<usize>) {
+        self.repark(Parked { req, how, since, route });
+    }
+
+    /// Parked fetches, and the distinct workers they come from.
+    pub fn parked_counts(&self) -> (usize, usize) {
+        let parked = locked(&self.parked);
+        let mut workers: Vec<i64> = parked.iter().map(|p| p.how.worker_id).collect();
+        workers.sort_unstable();
+        workers.dedup();
+        (parked.len(), workers.len())
     }
 
     fn repark(&self, p: Parked) {
@@ -192,7 +213,7 @@ impl Scheduler {
 
     fn answer_all_null(&self) {
         for p in std::mem::take(&mut *locked(&self.parked)) {
-            respond(p.req, Reply::null());
+            p.answer(Reply::null());
         }
     }
 
@@ -267,36 +288,58 @@ impl Scheduler {
 /// the worker may run, unless it holds a Running task (see [`WORKER`]). Runs on the queue
 /// pool ([`super::db::QUEUE_SETUP`]). Kept lean: its executor setup is a good part of its
 /// cost, so everything a successful claim does not need is left to [`WORKER`].
-pub const CLAIM: &str =
-    "WITH w AS (SELECT id, tags, assigned_task_id, confirms_claims FROM workers WHERE worker_id = $1 AND state = 0),
+///
+/// The enum codes are written into the text (from [`crate::api`]'s one list of codes)
+/// rather than bound, so the statement PostgreSQL plans is the one tuned with EXPLAIN: it
+/// is prepared once per connection and soon runs on a generic plan, where `state = $n`
+/// would lose the row estimate of that one state and could not match a partial index
+/// whose predicate names it. The text is built once.
+pub static CLAIM: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH w AS (SELECT id, tags, assigned_task_id, confirms_claims FROM workers WHERE worker_id = $1 AND state = {normal}
+               FOR NO KEY UPDATE),
     cand AS (
         SELECT t.id FROM active_tasks t
-        WHERE t.assigned_worker IS NULL AND t.state = 1
-          AND NOT EXISTS (SELECT 1 FROM active_tasks h WHERE h.id = (SELECT assigned_task_id FROM w) AND h.state = 2)
+        WHERE t.assigned_worker IS NULL AND t.state = {ready}
+          AND NOT EXISTS (SELECT 1 FROM active_tasks h WHERE h.id = (SELECT assigned_task_id FROM w) AND h.state = {running})
           AND t.group_id IN (SELECT gw.group_id FROM group_worker gw
-                             WHERE gw.worker_id = (SELECT id FROM w) AND gw.role >= 1)
+                             WHERE gw.worker_id = (SELECT id FROM w) AND gw.role >= {write})
           AND t.tags <@ (SELECT tags FROM w)
         ORDER BY t.priority DESC, t.id
         LIMIT 1
         FOR UPDATE SKIP LOCKED
     ), claimed AS (
-        UPDATE active_tasks t SET state = 2, assigned_worker = (SELECT id FROM w), updated_at = now(),
+        UPDATE active_tasks t SET state = {running}, assigned_worker = (SELECT id FROM w), updated_at = now(),
             claim_deadline = CASE WHEN (SELECT confirms_claims FROM w) THEN now() + make_interval(secs => $2) END
         FROM cand WHERE t.id = cand.id
-        RETURNING t.id, t.uuid, t.timeout, t.upstream_task_uuid, t.spec
+        RETURNING t.id, t.uuid, t.timeout, t.upstream_task_uuid, t.spec,
+            extract(epoch FROM now() - t.created_at)::float8 AS waited
     ), assign AS (
         UPDATE workers SET assigned_task_id = claimed.id FROM claimed WHERE workers.id = (SELECT id FROM w)
     )
-    SELECT * FROM claimed";
+    SELECT * FROM claimed",
+        normal = WorkerState::Normal.code(),
+        ready = TaskState::Ready.code(),
+        running = TaskState::Running.code(),
+        write = GroupWorkerRole::Write.code(),
+    )
+});
 
 /// When the claim found nothing: whether the worker exists (no row: it was removed), the
 /// Running task it holds but evidently never received (a fetch while holding one means
-/// the answer was lost), and what it may run, for parking.
-const WORKER: &str = "SELECT t.id, t.uuid, t.timeout, t.upstream_task_uuid, t.spec, w.id, w.tags,
-           ARRAY(SELECT gw.group_id FROM group_worker gw WHERE gw.worker_id = w.id AND gw.role >= 1)
+/// the answer was lost), and what it may run, for parking. Codes written in as for
+/// [`CLAIM`], which shares its plan concerns.
+static WORKER: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT t.id, t.uuid, t.timeout, t.upstream_task_uuid, t.spec, w.id AS worker_row, w.tags AS worker_tags,
+           ARRAY(SELECT gw.group_id FROM group_worker gw WHERE gw.worker_id = w.id AND gw.role >= {write}) AS worker_groups
     FROM workers w
-    LEFT JOIN active_tasks t ON t.id = w.assigned_task_id AND t.assigned_worker = w.id AND t.state = 2
-    WHERE w.worker_id = $1";
+    LEFT JOIN active_tasks t ON t.id = w.assigned_task_id AND t.assigned_worker = w.id AND t.state = {running}
+    WHERE w.worker_id = $1",
+        write = GroupWorkerRole::Write.code(),
+        running = TaskState::Running.code(),
+    )
+});
 
 /// What a fetch found.
 pub enum Claimed {
@@ -305,15 +348,15 @@ pub enum Claimed {
     Nothing(ParkAs),
 }
 
-/// The task in the first five columns of `r`.
+/// The task in a row of [`CLAIM`] or [`WORKER`].
 fn task(r: &postgres::Row) -> Result<WorkerTaskResp, ApiError> {
-    let timeout: i64 = r.get(2);
+    let timeout: i64 = r.get("timeout");
     Ok(WorkerTaskResp {
-        id: r.get(0),
-        uuid: r.get(1),
+        id: r.get("id"),
+        uuid: r.get("uuid"),
         timeout: Duration::from_secs(timeout.max(0) as u64),
-        upstream_task_uuid: r.get(3),
-        spec: serde_json::from_value(r.get(4))
+        upstream_task_uuid: r.get("upstream_task_uuid"),
+        spec: serde_json::from_value(r.get("spec"))
             .map_err(|e| ApiError::Internal(format!("stored task spec does not parse: {e}")))?,
     })
 }
@@ -322,17 +365,29 @@ fn task(r: &postgres::Row) -> Result<WorkerTaskResp, ApiError> {
 /// worker no longer exists.
 pub fn claim(ctx: &Ctx, db: &mut super::db::Conn, worker: WorkerToken, deadline: Instant) -> Result<Claimed, ApiError> {
     let seq = ctx.scheduler.ready_seq();
-    let st = db.prepared(CLAIM)?;
+    let st = db.prepared(CLAIM.as_str())?;
     let lease = ctx.cfg.claim_lease.as_secs_f64();
     if let Some(r) = db.query_opt(&st, &[&worker.uuid, &lease])? {
+        let m = &super::metrics::METRICS;
+        m.claims.inc();
+        // The database's clock at both ends, so coordinators' clocks do not matter.
+        let waited: f64 = r.get("waited");
+        m.submit_to_fetch.observe(super::metrics::LATENCY_BOUNDS, Duration::from_secs_f64(waited.clamp(0.0, 1e9)));
         return Ok(Claimed::Task(task(&r)?));
     }
-    let st = db.prepared(WORKER)?;
+    let st = db.prepared(WORKER.as_str())?;
     let r = db.query_opt(&st, &[&worker.uuid])?.ok_or(ApiError::WrongCredentials)?;
-    if r.get::<_, Option<i64>>(0).is_some() {
+    if r.get::<_, Option<i64>>("id").is_some() {
         return Ok(Claimed::Task(task(&r)?));
     }
-    Ok(Claimed::Nothing(ParkAs { worker, worker_id: r.get(5), deadline, tags: r.get(6), groups: r.get(7), seq }))
+    Ok(Claimed::Nothing(ParkAs {
+        worker,
+        worker_id: r.get("worker_row"),
+        deadline,
+        tags: r.get("worker_tags"),
+        groups: r.get("worker_groups"),
+        seq,
+    }))
 }
 
 /// Starts the dispatcher and the LISTEN thread.
@@ -363,7 +418,7 @@ fn try_answer(ctx: &Ctx, p: Parked) -> Option<Parked> {
     // fetch whose connection is closed is dropped unclaimed.
     if super::peer::gone(&p.req) {
         log::debug!("a parked fetch's worker hung up; dropping the fetch");
-        respond(p.req, Reply::null());
+        p.answer(Reply::null());
         return None;
     }
     let mut db = match ctx.queue_pool.get() {
@@ -372,12 +427,12 @@ fn try_answer(ctx: &Ctx, p: Parked) -> Option<Parked> {
     };
     match claim(ctx, &mut db, p.how.worker, p.how.deadline) {
         Ok(Claimed::Task(task)) => {
-            respond(p.req, Reply::json(&task));
+            p.answer(Reply::json(&task));
             None
         }
-        Ok(Claimed::Nothing(how)) => Some(Parked { req: p.req, how }),
+        Ok(Claimed::Nothing(how)) => Some(Parked { how, ..p }),
         Err(ApiError::WrongCredentials) => {
-            respond(p.req, ApiError::WrongCredentials.reply());
+            p.answer(ApiError::WrongCredentials.reply());
             None
         }
         Err(e) => {
@@ -416,7 +471,7 @@ fn dispatcher(ctx: &Ctx) {
             expired
         };
         for p in expired {
-            respond(p.req, Reply::null());
+            p.answer(Reply::null());
         }
     }
     s.closed.store(true, Ordering::SeqCst);

@@ -11,6 +11,7 @@
 
 use super::error::ApiError;
 use super::http::{percent_decode, respond, Call, Reply};
+use super::metrics::METRICS;
 use super::routes;
 use super::Ctx;
 use std::io::Read;
@@ -31,6 +32,37 @@ pub fn spawn_handlers(ctx: Arc<Ctx>, server: Arc<tiny_http::Server>, threads: us
                 .ok()
         })
         .collect()
+}
+
+/// Starts the thread of the `metrics_bind` listener: `GET /metrics` without
+/// authentication (the address is the access control), 404 for anything else.
+pub fn spawn_metrics(ctx: Arc<Ctx>, server: Arc<tiny_http::Server>) -> Option<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("metrics-http".into())
+        .spawn(move || {
+            while !ctx.shutdown.is_set() {
+                match server.recv_timeout(Duration::from_millis(500)) {
+                    Ok(Some(req)) => {
+                        let path = path_of(req.url());
+                        let reply = match (req.method(), path) {
+                            (tiny_http::Method::Get, "/metrics") => {
+                                caught(|| Ok(super::metrics::scrape(&ctx))).unwrap_or_else(|e| e.reply())
+                            }
+                            (_, "/metrics") => ApiError::MethodNotAllowed.reply(),
+                            _ => ApiError::NoRoute.reply(),
+                        };
+                        respond(req, reply);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        log::warn!("accepting a metrics request failed: {e}");
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+            }
+        })
+        .map_err(|e| log::error!("cannot start the metrics thread: {e}"))
+        .ok()
 }
 
 fn handler_loop(ctx: &Ctx, server: &tiny_http::Server) {
@@ -63,11 +95,13 @@ fn handle(ctx: &Ctx, mut req: tiny_http::Request) {
     let method = req.method().clone();
     let url = req.url().to_string();
     let big_request = req.body_length().is_some_and(|n| n > BIG_BODY);
-    let reply = match caught(|| process(ctx, &mut req)) {
+    let mut route = None;
+    let reply = match caught(|| process(ctx, &mut req, &mut route)) {
         Ok(routes::Outcome::Reply(r)) => r,
         Ok(routes::Outcome::Park(how)) => {
             log::debug!("{method} {} parked until a task is ready", path_of(&url));
-            ctx.scheduler.park(req, how);
+            // Counted in the request metrics when the scheduler answers it.
+            ctx.scheduler.park(req, how, started, route);
             return;
         }
         Ok(routes::Outcome::Object(obj)) => {
@@ -86,7 +120,9 @@ fn handle(ctx: &Ctx, mut req: tiny_http::Request) {
     };
     log::debug!("{method} {} -> {} in {:?}", path_of(&url), reply.status, started.elapsed());
     let big = big_request || reply.body.len() > BIG_BODY;
+    let status = reply.status;
     respond(req, reply);
+    METRICS.request(route, status, started.elapsed());
     // Tasks this request made ready go to parked fetches now, from this thread.
     ctx.scheduler.offer_pending(ctx);
     if big {
@@ -112,17 +148,22 @@ fn path_of(url: &str) -> &str {
     url.split('?').next().unwrap_or(url)
 }
 
-fn process(ctx: &Ctx, req: &mut tiny_http::Request) -> Result<routes::Outcome, ApiError> {
+/// Serves one request; `route` learns the endpoint's index as soon as it is known.
+fn process(ctx: &Ctx, req: &mut tiny_http::Request, route: &mut Option<usize>) -> Result<routes::Outcome, ApiError> {
     let url = req.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
     let raw = path.strip_prefix('/').ok_or(ApiError::NoRoute)?;
-    let segments: Vec<String> =
-        raw.split('/').map(|s| percent_decode(s, false)).collect::<Result<_, _>>().map_err(ApiError::BadPath)?;
+    let segments: Vec<String> = raw
+        .split('/')
+        .map(|s| percent_decode(s, false))
+        .collect::<Result<_, _>>()
+        .map_err(|e| ApiError::BadPath(e.to_string()))?;
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
     if *req.method() == tiny_http::Method::Options {
         return Ok(routes::Outcome::Reply(cors_preflight()));
     }
     let endpoint = routes::resolve(req.method(), &segs)?;
+    *route = Some(endpoint.index());
     if let routes::Endpoint::Object(obj) = endpoint {
         // The body may be far larger than body_limit; the store streams it.
         return Ok(routes::Outcome::Object(obj));

@@ -14,20 +14,20 @@ use uuid::Uuid;
 
 /// Columns for [`info`], from `workers w JOIN users u LEFT JOIN active_tasks t`.
 pub const INFO_SELECT: &str = "SELECT w.worker_id, u.username, w.tags, w.labels, w.created_at, w.updated_at, w.state, \
-     w.last_heartbeat, t.uuid, w.id \
+     w.last_heartbeat, t.uuid AS assigned_task_id, w.id \
      FROM workers w JOIN users u ON u.id = w.creator_id LEFT JOIN active_tasks t ON t.id = w.assigned_task_id";
 
 pub fn info(r: &postgres::Row) -> WorkerQueryInfo {
     WorkerQueryInfo {
-        worker_id: r.get(0),
-        creator_username: r.get(1),
-        tags: r.get(2),
-        labels: r.get(3),
-        created_at: Timestamp(r.get(4)),
-        updated_at: Timestamp(r.get(5)),
-        state: WorkerState::from_code(r.get(6)).unwrap_or(WorkerState::Normal),
-        last_heartbeat: Timestamp(r.get(7)),
-        assigned_task_id: r.get(8),
+        worker_id: r.get("worker_id"),
+        creator_username: r.get("username"),
+        tags: r.get("tags"),
+        labels: r.get("labels"),
+        created_at: Timestamp(r.get("created_at")),
+        updated_at: Timestamp(r.get("updated_at")),
+        state: WorkerState::from_code(r.get("state")).unwrap_or(WorkerState::Normal),
+        last_heartbeat: Timestamp(r.get("last_heartbeat")),
+        assigned_task_id: r.get("assigned_task_id"),
     }
 }
 
@@ -39,7 +39,7 @@ pub fn groups(db: &mut impl GenericClient, worker_id: i64) -> Result<BTreeMap<St
             &[&worker_id],
         )?
         .iter()
-        .filter_map(|r| GroupWorkerRole::from_code(r.get(1)).map(|role| (r.get::<_, String>(0), role)))
+        .filter_map(|r| GroupWorkerRole::from_code(r.get("role")).map(|role| (r.get::<_, String>("group_name"), role)))
         .collect())
 }
 
@@ -47,13 +47,23 @@ pub fn groups(db: &mut impl GenericClient, worker_id: i64) -> Result<BTreeMap<St
 /// asked to cancel, which are archived as cancelled. Returns the groups whose tasks were
 /// requeued, for the wake-up after commit.
 pub fn remove(tx: &mut impl GenericClient, ids: &[i64]) -> Result<Vec<i64>, ApiError> {
+    remove_counted(tx, ids).map(|(groups, _)| groups)
+}
+
+/// [`remove`], also saying how many tasks went back to Ready.
+pub fn remove_counted(tx: &mut impl GenericClient, ids: &[i64]) -> Result<(Vec<i64>, usize), ApiError> {
     if ids.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), 0));
     }
+    // The workers' rows first: a claim locks its worker's row before it takes a task, so
+    // a claim in flight either finishes first (and its task is requeued below) or waits
+    // and then finds no worker. Taking the rows last would let a claim commit a task to
+    // a worker this transaction is deleting, where nothing would ever requeue it.
+    tx.query("SELECT id FROM workers WHERE id = ANY($1) ORDER BY id FOR UPDATE", &[&ids])?;
     let cancelled: Vec<i64> = tx
         .query("SELECT id FROM active_tasks WHERE assigned_worker = ANY($1) AND cancel_requested", &[&ids])?
         .iter()
-        .map(|r| r.get(0))
+        .map(|r| r.get("id"))
         .collect();
     if !cancelled.is_empty() {
         let states = [TaskState::Running.code(), TaskState::Finished.code(), TaskState::Cancelled.code()];
@@ -66,13 +76,14 @@ pub fn remove(tx: &mut impl GenericClient, ids: &[i64]) -> Result<Vec<i64>, ApiE
             &[&ids, &TaskState::Ready.code()],
         )?
         .iter()
-        .map(|r| r.get(0))
+        .map(|r| r.get("group_id"))
         .collect();
     tx.execute("DELETE FROM workers WHERE id = ANY($1)", &[&ids])?;
+    let count = requeued.len();
     let mut groups = requeued;
     groups.sort_unstable();
     groups.dedup();
-    Ok(groups)
+    Ok((groups, count))
 }
 
 /// Stops workers: Force removes them now; Graceful removes idle ones and marks busy ones
@@ -83,14 +94,14 @@ pub fn shutdown(tx: &mut impl GenericClient, ids: &[i64], op: WorkerShutdownOp) 
     }
     match op {
         WorkerShutdownOp::Force => {
-            let n = tx.query_one("SELECT count(*) FROM workers WHERE id = ANY($1)", &[&ids])?.get::<_, i64>(0);
+            let n = tx.query_one("SELECT count(*) FROM workers WHERE id = ANY($1)", &[&ids])?.get::<_, i64>("count");
             Ok((n as u64, remove(tx, ids)?))
         }
         WorkerShutdownOp::Graceful => {
             let idle: Vec<i64> = tx
                 .query("SELECT id FROM workers WHERE id = ANY($1) AND assigned_task_id IS NULL", &[&ids])?
                 .iter()
-                .map(|r| r.get(0))
+                .map(|r| r.get("id"))
                 .collect();
             let marked = tx.execute(
                 "UPDATE workers SET state = $2, updated_at = now() WHERE id = ANY($1) AND assigned_task_id IS NOT NULL",
@@ -104,5 +115,5 @@ pub fn shutdown(tx: &mut impl GenericClient, ids: &[i64], op: WorkerShutdownOp) 
 
 /// Looks a worker up by uuid.
 pub fn id_of(db: &mut impl GenericClient, uuid: Uuid) -> Result<Option<i64>, ApiError> {
-    Ok(db.query_opt("SELECT id FROM workers WHERE worker_id = $1", &[&uuid])?.map(|r| r.get(0)))
+    Ok(db.query_opt("SELECT id FROM workers WHERE worker_id = $1", &[&uuid])?.map(|r| r.get("id")))
 }

@@ -44,7 +44,9 @@ impl Launch {
             Some(p) if from_cli_or_env => Some(p),
             // A password in a config file stays there: the worker reads that file itself.
             Some(_) => None,
-            None if cfg.password_stdin => Some(crate::worker::read_password_stdin().map_err(ManagerError::Config)?),
+            None if cfg.password_stdin => {
+                Some(crate::worker::read_password_stdin().map_err(|e| ManagerError::Config(e.to_string()))?)
+            }
             None => None,
         };
         Ok(launch)

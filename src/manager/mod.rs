@@ -172,7 +172,7 @@ fn parse(parser: &mut lexopt::Parser, cmd: &str, own: &[OptSpec], worker_flags: 
                 Err(_) => return Err(fail(usage_message(&name, "--config needs a value <CONFIG>"))),
             },
             other => {
-                let (spec, shown) = find_option(&name, &all, &other).map_err(|e| fail(e.0))?;
+                let (spec, shown) = find_option(&name, &all, &other).map_err(|e| fail(e.to_string()))?;
                 let value = match spec.metavar {
                     None => None,
                     Some(m) => match parser.value() {

@@ -10,6 +10,7 @@
 //! holds `exec-log/...`, `std-log.tar.gz` holds `std-log/stdout.log` and `std-log/stderr.log`.
 //! Empty directories produce no archive; `std-log` exists whenever terminal output was asked for.
 
+use super::error::WorkerError;
 use super::net::{redact, CallError, Net};
 use crate::api::{
     ArtifactContentType, RemoteResource, RemoteResourceDownload, ReportTaskOp, ReportTaskReq, ReportTaskResp,
@@ -97,20 +98,17 @@ impl Dirs {
 
     /// With a task user: checks that it can reach the working directory, i.e. that every
     /// directory above `<cache>/mitosis` lets others through.
-    pub fn check_reachable(&self) -> Result<(), String> {
+    pub fn check_reachable(&self) -> Result<(), WorkerError> {
         let Some((uid, _)) = self.task_owner else { return Ok(()) };
         let Some(top) = self.root.parent() else { return Ok(()) };
         for d in top.ancestors().skip(1) {
             let Ok(meta) = std::fs::metadata(d) else { continue };
             if meta.uid() != uid && meta.permissions().mode() & 0o001 == 0 {
-                return Err(format!(
-                    "run_as: the task user cannot pass through {} (mode {:o}), above the working directory {}; \
-                     set XDG_CACHE_HOME to a directory every user can traverse (e.g. /var/cache/mito) or open up {}",
-                    d.display(),
-                    meta.permissions().mode() & 0o7777,
-                    self.root.display(),
-                    d.display()
-                ));
+                return Err(WorkerError::Untraversable {
+                    dir: d.to_path_buf(),
+                    mode: meta.permissions().mode() & 0o7777,
+                    root: self.root.clone(),
+                });
             }
         }
         Ok(())

@@ -13,6 +13,7 @@
 //! double fork — a life after its own end. Everything here runs in the worker before a
 //! fork; the code that runs between fork and exec lives in `exec.rs`.
 
+use super::error::WorkerError;
 use std::ffi::CString;
 use std::time::{Duration, Instant};
 
@@ -143,8 +144,8 @@ pub struct TaskUser {
 
 impl TaskUser {
     /// Looks `name` up in the user database; also accepts a numeric uid.
-    pub fn lookup(name: &str) -> Result<TaskUser, String> {
-        let cname = CString::new(name).map_err(|_| format!("run_as {name:?} has a NUL byte"))?;
+    pub fn lookup(name: &str) -> Result<TaskUser, WorkerError> {
+        let cname = CString::new(name).map_err(|_| WorkerError::RunAsNul { name: name.to_string() })?;
         let mut buf = vec![0u8; 16 * 1024];
         // SAFETY: getpwnam_r/getpwuid_r fill `pwd` with pointers into `buf`, which outlives them.
         let (uid, gid, home) = unsafe {
@@ -157,10 +158,8 @@ impl TaskUser {
                 }
             }
             if out.is_null() {
-                return Err(format!(
-                    "run_as: no user {name:?} on this machine{}; create it (useradd) or name an existing one",
-                    if rc != 0 { format!(" ({})", std::io::Error::from_raw_os_error(rc)) } else { String::new() }
-                ));
+                let source = (rc != 0).then(|| std::io::Error::from_raw_os_error(rc));
+                return Err(WorkerError::NoSuchUser { name: name.to_string(), source });
             }
             let home = if pwd.pw_dir.is_null() {
                 "/".to_string()
@@ -170,7 +169,7 @@ impl TaskUser {
             (pwd.pw_uid, pwd.pw_gid, home)
         };
         if uid == 0 {
-            return Err(format!("run_as: {name:?} is root; name an unprivileged user"));
+            return Err(WorkerError::RunAsRoot { name: name.to_string() });
         }
         let mut groups = vec![0 as libc::gid_t; 256];
         let mut n = groups.len() as libc::c_int;
@@ -351,32 +350,31 @@ impl TaskCgroup {
 }
 
 /// Reads the password from the first line of `path` (at most 4 KiB).
-pub fn read_password_file(path: &std::path::Path) -> Result<String, String> {
-    let f = std::fs::File::open(path)
-        .map_err(|e| format!("cannot read the password file {}: {e}; check password_file", path.display()))?;
+pub fn read_password_file(path: &std::path::Path) -> Result<String, WorkerError> {
+    let f =
+        std::fs::File::open(path).map_err(|source| WorkerError::PasswordFile { path: path.to_path_buf(), source })?;
     first_line(f, &format!("the password file {}", path.display()))
 }
 
 /// Reads the password from the first line of stdin (at most 4 KiB).
-pub fn read_password_stdin() -> Result<String, String> {
+pub fn read_password_stdin() -> Result<String, WorkerError> {
     first_line(std::io::stdin().lock(), "stdin (--password-stdin)")
 }
 
-fn first_line(r: impl std::io::Read, what: &str) -> Result<String, String> {
+fn first_line(r: impl std::io::Read, what: &str) -> Result<String, WorkerError> {
     use std::io::Read;
     const MAX: u64 = 4096;
+    let from = || what.to_string();
     let mut buf = Vec::new();
-    r.take(MAX + 1).read_to_end(&mut buf).map_err(|e| format!("cannot read the password from {what}: {e}"))?;
+    r.take(MAX + 1).read_to_end(&mut buf).map_err(|source| WorkerError::PasswordRead { from: from(), source })?;
     let line = buf.split(|b| *b == b'\n').next().unwrap_or(&[]);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if buf.len() as u64 > MAX && line.len() as u64 >= MAX {
-        return Err(format!(
-            "the password in {what} is longer than {MAX} bytes; put the password alone on the first line"
-        ));
+        return Err(WorkerError::PasswordTooLong { from: from(), max: MAX });
     }
-    let s = String::from_utf8(line.to_vec()).map_err(|_| format!("the password in {what} is not UTF-8"))?;
+    let s = String::from_utf8(line.to_vec()).map_err(|_| WorkerError::PasswordNotUtf8 { from: from() })?;
     if s.is_empty() {
-        return Err(format!("{what} holds no password on its first line"));
+        return Err(WorkerError::PasswordEmpty { from: from() });
     }
     Ok(s)
 }
@@ -389,8 +387,12 @@ mod tests {
     fn passwords_are_the_first_line_bounded() {
         assert_eq!(first_line(&b"s3cret\nrest"[..], "x").unwrap(), "s3cret");
         assert_eq!(first_line(&b"s3cret\r\n"[..], "x").unwrap(), "s3cret");
-        assert!(first_line(&b"\n"[..], "x").unwrap_err().contains("no password"));
-        assert!(first_line(&vec![b'a'; 5000][..], "x").unwrap_err().contains("longer than"));
+        assert!(matches!(first_line(&b"\n"[..], "x"), Err(WorkerError::PasswordEmpty { .. })));
+        let e = first_line(&vec![b'a'; 5000][..], "stdin").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the password in stdin is longer than 4096 bytes; put the password alone on the first line"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! the new token.
 //!
 //! ```ignore
-//! let (user, token) = login::obtain("http://127.0.0.1:5000", &path, Some("alice"), None, false, None)?;
+//! let (user, token) = login::obtain(&agent, "http://127.0.0.1:5000", &path, Some("alice"), None, false, None)?;
 //! ```
 //!
 //! Never prompts when stdin is not a terminal: it fails with a message saying what to pass.
@@ -18,6 +18,9 @@ use std::time::Duration;
 pub fn default_path() -> Option<PathBuf> {
     crate::config::config_dir().map(|d| d.join("mitosis").join("credentials"))
 }
+
+/// The longest a login call may take.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why no credential could be had.
 #[derive(Debug)]
@@ -59,6 +62,7 @@ impl std::fmt::Display for CredError {
 /// signed it out): a file entry still holding it is not worth asking about, but one that
 /// changed since (that other login saved its token there) is tried first.
 pub fn obtain(
+    agent: &ureq::Agent,
     base: &str,
     path: &Path,
     user: Option<&str>,
@@ -66,7 +70,6 @@ pub fn obtain(
     retain: bool,
     refused: Option<&str>,
 ) -> Result<(String, String), CredError> {
-    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
     // The address may carry a password in its user-info; messages show it redacted, and
     // ureq's own errors quote the URL they failed on.
     let shown = crate::redact::url(base);
@@ -79,7 +82,12 @@ pub fn obtain(
         if refused.as_deref() == Some(token.as_str()) {
             break;
         }
-        match agent.get(&format!("{base}/auth")).set("Authorization", &format!("Bearer {token}")).call() {
+        match agent
+            .get(&format!("{base}/auth"))
+            .timeout(LOGIN_TIMEOUT)
+            .set("Authorization", &format!("Bearer {token}"))
+            .call()
+        {
             Ok(r) => {
                 if r.into_string().map(|b| b.trim() == u).unwrap_or(false) {
                     return Ok((u, token));
@@ -89,6 +97,9 @@ pub fn obtain(
                 return Err(CredError::Unreachable(format!("{shown}/auth answered {s}")));
             }
             Err(ureq::Error::Status(..)) => {}
+            Err(ureq::Error::Transport(t)) if crate::tls::explain(&t).is_some() => {
+                return Err(CredError::Fatal(format!("cannot reach the coordinator: {}", transport(&t))));
+            }
             Err(ureq::Error::Transport(t)) => {
                 return Err(CredError::Unreachable(format!(
                     "cannot reach the coordinator at {shown}: {}",
@@ -102,7 +113,7 @@ pub fn obtain(
     let (user, password) = ask_missing(user, password, path)?;
     let body =
         crate::api::UserLoginReq { username: user.clone(), md5_password: crate::api::md5_password(&password), retain };
-    let resp = agent.post(&format!("{base}/login")).send_json(&body);
+    let resp = agent.post(&format!("{base}/login")).timeout(LOGIN_TIMEOUT).send_json(&body);
     let token = match resp {
         Ok(r) => {
             r.into_json::<crate::api::UserLoginResp>()
@@ -123,6 +134,9 @@ pub fn obtain(
                 "login as {user} failed ({s} {msg}); check the user name and password"
             )));
         }
+        Err(ureq::Error::Transport(t)) if crate::tls::explain(&t).is_some() => {
+            return Err(CredError::Fatal(format!("cannot reach the coordinator: {}", transport(&t))));
+        }
         Err(ureq::Error::Transport(t)) => {
             return Err(CredError::Unreachable(format!("cannot reach the coordinator at {shown}: {}", transport(&t))));
         }
@@ -133,8 +147,12 @@ pub fn obtain(
     Ok((user, token))
 }
 
-/// A transport error without the URL it quotes.
+/// A transport error without the URL it quotes (a failed TLS handshake names the server's
+/// origin and the fix).
 pub(super) fn transport(t: &ureq::Transport) -> String {
+    if let Some(m) = crate::tls::explain(t) {
+        return m;
+    }
     match t.message() {
         Some(m) => format!("{}: {}", t.kind(), crate::redact::text(m)),
         None => t.kind().to_string(),

@@ -18,6 +18,7 @@
 #![allow(clippy::result_large_err)]
 
 mod artifacts;
+mod error;
 mod exec;
 mod fetch;
 mod heartbeat;
@@ -31,6 +32,7 @@ mod shutdown;
 mod state;
 mod task;
 
+pub use error::WorkerError;
 pub use isolate::{read_password_stdin, scrub_password_copies};
 pub use serve::Ctx;
 
@@ -73,6 +75,7 @@ pub const SPECS: &[OptSpec] = &[
     OptSpec::switch("retain", None, "retain", "Keep the user's other tokens valid when logging in"),
     OptSpec::switch("skip-redis", None, "skip_redis", "Do not publish task states to Redis"),
     OptSpec::repeated("env", Some('e'), "env", "NAME=VALUE", "Set this variable in every task's environment (repeat for more; a task's own envs win)"),
+    OptSpec::value("ca-file", None, "ca_file", "CA_FILE", "A PEM file of CA certificates to trust besides the system's, for https coordinators and object storage"),
 ];
 
 const FOOTER: &str = "\
@@ -136,7 +139,7 @@ fn log_target(cfg: &WorkerConfig, id: Uuid) -> Option<(FileTarget, Option<String
 }
 
 /// Registers, then serves tasks until a signal or a 401 ends the process.
-pub fn run(mut cfg: WorkerConfig) -> Result<(), String> {
+pub fn run(mut cfg: WorkerConfig) -> Result<(), WorkerError> {
     exec::become_subreaper();
     // Before anything else: a task of the same uid must not read our memory or environ.
     isolate::harden();
@@ -147,21 +150,21 @@ pub fn run(mut cfg: WorkerConfig) -> Result<(), String> {
         cfg.password = Some(isolate::read_password_stdin()?);
     }
     let confine = confinement(&cfg)?;
+    let tls = crate::tls::Tls::new(cfg.ca_file.as_deref(), |m| log::warn!("{m}")).map_err(WorkerError::CaFile)?;
+    let agent = net::agent(&tls);
     let stop = Arc::new(Stop::new());
     let shared = Arc::new(Shared::new(stop.clone()));
 
     shutdown::spawn_signal_thread(shared.clone())?;
     let retry_cap = cfg.polling_interval.min(Duration::from_secs(30));
 
-    let Some((user, reg)) = register::log_in_and_register(&cfg, &stop, retry_cap)? else {
+    let Some((user, reg)) = register::log_in_and_register(&agent, &cfg, &stop, retry_cap)? else {
         return Ok(());
     };
     let id = reg.worker_id;
-    let net = Arc::new(Net::new(&cfg.coordinator_addr, reg.token.clone(), stop.clone(), retry_cap));
+    let net = Arc::new(Net::new(agent, &cfg.coordinator_addr, reg.token.clone(), stop.clone(), retry_cap));
     let _ = shared.net.set(net.clone());
-    let top = cache_dir()
-        .map(|d| d.join("mitosis"))
-        .ok_or("cannot find a cache directory for the working files: set $XDG_CACHE_HOME or $HOME")?;
+    let top = cache_dir().map(|d| d.join("mitosis")).ok_or(WorkerError::NoCacheDir)?;
     let root = top.join(id.to_string());
     let _ = shared.root.set(root.clone());
     if let Some((target, prefix)) = log_target(&cfg, id) {
@@ -173,7 +176,7 @@ pub fn run(mut cfg: WorkerConfig) -> Result<(), String> {
     let dirs = Dirs::new(root, confine.user.as_ref().map(|u| (u.uid, u.gid)));
     let checked = dirs
         .restrict(&top)
-        .map_err(|e| format!("cannot create {} with mode 0700: {e}", top.display()))
+        .map_err(|source| WorkerError::CacheDir { path: top.clone(), source })
         .and_then(|()| dirs.check_reachable());
     if let Err(e) = checked {
         let _ = net.request("DELETE", "/workers").timeout(Duration::from_secs(3)).call();
@@ -181,14 +184,14 @@ pub fn run(mut cfg: WorkerConfig) -> Result<(), String> {
     }
     if let Err(e) = dirs.reset() {
         let _ = net.request("DELETE", "/workers").timeout(Duration::from_secs(3)).call();
-        return Err(format!("cannot prepare the working directory: {e}"));
+        return Err(WorkerError::WorkDir(e));
     }
     let states = match (&reg.redis_url, cfg.skip_redis) {
         (Some(url), false) => state::Announcer::connect(url),
         _ => state::Announcer::none(),
     };
     heartbeat::spawn(shared.clone(), net.clone(), cfg.heartbeat_interval)
-        .map_err(|e| format!("cannot start the heartbeat thread: {e}"))?;
+        .map_err(|source| WorkerError::Thread { name: "heartbeat", source })?;
     log::info!("Worker is running");
     let ctx = Ctx { shared: shared.clone(), net, dirs, states, confine, env: cfg.env };
     serve::serve(&ctx, cfg.polling_interval);
@@ -198,14 +201,10 @@ pub fn run(mut cfg: WorkerConfig) -> Result<(), String> {
 }
 
 /// How tasks are confined: as root, in a PID namespace and (with `run_as`) as that user.
-fn confinement(cfg: &WorkerConfig) -> Result<exec::Confine, String> {
+fn confinement(cfg: &WorkerConfig) -> Result<exec::Confine, WorkerError> {
     let root = isolate::is_root();
     let user = match &cfg.run_as {
-        Some(_) if !root => {
-            return Err("run_as needs the worker to start as root (it switches to that user for each task); \
-                 start it as root or leave run_as out"
-                .into())
-        }
+        Some(_) if !root => return Err(WorkerError::RunAsNeedsRoot),
         Some(name) => Some(isolate::TaskUser::lookup(name)?),
         None => None,
     };

@@ -71,6 +71,12 @@ impl std::fmt::Display for CallError {
     }
 }
 
+/// The worker's one agent, for the coordinator and for object storage: every call has a
+/// deadline (uploads set a longer one of their own).
+pub fn agent(tls: &crate::tls::Tls) -> ureq::Agent {
+    tls.agent_builder().timeout_connect(Duration::from_secs(10)).timeout(Duration::from_secs(120)).build()
+}
+
 /// A ureq error, described without the URL (a presigned URL carries its signature).
 pub fn describe(e: &ureq::Error) -> String {
     match e {
@@ -114,11 +120,7 @@ pub struct Net {
 }
 
 impl Net {
-    pub fn new(base: &str, token: String, stop: Arc<Stop>, retry_cap: Duration) -> Net {
-        let agent = ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(10))
-            .timeout(Duration::from_secs(120))
-            .build();
+    pub fn new(agent: ureq::Agent, base: &str, token: String, stop: Arc<Stop>, retry_cap: Duration) -> Net {
         Net { agent, base: base.to_string(), token, stop, retry_cap }
     }
 

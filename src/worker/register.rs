@@ -1,6 +1,7 @@
 //! Getting a place at the coordinator: the user's token (cached, or from a login), then the
 //! worker's registration with it.
 
+use super::error::WorkerError;
 use super::login::{self, CredError};
 use super::net::{Backoff, CallError, Net};
 use super::shared::Stop;
@@ -12,10 +13,11 @@ use std::time::Duration;
 /// Logs in and registers, retrying while the coordinator is unreachable or signs the token
 /// out. Returns the user's name and the registration; None when stopped by a signal.
 pub(super) fn log_in_and_register(
+    agent: &ureq::Agent,
     cfg: &WorkerConfig,
     stop: &Arc<Stop>,
     retry_cap: Duration,
-) -> Result<Option<(String, RegisterWorkerResp)>, String> {
+) -> Result<Option<(String, RegisterWorkerResp)>, WorkerError> {
     // Another login of the same user (a client, a worker starting beside this one) signs
     // out the token this one just got or loaded: the registration is then refused with
     // 401, and the answer is to log in again (or take the token that login saved), after a
@@ -24,10 +26,10 @@ pub(super) fn log_in_and_register(
     let mut backoff = Backoff::new(Duration::from_millis(200), retry_cap.max(Duration::from_secs(1)));
     let mut refused: Option<String> = None;
     loop {
-        let Some((user, user_token)) = obtain_credentials(cfg, stop, retry_cap, refused.as_deref())? else {
+        let Some((user, user_token)) = obtain_credentials(agent, cfg, stop, retry_cap, refused.as_deref())? else {
             return Ok(None);
         };
-        match register(cfg, &user_token, stop, retry_cap)? {
+        match register(agent, cfg, &user_token, stop, retry_cap)? {
             Registered::Yes(reg) => return Ok(Some((user, reg))),
             Registered::Stopped => return Ok(None),
             Registered::SignedOut => {
@@ -50,14 +52,15 @@ pub(super) fn log_in_and_register(
 /// coordinator is unreachable. None when stopped by a signal. `refused`: a token the
 /// coordinator just refused, not worth trying again.
 fn obtain_credentials(
+    agent: &ureq::Agent,
     cfg: &WorkerConfig,
     stop: &Stop,
     cap: Duration,
     refused: Option<&str>,
-) -> Result<Option<(String, String)>, String> {
+) -> Result<Option<(String, String)>, WorkerError> {
     let path = match &cfg.credential_path {
         Some(p) => p.clone(),
-        None => login::default_path().ok_or("cannot find the credentials file: set credential_path or $HOME")?,
+        None => login::default_path().ok_or(WorkerError::NoCredentialsPath)?,
     };
     let mut backoff = Backoff::new(Duration::from_millis(500), cap);
     // After a sign-out, log in again keeping the current signature: signing the others out
@@ -65,10 +68,17 @@ fn obtain_credentials(
     // login that just signed this one out (two workers starting together would take turns).
     let retain = cfg.retain || refused.is_some();
     loop {
-        match login::obtain(&cfg.coordinator_addr, &path, cfg.user.as_deref(), cfg.password.as_deref(), retain, refused)
-        {
+        match login::obtain(
+            agent,
+            &cfg.coordinator_addr,
+            &path,
+            cfg.user.as_deref(),
+            cfg.password.as_deref(),
+            retain,
+            refused,
+        ) {
             Ok(c) => return Ok(Some(c)),
-            Err(CredError::Fatal(m)) => return Err(m),
+            Err(e @ CredError::Fatal(_)) => return Err(WorkerError::Credentials(e)),
             Err(CredError::Unreachable(m)) => {
                 let d = backoff.next_delay();
                 log::warn!("{m}; retrying in {:.1}s", d.as_secs_f64());
@@ -97,8 +107,14 @@ enum Registered {
     SignedOut,
 }
 
-fn register(cfg: &WorkerConfig, user_token: &str, stop: &Arc<Stop>, cap: Duration) -> Result<Registered, String> {
-    let net = Net::new(&cfg.coordinator_addr, user_token.to_string(), stop.clone(), cap);
+fn register(
+    agent: &ureq::Agent,
+    cfg: &WorkerConfig,
+    user_token: &str,
+    stop: &Arc<Stop>,
+    cap: Duration,
+) -> Result<Registered, WorkerError> {
+    let net = Net::new(agent.clone(), &cfg.coordinator_addr, user_token.to_string(), stop.clone(), cap);
     let body = RegisterWorkerReq {
         tags: cfg.tags.iter().cloned().collect(),
         labels: cfg.labels.iter().cloned().collect(),
@@ -111,6 +127,6 @@ fn register(cfg: &WorkerConfig, user_token: &str, stop: &Arc<Stop>, cap: Duratio
         Ok(r) => Ok(Registered::Yes(r)),
         Err(CallError::Stopped) => Ok(Registered::Stopped),
         Err(CallError::Unauthorized) => Ok(Registered::SignedOut),
-        Err(e) => Err(format!("registration refused: {e}")),
+        Err(e) => Err(WorkerError::Registration(e)),
     }
 }

@@ -2,6 +2,7 @@
 //! and exits 0 (on a thread of its own, so a second signal is still heard and exits at once);
 //! a 401 from the coordinator ends the worker the same way, without unregistering.
 
+use super::error::WorkerError;
 use super::shared::Shared;
 use super::{exec, isolate, net};
 use std::sync::atomic::Ordering;
@@ -60,7 +61,7 @@ impl Shared {
     }
 }
 
-pub(super) fn spawn_signal_thread(shared: Arc<Shared>) -> Result<(), String> {
+pub(super) fn spawn_signal_thread(shared: Arc<Shared>) -> Result<(), WorkerError> {
     let signals = crate::signal::listen();
     std::thread::Builder::new()
         .name("signal-watch".into())
@@ -87,5 +88,5 @@ pub(super) fn spawn_signal_thread(shared: Arc<Shared>) -> Result<(), String> {
             }
         })
         .map(|_| ())
-        .map_err(|e| format!("cannot start the signal thread: {e}"))
+        .map_err(|source| WorkerError::Thread { name: "signal", source })
 }

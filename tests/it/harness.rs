@@ -738,3 +738,229 @@ pub fn submit(api: &Api, body: &serde_json::Value) -> String {
     assert_eq!(s, 200, "submit: {b}");
     json(&b)["uuid"].as_str().unwrap().to_string()
 }
+
+// ---------------------------------------------------------------- TLS (https tests)
+
+/// A private CA made at test time with the openssl command line (which the tests need for
+/// the coordinator's keys anyway), a server certificate it signed for 127.0.0.1 and
+/// localhost, and a second CA that signed nothing here.
+pub struct TestCa {
+    pub dir: PathBuf,
+    /// The CA's certificate (PEM): what `--ca-file` names.
+    pub ca: PathBuf,
+    /// Another CA's certificate: trusting it must not make the server trusted.
+    pub other_ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+}
+
+const TEST_CA_CONFIG: &str = "\
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = mito test
+[ca]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+[server]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1,DNS:localhost
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+";
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl").args(args).current_dir(dir).output();
+    match out {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!("openssl {args:?} failed: {}", String::from_utf8_lossy(&o.stderr)),
+        Err(e) => panic!("cannot run openssl (is it installed?): {e}"),
+    }
+}
+
+/// The test CA, made once per test process.
+pub fn test_ca() -> &'static TestCa {
+    static CA: OnceLock<TestCa> = OnceLock::new();
+    CA.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("mito-test-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("openssl.cnf"), TEST_CA_CONFIG).unwrap();
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        for name in ["ca", "other-ca"] {
+            let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
+            let mut args = vec!["req", "-x509", "-config", "openssl.cnf", "-extensions", "ca", "-days", "2"];
+            args.extend(ec);
+            let subject = format!("/CN=mito {name}");
+            args.extend(["-subj", &subject, "-keyout", &key, "-out", &pem]);
+            openssl(&dir, &args);
+        }
+        let mut args = vec!["req", "-new", "-config", "openssl.cnf", "-subj", "/CN=127.0.0.1"];
+        args.extend(ec);
+        args.extend(["-keyout", "server.key", "-out", "server.csr"]);
+        openssl(&dir, &args);
+        openssl(
+            &dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-set_serial",
+                "2",
+                "-days",
+                "2",
+                "-extfile",
+                "openssl.cnf",
+                "-extensions",
+                "server",
+                "-out",
+                "server.pem",
+            ],
+        );
+        TestCa {
+            ca: dir.join("ca.pem"),
+            other_ca: dir.join("other-ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+            dir,
+        }
+    })
+}
+
+/// A TLS-terminating proxy on a free loopback port in front of a plain TCP service, with
+/// the test CA's server certificate: what a reverse proxy does for a real coordinator or
+/// S3 service. Bytes pass unchanged (the `Host` header stays the proxy's address, which
+/// presigned S3 URLs are signed for).
+pub struct TlsProxy {
+    pub port: u16,
+    /// `https://127.0.0.1:<port>`.
+    pub url: String,
+    /// Connections whose TLS handshake succeeded.
+    pub handshakes: std::sync::Arc<AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl TlsProxy {
+    /// Starts a proxy to `127.0.0.1:upstream_port`.
+    pub fn start(upstream_port: u16) -> TlsProxy {
+        use ureq::rustls::pki_types::pem::PemObject;
+        use ureq::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let ca = test_ca();
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(&ca.server_cert).unwrap().collect::<Result<_, _>>().unwrap();
+        let key = PrivateKeyDer::from_pem_file(&ca.server_key).unwrap();
+        let config = ureq::rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            ureq::rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        let config = std::sync::Arc::new(config);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let handshakes = std::sync::Arc::new(AtomicUsize::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (h, s) = (handshakes.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name(format!("test-tls-proxy-{port}"))
+            .spawn(move || {
+                while !s.load(Ordering::SeqCst) {
+                    match listener.accept() {
+                        Ok((tcp, _)) => {
+                            let (config, h) = (config.clone(), h.clone());
+                            std::thread::spawn(move || {
+                                let _ = tls_proxy_connection(tcp, upstream_port, config, &h);
+                            });
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+            })
+            .unwrap();
+        TlsProxy { port, url: format!("https://127.0.0.1:{port}"), handshakes, stop }
+    }
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// One client connection: the handshake, then bytes both ways until either side closes or
+/// a minute passes with no traffic.
+fn tls_proxy_connection(
+    mut tcp: std::net::TcpStream,
+    upstream_port: u16,
+    config: std::sync::Arc<ureq::rustls::ServerConfig>,
+    handshakes: &AtomicUsize,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    tcp.set_nonblocking(false)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut conn = ureq::rustls::ServerConnection::new(config).map_err(std::io::Error::other)?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp)?;
+    }
+    handshakes.fetch_add(1, Ordering::SeqCst);
+    let mut up = std::net::TcpStream::connect(("127.0.0.1", upstream_port))?;
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        // Plaintext may be waiting already: the handshake's last read can carry the request.
+        loop {
+            match conn.reader().read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => up.write_all(&buf[..n])?,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        while conn.wants_write() {
+            conn.write_tls(&mut tcp)?;
+        }
+        let mut fds = [
+            libc::pollfd { fd: tcp.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: up.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        ];
+        // SAFETY: two valid pollfd entries that live across the call.
+        if unsafe { libc::poll(fds.as_mut_ptr(), 2, 60_000) } <= 0 {
+            return Ok(());
+        }
+        if fds[0].revents != 0 {
+            if conn.read_tls(&mut tcp)? == 0 {
+                return Ok(());
+            }
+            conn.process_new_packets().map_err(std::io::Error::other)?;
+        }
+        if fds[1].revents != 0 {
+            let n = up.read(&mut buf)?;
+            if n == 0 {
+                conn.send_close_notify();
+                while conn.wants_write() {
+                    conn.write_tls(&mut tcp)?;
+                }
+                return Ok(());
+            }
+            let mut rest = &buf[..n];
+            while !rest.is_empty() {
+                let written = conn.writer().write(rest)?;
+                rest = &rest[written..];
+                while conn.wants_write() {
+                    conn.write_tls(&mut tcp)?;
+                }
+            }
+        }
+    }
+}

@@ -432,3 +432,45 @@ fn logging_in_again_does_not_sign_out_the_other_login() {
     let (s, b) = http(&c.url, "GET", "/auth", Some(&token), None);
     assert_eq!((s, b.trim()), (200, "alice"), "the login that signed the worker out is still valid");
 }
+
+/// A claim racing the removal of its worker must not leave the task Running on a worker
+/// that no longer exists: nothing would ever requeue it (a mitosis worker holds no lease).
+/// The test takes the worker's row as a removal does, lets a fetch run into that lock,
+/// then removes the worker the way `workers::remove` does.
+#[test]
+fn a_claim_racing_its_workers_removal_leaves_the_task_ready() {
+    let c = Coordinator::start();
+    let u = c.user("rita");
+    let w = register(&c, &u, false);
+    let uuid = submit(&u, &task("rita", &["true"], &[], 0));
+    let worker_id = uuid::Uuid::parse_str(&w.uuid).unwrap();
+    let mut db = c.db.connect();
+    let mut tx = db.transaction().unwrap();
+    let id: i64 = tx.query_one("SELECT id FROM workers WHERE worker_id = $1 FOR UPDATE", &[&worker_id]).unwrap().get(0);
+    let api = w.api.clone();
+    let fetch = std::thread::spawn(move || api.get("/workers/tasks"));
+    let mut watcher = c.db.connect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the fetch never waited for the worker's row");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    tx.execute("UPDATE active_tasks SET state = 1, assigned_worker = NULL WHERE assigned_worker = $1", &[&id]).unwrap();
+    tx.execute("DELETE FROM workers WHERE id = $1", &[&id]).unwrap();
+    tx.commit().unwrap();
+    let (s, b) = fetch.join().unwrap();
+    let task_uuid = uuid::Uuid::parse_str(&uuid).unwrap();
+    let row = db.query_one("SELECT state, assigned_worker FROM active_tasks WHERE uuid = $1", &[&task_uuid]).unwrap();
+    let (st, assigned): (i32, Option<i64>) = (row.get(0), row.get(1));
+    assert_eq!((st, assigned), (1, None), "the task went to a removed worker (fetch answered {s} {b})");
+}

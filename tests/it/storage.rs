@@ -600,15 +600,15 @@ fn startup_fails_clearly_when_s3_is_unreachable() {
 }
 
 #[test]
-fn an_https_s3_url_is_refused_with_a_reason() {
-    let home = TempDir::new("s3-https");
+fn an_s3_url_that_is_not_http_is_refused_with_a_reason() {
+    let home = TempDir::new("s3-scheme");
     let db = TestDb::new();
     let log = home.path().join("coordinator.log");
-    let mut child = spawn_coordinator(&home, &db.url, free_port(), &["--s3", "https://s3.example.com"], &log);
+    let mut child = spawn_coordinator(&home, &db.url, free_port(), &["--s3", "ftp://s3.example.com"], &log);
     let status = wait_timeout(&mut child, Duration::from_secs(30));
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(status.is_some_and(|s| !s.success()), "coordinator started:\n{text}");
-    assert!(text.contains("uses https, but this mito is built without TLS"), "{text}");
+    assert!(text.contains("is not an http:// or https:// URL"), "{text}");
 }
 
 // ---------------------------------------------------------------- batches

@@ -34,16 +34,7 @@ pub(super) fn cancel(s: &mut Session, a: &Args) -> Res {
 
 pub(super) fn cancel_many(s: &mut Session, a: &Args) -> Res {
     a.exact(&[])?;
-    let f = filter(s, a)?;
-    let req = TasksCancelByFilterReq {
-        creator_usernames: f.creator_usernames,
-        group_name: f.group_name,
-        tags: f.tags,
-        labels: f.labels,
-        states: f.states,
-        exit_status: f.exit_status,
-        priority: f.priority,
-    };
+    let req = TasksCancelByFilterReq { filter: filter(s, a)? };
     let r = s.http.post("/tasks/cancel", &req)?;
     if s.json(a) {
         print_json(&r.json()?);

@@ -3,7 +3,7 @@
 use super::super::args::{Args, Spec};
 use super::super::output::{list, opt, print_json, ts};
 use super::super::task_args::{
-    filter, uuid_arg, CREATORS, EXIT, F_GROUP, F_LABELS, F_TAGS, LIMIT, OFFSET, PRIO, REPORTER, STATES,
+    filter, reporter, uuid_arg, CREATORS, EXIT, F_GROUP, F_LABELS, F_TAGS, LIMIT, OFFSET, PRIO, REPORTER, STATES,
 };
 use super::super::{Flow, Res, Session};
 use crate::api::*;
@@ -118,7 +118,13 @@ fn show(t: &TaskQueryInfo) {
 
 pub(super) fn query(s: &mut Session, a: &Args) -> Res {
     a.exact(&[])?;
-    let req = filter(s, a)?;
+    let req = TasksQueryReq {
+        filter: filter(s, a)?,
+        reporter_uuid: reporter(a)?,
+        limit: a.parsed("limit", "a whole number")?,
+        offset: a.parsed("offset", "a whole number")?,
+        count: a.has("count"),
+    };
     let r = s.http.post("/tasks/query", &req)?;
     if s.json(a) {
         print_json(&r.json()?);

@@ -72,29 +72,58 @@ fn envs(a: &Args) -> Result<BTreeMap<String, String>, Error> {
 }
 
 fn resources(a: &Args) -> Result<Vec<RemoteResourceDownload>, Error> {
-    a.list("resources").iter().map(|r| parse_resource(r).map_err(|e| a.usage(e))).collect()
+    a.list("resources").iter().map(|r| parse_resource(r).map_err(|e| a.usage(e.to_string()))).collect()
 }
 
+/// What is wrong with a `-r` resource; `spec` is the value as given.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ResourceError {
+    Shape { spec: String },
+    NotUuid { spec: String, uuid: String },
+    NotArtifactType { spec: String, ty: String },
+    LocalPath { spec: String, local: String },
+}
+
+impl std::fmt::Display for ResourceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ResourceError::Shape { spec } => {
+                write!(f, "-r {spec:?} is not attachment=<KEY>:<LOCAL_PATH> or artifact=<UUID>:<TYPE>:<LOCAL_PATH>")
+            }
+            ResourceError::NotUuid { spec, uuid } => write!(f, "{uuid:?} in -r {spec:?} is not a UUID"),
+            ResourceError::NotArtifactType { spec, ty } => {
+                write!(f, "{ty:?} in -r {spec:?} is not an artifact type: result, exec-log or std-log")
+            }
+            ResourceError::LocalPath { spec, local } => {
+                write!(f, "the local path {local:?} in -r {spec:?} must be relative and without '..'")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ResourceError {}
+
 /// `attachment=<KEY>:<LOCAL_PATH>` or `artifact=<UUID>:<TYPE>:<LOCAL_PATH>`.
-pub fn parse_resource(r: &str) -> Result<RemoteResourceDownload, String> {
-    let bad = || format!("-r {r:?} is not attachment=<KEY>:<LOCAL_PATH> or artifact=<UUID>:<TYPE>:<LOCAL_PATH>");
-    let (kind, rest) = r.split_once('=').ok_or_else(bad)?;
+pub fn parse_resource(r: &str) -> Result<RemoteResourceDownload, ResourceError> {
+    let spec = || r.to_string();
+    let (kind, rest) = r.split_once('=').ok_or_else(|| ResourceError::Shape { spec: spec() })?;
     let parts: Vec<&str> = rest.split(':').collect();
     let (remote_file, local) = match (kind.trim().to_ascii_lowercase().as_str(), parts.as_slice()) {
         ("attachment", [key, local]) => {
             (RemoteResource::Attachment { key: super::super::attachments::clean_key(key) }, *local)
         }
         ("artifact", [uuid, ty, local]) => {
-            let uuid = Uuid::parse_str(uuid).map_err(|_| format!("{uuid:?} in -r {r:?} is not a UUID"))?;
+            let uuid =
+                Uuid::parse_str(uuid).map_err(|_| ResourceError::NotUuid { spec: spec(), uuid: uuid.to_string() })?;
             let content_type = ArtifactContentType::parse(ty)
                 .or_else(|| ArtifactContentType::parse(&ty.to_ascii_lowercase()))
-                .ok_or_else(|| format!("{ty:?} in -r {r:?} is not an artifact type: result, exec-log or std-log"))?;
+                .ok_or_else(|| ResourceError::NotArtifactType { spec: spec(), ty: ty.to_string() })?;
             (RemoteResource::Artifact { uuid, content_type }, *local)
         }
-        _ => return Err(bad()),
+        _ => return Err(ResourceError::Shape { spec: spec() }),
     };
     if local.is_empty() || local.starts_with('/') || local.split('/').any(|s| s == "..") {
-        return Err(format!("the local path {local:?} in -r {r:?} must be relative and without '..'"));
+        return Err(ResourceError::LocalPath { spec: spec(), local: local.to_string() });
     }
     Ok(RemoteResourceDownload { remote_file, local_path: local.to_string() })
 }
@@ -167,7 +196,7 @@ pub(super) fn submit(s: &mut Session, a: &Args) -> Res {
 pub(super) fn submit_many(s: &mut Session, a: &Args) -> Res {
     a.exact(&[])?;
     let file = a.value("file").ok_or_else(|| a.usage("missing -f <FILE>".into()))?;
-    let text = std::fs::read_to_string(file).map_err(|e| Error::Failed(format!("cannot read {file}: {e}")))?;
+    let text = std::fs::read_to_string(file).map_err(Error::file("cannot read", file))?;
     let tasks: Vec<SubmitTaskReq> = serde_json::from_str(&text)
         .map_err(|e| Error::Failed(format!("{file} is not a JSON array of task requests: {e}")))?;
     if tasks.is_empty() {
@@ -256,9 +285,16 @@ mod tests {
         assert_eq!(r.local_path, "in/x.csv");
         let r = parse_resource("artifact=123e4567-e89b-12d3-a456-426614174000:EXEC:logs").unwrap();
         assert!(matches!(r.remote_file, RemoteResource::Artifact { content_type: ArtifactContentType::ExecLog, .. }));
-        assert!(parse_resource("attachment=k:../x").is_err());
-        assert!(parse_resource("attachment=k:/abs").is_err());
-        assert!(parse_resource("file=k:x").is_err());
-        assert!(parse_resource("artifact=nope:result:x").is_err());
+        assert!(matches!(parse_resource("attachment=k:../x"), Err(ResourceError::LocalPath { .. })));
+        let e = parse_resource("attachment=k:/abs").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"the local path "/abs" in -r "attachment=k:/abs" must be relative and without '..'"#
+        );
+        assert_eq!(parse_resource("file=k:x"), Err(ResourceError::Shape { spec: "file=k:x".into() }));
+        let e = parse_resource("artifact=nope:result:x").unwrap_err();
+        assert_eq!(e.to_string(), r#""nope" in -r "artifact=nope:result:x" is not a UUID"#);
+        let e = parse_resource("artifact=123e4567-e89b-12d3-a456-426614174000:log:x").unwrap_err();
+        assert!(matches!(e, ResourceError::NotArtifactType { ref ty, .. } if ty == "log"), "{e}");
     }
 }

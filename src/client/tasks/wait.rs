@@ -118,9 +118,9 @@ pub(super) fn logs(s: &mut Session, a: &Args) -> Res {
     let uuid = uuid_arg(a, &pos[0])?;
     let r = match s.http.get(&format!("/tasks/{uuid}/download/artifacts/std-log")) {
         Ok(r) => r.json()?,
-        Err(Error::Failed(m)) if m.contains(" 404 ") => {
+        Err(e) if e.is_not_found() => {
             return Err(Error::Failed(format!(
-                "task {uuid} has no captured output ({m}); it must be submitted with --terminal, and its output is uploaded when it ends"
+                "task {uuid} has no captured output ({e}); it must be submitted with --terminal, and its output is uploaded when it ends"
             )))
         }
         Err(e) => return Err(e),
@@ -132,7 +132,7 @@ pub(super) fn logs(s: &mut Session, a: &Args) -> Res {
     };
     let json = s.json(a);
     let mut captured: BTreeMap<&str, String> = BTreeMap::new();
-    artifacts::read_std_log(&url, |name, reader| {
+    artifacts::read_std_log(s.http.agent(), &url, |name, reader| {
         let which = if name.ends_with("stdout.log") && want_out {
             "stdout"
         } else if name.ends_with("stderr.log") && want_err {

@@ -55,7 +55,7 @@ fn set_state(ctx: &Ctx, username: &str, state: UserState) -> Result<Reply, ApiEr
     let id: i64 = tx
         .query_opt("UPDATE users SET state = $2 WHERE username = $1 RETURNING id", &[&username, &state.code()])?
         .ok_or_else(|| no_user(username))?
-        .get(0);
+        .get("id");
     // A deleted user vouches for no worker any more: their workers leave every group.
     let detached = crate::coordinator::authz::detach_unvouched(&mut tx, &[id])?;
     super::groups::commit_detaching(ctx, tx, &detached)?;
@@ -97,7 +97,7 @@ pub fn group_quota(ctx: &Ctx, call: &Call, username: &str) -> Result<Reply, ApiE
     let row = tx
         .query_opt("SELECT group_quota FROM users WHERE username = $1 FOR UPDATE", &[&username])?
         .ok_or_else(|| no_user(username))?;
-    let new = change.apply(i64::from(row.get::<_, i32>(0))).min(i64::from(i32::MAX)) as i32;
+    let new = change.apply(i64::from(row.get::<_, i32>("group_quota"))).min(i64::from(i32::MAX)) as i32;
     tx.execute("UPDATE users SET group_quota = $2 WHERE username = $1", &[&username, &new])?;
     tx.commit()?;
     Ok(Reply::json(&UserGroupQuotaResp { group_quota: new }))
@@ -112,7 +112,7 @@ pub fn storage_quota(ctx: &Ctx, call: &Call, group: &str) -> Result<Reply, ApiEr
     let row = tx
         .query_opt("SELECT storage_quota FROM groups WHERE group_name = $1 FOR UPDATE", &[&group])?
         .ok_or_else(|| ApiError::NotFound(format!("Group {group}")))?;
-    let new = change.apply(row.get(0));
+    let new = change.apply(row.get("storage_quota"));
     tx.execute("UPDATE groups SET storage_quota = $2, updated_at = now() WHERE group_name = $1", &[&group, &new])?;
     tx.commit()?;
     Ok(Reply::json(&GroupStorageQuotaResp { storage_quota: new }))
@@ -121,14 +121,10 @@ pub fn storage_quota(ctx: &Ctx, call: &Call, group: &str) -> Result<Reply, ApiEr
 /// `POST /admin/shutdown`: stops the coordinator when the secret from its log matches.
 pub fn shutdown(ctx: &Ctx, call: &Call) -> Result<Reply, ApiError> {
     let req: ShutdownReq = call.json()?;
-    if !constant_time_eq(req.secret.as_bytes(), ctx.shutdown_secret.as_bytes()) {
+    if !crate::coordinator::auth::constant_time_eq(req.secret.as_bytes(), ctx.shutdown_secret.as_bytes()) {
         return Err(ApiError::Forbidden("the shutdown secret does not match the one in the coordinator's log".into()));
     }
     log::warn!("shutdown requested through the admin API");
     ctx.shutdown.trigger();
     Ok(Reply::ok())
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

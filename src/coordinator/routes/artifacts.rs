@@ -14,7 +14,6 @@
 use super::objects::{
     authorize_task, lock_group_for_upload, origin, parse_content_type, parse_uuid, release, task_group,
 };
-use super::tasks::build_filter;
 use crate::api::{
     ArtifactContentType, ArtifactDownloadItem, ArtifactsDeleteByFilterReq, ArtifactsDeleteByFilterResp,
     ArtifactsDeleteByUuidsReq, ArtifactsDeleteByUuidsResp, ArtifactsDownloadByFilterReq, ArtifactsDownloadByUuidsReq,
@@ -26,7 +25,7 @@ use crate::coordinator::error::ApiError;
 use crate::coordinator::http::{Call, Reply};
 use crate::coordinator::limits::{check_list, MAX_OBJECT_LIST, MAX_QUERY_LIMIT};
 use crate::coordinator::storage::{download_ttl, Bucket, UPLOAD_TTL};
-use crate::coordinator::tasks::matching::union_sql;
+use crate::coordinator::tasks::matching::{authorized, union_sql};
 use crate::coordinator::Ctx;
 use std::time::Duration;
 use uuid::Uuid;
@@ -57,7 +56,7 @@ pub fn reserve_upload(
     let ct = content_type.code();
     let old: Option<i64> = tx
         .query_opt("SELECT size FROM artifacts WHERE task_id = $1 AND content_type = $2 FOR UPDATE", &[&task, &ct])?
-        .map(|r| r.get(0));
+        .map(|r| r.get("size"));
     let recorded = budget.charge(tx, old, content_length)?;
     tx.execute(
         "INSERT INTO artifacts (task_id, content_type, size) VALUES ($1, $2, $3)
@@ -102,7 +101,7 @@ fn artifact_url(
     let size: i64 = db
         .query_opt("SELECT size FROM artifacts WHERE task_id = $1 AND content_type = $2", &[&task, &ct.code()])?
         .ok_or_else(|| no_artifact(task, ct))?
-        .get(0);
+        .get("size");
     let url = ctx.storage.presign_get(
         &origin(ctx, call),
         Bucket::Artifacts,
@@ -166,7 +165,7 @@ pub fn worker_attachment(
             &[&worker.id, &GroupWorkerRole::Write.code(), &task],
         )?
         .ok_or_else(|| ApiError::NotFound(format!("Task with uuid {task}")))?;
-    let (group_id, group): (i64, String) = (row.get(0), row.get(1));
+    let (group_id, group): (i64, String) = (row.get("id"), row.get("group_name"));
     super::attachments::download_in(ctx, call, &mut db, group_id, &group, key)
 }
 
@@ -179,7 +178,7 @@ fn download_items(
     let origin = origin(ctx, call);
     let mut downloads = Vec::with_capacity(rows.len());
     for r in rows {
-        let (uuid, size): (Uuid, i64) = (r.get(0), r.get(1));
+        let (uuid, size): (Uuid, i64) = (r.get("task_id"), r.get("size"));
         let url =
             ctx.storage.presign_get(&origin, Bucket::Artifacts, &object_key(uuid, ct), download_ttl(size, BATCH))?;
         downloads.push(ArtifactDownloadItem { uuid, url, size });
@@ -218,8 +217,7 @@ fn filtered(
     min: UserGroupRole,
     max: usize,
 ) -> Result<Vec<postgres::Row>, ApiError> {
-    let f = crate::task_filter!(req);
-    let (_, mut q) = build_filter(db, user, &f, min)?;
+    let (_, mut q) = authorized(db, user, &req.filter, min)?;
     let union = union_sql(&mut q, req.reporter_uuid);
     let ct = q.bind(req.content_type.code());
     let sql = format!(
@@ -256,18 +254,18 @@ fn delete_one(ctx: &Ctx, user: Option<&AuthUser>, task: Uuid, ct: ArtifactConten
     };
     let row = tx
         .query_opt(
-            "SELECT size, updated_at > now() - interval '1 hour' FROM artifacts
+            "SELECT size, updated_at > now() - interval '1 hour' AS recent FROM artifacts
              WHERE task_id = $1 AND content_type = $2 FOR UPDATE",
             &[&task, &ct.code()],
         )?
         .ok_or_else(|| no_artifact(task, ct))?;
-    if user.is_some() && row.get::<_, bool>(1) {
+    if user.is_some() && row.get::<_, bool>("recent") {
         return Err(ApiError::bad("Cannot delete artifact that has been updated in the last hour"));
     }
     ctx.storage.delete(Bucket::Artifacts, &object_key(task, ct))?;
     tx.execute("DELETE FROM artifacts WHERE task_id = $1 AND content_type = $2", &[&task, &ct.code()])?;
     if let Some(g) = group_id {
-        release(&mut tx, g, row.get(0))?;
+        release(&mut tx, g, row.get("size"))?;
     }
     tx.commit()?;
     Ok(())
@@ -320,7 +318,7 @@ pub fn delete_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply
     let req: ArtifactsDeleteByFilterReq = call.json()?;
     let uuids: Vec<Uuid> = {
         let mut db = ctx.pool.get()?;
-        filtered(&mut db, user, &req, UserGroupRole::Write, MAX_OBJECT_LIST)?.iter().map(|r| r.get(0)).collect()
+        filtered(&mut db, user, &req, UserGroupRole::Write, MAX_OBJECT_LIST)?.iter().map(|r| r.get("task_id")).collect()
     };
     let (deleted_count, _) = delete_many(ctx, user, uuids, req.content_type)?;
     Ok(Reply::json(&ArtifactsDeleteByFilterResp { deleted_count }))

@@ -48,7 +48,7 @@ pub fn upload(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str) -> Result<Re
     let budget = lock_group_for_upload(&mut tx, group_id)?;
     let old: Option<i64> = tx
         .query_opt("SELECT size FROM attachments WHERE group_id = $1 AND key = $2 FOR UPDATE", &[&group_id, &req.key])?
-        .map(|r| r.get(0));
+        .map(|r| r.get("size"));
     let recorded = budget.charge(&mut tx, old, req.content_length)?;
     tx.execute(
         "INSERT INTO attachments (group_id, key, content_type, size) VALUES ($1, $2, $3, $4)
@@ -77,9 +77,9 @@ pub fn metadata(ctx: &Ctx, user: &AuthUser, group: &str, key: &str) -> Result<Re
         .ok_or_else(|| no_attachment(key))?;
     Ok(Reply::json(&AttachmentMetadata {
         content_type: AttachmentContentType::NoSet,
-        size: row.get(0),
-        created_at: Timestamp(row.get(1)),
-        updated_at: Timestamp(row.get(2)),
+        size: row.get("size"),
+        created_at: Timestamp(row.get("created_at")),
+        updated_at: Timestamp(row.get("updated_at")),
     }))
 }
 
@@ -95,7 +95,7 @@ pub fn query(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str) -> Result<Rep
                 "SELECT count(*) FROM attachments WHERE group_id = $1 AND strpos(key, $2) > 0",
                 &[&group_id, &needle],
             )?
-            .get(0);
+            .get("count");
         return Ok(Reply::json(&AttachmentsQueryResp {
             count: n as u64,
             attachments: vec![],
@@ -111,11 +111,11 @@ pub fn query(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str) -> Result<Rep
     let attachments: Vec<AttachmentQueryInfo> = rows
         .iter()
         .map(|r| AttachmentQueryInfo {
-            key: r.get(0),
+            key: r.get("key"),
             content_type: AttachmentContentType::NoSet,
-            size: r.get(1),
-            created_at: Timestamp(r.get(2)),
-            updated_at: Timestamp(r.get(3)),
+            size: r.get("size"),
+            created_at: Timestamp(r.get("created_at")),
+            updated_at: Timestamp(r.get("updated_at")),
         })
         .collect();
     Ok(Reply::json(&AttachmentsQueryResp { count: attachments.len() as u64, attachments, group_name: group.into() }))
@@ -140,7 +140,7 @@ pub fn download_in(
     let size: i64 = db
         .query_opt("SELECT size FROM attachments WHERE group_id = $1 AND key = $2", &[&group_id, &key])?
         .ok_or_else(|| no_attachment(key))?
-        .get(0);
+        .get("size");
     let object = object_key(group, key)?;
     let url = ctx.storage.presign_get(&origin(ctx, call), Bucket::Attachments, &object, download_ttl(size, SINGLE))?;
     Ok(Reply::json(&RemoteResourceDownloadResp { url, size }))
@@ -150,7 +150,7 @@ fn download_list(ctx: &Ctx, call: &Call, group: &str, rows: Vec<postgres::Row>) 
     let origin = origin(ctx, call);
     let mut downloads = Vec::with_capacity(rows.len());
     for r in rows {
-        let (key, size): (String, i64) = (r.get(0), r.get(1));
+        let (key, size): (String, i64) = (r.get("key"), r.get("size"));
         let object = object_key(group, &key)?;
         let url = ctx.storage.presign_get(&origin, Bucket::Attachments, &object, download_ttl(size, BATCH))?;
         downloads.push(AttachmentDownloadItem { key, url, size });
@@ -203,19 +203,19 @@ fn delete_one(ctx: &Ctx, group_id: i64, group: &str, key: &str, by_admin: bool) 
     let mut db = ctx.pool.get()?;
     let mut tx = db.transaction()?;
     let row = tx.query_opt(
-        "SELECT size, updated_at > now() - interval '1 hour' FROM attachments
+        "SELECT size, updated_at > now() - interval '1 hour' AS recent FROM attachments
          WHERE group_id = $1 AND key = $2 FOR UPDATE",
         &[&group_id, &key],
     )?;
     let Some(row) = row else { return Ok(Err(Skip::Missing)) };
-    if row.get::<_, bool>(1) && !by_admin {
+    if row.get::<_, bool>("recent") && !by_admin {
         return Ok(Err(Skip::Recent));
     }
     if let Err(e) = ctx.storage.delete(Bucket::Attachments, &object) {
         return Ok(Err(Skip::Store(e)));
     }
     tx.execute("DELETE FROM attachments WHERE group_id = $1 AND key = $2", &[&group_id, &key])?;
-    release(&mut tx, group_id, row.get(0))?;
+    release(&mut tx, group_id, row.get("size"))?;
     tx.commit()?;
     Ok(Ok(()))
 }
@@ -244,7 +244,7 @@ pub fn admin_delete(ctx: &Ctx, group: &str, key: &str) -> Result<Reply, ApiError
         let mut db = ctx.pool.get()?;
         db.query_opt("SELECT id FROM groups WHERE group_name = $1", &[&group])?
             .ok_or_else(|| ApiError::NotFound(format!("Group {group}")))?
-            .get(0)
+            .get("id")
     };
     single_delete(ctx, group_id, group, key, true)
 }
@@ -285,7 +285,7 @@ pub fn delete_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str) ->
              ORDER BY key LIMIT $3 OFFSET $4",
             &[&group_id, &req.key.unwrap_or_default(), &limit, &offset],
         )?;
-        (group_id, rows.iter().map(|r| r.get(0)).collect())
+        (group_id, rows.iter().map(|r| r.get("key")).collect())
     };
     let (deleted_count, _) = delete_many(ctx, group_id, group, keys)?;
     Ok(Reply::json(&AttachmentsDeleteByFilterResp { deleted_count, group_name: group.into() }))

@@ -15,10 +15,10 @@ pub fn name_taken(db: &mut impl postgres::GenericClient, name: &str) -> Result<b
     Ok(db
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM users WHERE username = $1)
-                 OR EXISTS (SELECT 1 FROM groups WHERE group_name = $1)",
+                 OR EXISTS (SELECT 1 FROM groups WHERE group_name = $1) AS taken",
             &[&name],
         )?
-        .get(0))
+        .get("taken"))
 }
 
 /// `POST /groups`: the caller becomes its Admin; limited by the caller's group quota.
@@ -47,7 +47,7 @@ pub fn create(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError
         &[&req.group_name, &user.id],
     );
     let group_id: i64 = match inserted {
-        Ok(row) => row.get(0),
+        Ok(row) => row.get("id"),
         Err(e) if is_unique_violation(&e) => return Err(ApiError::AlreadyExists(req.group_name)),
         Err(e) => return Err(e.into()),
     };
@@ -59,6 +59,28 @@ pub fn create(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError
     Ok(Reply::ok())
 }
 
+/// `GET /groups/{g}/stats[?minutes=N]`: tasks archived and the Ready depth per minute, for
+/// members (any role) and site admins; anyone else, and any unknown group, gets 403.
+pub fn stats(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str) -> Result<Reply, ApiError> {
+    use crate::coordinator::stats::{self, DEFAULT_MINUTES, MAX_MINUTES};
+    let minutes = match call.query_one("minutes")? {
+        None => DEFAULT_MINUTES,
+        Some(v) => v.parse::<u32>().ok().filter(|n| (1..=MAX_MINUTES).contains(n)).ok_or_else(|| {
+            ApiError::bad(format!("`minutes` must be a whole number from 1 to {MAX_MINUTES}, not {v:?}"))
+        })?,
+    };
+    let mut db = ctx.pool.get()?;
+    let group_id = match authorize_group(&mut *db, user, group, UserGroupRole::Read) {
+        Ok((id, _)) => id,
+        Err(e) if user.admin => {
+            db.query_opt("SELECT id FROM groups WHERE group_name = $1", &[&group])?.map(|r| r.get("id")).ok_or(e)?
+        }
+        Err(e) => return Err(e),
+    };
+    let points = stats::points(&mut *db, group_id, minutes)?;
+    Ok(Reply::json(&crate::api::GroupStats { group_name: group.to_string(), window_minutes: minutes, points }))
+}
+
 /// `GET /groups/{g}`: for members; the member list only for the group's Admins.
 pub fn get(ctx: &Ctx, user: &AuthUser, group: &str) -> Result<Reply, ApiError> {
     let mut db = ctx.pool.get()?;
@@ -66,7 +88,7 @@ pub fn get(ctx: &Ctx, user: &AuthUser, group: &str) -> Result<Reply, ApiError> {
     let r = db.query_one(
         "SELECT g.group_name, u.username, g.created_at, g.updated_at, g.state, g.task_count,
                 g.storage_quota, g.storage_used,
-                (SELECT count(*) FROM group_worker gw WHERE gw.group_id = g.id)
+                (SELECT count(*) FROM group_worker gw WHERE gw.group_id = g.id) AS worker_count
          FROM groups g JOIN users u ON u.id = g.creator_id WHERE g.id = $1",
         &[&group_id],
     )?;
@@ -78,22 +100,24 @@ pub fn get(ctx: &Ctx, user: &AuthUser, group: &str) -> Result<Reply, ApiError> {
         )?;
         Some(
             rows.iter()
-                .filter_map(|r| UserGroupRole::from_code(r.get(1)).map(|role| (r.get::<_, String>(0), role)))
+                .filter_map(|r| {
+                    UserGroupRole::from_code(r.get("role")).map(|role| (r.get::<_, String>("username"), role))
+                })
                 .collect::<BTreeMap<_, _>>(),
         )
     } else {
         None
     };
     Ok(Reply::json(&GroupQueryInfo {
-        group_name: r.get(0),
-        creator_username: r.get(1),
-        created_at: Timestamp(r.get(2)),
-        updated_at: Timestamp(r.get(3)),
-        state: GroupState::from_code(r.get(4)).unwrap_or(GroupState::Active),
-        task_count: r.get(5),
-        storage_quota: r.get(6),
-        storage_used: r.get(7),
-        worker_count: r.get(8),
+        group_name: r.get("group_name"),
+        creator_username: r.get("username"),
+        created_at: Timestamp(r.get("created_at")),
+        updated_at: Timestamp(r.get("updated_at")),
+        state: GroupState::from_code(r.get("state")).unwrap_or(GroupState::Active),
+        task_count: r.get("task_count"),
+        storage_quota: r.get("storage_quota"),
+        storage_used: r.get("storage_used"),
+        worker_count: r.get("worker_count"),
         users_in_group,
     }))
 }
@@ -105,7 +129,7 @@ fn ensure_admin_left(tx: &mut postgres::Transaction, group_id: i64, group: &str)
             "SELECT count(*) FROM user_group WHERE group_id = $1 AND role = $2",
             &[&group_id, &UserGroupRole::Admin.code()],
         )?
-        .get(0);
+        .get("count");
     if admins == 0 {
         return Err(ApiError::bad(format!("group {group} would have no Admin left; make another member Admin first")));
     }
@@ -124,12 +148,12 @@ pub fn update_users(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str) -> Res
     let names: Vec<&str> = req.relations.keys().map(String::as_str).collect();
     let found = tx.query("SELECT id, username FROM users WHERE username = ANY($1)", &[&names])?;
     if found.len() != names.len() {
-        let known: Vec<String> = found.iter().map(|r| r.get(1)).collect();
+        let known: Vec<String> = found.iter().map(|r| r.get("username")).collect();
         let missing: Vec<&str> = names.iter().copied().filter(|n| !known.iter().any(|k| k == n)).collect();
         return Err(ApiError::bad(format!("Some users do not exist: {}", missing.join(", "))));
     }
-    let ids: Vec<i64> = found.iter().map(|r| r.get(0)).collect();
-    let roles: Vec<i32> = found.iter().map(|r| req.relations[&r.get::<_, String>(1)].code()).collect();
+    let ids: Vec<i64> = found.iter().map(|r| r.get("id")).collect();
+    let roles: Vec<i32> = found.iter().map(|r| req.relations[&r.get::<_, String>("username")].code()).collect();
     tx.execute(
         "INSERT INTO user_group (user_id, group_id, role)
          SELECT u, $1, r FROM unnest($2::bigint[], $3::int[]) AS t(u, r)
@@ -159,7 +183,7 @@ pub fn remove_users(ctx: &Ctx, user: &AuthUser, group: &str, users: Vec<String>)
             &[&group_id, &users],
         )?
         .iter()
-        .map(|r| r.get(0))
+        .map(|r| r.get("user_id"))
         .collect();
     ensure_admin_left(&mut tx, group_id, group)?;
     // The workers a removed member attached leave the group with them.

@@ -22,17 +22,17 @@ pub fn login(ctx: &Ctx, call: &Call) -> Result<Reply, ApiError> {
         &[&req.username],
     )?;
     // An unknown user costs the same hash check as a wrong password, and counts the same.
-    let stored: Option<&str> = row.as_ref().map(|r| r.get(1));
+    let stored: Option<&str> = row.as_ref().map(|r| r.get("password_hash"));
     if !auth::verify_password_timed(stored, &req.md5_password) {
         ctx.login_limit.failed(&req.username, addr);
         return Err(ApiError::WrongCredentials);
     }
     let Some(row) = row else { return Err(ApiError::WrongCredentials) };
     ctx.login_limit.succeeded(&req.username);
-    if UserState::from_code(row.get(2)) != Some(UserState::Active) {
+    if UserState::from_code(row.get("state")) != Some(UserState::Active) {
         return Err(ApiError::Forbidden(format!("user {} is not active", req.username)));
     }
-    let current: Option<i64> = row.get(3);
+    let current: Option<i64> = row.get("auth_signature");
     let sign = match (req.retain, current) {
         (true, Some(s)) => s,
         _ => auth::new_signature(),
@@ -43,7 +43,7 @@ pub fn login(ctx: &Ctx, call: &Call) -> Result<Reply, ApiError> {
             last_sign_in_at = current_sign_in_at, last_sign_in_ip = current_sign_in_ip,
             current_sign_in_at = now(), current_sign_in_ip = $3
          WHERE id = $1",
-        &[&row.get::<_, i64>(0), &sign, &ip],
+        &[&row.get::<_, i64>("id"), &sign, &ip],
     )?;
     let token = ctx.keys.issue(&req.username, ctx.cfg.access_token_expires_in, sign);
     Ok(Reply::json(&UserLoginResp { token }))

@@ -26,9 +26,38 @@ use super::Ctx;
 use tiny_http::Method;
 use uuid::Uuid;
 
-/// Every endpoint, with its path parameters.
-#[derive(Debug, Clone)]
-pub enum Endpoint {
+/// Declares [`Endpoint`] and its names: each variant's name is the `route` label of the
+/// request metrics (bounded, unlike raw paths), found by a `match` the compiler keeps
+/// complete as variants are added.
+macro_rules! endpoints {
+    ($($(#[$meta:meta])* $variant:ident $(($($param:ty),+))?,)+) => {
+        /// Every endpoint, with its path parameters.
+        #[derive(Debug, Clone)]
+        pub enum Endpoint {
+            $($(#[$meta])* $variant $(($($param),+))?,)+
+        }
+
+        #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+        #[repr(usize)]
+        enum Index {
+            $($variant,)+
+        }
+
+        impl Endpoint {
+            /// Every variant's name, by [`Endpoint::index`].
+            pub const NAMES: &'static [&'static str] = &[$(stringify!($variant)),+];
+
+            /// This variant's position in [`Endpoint::NAMES`].
+            pub fn index(&self) -> usize {
+                match self {
+                    $(Endpoint::$variant { .. } => Index::$variant as usize,)+
+                }
+            }
+        }
+    };
+}
+
+endpoints! {
     Health,
     Login,
     Auth,
@@ -73,6 +102,8 @@ pub enum Endpoint {
     ShutdownWorkers,
     ShutdownWorkerList,
     AdminShutdownWorker(Uuid),
+    Metrics,
+    GroupStats(String),
     // ---- object storage: (group, key), (task uuid, content type) as in the path
     UploadAttachment(String),
     QueryAttachments(String),
@@ -190,6 +221,8 @@ pub fn resolve(method: &Method, segs: &[&str]) -> Result<Endpoint, ApiError> {
         ["users", u, "password"] => on!(method, Post => E::ChangePassword(s(u))),
         ["groups"] => on!(method, Post => E::CreateGroup),
         ["groups", g] => on!(method, Get => E::GetGroup(s(g))),
+        ["groups", g, "stats"] => on!(method, Get => E::GroupStats(s(g))),
+        ["metrics"] => on!(method, Get => E::Metrics),
         ["groups", g, "users"] => on!(method,
             Put => E::UpdateGroupUsers(s(g)),
             Delete => E::RemoveGroupUsersByQuery(s(g)),
@@ -283,7 +316,8 @@ fn resolve_storage(method: &Method, segs: &[&str]) -> Result<Endpoint, ApiError>
 fn guard(e: &Endpoint) -> Guard {
     use Endpoint as E;
     match e {
-        E::Health | E::Login | E::Object(_) => Guard::Anyone,
+        // `/metrics` takes the metrics token besides admins' tokens: it checks by itself.
+        E::Health | E::Login | E::Object(_) | E::Metrics => Guard::Anyone,
         E::WorkerArtifact(..) | E::WorkerAttachment(..) => Guard::Worker,
         E::AdminDeleteAttachment(..) | E::AdminDeleteArtifact(..) => Guard::Admin,
         E::AdminCreateUser
@@ -368,6 +402,8 @@ fn run_handler(ctx: &Ctx, endpoint: Endpoint, call: &Call, who: &Principal) -> R
         E::UserGroups => users::groups(ctx, who.user()?),
         E::CreateGroup => groups::create(ctx, call, who.user()?),
         E::GetGroup(g) => groups::get(ctx, who.user()?, &g),
+        E::GroupStats(g) => groups::stats(ctx, call, who.user()?, &g),
+        E::Metrics => super::metrics::authorize(ctx, call).map(|()| super::metrics::scrape(ctx)),
         E::UpdateGroupUsers(g) => groups::update_users(ctx, call, who.user()?, &g),
         E::RemoveGroupUsersByQuery(g) => {
             let users = call.query_all("users")?;

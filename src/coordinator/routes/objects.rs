@@ -24,12 +24,12 @@ pub fn parse_uuid(s: &str) -> Result<Uuid, ApiError> {
 
 /// An artifact content type from the path (`result`, `exec-log`, `std-log` or an alias).
 pub fn parse_content_type(s: &str) -> Result<ArtifactContentType, ApiError> {
-    s.parse().map_err(ApiError::BadPath)
+    s.parse().map_err(|e: crate::api::UnknownVariant| ApiError::BadPath(e.to_string()))
 }
 
 /// The base of local-store URLs for this caller.
 pub fn origin(ctx: &Ctx, call: &Call) -> String {
-    storage::origin(call.header("Host"), ctx.cfg.bind)
+    storage::origin(call.header("Host"), call.header("X-Forwarded-Proto"), ctx.cfg.bind)
 }
 
 /// `limit`/`offset` as SQL values, bounded as every query is (see [`crate::coordinator::limits::page`]).
@@ -50,10 +50,10 @@ pub fn lock_group_for_upload(tx: &mut postgres::Transaction<'_>, group_id: i64) 
     let row = tx
         .query_opt("SELECT state, storage_quota, storage_used FROM groups WHERE id = $1 FOR UPDATE", &[&group_id])?
         .ok_or_else(|| ApiError::Internal(format!("group {group_id} vanished")))?;
-    if GroupState::from_code(row.get(0)) != Some(GroupState::Active) {
+    if GroupState::from_code(row.get("state")) != Some(GroupState::Active) {
         return Err(ApiError::bad("Group is not active"));
     }
-    Ok(Budget { group_id, quota: row.get(1), used: row.get(2) })
+    Ok(Budget { group_id, quota: row.get("storage_quota"), used: row.get("storage_used") })
 }
 
 impl Budget {
@@ -88,14 +88,14 @@ pub fn task_group(db: &mut impl GenericClient, task: Uuid) -> Result<Option<i64>
          UNION ALL SELECT group_id FROM archived_tasks WHERE uuid = $1 LIMIT 1",
         &[&task],
     )?;
-    Ok(row.map(|r| r.get(0)))
+    Ok(row.map(|r| r.get("group_id")))
 }
 
 /// The caller's role in a group, by id.
 pub fn role_in(db: &mut impl GenericClient, user: &AuthUser, group_id: i64) -> Result<Option<UserGroupRole>, ApiError> {
     let row =
         db.query_opt("SELECT role FROM user_group WHERE user_id = $1 AND group_id = $2", &[&user.id, &group_id])?;
-    Ok(row.and_then(|r| UserGroupRole::from_code(r.get(0))))
+    Ok(row.and_then(|r| UserGroupRole::from_code(r.get("role"))))
 }
 
 /// Requires role `min` in the group of `task`. A task the caller cannot see is "not found",

@@ -8,10 +8,9 @@ use crate::api::{
 use crate::coordinator::auth::{authenticate_user, AuthUser, Claims};
 use crate::coordinator::authz::{authorize_group, authorize_task};
 use crate::coordinator::error::ApiError;
-use crate::coordinator::filter::{comparison, not_empty, Sql};
 use crate::coordinator::http::{Call, Reply};
 use crate::coordinator::limits;
-use crate::coordinator::tasks::matching::{self, TaskFilter};
+use crate::coordinator::tasks::matching;
 use crate::coordinator::tasks::{self, Found};
 use crate::coordinator::Ctx;
 use std::collections::{BTreeMap, BTreeSet};
@@ -45,7 +44,7 @@ fn submit_all(
     for (i, r) in reqs.iter().enumerate() {
         match tasks::validate_submit(r) {
             Ok(()) => by_group.entry(r.group_name.as_str()).or_default().push(i),
-            Err(e) => results[i] = Some(Err(ApiError::bad(e))),
+            Err(e) => results[i] = Some(Err(e)),
         }
     }
     let announce = ctx.scheduler.group_payload_prefix();
@@ -82,6 +81,7 @@ fn submit_all(
             continue;
         };
         ctx.scheduler.task_ready(m.group_id);
+        crate::coordinator::metrics::METRICS.submits.add(m.tasks.len() as u64);
         for (i, (task_id, uuid)) in idx.iter().zip(m.tasks) {
             results[*i] = Some(Ok(SubmitTaskResp { task_id, uuid }));
         }
@@ -153,7 +153,7 @@ pub fn change(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Result<Rep
         return Err(ApiError::bad("No change specified: give tags, timeout, priority or task_spec"));
     }
     if let Some(spec) = &req.task_spec {
-        tasks::validate_spec(spec).map_err(ApiError::bad)?;
+        tasks::validate_spec(spec)?;
     }
     if req.timeout.is_some_and(|t| t.as_secs() == 0) {
         return Err(ApiError::bad("timeout must be at least 1s"));
@@ -224,32 +224,12 @@ pub fn labels(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Result<Rep
     Ok(Reply::ok())
 }
 
-/// Checks the caller's role in the filter's group (default: their own) and builds the
-/// conditions every part of the query shares. Returns (group name, conditions).
-pub fn build_filter(
-    db: &mut impl postgres::GenericClient,
-    user: &AuthUser,
-    f: &TaskFilter,
-    min: UserGroupRole,
-) -> Result<(String, Sql), ApiError> {
-    not_empty("creator_usernames", f.creator_usernames)?;
-    not_empty("tags", f.tags)?;
-    not_empty("labels", f.labels)?;
-    not_empty("states", f.states)?;
-    let exit = comparison("exit_status", f.exit_status)?;
-    let prio = comparison("priority", f.priority)?;
-    let group = f.group_name.unwrap_or(&user.username).to_string();
-    let (group_id, _) = authorize_group(db, user, &group, min)?;
-    Ok((group, matching::conditions(group_id, f, exit, prio)))
-}
-
 /// `POST /tasks/query`: needs Read; limit and offset apply to the combined result, and
 /// both the page and the answer's size are bounded (see [`limits`]).
 pub fn query(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
     let req: TasksQueryReq = call.json()?;
     let mut db = ctx.pool.get()?;
-    let f = crate::task_filter!(req);
-    let (group_name, mut q) = build_filter(&mut *db, user, &f, UserGroupRole::Read)?;
+    let (group_name, mut q) = matching::authorized(&mut *db, user, &req.filter, UserGroupRole::Read)?;
     if req.count {
         let count = matching::count(&mut *db, &mut q, req.reporter_uuid)?;
         return Ok(Reply::json(&TasksQueryResp { count, tasks: Vec::new(), group_name }));
@@ -261,9 +241,9 @@ pub fn query(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError>
 
 /// `POST /tasks/cancel`: cancels matching Ready and Pending tasks (Write).
 pub fn cancel_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
-    let req: TasksCancelByFilterReq = call.json()?;
+    let mut filter = call.json::<TasksCancelByFilterReq>()?.filter;
     let cancellable = [TaskState::Ready, TaskState::Pending];
-    let states: BTreeSet<TaskState> = match &req.states {
+    let states: BTreeSet<TaskState> = match &filter.states {
         Some(s) => {
             let both: BTreeSet<TaskState> = s.iter().copied().filter(|s| cancellable.contains(s)).collect();
             if both.is_empty() {
@@ -274,11 +254,10 @@ pub fn cancel_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply
         }
         None => cancellable.into_iter().collect(),
     };
-    let states = Some(states);
+    filter.states = Some(states);
     let mut db = ctx.pool.get()?;
     let mut tx = db.transaction()?;
-    let f = crate::task_filter!(req, &states);
-    let (group_name, q) = build_filter(&mut tx, user, &f, UserGroupRole::Write)?;
+    let (group_name, q) = matching::authorized(&mut tx, user, &filter, UserGroupRole::Write)?;
     let ids = matching::lock_active(&mut tx, &q)?;
     let codes: Vec<i32> = cancellable.iter().map(|s| s.code()).collect();
     let mut n = 0u64;

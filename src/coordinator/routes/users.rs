@@ -20,7 +20,7 @@ pub fn change_password(ctx: &Ctx, call: &Call, user: &AuthUser, username: &str) 
     let stored: String = db
         .query_opt("SELECT password_hash FROM users WHERE id = $1", &[&user.id])?
         .ok_or(ApiError::WrongCredentials)?
-        .get(0);
+        .get("password_hash");
     if !auth::verify_password(&stored, &req.old_md5_password) {
         ctx.login_limit.failed(&user.username, addr);
         return Err(ApiError::WrongCredentials);
@@ -49,7 +49,7 @@ pub fn groups(ctx: &Ctx, user: &AuthUser) -> Result<Reply, ApiError> {
     )?;
     let groups = rows
         .iter()
-        .filter_map(|r| UserGroupRole::from_code(r.get(1)).map(|role| (r.get::<_, String>(0), role)))
+        .filter_map(|r| UserGroupRole::from_code(r.get("role")).map(|role| (r.get::<_, String>("group_name"), role)))
         .collect();
     Ok(Reply::json(&GroupsQueryResp { groups }))
 }

@@ -52,7 +52,7 @@ const HEARTBEAT: &str = "WITH w AS (UPDATE workers SET last_heartbeat = now() WH
         UPDATE active_tasks SET claim_deadline = NULL
         WHERE id = (SELECT assigned_task_id FROM w) AND assigned_worker = (SELECT id FROM w) AND claim_deadline IS NOT NULL
     )
-    SELECT ARRAY(SELECT t.uuid FROM active_tasks t WHERE t.assigned_worker = w.id AND t.cancel_requested)
+    SELECT ARRAY(SELECT t.uuid FROM active_tasks t WHERE t.assigned_worker = w.id AND t.cancel_requested) AS cancel
     FROM w";
 
 /// `POST /workers/heartbeat[?cancellations=true]`.
@@ -62,7 +62,7 @@ pub fn heartbeat(ctx: &Ctx, call: &Call, worker: WorkerToken) -> Result<Reply, A
     let st = db.prepared(HEARTBEAT)?;
     let row = db.query_opt(&st, &[&worker.uuid])?.ok_or(ApiError::WrongCredentials)?;
     if want_cancels {
-        let cancel: Vec<Uuid> = row.get(0);
+        let cancel: Vec<Uuid> = row.get("cancel");
         Ok(Reply::json(&serde_json::json!({ "cancel": cancel })))
     } else {
         Ok(Reply::null())
@@ -135,13 +135,13 @@ const FINISH: &str = "WITH w AS (SELECT id FROM workers WHERE worker_id = $1),
         WHERE id = $2 AND assigned_worker = (SELECT id FROM w)
         RETURNING id
     )
-    SELECT EXISTS (SELECT 1 FROM done) FROM w";
+    SELECT EXISTS (SELECT 1 FROM done) AS finished FROM w";
 
 fn finish(ctx: &Ctx, worker: WorkerToken, id: i64, state: TaskState) -> Result<Reply, ApiError> {
     let mut db = ctx.queue_pool.get()?;
     let st = db.prepared(FINISH)?;
     let row = db.query_opt(&st, &[&worker.uuid, &id, &state.code()])?.ok_or(ApiError::WrongCredentials)?;
-    if !row.get::<_, bool>(0) {
+    if !row.get::<_, bool>("finished") {
         return Err(task_not_found(id));
     }
     Ok(Reply::json(&ReportTaskResp { url: None }))
@@ -209,8 +209,8 @@ const COMMIT: &str = concat!(
     ), notified AS (
         SELECT pg_notify($10, $11::text || d.group_id) FROM readied d
     )
-    SELECT w.id, EXISTS (SELECT 1 FROM moved), EXISTS (SELECT 1 FROM stopped),
-           (SELECT group_id FROM readied), (SELECT count(*) FROM notified)
+    SELECT w.id AS worker_row, EXISTS (SELECT 1 FROM moved) AS moved, EXISTS (SELECT 1 FROM stopped) AS stopped,
+           (SELECT group_id FROM readied) AS readied_group, (SELECT count(*) FROM notified) AS notified
     FROM w"
 );
 
@@ -226,6 +226,7 @@ fn commit(ctx: &Ctx, worker: WorkerToken, id: i64, result: TaskResultSpec) -> Re
     let params: [&(dyn ToSql + Sync); 7] =
         [&worker.uuid, &id, &&done[..], &cancelled_code, &result, &cancelled, &graceful];
     if db.query_opt(&plain, &params)?.is_some() {
+        crate::coordinator::metrics::METRICS.commits.inc();
         return Ok(Reply::json(&ReportTaskResp { url: None }));
     }
     let general = db.prepared(COMMIT)?;
@@ -235,7 +236,7 @@ fn commit(ctx: &Ctx, worker: WorkerToken, id: i64, result: TaskResultSpec) -> Re
     let all: Vec<&(dyn ToSql + Sync)> = params.iter().chain(more.iter()).copied().collect();
     let row = db.query_opt(&general, &all)?.ok_or(ApiError::WrongCredentials)?;
     let (worker_id, moved, stopped, readied): (i64, bool, bool, Option<i64>) =
-        (row.get(0), row.get(1), row.get(2), row.get(3));
+        (row.get("worker_row"), row.get("moved"), row.get("stopped"), row.get("readied_group"));
     if !moved {
         let state =
             db.query_opt("SELECT state FROM active_tasks WHERE id = $1 AND assigned_worker = $2", &[&id, &worker_id])?;
@@ -244,6 +245,7 @@ fn commit(ctx: &Ctx, worker: WorkerToken, id: i64, result: TaskResultSpec) -> Re
             Some(_) => ApiError::bad("Task can not be marked as done: report Finish or Cancel first"),
         });
     }
+    crate::coordinator::metrics::METRICS.commits.inc();
     if stopped {
         log::info!("worker {} stopped after its last task, as asked", worker.uuid);
     }
@@ -270,11 +272,11 @@ fn upload_or_submit(
         )?
         .ok_or_else(|| task_not_found(id))?;
     let t = Assigned {
-        id: row.get(0),
-        uuid: row.get(1),
-        group_id: row.get(2),
-        state: TaskState::from_code(row.get(3)).unwrap_or(TaskState::Unknown),
-        creator_id: row.get(4),
+        id: row.get("id"),
+        uuid: row.get("uuid"),
+        group_id: row.get("group_id"),
+        state: TaskState::from_code(row.get("state")).unwrap_or(TaskState::Unknown),
+        creator_id: row.get("creator_id"),
     };
     let done = matches!(t.state, TaskState::Finished | TaskState::Cancelled);
     match op {
@@ -304,10 +306,10 @@ fn submit_downstream(
 ) -> Result<(), ApiError> {
     let creator =
         tx.query_opt("SELECT state FROM users WHERE id = $1", &[&t.creator_id])?.ok_or(ApiError::WrongCredentials)?;
-    if UserState::from_code(creator.get(0)) != Some(UserState::Active) {
+    if UserState::from_code(creator.get("state")) != Some(UserState::Active) {
         return Err(ApiError::Forbidden("the task's creator is no longer active".into()));
     }
-    let group: String = tx.query_one("SELECT group_name FROM groups WHERE id = $1", &[&t.group_id])?.get(0);
+    let group: String = tx.query_one("SELECT group_name FROM groups WHERE id = $1", &[&t.group_id])?.get("group_name");
     if sub.group_name != group {
         return Err(ApiError::bad(format!(
             "Group name mismatch: a downstream task must be in its upstream task's group {group}, not {}",
@@ -318,10 +320,10 @@ fn submit_downstream(
         "SELECT role FROM group_worker WHERE worker_id = $1 AND group_id = $2",
         &[&worker.id, &t.group_id],
     )?;
-    if role.map(|r| r.get::<_, i32>(0)).unwrap_or(-1) < crate::api::GroupWorkerRole::Write.code() {
+    if role.map(|r| r.get::<_, i32>("role")).unwrap_or(-1) < crate::api::GroupWorkerRole::Write.code() {
         return Err(ApiError::Forbidden(format!("this worker does not have the Write role in group {group}")));
     }
-    tasks::validate_submit(sub).map_err(ApiError::bad)?;
+    tasks::validate_submit(sub)?;
     // Each Submit of a finished task would otherwise add one more Pending task, kept for
     // ever: only the last is linked, and nothing but its upstream's commit readies any.
     let pending: i64 = tx
@@ -329,7 +331,7 @@ fn submit_downstream(
             "SELECT count(*) FROM active_tasks WHERE upstream_task_uuid = $1 AND state = $2",
             &[&t.uuid, &TaskState::Pending.code()],
         )?
-        .get(0);
+        .get("count");
     if pending >= MAX_DOWNSTREAM_PER_TASK {
         return Err(ApiError::bad(format!(
             "task {} already has {pending} pending downstream tasks, the most one task may create; \

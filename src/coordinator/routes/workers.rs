@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
 /// Parses `name` or `name:role` (role read/write/admin in any of the accepted spellings).
-pub fn parse_group_entry(entry: &str) -> Result<(String, GroupWorkerRole), String> {
+pub fn parse_group_entry(entry: &str) -> Result<(String, GroupWorkerRole), ApiError> {
     let mut parts = entry.split(':');
     let name = parts.next().unwrap_or("").trim();
     let role = match (parts.next(), parts.next()) {
@@ -26,12 +26,12 @@ pub fn parse_group_entry(entry: &str) -> Result<(String, GroupWorkerRole), Strin
             "read" => GroupWorkerRole::Read,
             "write" => GroupWorkerRole::Write,
             "admin" => GroupWorkerRole::Admin,
-            _ => return Err(format!("group entry {entry:?}: role must be read, write or admin")),
+            _ => return Err(ApiError::bad(format_args!("group entry {entry:?}: role must be read, write or admin"))),
         },
-        _ => return Err(format!("group entry {entry:?}: expected name or name:role")),
+        _ => return Err(ApiError::bad(format_args!("group entry {entry:?}: expected name or name:role"))),
     };
     if name.is_empty() {
-        return Err(format!("group entry {entry:?} has no group name"));
+        return Err(ApiError::bad(format_args!("group entry {entry:?} has no group name")));
     }
     Ok((name.to_string(), role))
 }
@@ -42,7 +42,7 @@ pub fn register(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiErr
     let req: RegisterWorkerReq = call.json()?;
     let mut wanted: BTreeMap<String, GroupWorkerRole> = BTreeMap::new();
     for e in &req.groups {
-        let (name, role) = parse_group_entry(e).map_err(ApiError::bad)?;
+        let (name, role) = parse_group_entry(e)?;
         wanted.insert(name, role);
     }
     wanted.insert(user.username.clone(), GroupWorkerRole::Admin);
@@ -64,7 +64,7 @@ pub fn register(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiErr
             "INSERT INTO workers (worker_id, creator_id, tags, labels, confirms_claims) VALUES ($1, $2, $3, $4, $5) RETURNING id",
             &[&uuid, &user.id, &tags, &labels, &confirms_claims(call)],
         )?
-        .get(0);
+        .get("id");
     tx.execute(
         "INSERT INTO group_worker (group_id, worker_id, role, vouched_by)
          SELECT g, $1, r, $4 FROM unnest($2::bigint[], $3::int[]) AS x(g, r)",
@@ -183,14 +183,14 @@ fn linked_groups(tx: &mut postgres::Transaction, id: i64, names: &[String]) -> R
         &[&names, &id],
     )?;
     if rows.len() != names.len() {
-        let known: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        let known: Vec<String> = rows.iter().map(|r| r.get("group_name")).collect();
         let missing: Vec<&str> = names.iter().filter(|n| !known.contains(n)).map(String::as_str).collect();
         return Err(ApiError::bad(format!(
             "the worker is not in these groups: {}; see its groups with GET /workers/{{uuid}}",
             missing.join(", ")
         )));
     }
-    Ok(rows.iter().map(|r| r.get(1)).collect())
+    Ok(rows.iter().map(|r| r.get("id")).collect())
 }
 
 /// `PUT /workers/{uuid}/groups`: adds or changes group roles on the worker. The caller
@@ -309,7 +309,7 @@ pub fn shutdown_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Rep
         "SELECT w.id FROM workers w JOIN users u ON u.id = w.creator_id JOIN group_worker gw ON gw.worker_id = w.id WHERE {} FOR UPDATE OF w",
         q.conditions()
     );
-    let ids: Vec<i64> = tx.query(&sql, &q.params())?.iter().map(|r| r.get(0)).collect();
+    let ids: Vec<i64> = tx.query(&sql, &q.params())?.iter().map(|r| r.get("id")).collect();
     let n = finish_shutdown(ctx, tx, &ids, req.op)?;
     Ok(Reply::json(&WorkersShutdownByFilterResp { shutdown_count: n, group_name }))
 }
@@ -332,8 +332,8 @@ pub fn shutdown_by_list(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply
          WHERE w.worker_id = ANY($1)",
         &[&req.uuids, &user.id, &GroupWorkerRole::Admin.code(), &UserGroupRole::Admin.code()],
     )?;
-    let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-    let ok: BTreeSet<Uuid> = rows.iter().map(|r| r.get(1)).collect();
+    let ids: Vec<i64> = rows.iter().map(|r| r.get("id")).collect();
+    let ok: BTreeSet<Uuid> = rows.iter().map(|r| r.get("worker_id")).collect();
     let n = finish_shutdown(ctx, tx, &ids, req.op)?;
     let failed_uuids = req.uuids.iter().copied().filter(|u| !ok.contains(u)).collect();
     Ok(Reply::json(&WorkersShutdownByUuidsResp { shutdown_count: n, failed_uuids }))

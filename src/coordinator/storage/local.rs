@@ -5,11 +5,12 @@
 //! Transfers stream on their own threads, so a large file neither fills memory nor holds an
 //! API handler thread.
 
-use super::{validate_key, Bucket};
+use super::{validate_key, Bucket, StorageError};
 use crate::config::CoordinatorConfig;
 use crate::coordinator::auth::Keys;
 use crate::coordinator::error::ApiError;
 use crate::coordinator::http::{respond, Reply};
+use crate::coordinator::metrics::{Direction, METRICS};
 use ct_codecs::{Base64UrlSafeNoPadding, Decoder, Encoder};
 use std::fs::File;
 use std::io::Write;
@@ -97,7 +98,7 @@ impl LocalStore {
         self.inner.root.join(".tmp")
     }
 
-    pub(super) fn ensure_dirs(&self) -> Result<(), String> {
+    pub(super) fn ensure_dirs(&self) -> Result<(), StorageError> {
         let dirs = [
             self.tmp_dir(),
             self.inner.root.join(&self.inner.artifacts),
@@ -107,17 +108,12 @@ impl LocalStore {
         // artifacts): directories 0700, files 0600. Directories an older version made
         // 0755 are tightened too.
         for d in &dirs {
-            crate::private_files::create_dir_all(d).map_err(|e| {
-                format!(
-                    "cannot create the local object store directory {}: {e}; set `data_dir` to a writable place",
-                    d.display()
-                )
-            })?;
+            crate::private_files::create_dir_all(d)
+                .map_err(|source| StorageError::LocalDir { path: d.clone(), source })?;
         }
         for d in dirs.iter().chain([&self.inner.root]) {
-            crate::private_files::restrict_dir(d).map_err(|e| {
-                format!("cannot make the local object store directory {} private (mode 0700): {e}", d.display())
-            })?;
+            crate::private_files::restrict_dir(d)
+                .map_err(|source| StorageError::LocalPrivate { path: d.to_path_buf(), source })?;
         }
         if let Ok(entries) = std::fs::read_dir(self.tmp_dir()) {
             for e in entries.flatten() {
@@ -237,7 +233,12 @@ impl LocalStore {
             // Given back however the thread ends, a panic included.
             let _slot = slot;
             let reply = match length {
-                Some(len) => store.receive(&mut req, &path, len),
+                Some(len) => {
+                    let r = store.receive(&mut req, &path, len);
+                    let ok = matches!(&r, Ok(reply) if reply.status == 200);
+                    METRICS.transfer(Direction::Put, ok, if ok { len } else { 0 });
+                    r
+                }
                 None => return store.send_file(req, &path, &obj),
             };
             respond(req, reply.unwrap_or_else(|e| e.reply()));
@@ -255,8 +256,12 @@ impl LocalStore {
                     tiny_http::Header::from_bytes("Content-Type", "application/octet-stream").expect("static header");
                 let resp =
                     tiny_http::Response::new(tiny_http::StatusCode(200), vec![ct], file, Some(len as usize), None);
-                if let Err(e) = req.respond(resp) {
-                    log::debug!("download of {}/{} ended early: {e}", obj.bucket, obj.key);
+                match req.respond(resp) {
+                    Ok(()) => METRICS.transfer(Direction::Get, true, len),
+                    Err(e) => {
+                        METRICS.transfer(Direction::Get, false, 0);
+                        log::debug!("download of {}/{} ended early: {e}", obj.bucket, obj.key);
+                    }
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -2,7 +2,7 @@
 //! `Content-Length` included); ureq sends the few requests the coordinator makes itself
 //! (bucket check and creation, DeleteObject).
 
-use super::Bucket;
+use super::{Bucket, StorageError};
 use crate::config::CoordinatorConfig;
 use crate::coordinator::error::ApiError;
 use rusty_s3::{Credentials, S3Action, UrlStyle};
@@ -20,19 +20,15 @@ pub struct S3Store {
 }
 
 impl S3Store {
-    pub(super) fn new(cfg: &CoordinatorConfig, url: &str) -> Result<S3Store, String> {
+    pub(super) fn new(cfg: &CoordinatorConfig, url: &str, tls: &crate::tls::Tls) -> Result<S3Store, StorageError> {
         // The URL may carry credentials in its user-info: messages show it redacted.
         let shown = crate::redact::url(url);
-        let endpoint = url::Url::parse(url).map_err(|e| {
-            format!("invalid value for `s3_url`: {shown:?} is not a URL ({e}); e.g. http://127.0.0.1:9000")
-        })?;
-        let host = endpoint.host().ok_or_else(|| format!("invalid value for `s3_url`: {shown:?} has no host"))?;
-        if endpoint.scheme() == "https" {
-            // The coordinator itself talks to S3 (buckets, deletes) with ureq, built without TLS.
-            return Err(format!(
-                "`s3_url` {shown:?} uses https, but this mito is built without TLS; \
-                 use an http:// endpoint (e.g. a TLS-terminating proxy on the same host)"
-            ));
+        let bad_url = |reason: String| StorageError::BadUrl { url: shown.clone(), reason };
+        let endpoint =
+            url::Url::parse(url).map_err(|e| bad_url(format!("is not a URL ({e}); e.g. http://127.0.0.1:9000")))?;
+        let host = endpoint.host().ok_or_else(|| bad_url("has no host".into()))?;
+        if !matches!(endpoint.scheme(), "http" | "https") {
+            return Err(bad_url("is not an http:// or https:// URL".into()));
         }
         // Virtual-host style needs DNS names under the endpoint; an IP address or localhost
         // endpoint (MinIO, Garage, a test server) can only be addressed by path.
@@ -40,16 +36,13 @@ impl S3Store {
         let style = if cfg.s3_force_path_style || by_ip { UrlStyle::Path } else { UrlStyle::VirtualHost };
         let bucket = |name: &str| {
             rusty_s3::Bucket::new(endpoint.clone(), style, name.to_string(), cfg.s3_region.clone())
-                .map_err(|e| format!("invalid value for `s3_url` {shown:?}: {}", crate::redact::text(&e.to_string())))
+                .map_err(|e| bad_url(format!("is refused: {}", crate::redact::text(&e.to_string()))))
         };
         Ok(S3Store {
             creds: Credentials::new(cfg.s3_access_key.clone(), cfg.s3_secret_key.clone()),
             artifacts: bucket(&cfg.artifacts_bucket)?,
             attachments: bucket(&cfg.attachments_bucket)?,
-            agent: ureq::AgentBuilder::new()
-                .timeout_connect(Duration::from_secs(5))
-                .timeout(Duration::from_secs(30))
-                .build(),
+            agent: tls.agent_builder().timeout_connect(Duration::from_secs(5)).timeout(Duration::from_secs(30)).build(),
             endpoint: shown.clone(),
         })
     }
@@ -72,8 +65,8 @@ impl S3Store {
         self.bucket(bucket).get_object(Some(&self.creds), key).sign(ttl).to_string()
     }
 
-    /// Sends one signed request; Ok(status) for any HTTP answer.
-    fn send(&self, method: &str, url: &url::Url) -> Result<(u16, String), String> {
+    /// Sends one signed request; Ok(status, S3 error code) for any HTTP answer.
+    fn send(&self, method: &str, url: &url::Url) -> Result<(u16, String), StorageError> {
         let result = match method {
             "PUT" => self.agent.request_url(method, url).send_bytes(&[]),
             _ => self.agent.request_url(method, url).call(),
@@ -85,44 +78,36 @@ impl S3Store {
                 let _ = r.into_reader().take(2048).read_to_string(&mut body);
                 Ok((code, s3_error_code(&body)))
             }
-            // ureq quotes the URL it failed on: a presigned one, with its signature.
-            Err(e) => Err(crate::redact::text(&e.to_string())),
+            Err(ureq::Error::Transport(t)) => match crate::tls::explain(&t) {
+                Some(message) => Err(StorageError::Tls { message }),
+                // ureq quotes the URL it failed on: a presigned one, with its signature.
+                None => Err(self.unreachable(crate::redact::text(&t.to_string()))),
+            },
         }
     }
 
-    fn unreachable(&self, e: &str) -> String {
-        format!(
-            "cannot reach S3 at {}: {e}; is the service running and is `s3_url` right? \
-             (without `s3_url` the coordinator keeps objects in its own store under `data_dir`)",
-            self.endpoint
-        )
+    fn unreachable(&self, message: String) -> StorageError {
+        StorageError::Unreachable { endpoint: self.endpoint.clone(), message }
     }
 
-    pub(super) fn ensure_buckets(&self) -> Result<(), String> {
+    pub(super) fn ensure_buckets(&self) -> Result<(), StorageError> {
         for b in [&self.artifacts, &self.attachments] {
             let head = b.head_bucket(Some(&self.creds)).sign(Duration::from_secs(60));
-            let (status, code) = self.send("HEAD", &head).map_err(|e| self.unreachable(&e))?;
+            let (status, code) = self.send("HEAD", &head)?;
             match status {
                 200 => continue,
                 404 => {}
-                403 => {
-                    return Err(format!(
-                        "S3 at {} refused access to bucket {} (403 {code}); check `s3_access_key`, `s3_secret_key` and `s3_region`",
-                        self.endpoint,
-                        b.name()
-                    ))
+                status => {
+                    let (endpoint, bucket) = (self.endpoint.clone(), b.name().to_string());
+                    return Err(StorageError::Refused { endpoint, bucket, status, code });
                 }
-                s => return Err(format!("S3 at {} answered {s} {code} for bucket {}", self.endpoint, b.name())),
             }
             let create = b.create_bucket(&self.creds).sign(Duration::from_secs(60));
-            let (status, code) = self.send("PUT", &create).map_err(|e| self.unreachable(&e))?;
+            let (status, code) = self.send("PUT", &create)?;
             // 409: another coordinator created it meanwhile.
             if !(status == 200 || status == 409) {
-                return Err(format!(
-                    "S3 at {} could not create bucket {} ({status} {code}); create it yourself or check the credentials",
-                    self.endpoint,
-                    b.name()
-                ));
+                let (endpoint, bucket) = (self.endpoint.clone(), b.name().to_string());
+                return Err(StorageError::CreateBucket { endpoint, bucket, status, code });
             }
             log::info!("created bucket {} on {}", b.name(), self.endpoint);
         }
@@ -138,7 +123,7 @@ impl S3Store {
                 Err(ApiError::Unavailable(format!("the object store refused the delete ({status} {code})")))
             }
             Err(e) => {
-                log::warn!("{}", self.unreachable(&e));
+                log::warn!("{e}");
                 Err(ApiError::Unavailable("the object store is unreachable".into()))
             }
         }

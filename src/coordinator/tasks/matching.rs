@@ -1,8 +1,9 @@
-//! The tasks a filter selects: the conditions a [`TaskFilter`] stands for, the union of
-//! active and archived tasks they select, and the reads and locks on that selection.
+//! The tasks a filter selects: the one place a [`TaskFilter`] is checked and turned into
+//! conditions, the union of active and archived tasks they select, and the reads and
+//! locks on that selection.
 //!
 //! ```ignore
-//! let mut q = matching::conditions(group_id, &f, exit, prio); // after authorizing the group
+//! let (group_name, mut q) = matching::authorized(&mut db, user, &req.filter, UserGroupRole::Read)?;
 //! let page = matching::page(&mut db, &mut q, req.reporter_uuid, limit, offset)?;
 //! ```
 //!
@@ -10,61 +11,51 @@
 //! one statement.
 
 use super::{active_select, archived_select, from_row};
-use crate::api::{TaskQueryInfo, TaskState};
+use crate::api::{TaskFilter, TaskQueryInfo, UserGroupRole};
+use crate::coordinator::auth::AuthUser;
+use crate::coordinator::authz::authorize_group;
 use crate::coordinator::error::ApiError;
-use crate::coordinator::filter::{Comparison, Sql};
+use crate::coordinator::filter::{comparison, not_empty, Comparison, Sql};
 use crate::coordinator::limits;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::GenericClient;
-use std::collections::BTreeSet;
 use uuid::Uuid;
 
-/// The task filters shared by query, cancel and artifact routes.
-pub struct TaskFilter<'a> {
-    pub group_name: Option<&'a str>,
-    pub creator_usernames: &'a Option<BTreeSet<String>>,
-    pub tags: &'a Option<BTreeSet<String>>,
-    pub labels: &'a Option<BTreeSet<String>>,
-    pub states: &'a Option<BTreeSet<TaskState>>,
-    pub exit_status: &'a Option<String>,
-    pub priority: &'a Option<String>,
-}
-
-/// A [`TaskFilter`] over any request that has the task filter fields; `states` may be
-/// given separately (cancel narrows them).
-#[macro_export]
-macro_rules! task_filter {
-    ($req:expr) => {
-        $crate::task_filter!($req, &$req.states)
-    };
-    ($req:expr, $states:expr) => {
-        $crate::coordinator::tasks::matching::TaskFilter {
-            group_name: $req.group_name.as_deref(),
-            creator_usernames: &$req.creator_usernames,
-            tags: &$req.tags,
-            labels: &$req.labels,
-            states: $states,
-            exit_status: &$req.exit_status,
-            priority: &$req.priority,
-        }
-    };
+/// Checks the filter's fields, then the caller's role `min` in the filter's group
+/// (default: their own), and builds the conditions every part of the query shares.
+/// Returns (group name, conditions).
+pub fn authorized(
+    db: &mut impl GenericClient,
+    user: &AuthUser,
+    f: &TaskFilter,
+    min: UserGroupRole,
+) -> Result<(String, Sql), ApiError> {
+    not_empty("creator_usernames", &f.creator_usernames)?;
+    not_empty("tags", &f.tags)?;
+    not_empty("labels", &f.labels)?;
+    not_empty("states", &f.states)?;
+    let exit = comparison("exit_status", &f.exit_status)?;
+    let prio = comparison("priority", &f.priority)?;
+    let group = f.group_name.as_deref().unwrap_or(&user.username).to_string();
+    let (group_id, _) = authorize_group(db, user, &group, min)?;
+    Ok((group, conditions(group_id, f, exit, prio)))
 }
 
 /// The conditions every part of a filtered query shares, for tasks in the group
 /// `group_id`; `exit` and `prio` are the filter's comparisons, already parsed.
-pub fn conditions(group_id: i64, f: &TaskFilter, exit: Option<Comparison>, prio: Option<Comparison>) -> Sql {
+fn conditions(group_id: i64, f: &TaskFilter, exit: Option<Comparison>, prio: Option<Comparison>) -> Sql {
     let mut q = Sql::new();
     q.and("t.group_id = {}", group_id);
-    if let Some(c) = f.creator_usernames {
+    if let Some(c) = &f.creator_usernames {
         q.and("u.username = ANY({})", c.iter().cloned().collect::<Vec<_>>());
     }
-    if let Some(t) = f.tags {
+    if let Some(t) = &f.tags {
         q.and("t.tags @> {}", t.iter().cloned().collect::<Vec<_>>());
     }
-    if let Some(l) = f.labels {
+    if let Some(l) = &f.labels {
         q.and("t.labels @> {}", l.iter().cloned().collect::<Vec<_>>());
     }
-    if let Some(s) = f.states {
+    if let Some(s) = &f.states {
         q.and("t.state = ANY({})", s.iter().map(|s| s.code()).collect::<Vec<_>>());
     }
     if let Some(c) = exit {
@@ -98,7 +89,7 @@ pub fn union_sql(q: &mut Sql, reporter: Option<Uuid>) -> String {
 /// How many tasks, active and archived, match `q`.
 pub fn count(db: &mut impl GenericClient, q: &mut Sql, reporter: Option<Uuid>) -> Result<u64, ApiError> {
     let union = union_sql(q, reporter);
-    let n: i64 = db.query_one(&format!("SELECT count(*) FROM ({union}) x"), &q.params())?.get(0);
+    let n: i64 = db.query_one(&format!("SELECT count(*) FROM ({union}) x"), &q.params())?.get("count");
     Ok(n as u64)
 }
 
@@ -133,5 +124,5 @@ pub fn lock_active(tx: &mut impl GenericClient, q: &Sql) -> Result<Vec<i64>, Api
         "SELECT t.id FROM active_tasks t JOIN users u ON u.id = t.creator_id WHERE {} FOR UPDATE OF t",
         q.conditions()
     );
-    Ok(tx.query(&sql, &q.params())?.iter().map(|r| r.get(0)).collect())
+    Ok(tx.query(&sql, &q.params())?.iter().map(|r| r.get("id")).collect())
 }
