@@ -84,7 +84,7 @@ fn host_port(url: &str) -> Result<String, RedisError> {
 }
 
 /// Checks `url` the way [`setup`] reads it, without connecting; returns where it points.
-pub fn check_url(url: &str) -> Result<String, RedisError> {
+pub(crate) fn check_url(url: &str) -> Result<String, RedisError> {
     let hp = host_port(url)?;
     redis::Client::open(url).map_err(|e| RedisError::BadUrl {
         at: format!("redis at {hp}"),

@@ -123,7 +123,7 @@ impl Browser {
     }
 
     /// Chooses a local file in an `<input type="file">` (the browser runs on this machine).
-    pub fn choose_file(&self, css: &str, path: &std::path::Path) {
+    pub(crate) fn choose_file(&self, css: &str, path: &std::path::Path) {
         let id = self.find(css);
         self.call("POST", &self.s(&format!("/element/{id}/value")), Some(json!({"text": path.to_str().unwrap()})));
     }
