@@ -28,7 +28,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const FINAL_CALLS: usize = 16;
 
 /// The shipper of one task's output; [`Shipper::finish`] sends the rest and stops it.
-pub struct Shipper {
+pub(crate) struct Shipper {
     done: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -40,7 +40,7 @@ struct Stream {
 }
 
 impl Shipper {
-    pub fn start(net: Arc<Net>, uuid: Uuid, stdout: PathBuf, stderr: PathBuf) -> Shipper {
+    pub(crate) fn start(net: Arc<Net>, uuid: Uuid, stdout: PathBuf, stderr: PathBuf) -> Shipper {
         let done = Arc::new(AtomicBool::new(false));
         let flag = done.clone();
         let thread = std::thread::Builder::new()
@@ -54,11 +54,11 @@ impl Shipper {
                 for s in &streams {
                     send(&net, uuid, s, &[]);
                 }
-                while !flag.load(Ordering::SeqCst) && !net.stop.is_set() {
+                while !flag.load(Ordering::SeqCst) && !net.shutdown.is_set() {
                     for s in &mut streams {
                         ship_some(&net, uuid, s);
                     }
-                    net.stop.sleep(EVERY);
+                    net.shutdown.sleep(EVERY);
                 }
                 for s in &mut streams {
                     for _ in 0..FINAL_CALLS {
@@ -75,7 +75,7 @@ impl Shipper {
 
     /// Sends what the task wrote last and stops the thread (before the task's Finish
     /// report, so a follower that sees the task end has all of its output).
-    pub fn finish(mut self) {
+    pub(crate) fn finish(mut self) {
         self.done.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
             let _ = t.join();

@@ -235,8 +235,8 @@ fn the_claim_keeps_its_ready_index_walk_past_a_capped_array() {
     let second = c.worker(&a, &[], &[]);
     assert!(first.fetch().expect("an array task")["spec"]["envs"]["MITO_ARRAY_INDEX"] == "0");
     let mut db = c.db.connect();
-    db.batch_execute(mito::coordinator::db::QUEUE_SETUP).unwrap();
-    db.batch_execute(&format!("PREPARE claim(uuid, float8) AS {}", *mito::coordinator::scheduler::CLAIM)).unwrap();
+    db.batch_execute(mito::testing::QUEUE_SETUP).unwrap();
+    db.batch_execute(&format!("PREPARE claim(uuid, float8) AS {}", *mito::testing::CLAIM)).unwrap();
     let mut tx = db.transaction().unwrap();
     let plan: Vec<String> = tx
         .query(&format!("EXPLAIN ANALYZE EXECUTE claim('{}', 10)", second.uuid), &[])

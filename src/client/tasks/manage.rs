@@ -4,9 +4,10 @@
 use super::super::args::{Args, Spec};
 use super::super::output::{list, print_json};
 use super::super::task_args::{
-    array_tasks, filter, uuid_arg, uuid_list, CREATORS, EXIT, F_ARRAY, F_GROUP, F_LABELS, F_TAGS, PRIO, STATES,
+    array_tasks, filter, uuid_arg, uuid_list, CREATORS, EXIT_STATUS, FILTER_ARRAY, FILTER_GROUP, FILTER_LABELS,
+    FILTER_PRIORITY, FILTER_TAGS, STATES,
 };
-use super::super::{Flow, Res, Session};
+use super::super::{CommandResult, Flow, Session};
 use crate::api::*;
 use std::collections::BTreeSet;
 use uuid::Uuid;
@@ -15,20 +16,20 @@ pub(super) const CANCEL: Spec = Spec {
     name: "tasks cancel",
     usage: "<UUID> | --array <ARRAY_ID>",
     about: "Cancel a task (a running one is stopped by its worker), or every unfinished task of an array",
-    flags: &[F_GROUP, F_ARRAY],
+    flags: &[FILTER_GROUP, FILTER_ARRAY],
 };
 pub(super) const CANCEL_MANY: Spec = Spec {
     name: "tasks cancel-many",
     usage: "",
     about: "Cancel the tasks that match a filter (only ready or pending ones)",
-    flags: &[CREATORS, F_GROUP, F_TAGS, F_LABELS, F_ARRAY, STATES, EXIT, PRIO],
+    flags: &[CREATORS, FILTER_GROUP, FILTER_TAGS, FILTER_LABELS, FILTER_ARRAY, STATES, EXIT_STATUS, FILTER_PRIORITY],
 };
 pub(super) const CANCEL_LIST: Spec =
     Spec { name: "tasks cancel-list", usage: "<UUID,...>", about: "Cancel the listed tasks", flags: &[] };
 pub(super) const UPDATE_LABELS: Spec =
     Spec { name: "tasks update-labels", usage: "<UUID> [LABEL]...", about: "Replace a task's labels", flags: &[] };
 
-pub(super) fn cancel(s: &mut Session, a: &Args) -> Res {
+pub(super) fn cancel(s: &mut Session, a: &Args) -> CommandResult {
     if a.value("array").is_some() {
         return cancel_array(s, a);
     }
@@ -43,7 +44,7 @@ pub(super) fn cancel(s: &mut Session, a: &Args) -> Res {
 
 /// `tasks cancel --array`: the Ready and Pending tasks in one request, then each Running
 /// one (no more can start once the others are gone).
-fn cancel_array(s: &mut Session, a: &Args) -> Res {
+fn cancel_array(s: &mut Session, a: &Args) -> CommandResult {
     a.exact(&[])?;
     let ready = TasksCancelByFilterReq { filter: filter(s, a)? };
     let r: TasksCancelByFilterResp = s.http.post("/tasks/cancel", &ready)?.parse()?;
@@ -64,7 +65,7 @@ fn cancel_array(s: &mut Session, a: &Args) -> Res {
     Ok(Flow::Continue)
 }
 
-pub(super) fn cancel_many(s: &mut Session, a: &Args) -> Res {
+pub(super) fn cancel_many(s: &mut Session, a: &Args) -> CommandResult {
     a.exact(&[])?;
     let req = TasksCancelByFilterReq { filter: filter(s, a)? };
     let r = s.http.post("/tasks/cancel", &req)?;
@@ -77,7 +78,7 @@ pub(super) fn cancel_many(s: &mut Session, a: &Args) -> Res {
     Ok(Flow::Continue)
 }
 
-pub(super) fn cancel_list(s: &mut Session, a: &Args) -> Res {
+pub(super) fn cancel_list(s: &mut Session, a: &Args) -> CommandResult {
     let uuids = uuid_list(a)?;
     let r = s.http.post("/tasks/cancel/list", &TasksCancelByUuidsReq { uuids })?;
     if s.json(a) {
@@ -96,7 +97,7 @@ pub(super) fn cancel_list(s: &mut Session, a: &Args) -> Res {
     Ok(Flow::Continue)
 }
 
-pub(super) fn update_labels(s: &mut Session, a: &Args) -> Res {
+pub(super) fn update_labels(s: &mut Session, a: &Args) -> CommandResult {
     let pos = a.all_pos();
     let Some(first) = pos.first() else { return Err(a.usage("missing <UUID>".into())) };
     let uuid = uuid_arg(a, first)?;

@@ -3,10 +3,10 @@
 use super::super::args::{Args, Spec};
 use super::super::output::{list, opt, print_json, ts};
 use super::super::task_args::{
-    array_tasks, filter, reporter, uuid_arg, CREATORS, EXIT, F_ARRAY, F_GROUP, F_LABELS, F_TAGS, LIMIT, OFFSET, PRIO,
-    REPORTER, STATES,
+    array_tasks, filter, reporter, uuid_arg, CREATORS, EXIT_STATUS, FILTER_ARRAY, FILTER_GROUP, FILTER_LABELS,
+    FILTER_PRIORITY, FILTER_TAGS, LIMIT, OFFSET, REPORTER, STATES,
 };
-use super::super::{Flow, Res, Session};
+use super::super::{CommandResult, Flow, Session};
 use crate::api::*;
 use crate::opts::OptSpec;
 use std::time::Duration;
@@ -18,16 +18,30 @@ pub(super) const GET: Spec = Spec {
     name: "tasks get",
     usage: "<UUID> | --array <ARRAY_ID>",
     about: "Show a task, its result and artifacts; or an array's tasks counted by state and exit status",
-    flags: &[F_GROUP, F_ARRAY],
+    flags: &[FILTER_GROUP, FILTER_ARRAY],
 };
 pub(super) const QUERY: Spec = Spec {
     name: "tasks query",
     usage: "",
     about: "Find tasks",
-    flags: &[CREATORS, F_GROUP, F_TAGS, F_LABELS, F_ARRAY, STATES, EXIT, PRIO, REPORTER, LIMIT, OFFSET, VERBOSE, COUNT],
+    flags: &[
+        CREATORS,
+        FILTER_GROUP,
+        FILTER_TAGS,
+        FILTER_LABELS,
+        FILTER_ARRAY,
+        STATES,
+        EXIT_STATUS,
+        FILTER_PRIORITY,
+        REPORTER,
+        LIMIT,
+        OFFSET,
+        VERBOSE,
+        COUNT,
+    ],
 };
 
-pub(super) fn get(s: &mut Session, a: &Args) -> Res {
+pub(super) fn get(s: &mut Session, a: &Args) -> CommandResult {
     if a.value("array").is_some() {
         return get_array(s, a);
     }
@@ -57,7 +71,7 @@ pub(super) fn get(s: &mut Session, a: &Args) -> Res {
 
 /// `tasks get --array`: how many of the array's tasks are in each state, and how the
 /// finished ones ended.
-fn get_array(s: &mut Session, a: &Args) -> Res {
+fn get_array(s: &mut Session, a: &Args) -> CommandResult {
     a.exact(&[])?;
     let tasks = array_tasks(s, a, None)?;
     let mut states: std::collections::BTreeMap<String, usize> = Default::default();
@@ -97,7 +111,7 @@ fn command_line(args: &[String]) -> String {
 }
 
 /// What a result means, in words.
-pub fn describe_result(r: &TaskResultSpec) -> String {
+pub(super) fn describe_result(r: &TaskResultSpec) -> String {
     let status = r.exit_status;
     let code = if status & 0x7f == 0 {
         format!("exit code {}", (status >> 8) & 0xff)
@@ -151,7 +165,7 @@ fn show(t: &TaskQueryInfo) {
     }
 }
 
-pub(super) fn query(s: &mut Session, a: &Args) -> Res {
+pub(super) fn query(s: &mut Session, a: &Args) -> CommandResult {
     a.exact(&[])?;
     let req = TasksQueryReq {
         filter: filter(s, a)?,

@@ -3,8 +3,8 @@
 
 use super::super::args::{Args, Spec};
 use super::super::output::print_json;
-use super::super::task_args::{array_tasks, uuid_arg, F_ARRAY, F_GROUP};
-use super::super::{artifacts, attachments, Error, Flow, Res, Session};
+use super::super::task_args::{array_tasks, uuid_arg, FILTER_ARRAY, FILTER_GROUP};
+use super::super::{artifacts, attachments, CommandResult, Error, Flow, Session};
 use super::duration_arg;
 use super::show::describe_result;
 use crate::api::*;
@@ -21,8 +21,8 @@ pub(super) const WAIT: Spec = Spec {
             3 some did not (non-zero exit, timeout, cancelled...), 124 out of time",
     flags: &[
         OptSpec::opt("timeout", None, "DURATION", "Give up after this long (default: wait as long as it takes)"),
-        F_GROUP,
-        F_ARRAY,
+        FILTER_GROUP,
+        FILTER_ARRAY,
     ],
 };
 pub(super) const LOGS: Spec = Spec {
@@ -41,7 +41,7 @@ pub(super) const LOGS: Spec = Spec {
 };
 
 /// `tasks wait`: the uuids may be given as separate words or comma lists.
-pub(super) fn wait_cmd(s: &mut Session, a: &Args) -> Res {
+pub(super) fn wait_cmd(s: &mut Session, a: &Args) -> CommandResult {
     if a.value("array").is_some() {
         a.exact(&[])?;
         let timeout = a.value("timeout").map(|t| duration_arg(a, "--timeout", t)).transpose()?;
@@ -63,7 +63,7 @@ pub(super) fn wait_cmd(s: &mut Session, a: &Args) -> Res {
 }
 
 /// `tasks wait --array`: one query per poll for the whole array, however large.
-fn wait_array(s: &mut Session, a: &Args, timeout: Option<Duration>) -> Res {
+fn wait_array(s: &mut Session, a: &Args, timeout: Option<Duration>) -> CommandResult {
     let start = Instant::now();
     let mut interval = Duration::from_millis(200);
     loop {
@@ -169,7 +169,7 @@ pub(super) fn wait(s: &mut Session, a: &Args, uuids: &[Uuid], timeout: Option<Du
     Ok(())
 }
 
-pub(super) fn logs(s: &mut Session, a: &Args) -> Res {
+pub(super) fn logs(s: &mut Session, a: &Args) -> CommandResult {
     let pos = a.exact(&["UUID"])?;
     let uuid = uuid_arg(a, &pos[0])?;
     if a.has("follow") {
@@ -200,7 +200,7 @@ struct LiveLog {
 const NOT_LIVE_AFTER: Duration = Duration::from_secs(3);
 
 /// `tasks logs --follow`: the output as it comes, then the task's exit code as ours.
-fn follow(s: &mut Session, a: &Args, uuid: Uuid) -> Res {
+fn follow(s: &mut Session, a: &Args, uuid: Uuid) -> CommandResult {
     let (want_out, want_err) = match (a.has("stdout"), a.has("stderr")) {
         (false, false) => (true, true),
         other => other,
@@ -288,7 +288,7 @@ fn exit_code(r: &TaskResultSpec) -> i32 {
 }
 
 /// Prints the task's std-log artifact.
-fn print_std_log(s: &mut Session, a: &Args, uuid: Uuid) -> Res {
+fn print_std_log(s: &mut Session, a: &Args, uuid: Uuid) -> CommandResult {
     let r = match s.http.get(&format!("/tasks/{uuid}/download/artifacts/std-log")) {
         Ok(r) => r.json()?,
         Err(e) if e.is_not_found() => {

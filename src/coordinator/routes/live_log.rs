@@ -49,7 +49,7 @@ fn number(call: &Call, key: &str) -> Result<u64, ApiError> {
 /// stream's bytes from `offset` on, at most [`limits::MAX_LOG_CHUNK`]; only for the
 /// worker's own Running task. An empty body at offset 0 starts the stream afresh (a
 /// task run again after its worker was lost starts its output over).
-pub fn ship(ctx: &Ctx, call: &Call, worker: &AuthWorker, uuid: Uuid) -> Result<Reply, ApiError> {
+pub(crate) fn ship(ctx: &Ctx, call: &Call, worker: &AuthWorker, uuid: Uuid) -> Result<Reply, ApiError> {
     let stream = stream_code(call.query_one("stream")?.as_deref().unwrap_or(""))?;
     let offset = i64::try_from(number(call, "offset")?).map_err(|_| ApiError::bad("offset is too large"))?;
     if call.body.len() > limits::MAX_LOG_CHUNK {
@@ -128,7 +128,7 @@ struct LiveLog {
 /// `GET /tasks/{uuid}/log?stdout=N&stderr=M&wait=S`: the output after those offsets, and
 /// whether the task has ended; waits up to `S` seconds (at most
 /// [`limits::MAX_LOG_WAIT_SECS`]) for something new. Needs Read in the task's group.
-pub fn read(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
+pub(crate) fn read(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
     let from = [number(call, "stdout")?, number(call, "stderr")?];
     let wait = number(call, "wait")?;
     if wait > limits::MAX_LOG_WAIT_SECS {
@@ -204,7 +204,7 @@ fn whole_chars(b: &[u8]) -> usize {
 /// Drops the live output of tasks no longer active: their commit stored the std-log
 /// artifact (or they were cancelled). The reaper calls this once a minute, which keeps
 /// the commit, the busiest statement, free of it.
-pub fn forget_committed_logs(db: &mut impl GenericClient) -> Result<u64, ApiError> {
+pub(crate) fn forget_committed_logs(db: &mut impl GenericClient) -> Result<u64, ApiError> {
     Ok(db.execute(
         "DELETE FROM task_logs l WHERE NOT EXISTS (SELECT 1 FROM active_tasks t WHERE t.uuid = l.task_uuid)",
         &[],
