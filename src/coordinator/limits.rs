@@ -27,6 +27,17 @@ pub const MAX_TASK_SPEC_BYTES: usize = 1 << 20;
 /// again after its worker died. Each Submit is otherwise a free task in the group.
 pub const MAX_DOWNSTREAM_PER_TASK: i64 = 4;
 
+/// Retries one task may ask for: each is a whole run of the task on a worker.
+pub const MAX_RETRIES: u32 = 100;
+
+/// The longest base delay between attempts a retry policy may give, and the longest any
+/// delay grows to as it doubles per attempt.
+pub const MAX_RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Dependencies (`after` and `after_any` together) of one task: each is a row the reaper
+/// reads until the task starts.
+pub const MAX_DEPENDENCIES: usize = 100;
+
 use super::error::ApiError;
 
 /// Refuses a list of `n` items over `max`, saying how to split it.

@@ -69,6 +69,10 @@ pub fn remove_counted(tx: &mut impl GenericClient, ids: &[i64]) -> Result<(Vec<i
         let states = [TaskState::Running.code(), TaskState::Finished.code(), TaskState::Cancelled.code()];
         tasks::archive_cancelled(tx, &cancelled, &states)?;
     }
+    // Tasks with a retry policy record the lost attempt and follow their policy.
+    let held: Vec<i64> =
+        tx.query("SELECT id FROM active_tasks WHERE assigned_worker = ANY($1)", &[&ids])?.iter().map(|r| r.get("id")).collect();
+    let (retried, retried_groups) = tasks::retry::lost(tx, &held)?;
     let requeued: Vec<i64> = tx
         .query(
             "UPDATE active_tasks SET state = $2, assigned_worker = NULL, updated_at = now()
@@ -79,8 +83,9 @@ pub fn remove_counted(tx: &mut impl GenericClient, ids: &[i64]) -> Result<(Vec<i
         .map(|r| r.get("group_id"))
         .collect();
     tx.execute("DELETE FROM workers WHERE id = ANY($1)", &[&ids])?;
-    let count = requeued.len();
+    let count = requeued.len() + retried.len();
     let mut groups = requeued;
+    groups.extend(retried_groups);
     groups.sort_unstable();
     groups.dedup();
     Ok((groups, count))

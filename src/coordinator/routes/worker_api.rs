@@ -97,7 +97,7 @@ pub fn get_task(ctx: &Ctx, worker: &AuthWorker, uuid: Uuid) -> Result<Reply, Api
         return Err(missing());
     }
     let artifacts = tasks::artifacts(&mut *db, uuid)?;
-    Ok(Reply::json(&TaskQueryResp { info: found.info, artifacts }))
+    Ok(Reply::json(&TaskQueryResp { info: found.info, artifacts, attempts: Vec::new() }))
 }
 
 struct Assigned {
@@ -155,11 +155,11 @@ macro_rules! archive_moved {
         "archived AS (
         INSERT INTO archived_tasks (id, creator_id, group_id, task_id, uuid, tags, labels, created_at, updated_at,
                                     state, assigned_worker, timeout, priority, spec, result,
-                                    upstream_task_uuid, downstream_task_uuid, reporter_uuid)
+                                    upstream_task_uuid, downstream_task_uuid, reporter_uuid, note)
         SELECT id, creator_id, group_id, task_id, uuid, tags, labels, created_at, now(),
                CASE WHEN cancel_requested THEN $4::int ELSE state END, assigned_worker, timeout, priority, spec,
                CASE WHEN cancel_requested THEN $6::jsonb ELSE $5::jsonb END,
-               upstream_task_uuid, downstream_task_uuid, $1
+               upstream_task_uuid, downstream_task_uuid, $1, note
         FROM moved
     )"
     };
@@ -175,7 +175,7 @@ const COMMIT_PLAIN: &str = concat!(
     moved AS (
         DELETE FROM active_tasks t
         WHERE t.id = $2 AND t.assigned_worker = (SELECT id FROM w) AND t.state = ANY($3)
-          AND t.downstream_task_uuid IS NULL
+          AND t.downstream_task_uuid IS NULL AND t.retry_policy IS NULL
         RETURNING t.*
     ), ",
     archive_moved!(),
@@ -214,11 +214,52 @@ const COMMIT: &str = concat!(
     FROM w"
 );
 
+/// For a committed task with a retry policy: records the attempt and, when the policy
+/// says so, puts the task back in the queue and frees (or removes, if it was asked to
+/// stop) the worker. `None`: not such a task, or no retry (commit as usual, the attempt
+/// recorded in the same transaction). `Some(group)`: retried; the group has a task Ready
+/// now.
+fn retry_instead(
+    ctx: &Ctx,
+    tx: &mut postgres::Transaction,
+    worker: WorkerToken,
+    id: i64,
+    spec: &TaskResultSpec,
+    result: &serde_json::Value,
+) -> Result<Option<Option<i64>>, ApiError> {
+    let row = tx.query_opt(
+        "SELECT t.state, t.cancel_requested, w.id AS worker_row, w.state AS worker_state
+         FROM active_tasks t JOIN workers w ON w.id = t.assigned_worker
+         WHERE t.id = $1 AND w.worker_id = $2 AND t.retry_policy IS NOT NULL AND t.state = ANY($3)
+         FOR UPDATE OF t",
+        &[&id, &worker.uuid, &&[TaskState::Finished.code(), TaskState::Cancelled.code()][..]],
+    )?;
+    let Some(row) = row else { return Ok(None) };
+    let state = TaskState::from_code(row.get("state")).unwrap_or(TaskState::Unknown);
+    let outcome = tasks::retry::Outcome::of_commit(state, spec, row.get("cancel_requested"));
+    match tasks::retry::end_attempt(tx, id, outcome, Some(result))? {
+        tasks::retry::Decision::Keep => Ok(None),
+        tasks::retry::Decision::Retry { group_id, ready_now } => {
+            let worker_row: i64 = row.get("worker_row");
+            if row.get::<_, i32>("worker_state") == WorkerState::GracefulShutdown.code() {
+                workers::remove(tx, &[worker_row])?;
+                log::info!("worker {} stopped after its last task, as asked", worker.uuid);
+            }
+            if ready_now {
+                ctx.scheduler.notify_group(tx, group_id)?;
+                return Ok(Some(Some(group_id)));
+            }
+            Ok(Some(None))
+        }
+    }
+}
+
 fn commit(ctx: &Ctx, worker: WorkerToken, id: i64, result: TaskResultSpec) -> Result<Reply, ApiError> {
     let json =
         |r: &TaskResultSpec| serde_json::to_value(r).map_err(|e| ApiError::Internal(format!("serialize result: {e}")));
     let cancelled = TaskResultSpec { exit_status: result.exit_status, msg: Some(TaskResultMessage::UserCancellation) };
-    let (result, cancelled) = (json(&result)?, json(&cancelled)?);
+    let result_spec = result;
+    let (result, cancelled) = (json(&result_spec)?, json(&cancelled)?);
     let done = [TaskState::Finished.code(), TaskState::Cancelled.code()];
     let (cancelled_code, graceful) = (TaskState::Cancelled.code(), WorkerState::GracefulShutdown.code());
     let mut db = ctx.pool.get()?;
@@ -234,7 +275,19 @@ fn commit(ctx: &Ctx, worker: WorkerToken, id: i64, result: TaskResultSpec) -> Re
     let more: [&(dyn ToSql + Sync); 4] =
         [&TaskState::Ready.code(), &TaskState::Pending.code(), &scheduler::CHANNEL, &notify];
     let all: Vec<&(dyn ToSql + Sync)> = params.iter().chain(more.iter()).copied().collect();
-    let row = db.query_opt(&general, &all)?.ok_or(ApiError::WrongCredentials)?;
+    let mut tx = db.transaction()?;
+    // A task with a retry policy records its attempt, and may go back to the queue
+    // instead of the archive.
+    if let Some(retried) = retry_instead(ctx, &mut tx, worker, id, &result_spec, &result)? {
+        tx.commit()?;
+        if let Some(g) = retried {
+            ctx.scheduler.task_ready(g);
+        }
+        crate::coordinator::metrics::METRICS.commits.inc();
+        return Ok(Reply::json(&ReportTaskResp { url: None }));
+    }
+    let row = tx.query_opt(&general, &all)?.ok_or(ApiError::WrongCredentials)?;
+    tx.commit()?;
     let (worker_id, moved, stopped, readied): (i64, bool, bool, Option<i64>) =
         (row.get("worker_row"), row.get("moved"), row.get("stopped"), row.get("readied_group"));
     if !moved {
