@@ -435,7 +435,7 @@ pub struct ReportTaskReq {
 pub enum ReportTaskOp {
     Finish,
     Cancel,
-    Submit(SubmitTaskReq),
+    Submit(Box<SubmitTaskReq>),
     Commit(TaskResultSpec),
     Upload { content_type: ArtifactContentType, content_length: u64 },
 }

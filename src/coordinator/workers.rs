@@ -70,8 +70,11 @@ pub fn remove_counted(tx: &mut impl GenericClient, ids: &[i64]) -> Result<(Vec<i
         tasks::archive_cancelled(tx, &cancelled, &states)?;
     }
     // Tasks with a retry policy record the lost attempt and follow their policy.
-    let held: Vec<i64> =
-        tx.query("SELECT id FROM active_tasks WHERE assigned_worker = ANY($1)", &[&ids])?.iter().map(|r| r.get("id")).collect();
+    let held: Vec<i64> = tx
+        .query("SELECT id FROM active_tasks WHERE assigned_worker = ANY($1)", &[&ids])?
+        .iter()
+        .map(|r| r.get("id"))
+        .collect();
     let (retried, retried_groups) = tasks::retry::lost(tx, &held)?;
     let requeued: Vec<i64> = tx
         .query(

@@ -241,7 +241,7 @@ fn submit_downstream(ctx: &Ctx, task: &WorkerTaskResp) -> Result<bool, CallError
             return Ok(false);
         }
     };
-    let body = ReportTaskReq { id: task.id, op: ReportTaskOp::Submit(req) };
+    let body = ReportTaskReq { id: task.id, op: ReportTaskOp::Submit(Box::new(req)) };
     match ctx
         .net
         .call("submitting the downstream task", None, || ctx.net.request("POST", "/workers/tasks").send_json(&body))

@@ -34,3 +34,4 @@ mod worker;
 mod worker_isolation;
 mod worker_protocol;
 mod worker_scope;
+mod workflows_retries;

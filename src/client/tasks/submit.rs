@@ -29,8 +29,12 @@ const RESOURCES: OptSpec = OptSpec::opt(
 );
 const WATCH: OptSpec =
     OptSpec::opt("watch", None, "UUID,STATE", "Start only once that task reaches STATE (e.g. ExecSpawned)");
-const RETRIES: OptSpec =
-    OptSpec::opt("retries", None, "N", "Run the task again up to N more times when an attempt fails (default 0, at most 100)");
+const RETRIES: OptSpec = OptSpec::opt(
+    "retries",
+    None,
+    "N",
+    "Run the task again up to N more times when an attempt fails (default 0, at most 100)",
+);
 const RETRY_ON: OptSpec = OptSpec::opt(
     "retry-on",
     None,
@@ -51,8 +55,12 @@ const AFTER: OptSpec = OptSpec::opt(
     "Start only after these tasks, comma-separated, all ended Finished with exit status 0; if one fails or is \
      cancelled, this task is cancelled",
 );
-const AFTER_ANY: OptSpec =
-    OptSpec::opt("after-any", None, "UUIDS", "Start only after these tasks, comma-separated, all ended, however they ended");
+const AFTER_ANY: OptSpec = OptSpec::opt(
+    "after-any",
+    None,
+    "UUIDS",
+    "Start only after these tasks, comma-separated, all ended, however they ended",
+);
 
 pub(super) const SUBMIT: Spec = Spec {
     name: "tasks submit",

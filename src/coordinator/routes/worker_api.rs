@@ -377,6 +377,11 @@ fn submit_downstream(
         return Err(ApiError::Forbidden(format!("this worker does not have the Write role in group {group}")));
     }
     tasks::validate_submit(sub)?;
+    if tasks::is_extended(sub) {
+        return Err(ApiError::bad(
+            "a downstream task cannot carry retries or dependencies: it already waits for its upstream task",
+        ));
+    }
     // Each Submit of a finished task would otherwise add one more Pending task, kept for
     // ever: only the last is linked, and nothing but its upstream's commit readies any.
     let pending: i64 = tx

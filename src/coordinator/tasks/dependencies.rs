@@ -138,7 +138,7 @@ pub fn resolve(tx: &mut impl GenericClient) -> Result<Vec<i64>, ApiError> {
                     .map(|r| r.get("id"));
                 if let Some(id) = id {
                     log::info!("task {task} cannot run: {note}");
-                    super::archive_as(tx, id, TaskState::Cancelled, None, &note)?;
+                    super::archive_as(tx, id, TaskState::Cancelled, Some(&super::not_run()), &note)?;
                 }
                 tx.execute("DELETE FROM task_dependencies WHERE task_uuid = $1", &[&task])?;
             }
@@ -175,7 +175,9 @@ mod tests {
         let failed = Some((TaskState::Finished, Some(2 << 8)));
         assert_eq!(verdict(&[dep(false, ok), dep(false, None)]), Verdict::Wait);
         assert_eq!(verdict(&[dep(false, ok), dep(true, failed)]), Verdict::Ready);
-        assert!(matches!(verdict(&[dep(false, failed), dep(false, None)]), Verdict::Cancel(m) if m.contains("exit code 2")));
+        assert!(
+            matches!(verdict(&[dep(false, failed), dep(false, None)]), Verdict::Cancel(m) if m.contains("exit code 2"))
+        );
         let cancelled = Some((TaskState::Cancelled, None));
         assert!(matches!(verdict(&[dep(false, cancelled)]), Verdict::Cancel(m) if m.contains("cancelled")));
     }

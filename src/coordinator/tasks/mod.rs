@@ -360,6 +360,13 @@ pub fn user_cancellation() -> serde_json::Value {
     serde_json::json!({"exit_status": 0, "msg": "UserCancellation"})
 }
 
+/// The result recorded for a task the coordinator cancels because it cannot run (again):
+/// no exit status of its own and no message from the mitosis list (the task's note says
+/// why), so clients see it done and not successful.
+pub fn not_run() -> serde_json::Value {
+    serde_json::json!({"exit_status": 0, "msg": null})
+}
+
 /// Moves the given active tasks, if in one of `states`, to the archive as Cancelled by the
 /// user; returns the uuids moved.
 pub fn archive_cancelled(tx: &mut impl GenericClient, ids: &[i64], states: &[i32]) -> Result<Vec<Uuid>, ApiError> {

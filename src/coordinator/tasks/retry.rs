@@ -114,20 +114,31 @@ pub fn end_attempt(
     let policy: RetryPolicy = serde_json::from_value(row.get("retry_policy"))
         .map_err(|e| ApiError::Internal(format!("stored retry policy of task {uuid} does not parse: {e}")))?;
     let cancelled: bool = row.get("cancel_requested");
-    let earlier: Vec<String> =
-        tx.query("SELECT outcome FROM task_attempts WHERE task_uuid = $1", &[&uuid])?.iter().map(|r| r.get(0)).collect();
+    let earlier: Vec<String> = tx
+        .query("SELECT outcome FROM task_attempts WHERE task_uuid = $1", &[&uuid])?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     let attempt = earlier.len() as i32 + 1;
     tx.execute(
         "INSERT INTO task_attempts (task_uuid, attempt, outcome, worker, started_at, result)
          VALUES ($1, $2, $3, $4, $5, $6)",
-        &[&uuid, &attempt, &outcome.as_str(), &row.get::<_, Option<Uuid>>("worker_id"), &row.get::<_, Option<std::time::SystemTime>>("started_at"), &result],
+        &[
+            &uuid,
+            &attempt,
+            &outcome.as_str(),
+            &row.get::<_, Option<Uuid>>("worker_id"),
+            &row.get::<_, Option<std::time::SystemTime>>("started_at"),
+            &result,
+        ],
     )?;
     let Some(on) = outcome.retried_as().filter(|o| policy.on.contains(o) && !cancelled) else {
         return Ok(Decision::Keep);
     };
     // Only outcomes the policy counts use up its retries (a lost worker it does not
     // count is requeued as for any task).
-    let counted = 1 + earlier.iter().filter(|o| RetryOn::parse(o).is_some_and(|o| policy.on.contains(&o))).count() as u32;
+    let counted =
+        1 + earlier.iter().filter(|o| RetryOn::parse(o).is_some_and(|o| policy.on.contains(&o))).count() as u32;
     if counted > policy.max {
         return Ok(Decision::Keep);
     }
@@ -184,7 +195,7 @@ pub fn lost(tx: &mut impl GenericClient, ids: &[i64]) -> Result<(Vec<i64>, Vec<i
             }
             Decision::Keep if counts_losses => {
                 let note = "its worker was lost and no retries are left";
-                super::archive_as(tx, id, TaskState::Cancelled, None, note)?;
+                super::archive_as(tx, id, TaskState::Cancelled, Some(&super::not_run()), note)?;
                 handled.push(id);
             }
             Decision::Keep => {}
