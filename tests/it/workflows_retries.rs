@@ -2,6 +2,7 @@
 //! run by `mito worker`.
 
 use crate::client::{client, fails, ok};
+use crate::harness::submit as submit_api;
 use crate::harness::*;
 use crate::worker::{wait_committed, Worker};
 use serde_json::Value;
@@ -210,4 +211,39 @@ fn after_any_runs_after_a_failure() {
     let info = wait_committed(&ann, &b2, Duration::from_secs(60));
     assert_eq!(info["state"], "Finished", "{info}");
     assert_eq!(outcomes(&get(&ann, &a2)), ["failure", "success"]);
+}
+
+#[test]
+fn the_claim_walks_the_ready_index_past_tasks_waiting_for_dependencies() {
+    // Waiting tasks sit in the claim's index (they have no worker) ahead of a later Ready
+    // one; the claim still takes the index in order and filters them out.
+    let c = Coordinator::start();
+    let a = c.user("ann");
+    let w = c.worker(&a, &[], &[]);
+    let blocker = submit_api(&a, &task("ann", &["true"], &["elsewhere"], 0));
+    let mut waiting = task("ann", &["true"], &[], 0);
+    waiting["after"] = serde_json::json!([blocker]);
+    let tasks: Vec<_> = (0..2000).map(|_| waiting.clone()).collect();
+    let (s, b) = a.post("/tasks/submit", &serde_json::json!({ "tasks": tasks }));
+    assert_eq!(s, 200, "{b}");
+    let ready = submit_api(&a, &task("ann", &["true"], &[], 0));
+    let mut db = c.db.connect();
+    let pending: i64 = db.query_one("SELECT count(*) FROM active_tasks WHERE state = 0", &[]).unwrap().get(0);
+    assert_eq!(pending, 2000);
+    db.batch_execute(mito::coordinator::db::QUEUE_SETUP).unwrap();
+    db.batch_execute(&format!("PREPARE claim(uuid, float8) AS {}", *mito::coordinator::scheduler::CLAIM)).unwrap();
+    let mut tx = db.transaction().unwrap();
+    let plan: Vec<String> = tx
+        .query(&format!("EXPLAIN (ANALYZE, TIMING OFF) EXECUTE claim('{}', 10)", w.uuid), &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let plan = plan.join("\n");
+    assert!(plan.contains("Index Scan using active_tasks_unassigned"), "{plan}");
+    assert!(!plan.contains("Sort") && !plan.contains("Bitmap"), "{plan}");
+    eprintln!("claim past 2000 waiting tasks:\n{plan}");
+    tx.rollback().unwrap();
+    let got = w.fetch().expect("the Ready task is claimed");
+    assert_eq!(got["uuid"], ready.as_str());
 }
