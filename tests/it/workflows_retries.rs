@@ -9,10 +9,14 @@ use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// A coordinator whose reaper looks every second (its tick follows the heartbeat
-/// timeout), user `ann`, and a client home logged in as ann.
+/// A coordinator whose reaper looks every second (its tick follows the claim lease),
+/// user `ann`, and a client home logged in as ann.
 fn setup() -> (Coordinator, Api, TempDir) {
-    let c = Coordinator::start_with(TestDb::new(), &["--heartbeat-timeout", "4s"]);
+    setup_with(&["--claim-lease", "4s"])
+}
+
+fn setup_with(flags: &[&str]) -> (Coordinator, Api, TempDir) {
+    let c = Coordinator::start_with(TestDb::new(), flags);
     let ann = c.user("ann");
     let home = TempDir::new("client");
     ok(&client(&c, &home, &["-u", "ann", "-p", "ann-pw", "--retain"]));
@@ -105,7 +109,8 @@ fn retries_run_out_and_the_last_failure_is_the_outcome() {
 
 #[test]
 fn retry_on_lost_reruns_a_task_whose_worker_was_killed() {
-    let (c, ann, home) = setup();
+    // Its workers beat every second, well within the timeout.
+    let (c, ann, home) = setup_with(&["--heartbeat-timeout", "4s"]);
     let dir = TempDir::new("retries-lost");
     let started = dir.path().join("started");
     // The first run hangs; the second ends at once.
@@ -162,7 +167,7 @@ fn a_chain_runs_in_order_and_a_failed_first_step_cancels_the_rest() {
     assert_eq!(get(&ann, &cc)["info"]["state"], "Pending");
     let info = wait_committed(&ann, &cc, Duration::from_secs(60));
     assert_eq!(info["state"], "Finished");
-    assert_eq!(lines(&log), ["A", "B", "C"]);
+    assert_eq!(lines(&log), ["A", "B", "C"], "{}", c.log_text());
 
     // A failed first step: the rest are cancelled, each naming the dependency that failed.
     let a = submit(&c, &home, &[], "sleep 1; exit 4");

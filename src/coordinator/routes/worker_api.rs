@@ -96,8 +96,18 @@ pub fn get_task(ctx: &Ctx, worker: &AuthWorker, uuid: Uuid) -> Result<Reply, Api
     if !serves {
         return Err(missing());
     }
+    let mut info = found.info;
+    // A reported attempt of a task with a retry policy may still be retried: until its
+    // commit decides, a watcher sees it running, so it reacts only to the final outcome.
+    if found.active && matches!(info.state, TaskState::Finished | TaskState::Cancelled) {
+        let retried =
+            db.query_opt("SELECT 1 FROM active_tasks WHERE id = $1 AND retry_policy IS NOT NULL", &[&found.id])?;
+        if retried.is_some() {
+            info.state = TaskState::Running;
+        }
+    }
     let artifacts = tasks::artifacts(&mut *db, uuid)?;
-    Ok(Reply::json(&TaskQueryResp { info: found.info, artifacts, attempts: Vec::new() }))
+    Ok(Reply::json(&TaskQueryResp { info, artifacts, attempts: Vec::new() }))
 }
 
 struct Assigned {

@@ -145,12 +145,15 @@ pub fn end_attempt(
     let delay = backoff(policy.backoff, counted, jitter());
     let ready_now = delay.is_zero();
     let state = if ready_now { TaskState::Ready } else { TaskState::Pending };
-    let note = format!(
-        "attempt {attempt} ended: {}; retry {counted} of {} {}",
-        on.as_str(),
-        policy.max,
-        if ready_now { "queued".to_string() } else { format!("waits {}", humantime::format_duration(round(delay))) }
-    );
+    // Said while the task waits; the attempts list keeps the history.
+    let note = (!ready_now).then(|| {
+        format!(
+            "attempt {attempt} ended: {}; retry {counted} of {} waits {}",
+            on.as_str(),
+            policy.max,
+            humantime::format_duration(round(delay))
+        )
+    });
     tx.execute(
         "UPDATE active_tasks SET state = $2, assigned_worker = NULL, claim_deadline = NULL, started_at = NULL,
             result = NULL, updated_at = now(), note = $3,
@@ -210,7 +213,7 @@ pub fn lost(tx: &mut impl GenericClient, ids: &[i64]) -> Result<(Vec<i64>, Vec<i
 pub fn promote_due(tx: &mut impl GenericClient) -> Result<Vec<i64>, ApiError> {
     let mut groups: Vec<i64> = tx
         .query(
-            "UPDATE active_tasks SET state = $1, not_before = NULL, updated_at = now()
+            "UPDATE active_tasks SET state = $1, not_before = NULL, note = NULL, updated_at = now()
              WHERE not_before <= now() AND state = $2 AND assigned_worker IS NULL
              RETURNING group_id",
             &[&TaskState::Ready.code(), &TaskState::Pending.code()],
