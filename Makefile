@@ -1,7 +1,7 @@
 # mito: `make demo` runs the system on this machine; `make test` runs every test.
 CARGO ?= cargo
 
-.PHONY: all build release test unit demo bench compat soak clean
+.PHONY: all build release test unit demo bench compat soak dist deb package-test clean
 
 all: build
 
@@ -37,6 +37,20 @@ compat: build
 # (MITO_SOAK_SECS=60 for a short run); prints submitted, finished, duplicated and p99.
 soak:
 	$(CARGO) test --test it faults::soak -- --ignored --nocapture --test-threads=1
+
+# The static x86_64 musl binary, packed with README, LICENSE, config and systemd units:
+# dist/mito-<version>-x86_64-unknown-linux-musl.tar.gz (README: Install).
+dist:
+	bash packaging/dist.sh
+
+# dist/mito_<version>-1_amd64.deb (dpkg-deb only) around the binary `make dist` built.
+deb: dist
+	bash packaging/deb.sh
+
+# Root only, on a throwaway machine: runs the static binary alone in an empty root, then
+# installs the .deb with dpkg, runs its units' commands, and purges it.
+package-test: deb
+	bash tests/packaging/run.sh
 
 clean:
 	$(CARGO) clean

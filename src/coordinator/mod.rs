@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod authz;
+mod check;
 pub mod db;
 pub mod error;
 pub mod filter;
@@ -74,6 +75,7 @@ const SPECS: &[OptSpec] = &[
     OptSpec::value("metrics-bind", None, "metrics_bind", "ADDR", "Also serve GET /metrics, without authentication, on this address (default: only on --bind, to admins and the metrics token)"),
     OptSpec::value("metrics-token-file", None, "metrics_token_file", "PATH", "A file whose first line is a bearer token that may read /metrics on --bind"),
     OptSpec::value("http-threads", None, "http_threads", "N", "Request handler threads (default 2 x cores, at least 4); the coordinator keeps 2 x N + 3 database connections"),
+    OptSpec::flag("check-config", None, "Check the configuration, the keys and the data directory, print what would be used and exit (1 if something is wrong); connects to nothing"),
 ];
 
 const FOOTER: &str = "\
@@ -147,6 +149,7 @@ pub fn main(parser: &mut lexopt::Parser) -> i32 {
         Ok(a) => a,
         Err(code) => return code,
     };
+    let check_only = args.extra("check-config").is_some();
     let layers = match Layers::load("coordinator", CoordinatorConfig::KEYS, args.config.as_deref(), args.values) {
         Ok(l) => l,
         Err(e) => return crate::opts::config_error("mito coordinator", &e),
@@ -155,6 +158,21 @@ pub fn main(parser: &mut lexopt::Parser) -> i32 {
         Ok(c) => c,
         Err(e) => return crate::opts::config_error("mito coordinator", &e),
     };
+    if check_only {
+        for w in &layers.warnings {
+            eprintln!("mito coordinator: warning: {w}");
+        }
+        return match check::check(&cfg) {
+            Ok(report) => {
+                print!("{report}");
+                0
+            }
+            Err(e) => {
+                eprintln!("mito coordinator: {e}");
+                1
+            }
+        };
+    }
     if let Err(e) = logging::init(log_target(&cfg)) {
         eprintln!("mito coordinator: {e}");
         return 1;

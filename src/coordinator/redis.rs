@@ -83,6 +83,16 @@ fn host_port(url: &str) -> Result<String, RedisError> {
     Ok(hp.to_string())
 }
 
+/// Checks `url` the way [`setup`] reads it, without connecting; returns where it points.
+pub fn check_url(url: &str) -> Result<String, RedisError> {
+    let hp = host_port(url)?;
+    redis::Client::open(url).map_err(|e| RedisError::BadUrl {
+        at: format!("redis at {hp}"),
+        message: crate::redact::text(&e.to_string()),
+    })?;
+    Ok(hp)
+}
+
 /// Connects with the admin URL, creates (unless `skip_acl`) the `mitosis_worker` and
 /// `mitosis_client` users, and returns the URLs for each. A password not given is derived
 /// from the coordinator's signing key (`derived`), so replicas sharing a key, and restarts,

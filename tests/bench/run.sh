@@ -4,7 +4,8 @@
 # Everything started here is stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-MITO="$PWD/target/release/mito"
+# MITO_BENCH_BIN measures another build of the same version (e.g. the static one of make dist).
+MITO="${MITO_BENCH_BIN:-$PWD/target/release/mito}"
 DIR=$(mktemp -d /tmp/mito-bench.XXXXXX)
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 AS_PG=(); if [ "$(id -u)" = 0 ]; then chown postgres "$DIR"; AS_PG=(runuser -u postgres --); fi

@@ -203,3 +203,35 @@ fn http_with_headers(base: &str, path: &str) -> (u16, String, std::collections::
         Err(e) => panic!("GET {path}: {e}"),
     }
 }
+
+#[test]
+fn the_workers_and_group_pages_show_the_worker_and_upload_an_attachment() {
+    let c = Coordinator::start();
+    let gus = c.user("gus");
+    let w = Worker::start(&c.url, "gus", "gus-pw", &[]);
+    let id = w.id();
+    let b = Browser::start(1280, 900);
+    log_in(&b, &c, "gus");
+    b.click("a[href='#/workers']");
+    b.wait_text("#worker-rows", Duration::from_secs(10), |t| t.contains(&id) && t.contains("idle"));
+    b.click(&format!("a[href='#/worker/{id}']"));
+    let page = b.wait_text("#worker-page", Duration::from_secs(10), |t| t.contains("Groups and roles"));
+    assert!(page.contains("gus: Write") || page.contains("gus: Admin"), "{page}");
+
+    let home = TempDir::new("dashboard-upload");
+    let file = home.path().join("hello.txt");
+    let content = "hello from the browser\n".repeat(1000);
+    std::fs::write(&file, &content).unwrap();
+    b.goto(&format!("{}/ui/#/group/gus", c.url));
+    b.wait_text("#attachment-rows", Duration::from_secs(10), |t| t.contains("No attachments."));
+    b.choose_file("#att-file", &file);
+    b.type_into("#att-key", "data/hello.txt");
+    b.click("#att-upload button[type=submit]");
+    b.wait_text("#attachment-rows", Duration::from_secs(20), |t| t.contains("data/hello.txt"));
+    let (s, body) = gus.get("/groups/gus/attachments/data/hello.txt");
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(json(&body)["size"], content.len(), "{body}");
+    assert!(b.text("main").contains("of"), "the storage line shows used of quota");
+    let width = b.eval("return document.querySelector('.bar > span').style.width;", json!([]));
+    assert!(width.as_str().is_some_and(|w| w.ends_with('%')), "{width}");
+}

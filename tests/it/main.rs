@@ -6,6 +6,7 @@ mod harness;
 mod admin;
 mod auth;
 mod bad_input;
+mod check_config;
 mod cli;
 mod client;
 mod client_files;

@@ -122,6 +122,12 @@ impl Browser {
         self.call("POST", &self.s(&format!("/element/{id}/value")), Some(json!({"text": text})));
     }
 
+    /// Chooses a local file in an `<input type="file">` (the browser runs on this machine).
+    pub fn choose_file(&self, css: &str, path: &std::path::Path) {
+        let id = self.find(css);
+        self.call("POST", &self.s(&format!("/element/{id}/value")), Some(json!({"text": path.to_str().unwrap()})));
+    }
+
     /// The text of the first element `css` selects ("" if none).
     pub fn text(&self, css: &str) -> String {
         let v = self.eval("const e = document.querySelector(arguments[0]); return e ? e.innerText : '';", json!([css]));
