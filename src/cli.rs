@@ -1,5 +1,5 @@
 //! The `mito` command line: dispatch to the modes. The option machinery they share lives
-//! in [`crate::opts`]; only the binary's entry point uses this module.
+//! in `crate::opts`; only the binary's entry point uses this module.
 
 use crate::opts::VERSION;
 

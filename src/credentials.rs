@@ -1,7 +1,7 @@
 //! The credentials file shared by the client and the worker: one `username:token` line per
 //! user, lines joined by `\n` with no trailing newline (the mitosis format), written 0600.
 //!
-//! ```no_run
+//! ```ignore
 //! use std::path::Path;
 //! let path = Path::new("/home/me/.config/mitosis/credentials");
 //! mito::credentials::store(path, "alice", "dG9rZW4=").unwrap();
@@ -19,7 +19,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// The cached token of `user`, or of the first line's user when `user` is None.
-pub fn load(path: &Path, user: Option<&str>) -> Option<(String, String)> {
+pub(crate) fn load(path: &Path, user: Option<&str>) -> Option<(String, String)> {
     let text = std::fs::read_to_string(path).ok()?;
     let found =
         entries(&text).find(|(u, _)| user.map_or(true, |want| *u == want)).map(|(u, t)| (u.to_string(), t.to_string()));
@@ -34,7 +34,7 @@ fn entries(text: &str) -> impl Iterator<Item = (&str, &str)> {
 }
 
 /// Stores `user`'s token, replacing the user's previous line; the file ends up mode 0600.
-pub fn store(path: &Path, user: &str, token: &str) -> std::io::Result<()> {
+pub(crate) fn store(path: &Path, user: &str, token: &str) -> std::io::Result<()> {
     if user.is_empty() || user.contains([':', '\n']) || token.contains('\n') {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,

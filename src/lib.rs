@@ -5,18 +5,29 @@
 //! [`api`] holds the wire types all of them share.
 
 pub mod api;
-pub mod bench;
+mod bench;
 pub mod cli;
-pub mod client;
-pub mod config;
-pub mod coordinator;
-pub mod credentials;
-pub mod logging;
-pub mod manager;
-pub mod opts;
-pub mod private_files;
-pub mod redact;
-pub mod signal;
+mod client;
+mod config;
+mod coordinator;
+mod credentials;
+mod logging;
+mod manager;
+mod opts;
+mod private_files;
+mod redact;
+mod signal;
 mod terminal;
-pub mod tls;
-pub mod worker;
+mod tls;
+mod worker;
+
+/// Internals the integration tests drive directly (token signing, local-store URLs, the
+/// claim statement); not part of the library's interface.
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::coordinator::auth::{KeyError, Keys};
+    pub use crate::coordinator::db::QUEUE_SETUP;
+    pub use crate::coordinator::http::{percent_decode, DecodeError};
+    pub use crate::coordinator::scheduler::CLAIM;
+    pub use crate::coordinator::storage::local_url;
+}

@@ -1,7 +1,7 @@
 //! Logging setup shared by the coordinator and the worker: stderr always, plus an optional
 //! file that is either exactly `log_path` or a daily-rotated file in a directory.
 //!
-//! ```no_run
+//! ```ignore
 //! use mito::logging::{init, FileTarget};
 //! init(Some(FileTarget::Daily { dir: "/tmp/logs".into(), prefix: "127.0.0.1:5000.log".into() })).unwrap();
 //! log::info!("started");
@@ -20,7 +20,7 @@ use std::time::SystemTime;
 
 /// Where the log file goes, if anywhere.
 #[derive(Debug, Clone)]
-pub enum FileTarget {
+pub(crate) enum FileTarget {
     /// Exactly this file, appended to, never rotated.
     Exact(PathBuf),
     /// `<dir>/<prefix>.YYYY-MM-DD`, a new file each UTC day.
@@ -31,7 +31,7 @@ pub enum FileTarget {
 
 /// Why logging could not be set up.
 #[derive(Debug)]
-pub enum LogError {
+pub(crate) enum LogError {
     CreateDir {
         path: PathBuf,
         source: std::io::Error,
@@ -88,7 +88,7 @@ fn level() -> LevelFilter {
 }
 
 /// Installs the global logger. Fails only if the log file cannot be opened.
-pub fn init(file: Option<FileTarget>) -> Result<(), LogError> {
+pub(crate) fn init(file: Option<FileTarget>) -> Result<(), LogError> {
     let level = level();
     let config = config();
     let color = color();
@@ -172,7 +172,7 @@ impl Write for DailyFile {
 
 /// Installs a logger that writes to stderr now and to a file attached later with
 /// [`attach_file`] (the worker learns its file name only once it is registered).
-pub fn init_late() -> Result<(), LogError> {
+pub(crate) fn init_late() -> Result<(), LogError> {
     let level = level();
     let logger: &'static LateLogger = Box::leak(Box::new(LateLogger {
         level,
@@ -186,7 +186,7 @@ pub fn init_late() -> Result<(), LogError> {
 }
 
 /// Adds the file sink to the logger of [`init_late`]; every line gets `prefix` when one is given.
-pub fn attach_file(target: FileTarget, prefix: Option<String>) -> Result<(), LogError> {
+pub(crate) fn attach_file(target: FileTarget, prefix: Option<String>) -> Result<(), LogError> {
     let writer: Box<dyn Write + Send> = match target {
         FileTarget::Exact(path) => Box::new(open_exact(&path)?),
         FileTarget::Daily { dir, prefix } => Box::new(daily(dir, prefix, 0)?),

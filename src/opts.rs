@@ -3,7 +3,7 @@
 //! Each mode describes its options once as a table of [`OptSpec`]; the same table drives
 //! parsing (lexopt), `--help` text and the mapping of flags to configuration keys:
 //!
-//! ```
+//! ```ignore
 //! use mito::opts::{OptSpec, parse_opts, Parsed};
 //! const SPECS: &[OptSpec] = &[OptSpec::value("bind", Some('b'), "bind", "BIND", "The address to bind to")];
 //! let mut p = lexopt::Parser::from_args(["-b", "0.0.0.0:1"]);
@@ -15,11 +15,11 @@ use crate::config::CliValue;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// One command-line option.
 #[derive(Debug, Clone, Copy)]
-pub struct OptSpec {
+pub(crate) struct OptSpec {
     pub long: &'static str,
     pub short: Option<char>,
     /// The configuration key it sets; None for options handled by the mode itself.
@@ -35,7 +35,7 @@ pub struct OptSpec {
 }
 
 impl OptSpec {
-    pub const fn value(
+    pub(crate) const fn value(
         long: &'static str,
         short: Option<char>,
         key: &'static str,
@@ -45,11 +45,11 @@ impl OptSpec {
         OptSpec { long, short, key: Some(key), metavar: Some(metavar), help, list: false, split: false }
     }
 
-    pub const fn switch(long: &'static str, short: Option<char>, key: &'static str, help: &'static str) -> Self {
+    pub(crate) const fn switch(long: &'static str, short: Option<char>, key: &'static str, help: &'static str) -> Self {
         OptSpec { long, short, key: Some(key), metavar: None, help, list: false, split: false }
     }
 
-    pub const fn list(
+    pub(crate) const fn list(
         long: &'static str,
         short: Option<char>,
         key: &'static str,
@@ -60,7 +60,7 @@ impl OptSpec {
     }
 
     /// A repeatable option whose values accumulate whole, commas included.
-    pub const fn repeated(
+    pub(crate) const fn repeated(
         long: &'static str,
         short: Option<char>,
         key: &'static str,
@@ -71,18 +71,23 @@ impl OptSpec {
     }
 
     /// An option with a value and no configuration key: the mode or command reads it itself.
-    pub const fn opt(long: &'static str, short: Option<char>, metavar: &'static str, help: &'static str) -> Self {
+    pub(crate) const fn opt(
+        long: &'static str,
+        short: Option<char>,
+        metavar: &'static str,
+        help: &'static str,
+    ) -> Self {
         OptSpec { long, short, key: None, metavar: Some(metavar), help, list: false, split: false }
     }
 
     /// A switch with no configuration key.
-    pub const fn flag(long: &'static str, short: Option<char>, help: &'static str) -> Self {
+    pub(crate) const fn flag(long: &'static str, short: Option<char>, help: &'static str) -> Self {
         OptSpec { long, short, key: None, metavar: None, help, list: false, split: false }
     }
 }
 
 /// The `--config <CONFIG>` option every mode has.
-pub const CONFIG_OPT: OptSpec = OptSpec {
+pub(crate) const CONFIG_OPT: OptSpec = OptSpec {
     long: "config",
     short: None,
     key: None,
@@ -94,14 +99,14 @@ pub const CONFIG_OPT: OptSpec = OptSpec {
 
 /// What the parser found.
 #[derive(Debug)]
-pub enum Parsed {
+pub(crate) enum Parsed {
     Help,
     Version,
     Run(ParsedArgs),
 }
 
 #[derive(Debug, Default)]
-pub struct ParsedArgs {
+pub(crate) struct ParsedArgs {
     pub config: Option<PathBuf>,
     pub values: Vec<CliValue>,
     /// Options without a config key, by long name.
@@ -111,14 +116,14 @@ pub struct ParsedArgs {
 
 impl ParsedArgs {
     /// Whether the key-less switch or option `long` was given, and its last value.
-    pub fn extra(&self, long: &str) -> Option<Option<&str>> {
+    pub(crate) fn extra(&self, long: &str) -> Option<Option<&str>> {
         self.extra.iter().rev().find(|(l, _)| *l == long).map(|(_, v)| v.as_deref())
     }
 }
 
 /// A command-line mistake: the message is one line; the caller exits with status 2.
 #[derive(Debug)]
-pub enum CliError {
+pub(crate) enum CliError {
     /// Something wrong in `cmd`'s words (an unknown flag, a missing value): `what` says
     /// what, and the message points at `cmd --help`.
     Usage { cmd: String, what: String },
@@ -129,7 +134,7 @@ pub enum CliError {
 }
 
 impl CliError {
-    pub fn usage(cmd: &str, what: impl std::fmt::Display) -> Self {
+    pub(crate) fn usage(cmd: &str, what: impl std::fmt::Display) -> Self {
         CliError::Usage { cmd: cmd.to_string(), what: what.to_string() }
     }
 }
@@ -154,13 +159,17 @@ impl std::error::Error for CliError {
 }
 
 /// The one shape of a command-line mistake: what was wrong, and where the help is.
-pub fn usage_message(cmd: &str, what: &str) -> String {
+pub(crate) fn usage_message(cmd: &str, what: &str) -> String {
     format!("{cmd}: {what} (see `{cmd} --help`)")
 }
 
 /// The option in `specs` that a long or short flag names, and the flag as it was written
 /// (`--name`, `-c`); an unknown flag or a plain value is a usage error.
-pub fn find_option<'a>(cmd: &str, specs: &'a [OptSpec], arg: &lexopt::Arg) -> Result<(&'a OptSpec, String), CliError> {
+pub(crate) fn find_option<'a>(
+    cmd: &str,
+    specs: &'a [OptSpec],
+    arg: &lexopt::Arg,
+) -> Result<(&'a OptSpec, String), CliError> {
     use lexopt::Arg;
     let (found, shown) = match arg {
         Arg::Long(l) => (specs.iter().find(|s| s.long == *l), format!("--{l}")),
@@ -177,7 +186,7 @@ pub fn find_option<'a>(cmd: &str, specs: &'a [OptSpec], arg: &lexopt::Arg) -> Re
 }
 
 /// The help lines of `specs`: each flag, its value, and its explanation on the next line.
-pub fn option_lines<'a>(specs: impl IntoIterator<Item = &'a OptSpec>) -> String {
+pub(crate) fn option_lines<'a>(specs: impl IntoIterator<Item = &'a OptSpec>) -> String {
     let mut s = String::new();
     for o in specs {
         let short = o.short.map(|c| format!("-{c}, ")).unwrap_or_else(|| "    ".into());
@@ -196,7 +205,7 @@ fn os_to_string(v: OsString, what: &str) -> Result<String, CliError> {
 }
 
 /// Parses options until the end of the arguments (or `--`, after which all are positionals).
-pub fn parse_opts(
+pub(crate) fn parse_opts(
     parser: &mut lexopt::Parser,
     cmd: &str,
     specs: &[OptSpec],
@@ -262,7 +271,7 @@ pub fn parse_opts(
 }
 
 /// Help text in the familiar layout: about, usage, then each option and its explanation.
-pub fn help_text(about: &str, usage: &str, specs: &[OptSpec], footer: &str) -> String {
+pub(crate) fn help_text(about: &str, usage: &str, specs: &[OptSpec], footer: &str) -> String {
     let mut s = format!("{about}\n\nUsage: {usage}\n\nOptions:\n");
     let mut all: Vec<OptSpec> = Vec::with_capacity(specs.len() + 1);
     all.push(CONFIG_OPT);
@@ -280,14 +289,14 @@ pub fn help_text(about: &str, usage: &str, specs: &[OptSpec], footer: &str) -> S
 }
 
 /// Reports a configuration mistake on stderr; returns exit status 2.
-pub fn config_error(cmd: &str, e: &crate::config::ConfigError) -> i32 {
+pub(crate) fn config_error(cmd: &str, e: &crate::config::ConfigError) -> i32 {
     eprintln!("{cmd}: {e}");
     2
 }
 
 /// Logs the config warnings, runs a mode, and turns its outcome into the exit status
 /// (an error is logged and gives 1).
-pub fn run_logged<E: std::fmt::Display>(warnings: &[String], run: impl FnOnce() -> Result<(), E>) -> i32 {
+pub(crate) fn run_logged<E: std::fmt::Display>(warnings: &[String], run: impl FnOnce() -> Result<(), E>) -> i32 {
     for w in warnings {
         log::warn!("{w}");
     }
@@ -302,7 +311,7 @@ pub fn run_logged<E: std::fmt::Display>(warnings: &[String], run: impl FnOnce() 
 
 /// Runs the common part of a mode's argument handling: help, version and one-line errors.
 /// Returns the parsed arguments, or the exit status to return at once.
-pub fn parse_mode(
+pub(crate) fn parse_mode(
     parser: &mut lexopt::Parser,
     cmd: &str,
     specs: &[OptSpec],
@@ -367,5 +376,18 @@ mod tests {
         for s in ["-b, --bind <BIND>", "--file-log", "--tags <TAGS>...", "--config <CONFIG>", "--help", "--version"] {
             assert!(h.contains(s), "missing {s} in\n{h}");
         }
+    }
+}
+
+/// The module documentation's example, run (doc tests see only the public API).
+#[cfg(test)]
+mod doc_example {
+    #[test]
+    fn runs() {
+        use crate::opts::{parse_opts, OptSpec, Parsed};
+        const SPECS: &[OptSpec] = &[OptSpec::value("bind", Some('b'), "bind", "BIND", "The address to bind to")];
+        let mut p = lexopt::Parser::from_args(["-b", "0.0.0.0:1"]);
+        let Parsed::Run(args) = parse_opts(&mut p, "mito x", SPECS, false).unwrap() else { panic!() };
+        assert_eq!(args.values[0].key, "bind");
     }
 }

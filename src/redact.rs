@@ -6,7 +6,7 @@
 //! the host and the path, and hides the rest; [`text`] does the same for every URL inside
 //! a free-form message (library errors quote the URL they failed on).
 //!
-//! ```
+//! ```ignore
 //! use mito::redact;
 //! assert_eq!(redact::url("http://key:secret@s3:9000/b/k?X-Amz-Signature=abc"), "http://key:***@s3:9000/b/k");
 //! assert_eq!(redact::text("GET http://s/b/k?sig=1: refused"), "GET http://s/b/k: refused");
@@ -14,7 +14,7 @@
 
 /// `url` without the password of its user-info (a user-info without a password, which may
 /// be a token, is hidden whole), its query string and its fragment.
-pub fn url(url: &str) -> String {
+pub(crate) fn url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return strip_query(url).to_string();
     };
@@ -37,7 +37,7 @@ fn strip_query(s: &str) -> &str {
 }
 
 /// A PostgreSQL connection string (a URL, or `key=value` pairs) with its password hidden.
-pub fn conninfo(s: &str) -> String {
+pub(crate) fn conninfo(s: &str) -> String {
     if s.contains("://") {
         return url(s);
     }
@@ -51,7 +51,7 @@ pub fn conninfo(s: &str) -> String {
 }
 
 /// `message` with every URL in it passed through [`url`].
-pub fn text(message: &str) -> String {
+pub(crate) fn text(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
     while let Some(at) = rest.find("://") {
@@ -113,5 +113,16 @@ mod tests {
         assert_eq!(text("two: http://h/1?a and https://u:p@h/2."), "two: http://h/1 and https://u:***@h/2.");
         assert_eq!(text("no url here"), "no url here");
         assert_eq!(text("odd ://x?y"), "odd ://x");
+    }
+}
+
+/// The module documentation's example, run (doc tests see only the public API).
+#[cfg(test)]
+mod doc_example {
+    #[test]
+    fn runs() {
+        use crate::redact;
+        assert_eq!(redact::url("http://key:secret@s3:9000/b/k?X-Amz-Signature=abc"), "http://key:***@s3:9000/b/k");
+        assert_eq!(redact::text("GET http://s/b/k?sig=1: refused"), "GET http://s/b/k: refused");
     }
 }

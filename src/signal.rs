@@ -1,6 +1,6 @@
 //! SIGINT / SIGTERM delivered as messages on a channel.
 //!
-//! ```no_run
+//! ```ignore
 //! let signals = mito::signal::listen();
 //! let sig = signals.recv().unwrap(); // blocks until SIGINT or SIGTERM arrives
 //! ```
@@ -25,7 +25,7 @@ extern "C" fn on_signal(sig: libc::c_int) {
 
 /// Starts listening for SIGINT and SIGTERM; each one received is sent on the channel.
 /// Call once per process.
-pub fn listen() -> Receiver<i32> {
+pub(crate) fn listen() -> Receiver<i32> {
     let (tx, rx) = unbounded();
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: plain FFI calls with valid pointers; the handler only uses write(2).
@@ -64,7 +64,7 @@ pub fn listen() -> Receiver<i32> {
 }
 
 /// The conventional name of a signal number, for logs.
-pub fn name(sig: i32) -> &'static str {
+pub(crate) fn name(sig: i32) -> &'static str {
     match sig {
         libc::SIGINT => "SIGINT",
         libc::SIGTERM => "SIGTERM",

@@ -2,7 +2,7 @@
 //! everyone to `https://` object storage. Pure Rust (rustls with *ring*, through ureq), so
 //! a static build stays static.
 //!
-//! ```no_run
+//! ```ignore
 //! use mito::tls::Tls;
 //! let tls = Tls::new(Some(std::path::Path::new("/etc/mito/ca.pem")), |m| eprintln!("warning: {m}")).unwrap();
 //! let agent = tls.agent_builder().timeout_connect(std::time::Duration::from_secs(10)).build();
@@ -25,11 +25,11 @@ use ureq::rustls::{self, ClientConfig, RootCertStore};
 const MAX_CA_FILE: u64 = 16 << 20;
 
 /// The three ways to name a CA file, quoted by messages that need one.
-pub const CA_FILE_SETTINGS: &str = "ca_file / --ca-file / MITO_CA_FILE";
+pub(crate) const CA_FILE_SETTINGS: &str = "ca_file / --ca-file / MITO_CA_FILE";
 
 /// A CA file that cannot be used; the message names the file and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsError(pub String);
+pub(crate) struct TlsError(pub String);
 
 impl std::fmt::Display for TlsError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -41,7 +41,7 @@ impl std::error::Error for TlsError {}
 
 /// The certificates a process trusts, to build its ureq agents from. Cheap to clone.
 #[derive(Clone)]
-pub struct Tls {
+pub(crate) struct Tls {
     connector: Arc<Connector>,
 }
 
@@ -58,7 +58,7 @@ struct Connector {
 impl Tls {
     /// The system's roots plus, with `ca_file`, the certificates in that PEM file. `warn`
     /// reports a system without roots, when the first `https` connection finds out.
-    pub fn new(ca_file: Option<&Path>, warn: fn(&str)) -> Result<Tls, TlsError> {
+    pub(crate) fn new(ca_file: Option<&Path>, warn: fn(&str)) -> Result<Tls, TlsError> {
         let extra = match ca_file {
             Some(path) => read_ca_file(path)?,
             None => Vec::new(),
@@ -67,7 +67,7 @@ impl Tls {
     }
 
     /// An agent builder whose `https` connections use these certificates.
-    pub fn agent_builder(&self) -> ureq::AgentBuilder {
+    pub(crate) fn agent_builder(&self) -> ureq::AgentBuilder {
         ureq::AgentBuilder::new().tls_connector(self.connector.clone())
     }
 }
@@ -134,16 +134,16 @@ fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 
 /// When `t` is a failed TLS handshake: what went wrong and what to do, naming the server by
 /// scheme, host and port only (a presigned URL's query holds its signature).
-pub fn explain(t: &ureq::Transport) -> Option<String> {
+pub(crate) fn explain(t: &ureq::Transport) -> Option<String> {
     let err = rustls_error(t)?;
     let server = t.url().map(|u| u.origin().ascii_serialization()).unwrap_or_else(|| "the server".into());
-    use rustls::CertificateError as C;
+    use rustls::CertificateError;
     Some(match err {
-        rustls::Error::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => format!(
+        rustls::Error::InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }) => format!(
             "the certificate of {server} is not valid for that name ({err}); use an address the certificate names"
         ),
         rustls::Error::InvalidCertificate(
-            C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. },
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } | CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. },
         ) => format!(
             "the certificate of {server} is outside its validity period ({err}); check the certificate and this machine's clock"
         ),

@@ -2,7 +2,7 @@
 
 /// Why a bench run stopped.
 #[derive(Debug)]
-pub enum BenchError {
+pub(super) enum BenchError {
     /// A flag's value is refused; `expected` says what it should be.
     Flag { flag: String, value: String, expected: String },
     /// `--coordinator` cannot be measured; `reason` says why.

@@ -91,7 +91,7 @@ fn count(args: &crate::opts::ParsedArgs, name: &str, default: usize) -> Result<u
 }
 
 /// Entry point of `mito bench`; returns the exit status.
-pub fn main(parser: &mut lexopt::Parser) -> i32 {
+pub(crate) fn main(parser: &mut lexopt::Parser) -> i32 {
     let args = match parse_mode(parser, "mito bench", SPECS, false, || {
         help_text(
             "Measure a coordinator: batch submit, submit-to-fetch latency, end-to-end throughput",

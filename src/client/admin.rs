@@ -4,7 +4,7 @@ use super::args::{Args, Command, Group, Spec};
 use super::http::enc;
 use super::output::print_json;
 use super::users::{arg_or_ask, ask};
-use super::{attachments, task_args, Error, Flow, Res, Session};
+use super::{attachments, task_args, CommandResult, Error, Flow, Session};
 use crate::api::{
     self, AdminChangePasswordReq, ChangeGroupStorageQuotaReq, ChangeUserGroupQuota, ChangeUserStateReq, CreateUserReq,
     ShutdownReq, UserState,
@@ -134,11 +134,11 @@ const WORKERS: Group = Group {
     aliases: &[],
 };
 
-pub fn run(s: &mut Session, words: &[String]) -> Res {
+pub(super) fn run(s: &mut Session, words: &[String]) -> CommandResult {
     ADMIN.run(s, words)
 }
 
-fn create_user(s: &mut Session, a: &Args) -> Res {
+fn create_user(s: &mut Session, a: &Args) -> CommandResult {
     let pos = a.at_most(2)?;
     let name = arg_or_ask(pos.first(), "Username: ", false)?;
     if !api::valid_name(&name) {
@@ -153,7 +153,7 @@ fn create_user(s: &mut Session, a: &Args) -> Res {
     Ok(Flow::Continue)
 }
 
-fn delete_user(s: &mut Session, a: &Args) -> Res {
+fn delete_user(s: &mut Session, a: &Args) -> CommandResult {
     let [name] = <[String; 1]>::try_from(a.exact(&["USERNAME"])?).map_err(|_| a.usage("one username".into()))?;
     let r = s.http.delete(&format!("/admin/users/{}", enc(&name, false)))?;
     if s.json(a) {
@@ -164,7 +164,7 @@ fn delete_user(s: &mut Session, a: &Args) -> Res {
     Ok(Flow::Continue)
 }
 
-fn change_password(s: &mut Session, a: &Args) -> Res {
+fn change_password(s: &mut Session, a: &Args) -> CommandResult {
     let pos = a.at_most(2)?;
     let name = arg_or_ask(pos.first(), "Username: ", false)?;
     let pw = match pos.get(1) {
@@ -179,7 +179,7 @@ fn change_password(s: &mut Session, a: &Args) -> Res {
     Ok(Flow::Continue)
 }
 
-fn group_quota(s: &mut Session, a: &Args) -> Res {
+fn group_quota(s: &mut Session, a: &Args) -> CommandResult {
     let pos = a.exact(&["USERNAME", "GROUP_QUOTA"])?;
     api::quota::QuotaChange::parse(&pos[1], api::quota::parse_count).map_err(|e| a.usage(e.to_string()))?;
     let req = ChangeUserGroupQuota { group_quota: pos[1].clone() };
@@ -193,7 +193,7 @@ fn group_quota(s: &mut Session, a: &Args) -> Res {
     Ok(Flow::Continue)
 }
 
-fn user_state(s: &mut Session, a: &Args) -> Res {
+fn user_state(s: &mut Session, a: &Args) -> CommandResult {
     let pos = a.exact(&["USERNAME", "STATE"])?;
     let state = UserState::ALL
         .iter()
@@ -209,7 +209,7 @@ fn user_state(s: &mut Session, a: &Args) -> Res {
     Ok(Flow::Continue)
 }
 
-fn storage_quota(s: &mut Session, a: &Args) -> Res {
+fn storage_quota(s: &mut Session, a: &Args) -> CommandResult {
     let pos = a.exact(&["GROUP_NAME", "STORAGE_QUOTA"])?;
     api::quota::QuotaChange::parse(&pos[1], api::quota::parse_size).map_err(|e| a.usage(e.to_string()))?;
     let req = ChangeGroupStorageQuotaReq { storage_quota: pos[1].clone() };
@@ -227,7 +227,7 @@ fn storage_quota(s: &mut Session, a: &Args) -> Res {
     Ok(Flow::Continue)
 }
 
-fn delete_attachment(s: &mut Session, a: &Args) -> Res {
+fn delete_attachment(s: &mut Session, a: &Args) -> CommandResult {
     let [key] = <[String; 1]>::try_from(a.exact(&["KEY"])?).map_err(|_| a.usage("one key".into()))?;
     let (group, key) = attachments::resolve(s, a.value("group"), &key, a.has("smart"))?;
     s.http.delete(&format!("/admin/groups/{}/attachments/{}", enc(&group, false), enc(&key, true)))?;
@@ -237,7 +237,7 @@ fn delete_attachment(s: &mut Session, a: &Args) -> Res {
     Ok(Flow::Continue)
 }
 
-fn delete_artifact(s: &mut Session, a: &Args) -> Res {
+fn delete_artifact(s: &mut Session, a: &Args) -> CommandResult {
     let pos = a.exact(&["UUID", "CONTENT_TYPE"])?;
     let uuid = task_args::uuid_arg(a, &pos[0])?;
     let ct = task_args::content_type_arg(a, &pos[1])?;
@@ -248,7 +248,7 @@ fn delete_artifact(s: &mut Session, a: &Args) -> Res {
     Ok(Flow::Continue)
 }
 
-fn cancel_worker(s: &mut Session, a: &Args) -> Res {
+fn cancel_worker(s: &mut Session, a: &Args) -> CommandResult {
     let pos = a.exact(&["UUID"])?;
     let uuid = task_args::uuid_arg(a, &pos[0])?;
     let op = if a.has("force") { "force" } else { "graceful" };
@@ -259,7 +259,7 @@ fn cancel_worker(s: &mut Session, a: &Args) -> Res {
     Ok(Flow::Continue)
 }
 
-fn shutdown(s: &mut Session, a: &Args) -> Res {
+fn shutdown(s: &mut Session, a: &Args) -> CommandResult {
     let pos = a.exact(&["SECRET"])?;
     s.http.post("/admin/shutdown", &ShutdownReq { secret: pos[0].clone() }).map_err(|e| match e {
         e @ (Error::Usage(_) | Error::Exit(_)) => e,

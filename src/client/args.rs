@@ -1,7 +1,7 @@
 //! Parsing one client command's words (after its name) against a table of its flags, the
 //! same way on the command line and in interactive mode.
 //!
-//! ```
+//! ```ignore
 //! use mito::client::args::{parse, Spec};
 //! use mito::opts::OptSpec;
 //! const SPEC: Spec = Spec {
@@ -26,7 +26,7 @@
 //! lookup of a command, the unknown-command error, the parsing and the call all read that
 //! table, so adding a command is adding one row and one handler.
 
-use super::{Error, Flow, Res, Session};
+use super::{CommandResult, Error, Flow, Session};
 use crate::opts::{find_option, option_lines, usage_message, CliError, OptSpec};
 use std::str::FromStr;
 
@@ -34,7 +34,7 @@ const JSON: OptSpec = OptSpec::flag("json", None, "Print the result as JSON (one
 
 /// A command: its full name, the positional part of its usage, what it does, its flags.
 #[derive(Debug, Clone, Copy)]
-pub struct Spec {
+pub(crate) struct Spec {
     pub name: &'static str,
     pub usage: &'static str,
     pub about: &'static str,
@@ -42,7 +42,7 @@ pub struct Spec {
 }
 
 impl Spec {
-    pub fn help(&self) -> String {
+    pub(crate) fn help(&self) -> String {
         let mut s = format!("{}\n\nUsage: {} [OPTIONS] {}\n\nOptions:\n", self.about, self.name, self.usage);
         s.push_str(&option_lines(self.flags.iter().chain([&JSON])));
         s.push_str("  -h, --help\n          Print help\n");
@@ -62,7 +62,7 @@ impl From<CliError> for Error {
 
 /// The parsed words of one command.
 #[derive(Debug, Default)]
-pub struct Args {
+pub(crate) struct Args {
     name: &'static str,
     opts: Vec<(&'static str, String)>,
     switches: Vec<&'static str>,
@@ -73,7 +73,7 @@ pub struct Args {
 }
 
 /// Parses `words`; Ok(None) means help was asked for (and printed).
-pub fn parse(spec: &Spec, words: &[String]) -> Result<Option<Args>, Error> {
+pub(crate) fn parse(spec: &Spec, words: &[String]) -> Result<Option<Args>, Error> {
     use lexopt::Arg;
     let (head, trailing) = match words.iter().position(|w| w == "--") {
         Some(i) => (&words[..i], Some(words[i + 1..].to_vec())),
@@ -117,17 +117,17 @@ pub fn parse(spec: &Spec, words: &[String]) -> Result<Option<Args>, Error> {
 }
 
 impl Args {
-    pub fn has(&self, long: &str) -> bool {
+    pub(crate) fn has(&self, long: &str) -> bool {
         self.switches.contains(&long)
     }
 
     /// The last value given for `long`.
-    pub fn value(&self, long: &str) -> Option<&str> {
+    pub(crate) fn value(&self, long: &str) -> Option<&str> {
         self.opts.iter().rev().find(|(l, _)| *l == long).map(|(_, v)| v.as_str())
     }
 
     /// Every value given for `long`, comma lists split, empty items dropped.
-    pub fn list(&self, long: &str) -> Vec<String> {
+    pub(crate) fn list(&self, long: &str) -> Vec<String> {
         self.opts
             .iter()
             .filter(|(l, _)| *l == long)
@@ -139,12 +139,12 @@ impl Args {
     }
 
     /// Like `list`, but None when the flag was not given at all.
-    pub fn opt_list(&self, long: &str) -> Option<Vec<String>> {
+    pub(crate) fn opt_list(&self, long: &str) -> Option<Vec<String>> {
         self.opts.iter().any(|(l, _)| *l == long).then(|| self.list(long))
     }
 
     /// The value of `long` parsed as `T`; `what` says what was expected.
-    pub fn parsed<T: FromStr>(&self, long: &str, what: &str) -> Result<Option<T>, Error> {
+    pub(crate) fn parsed<T: FromStr>(&self, long: &str, what: &str) -> Result<Option<T>, Error> {
         match self.value(long) {
             None => Ok(None),
             Some(v) => v.trim().parse().map(Some).map_err(|_| self.usage(format!("--{long} {v:?} is not {what}"))),
@@ -152,19 +152,19 @@ impl Args {
     }
 
     /// Positionals followed by the words after `--`, for commands without a trailing command.
-    pub fn all_pos(&self) -> Vec<String> {
+    pub(crate) fn all_pos(&self) -> Vec<String> {
         let mut v = self.pos.clone();
         v.extend(self.trailing.iter().flatten().cloned());
         v
     }
 
     /// A usage error for this command.
-    pub fn usage(&self, what: String) -> Error {
+    pub(crate) fn usage(&self, what: String) -> Error {
         Error::Usage(usage_message(self.name, &what))
     }
 
     /// Exactly `names.len()` positionals (after `--` too), or a usage error naming the missing one.
-    pub fn exact(&self, names: &[&str]) -> Result<Vec<String>, Error> {
+    pub(crate) fn exact(&self, names: &[&str]) -> Result<Vec<String>, Error> {
         let all = self.all_pos();
         if all.len() < names.len() {
             return Err(self.usage(format!("missing <{}>", names[all.len()])));
@@ -176,7 +176,7 @@ impl Args {
     }
 
     /// At most `max` positionals.
-    pub fn at_most(&self, max: usize) -> Result<Vec<String>, Error> {
+    pub(crate) fn at_most(&self, max: usize) -> Result<Vec<String>, Error> {
         let all = self.all_pos();
         if all.len() > max {
             return Err(self.usage(format!("unexpected argument {:?}", all[max])));
@@ -188,37 +188,41 @@ impl Args {
 /// What a command does: parse its words against a spec and call the handler, or hand the
 /// words to a nested group (`tasks artifacts`, `admin users`) that looks up its own table.
 #[derive(Clone, Copy)]
-pub enum Run {
-    Cmd(&'static Spec, fn(&mut Session, &Args) -> Res),
-    Group(fn(&mut Session, &[String]) -> Res),
+pub(crate) enum Run {
+    Cmd(&'static Spec, fn(&mut Session, &Args) -> CommandResult),
+    Group(fn(&mut Session, &[String]) -> CommandResult),
 }
 
 /// One row of a group's table: the name typed, the line shown in the group's help, the action.
 #[derive(Clone, Copy)]
-pub struct Command {
+pub(crate) struct Command {
     pub name: &'static str,
     pub summary: &'static str,
     pub run: Run,
 }
 
 impl Command {
-    pub const fn cmd(
+    pub(crate) const fn cmd(
         name: &'static str,
         summary: &'static str,
         spec: &'static Spec,
-        f: fn(&mut Session, &Args) -> Res,
+        f: fn(&mut Session, &Args) -> CommandResult,
     ) -> Self {
         Command { name, summary, run: Run::Cmd(spec, f) }
     }
 
-    pub const fn group(name: &'static str, summary: &'static str, f: fn(&mut Session, &[String]) -> Res) -> Self {
+    pub(crate) const fn group(
+        name: &'static str,
+        summary: &'static str,
+        f: fn(&mut Session, &[String]) -> CommandResult,
+    ) -> Self {
         Command { name, summary, run: Run::Group(f) }
     }
 }
 
 /// A group of commands (`tasks`, `groups attachments`, ...): the one table its help, lookup
 /// and dispatch all read.
-pub struct Group {
+pub(crate) struct Group {
     pub name: &'static str,
     pub about: &'static str,
     pub commands: &'static [Command],
@@ -227,7 +231,7 @@ pub struct Group {
 }
 
 impl Group {
-    pub fn help(&self) -> String {
+    pub(crate) fn help(&self) -> String {
         let mut s = format!("{}\n\nUsage: {} <COMMAND>\n\nCommands:\n", self.about, self.name);
         s.push_str(&self.command_lines());
         s.push_str(&format!("\nSee `{} <COMMAND> --help` for a command's options.\n", self.name));
@@ -235,7 +239,7 @@ impl Group {
     }
 
     /// One aligned `  name  summary` line per command.
-    pub fn command_lines(&self) -> String {
+    pub(crate) fn command_lines(&self) -> String {
         let width = self.commands.iter().map(|c| c.name.len()).max().unwrap_or(0);
         self.commands.iter().map(|c| format!("  {:width$}  {}\n", c.name, c.summary)).collect()
     }
@@ -268,7 +272,7 @@ impl Group {
     }
 
     /// Runs `words` (the command's name first): help, lookup, parsing and the handler.
-    pub fn run(&self, s: &mut Session, words: &[String]) -> Res {
+    pub(crate) fn run(&self, s: &mut Session, words: &[String]) -> CommandResult {
         let Some((name, rest)) = self.sub(words)? else { return Ok(Flow::Continue) };
         let command = self.find(name).ok_or_else(|| self.unknown(name))?;
         match command.run {
@@ -346,5 +350,25 @@ mod tests {
         let a = parse(&SPEC, &w(&["a", "b"])).unwrap().unwrap();
         assert!(a.exact(&["A"]).is_err());
         assert!(a.exact(&["A", "B", "C"]).is_err());
+    }
+}
+
+/// The module documentation's example, run (doc tests see only the public API).
+#[cfg(test)]
+mod doc_example {
+    #[test]
+    fn runs() {
+        use crate::client::args::{parse, Spec};
+        use crate::opts::OptSpec;
+        const SPEC: Spec = Spec {
+            name: "tasks get",
+            usage: "<UUID>",
+            about: "Show a task",
+            flags: &[OptSpec::opt("group", Some('g'), "GROUP", "The group")],
+        };
+        let words: Vec<String> = ["-g", "g1", "abc"].iter().map(|s| s.to_string()).collect();
+        let a = parse(&SPEC, &words).unwrap().unwrap();
+        assert_eq!(a.value("group"), Some("g1"));
+        assert_eq!(a.pos, vec!["abc"]);
     }
 }

@@ -6,17 +6,18 @@ use super::args::{Args, Command, Group, Spec};
 use super::attachments::{bar, destination, run_batch, upload_through, url_and_size};
 use super::output::print_json;
 use super::task_args::{
-    self, content_type_arg, uuid_arg, CREATORS, EXIT, F_GROUP, F_LABELS, F_TAGS, PRIO, REPORTER, STATES,
+    self, content_type_arg, uuid_arg, CREATORS, EXIT_STATUS, FILTER_GROUP, FILTER_LABELS, FILTER_PRIORITY, FILTER_TAGS,
+    REPORTER, STATES,
 };
 use super::transfer::{self, Job, Progress};
-use super::{Error, Flow, Res, Session};
+use super::{CommandResult, Error, Flow, Session};
 use crate::api::{ArtifactContentType, ArtifactsDownloadByFilterReq};
 use crate::opts::OptSpec;
 use serde_json::{json, Value};
 use std::io::Read;
 use std::path::PathBuf;
 
-const PB: OptSpec = OptSpec::flag("pb", None, "Show a progress bar even when stderr is not a terminal");
+const PROGRESS_BAR: OptSpec = OptSpec::flag("pb", None, "Show a progress bar even when stderr is not a terminal");
 const OUT: OptSpec =
     OptSpec::opt("output-path", Some('o'), "OUTPUT_PATH", "Where to save (an existing directory keeps the file name)");
 const DIR: OptSpec = OptSpec::opt(
@@ -25,20 +26,20 @@ const DIR: OptSpec = OptSpec::opt(
     "DIR",
     "The directory to save into (default .); files are named <uuid>.tar.gz",
 );
-const NO_DL: OptSpec = OptSpec::flag("no-download", None, "Only print the download URLs");
-const CONC: OptSpec = OptSpec::opt("concurrent", None, "N", "Download N files at a time (default 1)");
+const NO_DOWNLOAD: OptSpec = OptSpec::flag("no-download", None, "Only print the download URLs");
+const CONCURRENT: OptSpec = OptSpec::opt("concurrent", None, "N", "Download N files at a time (default 1)");
 
 const UPLOAD: Spec = Spec {
     name: "tasks artifacts upload",
     usage: "<LOCAL_FILE> <UUID> <CONTENT_TYPE>",
     about: "Upload a file as a task's artifact (result, exec-log or std-log)",
-    flags: &[PB],
+    flags: &[PROGRESS_BAR],
 };
 const DOWNLOAD: Spec = Spec {
     name: "tasks artifacts download",
     usage: "<UUID> <CONTENT_TYPE>",
     about: "Download a task's artifact (by default to ./<type>.tar.gz)",
-    flags: &[OUT, NO_DL, PB],
+    flags: &[OUT, NO_DOWNLOAD, PROGRESS_BAR],
 };
 const DELETE: Spec = Spec {
     name: "tasks artifacts delete",
@@ -50,19 +51,32 @@ const DOWNLOAD_MANY: Spec = Spec {
     name: "tasks artifacts download-many",
     usage: "<CONTENT_TYPE>",
     about: "Download one artifact type of the tasks that match a filter",
-    flags: &[CREATORS, F_GROUP, F_TAGS, F_LABELS, STATES, EXIT, PRIO, REPORTER, DIR, NO_DL, PB, CONC],
+    flags: &[
+        CREATORS,
+        FILTER_GROUP,
+        FILTER_TAGS,
+        FILTER_LABELS,
+        STATES,
+        EXIT_STATUS,
+        FILTER_PRIORITY,
+        REPORTER,
+        DIR,
+        NO_DOWNLOAD,
+        PROGRESS_BAR,
+        CONCURRENT,
+    ],
 };
 const DOWNLOAD_LIST: Spec = Spec {
     name: "tasks artifacts download-list",
     usage: "<CONTENT_TYPE> <UUID>...",
     about: "Download one artifact type of the listed tasks",
-    flags: &[DIR, NO_DL, PB, CONC],
+    flags: &[DIR, NO_DOWNLOAD, PROGRESS_BAR, CONCURRENT],
 };
 const DELETE_MANY: Spec = Spec {
     name: "tasks artifacts delete-many",
     usage: "<CONTENT_TYPE>",
     about: "Delete one artifact type of the tasks that match a filter",
-    flags: &[CREATORS, F_GROUP, F_TAGS, F_LABELS, STATES, EXIT, PRIO, REPORTER],
+    flags: &[CREATORS, FILTER_GROUP, FILTER_TAGS, FILTER_LABELS, STATES, EXIT_STATUS, FILTER_PRIORITY, REPORTER],
 };
 const DELETE_LIST: Spec = Spec {
     name: "tasks artifacts delete-list",
@@ -100,11 +114,11 @@ const ARTIFACTS: Group = Group {
     aliases: &[],
 };
 
-pub fn run(s: &mut Session, words: &[String]) -> Res {
+pub(super) fn run(s: &mut Session, words: &[String]) -> CommandResult {
     ARTIFACTS.run(s, words)
 }
 
-fn delete(s: &mut Session, a: &Args) -> Res {
+fn delete(s: &mut Session, a: &Args) -> CommandResult {
     let pos = a.exact(&["UUID", "CONTENT_TYPE"])?;
     let (uuid, ct) = (uuid_arg(a, &pos[0])?, content_type_arg(a, &pos[1])?);
     s.http.delete(&format!("/tasks/{uuid}/artifacts/{ct}"))?;
@@ -114,7 +128,7 @@ fn delete(s: &mut Session, a: &Args) -> Res {
     Ok(Flow::Continue)
 }
 
-fn upload(s: &mut Session, a: &Args) -> Res {
+fn upload(s: &mut Session, a: &Args) -> CommandResult {
     let pos = a.exact(&["LOCAL_FILE", "UUID", "CONTENT_TYPE"])?;
     let local = PathBuf::from(&pos[0]);
     let (uuid, ct) = (uuid_arg(a, &pos[1])?, content_type_arg(a, &pos[2])?);
@@ -138,7 +152,7 @@ fn upload(s: &mut Session, a: &Args) -> Res {
     Ok(Flow::Continue)
 }
 
-fn download(s: &mut Session, a: &Args) -> Res {
+fn download(s: &mut Session, a: &Args) -> CommandResult {
     let pos = a.exact(&["UUID", "CONTENT_TYPE"])?;
     let (uuid, ct) = (uuid_arg(a, &pos[0])?, content_type_arg(a, &pos[1])?);
     let r = s.http.get(&format!("/tasks/{uuid}/download/artifacts/{ct}"))?.json()?;
@@ -193,7 +207,7 @@ fn artifact_filter_body(req: &ArtifactsDownloadByFilterReq) -> Result<Value, Err
     Ok(v)
 }
 
-fn download_batch(s: &mut Session, a: &Args, by_list: bool) -> Res {
+fn download_batch(s: &mut Session, a: &Args, by_list: bool) -> CommandResult {
     let (ct, r) = if by_list {
         let (ct, uuids) = type_and_uuids(a)?;
         (ct, s.http.post("/tasks/download/artifacts/list", &json!({"uuids": uuids, "content_type": ct}))?)
@@ -222,7 +236,7 @@ fn download_batch(s: &mut Session, a: &Args, by_list: bool) -> Res {
     Ok(Flow::Continue)
 }
 
-fn delete_batch(s: &mut Session, a: &Args, by_list: bool) -> Res {
+fn delete_batch(s: &mut Session, a: &Args, by_list: bool) -> CommandResult {
     let r = if by_list {
         let (ct, uuids) = type_and_uuids(a)?;
         s.http.post("/tasks/delete/artifacts/list", &json!({"uuids": uuids, "content_type": ct}))?
@@ -245,7 +259,7 @@ fn delete_batch(s: &mut Session, a: &Args, by_list: bool) -> Res {
 }
 
 /// Streams a std-log archive (gzip'd tar) from `url`, handing each entry to `f` by path.
-pub fn read_std_log(
+pub(super) fn read_std_log(
     agent: &ureq::Agent,
     url: &str,
     mut f: impl FnMut(&str, &mut dyn Read) -> std::io::Result<()>,

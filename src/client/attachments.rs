@@ -11,23 +11,23 @@ use super::args::{Args, Command, Group, Spec};
 use super::http::{enc, typed};
 use super::output::{print_json, ts};
 use super::transfer::{self, human_bytes, Job, Progress};
-use super::{Error, Flow, Res, Session};
+use super::{CommandResult, Error, Flow, Session};
 use crate::opts::OptSpec;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
-const G: OptSpec = OptSpec::opt("group", Some('g'), "GROUP", "The group (default: your own)");
+const GROUP: OptSpec = OptSpec::opt("group", Some('g'), "GROUP", "The group (default: your own)");
 const SMART: OptSpec = OptSpec::flag("smart", Some('s'), "Take the group from the key's first path segment");
-const PB: OptSpec = OptSpec::flag("pb", None, "Show a progress bar even when stderr is not a terminal");
+const PROGRESS_BAR: OptSpec = OptSpec::flag("pb", None, "Show a progress bar even when stderr is not a terminal");
 const OUT: OptSpec =
     OptSpec::opt("output-path", Some('o'), "OUTPUT_PATH", "Where to save (an existing directory keeps the file name)");
 const DIR: OptSpec =
     OptSpec::opt("output-dir", Some('o'), "DIR", "The directory to save into (default .); files keep their names");
-const NO_DL: OptSpec = OptSpec::flag("no-download", None, "Only print the download URLs");
+const NO_DOWNLOAD: OptSpec = OptSpec::flag("no-download", None, "Only print the download URLs");
 const KEY: OptSpec = OptSpec::opt("key", Some('k'), "KEY", "Only keys containing this text");
 const LIMIT: OptSpec = OptSpec::opt("limit", None, "LIMIT", "At most this many");
 const OFFSET: OptSpec = OptSpec::opt("offset", None, "OFFSET", "Skip this many first");
-const CONC: OptSpec = OptSpec::opt("concurrent", None, "N", "Download N files at a time (default 1)");
+const CONCURRENT: OptSpec = OptSpec::opt("concurrent", None, "N", "Download N files at a time (default 1)");
 const COUNT: OptSpec = OptSpec::flag("count", None, "Only count");
 
 const UPLOAD: Spec = Spec {
@@ -35,55 +35,55 @@ const UPLOAD: Spec = Spec {
     usage: "<LOCAL_FILE> [KEY]",
     about:
         "Upload a file as an attachment. KEY defaults to the file name; a KEY ending in / gets the file name appended",
-    flags: &[G, PB, SMART],
+    flags: &[GROUP, PROGRESS_BAR, SMART],
 };
 const DOWNLOAD: Spec = Spec {
     name: "groups attachments download",
     usage: "<KEY>",
     about: "Download an attachment (by default to ./KEY, or ./<file name> with --smart)",
-    flags: &[G, OUT, NO_DL, PB, SMART],
+    flags: &[GROUP, OUT, NO_DOWNLOAD, PROGRESS_BAR, SMART],
 };
 const GET: Spec = Spec {
     name: "groups attachments get",
     usage: "<KEY>",
     about: "Show an attachment's size and times",
-    flags: &[G, SMART],
+    flags: &[GROUP, SMART],
 };
 const DELETE: Spec = Spec {
     name: "groups attachments delete",
     usage: "<KEY>",
     about: "Delete an attachment (not within an hour of its last upload)",
-    flags: &[G, SMART],
+    flags: &[GROUP, SMART],
 };
 const QUERY: Spec = Spec {
     name: "groups attachments query",
     usage: "",
     about: "List a group's attachments",
-    flags: &[G, KEY, LIMIT, OFFSET, COUNT],
+    flags: &[GROUP, KEY, LIMIT, OFFSET, COUNT],
 };
 const DOWNLOAD_MANY: Spec = Spec {
     name: "groups attachments download-many",
     usage: "",
     about: "Download the attachments that match a filter, each to DIR/<file name>",
-    flags: &[G, KEY, LIMIT, OFFSET, DIR, NO_DL, PB, CONC],
+    flags: &[GROUP, KEY, LIMIT, OFFSET, DIR, NO_DOWNLOAD, PROGRESS_BAR, CONCURRENT],
 };
 const DOWNLOAD_LIST: Spec = Spec {
     name: "groups attachments download-list",
     usage: "<KEY>...",
     about: "Download the listed attachments, each to DIR/<file name>",
-    flags: &[G, DIR, NO_DL, PB, CONC],
+    flags: &[GROUP, DIR, NO_DOWNLOAD, PROGRESS_BAR, CONCURRENT],
 };
 const DELETE_MANY: Spec = Spec {
     name: "groups attachments delete-many",
     usage: "",
     about: "Delete the attachments that match a filter (recently uploaded ones are kept)",
-    flags: &[G, KEY, LIMIT, OFFSET],
+    flags: &[GROUP, KEY, LIMIT, OFFSET],
 };
 const DELETE_LIST: Spec = Spec {
     name: "groups attachments delete-list",
     usage: "<KEY>...",
     about: "Delete the listed attachments",
-    flags: &[G],
+    flags: &[GROUP],
 };
 
 const ATTACHMENTS: Group = Group {
@@ -109,12 +109,12 @@ const ATTACHMENTS: Group = Group {
     aliases: &[],
 };
 
-pub fn run(s: &mut Session, words: &[String]) -> Res {
+pub(super) fn run(s: &mut Session, words: &[String]) -> CommandResult {
     ATTACHMENTS.run(s, words)
 }
 
 /// A key made tidy: `.` segments and doubled slashes dropped, `..` resolved, no leading `/`.
-pub fn clean_key(key: &str) -> String {
+pub(super) fn clean_key(key: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for seg in key.split('/') {
         match seg {
@@ -133,7 +133,7 @@ pub fn clean_key(key: &str) -> String {
 }
 
 /// The group and key an attachment argument names (`-g`, `--smart`, or your own group).
-pub fn resolve(s: &Session, group: Option<&str>, key: &str, smart: bool) -> Result<(String, String), Error> {
+pub(super) fn resolve(s: &Session, group: Option<&str>, key: &str, smart: bool) -> Result<(String, String), Error> {
     let key = clean_key(key);
     if let Some(g) = group {
         return Ok((g.to_string(), key));
@@ -175,7 +175,7 @@ pub(super) fn upload_through(
     Ok(r["exist"].as_bool().unwrap_or(false))
 }
 
-fn upload(s: &mut Session, a: &Args) -> Res {
+fn upload(s: &mut Session, a: &Args) -> CommandResult {
     let pos = a.at_most(2)?;
     let Some(local) = pos.first() else { return Err(a.usage("missing <LOCAL_FILE>".into())) };
     let local = PathBuf::from(local);
@@ -214,7 +214,7 @@ fn upload(s: &mut Session, a: &Args) -> Res {
 }
 
 /// Where a single download goes: `-o` (a directory keeps `name`), else `default`.
-pub fn destination(out: Option<&str>, name: &str, default: &str) -> PathBuf {
+pub(super) fn destination(out: Option<&str>, name: &str, default: &str) -> PathBuf {
     match out {
         Some(o) if Path::new(o).is_dir() => Path::new(o).join(name),
         Some(o) => PathBuf::from(o),
@@ -222,7 +222,7 @@ pub fn destination(out: Option<&str>, name: &str, default: &str) -> PathBuf {
     }
 }
 
-fn download(s: &mut Session, a: &Args) -> Res {
+fn download(s: &mut Session, a: &Args) -> CommandResult {
     let pos = a.exact(&["KEY"])?;
     let (group, key) = resolve(s, a.value("group"), &pos[0], a.has("smart"))?;
     let r = s.http.get(&format!("{}/download/attachments/{}", base(&group), enc(&key, true)))?.json()?;
@@ -250,12 +250,12 @@ fn download(s: &mut Session, a: &Args) -> Res {
     Ok(Flow::Continue)
 }
 
-pub fn url_and_size(r: &Value) -> Result<(String, u64), Error> {
+pub(super) fn url_and_size(r: &Value) -> Result<(String, u64), Error> {
     let url = r["url"].as_str().ok_or_else(|| Error::Failed("the coordinator gave no download URL".into()))?;
     Ok((url.to_string(), r["size"].as_i64().unwrap_or(0).max(0) as u64))
 }
 
-fn get(s: &mut Session, a: &Args) -> Res {
+fn get(s: &mut Session, a: &Args) -> CommandResult {
     let pos = a.exact(&["KEY"])?;
     let (group, key) = resolve(s, a.value("group"), &pos[0], a.has("smart"))?;
     let r = s.http.get(&format!("{}/attachments/{}", base(&group), enc(&key, true)))?.json()?;
@@ -271,7 +271,7 @@ fn get(s: &mut Session, a: &Args) -> Res {
     Ok(Flow::Continue)
 }
 
-fn delete(s: &mut Session, a: &Args) -> Res {
+fn delete(s: &mut Session, a: &Args) -> CommandResult {
     let pos = a.exact(&["KEY"])?;
     let (group, key) = resolve(s, a.value("group"), &pos[0], a.has("smart"))?;
     s.http.delete(&format!("{}/attachments/{}", base(&group), enc(&key, true)))?;
@@ -296,7 +296,7 @@ fn filter(a: &Args) -> Result<serde_json::Map<String, Value>, Error> {
     Ok(m)
 }
 
-fn query(s: &mut Session, a: &Args) -> Res {
+fn query(s: &mut Session, a: &Args) -> CommandResult {
     a.exact(&[])?;
     let group = a.value("group").map(str::to_string).unwrap_or_else(|| s.user.clone());
     let mut body = filter(a)?;
@@ -319,7 +319,7 @@ fn query(s: &mut Session, a: &Args) -> Res {
     Ok(Flow::Continue)
 }
 
-fn download_batch(s: &mut Session, a: &Args, by_list: bool) -> Res {
+fn download_batch(s: &mut Session, a: &Args, by_list: bool) -> CommandResult {
     let group = a.value("group").map(str::to_string).unwrap_or_else(|| s.user.clone());
     let r = if by_list {
         let keys: Vec<String> = a.all_pos().iter().map(|k| clean_key(k)).collect();
@@ -353,7 +353,7 @@ fn download_batch(s: &mut Session, a: &Args, by_list: bool) -> Res {
 }
 
 /// Downloads (or, with --no-download, lists) a batch and reports each file; fails if any did.
-pub fn run_batch(s: &Session, a: &Args, what: &str, jobs: Vec<Job>) -> Result<(), Error> {
+pub(super) fn run_batch(s: &Session, a: &Args, what: &str, jobs: Vec<Job>) -> Result<(), Error> {
     if a.has("no-download") {
         if s.json(a) {
             let v: Vec<Value> = jobs.iter().map(|j| json!({"name": j.name, "url": j.url, "size": j.size})).collect();
@@ -397,7 +397,7 @@ pub fn run_batch(s: &Session, a: &Args, what: &str, jobs: Vec<Job>) -> Result<()
     Ok(())
 }
 
-fn delete_batch(s: &mut Session, a: &Args, by_list: bool) -> Res {
+fn delete_batch(s: &mut Session, a: &Args, by_list: bool) -> CommandResult {
     let group = a.value("group").map(str::to_string).unwrap_or_else(|| s.user.clone());
     let r = if by_list {
         let keys: Vec<String> = a.all_pos().iter().map(|k| clean_key(k)).collect();

@@ -5,7 +5,7 @@ use super::args::{Args, Command, Group, Spec};
 use super::http::enc;
 use super::output::{print_json, ts};
 use super::transfer::human_bytes;
-use super::{attachments, Flow, Res, Session};
+use super::{attachments, CommandResult, Flow, Session};
 use crate::api::{CreateGroupReq, GroupQueryInfo, RemoveUserGroupRoleReq, UpdateUserGroupRoleReq, UserGroupRole};
 use std::collections::BTreeMap;
 
@@ -39,11 +39,11 @@ const GROUPS: Group = Group {
     aliases: &[],
 };
 
-pub fn run(s: &mut Session, words: &[String]) -> Res {
+pub(super) fn run(s: &mut Session, words: &[String]) -> CommandResult {
     GROUPS.run(s, words)
 }
 
-fn create(s: &mut Session, a: &Args) -> Res {
+fn create(s: &mut Session, a: &Args) -> CommandResult {
     let pos = a.exact(&["GROUP"])?;
     s.http.post("/groups", &CreateGroupReq { group_name: pos[0].clone() })?;
     if !s.json(a) {
@@ -52,7 +52,7 @@ fn create(s: &mut Session, a: &Args) -> Res {
     Ok(Flow::Continue)
 }
 
-fn get(s: &mut Session, a: &Args) -> Res {
+fn get(s: &mut Session, a: &Args) -> CommandResult {
     let pos = a.exact(&["GROUP"])?;
     let r = s.http.get(&format!("/groups/{}", enc(&pos[0], false)))?;
     if s.json(a) {
@@ -63,7 +63,7 @@ fn get(s: &mut Session, a: &Args) -> Res {
     Ok(Flow::Continue)
 }
 
-fn update_user(s: &mut Session, a: &Args) -> Res {
+fn update_user(s: &mut Session, a: &Args) -> CommandResult {
     let pos = a.all_pos();
     if pos.len() < 2 {
         return Err(a.usage(format!("missing <{}>", if pos.is_empty() { "GROUP" } else { "USER:ROLE" })));
@@ -83,7 +83,7 @@ fn update_user(s: &mut Session, a: &Args) -> Res {
     Ok(Flow::Continue)
 }
 
-fn remove_user(s: &mut Session, a: &Args) -> Res {
+fn remove_user(s: &mut Session, a: &Args) -> CommandResult {
     let pos = a.all_pos();
     if pos.len() < 2 {
         return Err(a.usage(format!("missing <{}>", if pos.is_empty() { "GROUP" } else { "USER" })));
@@ -97,7 +97,7 @@ fn remove_user(s: &mut Session, a: &Args) -> Res {
 }
 
 /// A role in any case (`Read`, `write`, `ADMIN`, `Write`...).
-pub fn parse_role(s: &str) -> Option<UserGroupRole> {
+pub(super) fn parse_role(s: &str) -> Option<UserGroupRole> {
     UserGroupRole::ALL.iter().find(|r| r.as_str().eq_ignore_ascii_case(s.trim())).copied()
 }
 

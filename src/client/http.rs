@@ -1,7 +1,7 @@
 //! Talking to the coordinator: JSON in, JSON (or text) out, and errors turned into one line
 //! that says what failed and what the server said.
 //!
-//! ```no_run
+//! ```ignore
 //! use mito::client::http::Http;
 //! let tls = mito::tls::Tls::new(None, |m| eprintln!("warning: {m}")).unwrap();
 //! let mut h = Http::new("http://127.0.0.1:5000", &tls);
@@ -26,7 +26,7 @@ const COORDINATOR_TIMEOUT: Duration = Duration::from_secs(120);
 /// The client's one agent, for the coordinator and for object storage: a stalled connection
 /// fails, but there is no overall deadline (a transfer may take hours); requests to the
 /// coordinator add [`COORDINATOR_TIMEOUT`].
-pub fn agent(tls: &crate::tls::Tls) -> ureq::Agent {
+pub(crate) fn agent(tls: &crate::tls::Tls) -> ureq::Agent {
     tls.agent_builder()
         .timeout_connect(Duration::from_secs(15))
         .timeout_read(Duration::from_secs(120))
@@ -36,14 +36,14 @@ pub fn agent(tls: &crate::tls::Tls) -> ureq::Agent {
 
 /// A handle on one coordinator, with the caller's token.
 #[derive(Clone)]
-pub struct Http {
+pub(crate) struct Http {
     pub base: String,
     pub token: Option<String>,
     agent: ureq::Agent,
 }
 
 /// A successful reply.
-pub struct Reply {
+pub(crate) struct Reply {
     /// What was asked ("POST /tasks"), for messages.
     what: String,
     pub body: String,
@@ -51,7 +51,7 @@ pub struct Reply {
 
 impl Reply {
     /// The body as JSON; an empty body is `null`.
-    pub fn json(&self) -> Result<Value, Error> {
+    pub(crate) fn json(&self) -> Result<Value, Error> {
         if self.body.trim().is_empty() {
             return Ok(Value::Null);
         }
@@ -59,7 +59,7 @@ impl Reply {
     }
 
     /// The body as a wire type.
-    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, Error> {
+    pub(crate) fn parse<T: DeserializeOwned>(&self) -> Result<T, Error> {
         serde_json::from_str(&self.body).map_err(|e| self.unexpected(e))
     }
 
@@ -72,39 +72,44 @@ impl Reply {
 }
 
 /// Parses a JSON value (already fetched) as a wire type, for output code.
-pub fn typed<T: DeserializeOwned>(v: &Value, what: &str) -> Result<T, Error> {
+pub(crate) fn typed<T: DeserializeOwned>(v: &Value, what: &str) -> Result<T, Error> {
     T::deserialize(v)
         .map_err(|e| Error::Failed(format!("the coordinator's reply to {what} is not what this client expects ({e})")))
 }
 
 impl Http {
-    pub fn new(base: &str, tls: &crate::tls::Tls) -> Http {
+    pub(crate) fn new(base: &str, tls: &crate::tls::Tls) -> Http {
         Http { base: base.trim_end_matches('/').to_string(), token: None, agent: agent(tls) }
     }
 
     /// The agent, for transfers to and from object storage.
-    pub fn agent(&self) -> &ureq::Agent {
+    pub(crate) fn agent(&self) -> &ureq::Agent {
         &self.agent
     }
 
-    pub fn get(&self, path: &str) -> Result<Reply, Error> {
+    pub(crate) fn get(&self, path: &str) -> Result<Reply, Error> {
         self.send("GET", path, None::<&()>)
     }
 
-    pub fn delete(&self, path: &str) -> Result<Reply, Error> {
+    pub(crate) fn delete(&self, path: &str) -> Result<Reply, Error> {
         self.send("DELETE", path, None::<&()>)
     }
 
-    pub fn post<B: Serialize + ?Sized>(&self, path: &str, body: &B) -> Result<Reply, Error> {
+    pub(crate) fn post<B: Serialize + ?Sized>(&self, path: &str, body: &B) -> Result<Reply, Error> {
         self.send("POST", path, Some(body))
     }
 
-    pub fn put<B: Serialize + ?Sized>(&self, path: &str, body: &B) -> Result<Reply, Error> {
+    pub(crate) fn put<B: Serialize + ?Sized>(&self, path: &str, body: &B) -> Result<Reply, Error> {
         self.send("PUT", path, Some(body))
     }
 
     /// One request. Non-2xx replies become `Error::Http` with the server's message.
-    pub fn send<B: Serialize + ?Sized>(&self, method: &str, path: &str, body: Option<&B>) -> Result<Reply, Error> {
+    pub(crate) fn send<B: Serialize + ?Sized>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<Reply, Error> {
         let what = format!("{method} {}", path.split('?').next().unwrap_or(path));
         let mut req = self.agent.request(method, &format!("{}{path}", self.base)).timeout(COORDINATOR_TIMEOUT);
         if let Some(t) = &self.token {
@@ -133,7 +138,7 @@ impl Http {
 impl Http {
     /// A request whose status the caller wants to see, whatever it is; only a failure to
     /// talk to the coordinator is an error.
-    pub fn status_of(&self, method: &str, path: &str) -> Result<(u16, String), Error> {
+    pub(crate) fn status_of(&self, method: &str, path: &str) -> Result<(u16, String), Error> {
         let mut req = self.agent.request(method, &format!("{}{path}", self.base)).timeout(COORDINATOR_TIMEOUT);
         if let Some(t) = &self.token {
             req = req.set("Authorization", &format!("Bearer {t}"));
@@ -157,7 +162,7 @@ fn read_body(resp: ureq::Response, what: &str) -> Result<String, Error> {
 }
 
 /// `{"msg": ...}` bodies give their message; framework errors are plain text; empty says so.
-pub fn server_message(body: &str) -> String {
+pub(crate) fn server_message(body: &str) -> String {
     if let Ok(m) = serde_json::from_str::<crate::api::ErrorMsg>(body) {
         return m.msg;
     }
@@ -170,14 +175,14 @@ pub fn server_message(body: &str) -> String {
 }
 
 /// A connection problem, with the coordinator's address and the likely fix.
-pub fn transport_message(base: &str, t: &ureq::Transport) -> String {
-    use ureq::ErrorKind as K;
+pub(crate) fn transport_message(base: &str, t: &ureq::Transport) -> String {
+    use ureq::ErrorKind;
     if let Some(m) = crate::tls::explain(t) {
         return format!("cannot talk to the coordinator: {m}");
     }
     let cause = std::error::Error::source(t).map(|e| e.to_string()).or_else(|| t.message().map(str::to_string));
     match t.kind() {
-        K::ConnectionFailed | K::Dns => format!(
+        ErrorKind::ConnectionFailed | ErrorKind::Dns => format!(
             "cannot connect to the coordinator at {base}: {}; is it running? (set the address with --coordinator or MITO_COORDINATOR_ADDR)",
             cause.unwrap_or_else(|| "connection failed".into())
         ),
@@ -186,7 +191,7 @@ pub fn transport_message(base: &str, t: &ureq::Transport) -> String {
 }
 
 /// Percent-encodes a path segment (or a key whose `/` are kept as separators).
-pub fn enc(s: &str, keep_slash: bool) -> String {
+pub(crate) fn enc(s: &str, keep_slash: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {

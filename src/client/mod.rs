@@ -13,9 +13,9 @@
 //! status says what happened: 0 success, 1 failure, 2 a mistake in the command line,
 //! 3 `tasks wait` saw a task that did not succeed, 124 `tasks wait` ran out of time.
 
-pub mod args;
-pub mod http;
-pub mod transfer;
+pub(crate) mod args;
+pub(crate) mod http;
+pub(crate) mod transfer;
 
 mod admin;
 mod artifacts;
@@ -35,7 +35,7 @@ use http::Http;
 
 /// Why a command did not succeed. The `Display` text is the message shown after `error: `.
 #[derive(Debug)]
-pub enum Error {
+pub(crate) enum Error {
     /// A mistake in the command line (exit 2).
     Usage(String),
     /// The coordinator answered `call` (e.g. `GET /tasks/...`, without the query) with a
@@ -55,7 +55,7 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn code(&self) -> i32 {
+    pub(crate) fn code(&self) -> i32 {
         match self {
             Error::Usage(_) => 2,
             Error::Exit(c) => *c,
@@ -64,12 +64,15 @@ impl Error {
     }
 
     /// Whether the coordinator answered 404 Not Found.
-    pub fn is_not_found(&self) -> bool {
+    pub(crate) fn is_not_found(&self) -> bool {
         matches!(self, Error::Http { status: 404, .. })
     }
 
     /// An I/O failure on a local file.
-    pub fn file(action: &'static str, path: impl Into<std::path::PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    pub(crate) fn file(
+        action: &'static str,
+        path: impl Into<std::path::PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
         move |source| Error::File { action, path, source }
     }
@@ -106,16 +109,17 @@ impl std::error::Error for Error {
 
 /// What to do after a command.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Flow {
+pub(crate) enum Flow {
     Continue,
     /// Leave interactive mode (`quit`, `exit`, a successful `admin shutdown`).
     Quit,
 }
 
-pub type Res = Result<Flow, Error>;
+/// What a client command returns.
+pub(crate) type CommandResult = Result<Flow, Error>;
 
 /// A logged-in client: the coordinator handle with the user's token.
-pub struct Session {
+pub(crate) struct Session {
     pub http: Http,
     pub user: String,
     pub cfg: ClientConfig,
@@ -125,14 +129,14 @@ pub struct Session {
 
 impl Session {
     /// Whether this command prints JSON.
-    pub fn json(&self, a: &Args) -> bool {
+    pub(crate) fn json(&self, a: &Args) -> bool {
         self.json || a.json
     }
 }
 
 const ABOUT: &str = "Run a mitosis client";
 
-const IFLAG: OptSpec = OptSpec {
+const INTERACTIVE: OptSpec = OptSpec {
     long: "interactive",
     short: Some('i'),
     key: None,
@@ -142,7 +146,7 @@ const IFLAG: OptSpec = OptSpec {
     split: false,
 };
 
-const JFLAG: OptSpec = OptSpec {
+const JSON: OptSpec = OptSpec {
     long: "json",
     short: None,
     key: None,
@@ -175,7 +179,7 @@ const SPECS: &[OptSpec] = &[
         "PASSWORD",
         "The password (used only when no valid token is cached)",
     ),
-    IFLAG,
+    INTERACTIVE,
     OptSpec::switch("retain", None, "retain", "Log in without signing this user out of their other sessions"),
     OptSpec::value(
         "ca-file",
@@ -184,10 +188,10 @@ const SPECS: &[OptSpec] = &[
         "CA_FILE",
         "A PEM file of CA certificates to trust besides the system's, for https coordinators and object storage",
     ),
-    JFLAG,
+    JSON,
 ];
 
-pub const TOP: Group = Group {
+pub(crate) const TOP: Group = Group {
     name: "mito client",
     about: ABOUT,
     commands: &[
@@ -218,7 +222,7 @@ Exit status: 0 success, 1 failure (the reason is on stderr), 2 a command-line mi
 }
 
 /// Entry point of `mito client`; returns the exit status.
-pub fn main(parser: &mut lexopt::Parser) -> i32 {
+pub(crate) fn main(parser: &mut lexopt::Parser) -> i32 {
     let args = match parse_mode(parser, "mito client", SPECS, true, || {
         help_text(ABOUT, "mito client [OPTIONS] [COMMAND]...", SPECS, &footer())
     }) {
@@ -293,7 +297,7 @@ fn wants_help(words: &[String]) -> bool {
 
 /// Runs one command line. `session` is None only when the words ask for help, which every
 /// command prints before it needs the coordinator.
-pub fn dispatch(session: Option<&mut Session>, words: &[String]) -> Res {
+pub(crate) fn dispatch(session: Option<&mut Session>, words: &[String]) -> CommandResult {
     match session {
         Some(s) => TOP.run(s, words),
         None => TOP.run(&mut users::offline_session(), words),
@@ -311,7 +315,7 @@ const CMD: Spec = Spec {
     )],
 };
 
-fn run_cmd(_: &mut Session, a: &Args) -> Res {
+fn run_cmd(_: &mut Session, a: &Args) -> CommandResult {
     let cmd = a.all_pos();
     if cmd.is_empty() {
         return Err(a.usage("missing <COMMAND>".into()));

@@ -9,12 +9,12 @@
 use crate::api::Timestamp;
 
 /// One JSON document on its own line of stdout.
-pub fn print_json(v: &serde_json::Value) {
+pub(super) fn print_json(v: &serde_json::Value) {
     println!("{v}");
 }
 
 /// A timestamp to the second, in UTC: `2026-11-23 09:28:40 UTC`.
-pub fn ts(t: &Timestamp) -> String {
+pub(super) fn ts(t: &Timestamp) -> String {
     let s = t.to_string();
     match s.split_once('.') {
         Some((head, _)) => format!("{head} UTC"),
@@ -23,7 +23,7 @@ pub fn ts(t: &Timestamp) -> String {
 }
 
 /// Items joined with commas, or `(none)`.
-pub fn list<S: AsRef<str>>(items: &[S]) -> String {
+pub(super) fn list<S: AsRef<str>>(items: &[S]) -> String {
     if items.is_empty() {
         "(none)".into()
     } else {
@@ -32,6 +32,6 @@ pub fn list<S: AsRef<str>>(items: &[S]) -> String {
 }
 
 /// An optional value, or `(none)`.
-pub fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
+pub(super) fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
     v.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "(none)".into())
 }

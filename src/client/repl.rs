@@ -14,10 +14,10 @@
 use super::{dispatch, Flow, Session};
 use std::io::{BufRead, Write};
 
-pub const PROMPT: &str = "[mito::client]> ";
+pub(super) const PROMPT: &str = "[mito::client]> ";
 
 /// Reads commands from stdin until the end; returns 1 if any command failed, else 0.
-pub fn run(s: &mut Session) -> i32 {
+pub(super) fn run(s: &mut Session) -> i32 {
     let tty = super::users::stdin_is_tty_pub();
     if tty {
         println!("Logged in as {}. Client is running in interactive mode.", s.user);
@@ -28,7 +28,7 @@ pub fn run(s: &mut Session) -> i32 {
 }
 
 /// The loop itself, over any line source; the prompt is shown only on a terminal.
-pub fn run_lines(s: &mut Session, input: &mut dyn BufRead, show_prompt: bool) -> i32 {
+pub(super) fn run_lines(s: &mut Session, input: &mut dyn BufRead, show_prompt: bool) -> i32 {
     let mut failed = false;
     // One command per line; a bounded input ends the loop, and so does `quit`.
     loop {
@@ -75,7 +75,7 @@ pub fn run_lines(s: &mut Session, input: &mut dyn BufRead, show_prompt: bool) ->
 
 /// Splits a line into words: whitespace separates; '…' is literal; "…" allows \" and \\;
 /// a backslash outside quotes escapes the next character. `#` at a word start is a comment.
-pub fn split(line: &str) -> Result<Vec<String>, String> {
+pub(super) fn split(line: &str) -> Result<Vec<String>, String> {
     let mut words = Vec::new();
     let mut cur = String::new();
     let mut in_word = false;

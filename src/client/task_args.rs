@@ -10,45 +10,47 @@ use crate::opts::OptSpec;
 use std::collections::BTreeSet;
 use uuid::Uuid;
 
-pub const CREATORS: OptSpec =
+pub(super) const CREATORS: OptSpec =
     OptSpec::opt("creators", Some('c'), "CREATORS", "Created by these users, comma-separated");
-pub const F_GROUP: OptSpec = OptSpec::opt("group", Some('g'), "GROUP_NAME", "In this group (default: your own)");
-pub const F_TAGS: OptSpec = OptSpec::opt("tags", Some('t'), "TAGS", "Having all these tags");
-pub const F_LABELS: OptSpec = OptSpec::opt("labels", Some('l'), "LABELS", "Having all these labels");
-pub const STATES: OptSpec = OptSpec::opt(
+pub(super) const FILTER_GROUP: OptSpec =
+    OptSpec::opt("group", Some('g'), "GROUP_NAME", "In this group (default: your own)");
+pub(super) const FILTER_TAGS: OptSpec = OptSpec::opt("tags", Some('t'), "TAGS", "Having all these tags");
+pub(super) const FILTER_LABELS: OptSpec = OptSpec::opt("labels", Some('l'), "LABELS", "Having all these labels");
+pub(super) const STATES: OptSpec = OptSpec::opt(
     "states",
     Some('s'),
     "STATES",
     "In these states: pending, ready, running, finished, cancelled, unknown",
 );
-pub const EXIT: OptSpec = OptSpec::opt(
+pub(super) const EXIT_STATUS: OptSpec = OptSpec::opt(
     "exit-status",
     Some('e'),
     "EXIT_STATUS",
     "Exit status test: 0, !=0, <, <=, >, >= followed by a number",
 );
-pub const PRIO: OptSpec = OptSpec::opt("priority", Some('p'), "PRIORITY", "Priority test, as for --exit-status");
-pub const REPORTER: OptSpec = OptSpec::opt("reporter-uuid", None, "UUID", "Committed by this worker");
-pub const LIMIT: OptSpec = OptSpec::opt("limit", None, "LIMIT", "At most this many");
-pub const OFFSET: OptSpec = OptSpec::opt("offset", None, "OFFSET", "Skip this many first");
+pub(super) const FILTER_PRIORITY: OptSpec =
+    OptSpec::opt("priority", Some('p'), "PRIORITY", "Priority test, as for --exit-status");
+pub(super) const REPORTER: OptSpec = OptSpec::opt("reporter-uuid", None, "UUID", "Committed by this worker");
+pub(super) const LIMIT: OptSpec = OptSpec::opt("limit", None, "LIMIT", "At most this many");
+pub(super) const OFFSET: OptSpec = OptSpec::opt("offset", None, "OFFSET", "Skip this many first");
 
-pub fn uuid_arg(a: &Args, s: &str) -> Result<Uuid, Error> {
+pub(super) fn uuid_arg(a: &Args, s: &str) -> Result<Uuid, Error> {
     Uuid::parse_str(s.trim()).map_err(|_| a.usage(format!("{s:?} is not a UUID")))
 }
 
-pub fn content_type_arg(a: &Args, s: &str) -> Result<ArtifactContentType, Error> {
+pub(super) fn content_type_arg(a: &Args, s: &str) -> Result<ArtifactContentType, Error> {
     ArtifactContentType::parse(s)
         .or_else(|| ArtifactContentType::parse(&s.to_ascii_lowercase()))
         .ok_or_else(|| a.usage(format!("{s:?} is not an artifact type: result, exec-log or std-log")))
 }
 
 /// UUIDs given as positionals, each possibly a comma list.
-pub fn uuid_list(a: &Args) -> Result<Vec<Uuid>, Error> {
+pub(super) fn uuid_list(a: &Args) -> Result<Vec<Uuid>, Error> {
     uuids_in(a, &a.all_pos())
 }
 
 /// The UUIDs in `words`, each possibly a comma list; at least one.
-pub fn uuids_in(a: &Args, words: &[String]) -> Result<Vec<Uuid>, Error> {
+pub(super) fn uuids_in(a: &Args, words: &[String]) -> Result<Vec<Uuid>, Error> {
     let v: Vec<Uuid> = words
         .iter()
         .flat_map(|w| w.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_string).collect::<Vec<_>>())
@@ -60,13 +62,13 @@ pub fn uuids_in(a: &Args, words: &[String]) -> Result<Vec<Uuid>, Error> {
     Ok(v)
 }
 
-pub fn set(v: Vec<String>) -> BTreeSet<String> {
+pub(super) fn set(v: Vec<String>) -> BTreeSet<String> {
     v.into_iter().collect()
 }
 
 /// The task filter flags shared by query, cancel-many and the artifact batch commands;
 /// the group defaults to the caller's own.
-pub fn filter(s: &Session, a: &Args) -> Result<TaskFilter, Error> {
+pub(super) fn filter(s: &Session, a: &Args) -> Result<TaskFilter, Error> {
     let states = match a.opt_list("states") {
         None => None,
         Some(v) => Some(
@@ -93,6 +95,6 @@ pub fn filter(s: &Session, a: &Args) -> Result<TaskFilter, Error> {
 }
 
 /// `--reporter-uuid`, which query and the artifact batch commands add to the filter.
-pub fn reporter(a: &Args) -> Result<Option<Uuid>, Error> {
+pub(super) fn reporter(a: &Args) -> Result<Option<Uuid>, Error> {
     a.value("reporter-uuid").map(|u| uuid_arg(a, u)).transpose()
 }

@@ -1,7 +1,7 @@
 //! Moving object bytes between local files and the presigned URLs the coordinator hands
 //! out, in constant memory at any size, with a progress bar on a terminal.
 //!
-//! ```no_run
+//! ```ignore
 //! use mito::client::transfer::{download, Progress};
 //! let agent = mito::client::http::agent(&mito::tls::Tls::new(None, |_| {}).unwrap());
 //! let pb = Progress::new("Downloading to out.bin", Some(1 << 20), true);
@@ -22,12 +22,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Whether stderr is a terminal (where progress bars go).
-pub fn stderr_is_tty() -> bool {
+pub(crate) fn stderr_is_tty() -> bool {
     std::io::stderr().is_terminal()
 }
 
 /// A byte counter drawn as `label [=====>    ] 1.2 MB / 3.4 MB  5.6 MB/s  ETA 3s` on stderr.
-pub struct Progress {
+pub(crate) struct Progress {
     label: String,
     total: Option<u64>,
     done: AtomicU64,
@@ -37,7 +37,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(label: &str, total: Option<u64>, enabled: bool) -> Progress {
+    pub(crate) fn new(label: &str, total: Option<u64>, enabled: bool) -> Progress {
         Progress {
             label: label.to_string(),
             total,
@@ -48,7 +48,7 @@ impl Progress {
         }
     }
 
-    pub fn add(&self, n: u64) {
+    pub(crate) fn add(&self, n: u64) {
         self.done.fetch_add(n, Ordering::Relaxed);
         if !self.enabled {
             return;
@@ -63,7 +63,7 @@ impl Progress {
     }
 
     /// Draws the final state and ends the line.
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if self.enabled {
             self.draw(true);
         }
@@ -77,7 +77,7 @@ impl Progress {
     }
 
     /// The bar as text (without the carriage return).
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let done = self.done.load(Ordering::Relaxed);
         let secs = self.start.elapsed().as_secs_f64().max(1e-3);
         let rate = done as f64 / secs;
@@ -110,7 +110,7 @@ impl Progress {
 }
 
 /// Sizes in decimal units: `999 B`, `1.5 kB`, `12.3 MB`.
-pub fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
     let mut v = n as f64;
     let mut u = 0;
@@ -126,7 +126,7 @@ pub fn human_bytes(n: u64) -> String {
 }
 
 /// The message of an object-store error body: S3's XML `<Message>`, or the text itself.
-pub fn storage_message(body: &str) -> String {
+pub(crate) fn storage_message(body: &str) -> String {
     if let (Some(a), Some(b)) = (body.find("<Message>"), body.find("</Message>")) {
         if a + 9 <= b {
             return body[a + 9..b].to_string();
@@ -148,7 +148,7 @@ fn storage_error(what: &str, e: ureq::Error) -> Error {
 }
 
 /// A transport failure without the URL (ureq's own text would include the signature).
-pub fn transport_error(what: &str, t: &ureq::Transport) -> String {
+pub(crate) fn transport_error(what: &str, t: &ureq::Transport) -> String {
     if let Some(m) = crate::tls::explain(t) {
         return format!("{what}: {m}");
     }
@@ -160,7 +160,7 @@ pub fn transport_error(what: &str, t: &ureq::Transport) -> String {
 }
 
 /// Streams `url` into `dest` (parents created); returns the byte count.
-pub fn download(agent: &ureq::Agent, url: &str, dest: &Path, pb: &Progress) -> Result<u64, Error> {
+pub(crate) fn download(agent: &ureq::Agent, url: &str, dest: &Path, pb: &Progress) -> Result<u64, Error> {
     let what = format!("downloading to {}", dest.display());
     let resp = agent.get(url).call().map_err(|e| storage_error(&what, e))?;
     let expected: Option<u64> = resp.header("Content-Length").and_then(|v| v.trim().parse().ok());
@@ -205,7 +205,7 @@ fn part_path(dest: &Path) -> PathBuf {
 }
 
 /// Streams the first `len` bytes of `src` to a presigned PUT `url`.
-pub fn upload(agent: &ureq::Agent, url: &str, src: &Path, len: u64, pb: &Progress) -> Result<(), Error> {
+pub(crate) fn upload(agent: &ureq::Agent, url: &str, src: &Path, len: u64, pb: &Progress) -> Result<(), Error> {
     let what = format!("uploading {}", src.display());
     let file = std::fs::File::open(src).map_err(Error::file("cannot open", src))?;
     let reader = Counting { inner: file.take(len), pb };
@@ -233,7 +233,7 @@ impl<R: Read> Read for Counting<'_, R> {
 
 /// One file of a batch download.
 #[derive(Debug, Clone)]
-pub struct Job {
+pub(crate) struct Job {
     /// What the file is, for messages (a key or a task uuid).
     pub name: String,
     pub url: String,
@@ -244,7 +244,7 @@ pub struct Job {
 /// Refuses a batch in which two jobs would write the same local file (e.g. keys `a/x.txt`
 /// and `b/x.txt` both saved as `x.txt`): one would silently overwrite the other while both
 /// were reported downloaded. Checked before anything is downloaded.
-pub fn check_distinct_destinations(jobs: &[Job]) -> Result<(), Error> {
+pub(crate) fn check_distinct_destinations(jobs: &[Job]) -> Result<(), Error> {
     let mut seen: std::collections::HashMap<&Path, &str> = std::collections::HashMap::new();
     let mut clashes = Vec::new();
     for j in jobs {
@@ -269,7 +269,7 @@ pub fn check_distinct_destinations(jobs: &[Job]) -> Result<(), Error> {
 
 /// Downloads every job with `concurrent` threads and one bar for the whole batch; every job
 /// is tried, and each gets its result.
-pub fn download_many(
+pub(crate) fn download_many(
     agent: &ureq::Agent,
     jobs: Vec<Job>,
     concurrent: usize,

@@ -4,7 +4,7 @@
 use super::args::{Args, Command, Group, Spec};
 use super::http::Http;
 use super::output::print_json;
-use super::{Error, Flow, Res, Session};
+use super::{CommandResult, Error, Flow, Session};
 use crate::api::{self, GroupsQueryResp, UserChangePasswordReq, UserChangePasswordResp, UserLoginReq, UserLoginResp};
 use crate::config::ClientConfig;
 use crate::credentials;
@@ -12,7 +12,7 @@ use crate::opts::OptSpec;
 use std::io::IsTerminal;
 
 /// Makes sure of a valid token: the cached one if `GET /auth` accepts it, else a login.
-pub fn setup(cfg: ClientConfig, tls: &crate::tls::Tls, json: bool) -> Result<Session, Error> {
+pub(super) fn setup(cfg: ClientConfig, tls: &crate::tls::Tls, json: bool) -> Result<Session, Error> {
     let mut http = Http::new(&cfg.coordinator_addr, tls);
     // The user of a stale cached token is who logs in when -u is not given.
     let mut cached_user = None;
@@ -46,7 +46,7 @@ pub fn setup(cfg: ClientConfig, tls: &crate::tls::Tls, json: bool) -> Result<Ses
 }
 
 /// A session that never talks to anyone, for printing help.
-pub fn offline_session() -> Session {
+pub(super) fn offline_session() -> Session {
     let cfg = ClientConfig {
         coordinator_addr: "http://127.0.0.1:5000".into(),
         credential_path: std::path::PathBuf::from("/dev/null"),
@@ -81,7 +81,7 @@ fn store(cfg: &ClientConfig, user: &str, token: &str) {
     }
 }
 
-pub fn stdin_is_tty_pub() -> bool {
+pub(super) fn stdin_is_tty_pub() -> bool {
     stdin_is_tty()
 }
 
@@ -113,7 +113,7 @@ fn prompt_password(label: &str, cfg: &ClientConfig, _user: &str) -> Result<Strin
 }
 
 /// Prompts on stderr and reads one line from the terminal, without echo for secrets.
-pub fn ask(label: &str, secret: bool) -> Result<String, Error> {
+pub(super) fn ask(label: &str, secret: bool) -> Result<String, Error> {
     if !stdin_is_tty() {
         return Err(Error::Failed(format!(
             "`{}` must be given as an argument when stdin is not a terminal",
@@ -132,7 +132,7 @@ pub fn ask(label: &str, secret: bool) -> Result<String, Error> {
 }
 
 /// An argument, or asked for on the terminal.
-pub fn arg_or_ask(v: Option<&String>, label: &str, secret: bool) -> Result<String, Error> {
+pub(super) fn arg_or_ask(v: Option<&String>, label: &str, secret: bool) -> Result<String, Error> {
     match v {
         Some(v) => Ok(v.clone()),
         None => ask(label, secret),
@@ -146,7 +146,7 @@ pub(super) const AUTH: Spec = Spec {
     flags: &[],
 };
 
-pub fn auth(s: &mut Session, a: &Args) -> Res {
+pub(super) fn auth(s: &mut Session, a: &Args) -> CommandResult {
     a.exact(&[])?;
     let name = s.http.get("/auth")?.body.trim().to_string();
     if s.json(a) {
@@ -164,7 +164,7 @@ pub(super) const LOGIN: Spec = Spec {
     flags: &[OptSpec::flag("retain", None, "Keep this user's other sessions signed in")],
 };
 
-pub fn login(s: &mut Session, a: &Args) -> Res {
+pub(super) fn login(s: &mut Session, a: &Args) -> CommandResult {
     let pos = a.at_most(2)?;
     let user = match pos.first() {
         Some(u) => u.clone(),
@@ -205,11 +205,11 @@ const CHANGE_PASSWORD: Spec = Spec {
 const MY_GROUPS: Spec =
     Spec { name: "users groups", usage: "", about: "List the groups you are in, with your role", flags: &[] };
 
-pub fn run(s: &mut Session, words: &[String]) -> Res {
+pub(super) fn run(s: &mut Session, words: &[String]) -> CommandResult {
     USERS.run(s, words)
 }
 
-fn change_password(s: &mut Session, a: &Args) -> Res {
+fn change_password(s: &mut Session, a: &Args) -> CommandResult {
     let pos = a.at_most(2)?;
     let old = arg_or_ask(pos.first(), "Current password: ", true)?;
     let new = arg_or_ask(pos.get(1), "New password: ", true)?;
@@ -231,7 +231,7 @@ fn change_password(s: &mut Session, a: &Args) -> Res {
     Ok(Flow::Continue)
 }
 
-fn my_groups(s: &mut Session, a: &Args) -> Res {
+fn my_groups(s: &mut Session, a: &Args) -> CommandResult {
     a.exact(&[])?;
     let r = s.http.get("/users/groups")?;
     if s.json(a) {

@@ -2,19 +2,19 @@
 
 use super::args::{Args, Command, Group, Spec};
 use super::output::{list, opt, print_json, ts};
-use super::task_args::{uuid_arg, uuid_list};
-use super::{Error, Flow, Res, Session};
+use super::task_args::{uuid_arg, uuid_list, FILTER_LABELS, FILTER_TAGS};
+use super::{CommandResult, Error, Flow, Session};
 use crate::api::*;
 use crate::opts::OptSpec;
 use std::collections::{BTreeMap, BTreeSet};
 
 const FORCE: OptSpec =
     OptSpec::flag("force", Some('f'), "Stop at once (the running task is requeued) instead of after the current task");
-const GROUP: OptSpec = OptSpec::opt("group", Some('g'), "GROUP_NAME", "The group (default: your own)");
+/// The group whose workers a filter means (not `task_args::FILTER_GROUP`: workers are not in a group, groups
+/// have roles on them).
+const FILTER_GROUP: OptSpec = OptSpec::opt("group", Some('g'), "GROUP_NAME", "The group (default: your own)");
 const ROLES: OptSpec =
     OptSpec::opt("roles", Some('r'), "ROLES", "The group's roles on the worker: read, write, admin (comma-separated)");
-const TAGS: OptSpec = OptSpec::opt("tags", Some('t'), "TAGS", "Having all these tags");
-const LABELS: OptSpec = OptSpec::opt("labels", Some('l'), "LABELS", "Having all these labels");
 const CREATOR: OptSpec = OptSpec::opt("creator", None, "USERNAME", "Registered by this user");
 
 const GET: Spec = Spec { name: "workers get", usage: "<UUID>", about: "Show a worker", flags: &[] };
@@ -23,10 +23,10 @@ const QUERY: Spec = Spec {
     usage: "",
     about: "Find the workers a group has a role on",
     flags: &[
-        GROUP,
+        FILTER_GROUP,
         ROLES,
-        TAGS,
-        LABELS,
+        FILTER_TAGS,
+        FILTER_LABELS,
         CREATOR,
         OptSpec::flag("verbose", Some('v'), "Show every field"),
         OptSpec::flag("count", None, "Only count"),
@@ -42,7 +42,7 @@ const CANCEL_MANY: Spec = Spec {
     name: "workers cancel-many",
     usage: "",
     about: "Stop the workers that match a filter (those the group administers)",
-    flags: &[GROUP, ROLES, TAGS, LABELS, CREATOR, FORCE],
+    flags: &[FILTER_GROUP, ROLES, FILTER_TAGS, FILTER_LABELS, CREATOR, FORCE],
 };
 const CANCEL_LIST: Spec =
     Spec { name: "workers cancel-list", usage: "<UUID,...>", about: "Stop the listed workers", flags: &[FORCE] };
@@ -78,7 +78,7 @@ const WORKERS: Group = Group {
     aliases: &[],
 };
 
-pub fn run(s: &mut Session, words: &[String]) -> Res {
+pub(super) fn run(s: &mut Session, words: &[String]) -> CommandResult {
     WORKERS.run(s, words)
 }
 
@@ -90,7 +90,7 @@ fn shutdown_op(a: &Args) -> WorkerShutdownOp {
     }
 }
 
-fn cancel(s: &mut Session, a: &Args) -> Res {
+fn cancel(s: &mut Session, a: &Args) -> CommandResult {
     let pos = a.exact(&["UUID"])?;
     let uuid = uuid_arg(a, &pos[0])?;
     s.http.delete(&format!("/workers/{uuid}?op={}", shutdown_op(a).as_str().to_ascii_lowercase()))?;
@@ -100,7 +100,7 @@ fn cancel(s: &mut Session, a: &Args) -> Res {
     Ok(Flow::Continue)
 }
 
-fn cancel_many(s: &mut Session, a: &Args) -> Res {
+fn cancel_many(s: &mut Session, a: &Args) -> CommandResult {
     a.exact(&[])?;
     let req = WorkersShutdownByFilterReq {
         group_name: Some(group(s, a)),
@@ -120,7 +120,7 @@ fn cancel_many(s: &mut Session, a: &Args) -> Res {
     Ok(Flow::Continue)
 }
 
-fn cancel_list(s: &mut Session, a: &Args) -> Res {
+fn cancel_list(s: &mut Session, a: &Args) -> CommandResult {
     let uuids = uuid_list(a)?;
     let r = s.http.post("/workers/shutdown/list", &WorkersShutdownByUuidsReq { uuids, op: shutdown_op(a) })?;
     if s.json(a) {
@@ -137,7 +137,7 @@ fn cancel_list(s: &mut Session, a: &Args) -> Res {
 }
 
 /// `update-tags` (tags true) and `update-labels`: the same replacement on two fields.
-fn replace_tags_or_labels(s: &mut Session, a: &Args, tags: bool) -> Res {
+fn replace_tags_or_labels(s: &mut Session, a: &Args, tags: bool) -> CommandResult {
     let (uuid, items) = uuid_and_items(a, if tags { "TAG" } else { "LABEL" })?;
     let set: BTreeSet<String> = items.into_iter().collect();
     if tags {
@@ -152,7 +152,7 @@ fn replace_tags_or_labels(s: &mut Session, a: &Args, tags: bool) -> Res {
     Ok(Flow::Continue)
 }
 
-fn update_roles(s: &mut Session, a: &Args) -> Res {
+fn update_roles(s: &mut Session, a: &Args) -> CommandResult {
     let (uuid, items) = uuid_and_items(a, "GROUP:ROLE")?;
     let mut relations = BTreeMap::new();
     for item in &items {
@@ -172,7 +172,7 @@ fn update_roles(s: &mut Session, a: &Args) -> Res {
     Ok(Flow::Continue)
 }
 
-fn remove_roles(s: &mut Session, a: &Args) -> Res {
+fn remove_roles(s: &mut Session, a: &Args) -> CommandResult {
     let (uuid, items) = uuid_and_items(a, "GROUP")?;
     let query: Vec<String> = items.iter().map(|g| format!("groups={}", super::http::enc(g, false))).collect();
     s.http.delete(&format!("/workers/{uuid}/groups?{}", query.join("&")))?;
@@ -212,7 +212,7 @@ fn uuid_and_items(a: &Args, what: &str) -> Result<(uuid::Uuid, Vec<String>), Err
     Ok((uuid, pos[1..].to_vec()))
 }
 
-fn get(s: &mut Session, a: &Args) -> Res {
+fn get(s: &mut Session, a: &Args) -> CommandResult {
     let pos = a.exact(&["UUID"])?;
     let uuid = uuid_arg(a, &pos[0])?;
     let r = s.http.get(&format!("/workers/{uuid}"))?;
@@ -237,7 +237,7 @@ fn show(w: &WorkerQueryInfo) {
     println!("  Assigned task: {}", opt(&w.assigned_task_id));
 }
 
-fn query(s: &mut Session, a: &Args) -> Res {
+fn query(s: &mut Session, a: &Args) -> CommandResult {
     a.exact(&[])?;
     let req = WorkersQueryReq {
         group_name: Some(group(s, a)),

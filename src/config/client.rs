@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 /// The client's settings (`[client]`), with mitosis' defaults.
 #[derive(Debug, Clone)]
-pub struct ClientConfig {
+pub(crate) struct ClientConfig {
     /// The coordinator's base URL, scheme included.
     pub coordinator_addr: String,
     /// Where cached tokens live (`username:token` lines).
@@ -20,11 +20,11 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     /// Every key of `[client]`.
-    pub const KEYS: &'static [&'static str] =
+    pub(crate) const KEYS: &'static [&'static str] =
         &["coordinator_addr", "credential_path", "user", "password", "retain", "ca_file"];
 
     /// Builds the settings from merged layers, applying defaults and checking every value.
-    pub fn from_layers(l: &Layers) -> Result<Self, ConfigError> {
+    pub(crate) fn from_layers(l: &Layers) -> Result<Self, ConfigError> {
         let addr = l.string("coordinator_addr")?.unwrap_or_else(|| DEFAULT_COORDINATOR_ADDR.into());
         let addr = addr.trim().trim_end_matches('/').to_string();
         if !(addr.starts_with("http://") || addr.starts_with("https://")) || addr.len() <= "https://".len() {

@@ -6,22 +6,22 @@ use std::time::Duration;
 
 // The defaults `mito coordinator --help` quotes, written only here; durations are in
 // humantime's words so the help can show them as they are.
-pub const DEFAULT_BIND: &str = "127.0.0.1:5000";
-pub const DEFAULT_DB_URL: &str = "postgres://mitosis:mitosis@localhost/mitosis";
-pub const DEFAULT_S3_REGION: &str = "mitosis";
-pub const DEFAULT_ARTIFACTS_BUCKET: &str = "mitosis-artifacts";
-pub const DEFAULT_ATTACHMENTS_BUCKET: &str = "mitosis-attachments";
-pub const DEFAULT_ADMIN_USER: &str = "mitosis_admin";
-pub const DEFAULT_ADMIN_PASSWORD: &str = "mitosis_admin";
-pub const DEFAULT_ACCESS_TOKEN_PRIVATE_PATH: &str = "private.pem";
-pub const DEFAULT_ACCESS_TOKEN_PUBLIC_PATH: &str = "public.pem";
-pub const DEFAULT_ACCESS_TOKEN_EXPIRES_IN: &str = "7 days";
-pub const DEFAULT_HEARTBEAT_TIMEOUT: &str = "600 seconds";
-pub const DEFAULT_CLAIM_LEASE: &str = "10s";
+pub(crate) const DEFAULT_BIND: &str = "127.0.0.1:5000";
+pub(crate) const DEFAULT_DB_URL: &str = "postgres://mitosis:mitosis@localhost/mitosis";
+pub(crate) const DEFAULT_S3_REGION: &str = "mitosis";
+pub(crate) const DEFAULT_ARTIFACTS_BUCKET: &str = "mitosis-artifacts";
+pub(crate) const DEFAULT_ATTACHMENTS_BUCKET: &str = "mitosis-attachments";
+pub(crate) const DEFAULT_ADMIN_USER: &str = "mitosis_admin";
+pub(crate) const DEFAULT_ADMIN_PASSWORD: &str = "mitosis_admin";
+pub(crate) const DEFAULT_ACCESS_TOKEN_PRIVATE_PATH: &str = "private.pem";
+pub(crate) const DEFAULT_ACCESS_TOKEN_PUBLIC_PATH: &str = "public.pem";
+pub(crate) const DEFAULT_ACCESS_TOKEN_EXPIRES_IN: &str = "7 days";
+pub(crate) const DEFAULT_HEARTBEAT_TIMEOUT: &str = "600 seconds";
+pub(crate) const DEFAULT_CLAIM_LEASE: &str = "10s";
 
 /// The coordinator's settings (`[coordinator]`), with mitosis' defaults.
 #[derive(Debug, Clone)]
-pub struct CoordinatorConfig {
+pub(crate) struct CoordinatorConfig {
     pub bind: std::net::SocketAddr,
     pub db_url: String,
     /// None: the embedded local object store under `data_dir`.
@@ -93,7 +93,7 @@ const MAX_BODY_MEMORY: usize = 64 << 30;
 
 impl CoordinatorConfig {
     /// Every key of `[coordinator]`.
-    pub const KEYS: &'static [&'static str] = &[
+    pub(crate) const KEYS: &'static [&'static str] = &[
         "bind",
         "db_url",
         "s3_url",
@@ -134,7 +134,7 @@ impl CoordinatorConfig {
     ];
 
     /// Builds the settings from merged layers, applying defaults and checking every value.
-    pub fn from_layers(l: &Layers) -> Result<Self, ConfigError> {
+    pub(crate) fn from_layers(l: &Layers) -> Result<Self, ConfigError> {
         let string =
             |k: &str, d: &str| -> Result<String, ConfigError> { Ok(l.string(k)?.unwrap_or_else(|| d.to_string())) };
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
@@ -193,6 +193,14 @@ impl CoordinatorConfig {
             metrics_token: l.string("metrics_token")?,
             metrics_token_file: l.path("metrics_token_file")?,
         };
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// Checks the values that each key's parser alone cannot: ranges, and keys that
+    /// depend on one another.
+    fn check(&self) -> Result<(), ConfigError> {
+        let cfg = self;
         if cfg.metrics_token.is_some() && cfg.metrics_token_file.is_some() {
             return Err(ConfigError::invalid(
                 "metrics_token",
@@ -254,16 +262,16 @@ impl CoordinatorConfig {
             }
             crate::api::time::check_max(key, d).map_err(|e| ConfigError::invalid(key, e))?;
         }
-        Ok(cfg)
+        Ok(())
     }
 }
 
 /// Shortest metrics token accepted: a guessable one would open the metrics to anyone.
-pub const MIN_METRICS_TOKEN: usize = 16;
+pub(crate) const MIN_METRICS_TOKEN: usize = 16;
 
 /// Why a metrics token is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MetricsTokenError {
+pub(crate) enum MetricsTokenError {
     /// Its length in bytes, outside `MIN_METRICS_TOKEN..=4096`.
     Length(usize),
     /// It holds spaces, control characters or non-ASCII.
@@ -284,7 +292,7 @@ impl std::fmt::Display for MetricsTokenError {
 impl std::error::Error for MetricsTokenError {}
 
 /// A metrics token must be long enough not to be guessed and fit in a header.
-pub fn check_metrics_token(t: &str) -> Result<(), MetricsTokenError> {
+pub(crate) fn check_metrics_token(t: &str) -> Result<(), MetricsTokenError> {
     if t.len() < MIN_METRICS_TOKEN || t.len() > 4096 {
         return Err(MetricsTokenError::Length(t.len()));
     }

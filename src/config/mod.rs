@@ -5,7 +5,7 @@
 //! the `--config` file (which must exist) or else `./config.toml` if present ←
 //! `MITO_<KEY>` environment variables ← command-line flags.
 //!
-//! ```no_run
+//! ```ignore
 //! # use mito::config::{Layers, CliValue};
 //! let layers = Layers::load("coordinator", &["bind"], None, vec![]).unwrap();
 //! let bind: Option<String> = layers.string("bind").unwrap();
@@ -20,13 +20,13 @@
 //! constant there, and the help text is built from it with `concat_str!`, so the two
 //! cannot drift apart.
 
-pub mod client;
-pub mod coordinator;
-pub mod worker;
+pub(crate) mod client;
+pub(crate) mod coordinator;
+pub(crate) mod worker;
 
-pub use client::ClientConfig;
-pub use coordinator::CoordinatorConfig;
-pub use worker::{check_base_url, WorkerConfig};
+pub(crate) use client::ClientConfig;
+pub(crate) use coordinator::CoordinatorConfig;
+pub(crate) use worker::WorkerConfig;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -81,7 +81,7 @@ pub(crate) const fn join<const N: usize>(parts: &[&str]) -> [u8; N] {
 
 /// Where a configuration value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     File(PathBuf),
     Env(String),
     Cli(String),
@@ -99,7 +99,7 @@ impl fmt::Display for Source {
 
 /// A configuration problem, with a message meant for the person who wrote the config.
 #[derive(Debug)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     /// `--config` names a file that does not exist.
     MissingFile(PathBuf),
     /// A config file exists but cannot be read.
@@ -118,7 +118,7 @@ pub enum ConfigError {
 
 impl ConfigError {
     /// An invalid value for `key`, without saying where it came from.
-    pub fn invalid(key: &str, reason: impl fmt::Display) -> Self {
+    pub(crate) fn invalid(key: &str, reason: impl fmt::Display) -> Self {
         ConfigError::Invalid { key: key.to_string(), from: None, reason: reason.to_string() }
     }
 }
@@ -164,7 +164,7 @@ impl std::error::Error for ConfigError {
 
 /// One value given on the command line: the config key it sets, the flag as typed, the value.
 #[derive(Debug, Clone)]
-pub struct CliValue {
+pub(crate) struct CliValue {
     pub key: &'static str,
     pub flag: String,
     pub value: toml::Value,
@@ -178,7 +178,7 @@ struct Entry {
 
 /// The merged layers of one role's configuration.
 #[derive(Debug, Clone, Default)]
-pub struct Layers {
+pub(crate) struct Layers {
     entries: BTreeMap<String, Entry>,
     /// Things worth a warning once logging is up (unknown keys and the like).
     pub warnings: Vec<String>,
@@ -188,20 +188,20 @@ pub struct Layers {
 
 /// The coordinator URL that worker, client and bench use when none is given: the
 /// coordinator's own default bind address.
-pub const DEFAULT_COORDINATOR_ADDR: &str = concat_str!("http://", coordinator::DEFAULT_BIND);
+pub(crate) const DEFAULT_COORDINATOR_ADDR: &str = concat_str!("http://", coordinator::DEFAULT_BIND);
 
 /// `$XDG_CONFIG_HOME` or `~/.config`.
-pub fn config_dir() -> Option<PathBuf> {
+pub(crate) fn config_dir() -> Option<PathBuf> {
     xdg_dir("XDG_CONFIG_HOME", ".config")
 }
 
 /// `$XDG_CACHE_HOME` or `~/.cache`.
-pub fn cache_dir() -> Option<PathBuf> {
+pub(crate) fn cache_dir() -> Option<PathBuf> {
     xdg_dir("XDG_CACHE_HOME", ".cache")
 }
 
 /// `$XDG_DATA_HOME` or `~/.local/share`.
-pub fn data_dir() -> Option<PathBuf> {
+pub(crate) fn data_dir() -> Option<PathBuf> {
     xdg_dir("XDG_DATA_HOME", ".local/share")
 }
 
@@ -214,7 +214,7 @@ fn xdg_dir(var: &str, fallback: &str) -> Option<PathBuf> {
 
 impl Layers {
     /// Reads every layer for `role`, considering only `keys`.
-    pub fn load(
+    pub(crate) fn load(
         role: &str,
         keys: &[&str],
         config_flag: Option<&Path>,
@@ -280,7 +280,7 @@ impl Layers {
     }
 
     /// Where `key` was set, if anywhere.
-    pub fn source(&self, key: &str) -> Option<&Source> {
+    pub(crate) fn source(&self, key: &str) -> Option<&Source> {
         self.entries.get(key).map(|e| &e.source)
     }
 
@@ -299,17 +299,17 @@ impl Layers {
     }
 
     /// A string value.
-    pub fn string(&self, key: &str) -> Result<Option<String>, ConfigError> {
+    pub(crate) fn string(&self, key: &str) -> Result<Option<String>, ConfigError> {
         self.typed(key, "a string", |v| v.as_str().map(str::to_string))
     }
 
     /// A value parsed with `FromStr`; `expected` describes the format for error messages.
-    pub fn parsed<T: FromStr>(&self, key: &str, expected: &str) -> Result<Option<T>, ConfigError> {
+    pub(crate) fn parsed<T: FromStr>(&self, key: &str, expected: &str) -> Result<Option<T>, ConfigError> {
         self.typed(key, expected, |v| v.as_str().and_then(|s| s.trim().parse().ok()))
     }
 
     /// A positive integer, from a TOML integer or a string.
-    pub fn count(&self, key: &str) -> Result<Option<usize>, ConfigError> {
+    pub(crate) fn count(&self, key: &str) -> Result<Option<usize>, ConfigError> {
         self.typed(key, "a positive whole number", |v| match v {
             toml::Value::Integer(i) if *i > 0 => Some(*i as usize),
             toml::Value::String(s) => s.trim().parse().ok().filter(|n| *n > 0),
@@ -318,7 +318,7 @@ impl Layers {
     }
 
     /// A boolean: TOML true/false, or the strings true/false/1/0/yes/no.
-    pub fn bool(&self, key: &str) -> Result<Option<bool>, ConfigError> {
+    pub(crate) fn bool(&self, key: &str) -> Result<Option<bool>, ConfigError> {
         self.typed(key, "a boolean (true or false)", |v| match v {
             toml::Value::Boolean(b) => Some(*b),
             toml::Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
@@ -331,14 +331,14 @@ impl Layers {
     }
 
     /// A humantime duration such as "600s", "7d" or "1h 30m".
-    pub fn duration(&self, key: &str) -> Result<Option<Duration>, ConfigError> {
+    pub(crate) fn duration(&self, key: &str) -> Result<Option<Duration>, ConfigError> {
         self.typed(key, "a duration (for example \"600s\", \"5m\" or \"7d\")", |v| {
             v.as_str().and_then(|s| humantime::parse_duration(s.trim()).ok())
         })
     }
 
     /// A path; relative paths from a file resolve against that file's directory.
-    pub fn path(&self, key: &str) -> Result<Option<PathBuf>, ConfigError> {
+    pub(crate) fn path(&self, key: &str) -> Result<Option<PathBuf>, ConfigError> {
         let Some(p) = self.typed(key, "a path", |v| v.as_str().map(PathBuf::from))? else {
             return Ok(None);
         };
@@ -356,7 +356,7 @@ impl Layers {
     }
 
     /// A list: a TOML array of strings, or one comma-separated string.
-    pub fn list(&self, key: &str) -> Result<Option<Vec<String>>, ConfigError> {
+    pub(crate) fn list(&self, key: &str) -> Result<Option<Vec<String>>, ConfigError> {
         self.typed(key, "a list of strings", |v| match v {
             toml::Value::Array(a) => a.iter().map(|x| x.as_str().map(str::to_string)).collect(),
             toml::Value::String(s) => {
@@ -369,7 +369,7 @@ impl Layers {
 
 impl Layers {
     /// A list whose items may hold commas: a TOML array of strings, or one string taken whole.
-    pub fn entries(&self, key: &str) -> Result<Option<Vec<String>>, ConfigError> {
+    pub(crate) fn entries(&self, key: &str) -> Result<Option<Vec<String>>, ConfigError> {
         self.typed(key, "a list of strings", |v| match v {
             toml::Value::Array(a) => a.iter().map(|x| x.as_str().map(str::to_string)).collect(),
             toml::Value::String(s) => Some(vec![s.clone()]),
@@ -379,7 +379,7 @@ impl Layers {
 }
 
 /// `$XDG_CONFIG_HOME/mitosis/credentials` (or `~/.config/...`), shared by client and worker.
-pub fn default_credential_path() -> Option<PathBuf> {
+pub(crate) fn default_credential_path() -> Option<PathBuf> {
     config_dir().map(|d| d.join("mitosis").join("credentials"))
 }
 

@@ -5,12 +5,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 // The defaults `mito worker --help` quotes, written only here, in humantime's words.
-pub const DEFAULT_POLLING_INTERVAL: &str = "3m";
-pub const DEFAULT_HEARTBEAT_INTERVAL: &str = "5m";
+pub(crate) const DEFAULT_POLLING_INTERVAL: &str = "3m";
+pub(crate) const DEFAULT_HEARTBEAT_INTERVAL: &str = "5m";
 
 /// The worker's settings (`[worker]`), with mitosis' defaults.
 #[derive(Debug, Clone)]
-pub struct WorkerConfig {
+pub(crate) struct WorkerConfig {
     /// Base URL of the coordinator, without a trailing slash.
     pub coordinator_addr: String,
     /// Fallback fetch interval against a coordinator without long-poll.
@@ -47,7 +47,7 @@ pub struct WorkerConfig {
 
 impl WorkerConfig {
     /// Every key of `[worker]`.
-    pub const KEYS: &'static [&'static str] = &[
+    pub(crate) const KEYS: &'static [&'static str] = &[
         "coordinator_addr",
         "polling_interval",
         "heartbeat_interval",
@@ -71,7 +71,7 @@ impl WorkerConfig {
     ];
 
     /// Builds the settings from merged layers, applying defaults and checking every value.
-    pub fn from_layers(l: &Layers) -> Result<Self, ConfigError> {
+    pub(crate) fn from_layers(l: &Layers) -> Result<Self, ConfigError> {
         let addr = l.string("coordinator_addr")?.unwrap_or_else(|| DEFAULT_COORDINATOR_ADDR.into());
         let cfg = WorkerConfig {
             coordinator_addr: check_base_url(&addr, l.source("coordinator_addr"))?,
@@ -129,7 +129,7 @@ const MAX_ENV_LEN: usize = 32 * 1024;
 
 /// `NAME=VALUE` items: a name of letters, digits and `_` not starting with a digit; the value
 /// may be empty and may hold `=` and commas.
-pub fn parse_env(items: Vec<String>, source: Option<&Source>) -> Result<Vec<(String, String)>, ConfigError> {
+pub(crate) fn parse_env(items: Vec<String>, source: Option<&Source>) -> Result<Vec<(String, String)>, ConfigError> {
     let invalid = |reason: String| ConfigError::Invalid { key: "env".into(), from: source.cloned(), reason };
     if items.len() > MAX_ENV {
         return Err(invalid(format!("more than {MAX_ENV} settings")));
@@ -154,7 +154,7 @@ pub fn parse_env(items: Vec<String>, source: Option<&Source>) -> Result<Vec<(Str
 }
 
 /// Checks a coordinator address: an http(s) URL with a host; returns it without a trailing slash.
-pub fn check_base_url(addr: &str, source: Option<&Source>) -> Result<String, ConfigError> {
+pub(crate) fn check_base_url(addr: &str, source: Option<&Source>) -> Result<String, ConfigError> {
     let trimmed = addr.trim().trim_end_matches('/');
     let rest = trimmed.strip_prefix("http://").or_else(|| trimmed.strip_prefix("https://"));
     match rest {

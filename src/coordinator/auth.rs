@@ -5,7 +5,7 @@
 //! `kind` claim (`user` or `worker`), which keeps a user named like a worker's uuid from
 //! acting as that worker:
 //!
-//! ```no_run
+//! ```ignore
 //! # use mito::coordinator::auth::Keys;
 //! # use std::time::Duration;
 //! let keys = Keys::load("private.pem".as_ref(), "public.pem".as_ref()).unwrap();
@@ -33,7 +33,7 @@ const LEEWAY_SECS: u64 = 60;
 
 /// The token claims, in the peer's order, then `kind`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Claims {
+pub(crate) struct Claims {
     pub sub: String,
     pub exp: u64,
     pub sign: i64,
@@ -45,7 +45,7 @@ pub struct Claims {
 /// Whom a token speaks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum TokenKind {
+pub(crate) enum TokenKind {
     User,
     Worker,
 }
@@ -54,7 +54,7 @@ impl Claims {
     /// The token's kind. A token from before the `kind` claim is told apart by `sign`,
     /// unambiguously: worker tokens always carried 0, user tokens the user's signature,
     /// which is never 0 (see [`new_signature`]).
-    pub fn kind(&self) -> TokenKind {
+    pub(crate) fn kind(&self) -> TokenKind {
         match self.kind {
             Some(k) => k,
             None if self.sign == 0 => TokenKind::Worker,
@@ -156,28 +156,28 @@ impl Keys {
 
     /// A secret derived from the signing key and `purpose`: the same on every replica that
     /// shares the key, unguessable without it (Ed25519 signatures are deterministic).
-    pub fn derive_secret(&self, purpose: &str) -> String {
+    pub(crate) fn derive_secret(&self, purpose: &str) -> String {
         let sig = self.secret.sign(format!("mito derived secret: {purpose}").as_bytes(), None);
         sig.as_ref()[..24].iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// An Ed25519 signature of `msg` (the local object store signs its URLs with it).
-    pub fn sign_bytes(&self, msg: &[u8]) -> [u8; 64] {
+    pub(crate) fn sign_bytes(&self, msg: &[u8]) -> [u8; 64] {
         *self.secret.sign(msg, None)
     }
 
     /// Whether `sig` is our signature of `msg`.
-    pub fn verify_bytes(&self, msg: &[u8], sig: &[u8]) -> bool {
+    pub(crate) fn verify_bytes(&self, msg: &[u8], sig: &[u8]) -> bool {
         Signature::from_slice(sig).is_ok_and(|s| self.public.verify(msg, &s).is_ok())
     }
 
     /// Issues a user token for `sub`, valid for `ttl`, carrying signature `sign`.
-    pub fn issue(&self, sub: &str, ttl: Duration, sign: i64) -> String {
+    pub(crate) fn issue(&self, sub: &str, ttl: Duration, sign: i64) -> String {
         self.issue_as(TokenKind::User, sub, ttl, sign)
     }
 
     /// Issues a worker token for the worker `uuid`, valid for `ttl`.
-    pub fn issue_worker(&self, uuid: uuid::Uuid, ttl: Duration) -> String {
+    pub(crate) fn issue_worker(&self, uuid: uuid::Uuid, ttl: Duration) -> String {
         self.issue_as(TokenKind::Worker, &uuid.to_string(), ttl, 0)
     }
 
@@ -193,7 +193,7 @@ impl Keys {
     }
 
     /// Checks signature and expiry (with 60 s leeway); any failure is `InvalidToken`.
-    pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+    pub(crate) fn verify(&self, token: &str) -> Result<Claims, ApiError> {
         let bad = |_| ApiError::InvalidToken;
         let jwt = Base64::decode_to_vec(token.trim(), None).map_err(bad)?;
         let jwt = std::str::from_utf8(&jwt).map_err(|_| ApiError::InvalidToken)?;
@@ -223,7 +223,7 @@ impl Keys {
 /// Ed25519 verification (it was ~15% of the coordinator's CPU under load). Only the
 /// signature check is remembered: expiry is checked on every use, and revocation is the
 /// database's business as before.
-pub struct TokenCache {
+pub(crate) struct TokenCache {
     verified: std::sync::Mutex<std::collections::HashMap<String, Claims>>,
 }
 
@@ -239,7 +239,7 @@ impl Default for TokenCache {
 
 impl TokenCache {
     /// [`Keys::verify`], remembering tokens that pass.
-    pub fn verify(&self, keys: &Keys, token: &str) -> Result<Claims, ApiError> {
+    pub(crate) fn verify(&self, keys: &Keys, token: &str) -> Result<Claims, ApiError> {
         let hit = self.verified.lock().ok().and_then(|m| m.get(token).cloned());
         let claims = match hit {
             Some(c) => c,
@@ -262,13 +262,13 @@ impl TokenCache {
 }
 
 /// A random signature in 1..=2^32, so a fresh one never equals the "none yet" state.
-pub fn new_signature() -> i64 {
+pub(crate) fn new_signature() -> i64 {
     let (a, _) = uuid::Uuid::new_v4().as_u64_pair();
     1 + i64::from(a as u32)
 }
 
 /// The argon2id hash (PHC string) of an md5 password digest.
-pub fn hash_password(md5: &Md5Password) -> Result<String, ApiError> {
+pub(crate) fn hash_password(md5: &Md5Password) -> Result<String, ApiError> {
     let salt = SaltString::encode_b64(uuid::Uuid::new_v4().as_bytes())
         .map_err(|e| ApiError::Internal(format!("salt: {e}")))?;
     let hash = Argon2::default()
@@ -280,7 +280,7 @@ pub fn hash_password(md5: &Md5Password) -> Result<String, ApiError> {
 }
 
 /// Whether `md5` matches the stored hash.
-pub fn verify_password(stored: &str, md5: &Md5Password) -> bool {
+pub(crate) fn verify_password(stored: &str, md5: &Md5Password) -> bool {
     let ok = match PasswordHash::new(stored) {
         Ok(h) => Argon2::default().verify_password(md5, &h).is_ok(),
         Err(_) => false,
@@ -293,7 +293,7 @@ pub fn verify_password(stored: &str, md5: &Md5Password) -> bool {
 /// A hash of no one's password, with the parameters of real ones: checking a login for an
 /// unknown user against it costs what checking a real user's does, so the answer's timing
 /// does not tell whether the user exists.
-pub fn dummy_hash() -> &'static str {
+pub(crate) fn dummy_hash() -> &'static str {
     static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     DUMMY.get_or_init(|| {
         let random: [u8; 16] = *uuid::Uuid::new_v4().as_bytes();
@@ -303,7 +303,7 @@ pub fn dummy_hash() -> &'static str {
 
 /// Whether `md5` matches `stored`; without a stored hash (no such user) the same work is
 /// done against [`dummy_hash`] and the answer is false.
-pub fn verify_password_timed(stored: Option<&str>, md5: &Md5Password) -> bool {
+pub(crate) fn verify_password_timed(stored: Option<&str>, md5: &Md5Password) -> bool {
     match stored {
         Some(h) => verify_password(h, md5),
         None => {
@@ -314,7 +314,7 @@ pub fn verify_password_timed(stored: Option<&str>, md5: &Md5Password) -> bool {
 }
 
 /// The bearer token of a request: 400 when the header is missing or not `Bearer`.
-pub fn bearer(call: &Call) -> Result<String, ApiError> {
+pub(crate) fn bearer(call: &Call) -> Result<String, ApiError> {
     let value = call.header("Authorization").ok_or(ApiError::MissingAuthHeader)?;
     let value = value.trim();
     if value.eq_ignore_ascii_case("bearer") {
@@ -330,13 +330,13 @@ pub fn bearer(call: &Call) -> Result<String, ApiError> {
 
 /// Compares secrets without an early exit, so the time taken tells nothing of where they
 /// differ (only whether their lengths do).
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A signed-in user.
 #[derive(Debug, Clone)]
-pub struct AuthUser {
+pub(crate) struct AuthUser {
     pub id: i64,
     pub username: String,
     pub admin: bool,
@@ -344,7 +344,7 @@ pub struct AuthUser {
 
 /// A token past its expiry (within the leeway [`Keys::verify`] grants) is refused as
 /// wrong credentials, which tells a client to sign in again.
-pub fn unexpired(claims: &Claims) -> Result<(), ApiError> {
+pub(crate) fn unexpired(claims: &Claims) -> Result<(), ApiError> {
     if claims.exp < now_secs() {
         return Err(ApiError::WrongCredentials);
     }
@@ -353,7 +353,11 @@ pub fn unexpired(claims: &Claims) -> Result<(), ApiError> {
 
 /// Checks a user token against the database: the user exists, is Active, and the token's
 /// signature is current (otherwise it was revoked by a login or a password change).
-pub fn authenticate_user(db: &mut super::db::Conn, claims: &Claims, need_admin: bool) -> Result<AuthUser, ApiError> {
+pub(crate) fn authenticate_user(
+    db: &mut super::db::Conn,
+    claims: &Claims,
+    need_admin: bool,
+) -> Result<AuthUser, ApiError> {
     unexpired(claims)?;
     if claims.kind() != TokenKind::User {
         return Err(ApiError::WrongCredentials);
@@ -469,10 +473,9 @@ mod tests {
 
 /// A registered worker, identified by its token.
 #[derive(Debug, Clone)]
-pub struct AuthWorker {
+pub(crate) struct AuthWorker {
     pub id: i64,
     pub uuid: uuid::Uuid,
-    pub state: crate::api::WorkerState,
 }
 
 /// A worker token whose signature and expiry checked out, before the database confirms the
@@ -480,12 +483,12 @@ pub struct AuthWorker {
 /// statement that does their work, saving a round trip per request; the others call
 /// [`authenticate_worker`].
 #[derive(Debug, Clone, Copy)]
-pub struct WorkerToken {
+pub(crate) struct WorkerToken {
     pub uuid: uuid::Uuid,
 }
 
 impl WorkerToken {
-    pub fn from_claims(claims: &Claims) -> Result<WorkerToken, ApiError> {
+    pub(crate) fn from_claims(claims: &Claims) -> Result<WorkerToken, ApiError> {
         if claims.kind() != TokenKind::Worker {
             return Err(ApiError::WrongCredentials);
         }
@@ -500,12 +503,8 @@ impl WorkerToken {
 
 /// Checks that a worker token's worker still exists (removed workers get 401, which tells
 /// them to exit).
-pub fn authenticate_worker(db: &mut super::db::Conn, token: WorkerToken) -> Result<AuthWorker, ApiError> {
-    let st = db.prepared("SELECT id, state FROM workers WHERE worker_id = $1")?;
+pub(crate) fn authenticate_worker(db: &mut super::db::Conn, token: WorkerToken) -> Result<AuthWorker, ApiError> {
+    let st = db.prepared("SELECT id FROM workers WHERE worker_id = $1")?;
     let row = db.query_opt(&st, &[&token.uuid])?.ok_or(ApiError::WrongCredentials)?;
-    Ok(AuthWorker {
-        id: row.get("id"),
-        uuid: token.uuid,
-        state: crate::api::WorkerState::from_code(row.get("state")).unwrap_or(crate::api::WorkerState::Normal),
-    })
+    Ok(AuthWorker { id: row.get("id"), uuid: token.uuid })
 }

@@ -13,7 +13,7 @@ use crate::api::UserGroupRole;
 
 /// The caller's role in `group`, with the group's id; None if the group does not exist or
 /// the caller is not a member.
-pub fn group_role(
+pub(crate) fn group_role(
     db: &mut impl postgres::GenericClient,
     user: &AuthUser,
     group: &str,
@@ -27,7 +27,7 @@ pub fn group_role(
 }
 
 /// Requires at least role `min` in `group`; returns the group's id and the caller's role.
-pub fn authorize_group(
+pub(crate) fn authorize_group(
     db: &mut impl postgres::GenericClient,
     user: &AuthUser,
     group: &str,
@@ -45,7 +45,7 @@ pub fn authorize_group(
 /// Requires that the caller may act on worker `uuid`: the caller has at least `min_user` in
 /// some group that has at least `min_group` on the worker. Returns the worker's row id.
 /// A worker the caller shares no group with is "not found", as if it did not exist.
-pub fn authorize_worker(
+pub(crate) fn authorize_worker(
     db: &mut impl postgres::GenericClient,
     user: &AuthUser,
     uuid: uuid::Uuid,
@@ -76,7 +76,7 @@ pub fn authorize_worker(
 }
 
 /// The caller's role in the group with row id `group_id`, if a member.
-pub fn role_in(
+pub(crate) fn role_in(
     db: &mut impl postgres::GenericClient,
     user: &AuthUser,
     group_id: i64,
@@ -88,7 +88,7 @@ pub fn role_in(
 
 /// Requires at least `min` in the task's group. A caller outside the group is told the
 /// task does not exist, exactly as for a task that does not.
-pub fn authorize_task(
+pub(crate) fn authorize_task(
     db: &mut impl postgres::GenericClient,
     user: &AuthUser,
     group_id: i64,
@@ -110,7 +110,7 @@ pub fn authorize_task(
 /// a worker to a group goes through here. A group that does not exist is refused exactly
 /// like one the caller is not in, so names cannot be probed. Returns the groups' ids, in
 /// the order of `names`.
-pub fn authorize_attach(
+pub(crate) fn authorize_attach(
     db: &mut impl postgres::GenericClient,
     user: &AuthUser,
     names: &[String],
@@ -143,7 +143,7 @@ pub fn authorize_attach(
 /// Write or Admin role in that group, or whose account is deleted: a member who leaves
 /// takes the workers they brought in along. Returns the workers touched, for the scheduler
 /// to look at again once the transaction commits.
-pub fn detach_unvouched(db: &mut impl postgres::GenericClient, users: &[i64]) -> Result<Vec<i64>, ApiError> {
+pub(crate) fn detach_unvouched(db: &mut impl postgres::GenericClient, users: &[i64]) -> Result<Vec<i64>, ApiError> {
     let rows = db.query(
         "DELETE FROM group_worker gw
          WHERE gw.vouched_by = ANY($1)

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 /// Why the configuration would not start a coordinator.
 #[derive(Debug)]
-pub enum CheckError {
+pub(super) enum CheckError {
     /// What start-up itself would refuse: the keys, the metrics token, the Redis URL, the
     /// object store settings.
     Start(StartError),
@@ -58,7 +58,7 @@ impl<E: Into<StartError>> From<E> for CheckError {
 }
 
 /// Checks `cfg`; returns a short report of what the coordinator would use, or what is wrong.
-pub fn check(cfg: &CoordinatorConfig) -> Result<String, CheckError> {
+pub(super) fn check(cfg: &CoordinatorConfig) -> Result<String, CheckError> {
     let keys = auth::Keys::load(&cfg.access_token_private_path, &cfg.access_token_public_path)?;
     super::load_metrics_token(&mut cfg.clone())?;
     let shown_db = db::redact(&cfg.db_url);

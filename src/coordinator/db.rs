@@ -1,6 +1,6 @@
 //! PostgreSQL: the connection pool, startup connection with retries, and the schema.
 //!
-//! ```no_run
+//! ```ignore
 //! # use mito::coordinator::db::Pool;
 //! let pool = Pool::new("postgres://localhost/mito", 4);
 //! let mut conn = pool.get().unwrap();      // a pooled postgres::Client
@@ -37,7 +37,7 @@ pub const QUEUE_SETUP: &str = "SET synchronous_commit = off; SET enable_sort = o
 const MIGRATION_LOCK: i64 = 0x6d69_746f_0001;
 
 /// Opens one connection, bounding the connect time.
-pub fn connect(url: &str) -> Result<Client, postgres::Error> {
+pub(crate) fn connect(url: &str) -> Result<Client, postgres::Error> {
     let mut config: postgres::Config = url.parse()?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(5));
@@ -50,13 +50,13 @@ pub fn connect(url: &str) -> Result<Client, postgres::Error> {
 
 /// Hides the password of a database URL or `key=value` connection string, for logs and
 /// error messages.
-pub fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     crate::redact::conninfo(url)
 }
 
 /// Connects, retrying with capped exponential backoff while the database is unreachable.
 /// Gives up only when `stop` says so (a shutdown signal); each attempt is logged.
-pub fn connect_with_retry(url: &str, stop: impl Fn() -> bool) -> Option<Client> {
+pub(crate) fn connect_with_retry(url: &str, stop: impl Fn() -> bool) -> Option<Client> {
     let mut delay = Duration::from_millis(250);
     for attempt in 1.. {
         match connect(url) {
@@ -91,7 +91,7 @@ pub fn connect_with_retry(url: &str, stop: impl Fn() -> bool) -> Option<Client> 
 /// When one connection turns out to be dead (the server restarted, or an operator
 /// terminated it), the pool's epoch advances and every other pooled connection is probed
 /// once before its next use, so one failed request is all a database restart costs.
-pub struct Pool {
+pub(crate) struct Pool {
     url: String,
     /// Run on every new connection (session settings).
     setup: &'static str,
@@ -109,12 +109,12 @@ type Slot = Option<(Client, Statements, u64)>;
 type Statements = std::collections::HashMap<&'static str, postgres::Statement>;
 
 impl Pool {
-    pub fn new(url: &str, size: usize) -> Pool {
+    pub(crate) fn new(url: &str, size: usize) -> Pool {
         Pool::with_setup(url, size, "")
     }
 
     /// A pool whose connections run `setup` (e.g. `SET` statements) when they open.
-    pub fn with_setup(url: &str, size: usize, setup: &'static str) -> Pool {
+    pub(crate) fn with_setup(url: &str, size: usize, setup: &'static str) -> Pool {
         let (tx, rx) = bounded(size.max(1));
         for _ in 0..size.max(1) {
             tx.send(None).expect("the channel has room for every slot");
@@ -131,7 +131,7 @@ impl Pool {
     }
 
     /// Puts an already open connection into a free slot.
-    pub fn seed(&self, mut client: Client) {
+    pub(crate) fn seed(&self, mut client: Client) {
         if !self.setup.is_empty() && client.batch_execute(self.setup).is_err() {
             return;
         }
@@ -141,7 +141,7 @@ impl Pool {
     }
 
     /// Checks out a connection, opening, probing or replacing it as needed.
-    pub fn get(&self) -> Result<Conn<'_>, ApiError> {
+    pub(crate) fn get(&self) -> Result<Conn<'_>, ApiError> {
         let m = &super::metrics::METRICS;
         let slot = match self.rx.try_recv() {
             Ok(slot) => slot,
@@ -180,7 +180,7 @@ impl Pool {
 }
 
 /// A checked-out connection; it goes back to the pool when dropped.
-pub struct Conn<'a> {
+pub(crate) struct Conn<'a> {
     client: Option<Client>,
     stmts: Statements,
     pool: &'a Pool,
@@ -189,7 +189,7 @@ pub struct Conn<'a> {
 
 impl Conn<'_> {
     /// `sql` prepared on this connection, once.
-    pub fn prepared(&mut self, sql: &'static str) -> Result<postgres::Statement, postgres::Error> {
+    pub(crate) fn prepared(&mut self, sql: &'static str) -> Result<postgres::Statement, postgres::Error> {
         if let Some(st) = self.stmts.get(sql) {
             return Ok(st.clone());
         }
@@ -226,7 +226,7 @@ impl Drop for Conn<'_> {
 }
 
 /// The numbered migrations of `schema.sql`.
-pub fn migrations() -> Vec<(i32, &'static str)> {
+pub(crate) fn migrations() -> Vec<(i32, &'static str)> {
     let text: &'static str = include_str!("../../schema.sql");
     let mut out: Vec<(i32, &'static str)> = Vec::new();
     let mut starts: Vec<(i32, usize)> = Vec::new();
@@ -252,7 +252,7 @@ pub fn migrations() -> Vec<(i32, &'static str)> {
 /// advisory lock, so coordinators starting together on an empty database all come up.
 /// `admin_hash` is the stored form of the admin's password (the caller hashes it, so that
 /// this module needs nothing from the one that authenticates).
-pub fn migrate(client: &mut Client, admin_user: &str, admin_hash: &str) -> Result<(), postgres::Error> {
+pub(crate) fn migrate(client: &mut Client, admin_user: &str, admin_hash: &str) -> Result<(), postgres::Error> {
     let run = |client: &mut Client| -> Result<(), postgres::Error> {
         let mut tx = client.transaction()?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
@@ -281,7 +281,7 @@ pub fn migrate(client: &mut Client, admin_user: &str, admin_hash: &str) -> Resul
 
 /// Creates a user with its personal group (where it is Admin), unless a user or group of
 /// that name exists. Returns the new user's id.
-pub fn create_user(
+pub(crate) fn create_user(
     tx: &mut impl postgres::GenericClient,
     username: &str,
     password_hash: &str,

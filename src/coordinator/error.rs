@@ -1,7 +1,7 @@
 //! `ApiError`: every way a request can fail. The one place that maps each to an HTTP
 //! status and body is [`ApiError::reply`], in [`super::http`]:
 //!
-//! ```
+//! ```ignore
 //! use mito::coordinator::error::ApiError;
 //! let r = ApiError::NotFound("Task with uuid 1".into()).reply();
 //! assert_eq!(r.status, 404);
@@ -9,7 +9,7 @@
 //! ```
 
 #[derive(Debug, Clone)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// The token is not one we issued, or it is garbled or expired.
     InvalidToken,
     /// 401 without usable credentials where a route says what it takes (`WWW-Authenticate`).
@@ -48,7 +48,7 @@ pub enum ApiError {
 
 impl ApiError {
     /// Shorthand for `InvalidRequest`.
-    pub fn bad(msg: impl std::fmt::Display) -> Self {
+    pub(crate) fn bad(msg: impl std::fmt::Display) -> Self {
         ApiError::InvalidRequest(msg.to_string())
     }
 }
@@ -81,7 +81,7 @@ impl From<postgres::Error> for ApiError {
 /// Why the coordinator could not start (or had to stop): logged, and the exit status is 1.
 /// Each layer's own error says what to fix; this one says which step failed.
 #[derive(Debug)]
-pub enum StartError {
+pub(crate) enum StartError {
     Keys(super::auth::KeyError),
     Redis(super::redis::RedisError),
     Storage(super::storage::StorageError),
@@ -162,5 +162,17 @@ impl From<super::redis::RedisError> for StartError {
 impl From<super::storage::StorageError> for StartError {
     fn from(e: super::storage::StorageError) -> Self {
         StartError::Storage(e)
+    }
+}
+
+/// The module documentation's example, run (doc tests see only the public API).
+#[cfg(test)]
+mod doc_example {
+    #[test]
+    fn runs() {
+        use crate::coordinator::error::ApiError;
+        let r = ApiError::NotFound("Task with uuid 1".into()).reply();
+        assert_eq!(r.status, 404);
+        assert_eq!(r.body, br#"{"msg":"Task with uuid 1 not found"}"#);
     }
 }

@@ -1,12 +1,12 @@
 //! Query filters: a WHERE clause built from optional parts, every value a `$n` parameter.
 //!
-//! ```
+//! ```ignore
 //! use mito::coordinator::filter::{Sql, Comparison};
 //! let mut q = Sql::new();
 //! q.and("t.group_id = {}", 7i64);
 //! let c: Comparison = ">=3".parse().unwrap();
 //! q.and(&format!("t.priority {} {{}}", c.op), c.value);
-//! assert_eq!(q.where_clause(), " WHERE t.group_id = $1 AND t.priority >= $2");
+//! assert_eq!(q.conditions(), "t.group_id = $1 AND t.priority >= $2");
 //! ```
 
 use super::error::ApiError;
@@ -14,47 +14,32 @@ use postgres::types::ToSql;
 
 /// Conditions joined by AND, with their parameters.
 #[derive(Default)]
-pub struct Sql {
+pub(crate) struct Sql {
     clauses: Vec<String>,
     params: Vec<Box<dyn ToSql + Sync + Send>>,
 }
 
 impl Sql {
-    pub fn new() -> Sql {
+    pub(crate) fn new() -> Sql {
         Sql::default()
     }
 
     /// Adds a condition; each `{}` in `clause` becomes the next parameter, bound to `value`.
-    pub fn and<T: ToSql + Sync + Send + 'static>(&mut self, clause: &str, value: T) -> &mut Self {
+    pub(crate) fn and<T: ToSql + Sync + Send + 'static>(&mut self, clause: &str, value: T) -> &mut Self {
         self.params.push(Box::new(value));
         let clause = clause.replacen("{}", &format!("${}", self.params.len()), 1);
         self.clauses.push(clause);
         self
     }
 
-    /// Adds a condition without parameters.
-    pub fn and_raw(&mut self, clause: &str) -> &mut Self {
-        self.clauses.push(clause.to_string());
-        self
-    }
-
     /// Binds one more parameter without a condition and returns its placeholder.
-    pub fn bind<T: ToSql + Sync + Send + 'static>(&mut self, value: T) -> String {
+    pub(crate) fn bind<T: ToSql + Sync + Send + 'static>(&mut self, value: T) -> String {
         self.params.push(Box::new(value));
         format!("${}", self.params.len())
     }
 
-    /// ` WHERE a AND b`, or nothing.
-    pub fn where_clause(&self) -> String {
-        if self.clauses.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", self.clauses.join(" AND "))
-        }
-    }
-
     /// The conditions joined by AND (`TRUE` when there are none).
-    pub fn conditions(&self) -> String {
+    pub(crate) fn conditions(&self) -> String {
         if self.clauses.is_empty() {
             "TRUE".into()
         } else {
@@ -62,21 +47,21 @@ impl Sql {
         }
     }
 
-    pub fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+    pub(crate) fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
         self.params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()
     }
 }
 
 /// `[op]N`: `=` (default), `!=`, `>`, `>=`, `<`, `<=` against a whole number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Comparison {
+pub(crate) struct Comparison {
     pub op: &'static str,
     pub value: i32,
 }
 
 /// A string that is not a [`Comparison`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NotAComparison(pub String);
+pub(crate) struct NotAComparison(pub String);
 
 impl std::fmt::Display for NotAComparison {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -104,12 +89,12 @@ impl std::str::FromStr for Comparison {
 }
 
 /// Parses an optional comparison field, naming it in the error.
-pub fn comparison(field: &str, v: &Option<String>) -> Result<Option<Comparison>, ApiError> {
+pub(crate) fn comparison(field: &str, v: &Option<String>) -> Result<Option<Comparison>, ApiError> {
     v.as_deref().map(|s| s.parse().map_err(|e: NotAComparison| ApiError::bad(format!("{field}: {e}")))).transpose()
 }
 
 /// Rejects a filter given as an empty set.
-pub fn not_empty<T>(field: &str, v: &Option<std::collections::BTreeSet<T>>) -> Result<(), ApiError> {
+pub(crate) fn not_empty<T>(field: &str, v: &Option<std::collections::BTreeSet<T>>) -> Result<(), ApiError> {
     match v {
         Some(s) if s.is_empty() => {
             Err(ApiError::bad(format!("the {field} filter is an empty list; leave it out to match everything")))
@@ -136,9 +121,24 @@ mod tests {
     #[test]
     fn placeholders_number_in_order() {
         let mut q = Sql::new();
-        q.and("a = {}", 1i32).and_raw("b IS NULL").and("c @> {}", vec!["x".to_string()]);
-        assert_eq!(q.where_clause(), " WHERE a = $1 AND b IS NULL AND c @> $2");
+        assert_eq!(q.conditions(), "TRUE");
+        q.and("a = {}", 1i32).and("c @> {}", vec!["x".to_string()]);
+        assert_eq!(q.conditions(), "a = $1 AND c @> $2");
         assert_eq!(q.params().len(), 2);
         assert_eq!(q.bind(3i32), "$3");
+    }
+}
+
+/// The module documentation's example, run (doc tests see only the public API).
+#[cfg(test)]
+mod doc_example {
+    #[test]
+    fn runs() {
+        use crate::coordinator::filter::{Comparison, Sql};
+        let mut q = Sql::new();
+        q.and("t.group_id = {}", 7i64);
+        let c: Comparison = ">=3".parse().unwrap();
+        q.and(&format!("t.priority {} {{}}", c.op), c.value);
+        assert_eq!(q.conditions(), "t.group_id = $1 AND t.priority >= $2");
     }
 }

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 
 /// An HTTP answer.
 #[derive(Debug, Clone)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: u16,
     pub content_type: Option<&'static str>,
     pub body: Vec<u8>,
@@ -24,7 +24,7 @@ const JSON: &str = "application/json";
 
 impl Reply {
     /// 200 with a JSON body.
-    pub fn json<T: Serialize>(value: &T) -> Reply {
+    pub(crate) fn json<T: Serialize>(value: &T) -> Reply {
         match serde_json::to_vec(value) {
             Ok(body) => Reply { status: 200, content_type: Some(JSON), body, headers: Vec::new() },
             Err(e) => ApiError::Internal(format!("cannot serialize a response: {e}")).reply(),
@@ -32,20 +32,20 @@ impl Reply {
     }
 
     /// 200 with the JSON body `null`.
-    pub fn null() -> Reply {
+    pub(crate) fn null() -> Reply {
         Reply { status: 200, content_type: Some(JSON), body: b"null".to_vec(), headers: Vec::new() }
     }
 
     /// 200 with no body.
-    pub fn ok() -> Reply {
+    pub(crate) fn ok() -> Reply {
         Reply::empty(200)
     }
 
-    pub fn empty(status: u16) -> Reply {
+    pub(crate) fn empty(status: u16) -> Reply {
         Reply { status, content_type: None, body: Vec::new(), headers: Vec::new() }
     }
 
-    pub fn text(status: u16, text: &str) -> Reply {
+    pub(crate) fn text(status: u16, text: &str) -> Reply {
         Reply {
             status,
             content_type: Some("text/plain; charset=utf-8"),
@@ -54,13 +54,13 @@ impl Reply {
         }
     }
 
-    pub fn error_json(status: u16, msg: &str) -> Reply {
+    pub(crate) fn error_json(status: u16, msg: &str) -> Reply {
         let body = serde_json::to_vec(&crate::api::ErrorMsg { msg: msg.to_string() }).unwrap_or_default();
         Reply { status, content_type: Some(JSON), body, headers: Vec::new() }
     }
 
     /// The same reply with one more header.
-    pub fn with_header(mut self, name: &'static str, value: String) -> Reply {
+    pub(crate) fn with_header(mut self, name: &'static str, value: String) -> Reply {
         self.headers.push((name, value));
         self
     }
@@ -71,7 +71,7 @@ impl Reply {
 /// answers them, so existing clients read them the same way.
 impl ApiError {
     /// The message a caller sees (the `msg` of a JSON error, or the plain text).
-    pub fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         let r = self.reply();
         match serde_json::from_slice::<crate::api::ErrorMsg>(&r.body) {
             Ok(m) => m.msg,
@@ -80,7 +80,7 @@ impl ApiError {
     }
 
     /// The HTTP answer for this error.
-    pub fn reply(&self) -> Reply {
+    pub(crate) fn reply(&self) -> Reply {
         use ApiError::*;
         let msg = |status: u16, text: String| Reply::error_json(status, &text);
         match self {
@@ -119,7 +119,7 @@ impl ApiError {
 }
 
 /// What a handler sees of a request.
-pub struct Call {
+pub(crate) struct Call {
     pub peer: Option<SocketAddr>,
     headers: Vec<(String, String)>,
     query: String,
@@ -133,13 +133,13 @@ impl Call {
     }
 
     /// A header's value (case-insensitive name).
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// The body as JSON of type `T`: 415 without a JSON content type, 400 for a syntax
     /// error, 422 when the JSON does not have the expected shape.
-    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+    pub(crate) fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
         let ct = self.header("Content-Type").unwrap_or("");
         let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         let is_json = mime == JSON || (mime.starts_with("application/") && mime.ends_with("+json"));
@@ -156,7 +156,7 @@ impl Call {
     }
 
     /// Every value of a repeated query key (`users=a&users=b`).
-    pub fn query_all(&self, key: &str) -> Result<Vec<String>, ApiError> {
+    pub(crate) fn query_all(&self, key: &str) -> Result<Vec<String>, ApiError> {
         let mut out = Vec::new();
         for (k, v) in query_pairs(&self.query)? {
             if k == key {
@@ -167,7 +167,7 @@ impl Call {
     }
 
     /// The last value of a query key.
-    pub fn query_one(&self, key: &str) -> Result<Option<String>, ApiError> {
+    pub(crate) fn query_one(&self, key: &str) -> Result<Option<String>, ApiError> {
         Ok(self.query_all(key)?.pop())
     }
 }
@@ -234,7 +234,7 @@ fn query_pairs(q: &str) -> Result<Vec<(String, String)>, ApiError> {
 }
 
 /// Sends a reply on a request, logging (not failing) when the peer has gone away.
-pub fn respond(req: tiny_http::Request, reply: Reply) {
+pub(crate) fn respond(req: tiny_http::Request, reply: Reply) {
     let mut resp = tiny_http::Response::from_data(reply.body).with_status_code(reply.status);
     if let Some(ct) = reply.content_type {
         resp.add_header(header("Content-Type", ct));

@@ -5,27 +5,27 @@
 /// Items in one delete or download list (attachment keys, artifact task uuids): each is a
 /// database row and an object-store call or signature, so a longer list would hold a
 /// handler for seconds.
-pub const MAX_OBJECT_LIST: usize = 1_000;
+pub(crate) const MAX_OBJECT_LIST: usize = 1_000;
 
 /// Rows a task query returns when it names no limit.
-pub const DEFAULT_QUERY_LIMIT: u64 = 1_000;
+pub(crate) const DEFAULT_QUERY_LIMIT: u64 = 1_000;
 
 /// Rows a task query may return at most; ask for the next page with `offset`.
-pub const MAX_QUERY_LIMIT: u64 = 10_000;
+pub(crate) const MAX_QUERY_LIMIT: u64 = 10_000;
 
 /// Bytes of JSON a task query answer may hold; a query whose tasks carry large specs is
 /// refused with advice to page, rather than built in memory whatever its size.
-pub const MAX_RESPONSE_BYTES: usize = 64 << 20;
+pub(crate) const MAX_RESPONSE_BYTES: usize = 64 << 20;
 
 /// Bytes of a task spec as JSON (1 MiB): its arguments, environment and resource list. A
 /// spec is stored, sent to a worker and returned by queries; anything larger belongs in an
 /// attachment.
-pub const MAX_TASK_SPEC_BYTES: usize = 1 << 20;
+pub(crate) const MAX_TASK_SPEC_BYTES: usize = 1 << 20;
 
 /// Pending downstream tasks a worker may create for one upstream task. One is the normal
 /// case (the task's single follow-up); a few more allow for an upstream task that was run
 /// again after its worker died. Each Submit is otherwise a free task in the group.
-pub const MAX_DOWNSTREAM_PER_TASK: i64 = 4;
+pub(crate) const MAX_DOWNSTREAM_PER_TASK: i64 = 4;
 
 /// Retries one task may ask for: each is a whole run of the task on a worker.
 pub const MAX_RETRIES: u32 = 100;
@@ -41,7 +41,7 @@ pub const MAX_DEPENDENCIES: usize = 100;
 use super::error::ApiError;
 
 /// Refuses a list of `n` items over `max`, saying how to split it.
-pub fn check_list(what: &str, n: usize, max: usize) -> Result<(), ApiError> {
+pub(crate) fn check_list(what: &str, n: usize, max: usize) -> Result<(), ApiError> {
     if n > max {
         return Err(ApiError::bad(format!("{what} has {n} items; at most {max} per request, split it")));
     }
@@ -50,7 +50,7 @@ pub fn check_list(what: &str, n: usize, max: usize) -> Result<(), ApiError> {
 
 /// A query's page as SQL `LIMIT` and `OFFSET`: [`DEFAULT_QUERY_LIMIT`] rows when no limit
 /// is named, and a limit over [`MAX_QUERY_LIMIT`] refused (page with `offset` instead).
-pub fn page(limit: Option<u64>, offset: Option<u64>) -> Result<(i64, i64), ApiError> {
+pub(crate) fn page(limit: Option<u64>, offset: Option<u64>) -> Result<(i64, i64), ApiError> {
     let limit = limit.unwrap_or(DEFAULT_QUERY_LIMIT);
     if limit > MAX_QUERY_LIMIT {
         return Err(ApiError::bad(format!(
@@ -63,7 +63,7 @@ pub fn page(limit: Option<u64>, offset: Option<u64>) -> Result<(i64, i64), ApiEr
 
 /// Adds `bytes` to a response being built, refusing it once it would pass
 /// [`MAX_RESPONSE_BYTES`].
-pub fn grow_response(total: &mut usize, bytes: usize) -> Result<(), ApiError> {
+pub(crate) fn grow_response(total: &mut usize, bytes: usize) -> Result<(), ApiError> {
     *total = total.saturating_add(bytes);
     if *total > MAX_RESPONSE_BYTES {
         return Err(ApiError::bad(format!(
@@ -76,7 +76,7 @@ pub fn grow_response(total: &mut usize, bytes: usize) -> Result<(), ApiError> {
 
 /// About how many bytes a task takes in a JSON answer: its strings plus a fixed allowance
 /// for the fixed-size fields and the JSON around them. Cheap enough to count per row.
-pub fn task_bytes(t: &crate::api::TaskQueryInfo) -> usize {
+pub(crate) fn task_bytes(t: &crate::api::TaskQueryInfo) -> usize {
     let strings = |v: &[String]| v.iter().map(|s| s.len() + 3).sum::<usize>();
     let spec = &t.spec;
     let envs: usize = spec.envs.iter().map(|(k, v)| k.len() + v.len() + 6).sum();
@@ -85,7 +85,7 @@ pub fn task_bytes(t: &crate::api::TaskQueryInfo) -> usize {
 }
 
 /// Refuses a task spec over [`MAX_TASK_SPEC_BYTES`] as JSON.
-pub fn check_spec_size(spec: &crate::api::TaskSpec) -> Result<(), ApiError> {
+pub(crate) fn check_spec_size(spec: &crate::api::TaskSpec) -> Result<(), ApiError> {
     let total = serde_json::to_vec(spec).map(|v| v.len()).unwrap_or(usize::MAX);
     if total > MAX_TASK_SPEC_BYTES {
         return Err(ApiError::bad(format_args!(

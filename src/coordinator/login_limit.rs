@@ -30,7 +30,7 @@ const MAX_NAME_BYTES: usize = 255;
 
 /// The settings, from the coordinator's config.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub per_user: usize,
     pub per_address: usize,
     pub window: Duration,
@@ -92,13 +92,13 @@ impl<K: std::hash::Hash + Eq + Clone> Table<K> {
 }
 
 /// The failure counts of one coordinator.
-pub struct LoginLimiter {
+pub(crate) struct LoginLimiter {
     limits: Limits,
     state: Mutex<(Table<String>, Table<IpAddr>)>,
 }
 
 impl LoginLimiter {
-    pub fn new(limits: Limits) -> LoginLimiter {
+    pub(crate) fn new(limits: Limits) -> LoginLimiter {
         LoginLimiter { limits, state: Mutex::new((Table::default(), Table::default())) }
     }
 
@@ -107,7 +107,7 @@ impl LoginLimiter {
     }
 
     /// 429 while `user` or `addr` is blocked; call before checking the password.
-    pub fn check(&self, user: &str, addr: Option<IpAddr>) -> Result<(), ApiError> {
+    pub(crate) fn check(&self, user: &str, addr: Option<IpAddr>) -> Result<(), ApiError> {
         let now = Instant::now();
         let st = self.lock();
         let by_name = if user.len() <= MAX_NAME_BYTES { st.0.blocked(user, now) } else { None };
@@ -121,7 +121,7 @@ impl LoginLimiter {
     }
 
     /// Counts a wrong password (or an unknown user name).
-    pub fn failed(&self, user: &str, addr: Option<IpAddr>) {
+    pub(crate) fn failed(&self, user: &str, addr: Option<IpAddr>) {
         let now = Instant::now();
         let l = self.limits;
         let mut st = self.lock();
@@ -134,7 +134,7 @@ impl LoginLimiter {
     }
 
     /// Clears the user name's count after a correct password.
-    pub fn succeeded(&self, user: &str) {
+    pub(crate) fn succeeded(&self, user: &str) {
         self.lock().0.map.remove(user);
     }
 }

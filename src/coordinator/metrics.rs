@@ -27,9 +27,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How often the database figures are re-read while someone scrapes.
-pub const DB_CACHE: Duration = Duration::from_secs(5);
+pub(crate) const DB_CACHE: Duration = Duration::from_secs(5);
 /// Database figures older than this are read again by the scrape itself.
-pub const DB_STALE: Duration = Duration::from_secs(15);
+pub(crate) const DB_STALE: Duration = Duration::from_secs(15);
 /// How long after the last scrape the `metrics-db` thread keeps the figures fresh.
 const KEEP_FRESH: Duration = Duration::from_secs(300);
 
@@ -41,22 +41,22 @@ struct DbPart {
 }
 
 /// A monotonically increasing count.
-pub struct Counter(AtomicU64);
+pub(crate) struct Counter(AtomicU64);
 
 impl Counter {
-    pub const fn new() -> Counter {
+    pub(crate) const fn new() -> Counter {
         Counter(AtomicU64::new(0))
     }
 
-    pub fn inc(&self) {
+    pub(crate) fn inc(&self) {
         self.add(1);
     }
 
-    pub fn add(&self, n: u64) {
+    pub(crate) fn add(&self, n: u64) {
         self.0.fetch_add(n, Relaxed);
     }
 
-    pub fn get(&self) -> u64 {
+    pub(crate) fn get(&self) -> u64 {
         self.0.load(Relaxed)
     }
 }
@@ -72,26 +72,27 @@ const MAX_BUCKETS: usize = 16;
 
 /// Upper bounds (seconds) of request durations: a claim or heartbeat takes about a
 /// millisecond, a batch submit of thousands of tasks a second or more.
-pub const REQUEST_BOUNDS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+pub(crate) const REQUEST_BOUNDS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 /// Upper bounds (seconds) of the time from submit to fetch: from an idle cluster's
 /// milliseconds to a backlog of hours.
-pub const LATENCY_BOUNDS: &[f64] =
+pub(crate) const LATENCY_BOUNDS: &[f64] =
     &[0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14_400.0, 86_400.0];
 
 /// Observations in buckets (each counted once, in the first bucket whose bound holds it;
 /// the exposition makes them cumulative) and their sum in microseconds.
-pub struct Histogram {
+pub(crate) struct Histogram {
     buckets: [AtomicU64; MAX_BUCKETS],
     sum_micros: AtomicU64,
 }
 
 impl Histogram {
-    pub const fn new() -> Histogram {
+    pub(crate) const fn new() -> Histogram {
         Histogram { buckets: [const { AtomicU64::new(0) }; MAX_BUCKETS], sum_micros: AtomicU64::new(0) }
     }
 
     /// Records one observation against `bounds` (at most `MAX_BUCKETS - 1` of them).
-    pub fn observe(&self, bounds: &[f64], d: Duration) {
+    pub(crate) fn observe(&self, bounds: &[f64], d: Duration) {
         let secs = d.as_secs_f64();
         let i = bounds.iter().position(|b| secs <= *b).unwrap_or(bounds.len()).min(MAX_BUCKETS - 1);
         self.buckets[i].fetch_add(1, Relaxed);
@@ -99,7 +100,7 @@ impl Histogram {
     }
 
     /// Observations so far.
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.buckets.iter().map(|b| b.load(Relaxed)).sum()
     }
 }
@@ -112,7 +113,7 @@ impl Default for Histogram {
 
 /// The statuses request metrics tell apart; any other falls in a last `other` slot. Every
 /// status the coordinator answers with is here, so the slot stays for the unexpected.
-pub const STATUSES: &[u16] = &[200, 400, 401, 403, 404, 405, 409, 411, 413, 415, 422, 429, 500, 503, 507];
+pub(crate) const STATUSES: &[u16] = &[200, 400, 401, 403, 404, 405, 409, 411, 413, 415, 422, 429, 500, 503, 507];
 const STATUS_SLOTS: usize = STATUSES.len() + 1;
 /// Routes are [`Endpoint`] variants, plus a last slot for requests that matched none.
 const ROUTE_SLOTS: usize = Endpoint::NAMES.len() + 1;
@@ -120,14 +121,14 @@ const UNMATCHED: &str = "unmatched";
 
 /// Object-store transfer directions (the local store's own transfers).
 #[derive(Debug, Clone, Copy)]
-pub enum Direction {
+pub(crate) enum Direction {
     Get = 0,
     Put = 1,
 }
 const DIRECTIONS: [&str; 2] = ["get", "put"];
 
 /// Every counter and histogram of the process.
-pub struct Metrics {
+pub(crate) struct Metrics {
     /// Tasks accepted by `POST /tasks` and `/tasks/submit`.
     pub submits: Counter,
     /// Tasks handed to a worker by a claim (a fetch that receives the task it already held
@@ -163,7 +164,7 @@ pub struct Metrics {
 }
 
 /// The process's metrics.
-pub static METRICS: Metrics = Metrics::new();
+pub(crate) static METRICS: Metrics = Metrics::new();
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -172,7 +173,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub const fn new() -> Metrics {
+    pub(crate) const fn new() -> Metrics {
         Metrics {
             submits: Counter::new(),
             claims: Counter::new(),
@@ -196,14 +197,14 @@ impl Metrics {
     }
 
     /// Records a request: `route` is [`Endpoint::index`] (None: no route matched).
-    pub fn request(&self, route: Option<usize>, status: u16, took: Duration) {
+    pub(crate) fn request(&self, route: Option<usize>, status: u16, took: Duration) {
         let r = route.filter(|r| *r < Endpoint::NAMES.len()).unwrap_or(ROUTE_SLOTS - 1);
         let s = STATUSES.iter().position(|x| *x == status).unwrap_or(STATUS_SLOTS - 1);
         self.requests[r][s].observe(REQUEST_BOUNDS, took);
     }
 
     /// Records a finished local-store transfer.
-    pub fn transfer(&self, dir: Direction, ok: bool, bytes: u64) {
+    pub(crate) fn transfer(&self, dir: Direction, ok: bool, bytes: u64) {
         let d = dir as usize;
         if ok {
             self.transfers_ok[d].inc();
@@ -214,7 +215,7 @@ impl Metrics {
     }
 
     /// Records a presigned URL handed out.
-    pub fn url_signed(&self, dir: Direction) {
+    pub(crate) fn url_signed(&self, dir: Direction) {
         self.urls_signed[dir as usize].inc();
     }
 
@@ -228,11 +229,11 @@ impl Metrics {
 }
 
 /// Text exposition format 0.0.4.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Who may read `/metrics` on the main listener: an admin's token, or the configured
 /// metrics token (compared in constant time). 401 without a token, 403 for anyone else.
-pub fn authorize(ctx: &Ctx, call: &Call) -> Result<(), ApiError> {
+pub(crate) fn authorize(ctx: &Ctx, call: &Call) -> Result<(), ApiError> {
     let Some(header) = call.header("Authorization") else {
         return Err(ApiError::Unauthenticated(
             "/metrics needs `Authorization: Bearer <token>` with an admin's token or the metrics token".into(),
@@ -261,7 +262,7 @@ fn scheme(header: &str) -> String {
 }
 
 /// The whole exposition: process counters, then the (cached) database figures.
-pub fn scrape(ctx: &Ctx) -> Reply {
+pub(crate) fn scrape(ctx: &Ctx) -> Reply {
     let m = &METRICS;
     let mut out = String::with_capacity(16 * 1024);
     let w = &mut out;
@@ -288,6 +289,45 @@ pub fn scrape(ctx: &Ctx) -> Reply {
         "histogram",
         "API requests by route (the endpoint's name) and status, from routing to the answer sent.",
     );
+    request_durations(w, m);
+    let (parked, connected) = ctx.scheduler.parked_counts();
+    gauge(w, "mito_parked_fetches", "Long-poll fetches waiting on this coordinator for a task.", parked as f64);
+    gauge(w, "mito_workers_connected", "Workers with a long-poll fetch waiting on this coordinator.", connected as f64);
+    counter(
+        w,
+        "mito_db_pool_waits_total",
+        "Connection checkouts that found every pooled connection busy.",
+        m.db_pool_waits.get(),
+    );
+    family(w, "mito_db_pool_wait_seconds_total", "counter", "Time checkouts spent waiting for a connection.");
+    sample(w, "mito_db_pool_wait_seconds_total", &[], m.db_pool_wait_micros.get() as f64 / 1e6);
+    family(w, "mito_db_errors_total", "counter", "Database failures by kind.");
+    for (kind, c) in [
+        ("checkout_timeout", &m.db_pool_timeouts),
+        ("connect", &m.db_connect_errors),
+        ("statement", &m.db_statement_errors),
+    ] {
+        sample(w, "mito_db_errors_total", &[("kind", kind)], c.get() as f64);
+    }
+    object_store(w, m);
+    counter(
+        w,
+        "mito_reaper_workers_removed_total",
+        "Workers this coordinator's reaper removed (silent, or past a task's timeout).",
+        m.reaped_workers.get(),
+    );
+    counter(
+        w,
+        "mito_reaper_tasks_requeued_total",
+        "Tasks this coordinator's reaper put back to Ready.",
+        m.requeued_tasks.get(),
+    );
+    out.push_str(&database_part(ctx));
+    Reply { status: 200, content_type: Some(CONTENT_TYPE), body: out.into_bytes(), headers: Vec::new() }
+}
+
+/// One histogram per route and status that has seen a request.
+fn request_durations(w: &mut String, m: &Metrics) {
     let mut status_text = String::new();
     for (r, row) in m.requests.iter().enumerate() {
         let route = Endpoint::NAMES.get(r).copied().unwrap_or(UNMATCHED);
@@ -311,25 +351,10 @@ pub fn scrape(ctx: &Ctx) -> Reply {
             );
         }
     }
-    let (parked, connected) = ctx.scheduler.parked_counts();
-    gauge(w, "mito_parked_fetches", "Long-poll fetches waiting on this coordinator for a task.", parked as f64);
-    gauge(w, "mito_workers_connected", "Workers with a long-poll fetch waiting on this coordinator.", connected as f64);
-    counter(
-        w,
-        "mito_db_pool_waits_total",
-        "Connection checkouts that found every pooled connection busy.",
-        m.db_pool_waits.get(),
-    );
-    family(w, "mito_db_pool_wait_seconds_total", "counter", "Time checkouts spent waiting for a connection.");
-    sample(w, "mito_db_pool_wait_seconds_total", &[], m.db_pool_wait_micros.get() as f64 / 1e6);
-    family(w, "mito_db_errors_total", "counter", "Database failures by kind.");
-    for (kind, c) in [
-        ("checkout_timeout", &m.db_pool_timeouts),
-        ("connect", &m.db_connect_errors),
-        ("statement", &m.db_statement_errors),
-    ] {
-        sample(w, "mito_db_errors_total", &[("kind", kind)], c.get() as f64);
-    }
+}
+
+/// The local object store's transfers and bytes, and the URLs signed for either store.
+fn object_store(w: &mut String, m: &Metrics) {
     family(w, "mito_object_transfers_total", "counter", "Transfers served by the local object store.");
     for (d, name) in DIRECTIONS.iter().enumerate() {
         sample(
@@ -349,20 +374,6 @@ pub fn scrape(ctx: &Ctx) -> Reply {
     for (d, name) in DIRECTIONS.iter().enumerate() {
         sample(w, "mito_object_urls_signed_total", &[("direction", name)], m.urls_signed[d].get() as f64);
     }
-    counter(
-        w,
-        "mito_reaper_workers_removed_total",
-        "Workers this coordinator's reaper removed (silent, or past a task's timeout).",
-        m.reaped_workers.get(),
-    );
-    counter(
-        w,
-        "mito_reaper_tasks_requeued_total",
-        "Tasks this coordinator's reaper put back to Ready.",
-        m.requeued_tasks.get(),
-    );
-    out.push_str(&database_part(ctx));
-    Reply { status: 200, content_type: Some(CONTENT_TYPE), body: out.into_bytes(), headers: Vec::new() }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -419,7 +430,7 @@ fn refresh(ctx: &Ctx) -> Result<String, ApiError> {
 /// Starts the `metrics-db` thread: while scrapes come (one within the last five minutes),
 /// it re-reads the database figures every [`DB_CACHE`], so scrapes answer from memory
 /// whatever the size of the queue; without scrapers it reads nothing.
-pub fn spawn_refresher(ctx: std::sync::Arc<Ctx>) -> Option<std::thread::JoinHandle<()>> {
+pub(crate) fn spawn_refresher(ctx: std::sync::Arc<Ctx>) -> Option<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("metrics-db".into())
         .spawn(move || {

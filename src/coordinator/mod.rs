@@ -9,27 +9,27 @@
 //! handler threads. SIGINT, SIGTERM or `POST /admin/shutdown` stop it: the
 //! handlers finish what they are doing and the process exits 0.
 
-pub mod auth;
-pub mod authz;
+pub(crate) mod auth;
+pub(crate) mod authz;
 mod check;
-pub mod db;
-pub mod error;
-pub mod filter;
-pub mod http;
-pub mod limits;
-pub mod login_limit;
-pub mod metrics;
-pub mod peer;
-pub mod reaper;
-pub mod redis;
+pub(crate) mod db;
+pub(crate) mod error;
+pub(crate) mod filter;
+pub(crate) mod http;
+pub(crate) mod limits;
+pub(crate) mod login_limit;
+pub(crate) mod metrics;
+pub(crate) mod peer;
+pub(crate) mod reaper;
+pub(crate) mod redis;
 mod routes;
-pub mod scheduler;
+pub(crate) mod scheduler;
 mod server;
-pub mod stats;
-pub mod storage;
-pub mod tasks;
+pub(crate) mod stats;
+pub(crate) mod storage;
+pub(crate) mod tasks;
 mod ui;
-pub mod workers;
+pub(crate) mod workers;
 
 use crate::config::coordinator::{
     DEFAULT_ACCESS_TOKEN_EXPIRES_IN, DEFAULT_ACCESS_TOKEN_PRIVATE_PATH, DEFAULT_ACCESS_TOKEN_PUBLIC_PATH,
@@ -43,6 +43,7 @@ use crossbeam_channel::{bounded, select, Receiver, Sender};
 use error::StartError;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 const ABOUT: &str = "Run the mitosis coordinator";
@@ -88,7 +89,7 @@ Keys: openssl genpkey -algorithm ed25519 -out private.pem
       openssl pkey -in private.pem -pubout -out public.pem";
 
 /// A one-shot stop signal shared by every thread.
-pub struct Shutdown {
+pub(crate) struct Shutdown {
     flag: AtomicBool,
     tx: Sender<()>,
 }
@@ -100,19 +101,19 @@ impl Shutdown {
     }
 
     /// Asks every thread to stop.
-    pub fn trigger(&self) {
+    pub(crate) fn trigger(&self) {
         if !self.flag.swap(true, Ordering::SeqCst) {
             let _ = self.tx.try_send(());
         }
     }
 
-    pub fn is_set(&self) -> bool {
+    pub(crate) fn is_set(&self) -> bool {
         self.flag.load(Ordering::SeqCst)
     }
 }
 
 /// What every handler can reach.
-pub struct Ctx {
+pub(crate) struct Ctx {
     pub cfg: CoordinatorConfig,
     pub pool: db::Pool,
     /// Connections for the workers' busiest calls (fetch, Finish, heartbeat); see
@@ -137,12 +138,12 @@ pub struct Ctx {
 }
 
 /// Whether a database error is a unique-constraint violation.
-pub fn is_unique_violation(e: &postgres::Error) -> bool {
+pub(crate) fn is_unique_violation(e: &postgres::Error) -> bool {
     e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION)
 }
 
 /// Entry point of `mito coordinator`; returns the exit status.
-pub fn main(parser: &mut lexopt::Parser) -> i32 {
+pub(crate) fn main(parser: &mut lexopt::Parser) -> i32 {
     let args = match parse_mode(parser, "mito coordinator", SPECS, false, || {
         help_text(ABOUT, "mito coordinator [OPTIONS]", SPECS, FOOTER)
     }) {
@@ -235,7 +236,7 @@ fn listen(cfg: &CoordinatorConfig) -> Result<tiny_http::Server, StartError> {
 /// Hands memory freed so far back to the system. Hashing the admin password (argon2id uses
 /// ~19 MiB) raises glibc's mmap threshold, so without this the idle coordinator would keep
 /// that memory resident forever.
-pub fn release_freed_memory() {
+pub(crate) fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free heap pages to the kernel.
     unsafe {
@@ -246,7 +247,7 @@ pub fn release_freed_memory() {
 /// Runs a background loop (`f` returns at shutdown) and restarts it after a panic, so a
 /// bad moment (a resource running short, a bug hit by one row) never leaves the
 /// coordinator without its reaper or dispatcher.
-pub fn supervised(ctx: &Ctx, name: &str, f: impl Fn()) {
+pub(crate) fn supervised(ctx: &Ctx, name: &str, f: impl Fn()) {
     while !ctx.shutdown.is_set() {
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(&f)).is_ok() {
             return;
@@ -283,25 +284,12 @@ fn listen_metrics(cfg: &CoordinatorConfig) -> Result<Option<tiny_http::Server>, 
 }
 
 /// Starts everything and blocks until shutdown.
-pub fn run(mut cfg: CoordinatorConfig) -> Result<(), StartError> {
+pub(crate) fn run(mut cfg: CoordinatorConfig) -> Result<(), StartError> {
     load_metrics_token(&mut cfg)?;
     let signals = crate::signal::listen();
     let keys = auth::Keys::load(&cfg.access_token_private_path, &cfg.access_token_public_path)?;
     let (shutdown, stopped) = Shutdown::new();
-    let redis_urls = match &cfg.redis_url {
-        Some(url) => {
-            let urls = redis::setup(
-                url,
-                cfg.redis_worker_password.as_deref(),
-                cfg.redis_client_password.as_deref(),
-                cfg.redis_skip_acl_rules,
-                Some((keys.derive_secret("redis mitosis_worker"), keys.derive_secret("redis mitosis_client"))),
-            )?;
-            log::info!("Redis ACL users ready for workers and clients");
-            Some(urls)
-        }
-        None => None,
-    };
+    let redis_urls = set_up_redis(&cfg, &keys)?;
 
     let storage = storage::Storage::from_config(&cfg, &keys)?;
     storage.ensure_buckets()?;
@@ -363,7 +351,17 @@ pub fn run(mut cfg: CoordinatorConfig) -> Result<(), StartError> {
             log::info!("metrics on http://{addr}/metrics (no authentication)");
         }
     }
+    handlers.extend(background);
+    wait_for_stop(&ctx, &signals, &stopped, handlers);
+    drop(server);
+    drop(metrics_server);
+    std::thread::sleep(Duration::from_millis(10));
+    log::info!("coordinator stopped");
+    Ok(())
+}
 
+/// Waits for a signal or `admin shutdown`, then stops every thread and waits for it.
+fn wait_for_stop(ctx: &Ctx, signals: &Receiver<i32>, stopped: &Receiver<()>, threads: Vec<JoinHandle<()>>) {
     select! {
         recv(signals) -> sig => {
             log::info!("received {}; shutting down", crate::signal::name(sig.unwrap_or(0)));
@@ -372,12 +370,22 @@ pub fn run(mut cfg: CoordinatorConfig) -> Result<(), StartError> {
     }
     ctx.shutdown.trigger();
     ctx.storage.close();
-    for h in handlers.into_iter().chain(background) {
+    for h in threads {
         let _ = h.join();
     }
-    drop(server);
-    drop(metrics_server);
-    std::thread::sleep(Duration::from_millis(10));
-    log::info!("coordinator stopped");
-    Ok(())
+}
+
+/// Creates the Redis ACL users for workers and clients (their passwords derived from the
+/// token key unless configured); None without Redis.
+fn set_up_redis(cfg: &CoordinatorConfig, keys: &auth::Keys) -> Result<Option<redis::RedisUrls>, StartError> {
+    let Some(url) = &cfg.redis_url else { return Ok(None) };
+    let urls = redis::setup(
+        url,
+        cfg.redis_worker_password.as_deref(),
+        cfg.redis_client_password.as_deref(),
+        cfg.redis_skip_acl_rules,
+        Some((keys.derive_secret("redis mitosis_worker"), keys.derive_secret("redis mitosis_client"))),
+    )?;
+    log::info!("Redis ACL users ready for workers and clients");
+    Ok(Some(urls))
 }

@@ -11,7 +11,7 @@
 //! covers what a peek cannot see (a host that vanished without closing anything).
 
 /// True only when the client of the unanswered `req` has closed or reset its connection.
-pub fn gone(req: &tiny_http::Request) -> bool {
+pub(crate) fn gone(req: &tiny_http::Request) -> bool {
     req.peer_socket_fd().is_some_and(peer_gone)
 }
 

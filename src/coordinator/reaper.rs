@@ -21,7 +21,7 @@ const LOCK: i64 = 0x6d69_746f_0002;
 /// timeout itself; this catches workers that cannot).
 const TASK_GRACE_SECS: i64 = 60;
 
-pub fn spawn(ctx: Arc<Ctx>) -> Option<JoinHandle<()>> {
+pub(crate) fn spawn(ctx: Arc<Ctx>) -> Option<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("reaper".into())
         .spawn(move || super::supervised(&ctx, "reaper", || run(&ctx)))
@@ -242,7 +242,7 @@ fn expire_claims(ctx: &Ctx, db: &mut super::db::Conn, since: SystemTime) -> Resu
     tx.commit()?;
     METRICS.requeued_tasks.add(requeue.len() as u64);
     for g in groups {
-        ctx.scheduler.task_ready(g);
+        ctx.scheduler.wake_group(g);
     }
     Ok(())
 }
@@ -260,7 +260,7 @@ fn release_waiting(ctx: &Ctx, db: &mut super::db::Conn) -> Result<(), super::err
     }
     tx.commit()?;
     for g in groups {
-        ctx.scheduler.task_ready(g);
+        ctx.scheduler.wake_group(g);
     }
     Ok(())
 }
@@ -278,8 +278,8 @@ fn remove(ctx: &Ctx, db: &mut super::db::Conn, ids: &[i64]) -> Result<(), super:
     METRICS.reaped_workers.add(ids.len() as u64);
     METRICS.requeued_tasks.add(requeued as u64);
     for g in groups {
-        ctx.scheduler.task_ready(g);
+        ctx.scheduler.wake_group(g);
     }
-    ctx.scheduler.workers_changed(ids);
+    ctx.scheduler.wake_workers(ids);
     Ok(())
 }

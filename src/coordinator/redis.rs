@@ -1,7 +1,7 @@
 //! Redis, when configured: the coordinator only sets up two ACL users and hands out URLs.
 //! Workers publish live task states under `task:{uuid}`; clients read and subscribe.
 //!
-//! ```no_run
+//! ```ignore
 //! # use mito::coordinator::redis::setup;
 //! let urls = setup("redis://:admin@127.0.0.1:6379", None, None, false, None).unwrap();
 //! println!("{}", urls.client); // redis://mitosis_client:<password>@127.0.0.1:6379/?protocol=resp3
@@ -9,7 +9,7 @@
 
 /// The URLs handed to workers (read/write on `task:*`) and clients (read and subscribe).
 #[derive(Debug, Clone)]
-pub struct RedisUrls {
+pub(crate) struct RedisUrls {
     pub worker: String,
     pub client: String,
 }
@@ -17,7 +17,7 @@ pub struct RedisUrls {
 /// Why the Redis ACL users could not be set up. URLs are shown without their password;
 /// `at` is "redis at host:port".
 #[derive(Debug)]
-pub enum RedisError {
+pub(crate) enum RedisError {
     NoScheme {
         url: String,
     },
@@ -84,7 +84,7 @@ fn host_port(url: &str) -> Result<String, RedisError> {
 }
 
 /// Checks `url` the way [`setup`] reads it, without connecting; returns where it points.
-pub fn check_url(url: &str) -> Result<String, RedisError> {
+pub(crate) fn check_url(url: &str) -> Result<String, RedisError> {
     let hp = host_port(url)?;
     redis::Client::open(url).map_err(|e| RedisError::BadUrl {
         at: format!("redis at {hp}"),
@@ -97,7 +97,7 @@ pub fn check_url(url: &str) -> Result<String, RedisError> {
 /// `mitosis_client` users, and returns the URLs for each. A password not given is derived
 /// from the coordinator's signing key (`derived`), so replicas sharing a key, and restarts,
 /// agree on it instead of revoking each other's URLs; without one, `ACL GENPASS` makes it.
-pub fn setup(
+pub(crate) fn setup(
     url: &str,
     worker_password: Option<&str>,
     client_password: Option<&str>,

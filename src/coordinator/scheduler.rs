@@ -18,13 +18,19 @@
 //! with a lease (`claim_deadline`, `$2` seconds in [`CLAIM`]) that its next heartbeat or
 //! report clears, and that the reaper enforces.
 //!
+//! Two words, two reaches: to *notify* is to send a PostgreSQL `NOTIFY` (queued in the
+//! transaction, sent at commit) that tells the other coordinators (`notify_group`,
+//! `notify_worker(s)`); to *wake* is to queue an in-process wake-up ([`Wake`]) for this
+//! coordinator's parked fetches (`wake_group`, `wake_worker(s)`), which `deliver_wakes`
+//! then claims for. A change does both: notify inside its transaction, wake after commit.
+//!
 //! ```ignore
 //! match scheduler::claim(ctx, &mut db, worker_token, deadline)? {
 //!     Claimed::Task(task) => { /* answer it */ }
 //!     Claimed::Nothing(how) => ctx.scheduler.park(request, how),
 //! }
-//! ctx.scheduler.task_ready(group_id); // after committing a newly Ready task
-//! ctx.scheduler.offer_pending(ctx);   // after answering the request
+//! ctx.scheduler.wake_group(group_id); // after committing a newly Ready task
+//! ctx.scheduler.deliver_wakes(ctx);   // after answering the request
 //! ```
 
 use super::auth::WorkerToken;
@@ -42,7 +48,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// The NOTIFY channel coordinators share.
-pub const CHANNEL: &str = "mito_tasks";
+pub(crate) const CHANNEL: &str = "mito_tasks";
 
 /// Past this many workers changed at once, one wake-up for every parked fetch is cheaper
 /// than one notification per worker.
@@ -51,19 +57,19 @@ const MAX_WORKER_WAKES: usize = 64;
 /// What a fetch that found nothing parks with: the worker, its deadline, and what it may
 /// run (read right after the claim that found nothing), so a wake-up finds the fetches it
 /// concerns without asking the database.
-pub struct ParkAs {
+pub(crate) struct ParkAs {
     pub worker: WorkerToken,
     worker_id: i64,
     pub deadline: Instant,
     groups: Vec<i64>,
     tags: Vec<String>,
-    /// [`Scheduler::ready_seq`] before the claim that found nothing: if it moved since, a
+    /// [`Scheduler::wake_seq`] before the claim that found nothing: if it moved since, a
     /// task may have become ready in between, and the fetch gets another look.
     seq: u64,
 }
 
 /// A fetch waiting for a task.
-pub struct Parked {
+pub(crate) struct Parked {
     req: tiny_http::Request,
     how: ParkAs,
     /// When the request was taken up, and its route, for the request metrics.
@@ -101,8 +107,8 @@ impl Wake {
     }
 }
 
-/// Parked fetches and the wake-ups not yet offered to them.
-pub struct Scheduler {
+/// Parked fetches and the wake-ups not yet delivered to them.
+pub(crate) struct Scheduler {
     parked: Mutex<Vec<Parked>>,
     pending: Mutex<Vec<Wake>>,
     /// Set when the dispatcher has stopped: nobody would answer a fetch parked now.
@@ -110,7 +116,7 @@ pub struct Scheduler {
     /// Rouses the dispatcher: a wake-up is pending.
     kick_tx: Sender<()>,
     kick_rx: Receiver<()>,
-    /// Counts announcements (ready tasks, changed workers), to close the gap between a
+    /// Counts wake-ups (ready tasks, changed workers), to close the gap between a
     /// fetch finding nothing and its parking.
     seq: AtomicU64,
     /// Identifies this coordinator in NOTIFY payloads, so it skips its own.
@@ -129,7 +135,7 @@ fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Scheduler {
-    pub fn new() -> Scheduler {
+    pub(crate) fn new() -> Scheduler {
         let (kick_tx, kick_rx) = bounded(1);
         Scheduler {
             parked: Mutex::new(Vec::new()),
@@ -143,17 +149,18 @@ impl Scheduler {
     }
 
     /// Read before a claim; handed back in [`ParkAs`].
-    pub fn ready_seq(&self) -> u64 {
+    pub(crate) fn wake_seq(&self) -> u64 {
         self.seq.load(Ordering::SeqCst)
     }
 
-    /// Records a change that may let parked fetches run something.
-    fn announce(&self, w: Wake) {
+    /// Records a change that may let parked fetches run something, and queues its wake-up.
+    fn wake(&self, w: Wake) {
         self.seq.fetch_add(1, Ordering::SeqCst);
-        self.wake(w);
+        self.queue_wake(w);
     }
 
-    fn wake(&self, w: Wake) {
+    /// Queues a wake-up without counting a change (a fetch that needs another look).
+    fn queue_wake(&self, w: Wake) {
         let mut pending = locked(&self.pending);
         if !pending.contains(&w) {
             pending.push(w);
@@ -162,14 +169,14 @@ impl Scheduler {
         let _ = self.kick_tx.try_send(());
     }
 
-    /// Parks a fetch that found nothing. If something was announced since its claim
+    /// Parks a fetch that found nothing. If a wake-up came since its claim
     /// looked, it gets another look at once.
-    pub fn park(&self, req: tiny_http::Request, how: ParkAs, since: Instant, route: Option<usize>) {
+    pub(crate) fn park(&self, req: tiny_http::Request, how: ParkAs, since: Instant, route: Option<usize>) {
         self.repark(Parked { req, how, since, route });
     }
 
     /// Parked fetches, and the distinct workers they come from.
-    pub fn parked_counts(&self) -> (usize, usize) {
+    pub(crate) fn parked_counts(&self) -> (usize, usize) {
         let parked = locked(&self.parked);
         let mut workers: Vec<i64> = parked.iter().map(|p| p.how.worker_id).collect();
         workers.sort_unstable();
@@ -184,29 +191,29 @@ impl Scheduler {
         // and it looks at the deadlines at least every 500 ms.
         if self.closed.load(Ordering::SeqCst) {
             self.answer_all_null();
-        } else if self.ready_seq() != seq {
-            self.wake(Wake::Worker(worker_id));
+        } else if self.wake_seq() != seq {
+            self.queue_wake(Wake::Worker(worker_id));
         }
     }
 
     /// Wakes parked fetches of workers serving `group_id` (call after the commit).
-    pub fn task_ready(&self, group_id: i64) {
-        self.announce(Wake::Group(group_id));
+    pub(crate) fn wake_group(&self, group_id: i64) {
+        self.wake(Wake::Group(group_id));
     }
 
     /// Wakes the parked fetch of a worker whose tags or groups changed.
-    pub fn worker_changed(&self, worker_id: i64) {
-        self.announce(Wake::Worker(worker_id));
+    pub(crate) fn wake_worker(&self, worker_id: i64) {
+        self.wake(Wake::Worker(worker_id));
     }
 
     /// Wakes the parked fetches of workers that were removed or stopped, so they hear it
     /// now (the claim answers 401) instead of at their deadline or next heartbeat.
-    pub fn workers_changed(&self, ids: &[i64]) {
+    pub(crate) fn wake_workers(&self, ids: &[i64]) {
         if ids.len() > MAX_WORKER_WAKES {
-            self.announce(Wake::All);
+            self.wake(Wake::All);
         } else {
             for id in ids {
-                self.announce(Wake::Worker(*id));
+                self.wake(Wake::Worker(*id));
             }
         }
     }
@@ -220,7 +227,7 @@ impl Scheduler {
     /// Claims for the parked fetches that pending wake-ups concern, answering those that
     /// get a task. Handlers call this after answering their own request; the dispatcher
     /// for the rest.
-    pub fn offer_pending(&self, ctx: &Ctx) {
+    pub(crate) fn deliver_wakes(&self, ctx: &Ctx) {
         let wakes = std::mem::take(&mut *locked(&self.pending));
         if wakes.is_empty() {
             return;
@@ -240,31 +247,31 @@ impl Scheduler {
             let Some(p) = next else { break };
             if let Some(back) = try_answer(ctx, p) {
                 exhausted.insert(eligibility(&back));
-                // Claimed for while out of the list, it may have missed an announcement.
+                // Claimed for while out of the list, it may have missed a wake-up.
                 self.repark(back);
             }
         }
     }
 
     /// Queues a NOTIFY (sent at commit) telling other coordinators about ready tasks.
-    pub fn notify_group(&self, tx: &mut impl GenericClient, group_id: i64) -> Result<(), ApiError> {
+    pub(crate) fn notify_group(&self, tx: &mut impl GenericClient, group_id: i64) -> Result<(), ApiError> {
         tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &self.group_payload(group_id)])?;
         Ok(())
     }
 
-    /// The NOTIFY payload announcing ready tasks in `group_id`.
+    /// The NOTIFY payload telling of ready tasks in `group_id`.
     fn group_payload(&self, group_id: i64) -> String {
         format!("{}{group_id}", self.group_payload_prefix())
     }
 
     /// That payload without the group id, for SQL that appends it.
-    pub fn group_payload_prefix(&self) -> String {
+    pub(crate) fn group_payload_prefix(&self) -> String {
         format!("{}|g:", self.instance)
     }
 
     /// Queues NOTIFYs about removed or stopped workers (one for all of them past
     /// [`MAX_WORKER_WAKES`]), for their fetches parked on other coordinators.
-    pub fn notify_workers(&self, tx: &mut impl GenericClient, ids: &[i64]) -> Result<(), ApiError> {
+    pub(crate) fn notify_workers(&self, tx: &mut impl GenericClient, ids: &[i64]) -> Result<(), ApiError> {
         if ids.len() > MAX_WORKER_WAKES {
             let payload = format!("{}|all", self.instance);
             tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])?;
@@ -277,7 +284,7 @@ impl Scheduler {
     }
 
     /// Queues a NOTIFY about a worker's changed tags or groups.
-    pub fn notify_worker(&self, tx: &mut impl GenericClient, worker_id: i64) -> Result<(), ApiError> {
+    pub(crate) fn notify_worker(&self, tx: &mut impl GenericClient, worker_id: i64) -> Result<(), ApiError> {
         let payload = format!("{}|w:{worker_id}", self.instance);
         tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])?;
         Ok(())
@@ -285,9 +292,9 @@ impl Scheduler {
 }
 
 /// The claim, in one statement that also authenticates the worker: the best Ready task
-/// the worker may run, unless it holds a Running task (see [`WORKER`]). Runs on the queue
+/// the worker may run, unless it holds a Running task (see `WORKER`). Runs on the queue
 /// pool ([`super::db::QUEUE_SETUP`]). Kept lean: its executor setup is a good part of its
-/// cost, so everything a successful claim does not need is left to [`WORKER`].
+/// cost, so everything a successful claim does not need is left to `WORKER`.
 ///
 /// The enum codes are written into the text (from [`crate::api`]'s one list of codes)
 /// rather than bound, so the statement PostgreSQL plans is the one tuned with EXPLAIN: it
@@ -342,7 +349,7 @@ static WORKER: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// What a fetch found.
-pub enum Claimed {
+pub(crate) enum Claimed {
     Task(WorkerTaskResp),
     /// Nothing to run now; park with this if the worker is willing to wait.
     Nothing(ParkAs),
@@ -363,8 +370,13 @@ fn task(r: &postgres::Row) -> Result<WorkerTaskResp, ApiError> {
 
 /// Gives the worker its task, or says what to park with. `WrongCredentials` when the
 /// worker no longer exists.
-pub fn claim(ctx: &Ctx, db: &mut super::db::Conn, worker: WorkerToken, deadline: Instant) -> Result<Claimed, ApiError> {
-    let seq = ctx.scheduler.ready_seq();
+pub(crate) fn claim(
+    ctx: &Ctx,
+    db: &mut super::db::Conn,
+    worker: WorkerToken,
+    deadline: Instant,
+) -> Result<Claimed, ApiError> {
+    let seq = ctx.scheduler.wake_seq();
     let st = db.prepared(CLAIM.as_str())?;
     let lease = ctx.cfg.claim_lease.as_secs_f64();
     if let Some(r) = db.query_opt(&st, &[&worker.uuid, &lease])? {
@@ -391,7 +403,7 @@ pub fn claim(ctx: &Ctx, db: &mut super::db::Conn, worker: WorkerToken, deadline:
 }
 
 /// Starts the dispatcher and the LISTEN thread.
-pub fn spawn(ctx: Arc<Ctx>) -> Vec<JoinHandle<()>> {
+pub(crate) fn spawn(ctx: Arc<Ctx>) -> Vec<JoinHandle<()>> {
     let mut handles = Vec::new();
     let c = ctx.clone();
     match std::thread::Builder::new()
@@ -449,7 +461,7 @@ fn eligibility(p: &Parked) -> (Vec<i64>, Vec<String>) {
     (g, t)
 }
 
-/// Offers wake-ups nobody else offered, and answers `null` to fetches whose wait is over.
+/// Delivers wake-ups nobody else delivered, and answers `null` to fetches whose wait is over.
 fn dispatcher(ctx: &Ctx) {
     let s = &ctx.scheduler;
     while !ctx.shutdown.is_set() {
@@ -462,7 +474,7 @@ fn dispatcher(ctx: &Ctx) {
             Ok(()) | Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
-        s.offer_pending(ctx);
+        s.deliver_wakes(ctx);
         let now = Instant::now();
         let expired: Vec<Parked> = {
             let mut parked = locked(&s.parked);
@@ -498,7 +510,7 @@ fn listener(ctx: &Ctx) {
         }
         delay = Duration::from_millis(200);
         // Whatever happened while we were not listening.
-        ctx.scheduler.announce(Wake::All);
+        ctx.scheduler.wake(Wake::All);
         loop {
             if ctx.shutdown.is_set() {
                 return;
@@ -507,7 +519,7 @@ fn listener(ctx: &Ctx) {
             match next {
                 Ok(Some(n)) => {
                     if let Some(w) = parse_payload(n.payload(), &ctx.scheduler.instance) {
-                        ctx.scheduler.announce(w);
+                        ctx.scheduler.wake(w);
                     }
                 }
                 Ok(None) => {

@@ -20,7 +20,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Starts `threads` handler threads on `server`; they stop once `ctx` is shutting down.
-pub fn spawn_handlers(ctx: Arc<Ctx>, server: Arc<tiny_http::Server>, threads: usize) -> Vec<JoinHandle<()>> {
+pub(super) fn spawn_handlers(ctx: Arc<Ctx>, server: Arc<tiny_http::Server>, threads: usize) -> Vec<JoinHandle<()>> {
     (0..threads)
         .filter_map(|i| {
             let ctx = ctx.clone();
@@ -36,7 +36,7 @@ pub fn spawn_handlers(ctx: Arc<Ctx>, server: Arc<tiny_http::Server>, threads: us
 
 /// Starts the thread of the `metrics_bind` listener: `GET /metrics` without
 /// authentication (the address is the access control), 404 for anything else.
-pub fn spawn_metrics(ctx: Arc<Ctx>, server: Arc<tiny_http::Server>) -> Option<JoinHandle<()>> {
+pub(super) fn spawn_metrics(ctx: Arc<Ctx>, server: Arc<tiny_http::Server>) -> Option<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("metrics-http".into())
         .spawn(move || {
@@ -124,7 +124,7 @@ fn handle(ctx: &Ctx, mut req: tiny_http::Request) {
     respond(req, reply);
     METRICS.request(route, status, started.elapsed());
     // Tasks this request made ready go to parked fetches now, from this thread.
-    ctx.scheduler.offer_pending(ctx);
+    ctx.scheduler.deliver_wakes(ctx);
     if big {
         super::release_freed_memory();
     }

@@ -11,15 +11,15 @@ use crate::api::{StatsPoint, TaskState};
 use postgres::GenericClient;
 
 /// The longest window a caller may ask for, in minutes (a day).
-pub const MAX_MINUTES: u32 = 1440;
+pub(crate) const MAX_MINUTES: u32 = 1440;
 /// The window when the caller names none.
-pub const DEFAULT_MINUTES: u32 = 60;
+pub(crate) const DEFAULT_MINUTES: u32 = 60;
 
 /// Records this minute's Ready count of every group that has Ready tasks, and that the
 /// minute was sampled. Safe when several coordinators sample: rows are upserted, and the
 /// minute's earlier rows are replaced, so a group whose queue emptied reads 0. Prunes
 /// samples older than the longest window (plus an hour).
-pub fn sample_queues(db: &mut impl GenericClient) -> Result<(), postgres::Error> {
+pub(crate) fn sample_queues(db: &mut impl GenericClient) -> Result<(), postgres::Error> {
     // One simple-query batch runs as one transaction; it takes no parameters, so the
     // Ready code is written into the text.
     db.batch_execute(&format!(
@@ -36,7 +36,11 @@ pub fn sample_queues(db: &mut impl GenericClient) -> Result<(), postgres::Error>
 }
 
 /// The last `minutes` minutes of a group, oldest first, ending with the current one.
-pub fn points(db: &mut impl GenericClient, group_id: i64, minutes: u32) -> Result<Vec<StatsPoint>, postgres::Error> {
+pub(crate) fn points(
+    db: &mut impl GenericClient,
+    group_id: i64,
+    minutes: u32,
+) -> Result<Vec<StatsPoint>, postgres::Error> {
     let minutes = minutes.clamp(1, MAX_MINUTES) as i32;
     let rows = db.query(
         "WITH m AS (
@@ -67,7 +71,7 @@ pub fn points(db: &mut impl GenericClient, group_id: i64, minutes: u32) -> Resul
 /// which holds only unfinished work) plus what was archived in the last `minutes` (a range
 /// of the archive's `(group_id, updated_at)` index), so the cost does not grow with the
 /// archive.
-pub fn state_counts(
+pub(crate) fn state_counts(
     db: &mut impl GenericClient,
     group_id: i64,
     minutes: u32,

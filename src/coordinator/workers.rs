@@ -13,11 +13,12 @@ use std::collections::BTreeMap;
 use uuid::Uuid;
 
 /// Columns for [`info`], from `workers w JOIN users u LEFT JOIN active_tasks t`.
-pub const INFO_SELECT: &str = "SELECT w.worker_id, u.username, w.tags, w.labels, w.created_at, w.updated_at, w.state, \
+pub(crate) const INFO_SELECT: &str =
+    "SELECT w.worker_id, u.username, w.tags, w.labels, w.created_at, w.updated_at, w.state, \
      w.last_heartbeat, t.uuid AS assigned_task_id, w.id \
      FROM workers w JOIN users u ON u.id = w.creator_id LEFT JOIN active_tasks t ON t.id = w.assigned_task_id";
 
-pub fn info(r: &postgres::Row) -> WorkerQueryInfo {
+pub(crate) fn info(r: &postgres::Row) -> WorkerQueryInfo {
     WorkerQueryInfo {
         worker_id: r.get("worker_id"),
         creator_username: r.get("username"),
@@ -32,7 +33,10 @@ pub fn info(r: &postgres::Row) -> WorkerQueryInfo {
 }
 
 /// The groups a worker serves, with their roles.
-pub fn groups(db: &mut impl GenericClient, worker_id: i64) -> Result<BTreeMap<String, GroupWorkerRole>, ApiError> {
+pub(crate) fn groups(
+    db: &mut impl GenericClient,
+    worker_id: i64,
+) -> Result<BTreeMap<String, GroupWorkerRole>, ApiError> {
     Ok(db
         .query(
             "SELECT g.group_name, gw.role FROM group_worker gw JOIN groups g ON g.id = gw.group_id WHERE gw.worker_id = $1",
@@ -46,12 +50,12 @@ pub fn groups(db: &mut impl GenericClient, worker_id: i64) -> Result<BTreeMap<St
 /// Removes workers. Their tasks go back to Ready (to run elsewhere), except tasks a user
 /// asked to cancel, which are archived as cancelled. Returns the groups whose tasks were
 /// requeued, for the wake-up after commit.
-pub fn remove(tx: &mut impl GenericClient, ids: &[i64]) -> Result<Vec<i64>, ApiError> {
+pub(crate) fn remove(tx: &mut impl GenericClient, ids: &[i64]) -> Result<Vec<i64>, ApiError> {
     remove_counted(tx, ids).map(|(groups, _)| groups)
 }
 
 /// [`remove`], also saying how many tasks went back to Ready.
-pub fn remove_counted(tx: &mut impl GenericClient, ids: &[i64]) -> Result<(Vec<i64>, usize), ApiError> {
+pub(crate) fn remove_counted(tx: &mut impl GenericClient, ids: &[i64]) -> Result<(Vec<i64>, usize), ApiError> {
     if ids.is_empty() {
         return Ok((Vec::new(), 0));
     }
@@ -96,7 +100,11 @@ pub fn remove_counted(tx: &mut impl GenericClient, ids: &[i64]) -> Result<(Vec<i
 
 /// Stops workers: Force removes them now; Graceful removes idle ones and marks busy ones
 /// to be removed when they commit their task. Returns (how many, groups to wake).
-pub fn shutdown(tx: &mut impl GenericClient, ids: &[i64], op: WorkerShutdownOp) -> Result<(u64, Vec<i64>), ApiError> {
+pub(crate) fn shutdown(
+    tx: &mut impl GenericClient,
+    ids: &[i64],
+    op: WorkerShutdownOp,
+) -> Result<(u64, Vec<i64>), ApiError> {
     if ids.is_empty() {
         return Ok((0, Vec::new()));
     }
@@ -122,6 +130,6 @@ pub fn shutdown(tx: &mut impl GenericClient, ids: &[i64], op: WorkerShutdownOp) 
 }
 
 /// Looks a worker up by uuid.
-pub fn id_of(db: &mut impl GenericClient, uuid: Uuid) -> Result<Option<i64>, ApiError> {
+pub(crate) fn id_of(db: &mut impl GenericClient, uuid: Uuid) -> Result<Option<i64>, ApiError> {
     Ok(db.query_opt("SELECT id FROM workers WHERE worker_id = $1", &[&uuid])?.map(|r| r.get("id")))
 }

@@ -12,7 +12,7 @@ use super::ManagerError;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-pub fn kill(state: &Path, ids: &[String], timeout: Duration, force: bool) -> Result<(), ManagerError> {
+pub(super) fn kill(state: &Path, ids: &[String], timeout: Duration, force: bool) -> Result<(), ManagerError> {
     let entries: Vec<Entry> = record::load_all(state).into_iter().filter(Entry::alive).collect();
     let mut unknown = Vec::new();
     let chosen: Vec<Entry> = if ids.is_empty() {

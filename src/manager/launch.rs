@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 /// The worker flags given to `spawn` or `run`, and what they need to start each worker.
-pub struct Launch {
+pub(super) struct Launch {
     /// The worker options in the order given, the password ones included.
     opts: Vec<(OptSpec, Option<String>)>,
     config: Option<String>,
@@ -27,14 +27,14 @@ pub struct Launch {
 }
 
 /// Replaces every `{i}` with the worker's index.
-pub fn expand(value: &str, index: usize) -> String {
+pub(super) fn expand(value: &str, index: usize) -> String {
     value.replace("{i}", &index.to_string())
 }
 
 impl Launch {
     /// Checks the flags for worker 0 and takes the password out of them (reading it from
     /// stdin with `--password-stdin`).
-    pub fn new(opts: Vec<(OptSpec, Option<String>)>, config: Option<String>) -> Result<Launch, ManagerError> {
+    pub(super) fn new(opts: Vec<(OptSpec, Option<String>)>, config: Option<String>) -> Result<Launch, ManagerError> {
         let exe = std::env::current_exe()
             .map_err(|e| ManagerError::Start(format!("cannot find the mito binary to start workers with: {e}")))?;
         let mut launch = Launch { opts, config, password: None, exe };
@@ -53,7 +53,7 @@ impl Launch {
     }
 
     /// The settings worker `index` will run with, as `mito worker` would load them.
-    pub fn config(&self, index: usize) -> Result<(WorkerConfig, Layers), ManagerError> {
+    pub(super) fn config(&self, index: usize) -> Result<(WorkerConfig, Layers), ManagerError> {
         let args = self.expanded(index, true);
         let mut parser = lexopt::Parser::from_args(args);
         let parsed = parse_opts(&mut parser, "mito worker", crate::worker::SPECS, false)
@@ -90,7 +90,7 @@ impl Launch {
     /// The command that starts worker `index` in a session of its own, its cache in `cache`.
     /// With `die_with_parent`, it gets SIGTERM when the manager dies (the supervisor's
     /// workers); otherwise it outlives the manager (spawned workers).
-    pub fn command(&self, index: usize, cache: &Path, die_with_parent: bool) -> Command {
+    pub(super) fn command(&self, index: usize, cache: &Path, die_with_parent: bool) -> Command {
         let mut cmd = Command::new(&self.exe);
         cmd.arg("worker").args(self.expanded(index, false));
         if self.password.is_some() {
@@ -115,7 +115,7 @@ impl Launch {
     }
 
     /// Gives a just-started worker its password on stdin and closes it.
-    pub fn hand_over(&self, child: &mut Child) {
+    pub(super) fn hand_over(&self, child: &mut Child) {
         if let (Some(p), Some(mut stdin)) = (&self.password, child.stdin.take()) {
             // A worker that died at once cannot read it; its exit status says why.
             let _ = stdin.write_all(format!("{p}\n").as_bytes());

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 /// What went wrong in a manager command; usage and configuration mistakes exit 2, the rest 1.
 #[derive(Debug)]
-pub enum ManagerError {
+pub(crate) enum ManagerError {
     /// A command-line mistake (the message names the flag).
     Usage(String),
     /// The worker settings would not start a worker.
@@ -214,7 +214,7 @@ fn count(cmd: &str, args: &Args) -> Result<usize, ManagerError> {
 }
 
 /// Entry point of `mito manager`; returns the exit status.
-pub fn main(parser: &mut lexopt::Parser) -> i32 {
+pub(crate) fn main(parser: &mut lexopt::Parser) -> i32 {
     let cmd = match parser.next() {
         Ok(Some(lexopt::Arg::Value(v))) => v.to_string_lossy().into_owned(),
         Ok(Some(lexopt::Arg::Short('h') | lexopt::Arg::Long("help"))) => {

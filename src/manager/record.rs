@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 /// One worker the manager started.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Record {
+pub(super) struct Record {
     /// `{i}` of this worker: the lowest index no live recorded worker had at its start.
     pub index: usize,
     pub pid: i32,
@@ -39,19 +39,19 @@ pub struct Record {
 
 /// A record and the directory it lives in.
 #[derive(Debug, Clone)]
-pub struct Entry {
+pub(super) struct Entry {
     pub dir: PathBuf,
     pub record: Record,
 }
 
 impl Entry {
     /// Whether the recorded process still runs (same pid, same start time, not a zombie).
-    pub fn alive(&self) -> bool {
+    pub(super) fn alive(&self) -> bool {
         proc_start(self.record.pid) == Some(self.record.start_time)
     }
 
     /// Writes the record through a temp file renamed into place, 0600.
-    pub fn save(&self) -> Result<(), ManagerError> {
+    pub(super) fn save(&self) -> Result<(), ManagerError> {
         let text = serde_json::to_string_pretty(&self.record).expect("a record serializes");
         let tmp = self.dir.join("record.json.tmp");
         let _ = std::fs::remove_file(&tmp);
@@ -67,7 +67,7 @@ impl Entry {
     }
 
     /// Learns the worker id from the log, once the worker has registered; saves it.
-    pub fn learn_worker_id(&mut self) {
+    pub(super) fn learn_worker_id(&mut self) {
         if self.record.worker_id.is_some() {
             return;
         }
@@ -81,7 +81,7 @@ impl Entry {
 }
 
 /// `$XDG_STATE_HOME/mitosis/manager` (else `~/.local/state/mitosis/manager`), or `given`.
-pub fn state_dir(given: Option<&str>) -> Result<PathBuf, ManagerError> {
+pub(super) fn state_dir(given: Option<&str>) -> Result<PathBuf, ManagerError> {
     if let Some(g) = given {
         return Ok(PathBuf::from(g));
     }
@@ -100,7 +100,7 @@ pub fn state_dir(given: Option<&str>) -> Result<PathBuf, ManagerError> {
 }
 
 /// Every record under `state`, in index order; unreadable ones are reported and skipped.
-pub fn load_all(state: &Path) -> Vec<Entry> {
+pub(super) fn load_all(state: &Path) -> Vec<Entry> {
     let mut out = Vec::new();
     let Ok(dirs) = std::fs::read_dir(state.join("workers")) else { return out };
     for d in dirs.flatten() {
@@ -118,7 +118,7 @@ pub fn load_all(state: &Path) -> Vec<Entry> {
 
 /// The worker id in a worker's log: its "Worker registered with ID: <uuid>" line, in the
 /// first 256 KiB (registration is among the first things a worker logs).
-pub fn registered_id(log: &Path) -> Option<Uuid> {
+pub(super) fn registered_id(log: &Path) -> Option<Uuid> {
     use std::io::Read;
     let mut buf = Vec::new();
     std::fs::File::open(log).ok()?.take(256 * 1024).read_to_end(&mut buf).ok()?;
@@ -126,14 +126,14 @@ pub fn registered_id(log: &Path) -> Option<Uuid> {
 }
 
 /// The uuid of a "Worker registered with ID: <uuid>" log line.
-pub fn id_in_line(line: &str) -> Option<Uuid> {
+pub(super) fn id_in_line(line: &str) -> Option<Uuid> {
     let rest = line.split("Worker registered with ID: ").nth(1)?;
     rest.split_whitespace().next()?.parse().ok()
 }
 
 /// Start time (field 22 of `/proc/<pid>/stat`) of a live process; None if there is no such
 /// process or it is a zombie (it has exited, only its exit status is left).
-pub fn proc_start(pid: i32) -> Option<u64> {
+pub(super) fn proc_start(pid: i32) -> Option<u64> {
     if pid <= 0 {
         return None;
     }
@@ -155,7 +155,7 @@ fn parse_stat(stat: &str) -> Option<(char, u64, i32)> {
 }
 
 /// Every live descendant of `pid` with its start time, children before grandchildren.
-pub fn descendants(pid: i32) -> Vec<(i32, u64)> {
+pub(super) fn descendants(pid: i32) -> Vec<(i32, u64)> {
     let mut all: Vec<(i32, i32, u64)> = Vec::new();
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for e in dir.flatten() {
@@ -183,7 +183,7 @@ pub fn descendants(pid: i32) -> Vec<(i32, u64)> {
 
 /// Sends `sig` to `pid` only if it is still the process that started at `start`.
 /// Returns whether the signal was sent.
-pub fn signal_verified(pid: i32, start: u64, sig: libc::c_int) -> bool {
+pub(super) fn signal_verified(pid: i32, start: u64, sig: libc::c_int) -> bool {
     if proc_start(pid) != Some(start) {
         return false;
     }
@@ -193,7 +193,7 @@ pub fn signal_verified(pid: i32, start: u64, sig: libc::c_int) -> bool {
 }
 
 /// Seconds since the Unix epoch.
-pub fn now_secs() -> u64 {
+pub(super) fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 

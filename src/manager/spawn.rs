@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 /// How long `spawn` waits for its workers to register before it leaves them be.
 const REGISTER_WAIT: Duration = Duration::from_secs(20);
 
-pub fn spawn(state: &Path, count: usize, launch: &Launch) -> Result<(), ManagerError> {
+pub(super) fn spawn(state: &Path, count: usize, launch: &Launch) -> Result<(), ManagerError> {
     let workers_dir = state.join("workers");
     private_files::create_dir_all(&workers_dir)
         .map_err(|e| ManagerError::State(format!("cannot create {}: {e}", workers_dir.display())))?;

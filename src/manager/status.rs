@@ -38,7 +38,7 @@ impl Task {
     }
 }
 
-pub fn status(state: &Path, as_json: bool, prune: bool) -> Result<(), ManagerError> {
+pub(super) fn status(state: &Path, as_json: bool, prune: bool) -> Result<(), ManagerError> {
     let mut entries = record::load_all(state);
     let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(3)).build();
     let mut coordinator_reachable = true;

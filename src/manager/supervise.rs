@@ -36,7 +36,7 @@ struct Slot {
     backoff: Duration,
 }
 
-pub fn run(state: &Path, count: usize, launch: &Launch) -> Result<(), ManagerError> {
+pub(super) fn run(state: &Path, count: usize, launch: &Launch) -> Result<(), ManagerError> {
     if let Err(e) = crate::logging::init_late() {
         eprintln!("mito manager run: {e}");
     }

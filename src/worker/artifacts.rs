@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 /// The directories one task uses, all under the worker's cache directory.
 #[derive(Debug, Clone)]
-pub struct Dirs {
+pub(crate) struct Dirs {
     pub root: PathBuf,
     pub result: PathBuf,
     pub exec: PathBuf,
@@ -39,7 +39,7 @@ pub struct Dirs {
 }
 
 impl Dirs {
-    pub fn new(root: PathBuf, task_owner: Option<(u32, u32)>) -> Dirs {
+    pub(crate) fn new(root: PathBuf, task_owner: Option<(u32, u32)>) -> Dirs {
         Dirs {
             task_owner,
             result: root.join("result"),
@@ -52,7 +52,7 @@ impl Dirs {
     }
 
     /// Empties everything a previous task left and recreates the directories.
-    pub fn reset(&self) -> std::io::Result<()> {
+    pub(crate) fn reset(&self) -> std::io::Result<()> {
         if self.root.exists() {
             for entry in std::fs::read_dir(&self.root)? {
                 let p = entry?.path();
@@ -90,7 +90,7 @@ impl Dirs {
 
     /// Gives `dir` (the directory above the root, `<cache>/mitosis`, which holds every
     /// worker's directory) the same mode as the root. Only for that directory: it is ours.
-    pub fn restrict(&self, dir: &Path) -> std::io::Result<()> {
+    pub(crate) fn restrict(&self, dir: &Path) -> std::io::Result<()> {
         let mode = if self.task_owner.is_some() { 0o711 } else { 0o700 };
         std::fs::DirBuilder::new().recursive(true).mode(mode).create(dir)?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
@@ -98,7 +98,7 @@ impl Dirs {
 
     /// With a task user: checks that it can reach the working directory, i.e. that every
     /// directory above `<cache>/mitosis` lets others through.
-    pub fn check_reachable(&self) -> Result<(), WorkerError> {
+    pub(crate) fn check_reachable(&self) -> Result<(), WorkerError> {
         let Some((uid, _)) = self.task_owner else { return Ok(()) };
         let Some(top) = self.root.parent() else { return Ok(()) };
         for d in top.ancestors().skip(1) {
@@ -120,7 +120,7 @@ fn dir_is_empty(dir: &Path) -> bool {
 }
 
 /// Packs what the task produced; returns the archives made, with their sizes.
-pub fn pack(dirs: &Dirs, terminal_output: bool) -> std::io::Result<Vec<(ArtifactContentType, PathBuf, u64)>> {
+pub(super) fn pack(dirs: &Dirs, terminal_output: bool) -> std::io::Result<Vec<(ArtifactContentType, PathBuf, u64)>> {
     let mut out = Vec::new();
     for (ct, dir, prefix) in
         [(ArtifactContentType::Result, &dirs.result, "result"), (ArtifactContentType::ExecLog, &dirs.exec, "exec-log")]
@@ -181,7 +181,7 @@ fn append_log(b: &mut tar::Builder<GzEncoder<BufWriter<File>>>, name: &str, path
 
 /// Why uploading stopped early.
 #[derive(Debug)]
-pub enum UploadError {
+pub(super) enum UploadError {
     /// The window closed.
     Timeout,
     /// 401 or the worker is stopping: the caller stops too.
@@ -190,7 +190,7 @@ pub enum UploadError {
 
 /// Uploads each archive: the `Upload` report op gives a presigned URL, then a PUT with
 /// Content-Length. 403/404 from the coordinator skip the rest (quota, task gone).
-pub fn upload(
+pub(super) fn upload(
     net: &Net,
     task_id: i64,
     packed: &[(ArtifactContentType, PathBuf, u64)],
@@ -243,7 +243,7 @@ struct DownloadResp {
 
 /// Why a resource could not be had.
 #[derive(Debug)]
-pub enum FetchError {
+pub(super) enum FetchError {
     NotFound(String),
     Forbidden(String),
     Timeout(String),
@@ -251,14 +251,14 @@ pub enum FetchError {
 }
 
 /// A resource's place under `resource/`, refusing absolute paths and `..`.
-pub fn local_target(resource_dir: &Path, local_path: &str) -> Option<PathBuf> {
+pub(super) fn local_target(resource_dir: &Path, local_path: &str) -> Option<PathBuf> {
     let p = Path::new(local_path);
     let ok = !local_path.is_empty() && p.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
     ok.then(|| resource_dir.join(p))
 }
 
 /// Downloads every resource into `resource_dir` before `deadline`.
-pub fn fetch_resources(
+pub(super) fn fetch_resources(
     net: &Net,
     task: Uuid,
     resources: &[RemoteResourceDownload],
@@ -318,7 +318,7 @@ fn download(net: &Net, url: &str, target: &Path, deadline: Instant) -> Result<()
                     return Err(FetchError::Timeout(format!("{}: {e}", redact(url))));
                 }
                 log::warn!("{what} broke off ({e}); retrying in {:.1}s", delay.as_secs_f64());
-                if net.stop.sleep(delay) {
+                if net.shutdown.sleep(delay) {
                     return Err(FetchError::Fatal(CallError::Stopped));
                 }
             }

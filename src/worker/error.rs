@@ -6,7 +6,7 @@ use super::net::CallError;
 use std::path::PathBuf;
 
 #[derive(Debug)]
-pub enum WorkerError {
+pub(crate) enum WorkerError {
     /// The password file cannot be opened.
     PasswordFile {
         path: PathBuf,

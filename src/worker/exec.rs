@@ -24,11 +24,11 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// How long a stopped task's group gets between SIGTERM and SIGKILL.
-pub const GRACE: Duration = Duration::from_secs(10);
+pub(super) const GRACE: Duration = Duration::from_secs(10);
 
 /// What the task sees: its directories and identity.
 #[derive(Debug, Clone)]
-pub struct TaskEnv {
+pub(super) struct TaskEnv {
     pub uuid: Uuid,
     pub upstream: Option<Uuid>,
     pub result_dir: PathBuf,
@@ -44,7 +44,7 @@ pub struct TaskEnv {
 
 /// How the run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ending {
+pub(super) enum Ending {
     Finished,
     TimedOut,
     Cancelled,
@@ -53,13 +53,13 @@ pub enum Ending {
 }
 
 #[derive(Debug)]
-pub struct Outcome {
+pub(super) struct Outcome {
     pub status: ExitStatus,
     pub ending: Ending,
 }
 
 /// Asks the kernel to hand us the task's orphans, so that we can reap them.
-pub fn become_subreaper() {
+pub(super) fn become_subreaper() {
     // SAFETY: prctl with integer arguments only.
     let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     if rc != 0 {
@@ -69,7 +69,7 @@ pub fn become_subreaper() {
 
 /// How a task is confined, decided once at start-up.
 #[derive(Debug, Clone, Default)]
-pub struct Confine {
+pub(crate) struct Confine {
     /// Switch to this user before exec (the worker runs as root).
     pub user: Option<TaskUser>,
     /// Run the task under a small init in a PID namespace of its own (needs root).
@@ -79,7 +79,7 @@ pub struct Confine {
 }
 
 /// The command line and environment of a task, as the README documents them.
-pub fn command(spec: &TaskSpec, env: &TaskEnv, confine: &Confine, cgroup: Option<&TaskCgroup>) -> Command {
+pub(super) fn command(spec: &TaskSpec, env: &TaskEnv, confine: &Confine, cgroup: Option<&TaskCgroup>) -> Command {
     let mut cmd = Command::new("/usr/bin/env");
     cmd.args(&spec.args);
     // The worker's own settings (MITO_USER, MITO_PASSWORD, MITO_PASSWORD_FILE, ...) are
@@ -141,7 +141,7 @@ mod child {
     /// remains in the namespace, setsid or not. C outlives T and exits with U's status, so
     /// the worker sees the task's own status. If the worker dies, C dies (parent-death
     /// signal), T dies with C, and the namespace with T.
-    pub fn setup(
+    pub(super) fn setup(
         pid_namespace: bool,
         ids: Option<Ids>,
         cgroup_procs: Option<&std::ffi::CStr>,
@@ -186,6 +186,9 @@ mod child {
     /// Gives up root for the task user: groups, then gid, then uid (in that order, since
     /// each step needs the privilege the next one drops). Re-arms the parent-death signal,
     /// which a credential change clears.
+    ///
+    /// # Safety
+    /// Only between fork and exec in the child: async-signal-safe calls, no allocation.
     unsafe fn drop_privileges(ids: Option<Ids>) -> std::io::Result<()> {
         let Some((uid, gid, groups)) = ids else {
             return Ok(());
@@ -203,6 +206,9 @@ mod child {
     /// Closes every descriptor from 3 up except `keep`. Among them is the pipe on which the
     /// standard library learns that exec happened: only U may hold it, or `spawn` would
     /// wait for C and T to end.
+    ///
+    /// # Safety
+    /// Only between fork and exec in the child: async-signal-safe calls, no allocation.
     unsafe fn close_all_but(keep: libc::c_int) {
         // SAFETY: close_range on our own descriptor table.
         unsafe {
@@ -215,6 +221,9 @@ mod child {
 
     /// The worker's handlers would write into its signal pipe from here: back to default.
     /// For T, pid 1 of its namespace, default means these signals are ignored.
+    ///
+    /// # Safety
+    /// Only between fork and exec in the child: async-signal-safe calls, no allocation.
     unsafe fn default_signals() {
         for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT] {
             // SAFETY: signal(2) with SIG_DFL.
@@ -230,6 +239,9 @@ mod child {
     }
 
     /// T: pid 1 of the namespace. Never returns to the caller except in U.
+    ///
+    /// # Safety
+    /// Only between fork and exec in the child: async-signal-safe calls, no allocation.
     unsafe fn init(fds: [libc::c_int; 2], ids: Option<Ids>, grace: Duration) -> std::io::Result<()> {
         // SAFETY (whole function): raw syscalls; `fds` are ours.
         unsafe {
@@ -281,6 +293,9 @@ mod child {
     /// C: waits for T, then ends the way U ended. Ignores the termination signals sent to
     /// the task's group so that it outlives T (only SIGKILL ends it early, and then T and
     /// the namespace go with it).
+    ///
+    /// # Safety
+    /// Only between fork and exec in the child: async-signal-safe calls, no allocation.
     unsafe fn proxy(t: libc::pid_t, fds: [libc::c_int; 2]) -> std::io::Result<()> {
         // SAFETY (whole function): raw syscalls; `fds` are ours.
         unsafe {
@@ -319,7 +334,7 @@ mod child {
 }
 
 /// Spawns the task and waits until it and its whole process group are gone.
-pub fn run(
+pub(super) fn run(
     spec: &TaskSpec,
     env: &TaskEnv,
     timeout: Duration,
@@ -340,7 +355,7 @@ pub fn run(
     let pid = {
         // Under the lock, so that a shutdown either sees this group or stops us spawning it.
         let mut running = shared.running.lock().unwrap_or_else(|p| p.into_inner());
-        if shared.stop.is_set() {
+        if shared.shutdown.is_set() {
             return Ok(Outcome { status: ExitStatus::from_raw(0), ending: Ending::Stopped });
         }
         let child = cmd.spawn()?;
@@ -361,7 +376,7 @@ pub fn run(
             log::debug!("task {} exited with raw status {}", env.uuid, s.into_raw());
             break Ending::Finished;
         }
-        if shared.stop.is_set() {
+        if shared.shutdown.is_set() {
             return Ok(Outcome { status: ExitStatus::from_raw(libc::SIGKILL), ending: Ending::Stopped });
         }
         if Instant::now() >= deadline {
@@ -380,7 +395,7 @@ pub fn run(
     };
     // Whatever ended the run, nothing of the task outlives it: first its group, then
     // anything that left the group (setsid, double fork) and so is still below us.
-    let last = stop_group(pid, pid, GRACE, &shared.stop);
+    let last = stop_group(pid, pid, GRACE, &shared.shutdown);
     if let Some(cg) = &cgroup {
         cg.remove();
     }
@@ -389,7 +404,7 @@ pub fn run(
         log::info!("task {}: killed {strays} processes that had left its process group", env.uuid);
     }
     let status = status.or(last).unwrap_or_else(|| ExitStatus::from_raw(libc::SIGKILL));
-    if !shared.stop.is_set() {
+    if !shared.shutdown.is_set() {
         let mut running = shared.running.lock().unwrap_or_else(|p| p.into_inner());
         running.pgid = None;
         running.cgroup = None;
@@ -429,7 +444,7 @@ fn group_alive(pgid: i32) -> bool {
 
 /// SIGTERM to the group, SIGKILL after `grace`, and waits (bounded) until the group is
 /// gone, reaping it. Returns the status of `pid` if it was reaped here.
-pub fn stop_group(pid: i32, pgid: i32, grace: Duration, stop: &super::Stop) -> Option<ExitStatus> {
+pub(super) fn stop_group(pid: i32, pgid: i32, grace: Duration, shutdown: &super::Shutdown) -> Option<ExitStatus> {
     let mut status = reap(pid, pgid);
     if !group_alive(pgid) {
         return status;
@@ -446,7 +461,7 @@ pub fn stop_group(pid: i32, pgid: i32, grace: Duration, stop: &super::Stop) -> O
             return status;
         }
         // A stopping worker does not wait out the whole grace period.
-        let patience = if stop.is_set() { grace.min(Duration::from_secs(3)) } else { grace };
+        let patience = if shutdown.is_set() { grace.min(Duration::from_secs(3)) } else { grace };
         if !killed && start.elapsed() >= patience {
             log::debug!("process group {pgid} outlived SIGTERM; sending SIGKILL");
             // SAFETY: as above.

@@ -11,10 +11,10 @@ use crate::api::WorkerTaskResp;
 use std::time::{Duration, Instant};
 
 /// How long one long poll may be held by the coordinator.
-pub const WAIT: Duration = Duration::from_secs(30);
+pub(super) const WAIT: Duration = Duration::from_secs(30);
 
 /// The next task, or None after a poll that found nothing (the pause is already taken).
-pub fn next(net: &Net, polling_interval: Duration) -> Result<Option<WorkerTaskResp>, CallError> {
+pub(super) fn next(net: &Net, polling_interval: Duration) -> Result<Option<WorkerTaskResp>, CallError> {
     let asked = Instant::now();
     let path = format!("/workers/tasks?wait={}", WAIT.as_secs());
     let task: Option<serde_json::Value> = net.call_json("fetching a task", None, || {
@@ -24,7 +24,7 @@ pub fn next(net: &Net, polling_interval: Duration) -> Result<Option<WorkerTaskRe
         None | Some(serde_json::Value::Null) => {
             if asked.elapsed() < WAIT / 2 {
                 log::debug!("no task; next fetch in {}", humantime::format_duration(polling_interval));
-                if net.stop.sleep(polling_interval) {
+                if net.shutdown.sleep(polling_interval) {
                     return Err(CallError::Stopped);
                 }
             }

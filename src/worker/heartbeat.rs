@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// The cadence while a task runs, so that a cancel reaches it within seconds.
-pub const BUSY_INTERVAL: Duration = Duration::from_secs(2);
+pub(super) const BUSY_INTERVAL: Duration = Duration::from_secs(2);
 
 #[derive(serde::Deserialize)]
 struct Cancellations {
@@ -25,7 +25,11 @@ struct Cancellations {
     cancel: Vec<Uuid>,
 }
 
-pub fn spawn(shared: Arc<Shared>, net: Arc<Net>, idle: Duration) -> std::io::Result<std::thread::JoinHandle<()>> {
+pub(super) fn spawn(
+    shared: Arc<Shared>,
+    net: Arc<Net>,
+    idle: Duration,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name("heartbeat".into()).spawn(move || run(&shared, &net, idle))
 }
 
@@ -45,7 +49,7 @@ fn run(shared: &Shared, net: &Net, idle: Duration) {
         if waited < due {
             // Short slices, so a task starting is confirmed and switches to the busy
             // cadence promptly.
-            if shared.stop.sleep((due - waited).min(Duration::from_millis(100))) {
+            if shared.shutdown.sleep((due - waited).min(Duration::from_millis(100))) {
                 return;
             }
             continue;
@@ -72,7 +76,7 @@ fn run(shared: &Shared, net: &Net, idle: Duration) {
 
 /// One heartbeat, not retried here (the loop does that on its own schedule).
 fn beat(shared: &Shared, net: &Net) -> Result<(), CallError> {
-    if shared.stop.is_set() {
+    if shared.shutdown.is_set() {
         return Err(CallError::Stopped);
     }
     let resp = net.request("POST", "/workers/heartbeat?cancellations=true").timeout(Duration::from_secs(30)).call();

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 /// Marks the worker not dumpable: a process of the same uid can no longer ptrace it or
 /// read its `/proc/<pid>/environ`, `mem` or `fd`. Exec resets this for the task itself.
-pub fn harden() {
+pub(super) fn harden() {
     // SAFETY: prctl with integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
         log::warn!("cannot mark the worker non-dumpable: {}", std::io::Error::last_os_error());
@@ -30,7 +30,7 @@ pub fn harden() {
 /// `--password` in `/proc/<pid>/cmdline` (world-readable) and `MITO_PASSWORD=` in
 /// `/proc/<pid>/environ`. Both live in the initial stack; overwriting them in place changes
 /// what /proc shows. The value has been copied into the configuration by then.
-pub fn scrub_password_copies() {
+pub(crate) fn scrub_password_copies() {
     argv::scrub();
     // SAFETY: `environ` is the process's NULL-terminated array of NUL-terminated strings;
     // we only overwrite bytes inside one string, keeping its length and terminator. No
@@ -48,6 +48,10 @@ extern "C" {
     static mut environ: *mut *mut libc::c_char;
 }
 
+/// The C library's `environ`.
+///
+/// # Safety
+/// No other thread may change the environment while the caller walks the array.
 unsafe fn libc_environ() -> *mut *mut libc::c_char {
     // SAFETY: reading the pointer value; the caller walks it.
     unsafe { std::ptr::addr_of!(environ).read() }
@@ -93,7 +97,7 @@ mod argv {
     }
 
     /// Overwrites the value of `-p`, `-pVALUE`, `--password VALUE` and `--password=VALUE`.
-    pub fn scrub() {
+    pub(super) fn scrub() {
         let argc = ARGC.load(Ordering::Relaxed);
         let argv = ARGV.load(Ordering::Relaxed);
         if argv.is_null() {
@@ -134,7 +138,7 @@ mod argv {
 
 /// The user a task runs as, resolved before any fork (getpwnam is not async-signal-safe).
 #[derive(Debug, Clone)]
-pub struct TaskUser {
+pub(crate) struct TaskUser {
     pub name: String,
     pub uid: libc::uid_t,
     pub gid: libc::gid_t,
@@ -144,7 +148,7 @@ pub struct TaskUser {
 
 impl TaskUser {
     /// Looks `name` up in the user database; also accepts a numeric uid.
-    pub fn lookup(name: &str) -> Result<TaskUser, WorkerError> {
+    pub(crate) fn lookup(name: &str) -> Result<TaskUser, WorkerError> {
         let cname = CString::new(name).map_err(|_| WorkerError::RunAsNul { name: name.to_string() })?;
         let mut buf = vec![0u8; 16 * 1024];
         // SAFETY: getpwnam_r/getpwuid_r fill `pwd` with pointers into `buf`, which outlives them.
@@ -185,7 +189,7 @@ impl TaskUser {
 }
 
 /// Whether the worker runs with uid 0.
-pub fn is_root() -> bool {
+pub(super) fn is_root() -> bool {
     // SAFETY: geteuid has no arguments and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
@@ -227,7 +231,7 @@ fn descendants(of: i32) -> Vec<i32> {
 /// (setsid, double fork) is either still a descendant or was reparented to the worker, a
 /// child subreaper. Called when no task runs, so every descendant is a leftover. Repeats
 /// until none is left (a process may fork while we look), within `within`.
-pub fn kill_descendants(within: Duration) -> usize {
+pub(super) fn kill_descendants(within: Duration) -> usize {
     let me = std::process::id() as i32;
     let start = Instant::now();
     let mut killed = 0;
@@ -253,7 +257,7 @@ pub fn kill_descendants(within: Duration) -> usize {
 }
 
 /// Sends SIGKILL once to every process below the worker, without waiting for them.
-pub fn kill_descendants_once() {
+pub(super) fn kill_descendants_once() {
     for pid in descendants(std::process::id() as i32) {
         // SAFETY: signalling a process below us, found just now in /proc.
         unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -261,7 +265,7 @@ pub fn kill_descendants_once() {
 }
 
 /// Reaps every child that has exited, without blocking.
-pub fn reap_all() {
+pub(super) fn reap_all() {
     loop {
         let mut st = 0;
         // SAFETY: non-blocking waitpid on our own children.
@@ -277,7 +281,7 @@ pub fn reap_all() {
 /// the hierarchy is writable (root, or a delegated subtree); otherwise the /proc sweep
 /// is what remains.
 #[derive(Debug)]
-pub struct TaskCgroup {
+pub(crate) struct TaskCgroup {
     dir: std::path::PathBuf,
     /// `<dir>/cgroup.procs`, ready for the child to open without allocating.
     pub procs: CString,
@@ -287,7 +291,7 @@ impl TaskCgroup {
     /// Creates `mito-worker-<pid>` below the worker's cgroup, after removing such
     /// directories left by workers that are gone. None when there is no writable cgroup v2
     /// with `cgroup.kill`.
-    pub fn create() -> Option<TaskCgroup> {
+    pub(crate) fn create() -> Option<TaskCgroup> {
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
         // Fields: id parent major:minor root mount-point options ... - fstype source ...
         let mount = mounts.lines().find_map(|l| {
@@ -324,7 +328,7 @@ impl TaskCgroup {
     }
 
     /// Kills every process in the cgroup and waits (bounded) until it is empty.
-    pub fn kill_all(&self, within: Duration) {
+    pub(crate) fn kill_all(&self, within: Duration) {
         let empty =
             || std::fs::read_to_string(self.dir.join("cgroup.procs")).map(|t| t.trim().is_empty()).unwrap_or(true);
         if empty() {
@@ -343,21 +347,21 @@ impl TaskCgroup {
     }
 
     /// Removes the cgroup (empty by then).
-    pub fn remove(&self) {
+    pub(crate) fn remove(&self) {
         self.kill_all(Duration::from_secs(1));
         let _ = std::fs::remove_dir(&self.dir);
     }
 }
 
 /// Reads the password from the first line of `path` (at most 4 KiB).
-pub fn read_password_file(path: &std::path::Path) -> Result<String, WorkerError> {
+pub(super) fn read_password_file(path: &std::path::Path) -> Result<String, WorkerError> {
     let f =
         std::fs::File::open(path).map_err(|source| WorkerError::PasswordFile { path: path.to_path_buf(), source })?;
     first_line(f, &format!("the password file {}", path.display()))
 }
 
 /// Reads the password from the first line of stdin (at most 4 KiB).
-pub fn read_password_stdin() -> Result<String, WorkerError> {
+pub(crate) fn read_password_stdin() -> Result<String, WorkerError> {
     first_line(std::io::stdin().lock(), "stdin (--password-stdin)")
 }
 

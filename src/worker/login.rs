@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// `$XDG_CONFIG_HOME/mitosis/credentials` (or under `~/.config`).
-pub fn default_path() -> Option<PathBuf> {
+pub(super) fn default_path() -> Option<PathBuf> {
     crate::config::config_dir().map(|d| d.join("mitosis").join("credentials"))
 }
 
@@ -24,7 +24,7 @@ const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why no credential could be had.
 #[derive(Debug)]
-pub enum CredError {
+pub(crate) enum CredError {
     /// The coordinator could not be reached or answered 5xx: worth retrying later.
     Unreachable(String),
     /// The coordinator refused to check the password for a while (429, too many failed
@@ -61,7 +61,7 @@ impl std::fmt::Display for CredError {
 /// `refused` is a token the coordinator just refused (another login of the same user
 /// signed it out): a file entry still holding it is not worth asking about, but one that
 /// changed since (that other login saved its token there) is tried first.
-pub fn obtain(
+pub(super) fn obtain(
     agent: &ureq::Agent,
     base: &str,
     path: &Path,
@@ -73,6 +73,26 @@ pub fn obtain(
     // The address may carry a password in its user-info; messages show it redacted, and
     // ureq's own errors quote the URL they failed on.
     let shown = crate::redact::url(base);
+    if let Some(found) = stored_token(agent, base, &shown, path, user, refused)? {
+        return Ok(found);
+    }
+    let (user, password) = ask_missing(user, password, path)?;
+    let token = log_in(agent, base, &shown, &user, &password, retain)?;
+    if let Err(e) = store(path, &user, &token) {
+        log::warn!("cannot save the token to {}: {e}; the next start will log in again", path.display());
+    }
+    Ok((user, token))
+}
+
+/// The token stored in `path` for `user`, if the coordinator still accepts it.
+fn stored_token(
+    agent: &ureq::Agent,
+    base: &str,
+    shown: &str,
+    path: &Path,
+    user: Option<&str>,
+    refused: Option<&str>,
+) -> Result<Option<(String, String)>, CredError> {
     let mut refused = refused.map(str::to_string);
     // The entry is read again after each refusal: a concurrent login may just have
     // replaced it. A few rounds at most, so two processes signing each other out cannot
@@ -90,29 +110,35 @@ pub fn obtain(
         {
             Ok(r) => {
                 if r.into_string().map(|b| b.trim() == u).unwrap_or(false) {
-                    return Ok((u, token));
+                    return Ok(Some((u, token)));
                 }
             }
             Err(ureq::Error::Status(s, _)) if s >= 500 => {
                 return Err(CredError::Unreachable(format!("{shown}/auth answered {s}")));
             }
             Err(ureq::Error::Status(..)) => {}
-            Err(ureq::Error::Transport(t)) if crate::tls::explain(&t).is_some() => {
-                return Err(CredError::Fatal(format!("cannot reach the coordinator: {}", transport(&t))));
-            }
-            Err(ureq::Error::Transport(t)) => {
-                return Err(CredError::Unreachable(format!(
-                    "cannot reach the coordinator at {shown}: {}",
-                    transport(&t)
-                )));
-            }
+            Err(ureq::Error::Transport(t)) => return Err(unreachable(shown, &t)),
         }
         log::warn!("the stored token for {u} in {} is no longer valid; logging in again", path.display());
         refused = Some(token);
     }
-    let (user, password) = ask_missing(user, password, path)?;
-    let body =
-        crate::api::UserLoginReq { username: user.clone(), md5_password: crate::api::md5_password(&password), retain };
+    Ok(None)
+}
+
+/// Logs in with a password; returns the new token.
+fn log_in(
+    agent: &ureq::Agent,
+    base: &str,
+    shown: &str,
+    user: &str,
+    password: &str,
+    retain: bool,
+) -> Result<String, CredError> {
+    let body = crate::api::UserLoginReq {
+        username: user.to_string(),
+        md5_password: crate::api::md5_password(password),
+        retain,
+    };
     let resp = agent.post(&format!("{base}/login")).timeout(LOGIN_TIMEOUT).send_json(&body);
     let token = match resp {
         Ok(r) => {
@@ -134,17 +160,19 @@ pub fn obtain(
                 "login as {user} failed ({s} {msg}); check the user name and password"
             )));
         }
-        Err(ureq::Error::Transport(t)) if crate::tls::explain(&t).is_some() => {
-            return Err(CredError::Fatal(format!("cannot reach the coordinator: {}", transport(&t))));
-        }
-        Err(ureq::Error::Transport(t)) => {
-            return Err(CredError::Unreachable(format!("cannot reach the coordinator at {shown}: {}", transport(&t))));
-        }
+        Err(ureq::Error::Transport(t)) => return Err(unreachable(shown, &t)),
     };
-    if let Err(e) = store(path, &user, &token) {
-        log::warn!("cannot save the token to {}: {e}; the next start will log in again", path.display());
+    Ok(token)
+}
+
+/// A failure to reach the coordinator: final when TLS refused it (retrying will not
+/// help), worth retrying otherwise.
+fn unreachable(shown: &str, t: &ureq::Transport) -> CredError {
+    if crate::tls::explain(t).is_some() {
+        CredError::Fatal(format!("cannot reach the coordinator: {}", transport(t)))
+    } else {
+        CredError::Unreachable(format!("cannot reach the coordinator at {shown}: {}", transport(t)))
     }
-    Ok((user, token))
 }
 
 /// A transport error without the URL it quotes (a failed TLS handshake names the server's

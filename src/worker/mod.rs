@@ -32,14 +32,14 @@ mod shutdown;
 mod state;
 mod task;
 
-pub use error::WorkerError;
-pub use isolate::{read_password_stdin, scrub_password_copies};
-pub use serve::Ctx;
+pub(crate) use error::WorkerError;
+pub(crate) use isolate::{read_password_stdin, scrub_password_copies};
+pub(crate) use serve::TaskRunner;
 
 /// The exit status of a worker the coordinator answered 401: it was removed, or its
 /// lifetime ended. Starting it again would undo the removal, so supervisors do not.
-pub const EXIT_REMOVED: i32 = 3;
-pub use shared::{Running, Shared, Stop};
+pub(crate) const EXIT_REMOVED: i32 = 3;
+pub(crate) use shared::{Shared, Shutdown};
 
 use crate::config::worker::{DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_POLLING_INTERVAL};
 use crate::config::{cache_dir, concat_str, Layers, WorkerConfig, DEFAULT_COORDINATOR_ADDR};
@@ -55,7 +55,7 @@ use uuid::Uuid;
 const ABOUT: &str = "Run a mitosis worker";
 
 /// The worker's options; `mito manager` takes them too and passes them on.
-pub const SPECS: &[OptSpec] = &[
+pub(crate) const SPECS: &[OptSpec] = &[
     OptSpec::value("coordinator", Some('c'), "coordinator_addr", "COORDINATOR_ADDR", concat_str!("The address of the coordinator (default ", DEFAULT_COORDINATOR_ADDR, ")")),
     OptSpec::value("polling-interval", None, "polling_interval", "POLLING_INTERVAL", concat_str!("The interval to poll tasks when the coordinator has no long-poll, and the longest pause between retries (default ", DEFAULT_POLLING_INTERVAL, ")")),
     OptSpec::value("heartbeat-interval", None, "heartbeat_interval", "HEARTBEAT_INTERVAL", concat_str!("The interval to send heartbeat while idle (default ", DEFAULT_HEARTBEAT_INTERVAL, "; every 2s while a task runs)")),
@@ -92,7 +92,7 @@ Started as root, the worker runs each task in a PID namespace of its own (nothin
 survives it, or the worker) and, with --run-as, as that user.";
 
 /// Entry point of `mito worker`; returns the exit status.
-pub fn main(parser: &mut lexopt::Parser) -> i32 {
+pub(crate) fn main(parser: &mut lexopt::Parser) -> i32 {
     let args = match parse_mode(parser, "mito worker", SPECS, false, || {
         help_text(ABOUT, "mito worker [OPTIONS]", SPECS, FOOTER)
     }) {
@@ -139,7 +139,7 @@ fn log_target(cfg: &WorkerConfig, id: Uuid) -> Option<(FileTarget, Option<String
 }
 
 /// Registers, then serves tasks until a signal or a 401 ends the process.
-pub fn run(mut cfg: WorkerConfig) -> Result<(), WorkerError> {
+pub(crate) fn run(mut cfg: WorkerConfig) -> Result<(), WorkerError> {
     exec::become_subreaper();
     // Before anything else: a task of the same uid must not read our memory or environ.
     isolate::harden();
@@ -152,17 +152,17 @@ pub fn run(mut cfg: WorkerConfig) -> Result<(), WorkerError> {
     let confine = confinement(&cfg)?;
     let tls = crate::tls::Tls::new(cfg.ca_file.as_deref(), |m| log::warn!("{m}")).map_err(WorkerError::CaFile)?;
     let agent = net::agent(&tls);
-    let stop = Arc::new(Stop::new());
-    let shared = Arc::new(Shared::new(stop.clone()));
+    let shutdown = Arc::new(Shutdown::new());
+    let shared = Arc::new(Shared::new(shutdown.clone()));
 
     shutdown::spawn_signal_thread(shared.clone())?;
     let retry_cap = cfg.polling_interval.min(Duration::from_secs(30));
 
-    let Some((user, reg)) = register::log_in_and_register(&agent, &cfg, &stop, retry_cap)? else {
+    let Some((user, reg)) = register::log_in_and_register(&agent, &cfg, &shutdown, retry_cap)? else {
         return Ok(());
     };
     let id = reg.worker_id;
-    let net = Arc::new(Net::new(agent, &cfg.coordinator_addr, reg.token.clone(), stop.clone(), retry_cap));
+    let net = Arc::new(Net::new(agent, &cfg.coordinator_addr, reg.token.clone(), shutdown.clone(), retry_cap));
     let _ = shared.net.set(net.clone());
     let top = cache_dir().map(|d| d.join("mitosis")).ok_or(WorkerError::NoCacheDir)?;
     let root = top.join(id.to_string());
@@ -187,14 +187,14 @@ pub fn run(mut cfg: WorkerConfig) -> Result<(), WorkerError> {
         return Err(WorkerError::WorkDir(e));
     }
     let states = match (&reg.redis_url, cfg.skip_redis) {
-        (Some(url), false) => state::Announcer::connect(url),
-        _ => state::Announcer::none(),
+        (Some(url), false) => state::StatePublisher::connect(url),
+        _ => state::StatePublisher::none(),
     };
     heartbeat::spawn(shared.clone(), net.clone(), cfg.heartbeat_interval)
         .map_err(|source| WorkerError::Thread { name: "heartbeat", source })?;
     log::info!("Worker is running");
-    let ctx = Ctx { shared: shared.clone(), net, dirs, states, confine, env: cfg.env };
-    serve::serve(&ctx, cfg.polling_interval);
+    let runner = TaskRunner { shared: shared.clone(), net, dirs, states, confine, env: cfg.env };
+    serve::serve(&runner, cfg.polling_interval);
     // Only a stop gets here; the thread that stopped us finishes the exit.
     std::thread::sleep(Duration::from_secs(60));
     Ok(())

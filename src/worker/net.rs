@@ -9,26 +9,26 @@
 //! A 401 from the coordinator means this worker is gone (removed, or its lifetime ended):
 //! callers turn [`CallError::Unauthorized`] into the worker's exit.
 
-use super::Stop;
+use super::Shutdown;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Delays that double from `base` up to `cap`, each drawn from `[d/2, d]` so that many
 /// workers retrying at once spread out.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(super) struct Backoff {
     next: Duration,
     base: Duration,
     cap: Duration,
 }
 
 impl Backoff {
-    pub fn new(base: Duration, cap: Duration) -> Backoff {
+    pub(super) fn new(base: Duration, cap: Duration) -> Backoff {
         Backoff { next: base, base, cap: cap.max(base) }
     }
 
     /// The delay before the next attempt.
-    pub fn next_delay(&mut self) -> Duration {
+    pub(super) fn next_delay(&mut self) -> Duration {
         let d = self.next;
         self.next = (d * 2).min(self.cap);
         let half = d / 2;
@@ -37,14 +37,14 @@ impl Backoff {
     }
 
     /// Starts again from the base delay (after a success).
-    pub fn reset(&mut self) {
+    pub(super) fn reset(&mut self) {
         self.next = self.base;
     }
 }
 
 /// Why a call gave up.
 #[derive(Debug)]
-pub enum CallError {
+pub(crate) enum CallError {
     /// 401: the coordinator no longer knows this worker.
     Unauthorized,
     /// Another 4xx answer, with the server's message.
@@ -73,12 +73,12 @@ impl std::fmt::Display for CallError {
 
 /// The worker's one agent, for the coordinator and for object storage: every call has a
 /// deadline (uploads set a longer one of their own).
-pub fn agent(tls: &crate::tls::Tls) -> ureq::Agent {
+pub(super) fn agent(tls: &crate::tls::Tls) -> ureq::Agent {
     tls.agent_builder().timeout_connect(Duration::from_secs(10)).timeout(Duration::from_secs(120)).build()
 }
 
 /// A ureq error, described without the URL (a presigned URL carries its signature).
-pub fn describe(e: &ureq::Error) -> String {
+pub(super) fn describe(e: &ureq::Error) -> String {
     match e {
         ureq::Error::Status(s, _) => format!("HTTP status {s}"),
         ureq::Error::Transport(t) => super::login::transport(t),
@@ -87,7 +87,7 @@ pub fn describe(e: &ureq::Error) -> String {
 
 /// [`describe`], plus the reason an error answer gives (e.g. which dependency is down, or
 /// a full disk): what the operator reading a retry line needs.
-pub fn explain(e: ureq::Error) -> String {
+pub(super) fn explain(e: ureq::Error) -> String {
     match e {
         ureq::Error::Status(s, r) => {
             let body = r.into_string().unwrap_or_default();
@@ -105,27 +105,33 @@ pub fn explain(e: ureq::Error) -> String {
 
 /// A URL without its user-info's password and its query string (and so any signature),
 /// for logs.
-pub fn redact(url: &str) -> String {
+pub(super) fn redact(url: &str) -> String {
     crate::redact::url(url)
 }
 
 /// The coordinator's address and this worker's token, plus the retry policy.
-pub struct Net {
+pub(crate) struct Net {
     pub agent: ureq::Agent,
     pub base: String,
     token: String,
-    pub stop: Arc<Stop>,
+    pub shutdown: Arc<Shutdown>,
     /// The longest pause between two retries.
     pub retry_cap: Duration,
 }
 
 impl Net {
-    pub fn new(agent: ureq::Agent, base: &str, token: String, stop: Arc<Stop>, retry_cap: Duration) -> Net {
-        Net { agent, base: base.to_string(), token, stop, retry_cap }
+    pub(crate) fn new(
+        agent: ureq::Agent,
+        base: &str,
+        token: String,
+        shutdown: Arc<Shutdown>,
+        retry_cap: Duration,
+    ) -> Net {
+        Net { agent, base: base.to_string(), token, shutdown, retry_cap }
     }
 
     /// A request to the coordinator, with the worker token.
-    pub fn request(&self, method: &str, path: &str) -> ureq::Request {
+    pub(crate) fn request(&self, method: &str, path: &str) -> ureq::Request {
         self.agent
             .request(method, &format!("{}{path}", self.base))
             .set("Authorization", &format!("Bearer {}", self.token))
@@ -133,7 +139,7 @@ impl Net {
 
     /// Runs `send` until it gets an answer that is neither a connection error nor 5xx,
     /// sleeping with backoff in between. `what` names the call in logs.
-    pub fn call(
+    pub(crate) fn call(
         &self,
         what: &str,
         deadline: Option<Instant>,
@@ -141,7 +147,7 @@ impl Net {
     ) -> Result<ureq::Response, CallError> {
         let mut backoff = Backoff::new(Duration::from_millis(250), self.retry_cap);
         loop {
-            if self.stop.is_set() {
+            if self.shutdown.is_set() {
                 return Err(CallError::Stopped);
             }
             let err = match send() {
@@ -161,14 +167,14 @@ impl Net {
                 }
             }
             log::warn!("{what} failed ({err}); retrying in {:.1}s", delay.as_secs_f64());
-            if self.stop.sleep(delay) {
+            if self.shutdown.sleep(delay) {
                 return Err(CallError::Stopped);
             }
         }
     }
 
     /// `call` for a JSON answer.
-    pub fn call_json<T: serde::de::DeserializeOwned>(
+    pub(crate) fn call_json<T: serde::de::DeserializeOwned>(
         &self,
         what: &str,
         deadline: Option<Instant>,

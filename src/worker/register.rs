@@ -4,7 +4,7 @@
 use super::error::WorkerError;
 use super::login::{self, CredError};
 use super::net::{Backoff, CallError, Net};
-use super::shared::Stop;
+use super::shared::Shutdown;
 use crate::api::{RegisterWorkerReq, RegisterWorkerResp};
 use crate::config::WorkerConfig;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use std::time::Duration;
 pub(super) fn log_in_and_register(
     agent: &ureq::Agent,
     cfg: &WorkerConfig,
-    stop: &Arc<Stop>,
+    shutdown: &Arc<Shutdown>,
     retry_cap: Duration,
 ) -> Result<Option<(String, RegisterWorkerResp)>, WorkerError> {
     // Another login of the same user (a client, a worker starting beside this one) signs
@@ -26,10 +26,10 @@ pub(super) fn log_in_and_register(
     let mut backoff = Backoff::new(Duration::from_millis(200), retry_cap.max(Duration::from_secs(1)));
     let mut refused: Option<String> = None;
     loop {
-        let Some((user, user_token)) = obtain_credentials(agent, cfg, stop, retry_cap, refused.as_deref())? else {
+        let Some((user, user_token)) = obtain_credentials(agent, cfg, shutdown, retry_cap, refused.as_deref())? else {
             return Ok(None);
         };
-        match register(agent, cfg, &user_token, stop, retry_cap)? {
+        match register(agent, cfg, &user_token, shutdown, retry_cap)? {
             Registered::Yes(reg) => return Ok(Some((user, reg))),
             Registered::Stopped => return Ok(None),
             Registered::SignedOut => {
@@ -39,7 +39,7 @@ pub(super) fn log_in_and_register(
                      logging in again in {:.1}s",
                     d.as_secs_f64()
                 );
-                if stop.sleep(d) {
+                if shutdown.sleep(d) {
                     return Ok(None);
                 }
                 refused = Some(user_token);
@@ -54,7 +54,7 @@ pub(super) fn log_in_and_register(
 fn obtain_credentials(
     agent: &ureq::Agent,
     cfg: &WorkerConfig,
-    stop: &Stop,
+    shutdown: &Shutdown,
     cap: Duration,
     refused: Option<&str>,
 ) -> Result<Option<(String, String)>, WorkerError> {
@@ -82,7 +82,7 @@ fn obtain_credentials(
             Err(CredError::Unreachable(m)) => {
                 let d = backoff.next_delay();
                 log::warn!("{m}; retrying in {:.1}s", d.as_secs_f64());
-                if stop.sleep(d) {
+                if shutdown.sleep(d) {
                     return Ok(None);
                 }
             }
@@ -90,7 +90,7 @@ fn obtain_credentials(
             // password may well be right, so wait as asked instead of giving up.
             Err(CredError::RateLimited(wait, m)) => {
                 log::warn!("{m}; retrying after {:.0}s as the coordinator asks (Retry-After)", wait.as_secs_f64());
-                if stop.sleep(wait) {
+                if shutdown.sleep(wait) {
                     return Ok(None);
                 }
             }
@@ -111,10 +111,10 @@ fn register(
     agent: &ureq::Agent,
     cfg: &WorkerConfig,
     user_token: &str,
-    stop: &Arc<Stop>,
+    shutdown: &Arc<Shutdown>,
     cap: Duration,
 ) -> Result<Registered, WorkerError> {
-    let net = Net::new(agent.clone(), &cfg.coordinator_addr, user_token.to_string(), stop.clone(), cap);
+    let net = Net::new(agent.clone(), &cfg.coordinator_addr, user_token.to_string(), shutdown.clone(), cap);
     let body = RegisterWorkerReq {
         tags: cfg.tags.iter().cloned().collect(),
         labels: cfg.labels.iter().cloned().collect(),

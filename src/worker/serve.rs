@@ -7,22 +7,22 @@ use super::{exec, fetch, isolate, state, task};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// What the task loop needs.
-pub struct Ctx {
+/// What the task loop needs to run one task after another.
+pub(crate) struct TaskRunner {
     pub shared: Arc<Shared>,
     pub net: Arc<Net>,
     pub dirs: Dirs,
-    pub states: state::Announcer,
+    pub states: state::StatePublisher,
     pub confine: exec::Confine,
     /// `--env` settings for every task.
     pub env: Vec<(String, String)>,
 }
 
-pub(super) fn serve(ctx: &Ctx, polling_interval: Duration) {
-    while !ctx.shared.stop.is_set() {
+pub(super) fn serve(runner: &TaskRunner, polling_interval: Duration) {
+    while !runner.shared.shutdown.is_set() {
         isolate::reap_all();
-        let outcome = match fetch::next(&ctx.net, polling_interval) {
-            Ok(Some(t)) => task::handle(ctx, t),
+        let outcome = match fetch::next(&runner.net, polling_interval) {
+            Ok(Some(t)) => task::handle(runner, t),
             Ok(None) => Ok(()),
             Err(e) => Err(e),
         };
@@ -30,11 +30,11 @@ pub(super) fn serve(ctx: &Ctx, polling_interval: Duration) {
             Ok(()) => {}
             Err(CallError::Stopped) => return,
             Err(CallError::Unauthorized) => {
-                ctx.shared.force_exit("the coordinator answered 401 (this worker was removed or its lifetime ended)")
+                runner.shared.force_exit("the coordinator answered 401 (this worker was removed or its lifetime ended)")
             }
             Err(e) => {
                 log::error!("fetching a task: {e}; next try in {}", humantime::format_duration(polling_interval));
-                if ctx.shared.stop.sleep(polling_interval) {
+                if runner.shared.shutdown.sleep(polling_interval) {
                     return;
                 }
             }

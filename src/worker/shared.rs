@@ -1,4 +1,4 @@
-//! What the worker's threads share: the stop flag every sleeper waits on, and the task that
+//! What the worker's threads share: the shutdown flag every sleeper waits on, and the task that
 //! is running (so the heartbeat can report it and a shutdown can stop it).
 
 use super::isolate;
@@ -10,31 +10,32 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use uuid::Uuid;
 
-/// A one-shot stop flag that also wakes every sleeper at once.
-pub struct Stop {
+/// The worker's shutdown signal: a one-shot flag that also wakes every sleeper at once
+/// (the coordinator's `Shutdown` is the same flag without the sleeps).
+pub(crate) struct Shutdown {
     flag: AtomicBool,
     tx: Mutex<Option<Sender<()>>>,
     rx: Receiver<()>,
 }
 
-impl Stop {
-    pub fn new() -> Stop {
+impl Shutdown {
+    pub(crate) fn new() -> Shutdown {
         let (tx, rx) = bounded(1);
-        Stop { flag: AtomicBool::new(false), tx: Mutex::new(Some(tx)), rx }
+        Shutdown { flag: AtomicBool::new(false), tx: Mutex::new(Some(tx)), rx }
     }
 
-    pub fn trigger(&self) {
+    pub(crate) fn trigger(&self) {
         self.flag.store(true, Ordering::SeqCst);
         // Dropping the sender wakes every `sleep`.
         self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
-    pub fn is_set(&self) -> bool {
+    pub(crate) fn is_set(&self) -> bool {
         self.flag.load(Ordering::SeqCst)
     }
 
     /// Sleeps for `d`; true if the stop came first.
-    pub fn sleep(&self, d: Duration) -> bool {
+    pub(crate) fn sleep(&self, d: Duration) -> bool {
         if self.is_set() {
             return true;
         }
@@ -43,15 +44,15 @@ impl Stop {
     }
 }
 
-impl Default for Stop {
+impl Default for Shutdown {
     fn default() -> Self {
-        Stop::new()
+        Shutdown::new()
     }
 }
 
 /// The running task, as the other threads need to see it.
 #[derive(Default)]
-pub struct Running {
+pub(crate) struct Running {
     pub uuid: Option<Uuid>,
     /// The task's process group while it exists.
     pub pgid: Option<i32>,
@@ -60,8 +61,8 @@ pub struct Running {
 }
 
 /// State shared by every thread of the worker.
-pub struct Shared {
-    pub stop: Arc<Stop>,
+pub(crate) struct Shared {
+    pub shutdown: Arc<Shutdown>,
     pub running: Mutex<Running>,
     /// Set by the heartbeat when a user cancelled the running task.
     pub cancel: AtomicBool,
@@ -72,9 +73,9 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub(super) fn new(stop: Arc<Stop>) -> Shared {
+    pub(super) fn new(shutdown: Arc<Shutdown>) -> Shared {
         Shared {
-            stop,
+            shutdown,
             running: Mutex::new(Running::default()),
             cancel: AtomicBool::new(false),
             exiting: AtomicBool::new(false),
@@ -83,7 +84,7 @@ impl Shared {
         }
     }
 
-    pub fn current_task(&self) -> Option<Uuid> {
+    pub(crate) fn current_task(&self) -> Option<Uuid> {
         self.running.lock().unwrap_or_else(|p| p.into_inner()).uuid
     }
 
@@ -103,16 +104,16 @@ mod tests {
 
     #[test]
     fn stop_wakes_sleepers_at_once() {
-        let stop = Arc::new(Stop::new());
-        let s = stop.clone();
+        let shutdown = Arc::new(Shutdown::new());
+        let s = shutdown.clone();
         let t = std::thread::spawn(move || {
             let start = std::time::Instant::now();
             assert!(s.sleep(Duration::from_secs(30)));
             start.elapsed()
         });
         std::thread::sleep(Duration::from_millis(50));
-        stop.trigger();
+        shutdown.trigger();
         assert!(t.join().unwrap() < Duration::from_secs(5));
-        assert!(stop.sleep(Duration::from_secs(30)), "an already-stopped sleep returns at once");
+        assert!(shutdown.sleep(Duration::from_secs(30)), "an already-stopped sleep returns at once");
     }
 }

@@ -21,12 +21,12 @@ impl Shared {
         let pgid = {
             let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
             // Under the lock: a task spawned after this sees the flag and does not start.
-            self.stop.trigger();
+            self.shutdown.trigger();
             running.pgid
         };
         if let Some(pgid) = pgid {
             log::info!("stopping the running task's process group {pgid}");
-            exec::stop_group(pgid, pgid, exec::GRACE, &self.stop);
+            exec::stop_group(pgid, pgid, exec::GRACE, &self.shutdown);
         }
         // And whatever of it left the group.
         let cgroup = self.running.lock().unwrap_or_else(|p| p.into_inner()).cgroup.take();
@@ -55,7 +55,7 @@ impl Shared {
 
     /// The coordinator no longer accepts this worker: stop the task and exit with
     /// [`super::EXIT_REMOVED`].
-    pub fn force_exit(&self, why: &str) -> ! {
+    pub(crate) fn force_exit(&self, why: &str) -> ! {
         log::warn!("{why}; exiting");
         self.exit(super::EXIT_REMOVED, false)
     }

@@ -3,11 +3,11 @@
 //! task and other tasks can `watch` it.
 //!
 //! ```ignore
-//! let states = Announcer::connect(Some("redis://mitosis_worker:pw@127.0.0.1/"));
-//! states.announce(task_uuid, TaskExecState::ExecSpawned);
+//! let states = StatePublisher::connect(Some("redis://mitosis_worker:pw@127.0.0.1/"));
+//! states.publish(task_uuid, TaskExecState::ExecSpawned);
 //! ```
 //!
-//! Redis is optional: without it, or when it fails, announcements are dropped (one warning).
+//! Redis is optional: without it, or when it fails, states are not published (one warning).
 
 use crate::api::TaskExecState;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,48 +15,45 @@ use std::sync::Mutex;
 use std::time::Duration;
 use uuid::Uuid;
 
-pub struct Announcer {
+/// Publishes task execution states to Redis (or drops them when there is none).
+pub(crate) struct StatePublisher {
     conn: Option<Mutex<redis::Connection>>,
     warned: AtomicBool,
 }
 
-impl Announcer {
+impl StatePublisher {
     /// No Redis at all.
-    pub fn none() -> Announcer {
-        Announcer { conn: None, warned: AtomicBool::new(false) }
+    pub(crate) fn none() -> StatePublisher {
+        StatePublisher { conn: None, warned: AtomicBool::new(false) }
     }
 
     /// Connects to `url`; on failure logs a warning and carries on without Redis.
-    pub fn connect(url: &str) -> Announcer {
+    pub(crate) fn connect(url: &str) -> StatePublisher {
         let conn = redis::Client::open(url).and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)));
         match conn {
             Ok(c) => {
                 let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
                 let _ = c.set_write_timeout(Some(Duration::from_secs(5)));
                 log::info!("publishing task states to Redis");
-                Announcer { conn: Some(Mutex::new(c)), warned: AtomicBool::new(false) }
+                StatePublisher { conn: Some(Mutex::new(c)), warned: AtomicBool::new(false) }
             }
             Err(e) => {
                 log::warn!(
                     "cannot connect to the coordinator's Redis ({}); task states will not be published",
                     e.kind_str()
                 );
-                Announcer::none()
+                StatePublisher::none()
             }
         }
     }
 
-    pub fn enabled(&self) -> bool {
-        self.conn.is_some()
-    }
-
     /// Sets and publishes `state` for `task`, with the expiry mitosis uses for it.
-    pub fn announce(&self, task: Uuid, state: TaskExecState) {
-        self.announce_for(task, state, expiry(state));
+    pub(crate) fn publish(&self, task: Uuid, state: TaskExecState) {
+        self.publish_for(task, state, expiry(state));
     }
 
-    /// Like `announce` with an explicit expiry (None: the key does not expire).
-    pub fn announce_for(&self, task: Uuid, state: TaskExecState, ex: Option<Duration>) {
+    /// Like `publish` with an explicit expiry (None: the key does not expire).
+    pub(crate) fn publish_for(&self, task: Uuid, state: TaskExecState, ex: Option<Duration>) {
         let Some(conn) = &self.conn else { return };
         let key = format!("task:{task}");
         let code = state.code();
@@ -75,7 +72,7 @@ impl Announcer {
     }
 
     /// The state last published for `task`, if Redis has one.
-    pub fn current(&self, task: Uuid) -> Option<TaskExecState> {
+    pub(crate) fn current(&self, task: Uuid) -> Option<TaskExecState> {
         let conn = self.conn.as_ref()?;
         let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
         let v: Option<i32> = redis::cmd("GET").arg(format!("task:{task}")).query(&mut *c).ok()?;

@@ -2,7 +2,7 @@
 //! commit, cleanup; with the commit message mitosis uses on each path.
 //!
 //! ```ignore
-//! task::handle(&ctx, fetched);   // returns once the task is committed (or the worker stops)
+//! task::handle(&runner, fetched);   // returns once the task is committed (or the worker stops)
 //! ```
 //!
 //! Report sequences: `Finish` (or `Cancel` on timeout / user cancel), uploads, `Submit`?,
@@ -11,10 +11,10 @@
 use super::artifacts::{self, FetchError, UploadError};
 use super::exec::{self, Ending, TaskEnv};
 use super::net::CallError;
-use super::Ctx;
+use super::TaskRunner;
 use crate::api::{
-    ReportTaskOp, ReportTaskReq, SubmitTaskReq, TaskExecState as S, TaskQueryResp, TaskResultMessage as Msg,
-    TaskResultSpec, TaskState, WorkerTaskResp,
+    ReportTaskOp, ReportTaskReq, SubmitTaskReq, TaskExecState, TaskQueryResp, TaskResultMessage, TaskResultSpec,
+    TaskState, WorkerTaskResp,
 };
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
@@ -26,107 +26,127 @@ const PREPARE_WINDOW: Duration = Duration::from_secs(30 * 60);
 const UPLOAD_WINDOW: Duration = Duration::from_secs(600);
 
 /// Runs one task to its commit. Returns Err only for 401 or a stop.
-pub fn handle(ctx: &Ctx, task: WorkerTaskResp) -> Result<(), CallError> {
+pub(super) fn handle(runner: &TaskRunner, task: WorkerTaskResp) -> Result<(), CallError> {
     let started = Instant::now();
-    ctx.shared.begin(task.uuid);
-    let r = handle_inner(ctx, &task, started);
-    ctx.shared.end();
+    runner.shared.begin(task.uuid);
+    let r = handle_inner(runner, &task, started);
+    runner.shared.end();
     // When the worker is stopping, its exit removes the whole working directory; cleaning
     // up here would recreate it, racing that removal.
-    if !ctx.shared.stop.is_set() {
-        if let Err(e) = ctx.dirs.reset() {
+    if !runner.shared.shutdown.is_set() {
+        if let Err(e) = runner.dirs.reset() {
             log::error!("cannot clean the working directory between tasks: {e}");
         }
     }
     r
 }
 
-fn handle_inner(ctx: &Ctx, task: &WorkerTaskResp, started: Instant) -> Result<(), CallError> {
+fn handle_inner(runner: &TaskRunner, task: &WorkerTaskResp, started: Instant) -> Result<(), CallError> {
     let uuid = task.uuid;
     log::info!("task {uuid} started (timeout {})", humantime::format_duration(task.timeout));
     // Arguments may carry secrets, so only at debug.
     log::debug!("task {uuid} runs {:?}", task.spec.args);
-    if let Err(e) = ctx.dirs.reset() {
+    if let Err(e) = runner.dirs.reset() {
         log::error!("cannot prepare the working directory for task {uuid}: {e}");
     }
-    if let Some(msg) = prepare(ctx, task, started + PREPARE_WINDOW)? {
-        return give_up(ctx, task, msg, started);
+    if let Some(msg) = prepare(runner, task, started + PREPARE_WINDOW)? {
+        return give_up(runner, task, msg, started);
     }
 
-    if ctx.shared.cancel.load(std::sync::atomic::Ordering::SeqCst) {
+    if runner.shared.cancel.load(std::sync::atomic::Ordering::SeqCst) {
         log::info!("task {uuid} was cancelled before it started");
-        return give_up(ctx, task, Msg::UserCancellation, started);
+        return give_up(runner, task, TaskResultMessage::UserCancellation, started);
     }
-    ctx.states.announce_for(uuid, S::ExecPending, Some(task.timeout + Duration::from_secs(60)));
+    runner.states.publish_for(uuid, TaskExecState::ExecPending, Some(task.timeout + Duration::from_secs(60)));
     let env = TaskEnv {
         uuid,
         upstream: task.upstream_task_uuid,
-        result_dir: ctx.dirs.result.clone(),
-        exec_dir: ctx.dirs.exec.clone(),
-        resource_dir: ctx.dirs.resource.clone(),
-        new_task: ctx.dirs.new_task.clone(),
-        stdout: ctx.dirs.std.join("stdout.log"),
-        stderr: ctx.dirs.std.join("stderr.log"),
-        worker_env: ctx.env.clone(),
+        result_dir: runner.dirs.result.clone(),
+        exec_dir: runner.dirs.exec.clone(),
+        resource_dir: runner.dirs.resource.clone(),
+        new_task: runner.dirs.new_task.clone(),
+        stdout: runner.dirs.std.join("stdout.log"),
+        stderr: runner.dirs.std.join("stderr.log"),
+        worker_env: runner.env.clone(),
     };
-    ctx.states.announce(uuid, S::ExecSpawned);
-    let outcome = match exec::run(&task.spec, &env, task.timeout, &ctx.shared, &ctx.confine) {
+    runner.states.publish(uuid, TaskExecState::ExecSpawned);
+    let outcome = match exec::run(&task.spec, &env, task.timeout, &runner.shared, &runner.confine) {
         Ok(o) => o,
         Err(e) => {
             log::error!("task {uuid}: cannot start /usr/bin/env: {e}");
-            report(ctx, task.id, ReportTaskOp::Cancel)?;
+            report(runner, task.id, ReportTaskOp::Cancel)?;
             // What `env` itself reports when it cannot run a program.
-            return commit(ctx, task, 127 << 8, None, started);
+            return commit(runner, task, 127 << 8, None, started);
         }
     };
     let raw = outcome.status.into_raw();
     let (op, mut msg, state) = match outcome.ending {
         Ending::Stopped => return Err(CallError::Stopped),
-        Ending::Finished => (ReportTaskOp::Finish, None, S::ExecFinished),
-        Ending::TimedOut => (ReportTaskOp::Cancel, Some(Msg::ExecTimeout), S::ExecTimeout),
-        Ending::Cancelled => (ReportTaskOp::Cancel, Some(Msg::UserCancellation), S::ExecFinished),
+        Ending::Finished => (ReportTaskOp::Finish, None, TaskExecState::ExecFinished),
+        Ending::TimedOut => (ReportTaskOp::Cancel, Some(TaskResultMessage::ExecTimeout), TaskExecState::ExecTimeout),
+        Ending::Cancelled => {
+            (ReportTaskOp::Cancel, Some(TaskResultMessage::UserCancellation), TaskExecState::ExecFinished)
+        }
     };
-    ctx.states.announce(uuid, state);
-    ctx.states.announce(uuid, S::UploadResult);
+    runner.states.publish(uuid, state);
+    runner.states.publish(uuid, TaskExecState::UploadResult);
     let finished = matches!(op, ReportTaskOp::Finish);
-    report(ctx, task.id, op)?;
-    ctx.states.announce(uuid, if finished { S::UploadFinishedResult } else { S::UploadCancelledResult });
+    report(runner, task.id, op)?;
+    runner.states.publish(
+        uuid,
+        if finished { TaskExecState::UploadFinishedResult } else { TaskExecState::UploadCancelledResult },
+    );
 
-    if !upload_output(ctx, task)? {
-        msg = Some(Msg::UploadResultTimeout);
+    if !upload_output(runner, task)? {
+        msg = Some(TaskResultMessage::UploadResultTimeout);
     }
-    if outcome.ending != Ending::Cancelled && !submit_downstream(ctx, task)? && msg.is_none() {
-        msg = Some(Msg::SubmitNewTaskFailed);
+    if outcome.ending != Ending::Cancelled && !submit_downstream(runner, task)? && msg.is_none() {
+        msg = Some(TaskResultMessage::SubmitNewTaskFailed);
     }
-    commit(ctx, task, raw, msg, started)
+    commit(runner, task, raw, msg, started)
 }
 
 /// Fetches the task's resources and waits for the task it watches, both by `prepare_deadline`.
 /// Returns why the task cannot run, if it cannot.
-fn prepare(ctx: &Ctx, task: &WorkerTaskResp, prepare_deadline: Instant) -> Result<Option<Msg>, CallError> {
+fn prepare(
+    runner: &TaskRunner,
+    task: &WorkerTaskResp,
+    prepare_deadline: Instant,
+) -> Result<Option<TaskResultMessage>, CallError> {
     let uuid = task.uuid;
     if !task.spec.resources.is_empty() {
-        ctx.states.announce(uuid, S::FetchResource);
-        let fetched =
-            artifacts::fetch_resources(&ctx.net, uuid, &task.spec.resources, &ctx.dirs.resource, prepare_deadline);
+        runner.states.publish(uuid, TaskExecState::FetchResource);
+        let fetched = artifacts::fetch_resources(
+            &runner.net,
+            uuid,
+            &task.spec.resources,
+            &runner.dirs.resource,
+            prepare_deadline,
+        );
         let failed = match fetched {
             Ok(()) => None,
-            Err(FetchError::NotFound(m)) => Some((Msg::ResourceNotFound, S::FetchResourceNotFound, m)),
-            Err(FetchError::Forbidden(m)) => Some((Msg::ResourceForbidden, S::FetchResourceForbidden, m)),
-            Err(FetchError::Timeout(m)) => Some((Msg::FetchResourceTimeout, S::FetchResourceTimeout, m)),
+            Err(FetchError::NotFound(m)) => {
+                Some((TaskResultMessage::ResourceNotFound, TaskExecState::FetchResourceNotFound, m))
+            }
+            Err(FetchError::Forbidden(m)) => {
+                Some((TaskResultMessage::ResourceForbidden, TaskExecState::FetchResourceForbidden, m))
+            }
+            Err(FetchError::Timeout(m)) => {
+                Some((TaskResultMessage::FetchResourceTimeout, TaskExecState::FetchResourceTimeout, m))
+            }
             Err(FetchError::Fatal(e)) => return Err(e),
         };
         if let Some((msg, state, why)) = failed {
             log::warn!("task {uuid}: a resource could not be fetched ({why})");
-            ctx.states.announce(uuid, state);
+            runner.states.publish(uuid, state);
             return Ok(Some(msg));
         }
     }
     if let Some((watched, target)) = task.spec.watch {
-        ctx.states.announce(uuid, S::Watch);
-        if !watch(ctx, watched, target, prepare_deadline)? {
-            ctx.states.announce(uuid, S::WatchTimeout);
-            return Ok(Some(Msg::WatchTimeout));
+        runner.states.publish(uuid, TaskExecState::Watch);
+        if !watch(runner, watched, target, prepare_deadline)? {
+            runner.states.publish(uuid, TaskExecState::WatchTimeout);
+            return Ok(Some(TaskResultMessage::WatchTimeout));
         }
     }
     Ok(None)
@@ -134,24 +154,24 @@ fn prepare(ctx: &Ctx, task: &WorkerTaskResp, prepare_deadline: Instant) -> Resul
 
 /// Packs and uploads what the task produced, within `UPLOAD_WINDOW`. Returns false when the
 /// window ran out before all of it was uploaded.
-fn upload_output(ctx: &Ctx, task: &WorkerTaskResp) -> Result<bool, CallError> {
+fn upload_output(runner: &TaskRunner, task: &WorkerTaskResp) -> Result<bool, CallError> {
     let uuid = task.uuid;
     let upload_deadline = Instant::now() + UPLOAD_WINDOW;
-    let uploaded = match artifacts::pack(&ctx.dirs, task.spec.terminal_output) {
-        Ok(packed) => artifacts::upload(&ctx.net, task.id, &packed, upload_deadline),
+    let uploaded = match artifacts::pack(&runner.dirs, task.spec.terminal_output) {
+        Ok(packed) => artifacts::upload(&runner.net, task.id, &packed, upload_deadline),
         Err(e) => {
             log::error!("task {uuid}: cannot pack its output: {e}");
             Ok(())
         }
     };
     match uploaded {
-        Ok(()) => ctx.states.announce(uuid, S::UploadResultFinished),
+        Ok(()) => runner.states.publish(uuid, TaskExecState::UploadResultFinished),
         Err(UploadError::Timeout) => {
             log::warn!(
                 "task {uuid}: uploading its output took longer than {}s; committing without the rest",
                 UPLOAD_WINDOW.as_secs()
             );
-            ctx.states.announce(uuid, S::UploadResultTimeout);
+            runner.states.publish(uuid, TaskExecState::UploadResultTimeout);
             return Ok(false);
         }
         Err(UploadError::Fatal(e)) => return Err(e),
@@ -160,14 +180,25 @@ fn upload_output(ctx: &Ctx, task: &WorkerTaskResp) -> Result<bool, CallError> {
 }
 
 /// The early-failure sequence: `Cancel`, then `Commit{0, msg}`.
-fn give_up(ctx: &Ctx, task: &WorkerTaskResp, msg: Msg, started: Instant) -> Result<(), CallError> {
-    report(ctx, task.id, ReportTaskOp::Cancel)?;
-    commit(ctx, task, 0, Some(msg), started)
+fn give_up(
+    runner: &TaskRunner,
+    task: &WorkerTaskResp,
+    msg: TaskResultMessage,
+    started: Instant,
+) -> Result<(), CallError> {
+    report(runner, task.id, ReportTaskOp::Cancel)?;
+    commit(runner, task, 0, Some(msg), started)
 }
 
-fn commit(ctx: &Ctx, task: &WorkerTaskResp, raw: i32, msg: Option<Msg>, started: Instant) -> Result<(), CallError> {
-    report(ctx, task.id, ReportTaskOp::Commit(TaskResultSpec { exit_status: raw, msg }))?;
-    ctx.states.announce(task.uuid, S::TaskCommitted);
+fn commit(
+    runner: &TaskRunner,
+    task: &WorkerTaskResp,
+    raw: i32,
+    msg: Option<TaskResultMessage>,
+    started: Instant,
+) -> Result<(), CallError> {
+    report(runner, task.id, ReportTaskOp::Commit(TaskResultSpec { exit_status: raw, msg }))?;
+    runner.states.publish(task.uuid, TaskExecState::TaskCommitted);
     log::info!(
         "task {} committed: {}{} after {:.1}s",
         task.uuid,
@@ -179,7 +210,7 @@ fn commit(ctx: &Ctx, task: &WorkerTaskResp, raw: i32, msg: Option<Msg>, started:
 }
 
 /// A raw wait status in words, for the per-task log line.
-pub fn describe_status(raw: i32) -> String {
+pub(super) fn describe_status(raw: i32) -> String {
     let s = std::process::ExitStatus::from_raw(raw);
     match (s.code(), s.signal()) {
         (Some(c), _) => format!("exit {c}"),
@@ -190,11 +221,11 @@ pub fn describe_status(raw: i32) -> String {
 
 /// Sends one report op, retried on connection errors and 5xx. A 404 (the task was taken
 /// from this worker) and other refusals are logged and otherwise ignored.
-fn report(ctx: &Ctx, id: i64, op: ReportTaskOp) -> Result<(), CallError> {
+fn report(runner: &TaskRunner, id: i64, op: ReportTaskOp) -> Result<(), CallError> {
     let name = op_name(&op);
     let req = ReportTaskReq { id, op };
-    match ctx.net.call(&format!("reporting {name} for task id {id}"), None, || {
-        ctx.net.request("POST", "/workers/tasks").send_json(&req)
+    match runner.net.call(&format!("reporting {name} for task id {id}"), None, || {
+        runner.net.request("POST", "/workers/tasks").send_json(&req)
     }) {
         Ok(_) => Ok(()),
         Err(e @ (CallError::Unauthorized | CallError::Stopped)) => Err(e),
@@ -220,8 +251,8 @@ fn op_name(op: &ReportTaskOp) -> &'static str {
 }
 
 /// Submits the task written to `MITO_NEW_TASK`, if any. Ok(false) means it failed.
-fn submit_downstream(ctx: &Ctx, task: &WorkerTaskResp) -> Result<bool, CallError> {
-    let path = &ctx.dirs.new_task;
+fn submit_downstream(runner: &TaskRunner, task: &WorkerTaskResp) -> Result<bool, CallError> {
+    let path = &runner.dirs.new_task;
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
@@ -242,9 +273,9 @@ fn submit_downstream(ctx: &Ctx, task: &WorkerTaskResp) -> Result<bool, CallError
         }
     };
     let body = ReportTaskReq { id: task.id, op: ReportTaskOp::Submit(Box::new(req)) };
-    match ctx
+    match runner
         .net
-        .call("submitting the downstream task", None, || ctx.net.request("POST", "/workers/tasks").send_json(&body))
+        .call("submitting the downstream task", None, || runner.net.request("POST", "/workers/tasks").send_json(&body))
     {
         Ok(_) => {
             log::info!("task {}: downstream task submitted", task.uuid);
@@ -260,15 +291,15 @@ fn submit_downstream(ctx: &Ctx, task: &WorkerTaskResp) -> Result<bool, CallError
 
 /// Waits until the watched task reaches `target`; false when the window closes first.
 /// Evidence: the state published in Redis (when there is Redis) and the coordinator's view.
-fn watch(ctx: &Ctx, watched: Uuid, target: S, deadline: Instant) -> Result<bool, CallError> {
+fn watch(runner: &TaskRunner, watched: Uuid, target: TaskExecState, deadline: Instant) -> Result<bool, CallError> {
     log::info!("waiting for task {watched} to reach {target}");
     loop {
-        if ctx.states.current(watched).is_some_and(|s| reaches(s, target)) {
+        if runner.states.current(watched).is_some_and(|s| reaches(s, target)) {
             return Ok(true);
         }
         let path = format!("/workers/tasks/{watched}");
-        match ctx.net.call_json::<TaskQueryResp>("checking a watched task", Some(deadline), || {
-            ctx.net.request("GET", &path).call()
+        match runner.net.call_json::<TaskQueryResp>("checking a watched task", Some(deadline), || {
+            runner.net.request("GET", &path).call()
         }) {
             Ok(r) if state_reaches(r.info.state, r.info.result.is_some(), target) => return Ok(true),
             Ok(_) => {}
@@ -280,10 +311,10 @@ fn watch(ctx: &Ctx, watched: Uuid, target: S, deadline: Instant) -> Result<bool,
             return Ok(false);
         }
         // A cancelled task stops waiting; the caller sees the flag before spawning.
-        if ctx.shared.cancel.load(std::sync::atomic::Ordering::SeqCst) {
+        if runner.shared.cancel.load(std::sync::atomic::Ordering::SeqCst) {
             return Ok(true);
         }
-        if ctx.shared.stop.sleep(WATCH_POLL) {
+        if runner.shared.shutdown.sleep(WATCH_POLL) {
             return Err(CallError::Stopped);
         }
     }
@@ -292,9 +323,9 @@ fn watch(ctx: &Ctx, watched: Uuid, target: S, deadline: Instant) -> Result<bool,
 const WATCH_POLL: Duration = Duration::from_secs(2);
 
 /// Whether execution state `s` counts as having reached `target` (mitosis' matrix).
-pub fn reaches(s: S, target: S) -> bool {
-    use S::*;
-    let rank = |x: S| -> i32 {
+pub(super) fn reaches(s: TaskExecState, target: TaskExecState) -> bool {
+    use TaskExecState::*;
+    let rank = |x: TaskExecState| -> i32 {
         match x {
             FetchResource => 1,
             FetchResourceFinished => 2,
@@ -324,14 +355,16 @@ pub fn reaches(s: S, target: S) -> bool {
 /// The coordinator's task state read as an execution state: a Running task has at least
 /// started fetching; a Finished or Cancelled one got as far as its report; one with a
 /// result is committed.
-fn state_reaches(state: TaskState, committed: bool, target: S) -> bool {
+fn state_reaches(state: TaskState, committed: bool, target: TaskExecState) -> bool {
     if committed {
-        return reaches(S::TaskCommitted, target);
+        return reaches(TaskExecState::TaskCommitted, target);
     }
     match state {
-        TaskState::Running => target == S::FetchResource,
-        TaskState::Finished => reaches(S::UploadFinishedResult, target),
-        TaskState::Cancelled => reaches(S::UploadCancelledResult, target) || target == S::ExecTimeout,
+        TaskState::Running => target == TaskExecState::FetchResource,
+        TaskState::Finished => reaches(TaskExecState::UploadFinishedResult, target),
+        TaskState::Cancelled => {
+            reaches(TaskExecState::UploadCancelledResult, target) || target == TaskExecState::ExecTimeout
+        }
         _ => false,
     }
 }
@@ -349,15 +382,15 @@ mod tests {
 
     #[test]
     fn reach_follows_the_order_of_execution() {
-        assert!(reaches(S::TaskCommitted, S::ExecSpawned));
-        assert!(reaches(S::ExecSpawned, S::ExecSpawned));
-        assert!(!reaches(S::ExecPending, S::ExecSpawned));
-        assert!(!reaches(S::TaskCommitted, S::WorkerExited));
-        assert!(reaches(S::FetchResourceNotFound, S::FetchResourceNotFound));
-        assert!(!reaches(S::TaskCommitted, S::FetchResourceNotFound));
-        assert!(state_reaches(TaskState::Finished, false, S::ExecFinished));
-        assert!(!state_reaches(TaskState::Finished, false, S::TaskCommitted));
-        assert!(state_reaches(TaskState::Finished, true, S::TaskCommitted));
-        assert!(!state_reaches(TaskState::Ready, false, S::ExecPending));
+        assert!(reaches(TaskExecState::TaskCommitted, TaskExecState::ExecSpawned));
+        assert!(reaches(TaskExecState::ExecSpawned, TaskExecState::ExecSpawned));
+        assert!(!reaches(TaskExecState::ExecPending, TaskExecState::ExecSpawned));
+        assert!(!reaches(TaskExecState::TaskCommitted, TaskExecState::WorkerExited));
+        assert!(reaches(TaskExecState::FetchResourceNotFound, TaskExecState::FetchResourceNotFound));
+        assert!(!reaches(TaskExecState::TaskCommitted, TaskExecState::FetchResourceNotFound));
+        assert!(state_reaches(TaskState::Finished, false, TaskExecState::ExecFinished));
+        assert!(!state_reaches(TaskState::Finished, false, TaskExecState::TaskCommitted));
+        assert!(state_reaches(TaskState::Finished, true, TaskExecState::TaskCommitted));
+        assert!(!state_reaches(TaskState::Ready, false, TaskExecState::ExecPending));
     }
 }

@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Output, Stdio};
 
 /// Runs `mito client -c <coordinator> ARGS` from `home` with stdin closed (not a terminal).
-pub fn client(c: &Coordinator, home: &TempDir, args: &[&str]) -> Output {
+pub(crate) fn client(c: &Coordinator, home: &TempDir, args: &[&str]) -> Output {
     mito(home.path())
         .arg("client")
         .args(["-c", &c.url])
@@ -18,7 +18,7 @@ pub fn client(c: &Coordinator, home: &TempDir, args: &[&str]) -> Output {
 }
 
 /// Runs the client with `input` on stdin.
-pub fn client_stdin(c: &Coordinator, home: &TempDir, args: &[&str], input: &str) -> Output {
+pub(crate) fn client_stdin(c: &Coordinator, home: &TempDir, args: &[&str], input: &str) -> Output {
     let mut child = mito(home.path())
         .arg("client")
         .args(["-c", &c.url])
@@ -32,28 +32,28 @@ pub fn client_stdin(c: &Coordinator, home: &TempDir, args: &[&str], input: &str)
     child.wait_with_output().unwrap()
 }
 
-pub fn out(o: &Output) -> String {
+pub(crate) fn out(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-pub fn err(o: &Output) -> String {
+pub(crate) fn err(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// Asserts success and returns stdout.
-pub fn ok(o: &Output) -> String {
+pub(crate) fn ok(o: &Output) -> String {
     assert_eq!(o.status.code(), Some(0), "stdout: {}\nstderr: {}", out(o), err(o));
     out(o)
 }
 
 /// Asserts success and parses stdout as one JSON document.
-pub fn ok_json(o: &Output) -> serde_json::Value {
+pub(crate) fn ok_json(o: &Output) -> serde_json::Value {
     let s = ok(o);
     serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("--json output is not JSON ({e}): {s}"))
 }
 
 /// Asserts failure with `code` and returns stderr.
-pub fn fails(o: &Output, code: i32) -> String {
+pub(crate) fn fails(o: &Output, code: i32) -> String {
     assert_eq!(o.status.code(), Some(code), "stdout: {}\nstderr: {}", out(o), err(o));
     let e = err(o);
     assert!(!e.trim().is_empty(), "a failure without a message");
@@ -61,7 +61,7 @@ pub fn fails(o: &Output, code: i32) -> String {
 }
 
 /// A home whose credentials file holds a valid admin token.
-pub fn admin_home(c: &Coordinator) -> TempDir {
+pub(crate) fn admin_home(c: &Coordinator) -> TempDir {
     let home = TempDir::new("client");
     ok(&client(c, &home, &["-u", "mitosis_admin", "-p", "mitosis_admin", "--retain"]));
     home

@@ -22,18 +22,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_mito");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_mito");
 
 /// A free TCP port on 127.0.0.1 (free when asked; callers retry on a lost race).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().unwrap().port()
 }
 
 /// A directory removed when dropped.
-pub struct TempDir(pub PathBuf);
+pub(crate) struct TempDir(pub PathBuf);
 
 impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
+    pub(crate) fn new(tag: &str) -> TempDir {
         static N: AtomicUsize = AtomicUsize::new(0);
         let p = std::env::temp_dir().join(format!(
             "mito-test-{tag}-{}-{}",
@@ -44,7 +44,7 @@ impl TempDir {
         std::fs::create_dir_all(&p).expect("create temp dir");
         TempDir(p)
     }
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }
@@ -56,7 +56,7 @@ impl Drop for TempDir {
 }
 
 /// Makes a child die with the test process.
-pub fn die_with_parent(cmd: &mut Command, sig: libc::c_int) {
+pub(crate) fn die_with_parent(cmd: &mut Command, sig: libc::c_int) {
     // SAFETY: prctl is async-signal-safe and touches no memory of ours.
     unsafe {
         cmd.pre_exec(move || {
@@ -71,7 +71,7 @@ struct Postgres {
     admin_url: String,
 }
 
-pub fn find_pg_bin(name: &str) -> PathBuf {
+pub(crate) fn find_pg_bin(name: &str) -> PathBuf {
     if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
         let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join(name);
         if p.exists() {
@@ -89,7 +89,7 @@ pub fn find_pg_bin(name: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-pub fn postgres_ids() -> Option<(u32, u32)> {
+pub(crate) fn postgres_ids() -> Option<(u32, u32)> {
     // SAFETY: getpwnam with a valid C string; the result is read at once.
     unsafe {
         if libc::geteuid() != 0 {
@@ -199,7 +199,7 @@ fn postgres() -> &'static Postgres {
 }
 
 /// A database of its own for one test, dropped afterwards.
-pub struct TestDb {
+pub(crate) struct TestDb {
     pub url: String,
     name: String,
     /// Dropped with this value (false for a second handle on someone else's database).
@@ -207,7 +207,7 @@ pub struct TestDb {
 }
 
 impl TestDb {
-    pub fn new() -> TestDb {
+    pub(crate) fn new() -> TestDb {
         static N: AtomicUsize = AtomicUsize::new(0);
         let pg = postgres();
         let name = format!("mito_t{}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
@@ -219,12 +219,12 @@ impl TestDb {
 
     /// Another handle on an existing database (e.g. for a second coordinator); it does
     /// not drop the database.
-    pub fn from_url(url: &str) -> TestDb {
+    pub(crate) fn from_url(url: &str) -> TestDb {
         TestDb { url: url.to_string(), name: String::new(), owned: false }
     }
 
     /// A direct connection, for tests that look at or tamper with the database.
-    pub fn connect(&self) -> postgres::Client {
+    pub(crate) fn connect(&self) -> postgres::Client {
         postgres::Client::connect(&self.url, postgres::NoTls).expect("connect to the test database")
     }
 }
@@ -241,7 +241,7 @@ impl Drop for TestDb {
 }
 
 /// An Ed25519 key pair made with the openssl commands the README shows, shared by the process.
-pub fn keys() -> &'static (PathBuf, PathBuf) {
+pub(crate) fn keys() -> &'static (PathBuf, PathBuf) {
     static KEYS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     KEYS.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("mito-test-keys-{}", std::process::id()));
@@ -259,7 +259,7 @@ pub fn keys() -> &'static (PathBuf, PathBuf) {
 
 /// A `mito` command with a clean environment: no MITO_* variables, HOME and XDG dirs in a
 /// temp directory, run from that directory.
-pub fn mito(home: &Path) -> Command {
+pub(crate) fn mito(home: &Path) -> Command {
     let mut cmd = Command::new(BIN);
     for (k, _) in std::env::vars() {
         if k.starts_with("MITO_") || k.starts_with("XDG_") {
@@ -271,7 +271,7 @@ pub fn mito(home: &Path) -> Command {
 }
 
 /// A running coordinator on its own database.
-pub struct Coordinator {
+pub(crate) struct Coordinator {
     pub child: Option<Child>,
     pub url: String,
     pub port: u16,
@@ -283,12 +283,12 @@ pub struct Coordinator {
 
 impl Coordinator {
     /// Starts a coordinator on a fresh database and logs the admin in.
-    pub fn start() -> Coordinator {
+    pub(crate) fn start() -> Coordinator {
         Self::start_with(TestDb::new(), &[])
     }
 
     /// Starts one on `db` with extra flags (a lost race for the port is retried).
-    pub fn start_with(db: TestDb, extra: &[&str]) -> Coordinator {
+    pub(crate) fn start_with(db: TestDb, extra: &[&str]) -> Coordinator {
         let home = TempDir::new("coord");
         let log = home.path().join("coordinator.log");
         let mut c = Coordinator { child: None, url: String::new(), port: 0, db, home, admin_token: String::new(), log };
@@ -310,7 +310,7 @@ impl Coordinator {
     /// false if the process died or time ran out. The log matters: two tests can be handed
     /// the same free port, and then the one whose coordinator failed to bind would
     /// otherwise take the other's /health for its own and run against the wrong database.
-    pub fn wait_ready(&mut self, within: Duration) -> bool {
+    pub(crate) fn wait_ready(&mut self, within: Duration) -> bool {
         let listening = format!("listening on http://127.0.0.1:{} ", self.port);
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
@@ -327,12 +327,12 @@ impl Coordinator {
         false
     }
 
-    pub fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Logs a user in (retain = true, so other tokens stay valid) and returns the token.
-    pub fn login(&self, user: &str, password: &str) -> String {
+    pub(crate) fn login(&self, user: &str, password: &str) -> String {
         let body =
             serde_json::json!({"username": user, "md5_password": mito::api::md5_password(password), "retain": true});
         let (s, b) = http(&self.url, "POST", "/login", None, Some(&body.to_string()));
@@ -340,20 +340,20 @@ impl Coordinator {
         serde_json::from_str::<serde_json::Value>(&b).unwrap()["token"].as_str().unwrap().to_string()
     }
 
-    pub fn as_token(&self, token: &str) -> Api {
+    pub(crate) fn as_token(&self, token: &str) -> Api {
         Api { base: self.url.clone(), token: Some(token.to_string()) }
     }
 
-    pub fn admin(&self) -> Api {
+    pub(crate) fn admin(&self) -> Api {
         self.as_token(&self.admin_token)
     }
 
-    pub fn anon(&self) -> Api {
+    pub(crate) fn anon(&self) -> Api {
         Api { base: self.url.clone(), token: None }
     }
 
     /// Creates a user (through the admin API) and returns an API handle logged in as it.
-    pub fn user(&self, name: &str) -> Api {
+    pub(crate) fn user(&self, name: &str) -> Api {
         let body = serde_json::json!({"username": name, "md5_password": mito::api::md5_password(&format!("{name}-pw")), "admin": false});
         let (s, b) = self.admin().post("/admin/users", &body);
         assert_eq!(s, 200, "create user {name}: {b}");
@@ -361,14 +361,14 @@ impl Coordinator {
     }
 
     /// Sends a signal and waits for the exit status.
-    pub fn signal(&mut self, sig: libc::c_int) -> Option<std::process::ExitStatus> {
+    pub(crate) fn signal(&mut self, sig: libc::c_int) -> Option<std::process::ExitStatus> {
         let child = self.child.as_mut()?;
         // SAFETY: signalling our own child by its pid.
         unsafe { libc::kill(child.id() as i32, sig) };
         wait_timeout(child, Duration::from_secs(20))
     }
 
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -382,7 +382,7 @@ impl Drop for Coordinator {
     }
 }
 
-pub fn spawn_coordinator(home: &TempDir, db_url: &str, port: u16, extra: &[&str], log: &Path) -> Child {
+pub(crate) fn spawn_coordinator(home: &TempDir, db_url: &str, port: u16, extra: &[&str], log: &Path) -> Child {
     let (private, public) = keys();
     let mut cmd = mito(home.path());
     cmd.arg("coordinator")
@@ -402,7 +402,7 @@ pub fn spawn_coordinator(home: &TempDir, db_url: &str, port: u16, extra: &[&str]
 }
 
 /// Waits for a child to exit, up to `within`.
-pub fn wait_timeout(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+pub(crate) fn wait_timeout(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
         if let Ok(Some(s)) = child.try_wait() {
@@ -414,7 +414,7 @@ pub fn wait_timeout(child: &mut Child, within: Duration) -> Option<std::process:
 }
 
 /// One HTTP request; returns (status, body). Status 0 means no connection.
-pub fn http(base: &str, method: &str, path: &str, token: Option<&str>, json: Option<&str>) -> (u16, String) {
+pub(crate) fn http(base: &str, method: &str, path: &str, token: Option<&str>, json: Option<&str>) -> (u16, String) {
     http_raw(
         base,
         method,
@@ -425,7 +425,7 @@ pub fn http(base: &str, method: &str, path: &str, token: Option<&str>, json: Opt
 }
 
 /// A request with chosen headers (None values are left out) and an optional typed body.
-pub fn http_raw(
+pub(crate) fn http_raw(
     base: &str,
     method: &str,
     path: &str,
@@ -456,25 +456,25 @@ pub fn http_raw(
 
 /// A caller of the HTTP API, with or without a token.
 #[derive(Clone)]
-pub struct Api {
+pub(crate) struct Api {
     pub base: String,
     pub token: Option<String>,
 }
 
 impl Api {
-    pub fn get(&self, path: &str) -> (u16, String) {
+    pub(crate) fn get(&self, path: &str) -> (u16, String) {
         http(&self.base, "GET", path, self.token.as_deref(), None)
     }
-    pub fn delete(&self, path: &str) -> (u16, String) {
+    pub(crate) fn delete(&self, path: &str) -> (u16, String) {
         http(&self.base, "DELETE", path, self.token.as_deref(), None)
     }
-    pub fn post(&self, path: &str, body: &serde_json::Value) -> (u16, String) {
+    pub(crate) fn post(&self, path: &str, body: &serde_json::Value) -> (u16, String) {
         http(&self.base, "POST", path, self.token.as_deref(), Some(&body.to_string()))
     }
-    pub fn put(&self, path: &str, body: &serde_json::Value) -> (u16, String) {
+    pub(crate) fn put(&self, path: &str, body: &serde_json::Value) -> (u16, String) {
         http(&self.base, "PUT", path, self.token.as_deref(), Some(&body.to_string()))
     }
-    pub fn post_raw(&self, path: &str, content_type: &str, body: &str) -> (u16, String) {
+    pub(crate) fn post_raw(&self, path: &str, content_type: &str, body: &str) -> (u16, String) {
         http_raw(
             &self.base,
             "POST",
@@ -486,17 +486,17 @@ impl Api {
 }
 
 /// Parses a JSON body, with the body in the panic message when it is not JSON.
-pub fn json(body: &str) -> serde_json::Value {
+pub(crate) fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
 
 /// The `msg` of an error body.
-pub fn msg(body: &str) -> String {
+pub(crate) fn msg(body: &str) -> String {
     json(body)["msg"].as_str().unwrap_or_default().to_string()
 }
 
 /// A private redis-server for the process (admin password "adminpw"), started on first use.
-pub fn redis_url() -> &'static str {
+pub(crate) fn redis_url() -> &'static str {
     static URL: OnceLock<String> = OnceLock::new();
     URL.get_or_init(|| {
         for _ in 0..5 {
@@ -550,11 +550,11 @@ pub fn redis_url() -> &'static str {
 // ---------------------------------------------------------------- S3 (object storage tests)
 
 /// Credentials of the test S3 server.
-pub const S3_ACCESS_KEY: &str = "mito-test-access";
-pub const S3_SECRET_KEY: &str = "mito-test-secret-key";
+pub(crate) const S3_ACCESS_KEY: &str = "mito-test-access";
+pub(crate) const S3_SECRET_KEY: &str = "mito-test-secret-key";
 
 /// The s3s-fs binary: `$MITO_TEST_S3S_FS`, else `/opt/s3s-fs/bin/s3s-fs`, else on PATH.
-pub fn s3s_fs_bin() -> PathBuf {
+pub(crate) fn s3s_fs_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("MITO_TEST_S3S_FS").filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
@@ -567,7 +567,7 @@ pub fn s3s_fs_bin() -> PathBuf {
 
 /// An S3-compatible server that checks SigV4 signatures and presigned-URL expiry
 /// (s3s-fs: objects in a temp directory), on a free loopback port.
-pub struct S3Server {
+pub(crate) struct S3Server {
     pub url: String,
     pub port: u16,
     pub root: TempDir,
@@ -576,7 +576,7 @@ pub struct S3Server {
 
 impl S3Server {
     /// Starts a private server (for tests that stop it); most tests share [`s3_server`].
-    pub fn start() -> S3Server {
+    pub(crate) fn start() -> S3Server {
         let mut s = S3Server { url: String::new(), port: 0, root: TempDir::new("s3"), pid: None };
         for _ in 0..5 {
             s.port = free_port();
@@ -634,7 +634,7 @@ impl S3Server {
     }
 
     /// Kills the server (its data stays in `root`).
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(pid) = self.pid.take() {
             // SAFETY: killing the child we started, by its pid.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
@@ -646,13 +646,13 @@ impl S3Server {
     }
 
     /// Starts it again on the same port and data.
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         assert!(self.launch(), "s3s-fs did not come back on port {}", self.port);
     }
 
     /// Coordinator flags that use this server, with buckets of their own (so parallel
     /// tests never share objects).
-    pub fn coordinator_flags(&self) -> Vec<String> {
+    pub(crate) fn coordinator_flags(&self) -> Vec<String> {
         static N: AtomicUsize = AtomicUsize::new(0);
         let n = N.fetch_add(1, Ordering::SeqCst);
         let tag = format!("{}-{n}", std::process::id());
@@ -678,32 +678,32 @@ impl Drop for S3Server {
 }
 
 /// The S3 server shared by the test process, started on first use.
-pub fn s3_server() -> &'static S3Server {
+pub(crate) fn s3_server() -> &'static S3Server {
     static S3: OnceLock<S3Server> = OnceLock::new();
     S3.get_or_init(S3Server::start)
 }
 
 /// A registered worker, talking with its own token.
-pub struct TestWorker {
+pub(crate) struct TestWorker {
     pub uuid: String,
     pub api: Api,
 }
 
 impl TestWorker {
     /// Fetches a task at once (no long-poll); None when there is none.
-    pub fn fetch(&self) -> Option<serde_json::Value> {
+    pub(crate) fn fetch(&self) -> Option<serde_json::Value> {
         let (s, b) = self.api.get("/workers/tasks");
         assert_eq!(s, 200, "fetch: {b}");
         let v = json(&b);
         (!v.is_null()).then_some(v)
     }
 
-    pub fn report(&self, id: i64, op: serde_json::Value) -> (u16, String) {
+    pub(crate) fn report(&self, id: i64, op: serde_json::Value) -> (u16, String) {
         self.api.post("/workers/tasks", &serde_json::json!({"id": id, "op": op}))
     }
 
     /// Reports Finish and commits with `exit_status`.
-    pub fn complete(&self, task: &serde_json::Value, exit_status: i32) {
+    pub(crate) fn complete(&self, task: &serde_json::Value, exit_status: i32) {
         let id = task["id"].as_i64().unwrap();
         assert_eq!(self.report(id, serde_json::json!("Finish")).0, 200);
         let (s, b) = self.report(id, serde_json::json!({"Commit": {"exit_status": exit_status, "msg": null}}));
@@ -713,7 +713,7 @@ impl TestWorker {
 
 impl Coordinator {
     /// Registers a worker as `user` with these tags and group entries.
-    pub fn worker(&self, user: &Api, tags: &[&str], groups: &[&str]) -> TestWorker {
+    pub(crate) fn worker(&self, user: &Api, tags: &[&str], groups: &[&str]) -> TestWorker {
         let (s, b) = user.post("/workers", &serde_json::json!({"tags": tags, "labels": [], "groups": groups}));
         assert_eq!(s, 200, "register: {b}");
         let v = json(&b);
@@ -725,7 +725,7 @@ impl Coordinator {
 }
 
 /// A task submission body.
-pub fn task(group: &str, args: &[&str], tags: &[&str], priority: i32) -> serde_json::Value {
+pub(crate) fn task(group: &str, args: &[&str], tags: &[&str], priority: i32) -> serde_json::Value {
     serde_json::json!({
         "group_name": group, "tags": tags, "labels": [], "timeout": "10m", "priority": priority,
         "task_spec": {"args": args}
@@ -733,7 +733,7 @@ pub fn task(group: &str, args: &[&str], tags: &[&str], priority: i32) -> serde_j
 }
 
 /// Submits a task and returns its uuid.
-pub fn submit(api: &Api, body: &serde_json::Value) -> String {
+pub(crate) fn submit(api: &Api, body: &serde_json::Value) -> String {
     let (s, b) = api.post("/tasks", body);
     assert_eq!(s, 200, "submit: {b}");
     json(&b)["uuid"].as_str().unwrap().to_string()
@@ -744,7 +744,7 @@ pub fn submit(api: &Api, body: &serde_json::Value) -> String {
 /// A private CA made at test time with the openssl command line (which the tests need for
 /// the coordinator's keys anyway), a server certificate it signed for 127.0.0.1 and
 /// localhost, and a second CA that signed nothing here.
-pub struct TestCa {
+pub(crate) struct TestCa {
     pub dir: PathBuf,
     /// The CA's certificate (PEM): what `--ca-file` names.
     pub ca: PathBuf,
@@ -783,7 +783,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 /// The test CA, made once per test process.
-pub fn test_ca() -> &'static TestCa {
+pub(crate) fn test_ca() -> &'static TestCa {
     static CA: OnceLock<TestCa> = OnceLock::new();
     CA.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("mito-test-ca-{}", std::process::id()));
@@ -839,7 +839,7 @@ pub fn test_ca() -> &'static TestCa {
 /// the test CA's server certificate: what a reverse proxy does for a real coordinator or
 /// S3 service. Bytes pass unchanged (the `Host` header stays the proxy's address, which
 /// presigned S3 URLs are signed for).
-pub struct TlsProxy {
+pub(crate) struct TlsProxy {
     pub port: u16,
     /// `https://127.0.0.1:<port>`.
     pub url: String,
@@ -850,7 +850,7 @@ pub struct TlsProxy {
 
 impl TlsProxy {
     /// Starts a proxy to `127.0.0.1:upstream_port`.
-    pub fn start(upstream_port: u16) -> TlsProxy {
+    pub(crate) fn start(upstream_port: u16) -> TlsProxy {
         use ureq::rustls::pki_types::pem::PemObject;
         use ureq::rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let ca = test_ca();

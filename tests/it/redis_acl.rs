@@ -4,7 +4,7 @@ use crate::harness::*;
 use std::sync::Mutex;
 
 /// The ACL users are global to the shared redis-server: one test at a time.
-pub static REDIS: Mutex<()> = Mutex::new(());
+pub(crate) static REDIS: Mutex<()> = Mutex::new(());
 
 fn con(url: &str) -> redis::Connection {
     redis::Client::open(url).unwrap().get_connection().expect("connect with the handed-out URL")

@@ -177,8 +177,8 @@ fn the_claim_walks_the_ready_index_even_when_statistics_are_stale() {
     let tasks: Vec<_> = (0..5000).map(|i| task("ann", &["true"], &[], i % 3)).collect();
     assert_eq!(a.post("/tasks/submit", &json!({ "tasks": tasks })).0, 200);
     let mut db = c.db.connect();
-    db.batch_execute(mito::coordinator::db::QUEUE_SETUP).unwrap();
-    db.batch_execute(&format!("PREPARE claim(uuid, float8) AS {}", *mito::coordinator::scheduler::CLAIM)).unwrap();
+    db.batch_execute(mito::testing::QUEUE_SETUP).unwrap();
+    db.batch_execute(&format!("PREPARE claim(uuid, float8) AS {}", *mito::testing::CLAIM)).unwrap();
     let mut tx = db.transaction().unwrap();
     let plan: Vec<String> =
         tx.query(&format!("EXPLAIN EXECUTE claim('{}', 10)", w.uuid), &[]).unwrap().iter().map(|r| r.get(0)).collect();

@@ -234,9 +234,9 @@ fn tampered_and_expired_urls_are_refused(b: Backend) {
     let expired = match b {
         Backend::Local => {
             let (private, public) = keys();
-            let k = mito::coordinator::auth::Keys::load(private, public).unwrap();
+            let k = mito::testing::Keys::load(private, public).unwrap();
             let past = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() - 5;
-            mito::coordinator::storage::local_url(&k, &c.url, "GET", "mitosis-attachments", "bob/k/a.txt", None, past)
+            mito::testing::local_url(&k, &c.url, "GET", "mitosis-attachments", "bob/k/a.txt", None, past)
         }
         Backend::S3 => {
             // Signed like the coordinator signs, with a one-second lifetime.
@@ -251,7 +251,7 @@ fn tampered_and_expired_urls_are_refused(b: Backend) {
             )
             .unwrap();
             let creds = rusty_s3::Credentials::new(S3_ACCESS_KEY, S3_SECRET_KEY);
-            let key = mito::coordinator::http::percent_decode(key, false).unwrap();
+            let key = mito::testing::percent_decode(key, false).unwrap();
             let fresh = bucket.get_object(Some(&creds), &key).sign(Duration::from_secs(1)).to_string();
             assert_eq!(get(&fresh).0, 200, "a fresh self-signed URL should work");
             std::thread::sleep(Duration::from_millis(2500));

@@ -26,7 +26,7 @@ fn find_bin(env: &str, candidates: &[&str]) -> PathBuf {
     )
 }
 
-pub struct Browser {
+pub(crate) struct Browser {
     driver: Child,
     base: String,
     session: String,
@@ -35,7 +35,7 @@ pub struct Browser {
 
 impl Browser {
     /// A headless Chromium with a window of `width` × `height` CSS pixels.
-    pub fn start(width: u32, height: u32) -> Browser {
+    pub(crate) fn start(width: u32, height: u32) -> Browser {
         let chromedriver = find_bin("MITO_TEST_CHROMEDRIVER", &["/usr/bin/chromedriver"]);
         let chromium = find_bin("MITO_TEST_CHROMIUM", &["/usr/bin/chromium", "/usr/bin/chromium-browser"]);
         let port = free_port();
@@ -88,17 +88,17 @@ impl Browser {
         format!("/session/{}{rest}", self.session)
     }
 
-    pub fn goto(&self, url: &str) {
+    pub(crate) fn goto(&self, url: &str) {
         self.call("POST", &self.s("/url"), Some(json!({"url": url})));
     }
 
     /// Runs a script in the page and returns its value.
-    pub fn eval(&self, script: &str, args: Value) -> Value {
+    pub(crate) fn eval(&self, script: &str, args: Value) -> Value {
         self.call("POST", &self.s("/execute/sync"), Some(json!({"script": script, "args": args})))
     }
 
     /// The element `css` selects, waiting up to 10 s for it to appear.
-    pub fn find(&self, css: &str) -> String {
+    pub(crate) fn find(&self, css: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let v = self.eval("const e = document.querySelector(arguments[0]); return e ? e : null;", json!([css]));
@@ -111,31 +111,31 @@ impl Browser {
         }
     }
 
-    pub fn click(&self, css: &str) {
+    pub(crate) fn click(&self, css: &str) {
         let id = self.find(css);
         self.call("POST", &self.s(&format!("/element/{id}/click")), None);
     }
 
-    pub fn type_into(&self, css: &str, text: &str) {
+    pub(crate) fn type_into(&self, css: &str, text: &str) {
         let id = self.find(css);
         self.call("POST", &self.s(&format!("/element/{id}/clear")), None);
         self.call("POST", &self.s(&format!("/element/{id}/value")), Some(json!({"text": text})));
     }
 
     /// Chooses a local file in an `<input type="file">` (the browser runs on this machine).
-    pub fn choose_file(&self, css: &str, path: &std::path::Path) {
+    pub(crate) fn choose_file(&self, css: &str, path: &std::path::Path) {
         let id = self.find(css);
         self.call("POST", &self.s(&format!("/element/{id}/value")), Some(json!({"text": path.to_str().unwrap()})));
     }
 
     /// The text of the first element `css` selects ("" if none).
-    pub fn text(&self, css: &str) -> String {
+    pub(crate) fn text(&self, css: &str) -> String {
         let v = self.eval("const e = document.querySelector(arguments[0]); return e ? e.innerText : '';", json!([css]));
         v.as_str().unwrap_or_default().to_string()
     }
 
     /// Waits up to `within` for `check` to hold on the text of `css`.
-    pub fn wait_text(&self, css: &str, within: Duration, check: impl Fn(&str) -> bool) -> String {
+    pub(crate) fn wait_text(&self, css: &str, within: Duration, check: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + within;
         loop {
             let t = self.text(css);
@@ -147,18 +147,18 @@ impl Browser {
         }
     }
 
-    pub fn accept_dialogs(&self) {
+    pub(crate) fn accept_dialogs(&self) {
         // The page asks before cancelling; the tests answer yes.
         self.eval("window.confirm = () => true;", json!([]));
     }
 
     /// A PNG screenshot of the window.
-    pub fn screenshot(&self) -> Vec<u8> {
+    pub(crate) fn screenshot(&self) -> Vec<u8> {
         let v = self.call("GET", &self.s("/screenshot"), None);
         decode_base64(v.as_str().unwrap())
     }
 
-    pub fn set_window(&self, width: u32, height: u32) {
+    pub(crate) fn set_window(&self, width: u32, height: u32) {
         self.call("POST", &self.s("/window/rect"), Some(json!({"width": width, "height": height})));
     }
 }

@@ -9,7 +9,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 /// A running `mito worker` with its own HOME.
-pub struct Worker {
+pub(crate) struct Worker {
     pub child: Child,
     pub home: TempDir,
     pub log: PathBuf,
@@ -17,19 +17,19 @@ pub struct Worker {
 
 impl Worker {
     /// Starts a worker for `url` logged in as `user` (password `<user>-pw`, as `Coordinator::user` makes them).
-    pub fn start(url: &str, user: &str, password: &str, extra: &[&str]) -> Worker {
+    pub(crate) fn start(url: &str, user: &str, password: &str, extra: &[&str]) -> Worker {
         let home = TempDir::new("worker");
         let log = home.path().join("worker.log");
         let child = spawn_worker(home.path(), url, user, password, extra, &log);
         Worker { child, home, log }
     }
 
-    pub fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Waits until the log shows `needle`.
-    pub fn wait_log(&self, needle: &str, within: Duration) -> bool {
+    pub(crate) fn wait_log(&self, needle: &str, within: Duration) -> bool {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if self.log_text().contains(needle) {
@@ -41,7 +41,7 @@ impl Worker {
     }
 
     /// The worker's id, from its "registered" log line.
-    pub fn id(&self) -> String {
+    pub(crate) fn id(&self) -> String {
         assert!(
             self.wait_log("Worker is running", Duration::from_secs(30)),
             "worker did not start:\n{}",
@@ -52,7 +52,7 @@ impl Worker {
         line.split("ID: ").nth(1).unwrap().split_whitespace().next().unwrap().to_string()
     }
 
-    pub fn signal(&mut self, sig: libc::c_int) -> Option<std::process::ExitStatus> {
+    pub(crate) fn signal(&mut self, sig: libc::c_int) -> Option<std::process::ExitStatus> {
         // SAFETY: signalling our own child by its pid.
         unsafe { libc::kill(self.child.id() as i32, sig) };
         wait_timeout(&mut self.child, Duration::from_secs(30))
@@ -66,7 +66,7 @@ impl Drop for Worker {
     }
 }
 
-pub fn spawn_worker(home: &Path, url: &str, user: &str, password: &str, extra: &[&str], log: &Path) -> Child {
+pub(crate) fn spawn_worker(home: &Path, url: &str, user: &str, password: &str, extra: &[&str], log: &Path) -> Child {
     let mut cmd = mito(home);
     cmd.arg("worker")
         .args([
@@ -90,7 +90,7 @@ pub fn spawn_worker(home: &Path, url: &str, user: &str, password: &str, extra: &
 }
 
 /// Submits `args` to `group`; returns the task uuid.
-pub fn submit(api: &Api, group: &str, args: &[&str], timeout: &str, terminal_output: bool) -> String {
+pub(crate) fn submit(api: &Api, group: &str, args: &[&str], timeout: &str, terminal_output: bool) -> String {
     let body = json!({
         "group_name": group, "tags": [], "labels": [], "timeout": timeout, "priority": 0,
         "task_spec": {"args": args, "envs": {}, "resources": [], "terminal_output": terminal_output, "watch": null}
@@ -101,7 +101,7 @@ pub fn submit(api: &Api, group: &str, args: &[&str], timeout: &str, terminal_out
 }
 
 /// Polls the task until it is archived with a result; returns its info.
-pub fn wait_committed(api: &Api, uuid: &str, within: Duration) -> Value {
+pub(crate) fn wait_committed(api: &Api, uuid: &str, within: Duration) -> Value {
     let deadline = Instant::now() + within;
     let mut last = String::new();
     while Instant::now() < deadline {
@@ -133,15 +133,15 @@ fn wait_file(path: &Path, within: Duration) -> String {
 
 /// A string unique to one test, to find its task's processes by their command line: a
 /// task in a PID namespace of its own reports pids that mean nothing out here.
-pub fn marker(tag: &str) -> String {
+pub(crate) fn marker(tag: &str) -> String {
     format!("mito-mark-{tag}-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple())
 }
 
 /// A shell loop that keeps `marker` on its command line: `sh -c LOOP marker`.
-pub const LOOP: &str = "while :; do sleep 1; done";
+pub(crate) const LOOP: &str = "while :; do sleep 1; done";
 
 /// Pids of live (not zombie) processes whose command line holds `marker`, from /proc.
-pub fn with_marker(marker: &str) -> Vec<i32> {
+pub(crate) fn with_marker(marker: &str) -> Vec<i32> {
     let mut found = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
@@ -158,7 +158,7 @@ pub fn with_marker(marker: &str) -> Vec<i32> {
 
 /// Whether every process carrying `marker` is gone within `within`; what is left is killed
 /// by pid, so that a failing test leaves nothing behind.
-pub fn wait_marker_gone(marker: &str, within: Duration) -> bool {
+pub(crate) fn wait_marker_gone(marker: &str, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     let mut left = with_marker(marker);
     while !left.is_empty() && Instant::now() < deadline {

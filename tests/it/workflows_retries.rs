@@ -235,8 +235,8 @@ fn the_claim_walks_the_ready_index_past_tasks_waiting_for_dependencies() {
     let mut db = c.db.connect();
     let pending: i64 = db.query_one("SELECT count(*) FROM active_tasks WHERE state = 0", &[]).unwrap().get(0);
     assert_eq!(pending, 2000);
-    db.batch_execute(mito::coordinator::db::QUEUE_SETUP).unwrap();
-    db.batch_execute(&format!("PREPARE claim(uuid, float8) AS {}", *mito::coordinator::scheduler::CLAIM)).unwrap();
+    db.batch_execute(mito::testing::QUEUE_SETUP).unwrap();
+    db.batch_execute(&format!("PREPARE claim(uuid, float8) AS {}", *mito::testing::CLAIM)).unwrap();
     let mut tx = db.transaction().unwrap();
     let plan: Vec<String> = tx
         .query(&format!("EXPLAIN (ANALYZE, TIMING OFF) EXECUTE claim('{}', 10)", w.uuid), &[])

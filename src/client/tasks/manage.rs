@@ -3,8 +3,11 @@
 
 use super::super::args::{Args, Spec};
 use super::super::output::{list, print_json};
-use super::super::task_args::{filter, uuid_arg, uuid_list, CREATORS, EXIT, F_GROUP, F_LABELS, F_TAGS, PRIO, STATES};
-use super::super::{Flow, Res, Session};
+use super::super::task_args::{
+    filter, uuid_arg, uuid_list, CREATORS, EXIT_STATUS, FILTER_GROUP, FILTER_LABELS, FILTER_PRIORITY, FILTER_TAGS,
+    STATES,
+};
+use super::super::{CommandResult, Flow, Session};
 use crate::api::*;
 use std::collections::BTreeSet;
 use uuid::Uuid;
@@ -15,14 +18,14 @@ pub(super) const CANCEL_MANY: Spec = Spec {
     name: "tasks cancel-many",
     usage: "",
     about: "Cancel the tasks that match a filter (only ready or pending ones)",
-    flags: &[CREATORS, F_GROUP, F_TAGS, F_LABELS, STATES, EXIT, PRIO],
+    flags: &[CREATORS, FILTER_GROUP, FILTER_TAGS, FILTER_LABELS, STATES, EXIT_STATUS, FILTER_PRIORITY],
 };
 pub(super) const CANCEL_LIST: Spec =
     Spec { name: "tasks cancel-list", usage: "<UUID,...>", about: "Cancel the listed tasks", flags: &[] };
 pub(super) const UPDATE_LABELS: Spec =
     Spec { name: "tasks update-labels", usage: "<UUID> [LABEL]...", about: "Replace a task's labels", flags: &[] };
 
-pub(super) fn cancel(s: &mut Session, a: &Args) -> Res {
+pub(super) fn cancel(s: &mut Session, a: &Args) -> CommandResult {
     let pos = a.exact(&["UUID"])?;
     let uuid = uuid_arg(a, &pos[0])?;
     s.http.delete(&format!("/tasks/{uuid}"))?;
@@ -32,7 +35,7 @@ pub(super) fn cancel(s: &mut Session, a: &Args) -> Res {
     Ok(Flow::Continue)
 }
 
-pub(super) fn cancel_many(s: &mut Session, a: &Args) -> Res {
+pub(super) fn cancel_many(s: &mut Session, a: &Args) -> CommandResult {
     a.exact(&[])?;
     let req = TasksCancelByFilterReq { filter: filter(s, a)? };
     let r = s.http.post("/tasks/cancel", &req)?;
@@ -45,7 +48,7 @@ pub(super) fn cancel_many(s: &mut Session, a: &Args) -> Res {
     Ok(Flow::Continue)
 }
 
-pub(super) fn cancel_list(s: &mut Session, a: &Args) -> Res {
+pub(super) fn cancel_list(s: &mut Session, a: &Args) -> CommandResult {
     let uuids = uuid_list(a)?;
     let r = s.http.post("/tasks/cancel/list", &TasksCancelByUuidsReq { uuids })?;
     if s.json(a) {
@@ -64,7 +67,7 @@ pub(super) fn cancel_list(s: &mut Session, a: &Args) -> Res {
     Ok(Flow::Continue)
 }
 
-pub(super) fn update_labels(s: &mut Session, a: &Args) -> Res {
+pub(super) fn update_labels(s: &mut Session, a: &Args) -> CommandResult {
     let pos = a.all_pos();
     let Some(first) = pos.first() else { return Err(a.usage("missing <UUID>".into())) };
     let uuid = uuid_arg(a, first)?;

@@ -14,7 +14,7 @@ mod submit;
 mod wait;
 
 use super::args::{Args, Command, Group};
-use super::{artifacts, Error, Res, Session};
+use super::{artifacts, CommandResult, Error, Session};
 use std::time::Duration;
 
 const TASKS: Group = Group {
@@ -42,7 +42,7 @@ const TASKS: Group = Group {
     aliases: &[],
 };
 
-pub fn run(s: &mut Session, words: &[String]) -> Res {
+pub(super) fn run(s: &mut Session, words: &[String]) -> CommandResult {
     TASKS.run(s, words)
 }
 

@@ -3,9 +3,10 @@
 use super::super::args::{Args, Spec};
 use super::super::output::{list, opt, print_json, ts};
 use super::super::task_args::{
-    filter, reporter, uuid_arg, CREATORS, EXIT, F_GROUP, F_LABELS, F_TAGS, LIMIT, OFFSET, PRIO, REPORTER, STATES,
+    filter, reporter, uuid_arg, CREATORS, EXIT_STATUS, FILTER_GROUP, FILTER_LABELS, FILTER_PRIORITY, FILTER_TAGS,
+    LIMIT, OFFSET, REPORTER, STATES,
 };
-use super::super::{Flow, Res, Session};
+use super::super::{CommandResult, Flow, Session};
 use crate::api::*;
 use crate::opts::OptSpec;
 use std::time::Duration;
@@ -19,10 +20,23 @@ pub(super) const QUERY: Spec = Spec {
     name: "tasks query",
     usage: "",
     about: "Find tasks",
-    flags: &[CREATORS, F_GROUP, F_TAGS, F_LABELS, STATES, EXIT, PRIO, REPORTER, LIMIT, OFFSET, VERBOSE, COUNT],
+    flags: &[
+        CREATORS,
+        FILTER_GROUP,
+        FILTER_TAGS,
+        FILTER_LABELS,
+        STATES,
+        EXIT_STATUS,
+        FILTER_PRIORITY,
+        REPORTER,
+        LIMIT,
+        OFFSET,
+        VERBOSE,
+        COUNT,
+    ],
 };
 
-pub(super) fn get(s: &mut Session, a: &Args) -> Res {
+pub(super) fn get(s: &mut Session, a: &Args) -> CommandResult {
     let pos = a.exact(&["UUID"])?;
     let uuid = uuid_arg(a, &pos[0])?;
     let r = s.http.get(&format!("/tasks/{uuid}"))?;
@@ -76,7 +90,7 @@ fn command_line(args: &[String]) -> String {
 }
 
 /// What a result means, in words.
-pub fn describe_result(r: &TaskResultSpec) -> String {
+pub(super) fn describe_result(r: &TaskResultSpec) -> String {
     let status = r.exit_status;
     let code = if status & 0x7f == 0 {
         format!("exit code {}", (status >> 8) & 0xff)
@@ -130,7 +144,7 @@ fn show(t: &TaskQueryInfo) {
     }
 }
 
-pub(super) fn query(s: &mut Session, a: &Args) -> Res {
+pub(super) fn query(s: &mut Session, a: &Args) -> CommandResult {
     a.exact(&[])?;
     let req = TasksQueryReq {
         filter: filter(s, a)?,

@@ -4,7 +4,7 @@
 use super::super::args::{Args, Spec};
 use super::super::output::print_json;
 use super::super::task_args::{set, uuid_arg};
-use super::super::{Error, Flow, Res, Session};
+use super::super::{CommandResult, Error, Flow, Session};
 use super::duration_arg;
 use super::wait::wait;
 use crate::api::*;
@@ -114,7 +114,7 @@ fn resources(a: &Args) -> Result<Vec<RemoteResourceDownload>, Error> {
 
 /// What is wrong with a `-r` resource; `spec` is the value as given.
 #[derive(Debug, PartialEq, Eq)]
-pub enum ResourceError {
+pub(super) enum ResourceError {
     Shape { spec: String },
     NotUuid { spec: String, uuid: String },
     NotArtifactType { spec: String, ty: String },
@@ -141,7 +141,7 @@ impl std::fmt::Display for ResourceError {
 impl std::error::Error for ResourceError {}
 
 /// `attachment=<KEY>:<LOCAL_PATH>` or `artifact=<UUID>:<TYPE>:<LOCAL_PATH>`.
-pub fn parse_resource(r: &str) -> Result<RemoteResourceDownload, ResourceError> {
+pub(super) fn parse_resource(r: &str) -> Result<RemoteResourceDownload, ResourceError> {
     let spec = || r.to_string();
     let (kind, rest) = r.split_once('=').ok_or_else(|| ResourceError::Shape { spec: spec() })?;
     let parts: Vec<&str> = rest.split(':').collect();
@@ -210,7 +210,7 @@ fn uuids(a: &Args, flag: &str) -> Result<Vec<Uuid>, Error> {
     a.list(flag).iter().map(|u| uuid_arg(a, u)).collect()
 }
 
-pub(super) fn submit(s: &mut Session, a: &Args) -> Res {
+pub(super) fn submit(s: &mut Session, a: &Args) -> CommandResult {
     let args = match &a.trailing {
         Some(t) => {
             if !a.pos.is_empty() {
@@ -265,7 +265,7 @@ pub(super) fn submit(s: &mut Session, a: &Args) -> Res {
     Ok(Flow::Continue)
 }
 
-pub(super) fn submit_many(s: &mut Session, a: &Args) -> Res {
+pub(super) fn submit_many(s: &mut Session, a: &Args) -> CommandResult {
     a.exact(&[])?;
     let file = a.value("file").ok_or_else(|| a.usage("missing -f <FILE>".into()))?;
     let text = std::fs::read_to_string(file).map_err(Error::file("cannot read", file))?;
@@ -294,7 +294,7 @@ pub(super) fn submit_many(s: &mut Session, a: &Args) -> Res {
     Ok(Flow::Continue)
 }
 
-pub(super) fn change(s: &mut Session, a: &Args) -> Res {
+pub(super) fn change(s: &mut Session, a: &Args) -> CommandResult {
     let pos = &a.pos;
     if pos.len() != 1 {
         return Err(a.usage(if pos.is_empty() {

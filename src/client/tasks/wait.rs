@@ -4,7 +4,7 @@
 use super::super::args::{Args, Spec};
 use super::super::output::print_json;
 use super::super::task_args::uuid_arg;
-use super::super::{artifacts, attachments, Error, Flow, Res, Session};
+use super::super::{artifacts, attachments, CommandResult, Error, Flow, Session};
 use super::duration_arg;
 use super::show::describe_result;
 use crate::api::*;
@@ -29,7 +29,7 @@ pub(super) const LOGS: Spec = Spec {
 };
 
 /// `tasks wait`: the uuids may be given as separate words or comma lists.
-pub(super) fn wait_cmd(s: &mut Session, a: &Args) -> Res {
+pub(super) fn wait_cmd(s: &mut Session, a: &Args) -> CommandResult {
     let uuids = a
         .all_pos()
         .iter()
@@ -113,7 +113,7 @@ pub(super) fn wait(s: &mut Session, a: &Args, uuids: &[Uuid], timeout: Option<Du
     Ok(())
 }
 
-pub(super) fn logs(s: &mut Session, a: &Args) -> Res {
+pub(super) fn logs(s: &mut Session, a: &Args) -> CommandResult {
     let pos = a.exact(&["UUID"])?;
     let uuid = uuid_arg(a, &pos[0])?;
     let r = match s.http.get(&format!("/tasks/{uuid}/download/artifacts/std-log")) {

@@ -16,7 +16,7 @@ fn no_user(name: &str) -> ApiError {
 }
 
 /// `POST /admin/users`: a user, its personal group, and its Admin membership there.
-pub fn create_user(ctx: &Ctx, call: &Call) -> Result<Reply, ApiError> {
+pub(super) fn create_user(ctx: &Ctx, call: &Call) -> Result<Reply, ApiError> {
     let req: CreateUserReq = call.json()?;
     if !valid_name(&req.username) {
         return Err(ApiError::bad(format!(
@@ -63,18 +63,18 @@ fn set_state(ctx: &Ctx, username: &str, state: UserState) -> Result<Reply, ApiEr
 }
 
 /// `DELETE /admin/users/{u}`: marks the user Deleted (rows are kept).
-pub fn delete_user(ctx: &Ctx, username: &str) -> Result<Reply, ApiError> {
+pub(super) fn delete_user(ctx: &Ctx, username: &str) -> Result<Reply, ApiError> {
     set_state(ctx, username, UserState::Deleted)
 }
 
 /// `POST /admin/users/{u}/state`.
-pub fn user_state(ctx: &Ctx, call: &Call, username: &str) -> Result<Reply, ApiError> {
+pub(super) fn user_state(ctx: &Ctx, call: &Call, username: &str) -> Result<Reply, ApiError> {
     let req: ChangeUserStateReq = call.json()?;
     set_state(ctx, username, req.state)
 }
 
 /// `POST /admin/users/{u}/password`: sets the password and signs the user out everywhere.
-pub fn change_password(ctx: &Ctx, call: &Call, username: &str) -> Result<Reply, ApiError> {
+pub(super) fn change_password(ctx: &Ctx, call: &Call, username: &str) -> Result<Reply, ApiError> {
     let req: AdminChangePasswordReq = call.json()?;
     let hash = auth::hash_password(&req.new_md5_password)?;
     let mut db = ctx.pool.get()?;
@@ -89,7 +89,7 @@ pub fn change_password(ctx: &Ctx, call: &Call, username: &str) -> Result<Reply, 
 }
 
 /// `POST /admin/users/{u}/group-quota`: `N`, `+N`, `-N` or `=N` groups.
-pub fn group_quota(ctx: &Ctx, call: &Call, username: &str) -> Result<Reply, ApiError> {
+pub(super) fn group_quota(ctx: &Ctx, call: &Call, username: &str) -> Result<Reply, ApiError> {
     let req: ChangeUserGroupQuota = call.json()?;
     let change = QuotaChange::parse(&req.group_quota, parse_count).map_err(ApiError::bad)?;
     let mut db = ctx.pool.get()?;
@@ -104,7 +104,7 @@ pub fn group_quota(ctx: &Ctx, call: &Call, username: &str) -> Result<Reply, ApiE
 }
 
 /// `POST /admin/groups/{g}/storage-quota`: `10GB`, `+1GiB`, `-500MB`, `=10GB`.
-pub fn storage_quota(ctx: &Ctx, call: &Call, group: &str) -> Result<Reply, ApiError> {
+pub(super) fn storage_quota(ctx: &Ctx, call: &Call, group: &str) -> Result<Reply, ApiError> {
     let req: ChangeGroupStorageQuotaReq = call.json()?;
     let change = QuotaChange::parse(&req.storage_quota, parse_size).map_err(ApiError::bad)?;
     let mut db = ctx.pool.get()?;
@@ -119,7 +119,7 @@ pub fn storage_quota(ctx: &Ctx, call: &Call, group: &str) -> Result<Reply, ApiEr
 }
 
 /// `POST /admin/shutdown`: stops the coordinator when the secret from its log matches.
-pub fn shutdown(ctx: &Ctx, call: &Call) -> Result<Reply, ApiError> {
+pub(super) fn shutdown(ctx: &Ctx, call: &Call) -> Result<Reply, ApiError> {
     let req: ShutdownReq = call.json()?;
     if !crate::coordinator::auth::constant_time_eq(req.secret.as_bytes(), ctx.shutdown_secret.as_bytes()) {
         return Err(ApiError::Forbidden("the shutdown secret does not match the one in the coordinator's log".into()));

@@ -34,7 +34,7 @@ const SINGLE: Duration = Duration::from_secs(3600);
 const BATCH: Duration = Duration::from_secs(86_400);
 
 /// The object key of a task's artifact.
-pub fn object_key(task: Uuid, ct: ArtifactContentType) -> String {
+pub(crate) fn object_key(task: Uuid, ct: ArtifactContentType) -> String {
     format!("{task}/{}", ct.file_name())
 }
 
@@ -43,7 +43,7 @@ pub fn object_key(task: Uuid, ct: ArtifactContentType) -> String {
 /// `updated_at`. Runs inside the caller's transaction: the charge and the row count only
 /// if the caller commits, and the URL must not be handed out before that. Used by the
 /// user route and by the worker's `Upload` report op.
-pub fn reserve_upload(
+pub(crate) fn reserve_upload(
     ctx: &Ctx,
     tx: &mut postgres::Transaction<'_>,
     call: &Call,
@@ -76,7 +76,7 @@ pub fn reserve_upload(
 }
 
 /// `POST /tasks/{uuid}/artifacts`: a user uploads an artifact of an active or archived task.
-pub fn upload(ctx: &Ctx, call: &Call, user: &AuthUser, task: &str) -> Result<Reply, ApiError> {
+pub(crate) fn upload(ctx: &Ctx, call: &Call, user: &AuthUser, task: &str) -> Result<Reply, ApiError> {
     let task = parse_uuid(task)?;
     let req: UploadArtifactReq = call.json()?;
     let mut db = ctx.pool.get()?;
@@ -112,7 +112,7 @@ fn artifact_url(
 }
 
 /// `GET /tasks/{uuid}/download/artifacts/{ct}`: for members of the task's group.
-pub fn download(ctx: &Ctx, call: &Call, user: &AuthUser, task: &str, ct: &str) -> Result<Reply, ApiError> {
+pub(crate) fn download(ctx: &Ctx, call: &Call, user: &AuthUser, task: &str, ct: &str) -> Result<Reply, ApiError> {
     let (task, ct) = (parse_uuid(task)?, parse_content_type(ct)?);
     let mut db = ctx.pool.get()?;
     authorize_task(&mut *db, user, task, UserGroupRole::Read)?;
@@ -123,7 +123,13 @@ pub fn download(ctx: &Ctx, call: &Call, user: &AuthUser, task: &str, ct: &str) -
 /// worker's current task. A worker serving several groups fetches resources on behalf of
 /// one task at a time; judging by all the groups it serves would let a member of one read
 /// another's results through a shared worker.
-pub fn worker_download(ctx: &Ctx, call: &Call, worker: &AuthWorker, task: &str, ct: &str) -> Result<Reply, ApiError> {
+pub(crate) fn worker_download(
+    ctx: &Ctx,
+    call: &Call,
+    worker: &AuthWorker,
+    task: &str,
+    ct: &str,
+) -> Result<Reply, ApiError> {
     let (task, ct) = (parse_uuid(task)?, parse_content_type(ct)?);
     let mut db = ctx.pool.get()?;
     let not_found = || ApiError::NotFound(format!("Task with uuid {task}"));
@@ -147,7 +153,7 @@ const CURRENT_TASK_GROUP: &str =
 
 /// `GET /workers/tasks/{uuid}/attachments/{*key}`: an attachment of the group of the
 /// worker's current task (the uuid must be that task's).
-pub fn worker_attachment(
+pub(crate) fn worker_attachment(
     ctx: &Ctx,
     call: &Call,
     worker: &AuthWorker,
@@ -189,7 +195,7 @@ fn download_items(
 /// `POST /tasks/download/artifacts/list`: GET URLs for the listed tasks' artifacts of one
 /// type, for tasks in groups the caller is a member of; others are left out like tasks
 /// without that artifact.
-pub fn download_by_uuids(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
+pub(crate) fn download_by_uuids(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
     let req: ArtifactsDownloadByUuidsReq = call.json()?;
     if req.uuids.is_empty() {
         return Err(ApiError::bad("Empty uuids: name at least one task"));
@@ -235,7 +241,7 @@ fn filtered(
 }
 
 /// `POST /tasks/download/artifacts`: GET URLs for the artifacts of the tasks a filter selects.
-pub fn download_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
+pub(crate) fn download_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
     let req: ArtifactsDownloadByFilterReq = call.json()?;
     let mut db = ctx.pool.get()?;
     let rows = filtered(&mut db, user, &req, UserGroupRole::Read, MAX_QUERY_LIMIT as usize)?;
@@ -272,13 +278,13 @@ fn delete_one(ctx: &Ctx, user: Option<&AuthUser>, task: Uuid, ct: ArtifactConten
 }
 
 /// `DELETE /tasks/{uuid}/artifacts/{ct}` (Write; not within an hour of an upload).
-pub fn delete(ctx: &Ctx, user: &AuthUser, task: &str, ct: &str) -> Result<Reply, ApiError> {
+pub(crate) fn delete(ctx: &Ctx, user: &AuthUser, task: &str, ct: &str) -> Result<Reply, ApiError> {
     let (task, ct) = (parse_uuid(task)?, parse_content_type(ct)?);
     delete_one(ctx, Some(user), task, ct).map(|()| Reply::ok())
 }
 
 /// `DELETE /admin/tasks/{uuid}/artifacts/{ct}`: any time.
-pub fn admin_delete(ctx: &Ctx, task: &str, ct: &str) -> Result<Reply, ApiError> {
+pub(crate) fn admin_delete(ctx: &Ctx, task: &str, ct: &str) -> Result<Reply, ApiError> {
     let (task, ct) = (parse_uuid(task)?, parse_content_type(ct)?);
     delete_one(ctx, None, task, ct).map(|()| Reply::ok())
 }
@@ -314,7 +320,7 @@ fn delete_many(
 
 /// `POST /tasks/delete/artifacts`: deletes the artifacts of the tasks a filter selects
 /// (Write in the group), skipping those uploaded within the hour.
-pub fn delete_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
+pub(crate) fn delete_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
     let req: ArtifactsDeleteByFilterReq = call.json()?;
     let uuids: Vec<Uuid> = {
         let mut db = ctx.pool.get()?;
@@ -325,7 +331,7 @@ pub fn delete_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply
 }
 
 /// `POST /tasks/delete/artifacts/list`: `failed_uuids` lists what was not deleted.
-pub fn delete_by_uuids(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
+pub(crate) fn delete_by_uuids(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
     let req: ArtifactsDeleteByUuidsReq = call.json()?;
     if req.uuids.is_empty() {
         return Err(ApiError::bad("Empty uuids: name at least one task"));

@@ -32,14 +32,14 @@ const SINGLE: Duration = Duration::from_secs(3600);
 const BATCH: Duration = Duration::from_secs(86_400);
 
 /// The object key of attachment `key` of `group`, checked (400 with the reason).
-pub fn object_key(group: &str, key: &str) -> Result<String, ApiError> {
+pub(crate) fn object_key(group: &str, key: &str) -> Result<String, ApiError> {
     let full = format!("{group}/{key}");
     storage::validate_key(&full).map_err(|e| ApiError::bad(format!("Invalid attachment key {key:?}: {e}")))?;
     Ok(full)
 }
 
 /// `POST /groups/{g}/attachments`: reserves the space and returns a PUT URL.
-pub fn upload(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str) -> Result<Reply, ApiError> {
+pub(crate) fn upload(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str) -> Result<Reply, ApiError> {
     let req: UploadAttachmentReq = call.json()?;
     let object = object_key(group, &req.key)?;
     let mut db = ctx.pool.get()?;
@@ -66,7 +66,7 @@ fn no_attachment(key: &str) -> ApiError {
 }
 
 /// `GET /groups/{g}/attachments/{*key}`: size and times.
-pub fn metadata(ctx: &Ctx, user: &AuthUser, group: &str, key: &str) -> Result<Reply, ApiError> {
+pub(crate) fn metadata(ctx: &Ctx, user: &AuthUser, group: &str, key: &str) -> Result<Reply, ApiError> {
     let mut db = ctx.pool.get()?;
     let (group_id, _) = authorize_group(&mut *db, user, group, UserGroupRole::Read)?;
     let row = db
@@ -84,7 +84,7 @@ pub fn metadata(ctx: &Ctx, user: &AuthUser, group: &str, key: &str) -> Result<Re
 }
 
 /// `POST /groups/{g}/attachments/query`: keys containing `key`, paged, or their count.
-pub fn query(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str) -> Result<Reply, ApiError> {
+pub(crate) fn query(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str) -> Result<Reply, ApiError> {
     let req: AttachmentsQueryReq = call.json()?;
     let mut db = ctx.pool.get()?;
     let (group_id, _) = authorize_group(&mut *db, user, group, UserGroupRole::Read)?;
@@ -122,14 +122,14 @@ pub fn query(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str) -> Result<Rep
 }
 
 /// `GET /groups/{g}/download/attachments/{*key}`: a GET URL for one attachment.
-pub fn download(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str, key: &str) -> Result<Reply, ApiError> {
+pub(crate) fn download(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str, key: &str) -> Result<Reply, ApiError> {
     let mut db = ctx.pool.get()?;
     let (group_id, _) = authorize_group(&mut *db, user, group, UserGroupRole::Read)?;
     download_in(ctx, call, &mut db, group_id, group, key)
 }
 
 /// A GET URL for attachment `key` of a group the caller may read.
-pub fn download_in(
+pub(crate) fn download_in(
     ctx: &Ctx,
     call: &Call,
     db: &mut postgres::Client,
@@ -159,7 +159,7 @@ fn download_list(ctx: &Ctx, call: &Call, group: &str, rows: Vec<postgres::Row>) 
 }
 
 /// `POST /groups/{g}/download/attachments`: GET URLs (valid 24 h) for keys containing `key`.
-pub fn download_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str) -> Result<Reply, ApiError> {
+pub(crate) fn download_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str) -> Result<Reply, ApiError> {
     let req: AttachmentsDownloadByFilterReq = call.json()?;
     let mut db = ctx.pool.get()?;
     let (group_id, _) = authorize_group(&mut *db, user, group, UserGroupRole::Read)?;
@@ -173,7 +173,7 @@ pub fn download_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str) 
 }
 
 /// `POST /groups/{g}/download/attachments/list`: GET URLs for the named keys that exist.
-pub fn download_by_keys(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str) -> Result<Reply, ApiError> {
+pub(crate) fn download_by_keys(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str) -> Result<Reply, ApiError> {
     let req: AttachmentsDownloadByKeysReq = call.json()?;
     if req.keys.is_empty() {
         return Err(ApiError::bad("Empty keys: name at least one attachment"));
@@ -230,7 +230,7 @@ fn single_delete(ctx: &Ctx, group_id: i64, group: &str, key: &str, by_admin: boo
 }
 
 /// `DELETE /groups/{g}/attachments/{*key}` (Write or Admin; not within an hour of an upload).
-pub fn delete(ctx: &Ctx, user: &AuthUser, group: &str, key: &str) -> Result<Reply, ApiError> {
+pub(crate) fn delete(ctx: &Ctx, user: &AuthUser, group: &str, key: &str) -> Result<Reply, ApiError> {
     let (group_id, _) = {
         let mut db = ctx.pool.get()?;
         authorize_group(&mut *db, user, group, UserGroupRole::Write)?
@@ -239,7 +239,7 @@ pub fn delete(ctx: &Ctx, user: &AuthUser, group: &str, key: &str) -> Result<Repl
 }
 
 /// `DELETE /admin/groups/{g}/attachments/{*key}`: any time.
-pub fn admin_delete(ctx: &Ctx, group: &str, key: &str) -> Result<Reply, ApiError> {
+pub(crate) fn admin_delete(ctx: &Ctx, group: &str, key: &str) -> Result<Reply, ApiError> {
     let group_id: i64 = {
         let mut db = ctx.pool.get()?;
         db.query_opt("SELECT id FROM groups WHERE group_name = $1", &[&group])?
@@ -273,7 +273,7 @@ fn delete_many(ctx: &Ctx, group_id: i64, group: &str, keys: Vec<String>) -> Resu
 
 /// `POST /groups/{g}/delete/attachments`: deletes the keys containing `key` (paged),
 /// skipping those uploaded within the hour.
-pub fn delete_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str) -> Result<Reply, ApiError> {
+pub(crate) fn delete_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str) -> Result<Reply, ApiError> {
     let req: AttachmentsDeleteByFilterReq = call.json()?;
     let (group_id, keys) = {
         let mut db = ctx.pool.get()?;
@@ -293,7 +293,7 @@ pub fn delete_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str) ->
 
 /// `POST /groups/{g}/delete/attachments/list`: deletes the named keys; `failed_keys` lists
 /// those missing, too recent, or not deleted because the store failed.
-pub fn delete_by_keys(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str) -> Result<Reply, ApiError> {
+pub(crate) fn delete_by_keys(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str) -> Result<Reply, ApiError> {
     let req: AttachmentsDeleteByKeysReq = call.json()?;
     if req.keys.is_empty() {
         return Err(ApiError::bad("Empty keys: name at least one attachment"));

@@ -11,7 +11,7 @@ use crate::coordinator::{is_unique_violation, Ctx};
 use std::collections::BTreeMap;
 
 /// Whether a user or group already uses `name` (they share one namespace).
-pub fn name_taken(db: &mut impl postgres::GenericClient, name: &str) -> Result<bool, ApiError> {
+pub(super) fn name_taken(db: &mut impl postgres::GenericClient, name: &str) -> Result<bool, ApiError> {
     Ok(db
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM users WHERE username = $1)
@@ -22,7 +22,7 @@ pub fn name_taken(db: &mut impl postgres::GenericClient, name: &str) -> Result<b
 }
 
 /// `POST /groups`: the caller becomes its Admin; limited by the caller's group quota.
-pub fn create(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
+pub(super) fn create(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
     let req: CreateGroupReq = call.json()?;
     if !valid_name(&req.group_name) {
         return Err(ApiError::bad(format!(
@@ -61,7 +61,7 @@ pub fn create(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError
 
 /// `GET /groups/{g}/stats[?minutes=N]`: tasks archived and the Ready depth per minute, for
 /// members (any role) and site admins; anyone else, and any unknown group, gets 403.
-pub fn stats(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str) -> Result<Reply, ApiError> {
+pub(super) fn stats(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str) -> Result<Reply, ApiError> {
     use crate::coordinator::stats::{self, DEFAULT_MINUTES, MAX_MINUTES};
     let minutes = match call.query_one("minutes")? {
         None => DEFAULT_MINUTES,
@@ -83,7 +83,7 @@ pub fn stats(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str) -> Result<Rep
 }
 
 /// `GET /groups/{g}`: for members; the member list only for the group's Admins.
-pub fn get(ctx: &Ctx, user: &AuthUser, group: &str) -> Result<Reply, ApiError> {
+pub(super) fn get(ctx: &Ctx, user: &AuthUser, group: &str) -> Result<Reply, ApiError> {
     let mut db = ctx.pool.get()?;
     let (group_id, role) = authorize_group(&mut *db, user, group, UserGroupRole::Read)?;
     let r = db.query_one(
@@ -138,7 +138,7 @@ fn ensure_admin_left(tx: &mut postgres::Transaction, group_id: i64, group: &str)
 }
 
 /// `PUT /groups/{g}/users`: adds members or changes their roles (Admins only).
-pub fn update_users(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str) -> Result<Reply, ApiError> {
+pub(super) fn update_users(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str) -> Result<Reply, ApiError> {
     let req: UpdateUserGroupRoleReq = call.json()?;
     if req.relations.is_empty() {
         return Err(ApiError::bad("Empty group relations: give at least one user and role"));
@@ -169,7 +169,7 @@ pub fn update_users(ctx: &Ctx, call: &Call, user: &AuthUser, group: &str) -> Res
 }
 
 /// `DELETE /groups/{g}/users?users=..` and `POST /groups/{g}/users/remove`: removes members.
-pub fn remove_users(ctx: &Ctx, user: &AuthUser, group: &str, users: Vec<String>) -> Result<Reply, ApiError> {
+pub(super) fn remove_users(ctx: &Ctx, user: &AuthUser, group: &str, users: Vec<String>) -> Result<Reply, ApiError> {
     if users.is_empty() {
         return Err(ApiError::bad("Empty group relations: name at least one user to remove"));
     }
@@ -195,13 +195,13 @@ pub fn remove_users(ctx: &Ctx, user: &AuthUser, group: &str, users: Vec<String>)
 
 /// Commits a change that detached `workers` from groups, and has the scheduler look at
 /// those workers again (a parked fetch must not hand out a task of a group it left).
-pub fn commit_detaching(ctx: &Ctx, mut tx: postgres::Transaction, workers: &[i64]) -> Result<Reply, ApiError> {
+pub(super) fn commit_detaching(ctx: &Ctx, mut tx: postgres::Transaction, workers: &[i64]) -> Result<Reply, ApiError> {
     for w in workers {
         ctx.scheduler.notify_worker(&mut tx, *w)?;
     }
     tx.commit()?;
     for w in workers {
-        ctx.scheduler.worker_changed(*w);
+        ctx.scheduler.wake_worker(*w);
     }
     if !workers.is_empty() {
         log::info!("{} worker(s) detached from groups their voucher no longer writes to", workers.len());

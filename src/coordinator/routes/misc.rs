@@ -6,13 +6,13 @@ use crate::coordinator::error::ApiError;
 use crate::coordinator::http::{Call, Reply};
 use crate::coordinator::Ctx;
 
-pub fn health() -> Result<Reply, ApiError> {
+pub(super) fn health() -> Result<Reply, ApiError> {
     Ok(Reply::json(&serde_json::json!({"status": "ok"})))
 }
 
 /// `POST /login`: checks the password and issues a token. Without `retain` a new signature
 /// is drawn, which revokes the user's other tokens.
-pub fn login(ctx: &Ctx, call: &Call) -> Result<Reply, ApiError> {
+pub(super) fn login(ctx: &Ctx, call: &Call) -> Result<Reply, ApiError> {
     let req: UserLoginReq = call.json()?;
     let addr = call.peer.map(|p| p.ip());
     ctx.login_limit.check(&req.username, addr)?;
@@ -50,11 +50,11 @@ pub fn login(ctx: &Ctx, call: &Call) -> Result<Reply, ApiError> {
 }
 
 /// `GET /auth`: the caller's name as plain text; clients use it to test a cached token.
-pub fn auth(user: &AuthUser) -> Result<Reply, ApiError> {
+pub(super) fn auth(user: &AuthUser) -> Result<Reply, ApiError> {
     Ok(Reply::text(200, &user.username))
 }
 
 /// `GET /redis`: the read-only Redis URL for clients, or null without Redis.
-pub fn redis(ctx: &Ctx) -> Result<Reply, ApiError> {
+pub(super) fn redis(ctx: &Ctx) -> Result<Reply, ApiError> {
     Ok(Reply::json(&RedisConnectionInfo { url: ctx.redis_client_url.clone() }))
 }

@@ -8,13 +8,13 @@
 mod admin;
 mod groups;
 mod misc;
-pub mod tasks;
+pub(super) mod tasks;
 mod users;
-pub mod worker_api;
+pub(super) mod worker_api;
 mod workers;
 // ---- object storage
-pub mod artifacts;
-pub mod attachments;
+pub(super) mod artifacts;
+pub(super) mod attachments;
 mod objects;
 // ---- end object storage
 
@@ -33,7 +33,7 @@ macro_rules! endpoints {
     ($($(#[$meta:meta])* $variant:ident $(($($param:ty),+))?,)+) => {
         /// Every endpoint, with its path parameters.
         #[derive(Debug, Clone)]
-        pub enum Endpoint {
+        pub(crate) enum Endpoint {
             $($(#[$meta])* $variant $(($($param),+))?,)+
         }
 
@@ -45,10 +45,10 @@ macro_rules! endpoints {
 
         impl Endpoint {
             /// Every variant's name, by [`Endpoint::index`].
-            pub const NAMES: &'static [&'static str] = &[$(stringify!($variant)),+];
+            pub(crate) const NAMES: &'static [&'static str] = &[$(stringify!($variant)),+];
 
             /// This variant's position in [`Endpoint::NAMES`].
-            pub fn index(&self) -> usize {
+            pub(crate) fn index(&self) -> usize {
                 match self {
                     $(Endpoint::$variant { .. } => Index::$variant as usize,)+
                 }
@@ -150,7 +150,7 @@ enum Guard {
 }
 
 /// The authenticated caller.
-pub enum Principal {
+pub(super) enum Principal {
     Anonymous,
     User(AuthUser),
     Worker(AuthWorker),
@@ -190,7 +190,7 @@ impl Principal {
 }
 
 /// What a request leads to.
-pub enum Outcome {
+pub(super) enum Outcome {
     Reply(Reply),
     /// A long-poll fetch with nothing to hand out yet.
     Park(super::scheduler::ParkAs),
@@ -208,7 +208,7 @@ macro_rules! on {
 }
 
 /// Finds the endpoint for a method and the decoded path segments.
-pub fn resolve(method: &Method, segs: &[&str]) -> Result<Endpoint, ApiError> {
+pub(super) fn resolve(method: &Method, segs: &[&str]) -> Result<Endpoint, ApiError> {
     use Endpoint as E;
     let s = |x: &str| x.to_string();
     // `/ui/` ends with an empty segment: the dashboard's page.
@@ -342,7 +342,7 @@ fn guard(e: &Endpoint) -> Guard {
 }
 
 /// Checks the caller's token as the endpoint requires.
-pub fn authenticate(ctx: &Ctx, endpoint: &Endpoint, call: &Call) -> Result<Principal, ApiError> {
+pub(super) fn authenticate(ctx: &Ctx, endpoint: &Endpoint, call: &Call) -> Result<Principal, ApiError> {
     let g = guard(endpoint);
     if let Guard::Anyone = g {
         return Ok(Principal::Anonymous);
@@ -364,7 +364,7 @@ pub fn authenticate(ctx: &Ctx, endpoint: &Endpoint, call: &Call) -> Result<Princ
 /// Runs the endpoint's handler. For a caller the handler checks in its own statement,
 /// a failure that statement may never have reached (a bad body, an invalid item) is
 /// preceded by the full check, so a bad token wins over a bad request on every route.
-pub fn dispatch(ctx: &Ctx, endpoint: Endpoint, call: &Call, who: Principal) -> Result<Outcome, ApiError> {
+pub(super) fn dispatch(ctx: &Ctx, endpoint: Endpoint, call: &Call, who: Principal) -> Result<Outcome, ApiError> {
     let out = run_handler(ctx, endpoint, call, &who);
     if let Err(e) = &out {
         let already_told = matches!(

@@ -18,27 +18,27 @@ use postgres::GenericClient;
 use uuid::Uuid;
 
 /// A task uuid from the path (400 `Invalid URL` otherwise, as the peer answers).
-pub fn parse_uuid(s: &str) -> Result<Uuid, ApiError> {
+pub(super) fn parse_uuid(s: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(s).map_err(|e| ApiError::BadPath(format!("{s:?} is not a UUID: {e}")))
 }
 
 /// An artifact content type from the path (`result`, `exec-log`, `std-log` or an alias).
-pub fn parse_content_type(s: &str) -> Result<ArtifactContentType, ApiError> {
+pub(super) fn parse_content_type(s: &str) -> Result<ArtifactContentType, ApiError> {
     s.parse().map_err(|e: crate::api::UnknownVariant| ApiError::BadPath(e.to_string()))
 }
 
 /// The base of local-store URLs for this caller.
-pub fn origin(ctx: &Ctx, call: &Call) -> String {
+pub(super) fn origin(ctx: &Ctx, call: &Call) -> String {
     storage::origin(call.header("Host"), call.header("X-Forwarded-Proto"), ctx.cfg.bind)
 }
 
 /// `limit`/`offset` as SQL values, bounded as every query is (see [`crate::coordinator::limits::page`]).
-pub fn page(limit: Option<u64>, offset: Option<u64>) -> Result<(i64, i64), ApiError> {
+pub(super) fn page(limit: Option<u64>, offset: Option<u64>) -> Result<(i64, i64), ApiError> {
     crate::coordinator::limits::page(limit, offset)
 }
 
 /// A group's storage budget, locked for the rest of the transaction.
-pub struct Budget {
+pub(super) struct Budget {
     group_id: i64,
     quota: i64,
     used: i64,
@@ -46,7 +46,7 @@ pub struct Budget {
 
 /// Locks the group's row (so concurrent uploads to one group are counted one after the
 /// other) and checks that it accepts uploads.
-pub fn lock_group_for_upload(tx: &mut postgres::Transaction<'_>, group_id: i64) -> Result<Budget, ApiError> {
+pub(super) fn lock_group_for_upload(tx: &mut postgres::Transaction<'_>, group_id: i64) -> Result<Budget, ApiError> {
     let row = tx
         .query_opt("SELECT state, storage_quota, storage_used FROM groups WHERE id = $1 FOR UPDATE", &[&group_id])?
         .ok_or_else(|| ApiError::Internal(format!("group {group_id} vanished")))?;
@@ -60,7 +60,12 @@ impl Budget {
     /// Charges an upload of `new_len` bytes over an object of `old` bytes (None: new).
     /// A smaller re-upload keeps the larger size, as the URL for it may still be used.
     /// Returns the size to record.
-    pub fn charge(self, tx: &mut postgres::Transaction<'_>, old: Option<i64>, new_len: u64) -> Result<i64, ApiError> {
+    pub(super) fn charge(
+        self,
+        tx: &mut postgres::Transaction<'_>,
+        old: Option<i64>,
+        new_len: u64,
+    ) -> Result<i64, ApiError> {
         let new_len =
             i64::try_from(new_len).map_err(|_| ApiError::bad(format!("content_length {new_len} is too large")))?;
         let recorded = old.map_or(new_len, |o| o.max(new_len));
@@ -76,13 +81,13 @@ impl Budget {
 }
 
 /// Gives `size` bytes back to the group (never below zero).
-pub fn release(tx: &mut impl GenericClient, group_id: i64, size: i64) -> Result<(), ApiError> {
+pub(super) fn release(tx: &mut impl GenericClient, group_id: i64, size: i64) -> Result<(), ApiError> {
     tx.execute("UPDATE groups SET storage_used = GREATEST(storage_used - $2, 0) WHERE id = $1", &[&group_id, &size])?;
     Ok(())
 }
 
 /// The group of a task, active or archived.
-pub fn task_group(db: &mut impl GenericClient, task: Uuid) -> Result<Option<i64>, ApiError> {
+pub(super) fn task_group(db: &mut impl GenericClient, task: Uuid) -> Result<Option<i64>, ApiError> {
     let row = db.query_opt(
         "SELECT group_id FROM active_tasks WHERE uuid = $1
          UNION ALL SELECT group_id FROM archived_tasks WHERE uuid = $1 LIMIT 1",
@@ -92,7 +97,11 @@ pub fn task_group(db: &mut impl GenericClient, task: Uuid) -> Result<Option<i64>
 }
 
 /// The caller's role in a group, by id.
-pub fn role_in(db: &mut impl GenericClient, user: &AuthUser, group_id: i64) -> Result<Option<UserGroupRole>, ApiError> {
+pub(super) fn role_in(
+    db: &mut impl GenericClient,
+    user: &AuthUser,
+    group_id: i64,
+) -> Result<Option<UserGroupRole>, ApiError> {
     let row =
         db.query_opt("SELECT role FROM user_group WHERE user_id = $1 AND group_id = $2", &[&user.id, &group_id])?;
     Ok(row.and_then(|r| UserGroupRole::from_code(r.get("role"))))
@@ -100,7 +109,7 @@ pub fn role_in(db: &mut impl GenericClient, user: &AuthUser, group_id: i64) -> R
 
 /// Requires role `min` in the group of `task`. A task the caller cannot see is "not found",
 /// so nobody learns which uuids exist; a visible task with too small a role is 403.
-pub fn authorize_task(
+pub(super) fn authorize_task(
     db: &mut impl GenericClient,
     user: &AuthUser,
     task: Uuid,

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
 /// The most items one batch call takes.
-pub const MAX_BATCH: usize = 10_000;
+pub(crate) const MAX_BATCH: usize = 10_000;
 /// Uuids per lookup.
 const CHUNK: usize = 1024;
 
@@ -47,7 +47,7 @@ fn submit_all(
             Err(e) => results[i] = Some(Err(e)),
         }
     }
-    let announce = ctx.scheduler.group_payload_prefix();
+    let notify_prefix = ctx.scheduler.group_payload_prefix();
     let mut db = ctx.pool.get()?;
     let extended = reqs.iter().any(tasks::is_extended);
     if by_group.is_empty() || extended {
@@ -58,10 +58,10 @@ fn submit_all(
     }
     let st = tasks::prepare_submit(&mut db)?;
     let made = if by_group.len() <= 1 && !extended {
-        submit_groups(&mut *db, &st, token, reqs, &by_group, &announce)?
+        submit_groups(&mut *db, &st, token, reqs, &by_group, &notify_prefix)?
     } else {
         let mut tx = db.transaction()?;
-        let made = submit_groups(&mut tx, &st, token, reqs, &by_group, &announce)?;
+        let made = submit_groups(&mut tx, &st, token, reqs, &by_group, &notify_prefix)?;
         // Retry policies and dependencies are stored before the commit, so no worker can
         // claim a task that must wait.
         for (group, m) in &made {
@@ -90,7 +90,7 @@ fn submit_all(
             }
             continue;
         };
-        ctx.scheduler.task_ready(m.group_id);
+        ctx.scheduler.wake_group(m.group_id);
         crate::coordinator::metrics::METRICS.submits.add(m.tasks.len() as u64);
         for (i, (task_id, uuid)) in idx.iter().zip(m.tasks) {
             results[*i] = Some(Ok(SubmitTaskResp { task_id, uuid }));
@@ -142,19 +142,19 @@ fn submit_groups<'a>(
     token: &Claims,
     reqs: &[SubmitTaskReq],
     by_group: &BTreeMap<&'a str, Vec<usize>>,
-    announce: &str,
+    notify_prefix: &str,
 ) -> Result<Vec<(&'a str, Option<tasks::Inserted>)>, ApiError> {
     by_group
         .iter()
         .map(|(g, idx)| {
             let items: Vec<&SubmitTaskReq> = idx.iter().map(|i| &reqs[*i]).collect();
-            Ok((*g, tasks::submit(db, st, token, g, &items, announce)?))
+            Ok((*g, tasks::submit(db, st, token, g, &items, notify_prefix)?))
         })
         .collect()
 }
 
 /// `POST /tasks`.
-pub fn submit(ctx: &Ctx, call: &Call, token: &Claims) -> Result<Reply, ApiError> {
+pub(crate) fn submit(ctx: &Ctx, call: &Call, token: &Claims) -> Result<Reply, ApiError> {
     let req: SubmitTaskReq = call.json()?;
     let mut out = submit_all(ctx, token, std::slice::from_ref(&req))?;
     match out.pop() {
@@ -165,7 +165,7 @@ pub fn submit(ctx: &Ctx, call: &Call, token: &Claims) -> Result<Reply, ApiError>
 }
 
 /// `POST /tasks/submit`: a result per item, in order.
-pub fn submit_batch(ctx: &Ctx, call: &Call, token: &Claims) -> Result<Reply, ApiError> {
+pub(crate) fn submit_batch(ctx: &Ctx, call: &Call, token: &Claims) -> Result<Reply, ApiError> {
     let req: TasksSubmitReq = call.json()?;
     check_batch_len(req.tasks.len(), "Tasks list")?;
     let results =
@@ -185,7 +185,7 @@ fn find_visible(
 }
 
 /// `GET /tasks/{uuid}`: needs Read in the task's group.
-pub fn get(ctx: &Ctx, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
+pub(crate) fn get(ctx: &Ctx, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
     let mut db = ctx.pool.get()?;
     let found = find_visible(&mut *db, user, uuid, UserGroupRole::Read)?;
     let artifacts = tasks::artifacts(&mut *db, uuid)?;
@@ -194,7 +194,7 @@ pub fn get(ctx: &Ctx, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
 }
 
 /// `PUT /tasks/{uuid}`: changes a Ready task (Write).
-pub fn change(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
+pub(crate) fn change(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
     let req: ChangeTaskReq = call.json()?;
     if req.tags.is_none() && req.timeout.is_none() && req.priority.is_none() && req.task_spec.is_none() {
         return Err(ApiError::bad("No change specified: give tags, timeout, priority or task_spec"));
@@ -232,13 +232,13 @@ pub fn change(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Result<Rep
     tasks::change(&mut tx, id, &change)?;
     ctx.scheduler.notify_group(&mut tx, group_id)?;
     tx.commit()?;
-    ctx.scheduler.task_ready(group_id);
+    ctx.scheduler.wake_group(group_id);
     Ok(Reply::ok())
 }
 
 /// `DELETE /tasks/{uuid}`: a Ready or Pending task is archived as cancelled at once; a
 /// Running one is marked, and its worker stops it (README: Extensions).
-pub fn cancel(ctx: &Ctx, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
+pub(crate) fn cancel(ctx: &Ctx, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
     let mut db = ctx.pool.get()?;
     let mut tx = db.transaction()?;
     let missing = || ApiError::NotFound(format!("Task with uuid {uuid}"));
@@ -262,7 +262,7 @@ pub fn cancel(ctx: &Ctx, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError>
 }
 
 /// `PUT /tasks/{uuid}/labels`: replaces the labels of an active or archived task (Write).
-pub fn labels(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
+pub(crate) fn labels(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
     let req: UpdateTaskLabelsReq = call.json()?;
     let labels: Vec<String> = req.labels.into_iter().collect();
     let mut db = ctx.pool.get()?;
@@ -273,7 +273,7 @@ pub fn labels(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Result<Rep
 
 /// `POST /tasks/query`: needs Read; limit and offset apply to the combined result, and
 /// both the page and the answer's size are bounded (see [`limits`]).
-pub fn query(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
+pub(crate) fn query(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
     let req: TasksQueryReq = call.json()?;
     let mut db = ctx.pool.get()?;
     let (group_name, mut q) = matching::authorized(&mut *db, user, &req.filter, UserGroupRole::Read)?;
@@ -287,7 +287,7 @@ pub fn query(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError>
 }
 
 /// `POST /tasks/cancel`: cancels matching Ready and Pending tasks (Write).
-pub fn cancel_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
+pub(crate) fn cancel_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
     let mut filter = call.json::<TasksCancelByFilterReq>()?.filter;
     let cancellable = [TaskState::Ready, TaskState::Pending];
     let states: BTreeSet<TaskState> = match &filter.states {
@@ -317,7 +317,7 @@ pub fn cancel_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply
 
 /// `POST /tasks/cancel/list`: cancels the listed Ready and Pending tasks the caller may
 /// write; the rest come back in `failed_uuids`.
-pub fn cancel_by_list(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
+pub(crate) fn cancel_by_list(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
     let req: TasksCancelByUuidsReq = call.json()?;
     check_batch_len(req.uuids.len(), "uuids")?;
     let codes = vec![TaskState::Ready.code(), TaskState::Pending.code()];

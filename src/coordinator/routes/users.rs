@@ -8,7 +8,7 @@ use crate::coordinator::Ctx;
 
 /// `POST /users/{username}/password`: only for oneself; rotates the signature (older
 /// tokens die) and returns a fresh token.
-pub fn change_password(ctx: &Ctx, call: &Call, user: &AuthUser, username: &str) -> Result<Reply, ApiError> {
+pub(super) fn change_password(ctx: &Ctx, call: &Call, user: &AuthUser, username: &str) -> Result<Reply, ApiError> {
     let req: UserChangePasswordReq = call.json()?;
     if username != user.username {
         return Err(ApiError::WrongCredentials);
@@ -40,7 +40,7 @@ pub fn change_password(ctx: &Ctx, call: &Call, user: &AuthUser, username: &str) 
 }
 
 /// `GET /users/groups`: every group the caller is in, with the role.
-pub fn groups(ctx: &Ctx, user: &AuthUser) -> Result<Reply, ApiError> {
+pub(super) fn groups(ctx: &Ctx, user: &AuthUser) -> Result<Reply, ApiError> {
     let mut db = ctx.pool.get()?;
     let rows = db.query(
         "SELECT g.group_name, ug.role FROM user_group ug JOIN groups g ON g.id = ug.group_id

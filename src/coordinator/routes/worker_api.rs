@@ -15,17 +15,17 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// What a fetch handler decided.
-pub enum Fetch {
+pub(crate) enum Fetch {
     Now(Reply),
     /// Nothing yet: hand the request to the dispatcher.
     Park(ParkAs),
 }
 
 /// The longest long-poll a worker may ask for.
-pub const MAX_WAIT_SECS: u64 = 60;
+pub(crate) const MAX_WAIT_SECS: u64 = 60;
 
 /// `GET /workers/tasks[?wait=N]`.
-pub fn fetch(ctx: &Ctx, call: &Call, worker: WorkerToken) -> Result<Fetch, ApiError> {
+pub(crate) fn fetch(ctx: &Ctx, call: &Call, worker: WorkerToken) -> Result<Fetch, ApiError> {
     let wait = match call.query_one("wait")? {
         None => None,
         Some(s) => match s.parse::<u64>() {
@@ -56,7 +56,7 @@ const HEARTBEAT: &str = "WITH w AS (UPDATE workers SET last_heartbeat = now() WH
     FROM w";
 
 /// `POST /workers/heartbeat[?cancellations=true]`.
-pub fn heartbeat(ctx: &Ctx, call: &Call, worker: WorkerToken) -> Result<Reply, ApiError> {
+pub(crate) fn heartbeat(ctx: &Ctx, call: &Call, worker: WorkerToken) -> Result<Reply, ApiError> {
     let want_cancels = matches!(call.query_one("cancellations")?.as_deref(), Some("true" | "1"));
     let mut db = ctx.queue_pool.get()?;
     let st = db.prepared(HEARTBEAT)?;
@@ -70,7 +70,7 @@ pub fn heartbeat(ctx: &Ctx, call: &Call, worker: WorkerToken) -> Result<Reply, A
 }
 
 /// `DELETE /workers`: the worker leaves; its task goes back to Ready.
-pub fn unregister(ctx: &Ctx, worker: &AuthWorker) -> Result<Reply, ApiError> {
+pub(crate) fn unregister(ctx: &Ctx, worker: &AuthWorker) -> Result<Reply, ApiError> {
     let mut db = ctx.pool.get()?;
     let mut tx = db.transaction()?;
     let groups = workers::remove(&mut tx, &[worker.id])?;
@@ -79,14 +79,14 @@ pub fn unregister(ctx: &Ctx, worker: &AuthWorker) -> Result<Reply, ApiError> {
     }
     tx.commit()?;
     for g in groups {
-        ctx.scheduler.task_ready(g);
+        ctx.scheduler.wake_group(g);
     }
     log::info!("worker {} unregistered", worker.uuid);
     Ok(Reply::null())
 }
 
 /// `GET /workers/tasks/{uuid}`: a task in one of the worker's groups.
-pub fn get_task(ctx: &Ctx, worker: &AuthWorker, uuid: Uuid) -> Result<Reply, ApiError> {
+pub(crate) fn get_task(ctx: &Ctx, worker: &AuthWorker, uuid: Uuid) -> Result<Reply, ApiError> {
     let mut db = ctx.pool.get()?;
     let missing = || ApiError::NotFound(format!("Task with uuid {uuid}"));
     let found = tasks::find(&mut *db, uuid)?.ok_or_else(missing)?;
@@ -119,7 +119,7 @@ struct Assigned {
 }
 
 /// `POST /workers/tasks`: Finish, Cancel, Upload, Submit or Commit the worker's task.
-pub fn report(ctx: &Ctx, call: &Call, token: WorkerToken) -> Result<Reply, ApiError> {
+pub(crate) fn report(ctx: &Ctx, call: &Call, token: WorkerToken) -> Result<Reply, ApiError> {
     let req: ReportTaskReq = call.json()?;
     match req.op {
         ReportTaskOp::Finish => finish(ctx, token, req.id, TaskState::Finished),
@@ -291,7 +291,7 @@ fn commit(ctx: &Ctx, worker: WorkerToken, id: i64, result: TaskResultSpec) -> Re
     if let Some(retried) = retry_instead(ctx, &mut tx, worker, id, &result_spec, &result)? {
         tx.commit()?;
         if let Some(g) = retried {
-            ctx.scheduler.task_ready(g);
+            ctx.scheduler.wake_group(g);
         }
         crate::coordinator::metrics::METRICS.commits.inc();
         return Ok(Reply::json(&ReportTaskResp { url: None }));
@@ -313,7 +313,7 @@ fn commit(ctx: &Ctx, worker: WorkerToken, id: i64, result: TaskResultSpec) -> Re
         log::info!("worker {} stopped after its last task, as asked", worker.uuid);
     }
     if let Some(g) = readied {
-        ctx.scheduler.task_ready(g);
+        ctx.scheduler.wake_group(g);
     }
     Ok(Reply::json(&ReportTaskResp { url: None }))
 }

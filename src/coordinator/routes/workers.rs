@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
 /// Parses `name` or `name:role` (role read/write/admin in any of the accepted spellings).
-pub fn parse_group_entry(entry: &str) -> Result<(String, GroupWorkerRole), ApiError> {
+pub(super) fn parse_group_entry(entry: &str) -> Result<(String, GroupWorkerRole), ApiError> {
     let mut parts = entry.split(':');
     let name = parts.next().unwrap_or("").trim();
     let role = match (parts.next(), parts.next()) {
@@ -38,7 +38,7 @@ pub fn parse_group_entry(entry: &str) -> Result<(String, GroupWorkerRole), ApiEr
 
 /// `POST /workers`: registers a worker for the caller. The caller must hold Write or Admin
 /// in every group named; their personal group is always added, as Admin.
-pub fn register(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
+pub(super) fn register(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
     let req: RegisterWorkerReq = call.json()?;
     let mut wanted: BTreeMap<String, GroupWorkerRole> = BTreeMap::new();
     for e in &req.groups {
@@ -77,7 +77,7 @@ pub fn register(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiErr
 }
 
 /// `GET /workers/{uuid}`: for users who share a group with the worker.
-pub fn get(ctx: &Ctx, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
+pub(super) fn get(ctx: &Ctx, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
     let mut db = ctx.pool.get()?;
     let id = authorize_worker(&mut *db, user, uuid, UserGroupRole::Read, GroupWorkerRole::Read)?;
     let row = db.query_one(&format!("{} WHERE w.id = $1", workers::INFO_SELECT), &[&id])?;
@@ -93,7 +93,7 @@ fn confirms_claims(call: &Call) -> bool {
 }
 
 /// The `op` query parameter: Graceful (default) or Force.
-pub fn shutdown_op(call: &Call) -> Result<WorkerShutdownOp, ApiError> {
+pub(super) fn shutdown_op(call: &Call) -> Result<WorkerShutdownOp, ApiError> {
     match call.query_one("op")? {
         None => Ok(WorkerShutdownOp::Graceful),
         Some(s) => WorkerShutdownOp::parse(&s)
@@ -116,14 +116,14 @@ fn finish_shutdown(
     ctx.scheduler.notify_workers(&mut tx, ids)?;
     tx.commit()?;
     for g in groups {
-        ctx.scheduler.task_ready(g);
+        ctx.scheduler.wake_group(g);
     }
-    ctx.scheduler.workers_changed(ids);
+    ctx.scheduler.wake_workers(ids);
     Ok(n)
 }
 
 /// `DELETE /workers/{uuid}?op=`: Admin in a group that is Admin on the worker.
-pub fn shutdown_one(ctx: &Ctx, call: &Call, user: Option<&AuthUser>, uuid: Uuid) -> Result<Reply, ApiError> {
+pub(super) fn shutdown_one(ctx: &Ctx, call: &Call, user: Option<&AuthUser>, uuid: Uuid) -> Result<Reply, ApiError> {
     let op = shutdown_op(call)?;
     let mut db = ctx.pool.get()?;
     let mut tx = db.transaction()?;
@@ -158,18 +158,18 @@ fn set_array(
     tx.execute(sql, &[&id, &values])?;
     ctx.scheduler.notify_worker(&mut tx, id)?;
     tx.commit()?;
-    ctx.scheduler.worker_changed(id);
+    ctx.scheduler.wake_worker(id);
     Ok(Reply::ok())
 }
 
 /// `PUT /workers/{uuid}/tags`: takes effect at the worker's next fetch.
-pub fn tags(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
+pub(super) fn tags(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
     let req: ReplaceWorkerTagsReq = call.json()?;
     set_array(ctx, user, uuid, "tags", req.tags)
 }
 
 /// `PUT /workers/{uuid}/labels`.
-pub fn labels(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
+pub(super) fn labels(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
     let req: ReplaceWorkerLabelsReq = call.json()?;
     set_array(ctx, user, uuid, "labels", req.labels)
 }
@@ -196,7 +196,7 @@ fn linked_groups(tx: &mut postgres::Transaction, id: i64, names: &[String]) -> R
 /// `PUT /workers/{uuid}/groups`: adds or changes group roles on the worker. The caller
 /// manages the worker (Admin in a group that is Admin on it) and may attach it to each
 /// group named (see [`authorize_attach`]); they become the link's voucher.
-pub fn update_groups(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
+pub(super) fn update_groups(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
     let req: UpdateGroupWorkerRoleReq = call.json()?;
     if req.relations.is_empty() {
         return Err(ApiError::bad("Empty group relations: give at least one group and role"));
@@ -215,12 +215,12 @@ pub fn update_groups(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Res
     )?;
     ctx.scheduler.notify_worker(&mut tx, id)?;
     tx.commit()?;
-    ctx.scheduler.worker_changed(id);
+    ctx.scheduler.wake_worker(id);
     Ok(Reply::ok())
 }
 
 /// `DELETE /workers/{uuid}/groups?groups=..` and `DELETE /workers/{uuid}/groups/remove`.
-pub fn remove_groups(ctx: &Ctx, user: &AuthUser, uuid: Uuid, names: Vec<String>) -> Result<Reply, ApiError> {
+pub(super) fn remove_groups(ctx: &Ctx, user: &AuthUser, uuid: Uuid, names: Vec<String>) -> Result<Reply, ApiError> {
     if names.is_empty() {
         return Err(ApiError::bad("Empty group relations: name at least one group to remove"));
     }
@@ -234,11 +234,11 @@ pub fn remove_groups(ctx: &Ctx, user: &AuthUser, uuid: Uuid, names: Vec<String>)
     tx.execute("DELETE FROM group_worker WHERE worker_id = $1 AND group_id = ANY($2)", &[&id, &gids])?;
     ctx.scheduler.notify_worker(&mut tx, id)?;
     tx.commit()?;
-    ctx.scheduler.worker_changed(id);
+    ctx.scheduler.wake_worker(id);
     Ok(Reply::ok())
 }
 
-pub fn remove_groups_body(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
+pub(super) fn remove_groups_body(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
     let req: RemoveGroupWorkerRoleReq = call.json()?;
     remove_groups(ctx, user, uuid, req.groups.into_iter().collect())
 }
@@ -275,7 +275,7 @@ fn worker_conditions(group_id: i64, f: &WorkerFilter, only_admin: bool) -> Resul
 }
 
 /// `POST /workers/query`: workers with any role in the group (default: the caller's own).
-pub fn query(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
+pub(super) fn query(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
     let req: WorkersQueryReq = call.json()?;
     let group_name = req.group_name.clone().unwrap_or_else(|| user.username.clone());
     let mut db = ctx.pool.get()?;
@@ -296,7 +296,7 @@ pub fn query(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError>
 }
 
 /// `POST /workers/shutdown`: the group's Admin-role workers matching the filter (Admin).
-pub fn shutdown_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
+pub(super) fn shutdown_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
     let req: WorkersShutdownByFilterReq = call.json()?;
     let group_name = req.group_name.clone().unwrap_or_else(|| user.username.clone());
     let mut db = ctx.pool.get()?;
@@ -315,7 +315,7 @@ pub fn shutdown_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Rep
 }
 
 /// `POST /workers/shutdown/list`: the listed workers the caller may shut down.
-pub fn shutdown_by_list(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
+pub(super) fn shutdown_by_list(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
     let req: WorkersShutdownByUuidsReq = call.json()?;
     if req.uuids.is_empty() {
         return Err(ApiError::bad("uuids cannot be empty"));

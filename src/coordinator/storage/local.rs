@@ -28,7 +28,7 @@ const MAX_LOCAL_SEGMENT: usize = 250;
 
 /// Objects under `<data_dir>/objects`, served by the coordinator itself.
 #[derive(Clone)]
-pub struct LocalStore {
+pub(crate) struct LocalStore {
     inner: Arc<LocalInner>,
 }
 
@@ -63,7 +63,7 @@ impl Drop for TransferSlot {
 
 /// A request for an object URL, as the route table found it.
 #[derive(Debug, Clone)]
-pub struct ObjectRequest {
+pub(crate) struct ObjectRequest {
     pub bucket: String,
     pub key: String,
 }
@@ -211,7 +211,7 @@ impl LocalStore {
     }
 
     /// Serves a `GET` or `PUT` on an object URL, streaming on a transfer thread.
-    pub fn serve(&self, mut req: tiny_http::Request, obj: ObjectRequest) {
+    pub(crate) fn serve(&self, mut req: tiny_http::Request, obj: ObjectRequest) {
         let method = req.method().as_str().to_string();
         let query = req.url().split_once('?').map(|(_, q)| q.to_string()).unwrap_or_default();
         let checked = self.verify(&method, &obj, &query).and_then(|length| {

@@ -19,8 +19,10 @@
 mod local;
 mod s3;
 
-pub use local::{local_url, LocalStore, ObjectRequest};
-pub use s3::S3Store;
+// `local_url` for the tests, through `crate::testing`.
+pub use local::local_url;
+pub(crate) use local::{LocalStore, ObjectRequest};
+pub(crate) use s3::S3Store;
 
 use super::auth::Keys;
 use super::error::ApiError;
@@ -31,26 +33,26 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// How long an upload URL stays valid.
-pub const UPLOAD_TTL: Duration = Duration::from_secs(3600);
+pub(crate) const UPLOAD_TTL: Duration = Duration::from_secs(3600);
 /// Longest object key, bucket prefix included (S3's limit).
-pub const MAX_KEY_BYTES: usize = 1023;
+pub(crate) const MAX_KEY_BYTES: usize = 1023;
 
 /// Which of the two buckets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Bucket {
+pub(crate) enum Bucket {
     Artifacts,
     Attachments,
 }
 
 /// How long a download URL lasts: one second per MB, clamped to 1 h–24 h, at least `min`.
-pub fn download_ttl(size: i64, min: Duration) -> Duration {
+pub(crate) fn download_ttl(size: i64, min: Duration) -> Duration {
     let secs = (size.max(0) as u64 / 1_000_000).clamp(3600, 86_400);
     Duration::from_secs(secs).max(min)
 }
 
 /// Why an object key is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyError {
+pub(crate) enum KeyError {
     /// Longer than [`MAX_KEY_BYTES`]; the length in bytes.
     TooLong(usize),
     ControlCharacter,
@@ -75,7 +77,7 @@ impl std::error::Error for KeyError {}
 
 /// Checks an object key: at most [`MAX_KEY_BYTES`], no leading `/`, no empty, `.` or `..`
 /// segment, no control characters.
-pub fn validate_key(key: &str) -> Result<(), KeyError> {
+pub(crate) fn validate_key(key: &str) -> Result<(), KeyError> {
     if key.len() > MAX_KEY_BYTES {
         return Err(KeyError::TooLong(key.len()));
     }
@@ -94,7 +96,7 @@ pub fn validate_key(key: &str) -> Result<(), KeyError> {
 
 /// Why the object store cannot be set up at startup; the text says what to fix.
 #[derive(Debug)]
-pub enum StorageError {
+pub(crate) enum StorageError {
     /// `key` (`artifacts_bucket` or `attachments_bucket`) is not a name S3 accepts.
     BadBucketName { key: &'static str, name: String },
     /// Both buckets have the same name.
@@ -173,7 +175,7 @@ impl std::error::Error for StorageError {
 /// works from wherever the caller is), else the bind address; `https` when a reverse proxy
 /// that terminates TLS says so with `X-Forwarded-Proto` (the URL goes back only to the
 /// caller who sent the header, so trusting it gives nobody anything).
-pub fn origin(host: Option<&str>, forwarded_proto: Option<&str>, bind: SocketAddr) -> String {
+pub(crate) fn origin(host: Option<&str>, forwarded_proto: Option<&str>, bind: SocketAddr) -> String {
     let plausible = |h: &str| {
         !h.is_empty() && h.len() <= 255 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
     };
@@ -189,14 +191,14 @@ pub fn origin(host: Option<&str>, forwarded_proto: Option<&str>, bind: SocketAdd
 }
 
 /// The object store.
-pub enum Storage {
+pub(crate) enum Storage {
     S3(Box<S3Store>),
     Local(LocalStore),
 }
 
 impl Storage {
     /// S3 when `s3_url` is set, else the local store under `data_dir`.
-    pub fn from_config(cfg: &CoordinatorConfig, keys: &Keys) -> Result<Storage, StorageError> {
+    pub(crate) fn from_config(cfg: &CoordinatorConfig, keys: &Keys) -> Result<Storage, StorageError> {
         for (key, name) in
             [("artifacts_bucket", &cfg.artifacts_bucket), ("attachments_bucket", &cfg.attachments_bucket)]
         {
@@ -221,7 +223,7 @@ impl Storage {
     }
 
     /// Creates the buckets (or directories) that are missing; the error says what to fix.
-    pub fn ensure_buckets(&self) -> Result<(), StorageError> {
+    pub(crate) fn ensure_buckets(&self) -> Result<(), StorageError> {
         match self {
             Storage::S3(s) => s.ensure_buckets(),
             Storage::Local(l) => l.ensure_dirs(),
@@ -229,7 +231,7 @@ impl Storage {
     }
 
     /// A URL that accepts one `PUT` of exactly `length` bytes at `key` until `ttl` passes.
-    pub fn presign_put(
+    pub(crate) fn presign_put(
         &self,
         origin: &str,
         bucket: Bucket,
@@ -246,7 +248,13 @@ impl Storage {
     }
 
     /// A URL that serves `GET` of `key` until `ttl` passes.
-    pub fn presign_get(&self, origin: &str, bucket: Bucket, key: &str, ttl: Duration) -> Result<String, ApiError> {
+    pub(crate) fn presign_get(
+        &self,
+        origin: &str,
+        bucket: Bucket,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<String, ApiError> {
         check_key(key)?;
         METRICS.url_signed(Direction::Get);
         match self {
@@ -257,7 +265,7 @@ impl Storage {
 
     /// Removes an object; a missing one counts as removed. Fails (503) when the store
     /// cannot be reached, so the caller can keep its row and try again later.
-    pub fn delete(&self, bucket: Bucket, key: &str) -> Result<(), ApiError> {
+    pub(crate) fn delete(&self, bucket: Bucket, key: &str) -> Result<(), ApiError> {
         check_key(key)?;
         match self {
             Storage::S3(s) => s.delete(bucket, key),
@@ -266,7 +274,7 @@ impl Storage {
     }
 
     /// Stops local transfers at their next chunk (shutdown).
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         if let Storage::Local(l) = self {
             l.close();
         }

@@ -10,7 +10,7 @@ use std::io::Read;
 use std::time::Duration;
 
 /// An S3-compatible service.
-pub struct S3Store {
+pub(crate) struct S3Store {
     creds: Credentials,
     artifacts: rusty_s3::Bucket,
     attachments: rusty_s3::Bucket,

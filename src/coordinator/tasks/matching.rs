@@ -24,7 +24,7 @@ use uuid::Uuid;
 /// Checks the filter's fields, then the caller's role `min` in the filter's group
 /// (default: their own), and builds the conditions every part of the query shares.
 /// Returns (group name, conditions).
-pub fn authorized(
+pub(crate) fn authorized(
     db: &mut impl GenericClient,
     user: &AuthUser,
     f: &TaskFilter,
@@ -70,7 +70,7 @@ fn conditions(group_id: i64, f: &TaskFilter, exit: Option<Comparison>, prio: Opt
 
 /// The union of active and archived tasks matching `q`; archived rows only when a
 /// reporter is given.
-pub fn union_sql(q: &mut Sql, reporter: Option<Uuid>) -> String {
+pub(crate) fn union_sql(q: &mut Sql, reporter: Option<Uuid>) -> String {
     let common = q.conditions();
     let (active_extra, archived_extra) = match reporter {
         Some(r) => {
@@ -87,7 +87,7 @@ pub fn union_sql(q: &mut Sql, reporter: Option<Uuid>) -> String {
 }
 
 /// How many tasks, active and archived, match `q`.
-pub fn count(db: &mut impl GenericClient, q: &mut Sql, reporter: Option<Uuid>) -> Result<u64, ApiError> {
+pub(crate) fn count(db: &mut impl GenericClient, q: &mut Sql, reporter: Option<Uuid>) -> Result<u64, ApiError> {
     let union = union_sql(q, reporter);
     let n: i64 = db.query_one(&format!("SELECT count(*) FROM ({union}) x"), &q.params())?.get("count");
     Ok(n as u64)
@@ -95,7 +95,7 @@ pub fn count(db: &mut impl GenericClient, q: &mut Sql, reporter: Option<Uuid>) -
 
 /// One page of the tasks matching `q`, active first; the answer's size is bounded (see
 /// [`limits`]).
-pub fn page(
+pub(crate) fn page(
     db: &mut impl GenericClient,
     q: &mut Sql,
     reporter: Option<Uuid>,
@@ -119,7 +119,7 @@ pub fn page(
 }
 
 /// Locks the active tasks matching `q`; returns their ids.
-pub fn lock_active(tx: &mut impl GenericClient, q: &Sql) -> Result<Vec<i64>, ApiError> {
+pub(crate) fn lock_active(tx: &mut impl GenericClient, q: &Sql) -> Result<Vec<i64>, ApiError> {
     let sql = format!(
         "SELECT t.id FROM active_tasks t JOIN users u ON u.id = t.creator_id WHERE {} FOR UPDATE OF t",
         q.conditions()

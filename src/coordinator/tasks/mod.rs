@@ -6,15 +6,15 @@
 //! ```ignore
 //! let found = tasks::find(&mut db, uuid)?;          // active first, then archived
 //! let st = tasks::prepare_submit(&mut db)?;
-//! let made = tasks::submit(&mut *db, &st, &token, "lab", &reqs, &announce)?; // None: not allowed
+//! let made = tasks::submit(&mut *db, &st, &token, "lab", &reqs, &notify_prefix)?; // None: not allowed
 //! ```
 //!
 //! The routes only parse, authorize and call: every statement on the task tables is here,
 //! or in [`matching`] for the tasks a filter selects.
 
-pub mod dependencies;
-pub mod matching;
-pub mod retry;
+pub(crate) mod dependencies;
+pub(crate) mod matching;
+pub(crate) mod retry;
 
 use super::error::ApiError;
 use crate::api::{
@@ -29,12 +29,12 @@ use uuid::Uuid;
 
 /// The columns every task read selects, which [`from_row`] reads by name; `t` is the
 /// task table, `u` its creator and `g` its group.
-pub const INFO_COLUMNS: &str = "t.uuid, u.username, g.group_name, t.task_id, t.tags, t.labels, t.created_at, \
+pub(crate) const INFO_COLUMNS: &str = "t.uuid, u.username, g.group_name, t.task_id, t.tags, t.labels, t.created_at, \
      t.updated_at, t.state, t.timeout, t.priority, t.spec, t.result, t.upstream_task_uuid, t.downstream_task_uuid, \
      t.note";
 
 /// `SELECT ... FROM active_tasks t` joined with its creator and group, reporter NULL.
-pub fn active_select() -> String {
+pub(crate) fn active_select() -> String {
     format!(
         "SELECT {INFO_COLUMNS}, NULL::uuid AS reporter_uuid, t.id, t.group_id, true AS active \
          FROM active_tasks t JOIN users u ON u.id = t.creator_id JOIN groups g ON g.id = t.group_id"
@@ -42,7 +42,7 @@ pub fn active_select() -> String {
 }
 
 /// The same for archived tasks.
-pub fn archived_select() -> String {
+pub(crate) fn archived_select() -> String {
     format!(
         "SELECT {INFO_COLUMNS}, t.reporter_uuid, t.id, t.group_id, false AS active \
          FROM archived_tasks t JOIN users u ON u.id = t.creator_id JOIN groups g ON g.id = t.group_id"
@@ -50,7 +50,7 @@ pub fn archived_select() -> String {
 }
 
 /// A task row and where it lives.
-pub struct Found {
+pub(crate) struct Found {
     pub info: TaskQueryInfo,
     pub id: i64,
     pub group_id: i64,
@@ -61,7 +61,7 @@ pub struct Found {
 /// found by name, a search through the row's columns: measured in a release build at
 /// about 25 ns a column, half a millisecond for a page of 1,000 tasks, well under a
 /// hundredth of the statement that fetched them, so positions would buy nothing.
-pub fn from_row(r: &postgres::Row) -> Result<Found, ApiError> {
+pub(crate) fn from_row(r: &postgres::Row) -> Result<Found, ApiError> {
     let spec: serde_json::Value = r.get("spec");
     let spec: TaskSpec = serde_json::from_value(spec)
         .map_err(|e| ApiError::Internal(format!("stored task spec does not parse: {e}")))?;
@@ -93,7 +93,7 @@ pub fn from_row(r: &postgres::Row) -> Result<Found, ApiError> {
 }
 
 /// Finds a task by uuid, active first.
-pub fn find(db: &mut impl GenericClient, uuid: Uuid) -> Result<Option<Found>, ApiError> {
+pub(crate) fn find(db: &mut impl GenericClient, uuid: Uuid) -> Result<Option<Found>, ApiError> {
     for sql in [active_select(), archived_select()] {
         if let Some(r) = db.query_opt(&format!("{sql} WHERE t.uuid = $1"), &[&uuid])? {
             return Ok(Some(from_row(&r)?));
@@ -103,7 +103,7 @@ pub fn find(db: &mut impl GenericClient, uuid: Uuid) -> Result<Option<Found>, Ap
 }
 
 /// The artifacts a task has.
-pub fn artifacts(db: &mut impl GenericClient, uuid: Uuid) -> Result<Vec<ArtifactQueryResp>, ApiError> {
+pub(crate) fn artifacts(db: &mut impl GenericClient, uuid: Uuid) -> Result<Vec<ArtifactQueryResp>, ApiError> {
     let rows = db.query(
         "SELECT content_type, size, created_at, updated_at FROM artifacts WHERE task_id = $1 ORDER BY content_type",
         &[&uuid],
@@ -123,7 +123,7 @@ pub fn artifacts(db: &mut impl GenericClient, uuid: Uuid) -> Result<Vec<Artifact
 
 /// Checks what a spec may contain: resource paths stay inside the resource directory, and
 /// its size is bounded.
-pub fn validate_spec(spec: &TaskSpec) -> Result<(), ApiError> {
+pub(crate) fn validate_spec(spec: &TaskSpec) -> Result<(), ApiError> {
     super::limits::check_spec_size(spec)?;
     for r in &spec.resources {
         let p = std::path::Path::new(&r.local_path);
@@ -141,7 +141,7 @@ pub fn validate_spec(spec: &TaskSpec) -> Result<(), ApiError> {
 }
 
 /// Checks a whole submission before anything is written.
-pub fn validate_submit(req: &SubmitTaskReq) -> Result<(), ApiError> {
+pub(crate) fn validate_submit(req: &SubmitTaskReq) -> Result<(), ApiError> {
     validate_spec(&req.task_spec)?;
     if req.timeout.as_secs() == 0 {
         return Err(ApiError::bad("timeout must be at least 1s"));
@@ -160,7 +160,7 @@ pub fn validate_submit(req: &SubmitTaskReq) -> Result<(), ApiError> {
 
 /// The insert of a batch of tasks into one group, as one statement: the group row (the
 /// `g` CTE: the group `$2` and the tasks' creator) advances its task counter by the batch
-/// size, the tasks take the ids after its old value, and Ready tasks are announced to the
+/// size, the tasks take the ids after its old value, and Ready tasks are notified to the
 /// other coordinators (NOTIFY).
 /// The tasks' fields travel as a few arrays, so a statement has the same 12 parameters
 /// for one task or ten thousand, far from PostgreSQL's limit of 65,535. A task's tags and
@@ -183,10 +183,10 @@ macro_rules! insert_tasks {
                        $9, x.timeout, x.priority, x.spec, $10
                 FROM c, unnest($3::uuid[], $4::text[], $5::text[], $6::bigint[], $7::int[], $8::jsonb[])
                         WITH ORDINALITY AS x(uuid, tags, labels, timeout, priority, spec, n)
-            ), announced AS (
+            ), notified AS (
                 SELECT pg_notify($11, $12::text || c.id) FROM c WHERE $9 = {ready}
             )
-            SELECT c.id, c.base, (SELECT count(*) FROM announced) FROM c"
+            SELECT c.id, c.base, (SELECT count(*) FROM notified) FROM c"
         )
     };
 }
@@ -215,7 +215,7 @@ static SUBMIT: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// What an insert made: the group's row id and (task_id, uuid) per task, in order.
-pub struct Inserted {
+pub(crate) struct Inserted {
     pub group_id: i64,
     pub tasks: Vec<(i64, Uuid)>,
 }
@@ -277,7 +277,7 @@ struct InsertInto<'a> {
     state: TaskState,
     upstream: Option<Uuid>,
     /// [`super::scheduler::Scheduler::group_payload_prefix`], for Ready tasks.
-    announce: &'a str,
+    notify_prefix: &'a str,
 }
 
 /// Runs [`INSERT_INTO_GROUP`] or [`SUBMIT`] (`extra`: its parameters after `$12`). None
@@ -304,7 +304,7 @@ fn run_insert(
         &code,
         &to.upstream,
         &channel,
-        &to.announce,
+        &to.notify_prefix,
     ];
     params.extend_from_slice(extra);
     let Some(row) = db.query_opt(sql, &params)? else { return Ok(None) };
@@ -314,8 +314,8 @@ fn run_insert(
 }
 
 /// Inserts a Pending task downstream of `upstream` into the group with row id `group_id`
-/// (it is announced when it becomes Ready); returns its (task_id, uuid).
-pub fn insert_downstream(
+/// (it is notified when it becomes Ready); returns its (task_id, uuid).
+pub(crate) fn insert_downstream(
     db: &mut impl GenericClient,
     creator_id: i64,
     group_id: i64,
@@ -328,35 +328,35 @@ pub fn insert_downstream(
         group: &group_id,
         state: TaskState::Pending,
         upstream: Some(upstream),
-        announce: "",
+        notify_prefix: "",
     };
     let made = run_insert(db, &st, to, &[req], &[])?;
     made.and_then(|m| m.tasks.first().copied()).ok_or_else(|| ApiError::Internal(format!("group {group_id} vanished")))
 }
 
 /// The statement of [`submit`], prepared on the connection (once).
-pub fn prepare_submit(db: &mut super::db::Conn) -> Result<postgres::Statement, ApiError> {
+pub(crate) fn prepare_submit(db: &mut super::db::Conn) -> Result<postgres::Statement, ApiError> {
     Ok(db.prepared(SUBMIT.as_str())?)
 }
 
 /// A user's submission of Ready tasks to the group named `group`, in one statement with
 /// its authentication (`token`: Active user, current signature) and authorization (Write
 /// at least): None, and nothing written, when either fails.
-pub fn submit(
+pub(crate) fn submit(
     db: &mut impl GenericClient,
     prepared: &postgres::Statement,
     token: &super::auth::Claims,
     group: &str,
     reqs: &[&SubmitTaskReq],
-    announce: &str,
+    notify_prefix: &str,
 ) -> Result<Option<Inserted>, ApiError> {
     let (write, active) = (crate::api::UserGroupRole::Write.code(), crate::api::UserState::Active.code());
-    let to = InsertInto { creator: &token.sub, group: &group, state: TaskState::Ready, upstream: None, announce };
+    let to = InsertInto { creator: &token.sub, group: &group, state: TaskState::Ready, upstream: None, notify_prefix };
     run_insert(db, prepared, to, reqs, &[&write, &token.sign, &active])
 }
 
 /// The result a user cancellation records.
-pub fn user_cancellation() -> serde_json::Value {
+pub(crate) fn user_cancellation() -> serde_json::Value {
     serde_json::json!({"exit_status": 0, "msg": "UserCancellation"})
 }
 
@@ -369,7 +369,11 @@ pub fn not_run() -> serde_json::Value {
 
 /// Moves the given active tasks, if in one of `states`, to the archive as Cancelled by the
 /// user; returns the uuids moved.
-pub fn archive_cancelled(tx: &mut impl GenericClient, ids: &[i64], states: &[i32]) -> Result<Vec<Uuid>, ApiError> {
+pub(crate) fn archive_cancelled(
+    tx: &mut impl GenericClient,
+    ids: &[i64],
+    states: &[i32],
+) -> Result<Vec<Uuid>, ApiError> {
     let rows = tx.query(
         "WITH moved AS (
             DELETE FROM active_tasks WHERE id = ANY($1) AND state = ANY($2) RETURNING *
@@ -430,14 +434,17 @@ pub fn is_extended(req: &SubmitTaskReq) -> bool {
 
 /// Locks an active task for a change: (id, group id, state), or `None` if there is no
 /// such active task.
-pub fn lock_active(tx: &mut postgres::Transaction, uuid: Uuid) -> Result<Option<(i64, i64, TaskState)>, ApiError> {
+pub(crate) fn lock_active(
+    tx: &mut postgres::Transaction,
+    uuid: Uuid,
+) -> Result<Option<(i64, i64, TaskState)>, ApiError> {
     let row = tx.query_opt("SELECT id, group_id, state FROM active_tasks WHERE uuid = $1 FOR UPDATE", &[&uuid])?;
     Ok(row
         .map(|r| (r.get("id"), r.get("group_id"), TaskState::from_code(r.get("state")).unwrap_or(TaskState::Unknown))))
 }
 
 /// The changes a user may make to a Ready task; `None` keeps the current value.
-pub struct Change {
+pub(crate) struct Change {
     pub tags: Option<Vec<String>>,
     pub timeout_secs: Option<i64>,
     pub priority: Option<i32>,
@@ -445,7 +452,7 @@ pub struct Change {
 }
 
 /// Applies `change` to the active task `id` (locked by [`lock_active`]).
-pub fn change(tx: &mut impl GenericClient, id: i64, change: &Change) -> Result<(), ApiError> {
+pub(crate) fn change(tx: &mut impl GenericClient, id: i64, change: &Change) -> Result<(), ApiError> {
     tx.execute(
         "UPDATE active_tasks SET tags = COALESCE($2, tags), timeout = COALESCE($3, timeout),
             priority = COALESCE($4, priority), spec = COALESCE($5, spec), updated_at = now()
@@ -456,13 +463,13 @@ pub fn change(tx: &mut impl GenericClient, id: i64, change: &Change) -> Result<(
 }
 
 /// Marks a Running task for cancellation; its worker stops it.
-pub fn request_cancel(tx: &mut impl GenericClient, id: i64) -> Result<(), ApiError> {
+pub(crate) fn request_cancel(tx: &mut impl GenericClient, id: i64) -> Result<(), ApiError> {
     tx.execute("UPDATE active_tasks SET cancel_requested = true WHERE id = $1", &[&id])?;
     Ok(())
 }
 
 /// Replaces the labels of a task, active or archived.
-pub fn set_labels(db: &mut impl GenericClient, found: &Found, labels: &[String]) -> Result<(), ApiError> {
+pub(crate) fn set_labels(db: &mut impl GenericClient, found: &Found, labels: &[String]) -> Result<(), ApiError> {
     let sql = if found.active {
         "UPDATE active_tasks SET labels = $2, updated_at = now() WHERE id = $1"
     } else {
@@ -474,7 +481,7 @@ pub fn set_labels(db: &mut impl GenericClient, found: &Found, labels: &[String])
 
 /// Locks the active tasks among `uuids` that are in one of `states` and in a group where
 /// `user_id` has the role `min` at least; returns their ids.
-pub fn lock_listed(
+pub(crate) fn lock_listed(
     tx: &mut impl GenericClient,
     uuids: &[Uuid],
     user_id: i64,

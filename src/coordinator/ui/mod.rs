@@ -25,7 +25,7 @@ const ASSETS: &[Asset] = &[
 
 /// The policy for every dashboard answer; `object_origin` is the S3 endpoint's origin
 /// (scheme, host, port) when objects live there.
-pub fn content_security_policy(object_origin: Option<&str>) -> String {
+pub(super) fn content_security_policy(object_origin: Option<&str>) -> String {
     let connect = match object_origin {
         Some(o) => format!("'self' {o}"),
         None => "'self'".to_string(),
@@ -37,7 +37,7 @@ pub fn content_security_policy(object_origin: Option<&str>) -> String {
 }
 
 /// The origin (`scheme://host[:port]`) of an S3 endpoint URL, for the page's policy.
-pub fn origin_of(url: &str) -> Option<String> {
+pub(super) fn origin_of(url: &str) -> Option<String> {
     let u = url::Url::parse(url).ok()?;
     let host = u.host_str()?;
     let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host.to_string() };
@@ -48,7 +48,7 @@ pub fn origin_of(url: &str) -> Option<String> {
 }
 
 /// `GET /ui/<path>`: one of the files; the empty path (and `/ui`) is the page itself.
-pub fn serve(path: &str, csp: &str) -> Result<Reply, ApiError> {
+pub(super) fn serve(path: &str, csp: &str) -> Result<Reply, ApiError> {
     let name = if path.is_empty() { "index.html" } else { path };
     let asset = ASSETS.iter().find(|a| a.name == name).ok_or(ApiError::NoRoute)?;
     Ok(Reply { status: 200, content_type: Some(asset.content_type), body: asset.body.to_vec(), headers: Vec::new() }
