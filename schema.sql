@@ -206,6 +206,38 @@ CREATE INDEX queue_samples_minute ON queue_samples (minute);
 -- group's whole archive.
 CREATE INDEX archived_tasks_group_updated ON archived_tasks (group_id, updated_at);
 
+-- migration 6: retries and dependencies
+-- A task may carry a retry policy (`retry_policy`, the submitted JSON). Each ended attempt
+-- of such a task is kept in task_attempts; between attempts the task waits in Pending
+-- until `not_before`, when the reaper makes it Ready again (the claim itself is unchanged:
+-- it takes Ready rows only). `started_at` is set by the claim, for the attempt's record.
+-- `note` says why a task waits or how it ended (kept into the archive).
+ALTER TABLE active_tasks ADD COLUMN retry_policy jsonb,
+                         ADD COLUMN not_before timestamptz,
+                         ADD COLUMN started_at timestamptz,
+                         ADD COLUMN note text;
+ALTER TABLE archived_tasks ADD COLUMN note text;
+CREATE INDEX active_tasks_not_before ON active_tasks (not_before) WHERE not_before IS NOT NULL;
+CREATE TABLE task_attempts (
+    task_uuid  uuid        NOT NULL,
+    attempt    integer     NOT NULL,
+    outcome    text        NOT NULL,              -- success, failure, timeout, lost, cancelled, other
+    worker     uuid,
+    started_at timestamptz,
+    ended_at   timestamptz NOT NULL DEFAULT now(),
+    result     jsonb,
+    PRIMARY KEY (task_uuid, attempt)
+);
+-- A task submitted with dependencies waits in Pending with one row per dependency here;
+-- the reaper makes it Ready (or cancels it) once they have ended, and removes its rows.
+-- Only unresolved dependencies have rows, so the table stays small.
+CREATE TABLE task_dependencies (
+    task_uuid       uuid    NOT NULL,
+    dependency_uuid uuid    NOT NULL,
+    any_outcome     boolean NOT NULL,                 -- --after-any: any ending will do
+    PRIMARY KEY (task_uuid, dependency_uuid)
+);
+CREATE INDEX task_dependencies_dependency ON task_dependencies (dependency_uuid);
 -- migration 7: task arrays
 -- An array submission (POST /tasks/submit with `array`) inserts its tasks in a transaction
 -- that sets `mito.array_id`, so the one insert statement fills the column for arrays and

@@ -183,6 +183,69 @@ pub struct SubmitTaskReq {
     pub timeout: Duration,
     pub priority: i32,
     pub task_spec: TaskSpec,
+    /// mito's extension: run the task again when an attempt fails. Left out on the wire
+    /// when absent, so a mitosis 0.6 coordinator's parser sees the request it knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<RetryPolicy>,
+    /// mito's extension: start only after these tasks all ended Finished with exit 0.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<Uuid>,
+    /// mito's extension: start only after these tasks all ended, whatever their outcome.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after_any: Vec<Uuid>,
+}
+
+/// When and how often a task runs again: up to `max` more attempts, for the outcomes in
+/// `on`, each after `backoff` doubled per attempt (with jitter, capped).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    pub max: u32,
+    #[serde(default = "RetryOn::every")]
+    pub on: BTreeSet<RetryOn>,
+    #[serde(default, with = "time::duration")]
+    pub backoff: Duration,
+}
+
+/// An outcome that may cause a retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RetryOn {
+    /// The command exited with a non-zero status.
+    Failure,
+    /// The command ran past its timeout.
+    Timeout,
+    /// Its worker died, was removed, or never confirmed the task.
+    Lost,
+}
+
+impl RetryOn {
+    pub fn every() -> BTreeSet<RetryOn> {
+        [RetryOn::Failure, RetryOn::Timeout, RetryOn::Lost].into_iter().collect()
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetryOn::Failure => "failure",
+            RetryOn::Timeout => "timeout",
+            RetryOn::Lost => "lost",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RetryOn> {
+        [RetryOn::Failure, RetryOn::Timeout, RetryOn::Lost].into_iter().find(|o| o.as_str() == s.trim())
+    }
+}
+
+/// One ended attempt of a task that has a retry policy (mito's extension).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskAttempt {
+    pub attempt: i32,
+    /// `success`, `failure`, `timeout`, `lost`, `cancelled` or `other`.
+    pub outcome: String,
+    pub worker: Option<Uuid>,
+    pub started_at: Option<Timestamp>,
+    pub ended_at: Timestamp,
+    pub result: Option<TaskResultSpec>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -279,12 +342,20 @@ pub struct TaskQueryInfo {
     pub upstream_task_uuid: Option<Uuid>,
     pub downstream_task_uuid: Option<Uuid>,
     pub reporter_uuid: Option<Uuid>,
+    /// mito's extension: why the task waits or ended as it did (a retry's backoff, the
+    /// dependency that failed); left out when there is nothing to say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskQueryResp {
     pub info: TaskQueryInfo,
     pub artifacts: Vec<ArtifactQueryResp>,
+    /// mito's extension: the ended attempts of a task with a retry policy, oldest first;
+    /// left out when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<TaskAttempt>,
 }
 
 /// The task filter the query, cancel and artifact batch bodies share, flattened into
@@ -390,7 +461,7 @@ pub struct ReportTaskReq {
 pub enum ReportTaskOp {
     Finish,
     Cancel,
-    Submit(SubmitTaskReq),
+    Submit(Box<SubmitTaskReq>),
     Commit(TaskResultSpec),
     Upload { content_type: ArtifactContentType, content_length: u64 },
 }

@@ -38,6 +38,17 @@ pub(crate) const MAX_LOG_KEPT: usize = 1 << 20;
 /// Seconds a live-log read may wait for new output.
 pub(crate) const MAX_LOG_WAIT_SECS: u64 = 10;
 
+/// Retries one task may ask for: each is a whole run of the task on a worker.
+pub(crate) const MAX_RETRIES: u32 = 100;
+
+/// The longest base delay between attempts a retry policy may give, and the longest any
+/// delay grows to as it doubles per attempt.
+pub(crate) const MAX_RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Dependencies (`after` and `after_any` together) of one task: each is a row the reaper
+/// reads until the task starts.
+pub(crate) const MAX_DEPENDENCIES: usize = 100;
+
 use super::error::ApiError;
 
 /// Refuses a list of `n` items over `max`, saying how to split it.

@@ -135,6 +135,9 @@ fn reap(ctx: &Ctx, since: SystemTime) -> Result<(), super::error::ApiError> {
     if let Err(e) = expire_claims(ctx, &mut db, since) {
         log::warn!("putting back unconfirmed claims failed (will retry): {e:?}");
     }
+    if let Err(e) = release_waiting(ctx, &mut db) {
+        log::warn!("releasing tasks whose retry delay or dependencies are over failed (will retry): {e:?}");
+    }
     // Bounded like every configured duration; the clamp keeps the interval in range anyway.
     let timeout = ctx.cfg.heartbeat_timeout.as_secs_f64().min(MAX_TIMEOUT_SECS as f64);
     let silent: Vec<(i64, uuid::Uuid)> = match db.query(
@@ -221,6 +224,10 @@ fn expire_claims(ctx: &Ctx, db: &mut super::db::Conn, since: SystemTime) -> Resu
         }
     }
     let all: Vec<i64> = requeue.iter().chain(cancel.iter()).copied().collect();
+    // Tasks with a retry policy record the lost attempt and follow their policy.
+    let (retried, retried_groups) = super::tasks::retry::lost(&mut tx, &requeue)?;
+    requeue.retain(|id| !retried.contains(id));
+    groups.extend(retried_groups);
     tx.execute("UPDATE workers SET assigned_task_id = NULL WHERE assigned_task_id = ANY($1)", &[&all])?;
     if !cancel.is_empty() {
         super::tasks::archive_cancelled(&mut tx, &cancel, &[crate::api::TaskState::Running.code()])?;
@@ -237,6 +244,24 @@ fn expire_claims(ctx: &Ctx, db: &mut super::db::Conn, since: SystemTime) -> Resu
     }
     tx.commit()?;
     METRICS.requeued_tasks.add(requeue.len() as u64);
+    for g in groups {
+        ctx.scheduler.wake_group(g);
+    }
+    Ok(())
+}
+
+/// Makes Ready the tasks whose retry delay is over and those whose dependencies have
+/// all ended (cancelling those whose dependencies failed), and wakes their groups.
+fn release_waiting(ctx: &Ctx, db: &mut super::db::Conn) -> Result<(), super::error::ApiError> {
+    let mut tx = db.transaction()?;
+    let mut groups = super::tasks::retry::promote_due(&mut tx)?;
+    groups.extend(super::tasks::dependencies::resolve(&mut tx)?);
+    groups.sort_unstable();
+    groups.dedup();
+    for g in &groups {
+        ctx.scheduler.notify_group(&mut tx, *g)?;
+    }
+    tx.commit()?;
     for g in groups {
         ctx.scheduler.wake_group(g);
     }

@@ -318,7 +318,7 @@ pub static CLAIM: LazyLock<String> = LazyLock::new(|| {
         LIMIT 1
         FOR UPDATE SKIP LOCKED
     ), claimed AS (
-        UPDATE active_tasks t SET state = {running}, assigned_worker = (SELECT id FROM w), updated_at = now(),
+        UPDATE active_tasks t SET state = {running}, assigned_worker = (SELECT id FROM w), updated_at = now(), started_at = now(),
             claim_deadline = CASE WHEN (SELECT confirms_claims FROM w) THEN now() + make_interval(secs => $2) END
         FROM cand WHERE t.id = cand.id
         RETURNING t.id, t.uuid, t.timeout, t.upstream_task_uuid, t.spec,

@@ -73,6 +73,13 @@ pub(crate) fn remove_counted(tx: &mut impl GenericClient, ids: &[i64]) -> Result
         let states = [TaskState::Running.code(), TaskState::Finished.code(), TaskState::Cancelled.code()];
         tasks::archive_cancelled(tx, &cancelled, &states)?;
     }
+    // Tasks with a retry policy record the lost attempt and follow their policy.
+    let held: Vec<i64> = tx
+        .query("SELECT id FROM active_tasks WHERE assigned_worker = ANY($1)", &[&ids])?
+        .iter()
+        .map(|r| r.get("id"))
+        .collect();
+    let (retried, retried_groups) = tasks::retry::lost(tx, &held)?;
     let requeued: Vec<i64> = tx
         .query(
             "UPDATE active_tasks SET state = $2, assigned_worker = NULL, updated_at = now()
@@ -83,8 +90,9 @@ pub(crate) fn remove_counted(tx: &mut impl GenericClient, ids: &[i64]) -> Result
         .map(|r| r.get("group_id"))
         .collect();
     tx.execute("DELETE FROM workers WHERE id = ANY($1)", &[&ids])?;
-    let count = requeued.len();
+    let count = requeued.len() + retried.len();
     let mut groups = requeued;
+    groups.extend(retried_groups);
     groups.sort_unstable();
     groups.dedup();
     Ok((groups, count))

@@ -280,7 +280,7 @@ fn submit_downstream(runner: &TaskRunner, task: &WorkerTaskResp) -> Result<bool,
             return Ok(false);
         }
     };
-    let body = ReportTaskReq { id: task.id, op: ReportTaskOp::Submit(req) };
+    let body = ReportTaskReq { id: task.id, op: ReportTaskOp::Submit(Box::new(req)) };
     match runner
         .net
         .call("submitting the downstream task", None, || runner.net.request("POST", "/workers/tasks").send_json(&body))

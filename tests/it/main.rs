@@ -36,3 +36,4 @@ mod worker_isolation;
 mod worker_protocol;
 mod worker_scope;
 mod workflows_arrays;
+mod workflows_retries;

@@ -54,6 +54,20 @@ pub(super) fn get(s: &mut Session, a: &Args) -> CommandResult {
     }
     let t: TaskQueryResp = r.parse()?;
     show(&t.info);
+    if let Some(note) = &t.info.note {
+        println!("  Note: {note}");
+    }
+    for at in &t.attempts {
+        println!(
+            "  Attempt {}: {}{}, worker {}, started {}, ended {}",
+            at.attempt,
+            at.outcome,
+            at.result.as_ref().map(|r| format!(" ({})", describe_result(r))).unwrap_or_default(),
+            at.worker.map(|w| w.to_string()).unwrap_or_else(|| "-".into()),
+            at.started_at.as_ref().map(ts).unwrap_or_else(|| "-".into()),
+            ts(&at.ended_at)
+        );
+    }
     if t.artifacts.is_empty() {
         println!("  Artifacts: None");
     }

@@ -38,6 +38,38 @@ const ARRAY_SUBST: OptSpec =
     OptSpec::flag("array-subst", None, "With --array, replace {i} in the command's arguments by the index");
 const WATCH: OptSpec =
     OptSpec::opt("watch", None, "UUID,STATE", "Start only once that task reaches STATE (e.g. ExecSpawned)");
+const RETRIES: OptSpec = OptSpec::opt(
+    "retries",
+    None,
+    "N",
+    "Run the task again up to N more times when an attempt fails (default 0, at most 100)",
+);
+const RETRY_ON: OptSpec = OptSpec::opt(
+    "retry-on",
+    None,
+    "OUTCOMES",
+    "With --retries, which outcomes retry, comma-separated: failure (non-zero exit), timeout, lost (its worker \
+     died or was removed) (default all three)",
+);
+const RETRY_BACKOFF: OptSpec = OptSpec::opt(
+    "retry-backoff",
+    None,
+    "DURATION",
+    "With --retries, the wait before the first retry, doubled for each next one, with jitter, at most 1h (default 0s)",
+);
+const AFTER: OptSpec = OptSpec::opt(
+    "after",
+    None,
+    "UUIDS",
+    "Start only after these tasks, comma-separated, all ended Finished with exit status 0; if one fails or is \
+     cancelled, this task is cancelled",
+);
+const AFTER_ANY: OptSpec = OptSpec::opt(
+    "after-any",
+    None,
+    "UUIDS",
+    "Start only after these tasks, comma-separated, all ended, however they ended",
+);
 
 pub(super) const SUBMIT: Spec = Spec {
     name: "tasks submit",
@@ -55,6 +87,11 @@ pub(super) const SUBMIT: Spec = Spec {
         WATCH,
         ARRAY,
         ARRAY_SUBST,
+        RETRIES,
+        RETRY_ON,
+        RETRY_BACKOFF,
+        AFTER,
+        AFTER_ANY,
         OptSpec::flag("wait", None, "Wait until the task is done; the exit status says whether it succeeded"),
         OptSpec::opt("wait-timeout", None, "DURATION", "With --wait, give up after this long (exit status 124)"),
     ],
@@ -152,6 +189,38 @@ fn watch(a: &Args) -> Result<Option<(Uuid, TaskExecState)>, Error> {
     Ok(Some((uuid, state)))
 }
 
+/// `--retries`, `--retry-on` and `--retry-backoff` as a policy (none without `--retries`).
+fn retries(a: &Args) -> Result<Option<RetryPolicy>, Error> {
+    let Some(max) = a.parsed::<u32>("retries", "a whole number of retries")? else {
+        if a.value("retry-on").is_some() || a.value("retry-backoff").is_some() {
+            return Err(a.usage("--retry-on and --retry-backoff need --retries N".into()));
+        }
+        return Ok(None);
+    };
+    let on = match a.value("retry-on") {
+        None => RetryOn::every(),
+        Some(_) => a
+            .list("retry-on")
+            .iter()
+            .map(|o| {
+                RetryOn::parse(o).ok_or_else(|| {
+                    a.usage(format!("--retry-on {o:?} is not one of failure, timeout, lost (comma-separated)"))
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let backoff = match a.value("retry-backoff") {
+        Some(b) => duration_arg(a, "--retry-backoff", b)?,
+        None => Duration::ZERO,
+    };
+    Ok(Some(RetryPolicy { max, on, backoff }))
+}
+
+/// A comma-separated list of task uuids.
+fn uuids(a: &Args, flag: &str) -> Result<Vec<Uuid>, Error> {
+    a.list(flag).iter().map(|u| uuid_arg(a, u)).collect()
+}
+
 pub(super) fn submit(s: &mut Session, a: &Args) -> CommandResult {
     let args = match &a.trailing {
         Some(t) => {
@@ -182,6 +251,9 @@ pub(super) fn submit(s: &mut Session, a: &Args) -> CommandResult {
             terminal_output: a.has("terminal"),
             watch: watch(a)?,
         },
+        retries: retries(a)?,
+        after: uuids(a, "after")?,
+        after_any: uuids(a, "after-any")?,
     };
     let wait_timeout = a.value("wait-timeout").map(|t| duration_arg(a, "--wait-timeout", t)).transpose()?;
     if let Some(spec) = a.value("array") {

@@ -49,16 +49,26 @@ fn submit_all(
     }
     let notify_prefix = ctx.scheduler.group_payload_prefix();
     let mut db = ctx.pool.get()?;
-    if by_group.is_empty() {
-        // Nothing to insert, so nothing has checked the caller yet.
-        authenticate_user(&mut db, token, false)?;
+    let extended = reqs.iter().any(tasks::is_extended);
+    if by_group.is_empty() || extended {
+        // Nothing to insert, so nothing has checked the caller yet; or dependencies to
+        // check against what the caller may read.
+        let user = authenticate_user(&mut db, token, false)?;
+        check_dependencies(&mut *db, &user, reqs, &mut by_group, &mut results)?;
     }
     let st = tasks::prepare_submit(&mut db)?;
-    let made = if by_group.len() <= 1 {
+    let made = if by_group.len() <= 1 && !extended {
         submit_groups(&mut *db, &st, token, reqs, &by_group, &notify_prefix)?
     } else {
         let mut tx = db.transaction()?;
         let made = submit_groups(&mut tx, &st, token, reqs, &by_group, &notify_prefix)?;
+        // Retry policies and dependencies are stored before the commit, so no worker can
+        // claim a task that must wait.
+        for (group, m) in &made {
+            for (i, (_, uuid)) in by_group[group].iter().zip(m.iter().flat_map(|m| m.tasks.iter())) {
+                tasks::extend(&mut tx, *uuid, &reqs[*i])?;
+            }
+        }
         tx.commit()?;
         made
     };
@@ -87,6 +97,42 @@ fn submit_all(
         }
     }
     Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Err(ApiError::Internal("unanswered".into())))).collect())
+}
+
+/// Refuses the items whose dependencies include a task that does not exist or that the
+/// caller may not read (both answered alike, so uuids cannot be probed).
+fn check_dependencies(
+    db: &mut impl postgres::GenericClient,
+    user: &AuthUser,
+    reqs: &[SubmitTaskReq],
+    by_group: &mut BTreeMap<&str, Vec<usize>>,
+    results: &mut [Option<Result<SubmitTaskResp, ApiError>>],
+) -> Result<(), ApiError> {
+    for idx in by_group.values_mut() {
+        let mut kept = Vec::with_capacity(idx.len());
+        for i in idx.drain(..) {
+            let mut refused = None;
+            for (dep, _) in tasks::dependencies::of(&reqs[i]) {
+                let readable = match tasks::find(db, dep)? {
+                    Some(found) => authorize_task(db, user, found.group_id, dep, UserGroupRole::Read).is_ok(),
+                    None => false,
+                };
+                if !readable {
+                    refused = Some(ApiError::bad(format!(
+                        "dependency {dep}: no such task, or you may not read it; depend only on tasks you can see"
+                    )));
+                    break;
+                }
+            }
+            match refused {
+                Some(e) => results[i] = Some(Err(e)),
+                None => kept.push(i),
+            }
+        }
+        *idx = kept;
+    }
+    by_group.retain(|_, idx| !idx.is_empty());
+    Ok(())
 }
 
 /// What [`tasks::submit`] made in each group (None: nothing).
@@ -184,7 +230,8 @@ pub(crate) fn get(ctx: &Ctx, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiEr
     let mut db = ctx.pool.get()?;
     let found = find_visible(&mut *db, user, uuid, UserGroupRole::Read)?;
     let artifacts = tasks::artifacts(&mut *db, uuid)?;
-    Ok(Reply::json(&TaskQueryResp { info: found.info, artifacts }))
+    let attempts = tasks::retry::attempts(&mut *db, uuid)?;
+    Ok(Reply::json(&TaskQueryResp { info: found.info, artifacts, attempts }))
 }
 
 /// `PUT /tasks/{uuid}`: changes a Ready task (Write).

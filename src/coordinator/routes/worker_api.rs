@@ -96,8 +96,18 @@ pub(crate) fn get_task(ctx: &Ctx, worker: &AuthWorker, uuid: Uuid) -> Result<Rep
     if !serves {
         return Err(missing());
     }
+    let mut info = found.info;
+    // A reported attempt of a task with a retry policy may still be retried: until its
+    // commit decides, a watcher sees it running, so it reacts only to the final outcome.
+    if found.active && matches!(info.state, TaskState::Finished | TaskState::Cancelled) {
+        let retried =
+            db.query_opt("SELECT 1 FROM active_tasks WHERE id = $1 AND retry_policy IS NOT NULL", &[&found.id])?;
+        if retried.is_some() {
+            info.state = TaskState::Running;
+        }
+    }
     let artifacts = tasks::artifacts(&mut *db, uuid)?;
-    Ok(Reply::json(&TaskQueryResp { info: found.info, artifacts }))
+    Ok(Reply::json(&TaskQueryResp { info, artifacts, attempts: Vec::new() }))
 }
 
 struct Assigned {
@@ -155,11 +165,11 @@ macro_rules! archive_moved {
         "archived AS (
         INSERT INTO archived_tasks (id, creator_id, group_id, task_id, uuid, tags, labels, created_at, updated_at,
                                     state, assigned_worker, timeout, priority, spec, result,
-                                    upstream_task_uuid, downstream_task_uuid, reporter_uuid)
+                                    upstream_task_uuid, downstream_task_uuid, reporter_uuid, note)
         SELECT id, creator_id, group_id, task_id, uuid, tags, labels, created_at, now(),
                CASE WHEN cancel_requested THEN $4::int ELSE state END, assigned_worker, timeout, priority, spec,
                CASE WHEN cancel_requested THEN $6::jsonb ELSE $5::jsonb END,
-               upstream_task_uuid, downstream_task_uuid, $1
+               upstream_task_uuid, downstream_task_uuid, $1, note
         FROM moved
     )"
     };
@@ -175,7 +185,7 @@ const COMMIT_PLAIN: &str = concat!(
     moved AS (
         DELETE FROM active_tasks t
         WHERE t.id = $2 AND t.assigned_worker = (SELECT id FROM w) AND t.state = ANY($3)
-          AND t.downstream_task_uuid IS NULL
+          AND t.downstream_task_uuid IS NULL AND t.retry_policy IS NULL
         RETURNING t.*
     ), ",
     archive_moved!(),
@@ -214,11 +224,52 @@ const COMMIT: &str = concat!(
     FROM w"
 );
 
+/// For a committed task with a retry policy: records the attempt and, when the policy
+/// says so, puts the task back in the queue and frees (or removes, if it was asked to
+/// stop) the worker. `None`: not such a task, or no retry (commit as usual, the attempt
+/// recorded in the same transaction). `Some(group)`: retried; the group has a task Ready
+/// now.
+fn retry_instead(
+    ctx: &Ctx,
+    tx: &mut postgres::Transaction,
+    worker: WorkerToken,
+    id: i64,
+    spec: &TaskResultSpec,
+    result: &serde_json::Value,
+) -> Result<Option<Option<i64>>, ApiError> {
+    let row = tx.query_opt(
+        "SELECT t.state, t.cancel_requested, w.id AS worker_row, w.state AS worker_state
+         FROM active_tasks t JOIN workers w ON w.id = t.assigned_worker
+         WHERE t.id = $1 AND w.worker_id = $2 AND t.retry_policy IS NOT NULL AND t.state = ANY($3)
+         FOR UPDATE OF t",
+        &[&id, &worker.uuid, &&[TaskState::Finished.code(), TaskState::Cancelled.code()][..]],
+    )?;
+    let Some(row) = row else { return Ok(None) };
+    let state = TaskState::from_code(row.get("state")).unwrap_or(TaskState::Unknown);
+    let outcome = tasks::retry::Outcome::of_commit(state, spec, row.get("cancel_requested"));
+    match tasks::retry::end_attempt(tx, id, outcome, Some(result))? {
+        tasks::retry::Decision::Keep => Ok(None),
+        tasks::retry::Decision::Retry { group_id, ready_now } => {
+            let worker_row: i64 = row.get("worker_row");
+            if row.get::<_, i32>("worker_state") == WorkerState::GracefulShutdown.code() {
+                workers::remove(tx, &[worker_row])?;
+                log::info!("worker {} stopped after its last task, as asked", worker.uuid);
+            }
+            if ready_now {
+                ctx.scheduler.notify_group(tx, group_id)?;
+                return Ok(Some(Some(group_id)));
+            }
+            Ok(Some(None))
+        }
+    }
+}
+
 fn commit(ctx: &Ctx, worker: WorkerToken, id: i64, result: TaskResultSpec) -> Result<Reply, ApiError> {
     let json =
         |r: &TaskResultSpec| serde_json::to_value(r).map_err(|e| ApiError::Internal(format!("serialize result: {e}")));
     let cancelled = TaskResultSpec { exit_status: result.exit_status, msg: Some(TaskResultMessage::UserCancellation) };
-    let (result, cancelled) = (json(&result)?, json(&cancelled)?);
+    let result_spec = result;
+    let (result, cancelled) = (json(&result_spec)?, json(&cancelled)?);
     let done = [TaskState::Finished.code(), TaskState::Cancelled.code()];
     let (cancelled_code, graceful) = (TaskState::Cancelled.code(), WorkerState::GracefulShutdown.code());
     let mut db = ctx.pool.get()?;
@@ -234,7 +285,19 @@ fn commit(ctx: &Ctx, worker: WorkerToken, id: i64, result: TaskResultSpec) -> Re
     let more: [&(dyn ToSql + Sync); 4] =
         [&TaskState::Ready.code(), &TaskState::Pending.code(), &scheduler::CHANNEL, &notify];
     let all: Vec<&(dyn ToSql + Sync)> = params.iter().chain(more.iter()).copied().collect();
-    let row = db.query_opt(&general, &all)?.ok_or(ApiError::WrongCredentials)?;
+    let mut tx = db.transaction()?;
+    // A task with a retry policy records its attempt, and may go back to the queue
+    // instead of the archive.
+    if let Some(retried) = retry_instead(ctx, &mut tx, worker, id, &result_spec, &result)? {
+        tx.commit()?;
+        if let Some(g) = retried {
+            ctx.scheduler.wake_group(g);
+        }
+        crate::coordinator::metrics::METRICS.commits.inc();
+        return Ok(Reply::json(&ReportTaskResp { url: None }));
+    }
+    let row = tx.query_opt(&general, &all)?.ok_or(ApiError::WrongCredentials)?;
+    tx.commit()?;
     let (worker_id, moved, stopped, readied): (i64, bool, bool, Option<i64>) =
         (row.get("worker_row"), row.get("moved"), row.get("stopped"), row.get("readied_group"));
     if !moved {
@@ -324,6 +387,11 @@ fn submit_downstream(
         return Err(ApiError::Forbidden(format!("this worker does not have the Write role in group {group}")));
     }
     tasks::validate_submit(sub)?;
+    if tasks::is_extended(sub) {
+        return Err(ApiError::bad(
+            "a downstream task cannot carry retries or dependencies: it already waits for its upstream task",
+        ));
+    }
     // Each Submit of a finished task would otherwise add one more Pending task, kept for
     // ever: only the last is linked, and nothing but its upstream's commit readies any.
     let pending: i64 = tx

@@ -12,7 +12,9 @@
 //! The routes only parse, authorize and call: every statement on the task tables is here,
 //! or in [`matching`] for the tasks a filter selects.
 
+pub(crate) mod dependencies;
 pub(crate) mod matching;
+pub(crate) mod retry;
 
 use super::error::ApiError;
 use crate::api::{
@@ -28,7 +30,8 @@ use uuid::Uuid;
 /// The columns every task read selects, which [`from_row`] reads by name; `t` is the
 /// task table, `u` its creator and `g` its group.
 pub(crate) const INFO_COLUMNS: &str = "t.uuid, u.username, g.group_name, t.task_id, t.tags, t.labels, t.created_at, \
-     t.updated_at, t.state, t.timeout, t.priority, t.spec, t.result, t.upstream_task_uuid, t.downstream_task_uuid";
+     t.updated_at, t.state, t.timeout, t.priority, t.spec, t.result, t.upstream_task_uuid, t.downstream_task_uuid, \
+     t.note";
 
 /// `SELECT ... FROM active_tasks t` joined with its creator and group, reporter NULL.
 pub(crate) fn active_select() -> String {
@@ -84,6 +87,7 @@ pub(crate) fn from_row(r: &postgres::Row) -> Result<Found, ApiError> {
         upstream_task_uuid: r.get("upstream_task_uuid"),
         downstream_task_uuid: r.get("downstream_task_uuid"),
         reporter_uuid: r.get("reporter_uuid"),
+        note: r.get("note"),
     };
     Ok(Found { info, id: r.get("id"), group_id: r.get("group_id"), active: r.get("active") })
 }
@@ -143,6 +147,14 @@ pub(crate) fn validate_submit(req: &SubmitTaskReq) -> Result<(), ApiError> {
         return Err(ApiError::bad("timeout must be at least 1s"));
     }
     crate::api::time::check_max("timeout", req.timeout).map_err(ApiError::bad)?;
+    if let Some(p) = &req.retries {
+        retry::validate(p)?;
+    }
+    let max = super::limits::MAX_DEPENDENCIES;
+    let n = dependencies::of(req).len();
+    if n > max {
+        return Err(ApiError::bad(format!("the task names {n} dependencies; at most {max}")));
+    }
     Ok(())
 }
 
@@ -374,6 +386,13 @@ pub(crate) fn user_cancellation() -> serde_json::Value {
     serde_json::json!({"exit_status": 0, "msg": "UserCancellation"})
 }
 
+/// The result recorded for a task the coordinator cancels because it cannot run (again):
+/// no exit status of its own and no message from the mitosis list (the task's note says
+/// why), so clients see it done and not successful.
+pub fn not_run() -> serde_json::Value {
+    serde_json::json!({"exit_status": 0, "msg": null})
+}
+
 /// Moves the given active tasks, if in one of `states`, to the archive as Cancelled by the
 /// user; returns the uuids moved.
 pub(crate) fn archive_cancelled(
@@ -387,15 +406,56 @@ pub(crate) fn archive_cancelled(
         )
         INSERT INTO archived_tasks (id, creator_id, group_id, task_id, uuid, tags, labels, created_at, updated_at,
                                     state, assigned_worker, timeout, priority, spec, result,
-                                    upstream_task_uuid, downstream_task_uuid, reporter_uuid)
+                                    upstream_task_uuid, downstream_task_uuid, reporter_uuid, note)
         SELECT id, creator_id, group_id, task_id, uuid, tags, labels, created_at, now(),
                $3, assigned_worker, timeout, priority, spec, $4,
-               upstream_task_uuid, downstream_task_uuid, NULL
+               upstream_task_uuid, downstream_task_uuid, NULL, note
         FROM moved
         RETURNING uuid",
         &[&ids, &states, &TaskState::Cancelled.code(), &user_cancellation()],
     )?;
     Ok(rows.iter().map(|r| r.get("uuid")).collect())
+}
+
+/// Moves active task `id` to the archive in `state` with `result` and `note` (a task
+/// that cannot run or run again: no worker reported it). Returns its uuid if it moved.
+pub fn archive_as(
+    tx: &mut impl GenericClient,
+    id: i64,
+    state: TaskState,
+    result: Option<&serde_json::Value>,
+    note: &str,
+) -> Result<Option<Uuid>, ApiError> {
+    let row = tx.query_opt(
+        "WITH moved AS (
+            DELETE FROM active_tasks WHERE id = $1 RETURNING *
+        )
+        INSERT INTO archived_tasks (id, creator_id, group_id, task_id, uuid, tags, labels, created_at, updated_at,
+                                    state, assigned_worker, timeout, priority, spec, result,
+                                    upstream_task_uuid, downstream_task_uuid, reporter_uuid, note)
+        SELECT id, creator_id, group_id, task_id, uuid, tags, labels, created_at, now(),
+               $2, assigned_worker, timeout, priority, spec, $3,
+               upstream_task_uuid, downstream_task_uuid, NULL, $4
+        FROM moved
+        RETURNING uuid",
+        &[&id, &state.code(), &result, &note],
+    )?;
+    Ok(row.map(|r| r.get("uuid")))
+}
+
+/// Stores what a request asks beyond the mitosis API (retry policy, dependencies) on
+/// the task `uuid` it just inserted, in the insert's transaction.
+pub fn extend(tx: &mut impl GenericClient, uuid: Uuid, req: &SubmitTaskReq) -> Result<(), ApiError> {
+    if let Some(p) = &req.retries {
+        let policy = serde_json::to_value(p).map_err(|e| ApiError::Internal(format!("serialize retry policy: {e}")))?;
+        tx.execute("UPDATE active_tasks SET retry_policy = $2 WHERE uuid = $1", &[&uuid, &policy])?;
+    }
+    dependencies::record(tx, uuid, req)
+}
+
+/// Whether a request asks for anything beyond the mitosis API.
+pub fn is_extended(req: &SubmitTaskReq) -> bool {
+    req.retries.is_some() || !req.after.is_empty() || !req.after_any.is_empty()
 }
 
 /// Locks an active task for a change: (id, group id, state), or `None` if there is no
