@@ -60,7 +60,7 @@ fn a_user_submits_from_the_form_watches_it_run_reads_its_output_and_cancels_anot
 
     // Submit from the form with no worker yet, so the task is seen waiting first.
     b.click("a[href='#/submit']");
-    b.type_into("#s-cmd", "sh -c 'echo hello-from-the-task; sleep 5'");
+    b.type_into("#s-cmd", "sh -c 'echo hello-from-the-task; sleep 8'");
     b.type_into("#s-labels", "from-ui");
     b.click("#s-submit");
     b.find("#task-page");
@@ -71,7 +71,7 @@ fn a_user_submits_from_the_form_watches_it_run_reads_its_output_and_cancels_anot
     let (s, body) = dora.get(&format!("/tasks/{uuid}"));
     assert_eq!(s, 200, "{body}");
     let info = json(&body)["info"].clone();
-    assert_eq!(info["spec"]["args"], json!(["sh", "-c", "echo hello-from-the-task; sleep 5"]));
+    assert_eq!(info["spec"]["args"], json!(["sh", "-c", "echo hello-from-the-task; sleep 8"]));
     assert_eq!(info["labels"], json!(["from-ui"]));
     assert_eq!(info["spec"]["terminal_output"], true);
 
@@ -81,16 +81,21 @@ fn a_user_submits_from_the_form_watches_it_run_reads_its_output_and_cancels_anot
     let w = Worker::start(&c.url, "dora", "dora-pw", &[]);
     w.id();
     let mut seen = vec![state];
+    let mut live_while_running = false;
     let deadline = Instant::now() + Duration::from_secs(40);
     while seen.last().map(String::as_str) != Some("Finished") {
         assert!(Instant::now() < deadline, "states seen: {seen:?}\nworker log:\n{}", w.log_text());
         let t = b.text("#task-state");
+        if t == "Running" && b.text("#live-stdout").contains("hello-from-the-task") {
+            live_while_running = true;
+        }
         if !t.is_empty() && seen.last() != Some(&t) {
             seen.push(t);
         }
         std::thread::sleep(Duration::from_millis(150));
     }
     assert_eq!(seen, ["Ready", "Running", "Finished"]);
+    assert!(live_while_running, "the running task's output never showed live");
     assert_eq!(b.eval("return window.__sameDocument;", json!([])), json!("yes"), "the page was reloaded");
     let out = b.wait_text("#std-log", Duration::from_secs(10), |t| t.contains("hello-from-the-task"));
     assert!(out.contains("stdout"), "the output names its file: {out}");

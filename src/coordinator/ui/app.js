@@ -337,6 +337,9 @@ async function pageTask(uuid) {
   const box = h("div", { id: "task-page" });
   mount(h("h1", {}, "Task ", h("span", { class: "mono" }, uuid)), box);
   let logShown = false;
+  // Live output of a running task (mito workers ship it as it is written): the offsets
+  // read so far and the text, capped in the page.
+  const liveOut = { offsets: [0, 0], text: ["", ""], available: true, active: false };
   const draw = async () => {
     const r = await api("GET", "/tasks/" + enc(uuid));
     const t = r.info;
@@ -359,6 +362,7 @@ async function pageTask(uuid) {
     if (t.reporter_uuid) fact("Worker", h("span", { class: "mono" }, t.reporter_uuid));
     if (t.upstream_task_uuid) fact("Upstream", h("a", { href: "#/task/" + t.upstream_task_uuid }, t.upstream_task_uuid));
     if (t.downstream_task_uuid) fact("Downstream", h("a", { href: "#/task/" + t.downstream_task_uuid }, t.downstream_task_uuid));
+    if (t.note) fact("Note", h("span", { id: "task-note" }, t.note));
 
     const actions = h("div", { class: "actions" });
     if (!FINAL.has(t.state)) {
@@ -379,12 +383,25 @@ async function pageTask(uuid) {
         "Download " + a.content_type), " ", fmtBytes(a.size)));
     }
     if (!(r.artifacts || []).length) arts.append(h("li", { class: "muted" }, "No artifacts yet."));
+    const attempts = (r.attempts || []).length ? [h("h2", {}, "Attempts"), h("div", { class: "table-wrap" }, h("table", { id: "attempts" },
+      h("thead", {}, h("tr", {}, h("th", {}, "#"), h("th", {}, "Outcome"), h("th", {}, "Exit"), h("th", { class: "hide-narrow" }, "Worker"),
+        h("th", { class: "hide-narrow" }, "Started"), h("th", {}, "Ended"))),
+      h("tbody", {}, r.attempts.map((a) => h("tr", {}, h("td", {}, String(a.attempt)), h("td", {}, a.outcome),
+        h("td", {}, a.result ? String(a.result.exit_status) : ""), h("td", { class: "mono hide-narrow" }, a.worker || ""),
+        h("td", { class: "hide-narrow" }, fmtTime(a.started_at)), h("td", {}, fmtTime(a.ended_at)))))))] : [];
     const logBox = document.getElementById("std-log") || h("div", { id: "std-log" });
-    box.replaceChildren(facts, actions, h("h2", {}, "Artifacts"), arts, h("h2", {}, "Output"), logBox);
+    box.replaceChildren(facts, actions, ...attempts, h("h2", {}, "Artifacts"), arts, h("h2", {}, "Output"), logBox);
     const hasStd = (r.artifacts || []).some((a) => a.content_type === "std-log");
+    liveOut.active = !hasStd && spec.terminal_output && t.state === "Running" && liveOut.available;
     if (hasStd && !logShown) {
       logShown = true;
       showStdLog(uuid, logBox).catch((e) => logBox.replaceChildren(h("p", {}, "Cannot show the output: " + e.message)));
+    } else if (liveOut.active) {
+      if (!document.getElementById("live-stdout")) {
+        logBox.replaceChildren(h("p", { class: "muted" }, "Live output, as the task writes it:"),
+          h("h3", {}, "stdout"), h("pre", { class: "log", id: "live-stdout" }, liveOut.text[0]),
+          h("h3", {}, "stderr"), h("pre", { class: "log", id: "live-stderr" }, liveOut.text[1]));
+      }
     } else if (!hasStd) {
       logBox.replaceChildren(h("p", { class: "muted" }, spec.terminal_output
         ? "The output is shown here once the task has ended and its worker has uploaded it."
@@ -393,8 +410,30 @@ async function pageTask(uuid) {
     if (FINAL.has(t.state) && hasStd) stopLive();
     setStatus("");
   };
+  // The new output since the last read; at most the last 1 MB per stream stays in the page.
+  const readLive = async () => {
+    const r = await api("GET", "/tasks/" + enc(uuid) + "/log?stdout=" + liveOut.offsets[0] + "&stderr=" + liveOut.offsets[1]);
+    if (!r.live) {
+      liveOut.available = false;
+      const box = document.getElementById("std-log");
+      if (box) box.replaceChildren(h("p", { class: "muted" }, "Live output is not available for this task (its worker does not send it); it is shown here once the task has ended."));
+      return;
+    }
+    [r.stdout, r.stderr].forEach((piece, i) => {
+      liveOut.offsets[i] = piece.next_offset;
+      liveOut.text[i] = (liveOut.text[i] + piece.data).slice(-1000000);
+      const pre = document.getElementById(i ? "live-stderr" : "live-stdout");
+      if (pre) pre.textContent = liveOut.text[i];
+    });
+  };
   await draw();
-  live(draw);
+  // While output streams in, ticks alternate between the task and its output, so the page
+  // still makes one request per tick.
+  let turn = 0;
+  live(async () => {
+    turn ^= 1;
+    if (liveOut.active && turn) await readLive(); else await draw();
+  });
 }
 
 async function artifactUrl(uuid, ct) {
