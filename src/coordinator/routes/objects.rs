@@ -11,6 +11,7 @@
 
 use crate::api::{ArtifactContentType, GroupState, UserGroupRole};
 use crate::coordinator::auth::AuthUser;
+use crate::coordinator::authz::role_in;
 use crate::coordinator::error::ApiError;
 use crate::coordinator::http::Call;
 use crate::coordinator::{storage, Ctx};
@@ -94,17 +95,6 @@ pub(super) fn task_group(db: &mut impl GenericClient, task: Uuid) -> Result<Opti
         &[&task],
     )?;
     Ok(row.map(|r| r.get("group_id")))
-}
-
-/// The caller's role in a group, by id.
-pub(super) fn role_in(
-    db: &mut impl GenericClient,
-    user: &AuthUser,
-    group_id: i64,
-) -> Result<Option<UserGroupRole>, ApiError> {
-    let row =
-        db.query_opt("SELECT role FROM user_group WHERE user_id = $1 AND group_id = $2", &[&user.id, &group_id])?;
-    Ok(row.and_then(|r| UserGroupRole::from_code(r.get("role"))))
 }
 
 /// Requires role `min` in the group of `task`. A task the caller cannot see is "not found",
