@@ -918,3 +918,27 @@ mod filter_wire_tests {
         assert_eq!(refusal::<ArtifactsDownloadByFilterReq>(r#"{"content_type":"core-dump"}"#), Category::Data);
     }
 }
+
+/// New bytes of one stream in a `GET /tasks/{uuid}/log` answer (mito's extension).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TaskLogPiece {
+    /// Where `data` starts: past the offset asked for when older bytes were dropped.
+    pub offset: u64,
+    /// The offset to ask from next time.
+    pub next_offset: u64,
+    /// The bytes as text (invalid UTF-8 replaced); a character split across reads is
+    /// held back until it is whole.
+    pub data: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskLogResp {
+    /// Whether the worker ships output at all (a mitosis worker, or a task without
+    /// `terminal_output`, never does: read the std-log artifact once the task is done).
+    pub live: bool,
+    /// The task is no longer running: nothing more will come.
+    pub ended: bool,
+    pub state: TaskState,
+    pub stdout: TaskLogPiece,
+    pub stderr: TaskLogPiece,
+}

@@ -178,23 +178,6 @@ pub(super) fn logs(s: &mut Session, a: &Args) -> CommandResult {
     print_std_log(s, a, uuid)
 }
 
-/// One stream's new bytes in a `GET /tasks/{uuid}/log` answer.
-#[derive(serde::Deserialize)]
-struct Piece {
-    offset: u64,
-    next_offset: u64,
-    data: String,
-}
-
-#[derive(serde::Deserialize)]
-struct LiveLog {
-    live: bool,
-    ended: bool,
-    state: TaskState,
-    stdout: Piece,
-    stderr: Piece,
-}
-
 /// How long a task may run without shipped output before the follower says there is no
 /// live output (a mito worker ships an empty chunk as the task starts).
 const NOT_LIVE_AFTER: Duration = Duration::from_secs(3);
@@ -212,7 +195,7 @@ fn follow(s: &mut Session, a: &Args, uuid: Uuid) -> CommandResult {
     loop {
         let path = format!("/tasks/{uuid}/log?stdout={}&stderr={}&wait=2", from[0], from[1]);
         let asked = Instant::now();
-        let v: LiveLog = s.http.get(&path)?.parse()?;
+        let v: crate::api::TaskLogResp = s.http.get(&path)?.parse()?;
         let news = v.stdout.next_offset > from[0] || v.stderr.next_offset > from[1];
         for (i, (p, want)) in [(&v.stdout, want_out), (&v.stderr, want_err)].into_iter().enumerate() {
             if p.offset > from[i] {

@@ -7,7 +7,7 @@
 //! [`limits::MAX_LOG_KEPT`] bytes in `task_logs` until the task is committed (the
 //! std-log artifact then holds the whole output; the reaper drops the rows within a minute).
 
-use crate::api::{TaskState, UserGroupRole};
+use crate::api::{TaskLogPiece, TaskLogResp, TaskState, UserGroupRole};
 use crate::coordinator::auth::{AuthUser, AuthWorker};
 use crate::coordinator::authz::authorize_task;
 use crate::coordinator::error::ApiError;
@@ -16,7 +16,6 @@ use crate::coordinator::limits;
 use crate::coordinator::tasks;
 use crate::coordinator::Ctx;
 use postgres::GenericClient;
-use serde::Serialize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -101,30 +100,6 @@ pub(crate) fn ship(ctx: &Ctx, call: &Call, worker: &AuthWorker, uuid: Uuid) -> R
     Ok(Reply::json(&serde_json::json!({"next_offset": start + data.len() as i64})))
 }
 
-/// New bytes of one stream.
-#[derive(Serialize, Default)]
-struct Piece {
-    /// Where `data` starts: past the offset asked for when older bytes were dropped.
-    offset: u64,
-    /// The offset to ask from next time.
-    next_offset: u64,
-    /// The bytes as text (invalid UTF-8 replaced); a character split across reads is
-    /// held back until it is whole.
-    data: String,
-}
-
-#[derive(Serialize)]
-struct LiveLog {
-    /// Whether the worker ships output at all (a mitosis worker, or a task without
-    /// `terminal_output`, never does: read the std-log artifact once the task is done).
-    live: bool,
-    /// The task is no longer running: nothing more will come.
-    ended: bool,
-    state: TaskState,
-    stdout: Piece,
-    stderr: Piece,
-}
-
 /// `GET /tasks/{uuid}/log?stdout=N&stderr=M&wait=S`: the output after those offsets, and
 /// whether the task has ended; waits up to `S` seconds (at most
 /// [`limits::MAX_LOG_WAIT_SECS`]) for something new. Needs Read in the task's group.
@@ -146,7 +121,7 @@ pub(crate) fn read(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Resul
     Ok(Reply::json(&answer?))
 }
 
-fn look(ctx: &Ctx, uuid: Uuid, from: [u64; 2], wait: Duration) -> Result<LiveLog, ApiError> {
+fn look(ctx: &Ctx, uuid: Uuid, from: [u64; 2], wait: Duration) -> Result<TaskLogResp, ApiError> {
     let until = Instant::now() + wait;
     loop {
         let mut db = ctx.pool.get()?;
@@ -160,7 +135,7 @@ fn look(ctx: &Ctx, uuid: Uuid, from: [u64; 2], wait: Duration) -> Result<LiveLog
     }
 }
 
-fn snapshot(db: &mut impl GenericClient, uuid: Uuid, from: [u64; 2]) -> Result<LiveLog, ApiError> {
+fn snapshot(db: &mut impl GenericClient, uuid: Uuid, from: [u64; 2]) -> Result<TaskLogResp, ApiError> {
     let state: Option<i32> =
         db.query_opt("SELECT state FROM active_tasks WHERE uuid = $1", &[&uuid])?.map(|r| r.get("state"));
     let state = match state {
@@ -169,7 +144,7 @@ fn snapshot(db: &mut impl GenericClient, uuid: Uuid, from: [u64; 2]) -> Result<L
     };
     let ended = !matches!(state, TaskState::Pending | TaskState::Ready | TaskState::Running);
     let rows = db.query("SELECT stream, start_offset, data FROM task_logs WHERE task_uuid = $1", &[&uuid])?;
-    let mut pieces = [Piece::default(), Piece::default()];
+    let mut pieces = [TaskLogPiece::default(), TaskLogPiece::default()];
     for (i, p) in pieces.iter_mut().enumerate() {
         p.offset = from[i];
         p.next_offset = from[i];
@@ -188,7 +163,7 @@ fn snapshot(db: &mut impl GenericClient, uuid: Uuid, from: [u64; 2]) -> Result<L
         p.next_offset = p.offset + whole as u64;
     }
     let [stdout, stderr] = pieces;
-    Ok(LiveLog { live: !rows.is_empty(), ended, state, stdout, stderr })
+    Ok(TaskLogResp { live: !rows.is_empty(), ended, state, stdout, stderr })
 }
 
 /// How many leading bytes end on a character boundary: a UTF-8 sequence cut at the end
