@@ -171,8 +171,8 @@ fn round(d: Duration) -> Duration {
 
 /// The tasks among active tasks `ids` whose worker was lost: each with a policy gets its
 /// attempt recorded and is retried or, when its policy counts losses and none are left,
-/// archived as Cancelled. Returns the ids handled (the caller must not requeue them) and
-/// the groups with tasks Ready now.
+/// archived as Cancelled (and the tasks waiting for it settled). Returns the ids handled
+/// (the caller must not requeue them) and the groups with tasks Ready now.
 pub fn lost(tx: &mut impl GenericClient, ids: &[i64]) -> Result<(Vec<i64>, Vec<i64>), ApiError> {
     let with_policy: Vec<(i64, bool)> = tx
         .query(
@@ -198,7 +198,8 @@ pub fn lost(tx: &mut impl GenericClient, ids: &[i64]) -> Result<(Vec<i64>, Vec<i
             }
             Decision::Keep if counts_losses => {
                 let note = "its worker was lost and no retries are left";
-                super::archive_as(tx, id, TaskState::Cancelled, Some(&super::not_run()), note)?;
+                let gone = super::archive_as(tx, id, TaskState::Cancelled, Some(&super::not_run()), note)?;
+                groups.extend(super::dependencies::release_dependents(tx, gone.as_slice())?);
                 handled.push(id);
             }
             Decision::Keep => {}
