@@ -227,8 +227,10 @@ pub fn promote_due(tx: &mut impl GenericClient) -> Result<Vec<i64>, ApiError> {
     Ok(groups)
 }
 
-/// The ended attempts of a task, oldest first (none for a task without a policy).
+/// The ended attempts of a task, oldest first, each with the artifacts it uploaded (none
+/// for a task without a policy).
 pub fn attempts(db: &mut impl GenericClient, uuid: Uuid) -> Result<Vec<TaskAttempt>, ApiError> {
+    let mut artifacts = super::attempt_artifacts(db, uuid)?;
     let rows = db.query(
         "SELECT attempt, outcome, worker, started_at, ended_at, result FROM task_attempts
          WHERE task_uuid = $1 ORDER BY attempt",
@@ -237,8 +239,9 @@ pub fn attempts(db: &mut impl GenericClient, uuid: Uuid) -> Result<Vec<TaskAttem
     rows.iter()
         .map(|r| {
             let result: Option<serde_json::Value> = r.get("result");
+            let attempt: i32 = r.get("attempt");
             Ok(TaskAttempt {
-                attempt: r.get("attempt"),
+                attempt,
                 outcome: r.get("outcome"),
                 worker: r.get("worker"),
                 started_at: r.get::<_, Option<std::time::SystemTime>>("started_at").map(Timestamp),
@@ -247,6 +250,7 @@ pub fn attempts(db: &mut impl GenericClient, uuid: Uuid) -> Result<Vec<TaskAttem
                     .map(serde_json::from_value)
                     .transpose()
                     .map_err(|e| ApiError::Internal(format!("stored attempt result does not parse: {e}")))?,
+                artifacts: artifacts.remove(&attempt).unwrap_or_default(),
             })
         })
         .collect()
