@@ -93,7 +93,7 @@ impl Callgrind {
         let tool = |reason: String| BenchError::Tool { tool: "callgrind_annotate", reason };
         let file = std::fs::File::create(out).map_err(|e| tool(format!("{}: {e}", out.display())))?;
         let status = Command::new("callgrind_annotate")
-            .args(["--threshold=99", "--inclusive=no"])
+            .args(["--threshold=100", "--inclusive=no"])
             .arg(dump)
             .stdout(file)
             .status()

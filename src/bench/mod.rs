@@ -32,9 +32,9 @@ use crate::api::{md5_password, RegisterWorkerResp, SubmitTaskResp, TasksSubmitRe
 use crate::opts::{help_text, parse_mode};
 use callgrind::Callgrind;
 use error::BenchError;
-use options::{parse_opts, print_sql, Opts, PRINT_SQL, SPECS};
 use figures::{comparison, figure, median, share_of_ceiling, Figures};
 use http::{Http, Wire};
+use options::{parse_opts, print_sql, Opts, PRINT_SQL, SPECS};
 use pgstats::PgStats;
 use procstat::{rss_kib, ProcDelta, ProcSample};
 use serde_json::json;
@@ -397,7 +397,9 @@ fn end_to_end_run(b: &Bench, o: &Opts, f: &mut Figures) -> Result<(), BenchError
         println!("coordinator CPU time per task end to end: median {c:.0} us (of it system: {s:.0} us)");
     }
     if let Some(n) = f.switches_per_task {
-        println!("coordinator context switches per task end to end (voluntary + involuntary, all threads): median {n:.1}");
+        println!(
+            "coordinator context switches per task end to end (voluntary + involuntary, all threads): median {n:.1}"
+        );
     }
     if let Some(mut s) = stats {
         let statements = s.statements()?;
@@ -438,7 +440,10 @@ fn instructions_run(b: &Bench, o: &Opts) -> Result<(), BenchError> {
     let (small_total, large_total) = (Callgrind::total(&small)?, Callgrind::total(&large)?);
     let per = callgrind::per_task(small_total, large_total, n, 5 * n).ok_or_else(|| BenchError::Tool {
         tool: "callgrind",
-        reason: format!("the {}-task run counted fewer instructions ({large_total}) than the {n}-task run ({small_total})", 5 * n),
+        reason: format!(
+            "the {}-task run counted fewer instructions ({large_total}) than the {n}-task run ({small_total})",
+            5 * n
+        ),
     })?;
     println!(
         "coordinator instructions per task: {} (callgrind, end to end: ({} - {}) / {} tasks)",

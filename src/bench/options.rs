@@ -144,10 +144,7 @@ fn duration(args: &crate::opts::ParsedArgs, name: &str) -> Result<Option<Duratio
 }
 
 fn pid(args: &crate::opts::ParsedArgs, name: &str) -> Result<Option<u32>, BenchError> {
-    args.extra(name)
-        .flatten()
-        .map(|p| p.parse().map_err(|_| flag_error(name, p, "expected a process id")))
-        .transpose()
+    args.extra(name).flatten().map(|p| p.parse().map_err(|_| flag_error(name, p, "expected a process id"))).transpose()
 }
 
 pub(super) fn parse_opts(args: &crate::opts::ParsedArgs) -> Result<Opts, BenchError> {
@@ -167,7 +164,12 @@ pub(super) fn parse_opts(args: &crate::opts::ParsedArgs) -> Result<Opts, BenchEr
         user: text("user", DEFAULT_ADMIN_USER),
         password: text("password", DEFAULT_ADMIN_PASSWORD),
         batch: count(args, "batch", 5000, MAX_TASKS)?,
-        array: count(args, "array", crate::api::array::MAX_ARRAY_TASKS as usize, crate::api::array::MAX_ARRAY_TASKS as usize)?,
+        array: count(
+            args,
+            "array",
+            crate::api::array::MAX_ARRAY_TASKS as usize,
+            crate::api::array::MAX_ARRAY_TASKS as usize,
+        )?,
         tasks: count(args, "tasks", 10_000, MAX_TASKS)?,
         workers: num(args, "workers", 16, MAX_WORKERS)?,
         idle: num(args, "idle-workers", 4, MAX_WORKERS)?,
@@ -207,7 +209,6 @@ pub(super) fn print_sql(name: &str) -> i32 {
     0
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,7 +223,8 @@ mod tests {
 
     #[test]
     fn counts_are_bounded_and_zero_skips() {
-        let o = opts(&["--array", "0", "--tasks", "4000", "--against", "http://h:1/", "--against-poll", "5ms"]).unwrap();
+        let o =
+            opts(&["--array", "0", "--tasks", "4000", "--against", "http://h:1/", "--against-poll", "5ms"]).unwrap();
         assert_eq!((o.array, o.tasks, o.against.as_deref()), (0, 4000, Some("http://h:1")));
         assert_eq!(o.against_poll, Some(Duration::from_millis(5)));
         let e = opts(&["--array", "10001"]).err().unwrap().to_string();

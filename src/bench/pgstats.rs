@@ -65,7 +65,9 @@ impl PgStats {
     /// Transactions committed or rolled back in the coordinator's database, as reported.
     pub(super) fn transactions(&mut self) -> Result<u64, BenchError> {
         // A fresh snapshot: within a transaction the statistics would not change.
-        self.client.batch_execute("SELECT pg_stat_clear_snapshot()").map_err(db_error("cannot read pg_stat_database"))?;
+        self.client
+            .batch_execute("SELECT pg_stat_clear_snapshot()")
+            .map_err(db_error("cannot read pg_stat_database"))?;
         let row = self
             .client
             .query_one(

@@ -67,7 +67,8 @@ impl ProcSample {
         for entry in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
             let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse::<u32>().ok()) else { continue };
             // A thread may end between listing and reading: skip it.
-            if let Some(n) = std::fs::read_to_string(entry.path().join("status")).ok().as_deref().and_then(status_switches)
+            if let Some(n) =
+                std::fs::read_to_string(entry.path().join("status")).ok().as_deref().and_then(status_switches)
             {
                 switches.insert(tid, n);
             }

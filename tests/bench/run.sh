@@ -26,6 +26,7 @@ echo "machine: $(nproc) cores; coordinator, PostgreSQL $("$PGBIN/postgres" --ver
 
 TPS=$(db_ceiling "$WORKERS")
 [ -n "$TPS" ] || { echo "bench: pgbench gave no rate:"; cat "$DIR/pgbench.log"; exit 1; }
+TPS=$(printf '%.0f' "$TPS")
 echo "database ceiling: pgbench -N, $WORKERS clients, ${MITO_BENCH_PGBENCH_SECS:-10} s, over the Unix socket: $TPS transactions/s"
 
 psql_ -qc "CREATE DATABASE mito" >/dev/null
