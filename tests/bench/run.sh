@@ -10,7 +10,7 @@
 #
 #   MITO_BENCH_BIN=PATH         measure another build of the same version (e.g. make dist's)
 #   MITO_BENCH_INSTRUCTIONS=N   tasks of the callgrind runs (N and 5N; default 200, about
-#                               two minutes); 0 skips them
+#                               a minute in all); 0 skips them
 #   MITO_BENCH_OUT=DIR          where the printout and the callgrind files are kept
 #                               (default target/bench/<UTC time>)
 # Arguments go to `mito bench` (e.g. --tasks 4000). Everything started here is stopped, by
