@@ -3,7 +3,8 @@
 # coordinator on one private PostgreSQL (a database each, both over its Unix socket;
 # mitosis with s3s-fs for its storage), the same `mito bench` load against each in turn
 # (mito, mitosis, mito, ...), then the mito/mitosis ratio of each figure's median. The
-# ratios hold better across machines than either side's absolute figures.
+# ratios hold better across machines than either side's absolute figures. Statements and
+# transactions per task are counted on both sides (pg_stat_statements, pg_stat_database).
 #
 # mitosis has no long-poll, so its simulated workers poll every 5 ms; the array submit is
 # skipped (mitosis has no arrays). mitosis is $MITOSIS_BIN, else /opt/mitosis-0.6.8/bin/mito,
@@ -70,6 +71,7 @@ OPID=$!; PIDS+=("$OPID")
 wait_http "http://127.0.0.1:$MPORT/health" 10 || { echo "bench-compare: mito did not start:"; tail "$DIR/mito-coordinator.log"; exit 1; }
 wait_http "http://127.0.0.1:$OPORT/health" 30 || { echo "bench-compare: mitosis did not start:"; tail "$DIR/mitosis-coordinator.log"; exit 1; }
 sleep 1
-"$MITO" bench -c "http://127.0.0.1:$MPORT" --coordinator-pid "$MPID" --label mito \
-    --against "http://127.0.0.1:$OPORT" --against-pid "$OPID" --against-poll 5ms --against-label "mitosis 0.6.8" \
+"$MITO" bench -c "http://127.0.0.1:$MPORT" --coordinator-pid "$MPID" --db "$(db_url mito)" --label mito \
+    --against "http://127.0.0.1:$OPORT" --against-pid "$OPID" --against-db "$(db_url mitosis)" \
+    --against-poll 5ms --against-label "mitosis 0.6.8" \
     --rounds "${MITO_BENCH_ROUNDS:-3}" --workers "$WORKERS" --array 0 --tasks 4000 --repeat 1 "$@"
