@@ -1,7 +1,7 @@
 # mito: `make demo` runs the system on this machine; `make test` runs every test.
 CARGO ?= cargo
 
-.PHONY: all build release test unit demo bench compat soak dist deb package-test clean
+.PHONY: all build release test unit demo bench bench-compare compat soak dist deb package-test clean
 
 all: build
 
@@ -24,9 +24,19 @@ unit:
 demo: build
 	bash packaging/demo.sh
 
-# Release build measured by `mito bench` on a private PostgreSQL (see README: Performance).
-bench: release
+# The release code (profile `profiling`: release with its symbols, for callgrind) measured
+# by `mito bench` on a private PostgreSQL: absolute rates, the database's own ceiling
+# (pgbench), statements, system CPU and context switches per task, and instructions per
+# task under callgrind (MITO_BENCH_INSTRUCTIONS=0 skips those); see README: Performance.
+bench:
+	$(CARGO) build --profile profiling
 	bash tests/bench/run.sh
+
+# Opt-in: the same `mito bench` load against mito and the released mitosis 0.6.8 in turn,
+# then mito/mitosis ratios (installs mitosis into .compat/ first if missing, as make compat).
+bench-compare:
+	$(CARGO) build --profile profiling
+	bash tests/bench/compare.sh
 
 # Opt-in: checks wire compatibility against the released mitosis 0.6.8 (installed from
 # crates.io into .compat/, which takes a while the first time).

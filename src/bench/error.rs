@@ -31,6 +31,10 @@ pub(super) enum BenchError {
     TooSlow,
     /// A thread (`worker` or `bench`) panicked.
     Panicked(&'static str),
+    /// An outside tool (callgrind_control, callgrind_annotate) failed; `reason` says how.
+    Tool { tool: &'static str, reason: String },
+    /// Reading the database's statistics (`--db`) failed; `what` says what was tried.
+    Database { what: &'static str, source: postgres::Error },
 }
 
 impl std::fmt::Display for BenchError {
@@ -50,6 +54,8 @@ impl std::fmt::Display for BenchError {
             BenchError::WrongTask => f.write_str("latency run: fetched another task than the one submitted"),
             BenchError::TooSlow => f.write_str("end-to-end run took more than 10 minutes"),
             BenchError::Panicked(which) => write!(f, "a {which} thread panicked"),
+            BenchError::Tool { tool, reason } => write!(f, "{tool}: {reason}"),
+            BenchError::Database { what, source } => write!(f, "{what}: {source}"),
         }
     }
 }
@@ -60,6 +66,7 @@ impl std::error::Error for BenchError {
             BenchError::Io { source, .. } => Some(source),
             BenchError::Unexpected { source, .. } | BenchError::Encode(source) => Some(source),
             BenchError::Login { source, .. } | BenchError::CreateGroup(source) => Some(source.as_ref()),
+            BenchError::Database { source, .. } => Some(source),
             _ => None,
         }
     }

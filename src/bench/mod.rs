@@ -6,90 +6,41 @@
 //!
 //! Three measurements, each repeated and reported as medians:
 //! - batch submit: one `POST /tasks/submit` of `--batch` tasks, in tasks per second, then
-//!   an array of 10,000 indices in one request, in milliseconds;
+//!   an array of `--array` indices in one request, in milliseconds;
 //! - submit → fetch latency with `--idle-workers` workers parked in long-poll fetches
 //!   (or polling every `--poll` against a coordinator without long-poll);
 //! - end to end: `--workers` workers fetch, report Finish and Commit `--tasks` no-op tasks.
 //!
 //! It works in a fresh group with a unique tag, so no other worker takes its tasks, and
-//! unregisters its workers at the end. With `--coordinator-pid`, it also samples the
-//! coordinator's resident memory (Linux /proc).
+//! unregisters its workers at the end. With `--coordinator-pid`, it also reads the
+//! coordinator's memory, CPU time and context switches (Linux /proc); with `--db`, the
+//! statements and transactions it asks of PostgreSQL per task. Figures that hold on any
+//! machine: the end-to-end rate as a share of `--db-ceiling` (what `pgbench -N` commits
+//! per second on the same server), `--instructions` (the coordinator's instructions per
+//! task under callgrind), and `--against` (another coordinator measured in turn with this
+//! one, as ratios).
 
+mod callgrind;
 mod error;
+mod figures;
 mod http;
+mod options;
+mod pgstats;
+mod procstat;
 
 use crate::api::{md5_password, RegisterWorkerResp, SubmitTaskResp, TasksSubmitResp, UserLoginResp, WorkerTaskResp};
-use crate::config::coordinator::{DEFAULT_ADMIN_PASSWORD, DEFAULT_ADMIN_USER};
-use crate::config::{concat_str, DEFAULT_COORDINATOR_ADDR};
-use crate::opts::{help_text, parse_mode, OptSpec};
+use crate::opts::{help_text, parse_mode};
+use callgrind::Callgrind;
 use error::BenchError;
+use figures::{comparison, figure, median, share_of_ceiling, Figures};
 use http::{Http, Wire};
+use options::{parse_opts, print_sql, Opts, PRINT_SQL, SPECS};
+use pgstats::PgStats;
+use procstat::{rss_kib, ProcDelta, ProcSample};
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-const SPECS: &[OptSpec] = &[
-    OptSpec::opt(
-        "coordinator",
-        Some('c'),
-        "URL",
-        concat_str!("The coordinator (default ", DEFAULT_COORDINATOR_ADDR, ")"),
-    ),
-    OptSpec::opt(
-        "user",
-        Some('u'),
-        "USER",
-        concat_str!("A user who may create a group (default ", DEFAULT_ADMIN_USER, ")"),
-    ),
-    OptSpec::opt("password", Some('p'), "PASSWORD", concat_str!("Its password (default ", DEFAULT_ADMIN_PASSWORD, ")")),
-    OptSpec::opt("batch", None, "N", "Tasks per batch submit (default 5000; 0 skips this run)"),
-    OptSpec::opt("tasks", None, "N", "Tasks in the end-to-end run (default 10000; 0 skips this run)"),
-    OptSpec::opt("workers", None, "N", "Workers in the end-to-end run (default 16)"),
-    OptSpec::opt("idle-workers", None, "N", "Parked workers in the latency run (default 4)"),
-    OptSpec::opt("samples", None, "N", "Latency samples (default 200; 0 skips this run)"),
-    OptSpec::opt("repeat", None, "N", "Repetitions of the throughput runs (default 3)"),
-    OptSpec::opt(
-        "poll",
-        None,
-        "DURATION",
-        "Poll at this interval instead of long-polling (for coordinators without it)",
-    ),
-    OptSpec::opt("coordinator-pid", None, "PID", "Sample this process's resident memory"),
-];
-
-struct Opts {
-    base: String,
-    user: String,
-    password: String,
-    batch: usize,
-    tasks: usize,
-    workers: usize,
-    idle: usize,
-    samples: usize,
-    repeat: usize,
-    poll: Option<Duration>,
-    pid: Option<u32>,
-}
-
-fn flag_error(name: &str, value: &str, expected: impl std::fmt::Display) -> BenchError {
-    BenchError::Flag { flag: format!("--{name}"), value: value.to_string(), expected: expected.to_string() }
-}
-
-fn num(args: &crate::opts::ParsedArgs, name: &str, default: usize) -> Result<usize, BenchError> {
-    match args.extra(name).flatten() {
-        None => Ok(default),
-        Some(v) => v.parse().ok().filter(|n| *n > 0).ok_or_else(|| flag_error(name, v, "expected a positive number")),
-    }
-}
-
-/// A count where 0 means "skip this run".
-fn count(args: &crate::opts::ParsedArgs, name: &str, default: usize) -> Result<usize, BenchError> {
-    match args.extra(name).flatten() {
-        None => Ok(default),
-        Some(v) => v.parse().map_err(|_| flag_error(name, v, "expected a number (0 skips this run)")),
-    }
-}
 
 /// Entry point of `mito bench`; returns the exit status.
 pub(crate) fn main(parser: &mut lexopt::Parser) -> i32 {
@@ -97,42 +48,18 @@ pub(crate) fn main(parser: &mut lexopt::Parser) -> i32 {
         help_text(
             "Measure a coordinator: batch submit, submit-to-fetch latency, end-to-end throughput",
             "mito bench [OPTIONS]",
-            SPECS,
+            &SPECS[..SPECS.len() - 1],
             "",
         )
     }) {
         Ok(a) => a,
         Err(code) => return code,
     };
-    let opts = (|| -> Result<Opts, BenchError> {
-        Ok(Opts {
-            base: args
-                .extra("coordinator")
-                .flatten()
-                .unwrap_or(DEFAULT_COORDINATOR_ADDR)
-                .trim_end_matches('/')
-                .to_string(),
-            user: args.extra("user").flatten().unwrap_or(DEFAULT_ADMIN_USER).to_string(),
-            password: args.extra("password").flatten().unwrap_or(DEFAULT_ADMIN_PASSWORD).to_string(),
-            batch: count(&args, "batch", 5000)?,
-            tasks: count(&args, "tasks", 10_000)?,
-            workers: num(&args, "workers", 16)?,
-            idle: num(&args, "idle-workers", 4)?,
-            samples: count(&args, "samples", 200)?,
-            repeat: num(&args, "repeat", 3)?,
-            poll: args
-                .extra("poll")
-                .flatten()
-                .map(|p| humantime::parse_duration(p).map_err(|e| flag_error("poll", p, e)))
-                .transpose()?,
-            pid: args
-                .extra("coordinator-pid")
-                .flatten()
-                .map(|p| p.parse().map_err(|_| flag_error("coordinator-pid", p, "expected a process id")))
-                .transpose()?,
-        })
-    })();
-    match opts.and_then(|o| run(&o)) {
+    if let Some(name) = args.extra(PRINT_SQL.long).flatten() {
+        return print_sql(name);
+    }
+    let outcome = parse_opts(&args).and_then(|o| if o.against.is_some() { compare(&o) } else { run(&o).map(drop) });
+    match outcome {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("mito bench: {e}");
@@ -178,32 +105,6 @@ fn parse<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, BenchError> {
     serde_json::from_str(s).map_err(|source| BenchError::Unexpected { what: "answer", body: s.to_string(), source })
 }
 
-fn rss_kib(pid: Option<u32>) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
-    text.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// CPU time (user + system) the process has used, from /proc (Linux).
-fn cpu_secs(pid: Option<u32>) -> Option<f64> {
-    let text = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
-    // Fields after the command name (which may hold spaces) start at ") ".
-    let rest = &text[text.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    // SAFETY: sysconf only reads a system constant.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    (hz > 0).then(|| ticks / hz as f64)
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() {
-        0.0
-    } else {
-        v[v.len() / 2]
-    }
-}
-
 fn percentile(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() {
@@ -238,7 +139,8 @@ impl Bench {
     }
 }
 
-fn run(o: &Opts) -> Result<(), BenchError> {
+/// One bench run against `o.base`: what it measured, also printed as it goes.
+fn run(o: &Opts) -> Result<Figures, BenchError> {
     let http = Http::new(&o.base)?;
     let login = json!({"username": o.user, "md5_password": md5_password(&o.password), "retain": true});
     let resp = http
@@ -251,24 +153,52 @@ fn run(o: &Opts) -> Result<(), BenchError> {
         .map_err(|e| BenchError::CreateGroup(Box::new(e)))?;
     let b = Bench { http, token, group, tag: format!("bench-{}", &id[..12]), poll: o.poll };
     println!("mito bench against {} (group {})", o.base, b.group);
+    let mut f = Figures::default();
+    if o.instructions > 0 {
+        instructions_run(&b, o)?;
+        return Ok(f);
+    }
     if let Some(k) = rss_kib(o.pid) {
+        f.rss_idle_mb = Some(k as f64 / 1024.0);
         println!("coordinator resident memory, idle: {:.1} MB", k as f64 / 1024.0);
     }
-
     if o.batch > 0 {
-        batch_run(&b, o)?;
+        batch_run(&b, o, &mut f)?;
+    }
+    if o.array > 0 {
+        array_run(&b, o, &mut f)?;
     }
     if o.samples > 0 {
-        latency_run(&b, o)?;
+        latency_run(&b, o, &mut f)?;
     }
     if o.tasks > 0 {
-        end_to_end_run(&b, o)?;
+        end_to_end_run(&b, o, &mut f)?;
     }
+    Ok(f)
+}
+
+/// `--against`: both coordinators, in turn, `--rounds` times; then the ratios.
+fn compare(o: &Opts) -> Result<(), BenchError> {
+    let other = Opts {
+        base: o.against.clone().unwrap_or_default(),
+        pid: o.against_pid,
+        poll: o.against_poll,
+        db: o.against_db.clone(),
+        ..o.clone()
+    };
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for round in 1..=o.rounds {
+        println!("\n== round {round} of {}: {}", o.rounds, o.label);
+        a.push(run(o)?);
+        println!("\n== round {round} of {}: {}", o.rounds, o.against_label);
+        b.push(run(&other)?);
+    }
+    println!("\n{}", comparison(&o.label, &a, &o.against_label, &b));
     Ok(())
 }
 
 /// Batch submit; the tasks are then cancelled so they do not feed the later runs.
-fn batch_run(b: &Bench, o: &Opts) -> Result<(), BenchError> {
+fn batch_run(b: &Bench, o: &Opts, f: &mut Figures) -> Result<(), BenchError> {
     let mut rates = Vec::new();
     for _ in 0..o.repeat {
         // The clock runs from sending the request to receiving the whole answer.
@@ -284,14 +214,15 @@ fn batch_run(b: &Bench, o: &Opts) -> Result<(), BenchError> {
         rates.push(o.batch as f64 / dt);
         b.http.call("POST", "/tasks/cancel", &b.token, Some(&json!({"group_name": b.group})))?;
     }
-    println!("batch submit of {} tasks: median {:.0} tasks/s", o.batch, median(&mut rates));
-    array_run(b, o)
+    f.batch_tasks_per_sec = median(rates);
+    println!("batch submit of {} tasks: median {:.0} tasks/s", o.batch, f.batch_tasks_per_sec.unwrap_or(0.0));
+    Ok(())
 }
 
-/// An array of the most indices one request may hold (the goal: under a second); the
-/// tasks are cancelled as after the batch runs.
-fn array_run(b: &Bench, o: &Opts) -> Result<(), BenchError> {
-    let n = crate::api::array::MAX_ARRAY_TASKS;
+/// An array of `--array` indices in one request (the goal for the most one request may
+/// hold: under a second); the tasks are cancelled as after the batch runs.
+fn array_run(b: &Bench, o: &Opts, f: &mut Figures) -> Result<(), BenchError> {
+    let n = o.array;
     let mut times = Vec::new();
     for _ in 0..o.repeat {
         let mut body = b.tasks(1);
@@ -302,18 +233,22 @@ fn array_run(b: &Bench, o: &Opts) -> Result<(), BenchError> {
         let dt = t0.elapsed().as_secs_f64();
         let r: TasksSubmitResp = parse(&String::from_utf8_lossy(&answer))?;
         let ok = r.results.iter().filter(|r| r.is_ok()).count();
-        if ok as u64 != n {
-            return Err(BenchError::PartialBatch { ok, of: n as usize });
+        if ok != n {
+            return Err(BenchError::PartialBatch { ok, of: n });
         }
         times.push(dt * 1000.0);
         b.http.call("POST", "/tasks/cancel", &b.token, Some(&json!({"group_name": b.group})))?;
     }
-    println!("array submit of {n} indices in one request: median {:.0} ms (goal: under 1 s)", median(&mut times));
+    f.array_ms = median(times);
+    println!(
+        "array submit of {n} indices in one request: median {:.0} ms (goal: under 1 s)",
+        f.array_ms.unwrap_or(0.0)
+    );
     Ok(())
 }
 
 /// Submit → fetch latency with parked workers.
-fn latency_run(b: &Bench, o: &Opts) -> Result<(), BenchError> {
+fn latency_run(b: &Bench, o: &Opts, f: &mut Figures) -> Result<(), BenchError> {
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = crossbeam_channel::unbounded::<(Instant, uuid::Uuid)>();
     let mut idle = Vec::new();
@@ -354,82 +289,172 @@ fn latency_run(b: &Bench, o: &Opts) -> Result<(), BenchError> {
         h.join().map_err(|_| BenchError::Panicked("worker"))??;
         let _ = b.http.call("DELETE", "/workers", &wt, None);
     }
+    let (p50, p90) = (percentile(&mut lat, 0.5), percentile(&mut lat, 0.9));
+    (f.latency_p50_ms, f.latency_p90_ms) = (Some(p50), Some(p90));
     println!(
         "submit -> fetch latency with {} idle {} workers: p50 {:.2} ms, p90 {:.2} ms ({} samples; the submit's own answer: p50 {:.2} ms)",
         o.idle,
         if o.poll.is_some() { "polling" } else { "long-polling" },
-        percentile(&mut lat, 0.5),
-        percentile(&mut lat, 0.9),
+        p50,
+        p90,
         o.samples,
         percentile(&mut submit, 0.5),
     );
     Ok(())
 }
 
-/// End to end with `workers` workers.
-fn end_to_end_run(b: &Bench, o: &Opts) -> Result<(), BenchError> {
-    let mut e2e = Vec::new();
-    let mut cpu = Vec::new();
+/// What one end-to-end run took.
+struct EndToEnd {
+    secs: f64,
+    /// What the coordinator spent from the workers' start to the last Commit.
+    spent: Option<ProcDelta>,
+    peak_kib: u64,
+}
+
+/// Submits `tasks` tasks in one batch, then `--workers` workers fetch, Finish and Commit
+/// them all; the workers are unregistered after.
+fn end_to_end_once(b: &Bench, o: &Opts, tasks: usize) -> Result<EndToEnd, BenchError> {
+    let body = b.tasks(tasks);
+    let r: TasksSubmitResp = parse(&b.http.call("POST", "/tasks/submit", &b.token, Some(&body))?)?;
+    if r.results.iter().any(|r| r.is_err()) {
+        return Err(BenchError::SubmitFailed);
+    }
+    let done = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<SimWorker> = (0..o.workers).map(|_| b.sim_worker(&o.base)).collect::<Result<_, _>>()?;
+    let tokens: Vec<String> = workers.iter().map(|w| w.token.clone()).collect();
+    let mut peak_kib = 0u64;
+    let t0 = Instant::now();
+    let before = ProcSample::take(o.pid);
+    let handles: Vec<_> = workers
+        .into_iter()
+        .map(|mut w| {
+            let done = done.clone();
+            std::thread::spawn(move || -> Result<(), BenchError> {
+                while done.load(Ordering::SeqCst) < tasks {
+                    if let Some(t) = w.fetch()? {
+                        w.finish(t.id)?;
+                        done.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    while done.load(Ordering::SeqCst) < tasks {
+        std::thread::sleep(Duration::from_millis(50));
+        peak_kib = peak_kib.max(rss_kib(o.pid).unwrap_or(0));
+        if t0.elapsed() > Duration::from_secs(600) {
+            return Err(BenchError::TooSlow);
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let spent = before.zip(ProcSample::take(o.pid)).and_then(|(a, z)| a.until(&z));
+    for h in handles {
+        h.join().map_err(|_| BenchError::Panicked("worker"))??;
+    }
+    for wt in &tokens {
+        let _ = b.http.call("DELETE", "/workers", wt, None);
+    }
+    Ok(EndToEnd { secs, spent, peak_kib })
+}
+
+/// End to end with `workers` workers, `--repeat` times; with `--db`, the statements and
+/// transactions of all repetitions together.
+fn end_to_end_run(b: &Bench, o: &Opts, f: &mut Figures) -> Result<(), BenchError> {
+    let mut stats = o.db.as_deref().map(PgStats::connect).transpose()?;
+    let mut transactions_before = 0;
+    if let Some(s) = stats.as_mut() {
+        // Earlier runs' transactions are reported up to SETTLE late; let them in first.
+        std::thread::sleep(pgstats::SETTLE);
+        transactions_before = s.transactions()?;
+        s.reset_statements()?;
+    }
+    let per_task = |x: f64| x / o.tasks as f64;
+    let (mut rates, mut cpu, mut system, mut switches) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut peak = 0u64;
     for _ in 0..o.repeat {
-        let body = b.tasks(o.tasks);
-        let r: TasksSubmitResp = parse(&b.http.call("POST", "/tasks/submit", &b.token, Some(&body))?)?;
-        if r.results.iter().any(|r| r.is_err()) {
-            return Err(BenchError::SubmitFailed);
+        let run = end_to_end_once(b, o, o.tasks)?;
+        rates.push(o.tasks as f64 / run.secs);
+        peak = peak.max(run.peak_kib);
+        if let Some(d) = run.spent {
+            cpu.push(per_task(d.cpu_secs * 1e6));
+            system.push(per_task(d.system_secs * 1e6));
+            switches.push(per_task(d.switches as f64));
         }
-        let done = Arc::new(AtomicUsize::new(0));
-        let workers: Vec<SimWorker> = (0..o.workers).map(|_| b.sim_worker(&o.base)).collect::<Result<_, _>>()?;
-        let tokens: Vec<String> = workers.iter().map(|w| w.token.clone()).collect();
-        let t0 = Instant::now();
-        let cpu0 = cpu_secs(o.pid);
-        let handles: Vec<_> = workers
-            .into_iter()
-            .map(|mut w| {
-                let (done, total) = (done.clone(), o.tasks);
-                std::thread::spawn(move || -> Result<(), BenchError> {
-                    while done.load(Ordering::SeqCst) < total {
-                        if let Some(t) = w.fetch()? {
-                            w.finish(t.id)?;
-                            done.fetch_add(1, Ordering::SeqCst);
-                        }
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        while done.load(Ordering::SeqCst) < o.tasks {
-            std::thread::sleep(Duration::from_millis(50));
-            peak = peak.max(rss_kib(o.pid).unwrap_or(0));
-            if t0.elapsed() > Duration::from_secs(600) {
-                return Err(BenchError::TooSlow);
-            }
-        }
-        let dt = t0.elapsed().as_secs_f64();
-        if let (Some(a), Some(z)) = (cpu0, cpu_secs(o.pid)) {
-            cpu.push((z - a) / o.tasks as f64 * 1e6);
-        }
-        for h in handles {
-            h.join().map_err(|_| BenchError::Panicked("worker"))??;
-        }
-        for wt in &tokens {
-            let _ = b.http.call("DELETE", "/workers", wt, None);
-        }
-        e2e.push(o.tasks as f64 / dt);
     }
-    println!(
-        "end to end with {} workers: median {:.0} tasks/s ({} tasks per run)",
-        o.workers,
-        median(&mut e2e),
-        o.tasks
-    );
-    if !cpu.is_empty() {
-        println!("coordinator CPU time per task end to end: median {:.0} us", median(&mut cpu));
+    f.end_to_end_tasks_per_sec = median(rates);
+    (f.cpu_us_per_task, f.system_us_per_task, f.switches_per_task) = (median(cpu), median(system), median(switches));
+    let rate = f.end_to_end_tasks_per_sec.unwrap_or(0.0);
+    println!("end to end with {} workers: median {:.0} tasks/s ({} tasks per run)", o.workers, rate, o.tasks);
+    if let Some(ceiling) = o.db_ceiling {
+        println!(
+            "  = {} of the database's own ceiling ({} transactions/s in pgbench -N on the same PostgreSQL)",
+            share_of_ceiling(rate, ceiling),
+            figure(ceiling)
+        );
+    }
+    if let (Some(c), Some(s)) = (f.cpu_us_per_task, f.system_us_per_task) {
+        println!("coordinator CPU time per task end to end: median {c:.0} us (of it system: {s:.0} us)");
+    }
+    if let Some(n) = f.switches_per_task {
+        println!(
+            "coordinator context switches per task end to end (voluntary + involuntary, all threads): median {n:.1}"
+        );
+    }
+    if let Some(mut s) = stats {
+        let statements = s.statements()?;
+        std::thread::sleep(pgstats::SETTLE);
+        let transactions = s.transactions()?.saturating_sub(transactions_before);
+        let all = (o.tasks * o.repeat) as f64;
+        f.statements_per_task = Some(statements as f64 / all);
+        f.transactions_per_task = Some(transactions as f64 / all);
+        println!(
+            "PostgreSQL per task end to end: {:.2} statements (pg_stat_statements), {:.2} transactions (pg_stat_database), over {} tasks",
+            statements as f64 / all,
+            transactions as f64 / all,
+            o.tasks * o.repeat
+        );
     }
     if o.pid.is_some() {
+        f.rss_peak_mb = Some(peak as f64 / 1024.0);
         println!("coordinator resident memory, peak under load: {:.1} MB", peak as f64 / 1024.0);
         if let Some(k) = rss_kib(o.pid) {
             println!("coordinator resident memory, after: {:.1} MB", k as f64 / 1024.0);
         }
     }
+    Ok(())
+}
+
+/// `--instructions N`: the coordinator's instructions for N and for 5N tasks end to end
+/// (submit, fetch, Finish, Commit); the difference over 4N is the cost of a task.
+fn instructions_run(b: &Bench, o: &Opts) -> Result<(), BenchError> {
+    let (Some(pid), Some(dir)) = (o.pid, o.callgrind_dir.clone()) else { return Ok(()) };
+    let n = o.instructions;
+    let cg = Callgrind { pid, dir };
+    let t0 = Instant::now();
+    cg.zero()?;
+    end_to_end_once(b, o, n)?;
+    let small = cg.dump()?;
+    end_to_end_once(b, o, 5 * n)?;
+    let large = cg.dump()?;
+    let (small_total, large_total) = (Callgrind::total(&small)?, Callgrind::total(&large)?);
+    let per = callgrind::per_task(small_total, large_total, n, 5 * n).ok_or_else(|| BenchError::Tool {
+        tool: "callgrind",
+        reason: format!(
+            "the {}-task run counted fewer instructions ({large_total}) than the {n}-task run ({small_total})",
+            5 * n
+        ),
+    })?;
+    println!(
+        "coordinator instructions per task: {} (callgrind, end to end: ({} - {}) / {} tasks)",
+        figure(per),
+        figure(large_total as f64),
+        figure(small_total as f64),
+        4 * n
+    );
+    let profile = cg.dir.join("callgrind-annotate.txt");
+    Callgrind::annotate(&large, &profile)?;
+    println!("  per-function profile of the {}-task run: {} (dump: {})", 5 * n, profile.display(), large.display());
+    println!("  took {:.0} s under valgrind", t0.elapsed().as_secs_f64());
     Ok(())
 }
