@@ -47,6 +47,7 @@ const SPECS: &[OptSpec] = &[
     OptSpec::opt("tasks", None, "N", "Tasks in the end-to-end run (default 10000; 0 skips this run)"),
     OptSpec::opt("workers", None, "N", "Workers in the end-to-end run (default 16)"),
     OptSpec::opt("idle-workers", None, "N", "Parked workers in the latency run (default 4)"),
+    OptSpec::opt("idle-wait", None, "SECS", "Their long polls' wait, 1 to 60 (default 30, as mito's worker asks)"),
     OptSpec::opt("samples", None, "N", "Latency samples (default 200; 0 skips this run)"),
     OptSpec::opt("repeat", None, "N", "Repetitions of the throughput runs (default 3)"),
     OptSpec::opt(
@@ -66,6 +67,7 @@ struct Opts {
     tasks: usize,
     workers: usize,
     idle: usize,
+    idle_wait: u64,
     samples: usize,
     repeat: usize,
     poll: Option<Duration>,
@@ -123,6 +125,10 @@ pub(crate) fn main(parser: &mut lexopt::Parser) -> i32 {
                     return Err(flag_error("idle-workers", &v, format_args!("at most {MAX_IDLE_WORKERS}")));
                 }
                 n => n,
+            },
+            idle_wait: match num(&args, "idle-wait", 30)? {
+                n @ 1..=60 => n as u64,
+                n => return Err(flag_error("idle-wait", &n.to_string(), "expected 1 to 60 seconds")),
             },
             samples: count(&args, "samples", 200)?,
             repeat: num(&args, "repeat", 3)?,
@@ -229,9 +235,6 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
 /// Each idle worker is a thread and a connection here and a connection at the coordinator.
 const MAX_IDLE_WORKERS: usize = 100_000;
 
-/// How long idle workers' long polls last: what mito's worker asks for, so thousands of
-/// them re-ask as often as real ones would.
-const IDLE_WAIT_SECS: u64 = 30;
 /// The end-to-end run's fetches nearly always find a task at once.
 const BUSY_WAIT_SECS: u64 = 2;
 
@@ -358,11 +361,11 @@ fn latency_run(b: &Bench, o: &Opts) -> Result<(), BenchError> {
     for _ in 0..o.idle {
         let mut w = b.sim_worker(&o.base)?;
         let token = w.token.clone();
-        let (stop, tx) = (stop.clone(), tx.clone());
+        let (stop, tx, wait) = (stop.clone(), tx.clone(), o.idle_wait);
         // Thousands of these threads only wait on their socket: a small stack will do.
         let spawned = std::thread::Builder::new().stack_size(128 * 1024).spawn(move || -> Result<(), BenchError> {
             while !stop.load(Ordering::SeqCst) {
-                if let Some(t) = w.fetch(IDLE_WAIT_SECS)? {
+                if let Some(t) = w.fetch(wait)? {
                     let _ = tx.send((Instant::now(), t.uuid));
                     w.finish(t.id)?;
                 }
@@ -410,7 +413,10 @@ fn latency_run(b: &Bench, o: &Opts) -> Result<(), BenchError> {
     println!(
         "submit -> fetch latency with {} idle {} workers: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms ({} samples; the submit's own answer: p50 {:.2} ms)",
         o.idle,
-        if o.poll.is_some() { "polling" } else { "long-polling" },
+        match o.poll {
+            Some(_) => "polling".to_string(),
+            None => format!("long-polling (wait={}s)", o.idle_wait),
+        },
         percentile(&mut lat, 0.5),
         percentile(&mut lat, 0.9),
         percentile(&mut lat, 0.99),
