@@ -203,7 +203,7 @@ fn random_secret() -> String {
 /// soft limit of 1024, while the hard limit is commonly much higher. Warns when even the
 /// hard limit is below the budget, since `max_connections` cannot be reached then.
 fn raise_fd_limit(cfg: &CoordinatorConfig) {
-    let needed = (2 * cfg.max_connections + 2 * cfg.http_threads + 100) as u64;
+    let needed = (2 * cfg.max_connections + 2 * cfg.http_threads + 100) as libc::rlim_t;
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
     let got = unsafe {
@@ -216,7 +216,7 @@ fn raise_fd_limit(cfg: &CoordinatorConfig) {
                 lim = raised;
             }
         }
-        lim.rlim_cur as u64
+        lim.rlim_cur
     };
     if got < needed {
         log::warn!(

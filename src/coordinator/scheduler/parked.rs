@@ -109,7 +109,7 @@ impl ParkedSet {
     pub(super) fn classes(&self, group: Option<i64>) -> Vec<Class> {
         self.by_class
             .keys()
-            .filter(|(groups, _)| group.is_none_or(|g| groups.binary_search(&g).is_ok()))
+            .filter(|(groups, _)| group.map_or(true, |g| groups.binary_search(&g).is_ok()))
             .cloned()
             .collect()
     }
