@@ -236,12 +236,11 @@ impl Scheduler {
         let mut classes = Vec::new();
         for w in &wakes {
             match w {
-                Wake::Worker(id) => {
+                Wake::Worker(id) => loop {
                     let next = locked(&self.parked).take_of_worker(*id, &exhausted);
-                    if let Some(p) = next {
-                        self.answer_or_repark(ctx, p, &mut exhausted);
-                    }
-                }
+                    let Some(p) = next else { break };
+                    self.answer_or_repark(ctx, p, &mut exhausted);
+                },
                 Wake::Group(g) => classes.extend(locked(&self.parked).classes(Some(*g))),
                 Wake::All => classes.extend(locked(&self.parked).classes(None)),
             }
