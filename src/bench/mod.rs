@@ -36,7 +36,7 @@ use figures::{comparison, figure, median, share_of_ceiling, Figures};
 use http::{Http, Wire};
 use options::{parse_opts, print_sql, Opts, PRINT_SQL, SPECS};
 use pgstats::PgStats;
-use procstat::{rss_kib, ProcDelta, ProcSample};
+use procstat::{rss_kib, threads, ProcDelta, ProcSample};
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -76,10 +76,12 @@ struct SimWorker {
 }
 
 impl SimWorker {
-    /// One fetch: a long poll of up to 2 s, or (polling) one request and a pause if empty.
-    fn fetch(&mut self) -> Result<Option<WorkerTaskResp>, BenchError> {
-        let path = if self.poll.is_some() { "/workers/tasks" } else { "/workers/tasks?wait=2" };
-        let body = self.wire.call("GET", path, &self.token, None)?;
+    /// One fetch: a long poll of up to `wait` seconds, or (polling) one request and a pause
+    /// if empty.
+    fn fetch(&mut self, wait: u64) -> Result<Option<WorkerTaskResp>, BenchError> {
+        let path =
+            if self.poll.is_some() { "/workers/tasks".to_string() } else { format!("/workers/tasks?wait={wait}") };
+        let body = self.wire.call("GET", &path, &self.token, None)?;
         let t: Option<WorkerTaskResp> = serde_json::from_slice(&body).map_err(|source| BenchError::Unexpected {
             what: "fetch answer",
             body: String::from_utf8_lossy(&body).into_owned(),
@@ -103,6 +105,22 @@ impl SimWorker {
 
 fn parse<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, BenchError> {
     serde_json::from_str(s).map_err(|source| BenchError::Unexpected { what: "answer", body: s.to_string(), source })
+}
+
+/// The end-to-end run's fetches nearly always find a task at once.
+const BUSY_WAIT_SECS: u64 = 2;
+
+/// Raises this process's open-file limit to its hard limit: every idle worker holds a
+/// connection, and the usual soft limit of 1024 would end the run early.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
 }
 
 fn percentile(v: &mut [f64], p: f64) -> f64 {
@@ -141,6 +159,7 @@ impl Bench {
 
 /// One bench run against `o.base`: what it measured, also printed as it goes.
 fn run(o: &Opts) -> Result<Figures, BenchError> {
+    raise_fd_limit();
     let http = Http::new(&o.base)?;
     let login = json!({"username": o.user, "md5_password": md5_password(&o.password), "retain": true});
     let resp = http
@@ -247,28 +266,34 @@ fn array_run(b: &Bench, o: &Opts, f: &mut Figures) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// Submit → fetch latency with parked workers.
+/// Submit → fetch latency with parked workers; with `--coordinator-pid`, also the
+/// coordinator's threads and resident memory while they are parked.
 fn latency_run(b: &Bench, o: &Opts, f: &mut Figures) -> Result<(), BenchError> {
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = crossbeam_channel::unbounded::<(Instant, uuid::Uuid)>();
     let mut idle = Vec::new();
     for _ in 0..o.idle {
         let mut w = b.sim_worker(&o.base)?;
-        let (stop, tx) = (stop.clone(), tx.clone());
-        idle.push((
-            w.token.clone(),
-            std::thread::spawn(move || -> Result<(), BenchError> {
-                while !stop.load(Ordering::SeqCst) {
-                    if let Some(t) = w.fetch()? {
-                        let _ = tx.send((Instant::now(), t.uuid));
-                        w.finish(t.id)?;
-                    }
+        let token = w.token.clone();
+        let (stop, tx, wait) = (stop.clone(), tx.clone(), o.idle_wait);
+        // Thousands of these threads only wait on their socket: a small stack will do.
+        let spawned = std::thread::Builder::new().stack_size(128 * 1024).spawn(move || -> Result<(), BenchError> {
+            while !stop.load(Ordering::SeqCst) {
+                if let Some(t) = w.fetch(wait)? {
+                    let _ = tx.send((Instant::now(), t.uuid));
+                    w.finish(t.id)?;
                 }
-                Ok(())
-            }),
-        ));
+            }
+            Ok(())
+        });
+        let handle =
+            spawned.map_err(|source| BenchError::Io { call: "starting an idle worker's thread".into(), source })?;
+        idle.push((token, handle));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // Every idle worker has sent its fetch and is parked (a fetch that finds nothing parks
+    // within milliseconds; registering thousands of workers took longer than that).
+    std::thread::sleep(Duration::from_millis(300 + o.idle as u64 / 10));
+    let parked_before = (threads(o.pid), rss_kib(o.pid));
     let one = json!({"group_name": b.group, "tags": [b.tag], "labels": [], "timeout": "1m", "priority": 0, "task_spec": {"args": ["true"]}});
     let one = serde_json::to_vec(&one).map_err(BenchError::Encode)?;
     let (mut lat, mut submit) = (Vec::new(), Vec::new());
@@ -284,22 +309,45 @@ fn latency_run(b: &Bench, o: &Opts, f: &mut Figures) -> Result<(), BenchError> {
         lat.push(at.duration_since(t0).as_secs_f64() * 1000.0);
         std::thread::sleep(Duration::from_millis(5));
     }
+    let parked_after = (threads(o.pid), rss_kib(o.pid));
+    // Each idle worker stops after one more task: one each ends their long polls now
+    // instead of at their deadline.
     stop.store(true, Ordering::SeqCst);
+    let mut left = o.idle;
+    while left > 0 {
+        let n = left.min(5000);
+        b.http.call("POST", "/tasks/submit", &b.token, Some(&b.tasks(n)))?;
+        left -= n;
+    }
     for (wt, h) in idle {
         h.join().map_err(|_| BenchError::Panicked("worker"))??;
         let _ = b.http.call("DELETE", "/workers", &wt, None);
     }
-    let (p50, p90) = (percentile(&mut lat, 0.5), percentile(&mut lat, 0.9));
+    b.http.call("POST", "/tasks/cancel", &b.token, Some(&json!({"group_name": b.group})))?;
+    let (p50, p90, p99) = (percentile(&mut lat, 0.5), percentile(&mut lat, 0.9), percentile(&mut lat, 0.99));
     (f.latency_p50_ms, f.latency_p90_ms) = (Some(p50), Some(p90));
     println!(
-        "submit -> fetch latency with {} idle {} workers: p50 {:.2} ms, p90 {:.2} ms ({} samples; the submit's own answer: p50 {:.2} ms)",
+        "submit -> fetch latency with {} idle {} workers: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms ({} samples; the submit's own answer: p50 {:.2} ms)",
         o.idle,
-        if o.poll.is_some() { "polling" } else { "long-polling" },
+        match o.poll {
+            Some(_) => "polling".to_string(),
+            None => format!("long-polling (wait={}s)", o.idle_wait),
+        },
         p50,
         p90,
+        p99,
         o.samples,
         percentile(&mut submit, 0.5),
     );
+    if o.pid.is_some() {
+        let most = |a: Option<u64>, b: Option<u64>| a.max(b).unwrap_or(0);
+        println!(
+            "coordinator with {} idle workers parked: {} threads, {:.1} MB resident (the larger of before and after the samples)",
+            o.idle,
+            most(parked_before.0, parked_after.0),
+            most(parked_before.1, parked_after.1) as f64 / 1024.0,
+        );
+    }
     Ok(())
 }
 
@@ -331,7 +379,7 @@ fn end_to_end_once(b: &Bench, o: &Opts, tasks: usize) -> Result<EndToEnd, BenchE
             let done = done.clone();
             std::thread::spawn(move || -> Result<(), BenchError> {
                 while done.load(Ordering::SeqCst) < tasks {
-                    if let Some(t) = w.fetch()? {
+                    if let Some(t) = w.fetch(BUSY_WAIT_SECS)? {
                         w.finish(t.id)?;
                         done.fetch_add(1, Ordering::SeqCst);
                     }

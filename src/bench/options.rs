@@ -27,6 +27,7 @@ pub(super) const SPECS: &[OptSpec] = &[
     OptSpec::opt("tasks", None, "N", "Tasks in the end-to-end run (default 10000; 0 skips this run)"),
     OptSpec::opt("workers", None, "N", "Workers in the end-to-end run (default 16)"),
     OptSpec::opt("idle-workers", None, "N", "Parked workers in the latency run (default 4)"),
+    OptSpec::opt("idle-wait", None, "SECS", "Their long polls' wait, 1 to 60 (default 30, as mito's worker asks)"),
     OptSpec::opt("samples", None, "N", "Latency samples (default 200; 0 skips this run)"),
     OptSpec::opt("repeat", None, "N", "Repetitions of the throughput runs (default 3)"),
     OptSpec::opt(
@@ -79,6 +80,9 @@ pub(super) const PRINT_SQL: OptSpec = OptSpec::opt("print-sql", None, "NAME", ""
 const MAX_TASKS: usize = 1_000_000;
 const MAX_WORKERS: usize = 1000;
 
+/// Each idle worker is a thread and a connection here and a connection at the coordinator.
+const MAX_IDLE_WORKERS: usize = 100_000;
+
 #[derive(Clone)]
 pub(super) struct Opts {
     pub base: String,
@@ -89,6 +93,7 @@ pub(super) struct Opts {
     pub tasks: usize,
     pub workers: usize,
     pub idle: usize,
+    pub idle_wait: u64,
     pub samples: usize,
     pub repeat: usize,
     pub poll: Option<Duration>,
@@ -172,7 +177,8 @@ pub(super) fn parse_opts(args: &crate::opts::ParsedArgs) -> Result<Opts, BenchEr
         )?,
         tasks: count(args, "tasks", 10_000, MAX_TASKS)?,
         workers: num(args, "workers", 16, MAX_WORKERS)?,
-        idle: num(args, "idle-workers", 4, MAX_WORKERS)?,
+        idle: num(args, "idle-workers", 4, MAX_IDLE_WORKERS)?,
+        idle_wait: num(args, "idle-wait", 30, 60)? as u64,
         samples: count(args, "samples", 200, 100_000)?,
         repeat: num(args, "repeat", 3, 100)?,
         poll: duration(args, "poll")?,

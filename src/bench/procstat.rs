@@ -52,6 +52,12 @@ pub(super) fn rss_kib(pid: Option<u32>) -> Option<u64> {
     status_rss_kib(&std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?)
 }
 
+/// The process's thread count; None without a pid or when it cannot be read.
+pub(super) fn threads(pid: Option<u32>) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
+    text.lines().find_map(|l| l.strip_prefix("Threads:"))?.split_whitespace().next()?.parse().ok()
+}
+
 fn ticks_per_sec() -> Option<f64> {
     // SAFETY: sysconf only reads a system constant.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };

@@ -68,11 +68,12 @@ pub(crate) struct CoordinatorConfig {
     pub header_timeout: Duration,
     /// Longest wait for progress while a body is read or a response written.
     pub body_timeout: Duration,
-    /// Open connections at once; one thread each. Beyond it, 503 and close.
+    /// Open connections at once (one per worker); two descriptors each, and a thread while
+    /// a request is read. Beyond it, 503 and close.
     pub max_connections: usize,
     /// Bytes of request bodies read ahead on all connection threads together. Without it
     /// `max_connections` clients sending `body_limit` bytes each could make the coordinator
-    /// hold their product (8 GiB by default); a body that finds no room within
+    /// hold their product (16 GiB by default); a body that finds no room within
     /// `body_timeout` gets 503.
     pub body_memory_limit: usize,
     /// A second listener serving only `GET /metrics`, without authentication.
@@ -86,7 +87,7 @@ pub(crate) struct CoordinatorConfig {
 /// Upper bound of `header_timeout` and `body_timeout`: a stalled client holds a thread
 /// and a file descriptor at most this long.
 const MAX_IO_TIMEOUT: Duration = Duration::from_secs(3600);
-/// Upper bound of `max_connections` (each is a thread and a file descriptor).
+/// Upper bound of `max_connections` (each is two file descriptors, and at times a thread).
 const MAX_CONNECTIONS: usize = 1_000_000;
 /// Upper bound of `body_memory_limit`: beyond it the budget no longer protects a machine.
 const MAX_BODY_MEMORY: usize = 64 << 30;
@@ -184,7 +185,7 @@ impl CoordinatorConfig {
             login_block: l.duration("login_block")?.unwrap_or(Duration::from_secs(60)),
             header_timeout: l.duration("header_timeout")?.unwrap_or(Duration::from_secs(10)),
             body_timeout: l.duration("body_timeout")?.unwrap_or(Duration::from_secs(30)),
-            max_connections: l.count("max_connections")?.unwrap_or(4096),
+            max_connections: l.count("max_connections")?.unwrap_or(8192),
             body_memory_limit: l.count("body_memory_limit")?.unwrap_or(256 << 20),
             metrics_bind: match l.string("metrics_bind")?.filter(|s| !s.is_empty()) {
                 Some(_) => l.parsed("metrics_bind", "an address like 127.0.0.1:9100")?,
@@ -314,7 +315,7 @@ mod tests {
         let c = CoordinatorConfig::from_layers(&l).unwrap();
         assert_eq!(
             (c.header_timeout, c.body_timeout, c.max_connections),
-            (Duration::from_secs(10), Duration::from_secs(30), 4096)
+            (Duration::from_secs(10), Duration::from_secs(30), 8192)
         );
         assert_eq!(c.body_memory_limit, 256 << 20);
         assert_eq!(

@@ -198,9 +198,39 @@ fn random_secret() -> String {
     format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
 }
 
+/// Raises the soft limit of open files to the hard one: the connection budget needs
+/// about two descriptors per connection (README: Connection budget), far above the usual
+/// soft limit of 1024, while the hard limit is commonly much higher. Warns when even the
+/// hard limit is below the budget, since `max_connections` cannot be reached then.
+fn raise_fd_limit(cfg: &CoordinatorConfig) {
+    let needed = (2 * cfg.max_connections + 2 * cfg.http_threads + 100) as libc::rlim_t;
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    let got = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+        lim.rlim_cur
+    };
+    if got < needed {
+        log::warn!(
+            "only {got} open files are allowed, and {} connections need about {needed}; raise the limit \
+             (LimitNOFILE= in a systemd unit, ulimit -n in a shell) or lower max_connections",
+            cfg.max_connections
+        );
+    }
+}
+
 /// Opens the listening socket with TCP_NODELAY (inherited by accepted connections on
 /// Linux): without it, Nagle's algorithm and delayed ACKs stall small responses ~40 ms.
 fn listen(cfg: &CoordinatorConfig) -> Result<tiny_http::Server, StartError> {
+    raise_fd_limit(cfg);
     let bind = cfg.bind;
     use std::os::fd::AsRawFd;
     let listener = std::net::TcpListener::bind(bind).map_err(|source| StartError::Listen { addr: bind, source })?;

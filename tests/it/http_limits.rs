@@ -106,6 +106,16 @@ fn threads_of(pid: u32) -> usize {
     status.lines().find_map(|l| l.strip_prefix("Threads:")).unwrap().trim().parse().unwrap()
 }
 
+/// How many threads of each name the process has, e.g. `http-conn ×3, main ×1`.
+fn thread_names(pid: u32) -> String {
+    let mut names = std::collections::BTreeMap::<String, usize>::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        *names.entry(name.trim().to_string()).or_default() += 1;
+    }
+    names.iter().map(|(n, c)| format!("{n} ×{c}")).collect::<Vec<_>>().join(", ")
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches("kB").trim().parse().unwrap()
@@ -576,4 +586,75 @@ fn login_within_a_second(c: &Coordinator) {
     let t = Instant::now();
     assert_eq!(exchange(c, raw.as_bytes()).0.map(|w| w.status), Some(200));
     assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+}
+
+#[test]
+fn parked_long_polls_hold_no_connection_thread_and_are_all_answered() {
+    const N: usize = 200;
+    let http_threads = 4;
+    let (c, _cfg) = start("", &["--http-threads", "4"]);
+    let pid = c.child.as_ref().unwrap().id();
+    let (admin, ann) = (c.admin(), c.user("ann"));
+    let workers: Vec<TestWorker> = (0..N).map(|_| c.worker(&ann, &[], &[])).collect();
+    let mut polls: Vec<TcpStream> = workers
+        .iter()
+        .map(|w| {
+            let mut s = connect(&c);
+            s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+            let token = w.api.token.as_deref().unwrap();
+            s.write_all(
+                format!("GET /workers/tasks?wait=60 HTTP/1.1\r\nAuthorization: Bearer {token}\r\n\r\n").as_bytes(),
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    let parked = || {
+        let (s, b) = admin.get("/metrics");
+        assert_eq!(s, 200, "{b}");
+        let line = b.lines().find(|l| l.starts_with("mito_parked_fetches ")).expect("the parked gauge");
+        line.split(' ').nth(1).unwrap().parse::<f64>().unwrap() as usize
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while parked() < N {
+        assert!(Instant::now() < deadline, "only {} of {N} long polls parked", parked());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // A parked long poll waits in the scheduler's list, not on a thread of its own
+    // (before, each held its connection's thread: over N threads here). The threads that
+    // read the N requests at once linger 5 s in the pool before they end.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let threads = threads_of(pid);
+        if threads <= http_threads + 40 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{threads} threads with {N} long polls parked: {}", thread_names(pid));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // One batch of N tasks reaches every one of them, a distinct task each.
+    let tasks: Vec<serde_json::Value> = (0..N).map(|_| task("ann", &["true"], &[], 0)).collect();
+    let (s, b) = ann.post("/tasks/submit", &serde_json::json!({ "tasks": tasks }));
+    assert_eq!(s, 200, "{b}");
+    let mut got = std::collections::HashSet::new();
+    for p in &mut polls {
+        let w = read_response(p).expect("the long poll is answered");
+        assert_eq!(w.status, 200, "{w:?}");
+        got.insert(json(&w.body)["uuid"].as_str().expect("a task").to_string());
+    }
+    assert_eq!(got.len(), N, "each parked fetch got its own task");
+
+    // Each connection carries on after its parked request (on whichever thread is free).
+    for (p, w) in polls.iter_mut().zip(&workers) {
+        let token = w.api.token.as_deref().unwrap();
+        p.write_all(
+            format!("POST /workers/heartbeat HTTP/1.1\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+        let w = read_response(p).expect("the next request on the connection is answered");
+        assert_eq!(w.status, 200, "{w:?}");
+    }
 }

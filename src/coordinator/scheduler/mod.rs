@@ -40,6 +40,7 @@ use super::Ctx;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::GenericClient;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -47,6 +48,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 mod claim;
+mod parked;
 pub use claim::CLAIM;
 pub(crate) use claim::{claim, Claimed};
 
@@ -56,6 +58,10 @@ pub(crate) const CHANNEL: &str = "mito_tasks";
 /// Past this many workers changed at once, one wake-up for every parked fetch is cheaper
 /// than one notification per worker.
 const MAX_WORKER_WAKES: usize = 64;
+
+/// How early a fetch may be answered `null`, so the dispatcher answers the deadlines
+/// that fall close together in one wake-up.
+const DEADLINE_SLACK: Duration = Duration::from_millis(10);
 
 /// What a fetch that found nothing parks with: the worker, its deadline, and what it may
 /// run (read right after the claim that found nothing), so a wake-up finds the fetches it
@@ -90,7 +96,7 @@ impl Parked {
 }
 
 /// What may have changed for parked fetches.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Wake {
     /// Tasks may have become ready in this group.
     Group(i64),
@@ -100,19 +106,9 @@ enum Wake {
     All,
 }
 
-impl Wake {
-    fn concerns(&self, p: &Parked) -> bool {
-        match self {
-            Wake::Group(g) => p.how.groups.contains(g),
-            Wake::Worker(w) => p.how.worker_id == *w,
-            Wake::All => true,
-        }
-    }
-}
-
 /// Parked fetches and the wake-ups not yet delivered to them.
 pub(crate) struct Scheduler {
-    parked: Mutex<Vec<Parked>>,
+    parked: Mutex<parked::ParkedSet>,
     pending: Mutex<Vec<Wake>>,
     /// Set when the dispatcher has stopped: nobody would answer a fetch parked now.
     closed: AtomicBool,
@@ -141,7 +137,7 @@ impl Scheduler {
     pub(crate) fn new() -> Scheduler {
         let (kick_tx, kick_rx) = bounded(1);
         Scheduler {
-            parked: Mutex::new(Vec::new()),
+            parked: Mutex::new(parked::ParkedSet::default()),
             pending: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
             kick_tx,
@@ -181,15 +177,12 @@ impl Scheduler {
     /// Parked fetches, and the distinct workers they come from.
     pub(crate) fn parked_counts(&self) -> (usize, usize) {
         let parked = locked(&self.parked);
-        let mut workers: Vec<i64> = parked.iter().map(|p| p.how.worker_id).collect();
-        workers.sort_unstable();
-        workers.dedup();
-        (parked.len(), workers.len())
+        (parked.len(), parked.workers())
     }
 
     fn repark(&self, p: Parked) {
         let (worker_id, seq) = (p.how.worker_id, p.how.seq);
-        locked(&self.parked).push(p);
+        locked(&self.parked).insert(p);
         // No need to rouse the dispatcher for the deadline: waits are at least a second,
         // and it looks at the deadlines at least every 500 ms.
         if self.closed.load(Ordering::SeqCst) {
@@ -222,7 +215,8 @@ impl Scheduler {
     }
 
     fn answer_all_null(&self) {
-        for p in std::mem::take(&mut *locked(&self.parked)) {
+        let all = locked(&self.parked).take_all();
+        for p in all {
             p.answer(Reply::null());
         }
     }
@@ -235,24 +229,37 @@ impl Scheduler {
         if wakes.is_empty() {
             return;
         }
-        // Workers with the same groups and tags may run the same tasks: once a claim for
-        // one of them finds nothing, the others are not asked (with a thousand idle
-        // workers, one submit costs a few claims, not a thousand).
-        let mut exhausted = std::collections::HashSet::new();
-        loop {
-            let next = {
-                let mut parked = locked(&self.parked);
-                let i = parked
-                    .iter()
-                    .position(|p| wakes.iter().any(|w| w.concerns(p)) && !exhausted.contains(&eligibility(p)));
-                i.map(|i| parked.remove(i))
-            };
-            let Some(p) = next else { break };
-            if let Some(back) = try_answer(ctx, p) {
-                exhausted.insert(eligibility(&back));
-                // Claimed for while out of the list, it may have missed a wake-up.
-                self.repark(back);
+        // Workers with the same groups and tags (a class) may run the same tasks: once a
+        // claim for one of them finds nothing, the others are not asked (with a thousand
+        // idle workers, one submit costs a few claims, not a thousand).
+        let mut exhausted = HashSet::new();
+        let mut classes = Vec::new();
+        for w in &wakes {
+            match w {
+                Wake::Worker(id) => loop {
+                    let next = locked(&self.parked).take_of_worker(*id, &exhausted);
+                    let Some(p) = next else { break };
+                    self.answer_or_repark(ctx, p, &mut exhausted);
+                },
+                Wake::Group(g) => classes.extend(locked(&self.parked).classes(Some(*g))),
+                Wake::All => classes.extend(locked(&self.parked).classes(None)),
             }
+        }
+        for class in classes {
+            while !exhausted.contains(&class) {
+                let next = locked(&self.parked).take_oldest(&class);
+                let Some(p) = next else { break };
+                self.answer_or_repark(ctx, p, &mut exhausted);
+            }
+        }
+    }
+
+    /// Claims for `p`; parks it again (and marks its class exhausted) if nothing is there.
+    fn answer_or_repark(&self, ctx: &Ctx, p: Parked, exhausted: &mut HashSet<parked::Class>) {
+        if let Some(back) = try_answer(ctx, p) {
+            exhausted.insert(parked::class_of(&back.how.groups, &back.how.tags));
+            // Claimed for while out of the list, it may have missed a wake-up.
+            self.repark(back);
         }
     }
 
@@ -346,19 +353,12 @@ fn try_answer(ctx: &Ctx, p: Parked) -> Option<Parked> {
     }
 }
 
-fn eligibility(p: &Parked) -> (Vec<i64>, Vec<String>) {
-    let (mut g, mut t) = (p.how.groups.clone(), p.how.tags.clone());
-    g.sort_unstable();
-    t.sort_unstable();
-    (g, t)
-}
-
 /// Delivers wake-ups nobody else delivered, and answers `null` to fetches whose wait is over.
 fn dispatcher(ctx: &Ctx) {
     let s = &ctx.scheduler;
     while !ctx.shutdown.is_set() {
         let now = Instant::now();
-        let next = locked(&s.parked).iter().map(|p| p.how.deadline).min();
+        let next = locked(&s.parked).next_deadline();
         let wait = next
             .map_or(Duration::from_millis(500), |d| d.saturating_duration_since(now))
             .min(Duration::from_millis(500));
@@ -367,13 +367,9 @@ fn dispatcher(ctx: &Ctx) {
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
         s.deliver_wakes(ctx);
-        let now = Instant::now();
-        let expired: Vec<Parked> = {
-            let mut parked = locked(&s.parked);
-            let (expired, waiting) = std::mem::take(&mut *parked).into_iter().partition(|p| p.how.deadline <= now);
-            *parked = waiting;
-            expired
-        };
+        // Deadlines a little ahead are answered with these: with thousands of long polls
+        // spread over their wait, one wake-up per deadline would be hundreds a second.
+        let expired = locked(&s.parked).take_expired(Instant::now() + DEADLINE_SLACK);
         for p in expired {
             p.answer(Reply::null());
         }

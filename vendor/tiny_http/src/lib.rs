@@ -296,7 +296,7 @@ impl Server {
         let accept_thread = thread::Builder::new().name("http-accept".into());
         accept_thread.spawn(move || {
             // a tasks pool is used to dispatch the connections into threads
-            let tasks_pool = util::TaskPool::new();
+            let tasks_pool = Arc::new(util::TaskPool::new());
             let open = Arc::new(AtomicUsize::new(0));
             // mito patch: one read-ahead memory budget for all connections.
             let budget = util::BodyBudget::new(limits.body_memory);
@@ -438,7 +438,7 @@ fn accept_one(
     limits: &Limits,
     budget: &Arc<util::BodyBudget>,
     open: &Arc<AtomicUsize>,
-    tasks_pool: &util::TaskPool,
+    tasks_pool: &Arc<util::TaskPool>,
     messages: &Arc<MessagesQueue<Message>>,
     close: &AtomicBool,
 ) -> IoResult<()> {
@@ -485,10 +485,12 @@ fn accept_one(
     let client = ClientConnection::new(write_closable, read_closable, state);
     let messages = messages.clone();
     let mut client = Some((client, counted));
+    let pool = Arc::downgrade(tasks_pool);
     tasks_pool.spawn(Box::new(move || {
-        if let Some((client, _counted)) = client.take() {
+        if let Some((client, counted)) = client.take() {
             // Synchronization is needed for HTTPS requests to avoid a deadlock
             if client.secure() {
+                let _counted = counted;
                 let (sender, receiver) = mpsc::channel();
                 for rq in client {
                     messages.push(rq.with_notify_sender(sender.clone()).into());
@@ -497,13 +499,37 @@ fn accept_one(
                     }
                 }
             } else {
-                for rq in client {
-                    messages.push(rq.into());
-                }
+                serve_next(client, counted, messages.clone(), pool.clone());
             }
         }
     }));
     Ok(())
+}
+
+/// mito patch: reads the connection's next request and hands it out; the connection goes
+/// on (this function again, as a task of the pool) only once that request is over. No
+/// thread is held while a request waits: a long poll parked by the application for
+/// minutes costs its connection's buffers, not a thread with its stack. Without a pool
+/// (the server is gone) the connection ends after its request.
+fn serve_next(
+    mut client: ClientConnection,
+    counted: OpenConnection,
+    messages: Arc<MessagesQueue<Message>>,
+    pool: std::sync::Weak<util::TaskPool>,
+) {
+    let Some(rq) = client.next() else { return };
+    let queue = messages.clone();
+    let then = move || {
+        if let Some(p) = pool.upgrade() {
+            let mut rest = Some((client, counted, messages, pool));
+            p.spawn(Box::new(move || {
+                if let Some((client, counted, messages, pool)) = rest.take() {
+                    serve_next(client, counted, messages, pool);
+                }
+            }));
+        }
+    };
+    queue.push(rq.with_then(Box::new(then)).into());
 }
 
 /// Answers 503 without blocking the accept loop (a fresh socket's send buffer takes the

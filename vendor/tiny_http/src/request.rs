@@ -83,6 +83,23 @@ pub struct Request {
     // mito patch: dropped with the request, which tells the connection thread that this
     // request is over (answered or abandoned)
     _done: Option<Sender<()>>,
+
+    // mito patch: runs once the request is over, after everything above is dropped (the
+    // body reader handed back, `_done` closed): the connection carries on from there on
+    // whichever thread is free, so no thread waits for the request meanwhile. Declared
+    // last because fields drop in order.
+    _then: Option<Then>,
+}
+
+/// mito patch: what runs when a request is over (see `Request::with_then`).
+pub(crate) struct Then(Option<Box<dyn FnOnce() + Send>>);
+
+impl Drop for Then {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
 }
 
 struct NotifyOnDrop<R> {
@@ -364,6 +381,7 @@ where
         notify_when_responded: None,
         conn,
         _done: None,
+        _then: None,
     })
 }
 
@@ -650,6 +668,13 @@ impl Request {
     /// mito patch: `done` is dropped with the request.
     pub(crate) fn with_done_sender(mut self, done: Sender<()>) -> Self {
         self._done = Some(done);
+        self
+    }
+
+    /// mito patch: `then` runs once the request is over (answered, or dropped unanswered
+    /// after its 500), on the thread that dropped it.
+    pub(crate) fn with_then(mut self, then: Box<dyn FnOnce() + Send>) -> Self {
+        self._then = Some(Then(Some(then)));
         self
     }
 
