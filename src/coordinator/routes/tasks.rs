@@ -3,7 +3,8 @@
 use crate::api::{
     ArraySpec, ChangeTaskReq, ErrorMsg, SubmitTaskReq, SubmitTaskResp, TaskQueryResp, TaskState,
     TasksCancelByFilterReq, TasksCancelByFilterResp, TasksCancelByUuidsReq, TasksCancelByUuidsResp, TasksQueryReq,
-    TasksQueryResp, TasksSubmitReq, TasksSubmitResp, UpdateTaskLabelsReq, UserGroupRole,
+    TasksQueryResp, TasksSubmitReq, TasksSubmitResp, TasksSummaryReq, TasksSummaryResp, UpdateTaskLabelsReq,
+    UserGroupRole,
 };
 use crate::coordinator::auth::{authenticate_user, AuthUser, Claims};
 use crate::coordinator::authz::{authorize_group, authorize_task};
@@ -66,7 +67,7 @@ fn submit_all(
         // claim a task that must wait.
         for (group, m) in &made {
             for (i, (_, uuid)) in by_group[group].iter().zip(m.iter().flat_map(|m| m.tasks.iter())) {
-                tasks::extend(&mut tx, *uuid, &reqs[*i])?;
+                tasks::extend(&mut tx, std::slice::from_ref(uuid), &reqs[*i])?;
             }
         }
         tx.commit()?;
@@ -195,6 +196,18 @@ fn submit_array(ctx: &Ctx, token: &Claims, templates: &[SubmitTaskReq], array: &
     let refs: Vec<&SubmitTaskReq> = items.iter().collect();
     let announce = ctx.scheduler.group_payload_prefix();
     let mut db = ctx.pool.get()?;
+    let extended = tasks::is_extended(template);
+    if extended {
+        // The template's dependencies are checked against what the caller may read, as a
+        // single task's are.
+        let user = authenticate_user(&mut db, token, false)?;
+        let mut by_group = BTreeMap::from([(template.group_name.as_str(), vec![0])]);
+        let mut refused = vec![None];
+        check_dependencies(&mut *db, &user, templates, &mut by_group, &mut refused)?;
+        if let Some(Some(Err(e))) = refused.pop() {
+            return Err(e);
+        }
+    }
     let st = tasks::prepare_submit(&mut db)?;
     let mut tx = db.transaction()?;
     let made = tasks::submit_array(&mut tx, &st, token, &template.group_name, &refs, &announce, id, array.max_running)?;
@@ -207,6 +220,12 @@ fn submit_array(ctx: &Ctx, token: &Claims, templates: &[SubmitTaskReq], array: &
             template.group_name
         )));
     };
+    if extended {
+        // Every task of the array gets the template's retry policy and dependencies, before
+        // the commit, so no worker can claim one that must wait.
+        let uuids: Vec<Uuid> = m.tasks.iter().map(|(_, uuid)| *uuid).collect();
+        tasks::extend(&mut tx, &uuids, template)?;
+    }
     tx.commit()?;
     ctx.scheduler.wake_group(m.group_id);
     crate::coordinator::metrics::METRICS.submits.add(m.tasks.len() as u64);
@@ -231,7 +250,9 @@ pub(crate) fn get(ctx: &Ctx, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiEr
     let found = find_visible(&mut *db, user, uuid, UserGroupRole::Read)?;
     let artifacts = tasks::artifacts(&mut *db, uuid)?;
     let attempts = tasks::retry::attempts(&mut *db, uuid)?;
-    Ok(Reply::json(&TaskQueryResp { info: found.info, artifacts, attempts }))
+    let retries = if found.active { tasks::retry::policy(&mut *db, found.id)? } else { None };
+    let (after, after_any) = tasks::dependencies::waiting_for(&mut *db, uuid)?;
+    Ok(Reply::json(&TaskQueryResp { info: found.info, artifacts, attempts, retries, after, after_any }))
 }
 
 /// `PUT /tasks/{uuid}`: changes a Ready task (Write).
@@ -325,6 +346,17 @@ pub(crate) fn query(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, Ap
     let (limit, offset) = limits::page(req.limit, req.offset)?;
     let tasks = matching::page(&mut *db, &mut q, req.reporter_uuid, limit, offset)?;
     Ok(Reply::json(&TasksQueryResp { count: tasks.len() as u64, tasks, group_name }))
+}
+
+/// `POST /tasks/summary`: needs Read; the tasks a filter selects (an array, by its label)
+/// counted by state and by result, so a page following an array's progress reads a few
+/// rows per refresh, not every task.
+pub(crate) fn summary(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
+    let req: TasksSummaryReq = call.json()?;
+    let mut db = ctx.pool.get()?;
+    let (group_name, mut q) = matching::authorized(&mut *db, user, &req.filter, UserGroupRole::Read)?;
+    let (count, states, results) = matching::summary(&mut *db, &mut q)?;
+    Ok(Reply::json(&TasksSummaryResp { group_name, count, states, results }))
 }
 
 /// `POST /tasks/cancel`: cancels matching Ready and Pending tasks (Write).
