@@ -53,6 +53,16 @@ fn no_sideways_scroll(b: &Browser) -> bool {
     b.eval("return document.documentElement.scrollWidth <= window.innerWidth + 1;", json!([])) == json!(true)
 }
 
+/// Keeps a screenshot with the dashboard tests' others (target/tmp/dashboard/), for a person
+/// to look at.
+fn save_screenshot(b: &Browser, name: &str) {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = b.screenshot();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{name}: not a PNG");
+    std::fs::write(dir.join(name), png).unwrap();
+}
+
 fn array_tasks(api: &Api, group: &str, id: &str) -> Vec<Value> {
     let (s, body) = api.post(
         "/tasks/query",
@@ -85,6 +95,7 @@ fn an_array_with_a_cap_and_retries_from_the_form_is_followed_to_five_finished_on
     // The form at a phone's width: no sideways scrolling.
     b.set_window(390, 844);
     assert!(no_sideways_scroll(&b), "the submit form scrolls sideways at 390 px");
+    save_screenshot(&b, "submit-workflows-390.png");
     b.set_window(1280, 900);
     record_requests(&b);
     b.click("#s-submit");
@@ -156,6 +167,7 @@ fn an_array_with_a_cap_and_retries_from_the_form_is_followed_to_five_finished_on
     }
     let results = b.wait_text("#array-results", Duration::from_secs(10), |t| t.contains("exit status 0"));
     let row = b.text("#array-results tr[data-exit='0']");
+    save_screenshot(&b, "array-1280.png");
     assert!(row.ends_with('5'), "five ended with exit 0: {results}");
     assert!(b.text("#array-progress").contains("5 of 5 tasks ended"));
     // Every task failed once and was retried: the form's policy is the one that ran.
@@ -169,6 +181,7 @@ fn an_array_with_a_cap_and_retries_from_the_form_is_followed_to_five_finished_on
     b.set_window(390, 844);
     b.wait_text("#array-rows", Duration::from_secs(10), |t| t.contains("Finished"));
     assert!(no_sideways_scroll(&b), "the array page scrolls sideways at 390 px");
+    save_screenshot(&b, "array-390.png");
 
     // The task list filters by the array and links to its summary.
     b.set_window(1280, 900);
@@ -185,7 +198,11 @@ fn a_dependent_task_from_the_form_waits_for_its_dependency_then_runs() {
     let c = Coordinator::start();
     let eve = c.user("eve");
     let _w = Worker::start(&c.url, "eve", "eve-pw", &[]);
-    let first = submit(&eve, "eve", &["sleep", "6"], "1m", false);
+    // The dependency runs until the test lets it end.
+    let dir = TempDir::new("dash-deps");
+    let go = dir.path().join("go");
+    let wait_for_go = format!("while [ ! -e {} ]; do sleep 0.2; done", go.display());
+    let first = submit(&eve, "eve", &["sh", "-c", &wait_for_go], "2m", false);
     let b = Browser::start(1280, 900);
     log_in(&b, &c, "eve");
 
@@ -209,8 +226,13 @@ fn a_dependent_task_from_the_form_waits_for_its_dependency_then_runs() {
     let deps = b.text("#task-deps");
     assert!(deps.contains(&first) && deps.contains("must finish with exit 0"), "{deps}");
     assert!(b.text("#task-note").contains("waits for 1 dependencies"));
+    save_screenshot(&b, "task-waiting-1280.png");
     let (_, body) = eve.get(&format!("/tasks/{uuid}"));
     assert_eq!(json(&body)["after"], json!([first]), "{body}");
+    // Still waiting a few refreshes later, while its dependency runs.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(b.text("#task-state"), "Pending");
+    std::fs::write(&go, "").unwrap();
 
     // It leaves Pending only once its dependency has ended, and then runs to the end.
     let mut seen = vec![state];
@@ -284,6 +306,7 @@ fn mistakes_in_the_form_are_named_and_nothing_is_sent_and_hostile_values_stay_te
     b.type_into("#s-array", "1-3");
     b.click("#s-submit");
     b.wait_text("#array-states", Duration::from_secs(10), |t| t.contains("Ready: 3"));
+    b.wait_text("#array-rows", Duration::from_secs(10), |t| t.contains("Ready"));
     let row = b.text("#array-rows tr");
     let uuid = b.eval("return document.querySelector('#array-rows tr').dataset.uuid;", json!([]));
     assert!(row.starts_with('1'), "index 1 first: {row}");

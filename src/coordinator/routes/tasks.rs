@@ -247,11 +247,16 @@ fn find_visible(
 /// `GET /tasks/{uuid}`: needs Read in the task's group.
 pub(crate) fn get(ctx: &Ctx, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
     let mut db = ctx.pool.get()?;
-    let found = find_visible(&mut *db, user, uuid, UserGroupRole::Read)?;
-    let artifacts = tasks::artifacts(&mut *db, uuid)?;
-    let attempts = tasks::retry::attempts(&mut *db, uuid)?;
-    let retries = if found.active { tasks::retry::policy(&mut *db, found.id)? } else { None };
-    let (after, after_any) = tasks::dependencies::waiting_for(&mut *db, uuid)?;
+    // One snapshot for every read, so the answer never shows a task still waiting whose
+    // dependencies the reaper resolved between two of them.
+    let mut tx =
+        db.build_transaction().isolation_level(postgres::IsolationLevel::RepeatableRead).read_only(true).start()?;
+    let found = find_visible(&mut tx, user, uuid, UserGroupRole::Read)?;
+    let artifacts = tasks::artifacts(&mut tx, uuid)?;
+    let attempts = tasks::retry::attempts(&mut tx, uuid)?;
+    let retries = if found.active { tasks::retry::policy(&mut tx, found.id)? } else { None };
+    let (after, after_any) = tasks::dependencies::waiting_for(&mut tx, uuid)?;
+    tx.commit()?;
     Ok(Reply::json(&TaskQueryResp { info: found.info, artifacts, attempts, retries, after, after_any }))
 }
 

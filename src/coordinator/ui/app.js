@@ -264,8 +264,12 @@ const encKey = (k) => k.split("/").map(enc).join("/");
 let liveTimer = null;
 let liveFn = null;
 let liveGen = 0;
+// Bumped on every navigation. A page passes the value it started under: one whose first
+// load ends after the user moved on must not start its refresh under the next page.
+let routeGen = 0;
 
-function live(fn) {
+function live(fn, page) {
+  if (page !== routeGen) return;
   stopLive();
   liveFn = fn;
   const gen = ++liveGen;
@@ -287,7 +291,7 @@ function stopLive() {
 }
 
 document.addEventListener("visibilitychange", () => {
-  if (document.visibilityState === "visible" && liveFn) live(liveFn);
+  if (document.visibilityState === "visible" && liveFn) live(liveFn, routeGen);
 });
 
 // ------------------------------------------------------------------ layout
@@ -362,6 +366,7 @@ function stateCell(state) {
 const taskFilter = { group: "", state: "", labels: "", tags: "", creator: "", array: "" };
 
 async function pageTasks() {
+  const page = routeGen;
   const groups = await myGroups();
   if (!taskFilter.group || !groups.includes(taskFilter.group)) taskFilter.group = groups.includes(session.user) ? session.user : groups[0] || "";
   const field = (label, input) => h("div", { class: "field" }, h("label", { for: input.id }, label), input);
@@ -445,7 +450,7 @@ async function pageTasks() {
     turn ^= 1;
     if (turn && checkArray()) drawRows((await api("POST", "/tasks/query", query())).tasks || []);
     else if (taskFilter.group) drawStats(await api("GET", "/groups/" + enc(taskFilter.group) + "/stats"));
-  });
+  }, page);
 }
 
 // Tasks finished per minute (bars) and the Ready queue depth (line) over the window.
@@ -477,6 +482,7 @@ function chart(stats) {
 // ------------------------------------------------------------------ one task
 
 async function pageTask(uuid) {
+  const page = routeGen;
   const box = h("div", { id: "task-page" });
   mount(h("h1", {}, "Task ", h("span", { class: "mono" }, uuid)), box);
   let logShown = false;
@@ -587,7 +593,7 @@ async function pageTask(uuid) {
   live(async () => {
     turn ^= 1;
     if (liveOut.active && turn) await readLive(); else await draw();
-  });
+  }, page);
 }
 
 // A retry policy in words: "up to 3 more attempts on failure, lost; backoff 30s (doubled each time)".
@@ -650,6 +656,7 @@ function untar(bytes) {
 const ARRAY_PAGE = 50;
 
 async function pageArray(group, idText) {
+  const page = routeGen;
   const id = parseUuid(idText);
   if (!id) throw new Error(JSON.stringify(idText) + " is not an array id (a uuid)");
   const label = "array:" + id;
@@ -737,7 +744,7 @@ async function pageArray(group, idText) {
   live(async () => {
     turn ^= 1;
     if (turn) await drawSummary(); else await drawPage();
-  });
+  }, page);
 }
 
 // ------------------------------------------------------------------ workers
@@ -745,6 +752,7 @@ async function pageArray(group, idText) {
 const workerFilter = { group: "" };
 
 async function pageWorkers() {
+  const page = routeGen;
   const groups = await myGroups();
   if (!workerFilter.group || !groups.includes(workerFilter.group)) workerFilter.group = groups.includes(session.user) ? session.user : groups[0] || "";
   const group = groupSelect("w-group", groups, workerFilter.group, false);
@@ -770,10 +778,11 @@ async function pageWorkers() {
     setStatus("");
   };
   await draw();
-  live(draw);
+  live(draw, page);
 }
 
 async function pageWorker(id) {
+  const page = routeGen;
   const box = h("div", { id: "worker-page" });
   mount(h("h1", {}, "Worker ", h("span", { class: "mono" }, id)), box);
   const draw = async () => {
@@ -799,7 +808,7 @@ async function pageWorker(id) {
     setStatus("");
   };
   await draw();
-  live(draw);
+  live(draw, page);
 }
 
 // ------------------------------------------------------------------ groups
@@ -1030,6 +1039,7 @@ async function pageSubmit() {
 // ------------------------------------------------------------------ routing
 
 async function route() {
+  routeGen++;
   stopLive();
   if (!session.token) { showLogin(); return; }
   chrome(true);
