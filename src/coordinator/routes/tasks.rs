@@ -3,8 +3,7 @@
 use crate::api::{
     ArraySpec, ChangeTaskReq, ErrorMsg, SubmitTaskReq, SubmitTaskResp, TaskQueryResp, TaskState,
     TasksCancelByFilterReq, TasksCancelByFilterResp, TasksCancelByUuidsReq, TasksCancelByUuidsResp, TasksQueryReq,
-    TasksQueryResp, TasksSubmitReq, TasksSubmitResp, TasksSummaryReq, TasksSummaryResp, UpdateTaskLabelsReq,
-    UserGroupRole,
+    TasksQueryResp, TasksSubmitReq, TasksSubmitResp, TasksSummaryReq, UpdateTaskLabelsReq, UserGroupRole,
 };
 use crate::coordinator::auth::{authenticate_user, AuthUser, Claims};
 use crate::coordinator::authz::{authorize_group, authorize_task};
@@ -360,8 +359,7 @@ pub(crate) fn summary(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, 
     let req: TasksSummaryReq = call.json()?;
     let mut db = ctx.pool.get()?;
     let (group_name, mut q) = matching::authorized(&mut *db, user, &req.filter, UserGroupRole::Read)?;
-    let (count, states, results) = matching::summary(&mut *db, &mut q)?;
-    Ok(Reply::json(&TasksSummaryResp { group_name, count, states, results }))
+    Ok(Reply::json(&matching::summary(&mut *db, &mut q, group_name)?))
 }
 
 /// `POST /tasks/cancel`: cancels matching Ready and Pending tasks (Write).

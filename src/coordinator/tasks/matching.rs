@@ -11,7 +11,7 @@
 //! one statement.
 
 use super::{active_select, archived_select, from_row};
-use crate::api::{ResultCount, TaskFilter, TaskQueryInfo, TaskResultSpec, TaskState, UserGroupRole};
+use crate::api::{ResultCount, TaskFilter, TaskQueryInfo, TaskResultSpec, TaskState, TasksSummaryResp, UserGroupRole};
 use crate::coordinator::auth::AuthUser;
 use crate::coordinator::authz::authorize_group;
 use crate::coordinator::error::ApiError;
@@ -94,22 +94,24 @@ pub(crate) fn count(db: &mut impl GenericClient, q: &mut Sql, reporter: Option<U
     Ok(n as u64)
 }
 
-/// The tasks matching `q`, active and archived: how many, how many per state, and how
-/// many ended with each result (most frequent first). One grouped statement, so the answer
-/// holds a row per distinct (state, result), however many tasks match.
+/// The tasks matching `q` (in `group_name`), active and archived: how many, how many per
+/// state, and how many ended with each result (most frequent first). One grouped
+/// statement, so the answer holds a row per distinct (state, result), however many tasks
+/// match.
 pub(crate) fn summary(
     db: &mut impl GenericClient,
     q: &mut Sql,
-) -> Result<(u64, BTreeMap<TaskState, u64>, Vec<ResultCount>), ApiError> {
+    group_name: String,
+) -> Result<TasksSummaryResp, ApiError> {
     let union = union_sql(q, None);
     let rows = db.query(
         &format!("SELECT x.state, x.result, count(*) AS n FROM ({union}) x GROUP BY x.state, x.result"),
         &q.params(),
     )?;
-    let (mut total, mut states, mut results) = (0u64, BTreeMap::new(), Vec::<ResultCount>::new());
+    let (mut count, mut states, mut results) = (0u64, BTreeMap::new(), Vec::<ResultCount>::new());
     for r in &rows {
         let n = r.get::<_, i64>("n") as u64;
-        total += n;
+        count += n;
         let state = TaskState::from_code(r.get("state")).unwrap_or(TaskState::Unknown);
         *states.entry(state).or_insert(0) += n;
         let Some(result) = r.get::<_, Option<serde_json::Value>>("result") else { continue };
@@ -121,7 +123,7 @@ pub(crate) fn summary(
         }
     }
     results.sort_by(|a, b| b.count.cmp(&a.count).then(a.exit_status.cmp(&b.exit_status)));
-    Ok((total, states, results))
+    Ok(TasksSummaryResp { group_name, count, states, results })
 }
 
 /// One page of the tasks matching `q`, active first; the answer's size is bounded (see

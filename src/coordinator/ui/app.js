@@ -687,7 +687,9 @@ async function pageArray(group, idText) {
         h("th", { class: "hide-narrow" }, "Note"), h("th", { class: "hide-narrow" }, "Updated"))), rows)),
     h("div", { class: "actions pager" }, prev, pageInfo, next));
 
+  // Returns whether the counts changed since the last draw.
   const drawSummary = async () => {
+    const before = summary && JSON.stringify(summary.states);
     summary = await api("POST", "/tasks/summary", filter);
     const st = summary.states || {};
     const ended = [...FINAL].reduce((n, s) => n + (st[s] || 0), 0);
@@ -703,6 +705,7 @@ async function pageArray(group, idText) {
     if (!(summary.results || []).length) results.append(h("tr", {}, h("td", { colspan: 3, class: "muted" }, "No task has ended yet.")));
     cancel.hidden = ended === summary.count;
     setStatus("");
+    return before !== JSON.stringify(summary.states);
   };
   const drawPage = async () => {
     const r = await api("POST", "/tasks/query", { ...filter, limit: ARRAY_PAGE, offset, count: false });
@@ -739,11 +742,12 @@ async function pageArray(group, idText) {
   };
   await drawSummary();
   await drawPage();
-  // One request per tick: the summary and the shown page take turns.
+  // One request per tick: the summary and the shown page take turns, except that the
+  // page follows at once when the counts moved, so the two never disagree for long.
   let turn = 0;
   live(async () => {
     turn ^= 1;
-    if (turn) await drawSummary(); else await drawPage();
+    if (!turn || (await drawSummary())) await drawPage();
   }, page);
 }
 
