@@ -295,3 +295,13 @@ CREATE TABLE task_logs (
     updated_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (task_uuid, stream)
 );
+-- migration 8: an artifact per attempt
+-- Each attempt of a task with a retry policy keeps its own artifacts: a row per (task,
+-- type, attempt), its object under a key of its own (`{uuid}/attempts/{n}/{type}.tar.gz`),
+-- its size charged to the group like any other. `attempt` 0 is a task without a policy,
+-- whose object stays at `{uuid}/{type}.tar.gz`. The mitosis artifact routes answer with
+-- the newest attempt's row of a type; the unique index serves that lookup backwards.
+ALTER TABLE artifacts ADD COLUMN attempt integer NOT NULL DEFAULT 0;
+ALTER TABLE artifacts DROP CONSTRAINT artifacts_task_id_content_type_key;
+ALTER TABLE artifacts ADD CONSTRAINT artifacts_task_id_content_type_attempt_key
+    UNIQUE (task_id, content_type, attempt);

@@ -28,6 +28,7 @@ pub mod testing {
     pub use crate::coordinator::auth::{KeyError, Keys};
     pub use crate::coordinator::db::QUEUE_SETUP;
     pub use crate::coordinator::http::{percent_decode, DecodeError};
+    pub use crate::coordinator::reaper::LOCK as REAPER_LOCK;
     pub use crate::coordinator::scheduler::CLAIM;
     pub use crate::coordinator::storage::local_url;
 }

@@ -246,6 +246,10 @@ pub struct TaskAttempt {
     pub started_at: Option<Timestamp>,
     pub ended_at: Timestamp,
     pub result: Option<TaskResultSpec>,
+    /// The artifacts this attempt uploaded (each attempt keeps its own); left out when
+    /// there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<ArtifactQueryResp>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -28,6 +28,13 @@ const DIR: OptSpec = OptSpec::opt(
 );
 const NO_DOWNLOAD: OptSpec = OptSpec::flag("no-download", None, "Only print the download URLs");
 const CONCURRENT: OptSpec = OptSpec::opt("concurrent", None, "N", "Download N files at a time (default 1)");
+const ATTEMPT: OptSpec = OptSpec::opt(
+    "attempt",
+    None,
+    "K",
+    "The artifact of attempt K (1 for the first) of a task with retries, saved by default as \
+     ./<type>-attempt-K.tar.gz; without it, the newest attempt's",
+);
 
 const UPLOAD: Spec = Spec {
     name: "tasks artifacts upload",
@@ -39,7 +46,7 @@ const DOWNLOAD: Spec = Spec {
     name: "tasks artifacts download",
     usage: "<UUID> <CONTENT_TYPE>",
     about: "Download a task's artifact (by default to ./<type>.tar.gz)",
-    flags: &[OUT, NO_DOWNLOAD, PROGRESS_BAR],
+    flags: &[OUT, ATTEMPT, NO_DOWNLOAD, PROGRESS_BAR],
 };
 const DELETE: Spec = Spec {
     name: "tasks artifacts delete",
@@ -155,27 +162,41 @@ fn upload(s: &mut Session, a: &Args) -> CommandResult {
 fn download(s: &mut Session, a: &Args) -> CommandResult {
     let pos = a.exact(&["UUID", "CONTENT_TYPE"])?;
     let (uuid, ct) = (uuid_arg(a, &pos[0])?, content_type_arg(a, &pos[1])?);
-    let r = s.http.get(&format!("/tasks/{uuid}/download/artifacts/{ct}"))?.json()?;
+    let attempt: Option<u32> = a.parsed("attempt", "an attempt number (1 for the first)")?;
+    let (path, name) = match attempt {
+        Some(0) => return Err(a.usage("--attempt counts from 1 (the first attempt)".into())),
+        Some(k) => (format!("/tasks/{uuid}/attempts/{k}/download/artifacts/{ct}"), format!("{ct}-attempt-{k}.tar.gz")),
+        None => (format!("/tasks/{uuid}/download/artifacts/{ct}"), ct.file_name().to_string()),
+    };
+    let r = s.http.get(&path)?.json()?;
     let (url, size) = url_and_size(&r)?;
     if a.has("no-download") {
         if s.json(a) {
-            print_json(&json!({"uuid": uuid, "content_type": ct, "url": url, "size": size}));
+            print_json(&with_attempt(json!({"uuid": uuid, "content_type": ct, "url": url, "size": size}), attempt));
         } else {
             println!("Artifact URL: {url}");
         }
         return Ok(Flow::Continue);
     }
-    let dest = destination(a.value("output-path"), ct.file_name(), ct.file_name());
+    let dest = destination(a.value("output-path"), &name, &name);
     let pb = Progress::new(&format!("Downloading to {}", dest.display()), Some(size), bar(a));
     let n = transfer::download(s.http.agent(), &url, &dest, &pb);
     pb.finish();
     let n = n?;
     if s.json(a) {
-        print_json(&json!({"uuid": uuid, "content_type": ct, "size": n, "path": dest}));
+        print_json(&with_attempt(json!({"uuid": uuid, "content_type": ct, "size": n, "path": dest}), attempt));
     } else {
         println!("Artifact of size {n}B downloaded to {}", dest.display());
     }
     Ok(Flow::Continue)
+}
+
+/// A download's JSON summary, with `attempt` when one was asked for.
+fn with_attempt(mut v: Value, attempt: Option<u32>) -> Value {
+    if let (Some(k), Some(m)) = (attempt, v.as_object_mut()) {
+        m.insert("attempt".into(), k.into());
+    }
+    v
 }
 
 /// `<CONTENT_TYPE> <UUID>...` for the list forms.

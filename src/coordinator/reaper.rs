@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-const LOCK: i64 = 0x6d69_746f_0002;
+/// The advisory lock whose holder is the reaper (the tests hold it to keep every
+/// coordinator from reaping).
+pub const LOCK: i64 = 0x6d69_746f_0002;
 /// Grace past a task's timeout before the coordinator steps in (the worker enforces the
 /// timeout itself; this catches workers that cannot).
 const TASK_GRACE_SECS: i64 = 60;
@@ -230,7 +232,8 @@ fn expire_claims(ctx: &Ctx, db: &mut super::db::Conn, since: SystemTime) -> Resu
     groups.extend(retried_groups);
     tx.execute("UPDATE workers SET assigned_task_id = NULL WHERE assigned_task_id = ANY($1)", &[&all])?;
     if !cancel.is_empty() {
-        super::tasks::archive_cancelled(&mut tx, &cancel, &[crate::api::TaskState::Running.code()])?;
+        let gone = super::tasks::archive_cancelled(&mut tx, &cancel, &[crate::api::TaskState::Running.code()])?;
+        groups.extend(super::tasks::dependencies::release_dependents(&mut tx, &gone)?);
     }
     tx.execute(
         "UPDATE active_tasks SET state = $2, assigned_worker = NULL, claim_deadline = NULL, updated_at = now()

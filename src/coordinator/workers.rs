@@ -48,8 +48,8 @@ pub(crate) fn groups(
 }
 
 /// Removes workers. Their tasks go back to Ready (to run elsewhere), except tasks a user
-/// asked to cancel, which are archived as cancelled. Returns the groups whose tasks were
-/// requeued, for the wake-up after commit.
+/// asked to cancel, which are archived as cancelled (and the tasks waiting for them
+/// settled). Returns the groups with tasks Ready now, for the wake-up after commit.
 pub(crate) fn remove(tx: &mut impl GenericClient, ids: &[i64]) -> Result<Vec<i64>, ApiError> {
     remove_counted(tx, ids).map(|(groups, _)| groups)
 }
@@ -69,9 +69,11 @@ pub(crate) fn remove_counted(tx: &mut impl GenericClient, ids: &[i64]) -> Result
         .iter()
         .map(|r| r.get("id"))
         .collect();
+    let mut released = Vec::new();
     if !cancelled.is_empty() {
         let states = [TaskState::Running.code(), TaskState::Finished.code(), TaskState::Cancelled.code()];
-        tasks::archive_cancelled(tx, &cancelled, &states)?;
+        let gone = tasks::archive_cancelled(tx, &cancelled, &states)?;
+        released = tasks::dependencies::release_dependents(tx, &gone)?;
     }
     // Tasks with a retry policy record the lost attempt and follow their policy.
     let held: Vec<i64> = tx
@@ -93,6 +95,7 @@ pub(crate) fn remove_counted(tx: &mut impl GenericClient, ids: &[i64]) -> Result
     let count = requeued.len() + retried.len();
     let mut groups = requeued;
     groups.extend(retried_groups);
+    groups.extend(released);
     groups.sort_unstable();
     groups.dedup();
     Ok((groups, count))

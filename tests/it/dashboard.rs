@@ -240,3 +240,54 @@ fn the_workers_and_group_pages_show_the_worker_and_upload_an_attachment() {
     let width = b.eval("return document.querySelector('.bar > span').style.width;", json!([]));
     assert!(width.as_str().is_some_and(|w| w.ends_with('%')), "{width}");
 }
+
+#[test]
+fn a_retried_tasks_page_downloads_each_attempts_own_output() {
+    let c = Coordinator::start();
+    let dora = c.user("dora");
+    let dir = TempDir::new("ui-attempts");
+    let runs = dir.path().join("runs");
+    // The first run fails, the second succeeds; each prints its own line.
+    let script =
+        format!("echo run >> '{r}'; n=$(wc -l < '{r}'); echo \"output of run $n\"; [ $n -ge 2 ]", r = runs.display());
+    let (s, b) = dora.post(
+        "/tasks",
+        &json!({"group_name": "dora", "tags": [], "labels": [], "timeout": "1m", "priority": 0,
+            "task_spec": {"args": ["sh", "-c", script], "terminal_output": true},
+            "retries": {"max": 2, "on": ["failure"], "backoff": "0s"}}),
+    );
+    assert_eq!(s, 200, "{b}");
+    let uuid = json(&b)["uuid"].as_str().unwrap().to_string();
+    let w = Worker::start(&c.url, "dora", "dora-pw", &[]);
+    let info = wait_committed(&dora, &uuid, Duration::from_secs(60));
+    assert_eq!(info["state"], "Finished", "{info}\n{}", w.log_text());
+
+    let b = Browser::start(1280, 900);
+    log_in(&b, &c, "dora");
+    b.goto(&format!("{}/ui/#/task/{uuid}", c.url));
+    b.find("#attempts button[data-attempt-artifact='2:std-log']");
+    // A download is an <a download> the page clicks: record where it points instead.
+    b.eval(
+        "window.__hrefs = []; HTMLAnchorElement.prototype.click = function () { window.__hrefs.push(this.href); };",
+        json!([]),
+    );
+    for k in 1..=2 {
+        b.click(&format!("#attempts button[data-attempt-artifact='{k}:std-log']"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let href = loop {
+            let v = b.eval("return window.__hrefs.length ? window.__hrefs.shift() : null;", json!([]));
+            if let Some(h) = v.as_str() {
+                break h.to_string();
+            }
+            assert!(Instant::now() < deadline, "attempt {k}'s download never started");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let mut gz = Vec::new();
+        ureq::get(&href).call().expect("the download URL works").into_reader().read_to_end(&mut gz).unwrap();
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&gz[..]).read_to_string(&mut text).unwrap();
+        assert!(text.contains(&format!("output of run {k}")), "attempt {k}'s std-log: {text}");
+        let other = 3 - k;
+        assert!(!text.contains(&format!("output of run {other}")), "attempt {k}'s std-log: {text}");
+    }
+}

@@ -65,6 +65,16 @@ fn lab_task_with_artifact(w: &World) -> String {
     t
 }
 
+/// A task of `lab` with a result artifact of its first attempt (its row only).
+fn lab_task_with_attempt_artifact(w: &World) -> String {
+    let t = lab_task(w);
+    w.c.db
+        .connect()
+        .execute("INSERT INTO artifacts (task_id, content_type, attempt, size) VALUES ($1::text::uuid, 0, 1, 1)", &[&t])
+        .unwrap();
+    t
+}
+
 /// A fresh attachment of `lab` (its row only: the routes checked here sign URLs and read
 /// rows; an hour old, so deletes may take it).
 fn lab_attachment(w: &World) -> String {
@@ -106,6 +116,9 @@ fn task_routes() {
     });
     check(&w, "GET /tasks/{uuid}/download/artifacts/{ct}", [404, 200, 200, 200, 401, 404], |w, a| {
         a.get(&format!("/tasks/{}/download/artifacts/result", lab_task_with_artifact(w)))
+    });
+    check(&w, "GET /tasks/{uuid}/attempts/{n}/download/artifacts/{ct}", [404, 200, 200, 200, 401, 404], |w, a| {
+        a.get(&format!("/tasks/{}/attempts/1/download/artifacts/result", lab_task_with_attempt_artifact(w)))
     });
     check(&w, "DELETE /tasks/{uuid}/artifacts/{ct}", [404, 403, 200, 200, 401, 404], |w, a| {
         a.delete(&format!("/tasks/{}/artifacts/result", lab_task_with_artifact(w)))

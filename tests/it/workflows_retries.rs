@@ -252,3 +252,155 @@ fn the_claim_walks_the_ready_index_past_tasks_waiting_for_dependencies() {
     let got = w.fetch().expect("the Ready task is claimed");
     assert_eq!(got["uuid"], ready.as_str());
 }
+
+/// The stdout a std-log archive holds.
+fn stdout_in(archive: &Path) -> String {
+    let bytes = std::fs::read(archive).unwrap_or_else(|e| panic!("{}: {e}", archive.display()));
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
+    let mut found = String::new();
+    for e in tar.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().to_string_lossy() == "std-log/stdout.log" {
+            std::io::Read::read_to_string(&mut e, &mut found).unwrap();
+        }
+    }
+    found
+}
+
+fn storage_used(c: &Coordinator, group: &str) -> i64 {
+    c.db.connect().query_one("SELECT storage_used FROM groups WHERE group_name = $1", &[&group]).unwrap().get(0)
+}
+
+/// A task that fails twice, then succeeds, each run printing its own line: every attempt
+/// keeps its std-log, downloadable by attempt; the plain download is the last attempt's;
+/// the group is charged for all three, and deleting the artifact deletes all three.
+fn each_attempt_keeps_its_own_artifacts(c: Coordinator) {
+    let ann = c.user("ann");
+    let home = TempDir::new("client");
+    ok(&client(&c, &home, &["-u", "ann", "-p", "ann-pw", "--retain"]));
+    let w = Worker::start(&c.url, "ann", "ann-pw", &[]);
+    let dir = TempDir::new("attempt-artifacts");
+    let runs = dir.path().join("runs");
+    let script =
+        format!("echo run >> '{r}'; n=$(wc -l < '{r}'); echo \"this is run $n\"; [ $n -ge 3 ]", r = runs.display());
+    let flags = ["--terminal", "--retries", "4", "--retry-on", "failure", "--retry-backoff", "200ms"];
+    let u = submit(&c, &home, &flags, &script);
+    let info = wait_committed(&ann, &u, Duration::from_secs(60));
+    assert_eq!(info["state"], "Finished", "{info}\n{}", w.log_text());
+    let t = get(&ann, &u);
+    assert_eq!(outcomes(&t), ["failure", "failure", "success"], "{t}");
+    let mut charged = 0;
+    for a in t["attempts"].as_array().unwrap() {
+        let kinds: Vec<&str> =
+            a["artifacts"].as_array().unwrap().iter().map(|x| x["content_type"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["std-log"], "{a}");
+        charged += a["artifacts"][0]["size"].as_i64().unwrap();
+    }
+    // The mitosis field lists the newest of each type, once.
+    assert_eq!(t["artifacts"].as_array().unwrap().len(), 1, "{t}");
+    assert_eq!(t["artifacts"][0]["size"], t["attempts"][2]["artifacts"][0]["size"], "{t}");
+    assert_eq!(storage_used(&c, "ann"), charged, "each attempt's artifact is charged");
+
+    let out = TempDir::new("attempt-downloads");
+    let mut urls = Vec::new();
+    for k in 1..=3 {
+        let n = k.to_string();
+        let to = out.path().to_str().unwrap();
+        ok(&client(&c, &home, &["tasks", "artifacts", "download", &u, "std-log", "--attempt", &n, "-o", to]));
+        let text = stdout_in(&out.path().join(format!("std-log-attempt-{k}.tar.gz")));
+        assert_eq!(text.trim(), format!("this is run {k}"), "attempt {k}");
+        let (s, b) = ann.get(&format!("/tasks/{u}/attempts/{k}/download/artifacts/std-log"));
+        assert_eq!(s, 200, "{b}");
+        urls.push(json(&b)["url"].as_str().unwrap().to_string());
+    }
+    let plain = out.path().join("plain.tar.gz");
+    ok(&client(&c, &home, &["tasks", "artifacts", "download", &u, "std-log", "-o", plain.to_str().unwrap()]));
+    assert_eq!(stdout_in(&plain).trim(), "this is run 3", "the plain download is the last attempt's");
+    let shown = ok(&client(&c, &home, &["tasks", "get", &u]));
+    assert_eq!(shown.matches("    Artifact: std-log.tar.gz").count(), 3, "{shown}");
+    // No such attempt, or not an attempt number.
+    let o = client(&c, &home, &["tasks", "artifacts", "download", &u, "std-log", "--attempt", "4"]);
+    assert!(fails(&o, 1).contains("attempt 4"));
+    assert_eq!(ann.get(&format!("/tasks/{u}/attempts/0/download/artifacts/std-log")).0, 400);
+    assert_eq!(ann.get(&format!("/tasks/{u}/attempts/x/download/artifacts/std-log")).0, 400);
+
+    // Deleting the artifact deletes every attempt's object and gives all the space back.
+    let (s, b) = c.admin().delete(&format!("/admin/tasks/{u}/artifacts/std-log"));
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(storage_used(&c, "ann"), 0);
+    for (k, url) in urls.iter().enumerate() {
+        let status = match ureq::get(url).call() {
+            Ok(r) => r.status(),
+            Err(ureq::Error::Status(s, _)) => s,
+            Err(e) => panic!("GET attempt {}: {e}", k + 1),
+        };
+        assert_eq!(status, 404, "attempt {}'s object outlived the delete", k + 1);
+    }
+    assert!(get(&ann, &u)["attempts"][0].get("artifacts").is_none());
+}
+
+#[test]
+fn each_attempt_keeps_its_own_artifacts_local() {
+    each_attempt_keeps_its_own_artifacts(Coordinator::start());
+}
+
+#[test]
+fn each_attempt_keeps_its_own_artifacts_s3() {
+    let flags = s3_server().coordinator_flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    each_attempt_keeps_its_own_artifacts(Coordinator::start_with(TestDb::new(), &flags));
+}
+
+/// A coordinator that never reaps: the test holds the reaper's advisory lock on its
+/// database, taken before the coordinator starts, so whatever releases a dependent can
+/// only be the transaction that ended its dependency. The lock goes with the returned
+/// connection.
+fn setup_without_reaper() -> (Coordinator, Api, TempDir, postgres::Client) {
+    let db = TestDb::new();
+    let mut lock = db.connect();
+    let got: bool = lock.query_one("SELECT pg_try_advisory_lock($1)", &[&mito::testing::REAPER_LOCK]).unwrap().get(0);
+    assert!(got, "the reaper lock of a fresh database is free");
+    let c = Coordinator::start_with(db, &[]);
+    let ann = c.user("ann");
+    let home = TempDir::new("client");
+    ok(&client(&c, &home, &["-u", "ann", "-p", "ann-pw", "--retain"]));
+    (c, ann, home, lock)
+}
+
+#[test]
+fn dependents_start_in_the_transaction_that_ends_their_dependency() {
+    let (c, ann, home, _reaper_lock) = setup_without_reaper();
+    let _w = Worker::start(&c.url, "ann", "ann-pw", &[]);
+    let dir = TempDir::new("chain-now");
+    let log = dir.path().join("log");
+    let step = |name: &str| format!("echo {name} >> '{}'", log.display());
+    // A chain: each commit releases the next step.
+    let a = submit(&c, &home, &[], &format!("sleep 1; {}", step("A")));
+    let b = submit(&c, &home, &["--after", &a], &step("B"));
+    let cc = submit(&c, &home, &["--after", &b], &step("C"));
+    let info = wait_committed(&ann, &cc, Duration::from_secs(60));
+    assert_eq!(info["state"], "Finished", "{info}");
+    assert_eq!(lines(&log), ["A", "B", "C"]);
+    // A dependency that has already ended: settled at submit.
+    let late = submit(&c, &home, &["--after", &a], &step("late"));
+    assert_eq!(wait_committed(&ann, &late, Duration::from_secs(60))["state"], "Finished");
+
+    // A failure cancels the whole chain behind it at once.
+    let f = submit(&c, &home, &[], "exit 4");
+    let g = submit(&c, &home, &["--after", &f], "true");
+    let h = submit(&c, &home, &["--after", &g], "true");
+    assert_eq!(wait_committed(&ann, &g, Duration::from_secs(60))["state"], "Cancelled");
+    let h_info = wait_committed(&ann, &h, Duration::from_secs(60));
+    assert_eq!(h_info["state"], "Cancelled");
+    assert!(h_info["note"].as_str().unwrap().contains(&g), "{h_info}");
+
+    // A user's cancellation of a task nobody runs (no worker has its tag) releases the
+    // task waiting for it in any outcome.
+    let stuck = submit(&c, &home, &["-t", "nowhere"], "true");
+    let after_any = submit(&c, &home, &["--after-any", &stuck], &step("after-any"));
+    assert_eq!(get(&ann, &after_any)["info"]["state"], "Pending");
+    ok(&client(&c, &home, &["tasks", "cancel", &stuck]));
+    assert_eq!(wait_committed(&ann, &after_any, Duration::from_secs(60))["state"], "Finished");
+    assert_eq!(lines(&log), ["A", "B", "C", "late", "after-any"]);
+    assert!(!c.log_text().contains("now reaps"), "a coordinator reaped:\n{}", c.log_text());
+}

@@ -67,6 +67,16 @@ pub(super) fn get(s: &mut Session, a: &Args) -> CommandResult {
             at.started_at.as_ref().map(ts).unwrap_or_else(|| "-".into()),
             ts(&at.ended_at)
         );
+        for art in &at.artifacts {
+            println!(
+                "    Artifact: {} of size {}B (tasks artifacts download {} {} --attempt {})",
+                art.content_type.file_name(),
+                art.size,
+                t.info.uuid,
+                art.content_type,
+                at.attempt
+            );
+        }
     }
     if t.artifacts.is_empty() {
         println!("  Artifacts: None");

@@ -1,10 +1,16 @@
 //! Artifacts: the archives a task leaves (`result`, `exec-log`, `std-log`), under object key
-//! `{task uuid}/{result|exec-log|std-log}.tar.gz` in the artifacts bucket.
+//! `{task uuid}/{result|exec-log|std-log}.tar.gz` in the artifacts bucket; for a task with
+//! a retry policy, each attempt's under `{task uuid}/attempts/{n}/...` (see [`object_key`]).
 //!
 //! ```text
 //! POST /tasks/<uuid>/artifacts {"content_type":"result","content_length":123} -> {"exist":false,"url":"<PUT url>"}
 //! GET  /tasks/<uuid>/download/artifacts/result                               -> {"url":"<GET url>","size":123}
+//! GET  /tasks/<uuid>/attempts/2/download/artifacts/result                    -> the same, of attempt 2
 //! ```
+//!
+//! Every route of the mitosis API acts on a task's newest artifact of a type: the last
+//! attempt's that uploaded one (each attempt uploads before it ends). Deleting an artifact
+//! deletes every attempt's.
 //!
 //! Reading needs membership in the task's group (mitosis checks nothing on downloads);
 //! uploading and deleting need Write. Workers upload through the `Upload` report op
@@ -33,13 +39,31 @@ use uuid::Uuid;
 const SINGLE: Duration = Duration::from_secs(3600);
 const BATCH: Duration = Duration::from_secs(86_400);
 
-/// The object key of a task's artifact.
-pub(crate) fn object_key(task: Uuid, ct: ArtifactContentType) -> String {
-    format!("{task}/{}", ct.file_name())
+/// The object key of a task's artifact of `attempt`: attempt 0 (a task without a retry
+/// policy) at `{task}/{file}`, where mitosis keeps it; attempt n of a task with a policy
+/// at `{task}/attempts/{n}/{file}`, so that no attempt's upload replaces another's.
+pub(crate) fn object_key(task: Uuid, ct: ArtifactContentType, attempt: i32) -> String {
+    match attempt {
+        0 => format!("{task}/{}", ct.file_name()),
+        n => format!("{task}/attempts/{n}/{}", ct.file_name()),
+    }
 }
 
-/// Charges `content_length` bytes to the task's group, records the artifact and returns
-/// `(exist, PUT url)`; `exist` says the artifact was there before. Bumps the task's
+/// The attempt an upload for `task` belongs to: for an active task with a retry policy,
+/// the one under way (or next, between attempts), one past those recorded; for an
+/// archived one, its last recorded attempt; 0 for a task without attempts.
+fn upload_attempt(tx: &mut postgres::Transaction<'_>, task: Uuid) -> Result<i32, ApiError> {
+    let row = tx.query_one(
+        "SELECT (EXISTS (SELECT 1 FROM active_tasks WHERE uuid = $1 AND retry_policy IS NOT NULL))::int
+                + COALESCE((SELECT max(attempt) FROM task_attempts WHERE task_uuid = $1), 0) AS attempt",
+        &[&task],
+    )?;
+    Ok(row.get("attempt"))
+}
+
+/// Charges `content_length` bytes to the task's group, records the artifact (of the
+/// attempt under way, see [`upload_attempt`]) and returns `(exist, PUT url)`; `exist`
+/// says this attempt's artifact of that type was there before. Bumps the task's
 /// `updated_at`. Runs inside the caller's transaction: the charge and the row count only
 /// if the caller commits, and the URL must not be handed out before that. Used by the
 /// user route and by the worker's `Upload` report op.
@@ -54,21 +78,25 @@ pub(crate) fn reserve_upload(
 ) -> Result<(bool, String), ApiError> {
     let budget = lock_group_for_upload(tx, group_id)?;
     let ct = content_type.code();
+    let attempt = upload_attempt(tx, task)?;
     let old: Option<i64> = tx
-        .query_opt("SELECT size FROM artifacts WHERE task_id = $1 AND content_type = $2 FOR UPDATE", &[&task, &ct])?
+        .query_opt(
+            "SELECT size FROM artifacts WHERE task_id = $1 AND content_type = $2 AND attempt = $3 FOR UPDATE",
+            &[&task, &ct, &attempt],
+        )?
         .map(|r| r.get("size"));
     let recorded = budget.charge(tx, old, content_length)?;
     tx.execute(
-        "INSERT INTO artifacts (task_id, content_type, size) VALUES ($1, $2, $3)
-         ON CONFLICT (task_id, content_type) DO UPDATE SET size = EXCLUDED.size, updated_at = now()",
-        &[&task, &ct, &recorded],
+        "INSERT INTO artifacts (task_id, content_type, attempt, size) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (task_id, content_type, attempt) DO UPDATE SET size = EXCLUDED.size, updated_at = now()",
+        &[&task, &ct, &attempt, &recorded],
     )?;
     tx.execute("UPDATE active_tasks SET updated_at = now() WHERE uuid = $1", &[&task])?;
     tx.execute("UPDATE archived_tasks SET updated_at = now() WHERE uuid = $1", &[&task])?;
     let url = ctx.storage.presign_put(
         &origin(ctx, call),
         Bucket::Artifacts,
-        &object_key(task, content_type),
+        &object_key(task, content_type, attempt),
         content_length,
         UPLOAD_TTL,
     )?;
@@ -91,21 +119,35 @@ fn no_artifact(task: Uuid, ct: ArtifactContentType) -> ApiError {
     ApiError::NotFound(format!("Artifact {ct} of task {task}"))
 }
 
+/// A GET URL for the task's artifact of type `ct`: of `attempt`, or the newest.
 fn artifact_url(
     ctx: &Ctx,
     call: &Call,
     db: &mut postgres::Client,
     task: Uuid,
     ct: ArtifactContentType,
+    attempt: Option<i32>,
 ) -> Result<Reply, ApiError> {
-    let size: i64 = db
-        .query_opt("SELECT size FROM artifacts WHERE task_id = $1 AND content_type = $2", &[&task, &ct.code()])?
-        .ok_or_else(|| no_artifact(task, ct))?
-        .get("size");
+    let row = match attempt {
+        None => db.query_opt(
+            "SELECT size, attempt FROM artifacts WHERE task_id = $1 AND content_type = $2
+             ORDER BY attempt DESC LIMIT 1",
+            &[&task, &ct.code()],
+        )?,
+        Some(n) => db.query_opt(
+            "SELECT size, attempt FROM artifacts WHERE task_id = $1 AND content_type = $2 AND attempt = $3",
+            &[&task, &ct.code(), &n],
+        )?,
+    };
+    let row = row.ok_or_else(|| match attempt {
+        None => no_artifact(task, ct),
+        Some(n) => ApiError::NotFound(format!("Artifact {ct} of attempt {n} of task {task}")),
+    })?;
+    let size: i64 = row.get("size");
     let url = ctx.storage.presign_get(
         &origin(ctx, call),
         Bucket::Artifacts,
-        &object_key(task, ct),
+        &object_key(task, ct, row.get("attempt")),
         download_ttl(size, SINGLE),
     )?;
     Ok(Reply::json(&RemoteResourceDownloadResp { url, size }))
@@ -116,7 +158,32 @@ pub(crate) fn download(ctx: &Ctx, call: &Call, user: &AuthUser, task: &str, ct: 
     let (task, ct) = (parse_uuid(task)?, parse_content_type(ct)?);
     let mut db = ctx.pool.get()?;
     authorize_task(&mut *db, user, task, UserGroupRole::Read)?;
-    artifact_url(ctx, call, &mut db, task, ct)
+    artifact_url(ctx, call, &mut db, task, ct, None)
+}
+
+/// `GET /tasks/{uuid}/attempts/{n}/download/artifacts/{ct}`: the artifact attempt `n` of
+/// a task with a retry policy left, for members of the task's group.
+pub(crate) fn download_attempt(
+    ctx: &Ctx,
+    call: &Call,
+    user: &AuthUser,
+    task: &str,
+    attempt: &str,
+    ct: &str,
+) -> Result<Reply, ApiError> {
+    let (task, ct) = (parse_uuid(task)?, parse_content_type(ct)?);
+    let attempt = parse_attempt(attempt)?;
+    let mut db = ctx.pool.get()?;
+    authorize_task(&mut *db, user, task, UserGroupRole::Read)?;
+    artifact_url(ctx, call, &mut db, task, ct, Some(attempt))
+}
+
+/// An attempt number from the path: 1 for the first.
+fn parse_attempt(s: &str) -> Result<i32, ApiError> {
+    match s.parse::<i32>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(ApiError::BadPath(format!("{s:?} is not an attempt number (1 for the first attempt, 2, ...)"))),
+    }
 }
 
 /// `GET /workers/tasks/{uuid}/artifacts/{ct}`: an artifact of a task in the group of the
@@ -141,7 +208,7 @@ pub(crate) fn worker_download(
     if current.is_none() {
         return Err(not_found());
     }
-    artifact_url(ctx, call, &mut db, task, ct)
+    artifact_url(ctx, call, &mut db, task, ct, None)
 }
 
 /// Joins `cur`, the worker's (`$1`) current task, to a link of the worker to that task's
@@ -185,8 +252,8 @@ fn download_items(
     let mut downloads = Vec::with_capacity(rows.len());
     for r in rows {
         let (uuid, size): (Uuid, i64) = (r.get("task_id"), r.get("size"));
-        let url =
-            ctx.storage.presign_get(&origin, Bucket::Artifacts, &object_key(uuid, ct), download_ttl(size, BATCH))?;
+        let key = object_key(uuid, ct, r.get("attempt"));
+        let url = ctx.storage.presign_get(&origin, Bucket::Artifacts, &key, download_ttl(size, BATCH))?;
         downloads.push(ArtifactDownloadItem { uuid, url, size });
     }
     Ok(Reply::json(&ArtifactsDownloadListResp { downloads }))
@@ -203,19 +270,19 @@ pub(crate) fn download_by_uuids(ctx: &Ctx, call: &Call, user: &AuthUser) -> Resu
     check_list("uuids", req.uuids.len(), MAX_OBJECT_LIST)?;
     let mut db = ctx.pool.get()?;
     let rows = db.query(
-        "SELECT a.task_id, a.size FROM artifacts a
+        "SELECT DISTINCT ON (a.task_id) a.task_id, a.size, a.attempt FROM artifacts a
          JOIN (SELECT uuid, group_id FROM active_tasks WHERE uuid = ANY($1)
                UNION ALL SELECT uuid, group_id FROM archived_tasks WHERE uuid = ANY($1)) t ON t.uuid = a.task_id
          JOIN user_group ug ON ug.group_id = t.group_id AND ug.user_id = $2
          WHERE a.content_type = $3 AND a.task_id = ANY($1)
-         ORDER BY a.task_id",
+         ORDER BY a.task_id, a.attempt DESC",
         &[&req.uuids, &user.id, &req.content_type.code()],
     )?;
     download_items(ctx, call, req.content_type, rows)
 }
 
-/// The artifacts of one type of the tasks a filter selects, after checking the caller's
-/// role `min` in the filter's group (default: their personal group).
+/// The newest artifacts of one type of the tasks a filter selects, one per task, after
+/// checking the caller's role `min` in the filter's group (default: their personal group).
 fn filtered(
     db: &mut postgres::Client,
     user: &AuthUser,
@@ -227,8 +294,8 @@ fn filtered(
     let union = union_sql(&mut q, req.reporter_uuid);
     let ct = q.bind(req.content_type.code());
     let sql = format!(
-        "SELECT a.task_id, a.size FROM artifacts a JOIN ({union}) x ON x.uuid = a.task_id
-         WHERE a.content_type = {ct} ORDER BY a.task_id LIMIT {}",
+        "SELECT DISTINCT ON (a.task_id) a.task_id, a.size, a.attempt FROM artifacts a JOIN ({union}) x ON x.uuid = a.task_id
+         WHERE a.content_type = {ct} ORDER BY a.task_id, a.attempt DESC LIMIT {}",
         max + 1
     );
     let rows = db.query(&sql, &q.params())?;
@@ -248,8 +315,10 @@ pub(crate) fn download_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser) -> Res
     download_items(ctx, call, req.content_type, rows)
 }
 
-/// Deletes one artifact in its own transaction: the object first, then (only if that
-/// worked) the row and the charged space. `user` None: an admin, who may delete any time.
+/// Deletes one artifact type of a task, every attempt's, in its own transaction: each
+/// object first, then (only if that worked) its row and its charged space; when the store
+/// fails midway, what was deleted stays deleted and the error is returned. `user` None: an
+/// admin, who may delete any time.
 fn delete_one(ctx: &Ctx, user: Option<&AuthUser>, task: Uuid, ct: ArtifactContentType) -> Result<(), ApiError> {
     let mut db = ctx.pool.get()?;
     let mut tx = db.transaction()?;
@@ -258,23 +327,34 @@ fn delete_one(ctx: &Ctx, user: Option<&AuthUser>, task: Uuid, ct: ArtifactConten
         // Artifact rows have no foreign key: an admin may clean up after a task row is gone.
         None => task_group(&mut tx, task)?,
     };
-    let row = tx
-        .query_opt(
-            "SELECT size, updated_at > now() - interval '1 hour' AS recent FROM artifacts
-             WHERE task_id = $1 AND content_type = $2 FOR UPDATE",
-            &[&task, &ct.code()],
-        )?
-        .ok_or_else(|| no_artifact(task, ct))?;
-    if user.is_some() && row.get::<_, bool>("recent") {
+    let rows = tx.query(
+        "SELECT attempt, size, updated_at > now() - interval '1 hour' AS recent FROM artifacts
+         WHERE task_id = $1 AND content_type = $2 ORDER BY attempt FOR UPDATE",
+        &[&task, &ct.code()],
+    )?;
+    if rows.is_empty() {
+        return Err(no_artifact(task, ct));
+    }
+    if user.is_some() && rows.iter().any(|r| r.get::<_, bool>("recent")) {
         return Err(ApiError::bad("Cannot delete artifact that has been updated in the last hour"));
     }
-    ctx.storage.delete(Bucket::Artifacts, &object_key(task, ct))?;
-    tx.execute("DELETE FROM artifacts WHERE task_id = $1 AND content_type = $2", &[&task, &ct.code()])?;
-    if let Some(g) = group_id {
-        release(&mut tx, g, row.get("size"))?;
+    let mut failed = None;
+    for row in &rows {
+        let attempt: i32 = row.get("attempt");
+        if let Err(e) = ctx.storage.delete(Bucket::Artifacts, &object_key(task, ct, attempt)) {
+            failed = Some(e);
+            break;
+        }
+        tx.execute(
+            "DELETE FROM artifacts WHERE task_id = $1 AND content_type = $2 AND attempt = $3",
+            &[&task, &ct.code(), &attempt],
+        )?;
+        if let Some(g) = group_id {
+            release(&mut tx, g, row.get("size"))?;
+        }
     }
     tx.commit()?;
-    Ok(())
+    failed.map_or(Ok(()), Err)
 }
 
 /// `DELETE /tasks/{uuid}/artifacts/{ct}` (Write; not within an hour of an upload).

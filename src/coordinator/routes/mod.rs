@@ -124,6 +124,8 @@ endpoints! {
     UploadArtifact(String),
     DeleteArtifact(String, String),
     DownloadArtifact(String, String),
+    /// (task uuid, attempt number, content type): an earlier attempt's artifact.
+    DownloadAttemptArtifact(String, String, String),
     DownloadArtifactsByFilter,
     DownloadArtifactsByUuids,
     DeleteArtifactsByFilter,
@@ -310,6 +312,9 @@ fn resolve_storage(method: &Method, segs: &[&str]) -> Result<Endpoint, ApiError>
         ["tasks", u, "artifacts"] => on!(method, Post => E::UploadArtifact(s(u))),
         ["tasks", u, "artifacts", ct] => on!(method, Delete => E::DeleteArtifact(s(u), s(ct))),
         ["tasks", u, "download", "artifacts", ct] => on!(method, Get => E::DownloadArtifact(s(u), s(ct))),
+        ["tasks", u, "attempts", n, "download", "artifacts", ct] => {
+            on!(method, Get => E::DownloadAttemptArtifact(s(u), s(n), s(ct)))
+        }
         ["workers", "tasks", u, "artifacts", ct] => on!(method, Get => E::WorkerArtifact(s(u), s(ct))),
         ["workers", "tasks", u, "attachments", rest @ ..] if !rest.is_empty() => {
             on!(method, Get => E::WorkerAttachment(s(u), key(rest)))
@@ -480,6 +485,7 @@ fn run_handler(ctx: &Ctx, endpoint: Endpoint, call: &Call, who: &Principal) -> R
         E::UploadArtifact(u) => artifacts::upload(ctx, call, who.user()?, &u),
         E::DeleteArtifact(u, ct) => artifacts::delete(ctx, who.user()?, &u, &ct),
         E::DownloadArtifact(u, ct) => artifacts::download(ctx, call, who.user()?, &u, &ct),
+        E::DownloadAttemptArtifact(u, n, ct) => artifacts::download_attempt(ctx, call, who.user()?, &u, &n, &ct),
         E::DownloadArtifactsByFilter => artifacts::download_by_filter(ctx, call, who.user()?),
         E::DownloadArtifactsByUuids => artifacts::download_by_uuids(ctx, call, who.user()?),
         E::DeleteArtifactsByFilter => artifacts::delete_by_filter(ctx, call, who.user()?),

@@ -64,11 +64,17 @@ fn submit_all(
         let made = submit_groups(&mut tx, &st, token, reqs, &by_group, &notify_prefix)?;
         // Retry policies and dependencies are stored before the commit, so no worker can
         // claim a task that must wait.
+        let mut waiting = Vec::new();
         for (group, m) in &made {
             for (i, (_, uuid)) in by_group[group].iter().zip(m.iter().flat_map(|m| m.tasks.iter())) {
                 tasks::extend(&mut tx, std::slice::from_ref(uuid), &reqs[*i])?;
+                if !tasks::dependencies::of(&reqs[*i]).is_empty() {
+                    waiting.push(*uuid);
+                }
             }
         }
+        // Dependencies that have already ended are settled now, not at the reaper's pass.
+        tasks::dependencies::settle_submitted(&mut tx, &waiting)?;
         tx.commit()?;
         made
     };
@@ -224,6 +230,10 @@ fn submit_array(ctx: &Ctx, token: &Claims, templates: &[SubmitTaskReq], array: &
         // the commit, so no worker can claim one that must wait.
         let uuids: Vec<Uuid> = m.tasks.iter().map(|(_, uuid)| *uuid).collect();
         tasks::extend(&mut tx, &uuids, template)?;
+        if !tasks::dependencies::of(template).is_empty() {
+            // Dependencies that have already ended are settled now, as for single tasks.
+            tasks::dependencies::settle_submitted(&mut tx, &uuids)?;
+        }
     }
     tx.commit()?;
     ctx.scheduler.wake_group(m.group_id);
@@ -302,6 +312,23 @@ pub(crate) fn change(ctx: &Ctx, call: &Call, user: &AuthUser, uuid: Uuid) -> Res
     Ok(Reply::ok())
 }
 
+/// Settles the tasks waiting for the just cancelled `gone` (see
+/// [`tasks::dependencies::release_dependents`]) and tells the other coordinators of those
+/// now Ready; returns their groups, to wake after the commit.
+fn release_dependents(ctx: &Ctx, tx: &mut postgres::Transaction, gone: &[Uuid]) -> Result<Vec<i64>, ApiError> {
+    let groups = tasks::dependencies::release_dependents(tx, gone)?;
+    for g in &groups {
+        ctx.scheduler.notify_group(tx, *g)?;
+    }
+    Ok(groups)
+}
+
+fn wake_all(ctx: &Ctx, groups: Vec<i64>) {
+    for g in groups {
+        ctx.scheduler.wake_group(g);
+    }
+}
+
 /// `DELETE /tasks/{uuid}`: a Ready or Pending task is archived as cancelled at once; a
 /// Running one is marked, and its worker stops it (README: Extensions).
 pub(crate) fn cancel(ctx: &Ctx, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
@@ -312,7 +339,11 @@ pub(crate) fn cancel(ctx: &Ctx, user: &AuthUser, uuid: Uuid) -> Result<Reply, Ap
     authorize_task(&mut tx, user, group_id, uuid, UserGroupRole::Write)?;
     match state {
         TaskState::Ready | TaskState::Pending => {
-            tasks::archive_cancelled(&mut tx, &[id], &[state.code()])?;
+            let gone = tasks::archive_cancelled(&mut tx, &[id], &[state.code()])?;
+            let wake = release_dependents(ctx, &mut tx, &gone)?;
+            tx.commit()?;
+            wake_all(ctx, wake);
+            return Ok(Reply::ok());
         }
         TaskState::Running => {
             tasks::request_cancel(&mut tx, id)?;
@@ -383,12 +414,14 @@ pub(crate) fn cancel_by_filter(ctx: &Ctx, call: &Call, user: &AuthUser) -> Resul
     let (group_name, q) = matching::authorized(&mut tx, user, &filter, UserGroupRole::Write)?;
     let ids = matching::lock_active(&mut tx, &q)?;
     let codes: Vec<i32> = cancellable.iter().map(|s| s.code()).collect();
-    let mut n = 0u64;
+    let mut gone = Vec::new();
     for chunk in ids.chunks(CHUNK) {
-        n += tasks::archive_cancelled(&mut tx, chunk, &codes)?.len() as u64;
+        gone.extend(tasks::archive_cancelled(&mut tx, chunk, &codes)?);
     }
+    let wake = release_dependents(ctx, &mut tx, &gone)?;
     tx.commit()?;
-    Ok(Reply::json(&TasksCancelByFilterResp { cancelled_count: n, group_name }))
+    wake_all(ctx, wake);
+    Ok(Reply::json(&TasksCancelByFilterResp { cancelled_count: gone.len() as u64, group_name }))
 }
 
 /// `POST /tasks/cancel/list`: cancels the listed Ready and Pending tasks the caller may
@@ -404,7 +437,9 @@ pub(crate) fn cancel_by_list(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<
         let ids = tasks::lock_listed(&mut tx, chunk, user.id, UserGroupRole::Write, &codes)?;
         done.extend(tasks::archive_cancelled(&mut tx, &ids, &codes)?);
     }
+    let wake = release_dependents(ctx, &mut tx, &done.iter().copied().collect::<Vec<_>>())?;
     tx.commit()?;
+    wake_all(ctx, wake);
     let failed_uuids: Vec<Uuid> = req.uuids.iter().copied().filter(|u| !done.contains(u)).collect();
     Ok(Reply::json(&TasksCancelByUuidsResp { cancelled_count: done.len() as u64, failed_uuids }))
 }

@@ -183,16 +183,17 @@ macro_rules! archive_moved {
 }
 
 /// Commit of the common case, in one statement that also authenticates the worker: a task
-/// with no downstream task, of a worker not asked to stop, moves to the archive with its
-/// result (Cancelled with `UserCancellation` if a user asked) and the worker is freed. This
-/// commit waits for the disk: it is the task's result. Anything else (and every error)
-/// takes [`COMMIT`].
+/// with no downstream task, no retry policy and no task waiting for it, of a worker not
+/// asked to stop, moves to the archive with its result (Cancelled with `UserCancellation`
+/// if a user asked) and the worker is freed. This commit waits for the disk: it is the
+/// task's result. Anything else (and every error) takes [`COMMIT`].
 const COMMIT_PLAIN: &str = concat!(
     "WITH w AS (SELECT id FROM workers WHERE worker_id = $1 AND state <> $7),
     moved AS (
         DELETE FROM active_tasks t
         WHERE t.id = $2 AND t.assigned_worker = (SELECT id FROM w) AND t.state = ANY($3)
           AND t.downstream_task_uuid IS NULL AND t.retry_policy IS NULL
+          AND NOT EXISTS (SELECT 1 FROM task_dependencies d WHERE d.dependency_uuid = t.uuid)
         RETURNING t.*
     ), ",
     archive_moved!(),
@@ -204,7 +205,8 @@ const COMMIT_PLAIN: &str = concat!(
 
 /// Commit in general, as [`COMMIT_PLAIN`] and besides: a worker asked to stop after this
 /// task is removed, and a downstream task waiting on this one becomes Ready, with a NOTIFY
-/// to the other coordinators.
+/// to the other coordinators. `moved` is the archived task's uuid, whose dependents the
+/// caller then settles in the same transaction.
 const COMMIT: &str = concat!(
     "WITH w AS (SELECT id FROM workers WHERE worker_id = $1),
     moved AS (
@@ -226,7 +228,7 @@ const COMMIT: &str = concat!(
     ), notified AS (
         SELECT pg_notify($10, $11::text || d.group_id) FROM readied d
     )
-    SELECT w.id AS worker_row, EXISTS (SELECT 1 FROM moved) AS moved, EXISTS (SELECT 1 FROM stopped) AS stopped,
+    SELECT w.id AS worker_row, (SELECT uuid FROM moved) AS moved, EXISTS (SELECT 1 FROM stopped) AS stopped,
            (SELECT group_id FROM readied) AS readied_group, (SELECT count(*) FROM notified) AS notified
     FROM w"
 );
@@ -304,10 +306,19 @@ fn commit(ctx: &Ctx, worker: WorkerToken, id: i64, result: TaskResultSpec) -> Re
         return Ok(Reply::json(&ReportTaskResp { url: None }));
     }
     let row = tx.query_opt(&general, &all)?.ok_or(ApiError::WrongCredentials)?;
-    tx.commit()?;
-    let (worker_id, moved, stopped, readied): (i64, bool, bool, Option<i64>) =
+    let (worker_id, moved, stopped, readied): (i64, Option<Uuid>, bool, Option<i64>) =
         (row.get("worker_row"), row.get("moved"), row.get("stopped"), row.get("readied_group"));
-    if !moved {
+    // Tasks waiting for this one are settled before it is committed, so they are Ready
+    // (or cancelled) the moment it is archived, not at the reaper's next pass.
+    let mut wake = match moved {
+        Some(uuid) => tasks::dependencies::release_dependents(&mut tx, &[uuid])?,
+        None => Vec::new(),
+    };
+    for g in &wake {
+        ctx.scheduler.notify_group(&mut tx, *g)?;
+    }
+    tx.commit()?;
+    if moved.is_none() {
         let state =
             db.query_opt("SELECT state FROM active_tasks WHERE id = $1 AND assigned_worker = $2", &[&id, &worker_id])?;
         return Err(match state {
@@ -319,7 +330,10 @@ fn commit(ctx: &Ctx, worker: WorkerToken, id: i64, result: TaskResultSpec) -> Re
     if stopped {
         log::info!("worker {} stopped after its last task, as asked", worker.uuid);
     }
-    if let Some(g) = readied {
+    wake.extend(readied);
+    wake.sort_unstable();
+    wake.dedup();
+    for g in wake {
         ctx.scheduler.wake_group(g);
     }
     Ok(Reply::json(&ReportTaskResp { url: None }))

@@ -1,15 +1,20 @@
 //! Dependencies: a task submitted with `after` (every listed task must end Finished with
 //! exit 0) or `after_any` (every listed task must end, however) waits in Pending, holding
-//! no worker, with a `task_dependencies` row per dependency. [`resolve`], run by the
-//! reaper on whichever coordinator holds its lock, makes it Ready once they have all
-//! ended, or archives it as Cancelled with a note naming the dependency that failed. A
-//! task ends only when it is archived (a task being retried stays active), so dependents
-//! see only final outcomes. Cycles cannot arise: dependencies exist before their
-//! dependent is submitted.
+//! no worker, with a `task_dependencies` row per dependency. It is settled (made Ready once
+//! its dependencies have all ended, or archived as Cancelled with a note naming the one
+//! that failed) in the transaction that archives its last dependency: the commit, the
+//! cancellation or the coordinator's own archiving calls [`release_dependents`] with the
+//! uuids it archived, so a dependent is Ready the moment that transaction commits. The
+//! reaper's [`resolve`] settles whatever that missed (a dependent submitted while its
+//! dependency was being committed, more dependents than one transaction settles), on
+//! whichever coordinator holds its lock. A task ends only when it is archived (a task
+//! being retried stays active), so dependents see only final outcomes. Cycles cannot
+//! arise: dependencies exist before their dependent is submitted.
 //!
 //! ```ignore
-//! dependencies::record(&mut tx, &[uuid], &req)?;        // in the submit's transaction
-//! let groups = dependencies::resolve(&mut tx)?;        // reaper: groups with tasks now Ready
+//! dependencies::record(&mut tx, &[uuid], &req)?;              // in the submit's transaction
+//! let groups = dependencies::release_dependents(&mut tx, &[archived_uuid])?; // wake them after commit
+//! let groups = dependencies::resolve(&mut tx)?;               // reaper: the rest
 //! ```
 
 use crate::api::{SubmitTaskReq, TaskState};
@@ -61,8 +66,22 @@ pub fn waiting_for(db: &mut impl GenericClient, uuid: Uuid) -> Result<(Vec<Uuid>
     Ok((ids(all), ids(any)))
 }
 
-/// The most dependency rows one pass reads; the rest wait for the next pass.
-const ROWS_PER_PASS: i64 = 10_000;
+/// Settles the just-submitted waiting tasks `uuids` whose dependencies have already
+/// ended, in the submit's transaction, so they need not wait for the reaper. Their insert
+/// has already told the group's workers of Ready tasks.
+pub fn settle_submitted(tx: &mut impl GenericClient, uuids: &[Uuid]) -> Result<(), ApiError> {
+    for chunk in uuids.chunks(TASKS_PER_SETTLE) {
+        settle(tx, chunk)?;
+    }
+    Ok(())
+}
+
+/// The most waiting tasks one [`settle`] call reads; with at most
+/// [`crate::coordinator::limits::MAX_DEPENDENCIES`] rows each, a bounded read.
+const TASKS_PER_SETTLE: usize = 100;
+/// The most waiting tasks one transaction settles, cascades included; the rest wait for
+/// the reaper's next pass.
+const TASKS_PER_TRANSACTION: usize = 1000;
 
 /// What became of one waiting task.
 #[derive(Debug, PartialEq)]
@@ -73,7 +92,7 @@ pub enum Verdict {
     Cancel(String),
 }
 
-/// One dependency as [`resolve`] reads it: whether it must succeed, and how it ended (its
+/// One dependency as [`settle`] reads it: whether it must succeed, and how it ended (its
 /// state and exit status) if it has.
 pub struct DepState {
     pub uuid: Uuid,
@@ -107,22 +126,37 @@ pub fn verdict(deps: &[DepState]) -> Verdict {
     }
 }
 
-/// One pass over the waiting tasks: those whose dependencies all ended become Ready (or
-/// are archived as Cancelled when one failed), and rows of tasks that are no longer
-/// waiting (a user cancelled them) go. Returns the groups with tasks now Ready.
-pub fn resolve(tx: &mut impl GenericClient) -> Result<Vec<i64>, ApiError> {
-    tx.execute(
-        "DELETE FROM task_dependencies d
-         WHERE NOT EXISTS (SELECT 1 FROM active_tasks t WHERE t.uuid = d.task_uuid AND t.state = $1)",
-        &[&TaskState::Pending.code()],
-    )?;
+/// What one [`settle`] did: the groups of tasks it made Ready, and the uuids of tasks it
+/// archived as Cancelled (whose own dependents must be settled in turn).
+#[derive(Default)]
+struct Settled {
+    groups: Vec<i64>,
+    cancelled: Vec<Uuid>,
+}
+
+/// Settles the waiting tasks among `candidates` (at most [`TASKS_PER_SETTLE`]). Each is
+/// locked first, in id order, so two transactions ending two dependencies of one task
+/// take turns: the second reads what the first committed, and one of them makes the task
+/// Ready.
+fn settle(tx: &mut impl GenericClient, candidates: &[Uuid]) -> Result<Settled, ApiError> {
+    let locked: Vec<(i64, Uuid)> = tx
+        .query(
+            "SELECT id, uuid FROM active_tasks WHERE uuid = ANY($1) AND state = $2 ORDER BY id FOR UPDATE",
+            &[&candidates, &TaskState::Pending.code()],
+        )?
+        .iter()
+        .map(|r| (r.get("id"), r.get("uuid")))
+        .collect();
+    let mut out = Settled::default();
+    if locked.is_empty() {
+        return Ok(out);
+    }
+    let uuids: Vec<Uuid> = locked.iter().map(|(_, u)| *u).collect();
     let rows = tx.query(
         "SELECT d.task_uuid, d.dependency_uuid, d.any_outcome, a.state, (a.result->>'exit_status')::int AS exit_status
          FROM task_dependencies d LEFT JOIN archived_tasks a ON a.uuid = d.dependency_uuid
-         WHERE d.task_uuid IN (SELECT d2.task_uuid FROM task_dependencies d2
-                               JOIN archived_tasks a2 ON a2.uuid = d2.dependency_uuid)
-         ORDER BY d.task_uuid LIMIT $1",
-        &[&ROWS_PER_PASS],
+         WHERE d.task_uuid = ANY($1)",
+        &[&uuids],
     )?;
     let mut by_task: BTreeMap<Uuid, Vec<DepState>> = BTreeMap::new();
     for r in &rows {
@@ -133,32 +167,24 @@ pub fn resolve(tx: &mut impl GenericClient) -> Result<Vec<i64>, ApiError> {
             ended: state.map(|s| (TaskState::from_code(s).unwrap_or(TaskState::Unknown), r.get("exit_status"))),
         });
     }
-    if rows.len() as i64 == ROWS_PER_PASS {
-        // The last task's rows may be cut off: leave it for the next pass.
-        by_task.pop_last();
-    }
-    let (mut ready, mut groups) = (Vec::new(), Vec::new());
-    for (task, deps) in by_task {
-        match verdict(&deps) {
+    let mut ready = Vec::new();
+    for (id, task) in locked {
+        // A Pending task without rows is waiting out a retry backoff or is a downstream
+        // task: not this module's to release.
+        let Some(deps) = by_task.get(&task) else { continue };
+        match verdict(deps) {
             Verdict::Wait => {}
             Verdict::Ready => ready.push(task),
             Verdict::Cancel(note) => {
-                let id: Option<i64> = tx
-                    .query_opt(
-                        "SELECT id FROM active_tasks WHERE uuid = $1 AND state = $2 FOR UPDATE",
-                        &[&task, &TaskState::Pending.code()],
-                    )?
-                    .map(|r| r.get("id"));
-                if let Some(id) = id {
-                    log::info!("task {task} cannot run: {note}");
-                    super::archive_as(tx, id, TaskState::Cancelled, Some(&super::not_run()), &note)?;
-                }
+                log::info!("task {task} cannot run: {note}");
+                super::archive_as(tx, id, TaskState::Cancelled, Some(&super::not_run()), &note)?;
                 tx.execute("DELETE FROM task_dependencies WHERE task_uuid = $1", &[&task])?;
+                out.cancelled.push(task);
             }
         }
     }
     if !ready.is_empty() {
-        groups = tx
+        out.groups = tx
             .query(
                 "UPDATE active_tasks SET state = $2, note = NULL, updated_at = now()
                  WHERE uuid = ANY($1) AND state = $3 RETURNING group_id",
@@ -169,6 +195,66 @@ pub fn resolve(tx: &mut impl GenericClient) -> Result<Vec<i64>, ApiError> {
             .collect();
         tx.execute("DELETE FROM task_dependencies WHERE task_uuid = ANY($1)", &[&ready])?;
     }
+    Ok(out)
+}
+
+/// Settles the tasks waiting on any of `ended`, tasks this transaction has just archived,
+/// and in turn the dependents of those it had to cancel, up to [`TASKS_PER_TRANSACTION`]
+/// tasks. Returns the groups with tasks now Ready, for the caller to notify inside the
+/// transaction and wake after its commit.
+pub fn release_dependents(tx: &mut impl GenericClient, ended: &[Uuid]) -> Result<Vec<i64>, ApiError> {
+    let mut groups = Vec::new();
+    let mut frontier: Vec<Uuid> = ended.to_vec();
+    let mut budget = TASKS_PER_TRANSACTION;
+    while !frontier.is_empty() && budget > 0 {
+        let waiting: Vec<Uuid> = tx
+            .query(
+                "SELECT DISTINCT task_uuid FROM task_dependencies WHERE dependency_uuid = ANY($1) LIMIT $2",
+                &[&frontier, &(budget as i64)],
+            )?
+            .iter()
+            .map(|r| r.get("task_uuid"))
+            .collect();
+        budget -= waiting.len();
+        let mut next = Vec::new();
+        for chunk in waiting.chunks(TASKS_PER_SETTLE) {
+            let s = settle(tx, chunk)?;
+            groups.extend(s.groups);
+            next.extend(s.cancelled);
+        }
+        frontier = next;
+    }
+    groups.sort_unstable();
+    groups.dedup();
+    Ok(groups)
+}
+
+/// The reaper's pass over the waiting tasks: those with an ended dependency that no
+/// transaction settled are settled now (and the dependents of those cancelled in turn),
+/// and rows of tasks that are no longer waiting (a user cancelled them) go. Returns the
+/// groups with tasks now Ready.
+pub fn resolve(tx: &mut impl GenericClient) -> Result<Vec<i64>, ApiError> {
+    tx.execute(
+        "DELETE FROM task_dependencies d
+         WHERE NOT EXISTS (SELECT 1 FROM active_tasks t WHERE t.uuid = d.task_uuid AND t.state = $1)",
+        &[&TaskState::Pending.code()],
+    )?;
+    let waiting: Vec<Uuid> = tx
+        .query(
+            "SELECT DISTINCT d.task_uuid FROM task_dependencies d JOIN archived_tasks a ON a.uuid = d.dependency_uuid
+             LIMIT $1",
+            &[&(TASKS_PER_TRANSACTION as i64)],
+        )?
+        .iter()
+        .map(|r| r.get("task_uuid"))
+        .collect();
+    let (mut groups, mut cancelled) = (Vec::new(), Vec::new());
+    for chunk in waiting.chunks(TASKS_PER_SETTLE) {
+        let s = settle(tx, chunk)?;
+        groups.extend(s.groups);
+        cancelled.extend(s.cancelled);
+    }
+    groups.extend(release_dependents(tx, &cancelled)?);
     groups.sort_unstable();
     groups.dedup();
     Ok(groups)

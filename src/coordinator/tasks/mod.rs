@@ -23,7 +23,7 @@ use crate::api::{
 };
 use postgres::types::{Json, ToSql};
 use postgres::GenericClient;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::LazyLock;
 use uuid::Uuid;
 
@@ -102,23 +102,43 @@ pub(crate) fn find(db: &mut impl GenericClient, uuid: Uuid) -> Result<Option<Fou
     Ok(None)
 }
 
-/// The artifacts a task has.
+/// The artifacts a task has: of each type the newest, the last attempt's that uploaded
+/// one (what the artifact routes of the mitosis API serve).
 pub(crate) fn artifacts(db: &mut impl GenericClient, uuid: Uuid) -> Result<Vec<ArtifactQueryResp>, ApiError> {
     let rows = db.query(
-        "SELECT content_type, size, created_at, updated_at FROM artifacts WHERE task_id = $1 ORDER BY content_type",
+        "SELECT DISTINCT ON (content_type) content_type, size, created_at, updated_at FROM artifacts
+         WHERE task_id = $1 ORDER BY content_type, attempt DESC",
         &[&uuid],
     )?;
-    Ok(rows
-        .iter()
-        .filter_map(|r| {
-            Some(ArtifactQueryResp {
-                content_type: ArtifactContentType::from_code(r.get("content_type"))?,
-                size: r.get("size"),
-                created_at: Timestamp(r.get("created_at")),
-                updated_at: Timestamp(r.get("updated_at")),
-            })
-        })
-        .collect())
+    Ok(rows.iter().filter_map(artifact_from_row).collect())
+}
+
+/// The artifacts of each attempt of a task with a retry policy, by attempt number.
+pub(crate) fn attempt_artifacts(
+    db: &mut impl GenericClient,
+    uuid: Uuid,
+) -> Result<BTreeMap<i32, Vec<ArtifactQueryResp>>, ApiError> {
+    let rows = db.query(
+        "SELECT attempt, content_type, size, created_at, updated_at FROM artifacts
+         WHERE task_id = $1 AND attempt > 0 ORDER BY attempt, content_type",
+        &[&uuid],
+    )?;
+    let mut out: BTreeMap<i32, Vec<ArtifactQueryResp>> = BTreeMap::new();
+    for r in &rows {
+        if let Some(a) = artifact_from_row(r) {
+            out.entry(r.get("attempt")).or_default().push(a);
+        }
+    }
+    Ok(out)
+}
+
+fn artifact_from_row(r: &postgres::Row) -> Option<ArtifactQueryResp> {
+    Some(ArtifactQueryResp {
+        content_type: ArtifactContentType::from_code(r.get("content_type"))?,
+        size: r.get("size"),
+        created_at: Timestamp(r.get("created_at")),
+        updated_at: Timestamp(r.get("updated_at")),
+    })
 }
 
 /// Checks what a spec may contain: resource paths stay inside the resource directory, and

@@ -171,8 +171,8 @@ fn round(d: Duration) -> Duration {
 
 /// The tasks among active tasks `ids` whose worker was lost: each with a policy gets its
 /// attempt recorded and is retried or, when its policy counts losses and none are left,
-/// archived as Cancelled. Returns the ids handled (the caller must not requeue them) and
-/// the groups with tasks Ready now.
+/// archived as Cancelled (and the tasks waiting for it settled). Returns the ids handled
+/// (the caller must not requeue them) and the groups with tasks Ready now.
 pub fn lost(tx: &mut impl GenericClient, ids: &[i64]) -> Result<(Vec<i64>, Vec<i64>), ApiError> {
     let with_policy: Vec<(i64, bool)> = tx
         .query(
@@ -198,7 +198,8 @@ pub fn lost(tx: &mut impl GenericClient, ids: &[i64]) -> Result<(Vec<i64>, Vec<i
             }
             Decision::Keep if counts_losses => {
                 let note = "its worker was lost and no retries are left";
-                super::archive_as(tx, id, TaskState::Cancelled, Some(&super::not_run()), note)?;
+                let gone = super::archive_as(tx, id, TaskState::Cancelled, Some(&super::not_run()), note)?;
+                groups.extend(super::dependencies::release_dependents(tx, gone.as_slice())?);
                 handled.push(id);
             }
             Decision::Keep => {}
@@ -226,8 +227,10 @@ pub fn promote_due(tx: &mut impl GenericClient) -> Result<Vec<i64>, ApiError> {
     Ok(groups)
 }
 
-/// The ended attempts of a task, oldest first (none for a task without a policy).
+/// The ended attempts of a task, oldest first, each with the artifacts it uploaded (none
+/// for a task without a policy).
 pub fn attempts(db: &mut impl GenericClient, uuid: Uuid) -> Result<Vec<TaskAttempt>, ApiError> {
+    let mut artifacts = super::attempt_artifacts(db, uuid)?;
     let rows = db.query(
         "SELECT attempt, outcome, worker, started_at, ended_at, result FROM task_attempts
          WHERE task_uuid = $1 ORDER BY attempt",
@@ -236,8 +239,9 @@ pub fn attempts(db: &mut impl GenericClient, uuid: Uuid) -> Result<Vec<TaskAttem
     rows.iter()
         .map(|r| {
             let result: Option<serde_json::Value> = r.get("result");
+            let attempt: i32 = r.get("attempt");
             Ok(TaskAttempt {
-                attempt: r.get("attempt"),
+                attempt,
                 outcome: r.get("outcome"),
                 worker: r.get("worker"),
                 started_at: r.get::<_, Option<std::time::SystemTime>>("started_at").map(Timestamp),
@@ -246,6 +250,7 @@ pub fn attempts(db: &mut impl GenericClient, uuid: Uuid) -> Result<Vec<TaskAttem
                     .map(serde_json::from_value)
                     .transpose()
                     .map_err(|e| ApiError::Internal(format!("stored attempt result does not parse: {e}")))?,
+                artifacts: artifacts.remove(&attempt).unwrap_or_default(),
             })
         })
         .collect()

@@ -545,10 +545,12 @@ async function pageTask(uuid) {
     if (!(r.artifacts || []).length) arts.append(h("li", { class: "muted" }, "No artifacts yet."));
     const attempts = (r.attempts || []).length ? [h("h2", {}, "Attempts"), h("div", { class: "table-wrap" }, h("table", { id: "attempts" },
       h("thead", {}, h("tr", {}, h("th", {}, "#"), h("th", {}, "Outcome"), h("th", {}, "Exit"), h("th", { class: "hide-narrow" }, "Worker"),
-        h("th", { class: "hide-narrow" }, "Started"), h("th", {}, "Ended"))),
+        h("th", { class: "hide-narrow" }, "Started"), h("th", {}, "Ended"), h("th", {}, "Artifacts"))),
       h("tbody", {}, r.attempts.map((a) => h("tr", {}, h("td", {}, String(a.attempt)), h("td", {}, a.outcome),
         h("td", {}, a.result ? String(a.result.exit_status) : ""), h("td", { class: "mono hide-narrow" }, a.worker || ""),
-        h("td", { class: "hide-narrow" }, fmtTime(a.started_at)), h("td", {}, fmtTime(a.ended_at)))))))] : [];
+        h("td", { class: "hide-narrow" }, fmtTime(a.started_at)), h("td", {}, fmtTime(a.ended_at)),
+        h("td", {}, ...(a.artifacts || []).map((x) => h("button", { type: "button", "data-attempt-artifact": a.attempt + ":" + x.content_type,
+          onclick: () => downloadArtifact(uuid, x.content_type, a.attempt) }, x.content_type))))))))] : [];
     const logBox = document.getElementById("std-log") || h("div", { id: "std-log" });
     box.replaceChildren(facts, actions, ...attempts, h("h2", {}, "Artifacts"), arts, h("h2", {}, "Output"), logBox);
     const hasStd = (r.artifacts || []).some((a) => a.content_type === "std-log");
@@ -603,14 +605,17 @@ function retryWords(p) {
   return n + " on " + (p.on || RETRY_OUTCOMES).join(", ") + "; " + backoff;
 }
 
-async function artifactUrl(uuid, ct) {
-  return (await api("GET", "/tasks/" + enc(uuid) + "/download/artifacts/" + enc(ct))).url;
+// The newest artifact of a type, or that of one attempt of a task with retries.
+async function artifactUrl(uuid, ct, attempt) {
+  const at = attempt ? "/attempts/" + enc(String(attempt)) : "";
+  return (await api("GET", "/tasks/" + enc(uuid) + at + "/download/artifacts/" + enc(ct))).url;
 }
 
-async function downloadArtifact(uuid, ct) {
+async function downloadArtifact(uuid, ct, attempt) {
   try {
-    const url = await artifactUrl(uuid, ct);
-    const a = h("a", { href: url, download: uuid + "-" + ct + ".tar.gz", rel: "noopener" });
+    const url = await artifactUrl(uuid, ct, attempt);
+    const name = uuid + "-" + ct + (attempt ? "-attempt-" + attempt : "") + ".tar.gz";
+    const a = h("a", { href: url, download: name, rel: "noopener" });
     document.body.append(a);
     a.click();
     a.remove();
