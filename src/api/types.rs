@@ -360,6 +360,17 @@ pub struct TaskQueryResp {
     /// left out when there are none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<TaskAttempt>,
+    /// mito's extension: the task's retry policy while it is active (the archive keeps its
+    /// attempts, not its policy); left out when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<RetryPolicy>,
+    /// mito's extension: the dependencies a waiting task waits for, that must end Finished
+    /// with exit 0 (`after`) or end at all (`after_any`). They are forgotten once resolved,
+    /// so a task that started or ended lists none; each is left out when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<Uuid>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after_any: Vec<Uuid>,
 }
 
 /// The task filter the query, cancel and artifact batch bodies share, flattened into
@@ -401,6 +412,33 @@ pub struct TasksQueryResp {
     pub count: u64,
     pub tasks: Vec<TaskQueryInfo>,
     pub group_name: String,
+}
+
+/// mito's extension, `POST /tasks/summary`: the tasks a filter selects, counted by state
+/// and by result (an array's progress: its label is the filter).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TasksSummaryReq {
+    #[serde(flatten)]
+    pub filter: TaskFilter,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TasksSummaryResp {
+    pub group_name: String,
+    /// How many tasks, active and archived, match.
+    pub count: u64,
+    /// Tasks per state; states with none are left out.
+    pub states: BTreeMap<TaskState, u64>,
+    /// Ended tasks per result, most frequent first.
+    pub results: Vec<ResultCount>,
+}
+
+/// How many tasks ended with one result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResultCount {
+    pub exit_status: i32,
+    pub msg: Option<TaskResultMessage>,
+    pub count: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -12,6 +12,7 @@ mod client;
 mod client_files;
 mod client_tasks;
 mod dashboard;
+mod dashboard_workflows;
 mod end_to_end;
 mod faults;
 mod groups;

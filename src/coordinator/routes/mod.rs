@@ -87,6 +87,7 @@ endpoints! {
     CancelTask(Uuid),
     TaskLabels(Uuid),
     QueryTasks,
+    SummarizeTasks,
     CancelTasks,
     CancelTaskList,
     RegisterWorker,
@@ -251,6 +252,7 @@ pub(super) fn resolve(method: &Method, segs: &[&str]) -> Result<Endpoint, ApiErr
         ["tasks"] => on!(method, Post => E::SubmitTask),
         ["tasks", "submit"] => on!(method, Post => E::SubmitTasks),
         ["tasks", "query"] => on!(method, Post => E::QueryTasks),
+        ["tasks", "summary"] => on!(method, Post => E::SummarizeTasks),
         ["tasks", "cancel"] => on!(method, Post => E::CancelTasks),
         ["tasks", "cancel", "list"] => on!(method, Post => E::CancelTaskList),
         ["tasks", t] => {
@@ -445,6 +447,7 @@ fn run_handler(ctx: &Ctx, endpoint: Endpoint, call: &Call, who: &Principal) -> R
         E::CancelTask(t) => tasks::cancel(ctx, who.user()?, t),
         E::TaskLabels(t) => tasks::labels(ctx, call, who.user()?, t),
         E::QueryTasks => tasks::query(ctx, call, who.user()?),
+        E::SummarizeTasks => tasks::summary(ctx, call, who.user()?),
         E::CancelTasks => tasks::cancel_by_filter(ctx, call, who.user()?),
         E::CancelTaskList => tasks::cancel_by_list(ctx, call, who.user()?),
         E::RegisterWorker => workers::register(ctx, call, who.user()?),

@@ -3,7 +3,7 @@
 use crate::api::{
     ArraySpec, ChangeTaskReq, ErrorMsg, SubmitTaskReq, SubmitTaskResp, TaskQueryResp, TaskState,
     TasksCancelByFilterReq, TasksCancelByFilterResp, TasksCancelByUuidsReq, TasksCancelByUuidsResp, TasksQueryReq,
-    TasksQueryResp, TasksSubmitReq, TasksSubmitResp, UpdateTaskLabelsReq, UserGroupRole,
+    TasksQueryResp, TasksSubmitReq, TasksSubmitResp, TasksSummaryReq, UpdateTaskLabelsReq, UserGroupRole,
 };
 use crate::coordinator::auth::{authenticate_user, AuthUser, Claims};
 use crate::coordinator::authz::{authorize_group, authorize_task};
@@ -67,7 +67,7 @@ fn submit_all(
         let mut waiting = Vec::new();
         for (group, m) in &made {
             for (i, (_, uuid)) in by_group[group].iter().zip(m.iter().flat_map(|m| m.tasks.iter())) {
-                tasks::extend(&mut tx, *uuid, &reqs[*i])?;
+                tasks::extend(&mut tx, std::slice::from_ref(uuid), &reqs[*i])?;
                 if !tasks::dependencies::of(&reqs[*i]).is_empty() {
                     waiting.push(*uuid);
                 }
@@ -201,6 +201,18 @@ fn submit_array(ctx: &Ctx, token: &Claims, templates: &[SubmitTaskReq], array: &
     let refs: Vec<&SubmitTaskReq> = items.iter().collect();
     let announce = ctx.scheduler.group_payload_prefix();
     let mut db = ctx.pool.get()?;
+    let extended = tasks::is_extended(template);
+    if extended {
+        // The template's dependencies are checked against what the caller may read, as a
+        // single task's are.
+        let user = authenticate_user(&mut db, token, false)?;
+        let mut by_group = BTreeMap::from([(template.group_name.as_str(), vec![0])]);
+        let mut refused = vec![None];
+        check_dependencies(&mut *db, &user, templates, &mut by_group, &mut refused)?;
+        if let Some(Some(Err(e))) = refused.pop() {
+            return Err(e);
+        }
+    }
     let st = tasks::prepare_submit(&mut db)?;
     let mut tx = db.transaction()?;
     let made = tasks::submit_array(&mut tx, &st, token, &template.group_name, &refs, &announce, id, array.max_running)?;
@@ -213,6 +225,16 @@ fn submit_array(ctx: &Ctx, token: &Claims, templates: &[SubmitTaskReq], array: &
             template.group_name
         )));
     };
+    if extended {
+        // Every task of the array gets the template's retry policy and dependencies, before
+        // the commit, so no worker can claim one that must wait.
+        let uuids: Vec<Uuid> = m.tasks.iter().map(|(_, uuid)| *uuid).collect();
+        tasks::extend(&mut tx, &uuids, template)?;
+        if !tasks::dependencies::of(template).is_empty() {
+            // Dependencies that have already ended are settled now, as for single tasks.
+            tasks::dependencies::settle_submitted(&mut tx, &uuids)?;
+        }
+    }
     tx.commit()?;
     ctx.scheduler.wake_group(m.group_id);
     crate::coordinator::metrics::METRICS.submits.add(m.tasks.len() as u64);
@@ -234,10 +256,17 @@ fn find_visible(
 /// `GET /tasks/{uuid}`: needs Read in the task's group.
 pub(crate) fn get(ctx: &Ctx, user: &AuthUser, uuid: Uuid) -> Result<Reply, ApiError> {
     let mut db = ctx.pool.get()?;
-    let found = find_visible(&mut *db, user, uuid, UserGroupRole::Read)?;
-    let artifacts = tasks::artifacts(&mut *db, uuid)?;
-    let attempts = tasks::retry::attempts(&mut *db, uuid)?;
-    Ok(Reply::json(&TaskQueryResp { info: found.info, artifacts, attempts }))
+    // One snapshot for every read, so the answer never shows a task still waiting whose
+    // dependencies the reaper resolved between two of them.
+    let mut tx =
+        db.build_transaction().isolation_level(postgres::IsolationLevel::RepeatableRead).read_only(true).start()?;
+    let found = find_visible(&mut tx, user, uuid, UserGroupRole::Read)?;
+    let artifacts = tasks::artifacts(&mut tx, uuid)?;
+    let attempts = tasks::retry::attempts(&mut tx, uuid)?;
+    let retries = if found.active { tasks::retry::policy(&mut tx, found.id)? } else { None };
+    let (after, after_any) = tasks::dependencies::waiting_for(&mut tx, uuid)?;
+    tx.commit()?;
+    Ok(Reply::json(&TaskQueryResp { info: found.info, artifacts, attempts, retries, after, after_any }))
 }
 
 /// `PUT /tasks/{uuid}`: changes a Ready task (Write).
@@ -352,6 +381,16 @@ pub(crate) fn query(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, Ap
     let (limit, offset) = limits::page(req.limit, req.offset)?;
     let tasks = matching::page(&mut *db, &mut q, req.reporter_uuid, limit, offset)?;
     Ok(Reply::json(&TasksQueryResp { count: tasks.len() as u64, tasks, group_name }))
+}
+
+/// `POST /tasks/summary`: needs Read; the tasks a filter selects (an array, by its label)
+/// counted by state and by result, so a page following an array's progress reads a few
+/// rows per refresh, not every task.
+pub(crate) fn summary(ctx: &Ctx, call: &Call, user: &AuthUser) -> Result<Reply, ApiError> {
+    let req: TasksSummaryReq = call.json()?;
+    let mut db = ctx.pool.get()?;
+    let (group_name, mut q) = matching::authorized(&mut *db, user, &req.filter, UserGroupRole::Read)?;
+    Ok(Reply::json(&matching::summary(&mut *db, &mut q, group_name)?))
 }
 
 /// `POST /tasks/cancel`: cancels matching Ready and Pending tasks (Write).

@@ -107,7 +107,14 @@ pub(crate) fn get_task(ctx: &Ctx, worker: &AuthWorker, uuid: Uuid) -> Result<Rep
         }
     }
     let artifacts = tasks::artifacts(&mut *db, uuid)?;
-    Ok(Reply::json(&TaskQueryResp { info, artifacts, attempts: Vec::new() }))
+    Ok(Reply::json(&TaskQueryResp {
+        info,
+        artifacts,
+        attempts: Vec::new(),
+        retries: None,
+        after: Vec::new(),
+        after_any: Vec::new(),
+    }))
 }
 
 struct Assigned {

@@ -12,7 +12,7 @@
 //! arise: dependencies exist before their dependent is submitted.
 //!
 //! ```ignore
-//! dependencies::record(&mut tx, uuid, &req)?;                 // in the submit's transaction
+//! dependencies::record(&mut tx, &[uuid], &req)?;              // in the submit's transaction
 //! let groups = dependencies::release_dependents(&mut tx, &[archived_uuid])?; // wake them after commit
 //! let groups = dependencies::resolve(&mut tx)?;               // reaper: the rest
 //! ```
@@ -32,25 +32,38 @@ pub fn of(req: &SubmitTaskReq) -> Vec<(Uuid, bool)> {
     deps.into_iter().collect()
 }
 
-/// Makes the just-inserted task `uuid` wait for its dependencies (same transaction as
-/// the insert, so no worker can claim it before).
-pub fn record(tx: &mut impl GenericClient, uuid: Uuid, req: &SubmitTaskReq) -> Result<(), ApiError> {
+/// Makes the just-inserted tasks `uuids`, made from `req`, wait for its dependencies (same
+/// transaction as the insert, so no worker can claim them before). Two statements however
+/// many tasks: an array's tasks share their template's dependencies.
+pub fn record(tx: &mut impl GenericClient, uuids: &[Uuid], req: &SubmitTaskReq) -> Result<(), ApiError> {
     let deps = of(req);
-    if deps.is_empty() {
+    if deps.is_empty() || uuids.is_empty() {
         return Ok(());
     }
     let (ids, any): (Vec<Uuid>, Vec<bool>) = deps.into_iter().unzip();
     tx.execute(
         "INSERT INTO task_dependencies (task_uuid, dependency_uuid, any_outcome)
-         SELECT $1, d, a FROM unnest($2::uuid[], $3::bool[]) AS x(d, a)",
-        &[&uuid, &ids, &any],
+         SELECT t, d, a FROM unnest($1::uuid[]) AS t, unnest($2::uuid[], $3::bool[]) AS x(d, a)",
+        &[&uuids, &ids, &any],
     )?;
     let note = format!("waits for {} dependencies", ids.len());
     tx.execute(
-        "UPDATE active_tasks SET state = $2, note = $3 WHERE uuid = $1",
-        &[&uuid, &TaskState::Pending.code(), &note],
+        "UPDATE active_tasks SET state = $2, note = $3 WHERE uuid = ANY($1)",
+        &[&uuids, &TaskState::Pending.code(), &note],
     )?;
     Ok(())
+}
+
+/// The dependencies `uuid` still waits for: (must succeed, any outcome will do), each in
+/// uuid order. Empty once they are resolved (their rows are gone).
+pub fn waiting_for(db: &mut impl GenericClient, uuid: Uuid) -> Result<(Vec<Uuid>, Vec<Uuid>), ApiError> {
+    let rows = db.query(
+        "SELECT dependency_uuid, any_outcome FROM task_dependencies WHERE task_uuid = $1 ORDER BY dependency_uuid",
+        &[&uuid],
+    )?;
+    let (any, all): (Vec<_>, Vec<_>) = rows.iter().partition(|r| r.get::<_, bool>("any_outcome"));
+    let ids = |rows: Vec<&postgres::Row>| rows.into_iter().map(|r| r.get("dependency_uuid")).collect();
+    Ok((ids(all), ids(any)))
 }
 
 /// Settles the just-submitted waiting tasks `uuids` whose dependencies have already

@@ -11,7 +11,7 @@
 //! one statement.
 
 use super::{active_select, archived_select, from_row};
-use crate::api::{TaskFilter, TaskQueryInfo, UserGroupRole};
+use crate::api::{ResultCount, TaskFilter, TaskQueryInfo, TaskResultSpec, TaskState, TasksSummaryResp, UserGroupRole};
 use crate::coordinator::auth::AuthUser;
 use crate::coordinator::authz::authorize_group;
 use crate::coordinator::error::ApiError;
@@ -19,6 +19,7 @@ use crate::coordinator::filter::{comparison, not_empty, Comparison, Sql};
 use crate::coordinator::limits;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::GenericClient;
+use std::collections::BTreeMap;
 use uuid::Uuid;
 
 /// Checks the filter's fields, then the caller's role `min` in the filter's group
@@ -91,6 +92,38 @@ pub(crate) fn count(db: &mut impl GenericClient, q: &mut Sql, reporter: Option<U
     let union = union_sql(q, reporter);
     let n: i64 = db.query_one(&format!("SELECT count(*) FROM ({union}) x"), &q.params())?.get("count");
     Ok(n as u64)
+}
+
+/// The tasks matching `q` (in `group_name`), active and archived: how many, how many per
+/// state, and how many ended with each result (most frequent first). One grouped
+/// statement, so the answer holds a row per distinct (state, result), however many tasks
+/// match.
+pub(crate) fn summary(
+    db: &mut impl GenericClient,
+    q: &mut Sql,
+    group_name: String,
+) -> Result<TasksSummaryResp, ApiError> {
+    let union = union_sql(q, None);
+    let rows = db.query(
+        &format!("SELECT x.state, x.result, count(*) AS n FROM ({union}) x GROUP BY x.state, x.result"),
+        &q.params(),
+    )?;
+    let (mut count, mut states, mut results) = (0u64, BTreeMap::new(), Vec::<ResultCount>::new());
+    for r in &rows {
+        let n = r.get::<_, i64>("n") as u64;
+        count += n;
+        let state = TaskState::from_code(r.get("state")).unwrap_or(TaskState::Unknown);
+        *states.entry(state).or_insert(0) += n;
+        let Some(result) = r.get::<_, Option<serde_json::Value>>("result") else { continue };
+        let result: TaskResultSpec = serde_json::from_value(result)
+            .map_err(|e| ApiError::Internal(format!("stored task result does not parse: {e}")))?;
+        match results.iter_mut().find(|c| c.exit_status == result.exit_status && c.msg == result.msg) {
+            Some(c) => c.count += n,
+            None => results.push(ResultCount { exit_status: result.exit_status, msg: result.msg, count: n }),
+        }
+    }
+    results.sort_by(|a, b| b.count.cmp(&a.count).then(a.exit_status.cmp(&b.exit_status)));
+    Ok(TasksSummaryResp { group_name, count, states, results })
 }
 
 /// One page of the tasks matching `q`, active first; the answer's size is bounded (see

@@ -464,13 +464,14 @@ pub fn archive_as(
 }
 
 /// Stores what a request asks beyond the mitosis API (retry policy, dependencies) on
-/// the task `uuid` it just inserted, in the insert's transaction.
-pub fn extend(tx: &mut impl GenericClient, uuid: Uuid, req: &SubmitTaskReq) -> Result<(), ApiError> {
+/// the tasks `uuids` just inserted from it (one, or an array's), in the insert's
+/// transaction.
+pub fn extend(tx: &mut impl GenericClient, uuids: &[Uuid], req: &SubmitTaskReq) -> Result<(), ApiError> {
     if let Some(p) = &req.retries {
         let policy = serde_json::to_value(p).map_err(|e| ApiError::Internal(format!("serialize retry policy: {e}")))?;
-        tx.execute("UPDATE active_tasks SET retry_policy = $2 WHERE uuid = $1", &[&uuid, &policy])?;
+        tx.execute("UPDATE active_tasks SET retry_policy = $2 WHERE uuid = ANY($1)", &[&uuids, &policy])?;
     }
-    dependencies::record(tx, uuid, req)
+    dependencies::record(tx, uuids, req)
 }
 
 /// Whether a request asks for anything beyond the mitosis API.

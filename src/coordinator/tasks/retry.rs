@@ -256,6 +256,18 @@ pub fn attempts(db: &mut impl GenericClient, uuid: Uuid) -> Result<Vec<TaskAttem
         .collect()
 }
 
+/// The retry policy of the active task `id`, if it has one.
+pub fn policy(db: &mut impl GenericClient, id: i64) -> Result<Option<RetryPolicy>, ApiError> {
+    let Some(row) =
+        db.query_opt("SELECT retry_policy FROM active_tasks WHERE id = $1 AND retry_policy IS NOT NULL", &[&id])?
+    else {
+        return Ok(None);
+    };
+    serde_json::from_value(row.get("retry_policy"))
+        .map(Some)
+        .map_err(|e| ApiError::Internal(format!("stored retry policy of task {id} does not parse: {e}")))
+}
+
 /// Checks a submitted policy against the bounds.
 pub fn validate(policy: &RetryPolicy) -> Result<(), ApiError> {
     use crate::coordinator::limits::MAX_RETRIES;

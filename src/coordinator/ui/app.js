@@ -65,6 +65,11 @@ function splitList(s) {
   return (s || "").split(",").map((x) => x.trim()).filter((x) => x.length > 0);
 }
 
+// A list as a set, in the order the CLI sends one (sorted, each once).
+function sortedSet(list) {
+  return [...new Set(list)].sort();
+}
+
 // A command line split as a shell would for plain words, quotes and backslashes (no
 // expansion): what `mito client tasks submit -- ...` would receive as arguments.
 function splitCommand(line) {
@@ -90,6 +95,126 @@ function splitCommand(line) {
   if (quote) throw new Error("unclosed " + quote + " in the command line");
   if (cur !== null) args.push(cur);
   return args;
+}
+
+// ------------------------------------------------------------------ workflows: the CLI's notations
+
+// The bounds the coordinator enforces (src/coordinator/limits.rs, src/api/array.rs),
+// checked here too so a mistake is named before anything is sent.
+const MAX_ARRAY_TASKS = 10000;
+const MAX_RETRIES = 100;
+const MAX_RETRY_BACKOFF_NS = 3600e9;
+const MAX_DEPENDENCIES = 100;
+const RETRY_OUTCOMES = ["failure", "timeout", "lost"];
+
+// A UUID as the CLI accepts it (hyphenated or 32 hex digits, braces or urn:uuid: allowed),
+// in the lower-case hyphenated form it sends; null if it is not one.
+function parseUuid(text) {
+  const t = String(text).trim().replace(/^urn:uuid:/i, "").replace(/^\{(.*)\}$/, "$1");
+  if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(t) && !/^[0-9a-f]{32}$/i.test(t)) return null;
+  const x = t.replace(/-/g, "").toLowerCase();
+  return [x.slice(0, 8), x.slice(8, 12), x.slice(12, 16), x.slice(16, 20), x.slice(20)].join("-");
+}
+
+// `START-END[:STEP][%K]` (END included) as `mito client tasks submit --array` reads it,
+// with the same messages; returns the request's `array` object and the number of tasks.
+function parseArray(text) {
+  const shape = () => new Error("array " + JSON.stringify(text) + " is not START-END[:STEP][%K], e.g. 0-99 or 0-99:2%5");
+  const num = (t, max) => {
+    const v = t.trim();
+    if (!/^\+?[0-9]+$/.test(v)) throw shape();
+    const n = Number(v);
+    if (!Number.isSafeInteger(n) || n > max) throw shape();
+    return n;
+  };
+  let range = text, cap = null, step = 1;
+  const pct = range.indexOf("%");
+  if (pct >= 0) { cap = num(range.slice(pct + 1), 4294967295); range = range.slice(0, pct); }
+  const colon = range.indexOf(":");
+  if (colon >= 0) { step = num(range.slice(colon + 1), Number.MAX_SAFE_INTEGER); range = range.slice(0, colon); }
+  const dash = range.indexOf("-");
+  const start = num(dash >= 0 ? range.slice(0, dash) : range, Number.MAX_SAFE_INTEGER);
+  const end = dash >= 0 ? num(range.slice(dash + 1), Number.MAX_SAFE_INTEGER) : start;
+  const empty = (why) => new Error("the array is empty or malformed: " + why);
+  if (step === 0) throw empty("the step must be at least 1");
+  if (end < start) throw empty("the end " + end + " is before the start " + start);
+  if (cap === 0) throw empty("%K must be at least 1");
+  const n = Math.floor((end - start) / step) + 1;
+  if (n > MAX_ARRAY_TASKS) throw new Error("the array has " + n + " indices; at most " + MAX_ARRAY_TASKS + ": split it into several arrays");
+  const array = { start, end, step };
+  if (cap !== null) array.max_running = cap;
+  return { array, count: n };
+}
+
+// A duration as the coordinator parses it (humantime: "30s", "1m 30s", "500ms"; whole
+// numbers, each with a unit), in nanoseconds; null if it is not one.
+const DURATION_UNITS = [
+  [["nsec", "ns"], 1], [["usec", "us"], 1e3], [["msec", "ms"], 1e6],
+  [["seconds", "second", "sec", "s"], 1e9], [["minutes", "minute", "min", "m"], 60e9],
+  [["hours", "hour", "hr", "h"], 3600e9], [["days", "day", "d"], 86400e9], [["weeks", "week", "w"], 604800e9],
+  [["months", "month", "M"], 2630016e9], [["years", "year", "y"], 31557600e9],
+];
+function parseDuration(text) {
+  const t = String(text).trim();
+  if (!t) return null;
+  let total = 0;
+  const re = /([0-9]+)\s*([A-Za-z]+)\s*/y;
+  let m;
+  while (re.lastIndex < t.length) {
+    if (!(m = re.exec(t))) return null;
+    const unit = DURATION_UNITS.find(([names]) => names.includes(m[2]));
+    if (!unit) return null;
+    total += Number(m[1]) * unit[1];
+    if (!Number.isSafeInteger(total)) return null;
+  }
+  return total;
+}
+
+// Nanoseconds as the CLI writes a duration on the wire (humantime's format: "0s", "1m 30s").
+function fmtDuration(ns) {
+  if (ns === 0) return "0s";
+  const secs = Math.floor(ns / 1e9), sub = ns % 1e9;
+  const years = Math.floor(secs / 31557600), ydays = secs % 31557600;
+  const months = Math.floor(ydays / 2630016), mdays = ydays % 2630016;
+  const days = Math.floor(mdays / 86400), daySecs = mdays % 86400;
+  const parts = [];
+  const plural = (n, unit) => { if (n) parts.push(n + unit + (n > 1 ? "s" : "")); };
+  const item = (n, unit) => { if (n) parts.push(n + unit); };
+  plural(years, "year"); plural(months, "month"); plural(days, "day");
+  item(Math.floor(daySecs / 3600), "h"); item(Math.floor((daySecs % 3600) / 60), "m"); item(daySecs % 60, "s");
+  item(Math.floor(sub / 1e6), "ms"); item(Math.floor(sub / 1e3) % 1000, "us"); item(sub % 1000, "ns");
+  return parts.join(" ");
+}
+
+// A result in words, as `mito client tasks get` says it.
+function describeResult(r) {
+  const status = r.exit_status;
+  const code = (status & 0x7f) === 0 ? "exit code " + ((status >> 8) & 0xff) : "signal " + (status & 0x7f);
+  if (r.msg) return r.msg + " (exit status " + status + ")";
+  return status === 0 ? "exit status 0" : "exit status " + status + " (" + code + ")";
+}
+
+// The array a task belongs to: the id in its `array:<id>` label, and its index.
+function arrayOf(t) {
+  const label = (t.labels || []).find((l) => l.startsWith("array:") && parseUuid(l.slice(6)));
+  if (!label) return null;
+  const index = ((t.spec || {}).envs || {}).MITO_ARRAY_INDEX;
+  return { id: parseUuid(label.slice(6)), index: index === undefined ? null : index };
+}
+
+function arrayHref(group, id) {
+  return "#/array/" + enc(group) + "/" + id;
+}
+
+// Labels as text, an array's label as a link to the array.
+function labelsCell(t) {
+  const out = [];
+  (t.labels || []).forEach((l, i) => {
+    if (i) out.push(", ");
+    const id = l.startsWith("array:") ? parseUuid(l.slice(6)) : null;
+    out.push(id ? h("a", { href: arrayHref(t.group_name, id) }, l) : l);
+  });
+  return out;
 }
 
 // ------------------------------------------------------------------ the API
@@ -139,8 +264,12 @@ const encKey = (k) => k.split("/").map(enc).join("/");
 let liveTimer = null;
 let liveFn = null;
 let liveGen = 0;
+// Bumped on every navigation. A page passes the value it started under: one whose first
+// load ends after the user moved on must not start its refresh under the next page.
+let routeGen = 0;
 
-function live(fn) {
+function live(fn, page) {
+  if (page !== routeGen) return;
   stopLive();
   liveFn = fn;
   const gen = ++liveGen;
@@ -162,7 +291,7 @@ function stopLive() {
 }
 
 document.addEventListener("visibilitychange", () => {
-  if (document.visibilityState === "visible" && liveFn) live(liveFn);
+  if (document.visibilityState === "visible" && liveFn) live(liveFn, routeGen);
 });
 
 // ------------------------------------------------------------------ layout
@@ -180,7 +309,7 @@ function chrome(loggedIn) {
   who.textContent = loggedIn ? "Signed in as " + session.user : "";
   const page = (location.hash.split("/")[1] || "tasks");
   for (const a of document.querySelectorAll("#nav a")) {
-    const cur = a.getAttribute("href") === "#/" + page || (page === "task" && a.getAttribute("href") === "#/tasks")
+    const cur = a.getAttribute("href") === "#/" + page || ((page === "task" || page === "array") && a.getAttribute("href") === "#/tasks")
       || (page === "group" && a.getAttribute("href") === "#/groups") || (page === "worker" && a.getAttribute("href") === "#/workers");
     a.classList.toggle("current", cur);
     if (cur) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
@@ -234,9 +363,10 @@ function stateCell(state) {
 
 // ------------------------------------------------------------------ tasks
 
-const taskFilter = { group: "", state: "", labels: "", tags: "", creator: "" };
+const taskFilter = { group: "", state: "", labels: "", tags: "", creator: "", array: "" };
 
 async function pageTasks() {
+  const page = routeGen;
   const groups = await myGroups();
   if (!taskFilter.group || !groups.includes(taskFilter.group)) taskFilter.group = groups.includes(session.user) ? session.user : groups[0] || "";
   const field = (label, input) => h("div", { class: "field" }, h("label", { for: input.id }, label), input);
@@ -246,6 +376,8 @@ async function pageTasks() {
   const labels = h("input", { id: "f-labels", value: taskFilter.labels, placeholder: "a,b", size: 12 });
   const tags = h("input", { id: "f-tags", value: taskFilter.tags, placeholder: "gpu", size: 10 });
   const creator = h("input", { id: "f-creator", value: taskFilter.creator, placeholder: "user", size: 10 });
+  const arrayId = h("input", { id: "f-array", value: taskFilter.array, placeholder: "array id", size: 14 });
+  const arrayLink = h("div", { id: "f-array-link" });
   const counts = h("div", { class: "counts", id: "state-counts", "aria-label": "Tasks per state" });
   const tbody = h("tbody", { id: "task-rows" });
   const table = h("div", { class: "table-wrap" }, h("table", { id: "task-table" },
@@ -254,15 +386,16 @@ async function pageTasks() {
     tbody));
   const chartBox = h("div", { id: "chart" });
   const apply = () => {
-    Object.assign(taskFilter, { group: group.value, state: state.value, labels: labels.value, tags: tags.value, creator: creator.value });
+    Object.assign(taskFilter, { group: group.value, state: state.value, labels: labels.value, tags: tags.value, creator: creator.value,
+      array: arrayId.value.trim() });
     refresh().catch((e) => setStatus(e.message));
   };
   for (const el of [group, state]) el.addEventListener("change", apply);
   const form = h("form", { class: "filters", id: "task-filters" },
     field("Group", group), field("State", state), field("Labels", labels), field("Tags", tags), field("Creator", creator),
-    h("button", { type: "submit" }, "Filter"));
+    field("Array", arrayId), h("button", { type: "submit" }, "Filter"));
   form.addEventListener("submit", (ev) => { ev.preventDefault(); apply(); });
-  mount(h("h1", {}, "Tasks"), form, counts, table, h("h2", {}, "Last hour"), chartBox);
+  mount(h("h1", {}, "Tasks"), form, arrayLink, counts, table, h("h2", {}, "Last hour"), chartBox);
 
   const query = () => {
     const q = { group_name: taskFilter.group || null, limit: 100, count: false };
@@ -270,14 +403,28 @@ async function pageTasks() {
     if (splitList(taskFilter.labels).length) q.labels = splitList(taskFilter.labels);
     if (splitList(taskFilter.tags).length) q.tags = splitList(taskFilter.tags);
     if (splitList(taskFilter.creator).length) q.creator_usernames = splitList(taskFilter.creator);
+    // An array is its label: the filter adds it to the labels asked for.
+    const id = parseUuid(taskFilter.array);
+    if (id) q.labels = [...(q.labels || []), "array:" + id];
     return q;
+  };
+  const checkArray = () => {
+    if (!taskFilter.array) { arrayLink.replaceChildren(); return true; }
+    const id = parseUuid(taskFilter.array);
+    if (!id) {
+      arrayLink.replaceChildren();
+      setStatus("Array " + JSON.stringify(taskFilter.array) + " is not an array id (a uuid, as `tasks submit --array` printed it).");
+      return false;
+    }
+    arrayLink.replaceChildren(h("p", {}, h("a", { href: arrayHref(taskFilter.group, id), id: "f-array-summary" }, "Summary of array " + id)));
+    return true;
   };
   const drawRows = (tasks) => {
     tbody.replaceChildren(...tasks.map((t) => h("tr", { "data-uuid": t.uuid, "data-state": t.state },
       h("td", { class: "mono" }, h("a", { href: "#/task/" + t.uuid }, t.uuid)),
       h("td", {}, stateCell(t.state)),
       h("td", { class: "hide-narrow" }, t.creator_username),
-      h("td", { class: "hide-narrow" }, (t.labels || []).join(", ")),
+      h("td", { class: "hide-narrow" }, labelsCell(t)),
       h("td", { class: "hide-narrow" }, (t.tags || []).join(", ")),
       h("td", {}, t.result ? String(t.result.exit_status) + (t.result.msg ? " (" + t.result.msg + ")" : "") : ""),
       h("td", { class: "hide-narrow" }, fmtTime(t.updated_at)))));
@@ -292,6 +439,7 @@ async function pageTasks() {
   // Alternate the two requests so a page left open makes one request per tick.
   let turn = 0;
   const refresh = async () => {
+    if (!checkArray()) { drawRows([]); return; }
     const r = await api("POST", "/tasks/query", query());
     drawRows(r.tasks || []);
     if (taskFilter.group) drawStats(await api("GET", "/groups/" + enc(taskFilter.group) + "/stats"));
@@ -300,9 +448,9 @@ async function pageTasks() {
   await refresh();
   live(async () => {
     turn ^= 1;
-    if (turn) drawRows((await api("POST", "/tasks/query", query())).tasks || []);
+    if (turn && checkArray()) drawRows((await api("POST", "/tasks/query", query())).tasks || []);
     else if (taskFilter.group) drawStats(await api("GET", "/groups/" + enc(taskFilter.group) + "/stats"));
-  });
+  }, page);
 }
 
 // Tasks finished per minute (bars) and the Ready queue depth (line) over the window.
@@ -334,6 +482,7 @@ function chart(stats) {
 // ------------------------------------------------------------------ one task
 
 async function pageTask(uuid) {
+  const page = routeGen;
   const box = h("div", { id: "task-page" });
   mount(h("h1", {}, "Task ", h("span", { class: "mono" }, uuid)), box);
   let logShown = false;
@@ -352,7 +501,12 @@ async function pageTask(uuid) {
     fact("Command", h("span", { class: "mono", id: "task-args" }, shellJoin(spec.args)));
     fact("Environment", h("span", { class: "mono" }, Object.entries(spec.envs || {}).map(([k, v]) => k + "=" + v).join("  ") || "none"));
     fact("Tags", (t.tags || []).join(", ") || "none");
-    fact("Labels", h("span", { id: "task-labels" }, (t.labels || []).join(", ")));
+    fact("Labels", h("span", { id: "task-labels" }, labelsCell(t)));
+    const inArray = arrayOf(t);
+    if (inArray) {
+      fact("Array", h("span", {}, h("a", { id: "task-array", href: arrayHref(t.group_name, inArray.id) }, inArray.id),
+        inArray.index === null ? "" : " (index " + inArray.index + ")"));
+    }
     fact("Priority", String(t.priority));
     fact("Timeout", t.timeout + " s");
     fact("Terminal output", spec.terminal_output ? "captured" : "not captured");
@@ -363,6 +517,12 @@ async function pageTask(uuid) {
     if (t.upstream_task_uuid) fact("Upstream", h("a", { href: "#/task/" + t.upstream_task_uuid }, t.upstream_task_uuid));
     if (t.downstream_task_uuid) fact("Downstream", h("a", { href: "#/task/" + t.downstream_task_uuid }, t.downstream_task_uuid));
     if (t.note) fact("Note", h("span", { id: "task-note" }, t.note));
+    if (r.retries) fact("Retries", h("span", { id: "task-retries" }, retryWords(r.retries)));
+    const deps = [...(r.after || []).map((u) => [u, "must finish with exit 0"]), ...(r.after_any || []).map((u) => [u, "any outcome"])];
+    if (deps.length) {
+      fact("Waits for", h("ul", { id: "task-deps", class: "plain" }, deps.map(([u, how]) =>
+        h("li", {}, h("a", { class: "mono", href: "#/task/" + u, "data-dependency": u }, u), " (" + how + ")"))));
+    }
 
     const actions = h("div", { class: "actions" });
     if (!FINAL.has(t.state)) {
@@ -435,7 +595,14 @@ async function pageTask(uuid) {
   live(async () => {
     turn ^= 1;
     if (liveOut.active && turn) await readLive(); else await draw();
-  });
+  }, page);
+}
+
+// A retry policy in words: "up to 3 more attempts on failure, lost; backoff 30s (doubled each time)".
+function retryWords(p) {
+  const n = p.max === 1 ? "1 more attempt" : "up to " + p.max + " more attempts";
+  const backoff = !p.backoff || p.backoff === "0s" ? "no backoff" : "backoff " + p.backoff + ", doubled for each next one";
+  return n + " on " + (p.on || RETRY_OUTCOMES).join(", ") + "; " + backoff;
 }
 
 // The newest artifact of a type, or that of one attempt of a task with retries.
@@ -488,11 +655,113 @@ function untar(bytes) {
   return files;
 }
 
+// ------------------------------------------------------------------ one array
+
+// Tasks per page of an array's table.
+const ARRAY_PAGE = 50;
+
+async function pageArray(group, idText) {
+  const page = routeGen;
+  const id = parseUuid(idText);
+  if (!id) throw new Error(JSON.stringify(idText) + " is not an array id (a uuid)");
+  const label = "array:" + id;
+  const filter = { group_name: group, labels: [label] };
+  const states = h("div", { class: "counts", id: "array-states", "aria-label": "Tasks of the array per state" });
+  const bar = h("div", { class: "bar", role: "meter", "aria-label": "Tasks of the array ended", "aria-valuemin": 0 }, h("span", {}));
+  const progress = h("p", { id: "array-progress" });
+  const results = h("tbody", { id: "array-results" });
+  const rows = h("tbody", { id: "array-rows" });
+  const pageInfo = h("span", { id: "array-page", class: "muted" });
+  let offset = 0;
+  let summary = null;
+  const prev = h("button", { type: "button", id: "array-prev", onclick: () => { offset = Math.max(0, offset - ARRAY_PAGE); drawPage().catch((e) => setStatus(e.message)); } }, "Previous");
+  const next = h("button", { type: "button", id: "array-next", onclick: () => { offset += ARRAY_PAGE; drawPage().catch((e) => setStatus(e.message)); } }, "Next");
+  const cancel = h("button", { type: "button", class: "danger", id: "array-cancel", onclick: () => cancelArray() }, "Cancel the whole array");
+  mount(h("h1", {}, "Array ", h("span", { class: "mono" }, id)),
+    h("dl", { class: "facts" }, h("dt", {}, "Group"), h("dd", {}, h("a", { href: "#/group/" + enc(group), id: "array-group" }, group)),
+      h("dt", {}, "Label"), h("dd", { class: "mono" }, label),
+      h("dt", {}, "Tasks"), h("dd", {}, h("a", { href: "#/tasks", id: "array-in-list", onclick: () => {
+        Object.assign(taskFilter, { group, state: "", labels: "", tags: "", creator: "", array: id });
+      } }, "Show in the task list"))),
+    h("h2", {}, "Progress"), progress, bar, states,
+    h("h2", {}, "Results"), h("div", { class: "table-wrap" }, h("table", { id: "array-result-table" },
+      h("thead", {}, h("tr", {}, h("th", {}, "Result"), h("th", {}, "Exit status"), h("th", {}, "Tasks"))), results)),
+    h("div", { class: "actions" }, cancel),
+    h("h2", {}, "Tasks"), h("div", { class: "table-wrap" }, h("table", { id: "array-table" },
+      h("thead", {}, h("tr", {}, h("th", {}, "Index"), h("th", {}, "Task"), h("th", {}, "State"), h("th", {}, "Exit"),
+        h("th", { class: "hide-narrow" }, "Note"), h("th", { class: "hide-narrow" }, "Updated"))), rows)),
+    h("div", { class: "actions pager" }, prev, pageInfo, next));
+
+  // Returns whether the counts changed since the last draw.
+  const drawSummary = async () => {
+    const before = summary && JSON.stringify(summary.states);
+    summary = await api("POST", "/tasks/summary", filter);
+    const st = summary.states || {};
+    const ended = [...FINAL].reduce((n, s) => n + (st[s] || 0), 0);
+    progress.textContent = summary.count ? ended + " of " + summary.count + " tasks ended" : "This array has no tasks in group " + group + ".";
+    bar.setAttribute("aria-valuemax", summary.count);
+    bar.setAttribute("aria-valuenow", ended);
+    // Set through the DOM: the page's policy forbids inline style attributes.
+    bar.firstChild.style.width = (summary.count ? (100 * ended) / summary.count : 0).toFixed(1) + "%";
+    states.replaceChildren(...STATES.map((s) => h("span", { "data-state": s }, s + ": ", h("b", {}, String(st[s] || 0)))),
+      h("span", { "data-state": "total" }, "total: ", h("b", {}, String(summary.count))));
+    results.replaceChildren(...(summary.results || []).map((r) => h("tr", { "data-exit": r.exit_status },
+      h("td", {}, describeResult(r)), h("td", {}, String(r.exit_status)), h("td", {}, String(r.count)))));
+    if (!(summary.results || []).length) results.append(h("tr", {}, h("td", { colspan: 3, class: "muted" }, "No task has ended yet.")));
+    cancel.hidden = ended === summary.count;
+    setStatus("");
+    return before !== JSON.stringify(summary.states);
+  };
+  const drawPage = async () => {
+    const r = await api("POST", "/tasks/query", { ...filter, limit: ARRAY_PAGE, offset, count: false });
+    const tasks = r.tasks || [];
+    rows.replaceChildren(...tasks.map((t) => h("tr", { "data-uuid": t.uuid, "data-state": t.state },
+      h("td", {}, ((t.spec || {}).envs || {}).MITO_ARRAY_INDEX || ""),
+      h("td", { class: "mono" }, h("a", { href: "#/task/" + t.uuid }, t.uuid)),
+      h("td", {}, stateCell(t.state)),
+      h("td", {}, t.result ? describeResult(t.result) : ""),
+      h("td", { class: "hide-narrow" }, t.note || ""),
+      h("td", { class: "hide-narrow" }, fmtTime(t.updated_at)))));
+    if (!tasks.length) rows.append(h("tr", {}, h("td", { colspan: 6, class: "muted" }, offset ? "No more tasks." : "No tasks.")));
+    const total = summary ? summary.count : offset + tasks.length;
+    pageInfo.textContent = tasks.length ? "tasks " + (offset + 1) + "-" + (offset + tasks.length) + " of " + total : "";
+    prev.disabled = offset === 0;
+    next.disabled = offset + tasks.length >= total;
+  };
+  // Ready and Pending tasks in one request, then each Running one: what `tasks cancel
+  // --array` does.
+  const cancelArray = async () => {
+    if (!confirm("Cancel every unfinished task of array " + id + "?")) return;
+    try {
+      let n = (await api("POST", "/tasks/cancel", filter)).cancelled_count;
+      const running = await api("POST", "/tasks/query", { ...filter, states: ["Running"], limit: 10000, count: false });
+      for (const t of running.tasks || []) {
+        try { await api("DELETE", "/tasks/" + enc(t.uuid)); n++; } catch (e) { if (e.status !== 404) throw e; }
+      }
+      await drawSummary();
+      await drawPage();
+      setStatus("Cancelled " + n + " tasks of the array.", "info");
+    } catch (e) {
+      setStatus(e.message);
+    }
+  };
+  await drawSummary();
+  await drawPage();
+  // One request per tick: the summary and the shown page take turns, except that the
+  // page follows at once when the counts moved, so the two never disagree for long.
+  let turn = 0;
+  live(async () => {
+    turn ^= 1;
+    if (!turn || (await drawSummary())) await drawPage();
+  }, page);
+}
+
 // ------------------------------------------------------------------ workers
 
 const workerFilter = { group: "" };
 
 async function pageWorkers() {
+  const page = routeGen;
   const groups = await myGroups();
   if (!workerFilter.group || !groups.includes(workerFilter.group)) workerFilter.group = groups.includes(session.user) ? session.user : groups[0] || "";
   const group = groupSelect("w-group", groups, workerFilter.group, false);
@@ -518,10 +787,11 @@ async function pageWorkers() {
     setStatus("");
   };
   await draw();
-  live(draw);
+  live(draw, page);
 }
 
 async function pageWorker(id) {
+  const page = routeGen;
   const box = h("div", { id: "worker-page" });
   mount(h("h1", {}, "Worker ", h("span", { class: "mono" }, id)), box);
   const draw = async () => {
@@ -547,7 +817,7 @@ async function pageWorker(id) {
     setStatus("");
   };
   await draw();
-  live(draw);
+  live(draw, page);
 }
 
 // ------------------------------------------------------------------ groups
@@ -637,9 +907,18 @@ function putWithProgress(url, file, onProgress) {
 
 // ------------------------------------------------------------------ submit
 
+// A mistake in the form, named with the field to fix.
+class FormError extends Error {
+  constructor(input, message) { super(message); this.input = input; }
+}
+
 async function pageSubmit() {
   const groups = await myGroups();
-  const field = (label, input, hint) => [h("label", { for: input.id }, label), input, hint ? h("div", { class: "muted" }, hint) : null];
+  const hintId = (input) => input.id + "-hint";
+  const field = (label, input, hint) => {
+    if (hint) input.setAttribute("aria-describedby", hintId(input));
+    return [h("label", { for: input.id }, label), input, hint ? h("div", { class: "muted", id: hintId(input) }, hint) : null];
+  };
   const group = groupSelect("s-group", groups, taskFilter.group || session.user, false);
   const cmd = h("input", { id: "s-cmd", required: true, placeholder: "python train.py --lr 0.1", size: 50 });
   const envs = h("textarea", { id: "s-envs", rows: 3, placeholder: "KEY=value, one per line" });
@@ -648,32 +927,118 @@ async function pageSubmit() {
   const timeout = h("input", { id: "s-timeout", value: "10m" });
   const priority = h("input", { id: "s-priority", type: "number", value: "0" });
   const terminal = h("input", { id: "s-terminal", type: "checkbox", checked: true });
-  const form = h("form", { class: "stack", id: "submit-form" }, h("h1", {}, "Submit a task"),
+  // Workflows: the fields of `tasks submit --retries/--retry-on/--retry-backoff`,
+  // `--after/--after-any` and `--array/--array-subst`.
+  const retries = h("input", { id: "s-retries", inputmode: "numeric", placeholder: "none", size: 6 });
+  const retryOn = RETRY_OUTCOMES.map((o) => h("input", { id: "s-retry-" + o, type: "checkbox", value: o, checked: true }));
+  const backoff = h("input", { id: "s-backoff", placeholder: "0s", size: 10 });
+  const after = h("textarea", { id: "s-after", rows: 2, placeholder: "task uuids, comma-separated" });
+  const afterAny = h("textarea", { id: "s-after-any", rows: 2, placeholder: "task uuids, comma-separated" });
+  const array = h("input", { id: "s-array", placeholder: "0-99:1%10", size: 16 });
+  const subst = h("input", { id: "s-array-subst", type: "checkbox" });
+  const error = h("p", { id: "s-error", class: "error", role: "alert", hidden: true });
+  const submitButton = h("button", { class: "primary", type: "submit", id: "s-submit" }, "Submit");
+  const outcomeWords = { failure: "failure (non-zero exit)", timeout: "timeout", lost: "lost (its worker died or was removed)" };
+  const form = h("form", { class: "stack", id: "submit-form", novalidate: true }, h("h1", {}, "Submit a task"),
     field("Group", group), field("Command line", cmd, "Split into arguments like a shell would (quotes, backslashes), without expansion."),
     field("Environment", envs), field("Tags (the worker must have all)", tags), field("Labels", labels),
     field("Timeout", timeout, "e.g. 90s, 10m, 2h"), field("Priority (higher runs first)", priority),
     h("label", { for: "s-terminal" }, terminal, " Capture stdout and stderr"),
-    h("div", { class: "actions" }, h("button", { class: "primary", type: "submit", id: "s-submit" }, "Submit")));
+    h("fieldset", { id: "s-retry-box" }, h("legend", {}, "Retries"),
+      field("Retries (more attempts, at most " + MAX_RETRIES + ")", retries, "Empty: the task runs once."),
+      h("div", { class: "field-label", id: "s-retry-on-label" }, "Retry on"),
+      h("div", { class: "checks", role: "group", "aria-labelledby": "s-retry-on-label" },
+        RETRY_OUTCOMES.map((o, i) => h("label", { class: "check", for: retryOn[i].id }, retryOn[i], " " + outcomeWords[o]))),
+      field("Backoff", backoff, "Wait before the first retry, doubled for each next one, with jitter, at most 1h (e.g. 30s).")),
+    h("fieldset", { id: "s-deps-box" }, h("legend", {}, "Dependencies"),
+      field("After (all must finish with exit 0)", after, "If one fails or is cancelled, this task is cancelled."),
+      field("After any (all must end, however)", afterAny)),
+    h("fieldset", { id: "s-array-box" }, h("legend", {}, "Array"),
+      field("Indices START-END[:STEP][%K]", array, "One task per index, END included, at most " + MAX_ARRAY_TASKS
+        + "; %K lets at most K run at once. Each gets MITO_ARRAY_INDEX and MITO_ARRAY_ID."),
+      h("label", { class: "check", for: "s-array-subst" }, subst, " Replace {i} in the arguments with the index")),
+    error,
+    h("div", { class: "actions" }, submitButton));
+  const fail = (message, input) => {
+    error.textContent = message;
+    error.hidden = false;
+    for (const el of form.querySelectorAll("[aria-invalid]")) el.removeAttribute("aria-invalid");
+    if (input) { input.setAttribute("aria-invalid", "true"); input.focus(); }
+  };
+  // The request exactly as `mito client tasks submit` builds it from the same values.
+  const build = () => {
+    const env = {};
+    for (const line of envs.value.split("\n").map((l) => l.trim()).filter((l) => l)) {
+      const i = line.indexOf("=");
+      if (i <= 0) throw new FormError(envs, "environment line " + JSON.stringify(line) + " is not KEY=value");
+      env[line.slice(0, i)] = line.slice(i + 1);
+    }
+    let args;
+    try { args = splitCommand(cmd.value); } catch (e) { throw new FormError(cmd, e.message); }
+    if (!args.length) throw new FormError(cmd, "the command line is empty");
+    const req = {
+      group_name: group.value, tags: sortedSet(splitList(tags.value)), labels: sortedSet(splitList(labels.value)),
+      timeout: timeout.value.trim(),
+      priority: parseInt(priority.value, 10) || 0,
+      task_spec: { args, envs: env, resources: [], terminal_output: terminal.checked, watch: null },
+    };
+    const on = RETRY_OUTCOMES.filter((o, i) => retryOn[i].checked);
+    if (retries.value.trim()) {
+      const v = retries.value.trim();
+      if (!/^[0-9]+$/.test(v) || Number(v) > MAX_RETRIES) {
+        throw new FormError(retries, "retries " + JSON.stringify(v) + " is not a whole number from 0 to " + MAX_RETRIES);
+      }
+      if (!on.length) throw new FormError(retryOn[0], "retry on: tick at least one of failure, timeout, lost");
+      const ns = backoff.value.trim() ? parseDuration(backoff.value) : 0;
+      if (ns === null) throw new FormError(backoff, "backoff " + JSON.stringify(backoff.value.trim()) + " is not a duration, e.g. 30s or 1m 30s");
+      if (ns > MAX_RETRY_BACKOFF_NS) throw new FormError(backoff, "backoff " + fmtDuration(ns) + " is over the maximum of 1h");
+      req.retries = { max: Number(v), on, backoff: fmtDuration(ns) };
+    } else if (backoff.value.trim() || on.length < RETRY_OUTCOMES.length) {
+      throw new FormError(retries, "retry on and backoff need a number of retries");
+    }
+    const uuids = (input, what) => splitList(input.value.replace(/\s+/g, ",")).map((u) => {
+      const id = parseUuid(u);
+      if (!id) throw new FormError(input, what + ": " + JSON.stringify(u) + " is not a task uuid");
+      return id;
+    });
+    const all = uuids(after, "after"), any = uuids(afterAny, "after any");
+    const named = new Set([...all, ...any]).size;
+    if (named > MAX_DEPENDENCIES) throw new FormError(after, "the task names " + named + " dependencies; at most " + MAX_DEPENDENCIES);
+    if (all.length) req.after = all;
+    if (any.length) req.after_any = any;
+    if (!array.value.trim()) {
+      if (subst.checked) throw new FormError(array, "replacing {i} needs an array: give its indices");
+      return { req, array: null };
+    }
+    let a;
+    try { a = parseArray(array.value); } catch (e) { throw new FormError(array, e.message); }
+    a.array.subst = subst.checked;
+    return { req, array: a.array };
+  };
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
+    error.hidden = true;
+    setStatus("");
+    let built;
+    try { built = build(); } catch (e) { fail(e.message, e.input); return; }
+    submitButton.disabled = true;
     try {
-      const env = {};
-      for (const line of envs.value.split("\n").map((l) => l.trim()).filter((l) => l)) {
-        const i = line.indexOf("=");
-        if (i <= 0) throw new Error("environment line " + JSON.stringify(line) + " is not KEY=value");
-        env[line.slice(0, i)] = line.slice(i + 1);
+      if (built.array) {
+        const r = await api("POST", "/tasks/submit", { tasks: [built.req], array: built.array });
+        const refused = (r.results || []).find((x) => x && x.Err);
+        if (refused) throw new Error("the coordinator refused the array: " + refused.Err.msg);
+        if (!r.array_id) throw new Error("the coordinator answered without an array id: it does not support arrays");
+        taskFilter.group = group.value;
+        location.hash = arrayHref(group.value, r.array_id);
+      } else {
+        const r = await api("POST", "/tasks", built.req);
+        taskFilter.group = group.value;
+        location.hash = "#/task/" + r.uuid;
       }
-      const args = splitCommand(cmd.value);
-      if (!args.length) throw new Error("the command line is empty");
-      const r = await api("POST", "/tasks", {
-        group_name: group.value, tags: splitList(tags.value), labels: splitList(labels.value), timeout: timeout.value.trim(),
-        priority: parseInt(priority.value, 10) || 0,
-        task_spec: { args, envs: env, resources: [], terminal_output: terminal.checked, watch: null },
-      });
-      taskFilter.group = group.value;
-      location.hash = "#/task/" + r.uuid;
     } catch (e) {
-      setStatus(e.message);
+      fail("The coordinator refused the task: " + e.message);
+    } finally {
+      submitButton.disabled = false;
     }
   });
   mount(form);
@@ -683,14 +1048,16 @@ async function pageSubmit() {
 // ------------------------------------------------------------------ routing
 
 async function route() {
+  routeGen++;
   stopLive();
   if (!session.token) { showLogin(); return; }
   chrome(true);
   const parts = location.hash.replace(/^#\/?/, "").split("/");
-  const arg = parts.slice(1).map(decodeURIComponent).join("/");
   try {
+    const arg = parts.slice(1).map(decodeURIComponent).join("/");
     switch (parts[0]) {
       case "task": await pageTask(arg); break;
+      case "array": await pageArray(decodeURIComponent(parts[1] || ""), decodeURIComponent(parts.slice(2).join("/"))); break;
       case "workers": await pageWorkers(); break;
       case "worker": await pageWorker(arg); break;
       case "groups": await pageGroups(); break;
