@@ -96,7 +96,7 @@ fn handle(ctx: &Ctx, mut req: tiny_http::Request) {
     let url = req.url().to_string();
     let big_request = req.body_length().is_some_and(|n| n > BIG_BODY);
     let mut route = None;
-    let reply = match caught(|| process(ctx, &mut req, &mut route)) {
+    let reply = match caught(|| process(ctx, &mut req, &url, &mut route)) {
         Ok(routes::Outcome::Reply(r)) => r,
         Ok(routes::Outcome::Park(how)) => {
             log::debug!("{method} {} parked until a task is ready", path_of(&url));
@@ -149,9 +149,13 @@ fn path_of(url: &str) -> &str {
 }
 
 /// Serves one request; `route` learns the endpoint's index as soon as it is known.
-fn process(ctx: &Ctx, req: &mut tiny_http::Request, route: &mut Option<usize>) -> Result<routes::Outcome, ApiError> {
-    let url = req.url().to_string();
-    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+fn process(
+    ctx: &Ctx,
+    req: &mut tiny_http::Request,
+    url: &str,
+    route: &mut Option<usize>,
+) -> Result<routes::Outcome, ApiError> {
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
     let raw = path.strip_prefix('/').ok_or(ApiError::NoRoute)?;
     let segments: Vec<String> = raw
         .split('/')
@@ -170,7 +174,8 @@ fn process(ctx: &Ctx, req: &mut tiny_http::Request, route: &mut Option<usize>) -
     }
     let mut call = Call::new(
         req.remote_addr().copied(),
-        req.headers().iter().map(|h| (h.field.to_string(), h.value.to_string())).collect(),
+        // Copied as plain strings (`to_string` would run each through the formatter).
+        req.headers().iter().map(|h| (h.field.as_str().as_str().to_owned(), h.value.as_str().to_owned())).collect(),
         query.to_string(),
     );
     let principal = routes::authenticate(ctx, &endpoint, &call)?;

@@ -658,3 +658,87 @@ fn parked_long_polls_hold_no_connection_thread_and_are_all_answered() {
         assert_eq!(w.status, 200, "{w:?}");
     }
 }
+
+/// Writes `raw` in pieces of `size` bytes, each sent on its own (no delay merges them).
+fn write_in_pieces(s: &mut TcpStream, raw: &[u8], size: usize) {
+    for piece in raw.chunks(size) {
+        s.write_all(piece).unwrap();
+        s.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn request_lines_end_at_crlf_however_the_bytes_arrive() {
+    let (c, _cfg) = start("", &[]);
+    // A lone LF belongs to its header line (a line ends only at CRLF): here it is inside a
+    // value, so the request is whole and valid; if it ended the line, `b` would be a
+    // malformed header (400). Sent a byte at a time, then in pieces that split each CRLF.
+    let raw = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: a\nb\r\n\r\n";
+    for size in [1, 3, 7, raw.len()] {
+        let mut s = connect(&c);
+        write_in_pieces(&mut s, raw, size);
+        let w = read_response(&mut s).expect("an answer");
+        assert_eq!(w.status, 200, "pieces of {size}: {w:?}");
+        assert_eq!(w.body, r#"{"status":"ok"}"#);
+    }
+    // A request line of exactly `max_line` (8 KiB) bytes is read, one byte more is refused,
+    // also when its CR and LF arrive apart.
+    let line = |len: usize| format!("GET /{} HTTP/1.1", "a".repeat(len - 14));
+    for (len, status) in [(8192, 404), (8193, 414)] {
+        let raw = format!("{}\r\nHost: x\r\n\r\n", line(len));
+        assert_eq!(exchange(&c, raw.as_bytes()).0.map(|w| w.status), Some(status), "a line of {len} bytes");
+        let mut s = connect(&c);
+        s.write_all(&raw.as_bytes()[..len + 1]).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let _ = s.write_all(&raw.as_bytes()[len + 1..]);
+        assert_eq!(read_response(&mut s).map(|w| w.status), Some(status), "a line of {len} bytes, CR apart");
+    }
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order_on_one_connection() {
+    let (c, _cfg) = start("", &[]);
+    let body = login_body();
+    let login = format!(
+        "POST /login HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    // Three requests in one write: the second has a body, the third closes the connection.
+    let raw = format!("GET /health HTTP/1.1\r\n\r\n{login}GET /nowhere HTTP/1.1\r\nConnection: close\r\n\r\n");
+    let mut s = connect(&c);
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(raw.as_bytes()).unwrap();
+    let statuses: Vec<u16> = (0..3).filter_map(|_| read_response(&mut s).map(|w| w.status)).collect();
+    assert_eq!(statuses, [200, 200, 404]);
+    assert!(ends(&mut s));
+}
+
+#[test]
+fn a_response_head_has_its_headers_in_a_fixed_order() {
+    let (c, _cfg) = start("", &[]);
+    for version in ["1.1", "1.0"] {
+        let raw = format!("GET /health HTTP/{version}\r\nHost: x\r\n\r\n");
+        let w = exchange(&c, raw.as_bytes()).0.expect("an answer");
+        let lines: Vec<&str> = w.head.trim_end().split("\r\n").collect();
+        let date = lines[2].strip_prefix("Date: ").expect("Date third");
+        // An IMF-fixdate: `Thu, 03 Dec 2026 09:00:00 GMT`.
+        assert!(date.len() == 29 && date.ends_with(" GMT") && date.as_bytes()[3] == b',', "{date:?}");
+        assert_eq!(
+            [&lines[..2], &lines[3..]].concat(),
+            [
+                format!("HTTP/{version} 200 OK").as_str(),
+                "Server: tiny-http (Rust)",
+                "Content-Type: application/json",
+                "Access-Control-Allow-Origin: *",
+                "Content-Length: 15",
+            ],
+            "{w:?}"
+        );
+        assert_eq!(w.body, r#"{"status":"ok"}"#);
+    }
+    // The status line of an error, and its body after the head.
+    let w = exchange(&c, b"GET /tasks/not-a-uuid HTTP/1.1\r\n\r\n").0.expect("an answer");
+    assert!(w.head.starts_with("HTTP/1.1 400 Bad Request\r\nServer: tiny-http (Rust)\r\nDate: "), "{w:?}");
+    assert!(w.body.starts_with("Invalid URL: "), "{w:?}");
+}

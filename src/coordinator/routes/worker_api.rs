@@ -10,7 +10,7 @@ use crate::coordinator::http::{Call, Reply};
 use crate::coordinator::limits::MAX_DOWNSTREAM_PER_TASK;
 use crate::coordinator::scheduler::{self, Claimed, ParkAs};
 use crate::coordinator::{tasks, workers, Ctx};
-use postgres::types::ToSql;
+use postgres::types::{Json, ToSql};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -278,7 +278,8 @@ fn commit(ctx: &Ctx, worker: WorkerToken, id: i64, result: TaskResultSpec) -> Re
         |r: &TaskResultSpec| serde_json::to_value(r).map_err(|e| ApiError::Internal(format!("serialize result: {e}")));
     let cancelled = TaskResultSpec { exit_status: result.exit_status, msg: Some(TaskResultMessage::UserCancellation) };
     let result_spec = result;
-    let (result, cancelled) = (json(&result_spec)?, json(&cancelled)?);
+    // Serialized straight into the statement's message, with no JSON value in between.
+    let (result, cancelled) = (Json(&result_spec), Json(&cancelled));
     let done = [TaskState::Finished.code(), TaskState::Cancelled.code()];
     let (cancelled_code, graceful) = (TaskState::Cancelled.code(), WorkerState::GracefulShutdown.code());
     let mut db = ctx.pool.get()?;
@@ -297,7 +298,7 @@ fn commit(ctx: &Ctx, worker: WorkerToken, id: i64, result: TaskResultSpec) -> Re
     let mut tx = db.transaction()?;
     // A task with a retry policy records its attempt, and may go back to the queue
     // instead of the archive.
-    if let Some(retried) = retry_instead(ctx, &mut tx, worker, id, &result_spec, &result)? {
+    if let Some(retried) = retry_instead(ctx, &mut tx, worker, id, &result_spec, &json(&result_spec)?)? {
         tx.commit()?;
         if let Some(g) = retried {
             ctx.scheduler.wake_group(g);

@@ -2,9 +2,10 @@
 //! nothing parks with.
 
 use super::{ParkAs, WorkerToken};
-use crate::api::{GroupWorkerRole, TaskState, WorkerState, WorkerTaskResp};
+use crate::api::{GroupWorkerRole, TaskSpec, TaskState, WorkerState, WorkerTaskResp};
 use crate::coordinator::error::ApiError;
 use crate::coordinator::Ctx;
+use postgres::types::Json;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
@@ -82,8 +83,11 @@ fn task(r: &postgres::Row) -> Result<WorkerTaskResp, ApiError> {
         uuid: r.get("uuid"),
         timeout: Duration::from_secs(timeout.max(0) as u64),
         upstream_task_uuid: r.get("upstream_task_uuid"),
-        spec: serde_json::from_value(r.get("spec"))
-            .map_err(|e| ApiError::Internal(format!("stored task spec does not parse: {e}")))?,
+        // Straight from the column's bytes to the spec, with no JSON value in between.
+        spec: r
+            .try_get::<_, Json<TaskSpec>>("spec")
+            .map_err(|e| ApiError::Internal(format!("stored task spec does not parse: {e}")))?
+            .0,
     })
 }
 

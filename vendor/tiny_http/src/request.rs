@@ -82,7 +82,7 @@ pub struct Request {
 
     // mito patch: dropped with the request, which tells the connection thread that this
     // request is over (answered or abandoned)
-    _done: Option<Sender<()>>,
+    _done: Option<crate::util::handoff::Give<()>>,
 
     // mito patch: runs once the request is over, after everything above is dropped (the
     // body reader handed back, `_done` closed): the connection carries on from there on
@@ -666,7 +666,7 @@ impl Request {
     }
 
     /// mito patch: `done` is dropped with the request.
-    pub(crate) fn with_done_sender(mut self, done: Sender<()>) -> Self {
+    pub(crate) fn with_done_sender(mut self, done: crate::util::handoff::Give<()>) -> Self {
         self._done = Some(done);
         self
     }

@@ -70,43 +70,51 @@ impl FromStr for TransferEncoding {
     }
 }
 
-/// Builds a Date: header with the current date.
-fn build_date_header() -> Header {
-    let d = HttpDate::from(SystemTime::now());
-    Header::from_bytes(&b"Date"[..], &d.to_string().into_bytes()[..]).unwrap()
+/// mito patch: the value of the `Date` header for now, formatted once a second per thread
+/// (it changes only once a second, and formatting it for every response cost more than
+/// the rest of the response head).
+fn date_value(out: &mut Vec<u8>) {
+    use std::cell::RefCell;
+    use std::time::UNIX_EPOCH;
+    thread_local! {
+        static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.0 != secs {
+            *d = (secs, HttpDate::from(now).to_string());
+        }
+        out.extend_from_slice(d.1.as_bytes());
+    })
 }
 
-fn write_message_header<W>(
-    mut writer: W,
-    http_version: &HTTPVersion,
-    status_code: &StatusCode,
-    headers: &[Header],
-) -> IoResult<()>
-where
-    W: Write,
-{
-    // writing status line
-    write!(
-        &mut writer,
-        "HTTP/{}.{} {} {}\r\n",
-        http_version.0,
-        http_version.1,
-        status_code.0,
-        status_code.default_reason_phrase()
-    )?;
-
-    // writing headers
-    for header in headers.iter() {
-        writer.write_all(header.field.as_str().as_ref())?;
-        write!(&mut writer, ": ")?;
-        writer.write_all(header.value.as_str().as_ref())?;
-        write!(&mut writer, "\r\n")?;
+/// mito patch: a decimal number written without the formatting machinery.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
     }
+    out.extend_from_slice(&digits[i..]);
+}
 
-    // separator between header and data
-    write!(&mut writer, "\r\n")?;
+/// mito patch: an Identity body up to this size joins the head in one buffer and one write;
+/// a larger one (HTTP/1.0 clients, or `TE: identity`, get even large files this way) is
+/// copied after the head as before.
+const JOINED_BODY_MAX: usize = 64 * 1024;
 
-    Ok(())
+fn push_header(out: &mut Vec<u8>, field: &[u8], value: &[u8]) {
+    out.extend_from_slice(field);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 fn choose_transfer_encoding(
@@ -356,30 +364,7 @@ where
             false, /* TODO */
             self.chunked_threshold(),
         ));
-
-        // add `Date` if not in the headers
-        if !self.headers.iter().any(|h| h.field.equiv("Date")) {
-            self.headers.insert(0, build_date_header());
-        }
-
-        // add `Server` if not in the headers
-        if !self.headers.iter().any(|h| h.field.equiv("Server")) {
-            self.headers.insert(
-                0,
-                Header::from_bytes(&b"Server"[..], &b"tiny-http (Rust)"[..]).unwrap(),
-            );
-        }
-
-        // handling upgrade
-        if let Some(upgrade) = upgrade {
-            self.headers.insert(
-                0,
-                Header::from_bytes(&b"Upgrade"[..], upgrade.as_bytes()).unwrap(),
-            );
-            self.headers.insert(
-                0,
-                Header::from_bytes(&b"Connection"[..], &b"upgrade"[..]).unwrap(),
-            );
+        if upgrade.is_some() {
             transfer_encoding = None;
         }
 
@@ -406,35 +391,55 @@ where
                 _ => false,
             };
 
-        // preparing headers for transfer
+        // mito patch: the head is written into one buffer, with a body sent as it is
+        // (Identity) after it, and the whole goes out in one write: formatting each
+        // piece through the writer chain, and the `Header` values built for `Server`,
+        // `Date` and `Content-Length`, cost several times what the bytes do. The bytes
+        // and their order are as before: `Connection`/`Upgrade` (upgrades), `Server` and
+        // `Date` unless given, the response's headers, then the framing header.
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(b"HTTP/");
+        push_decimal(&mut out, u64::from(http_version.0));
+        out.push(b'.');
+        push_decimal(&mut out, u64::from(http_version.1));
+        out.push(b' ');
+        push_decimal(&mut out, u64::from(self.status_code.0));
+        out.push(b' ');
+        out.extend_from_slice(self.status_code.default_reason_phrase().as_bytes());
+        out.extend_from_slice(b"\r\n");
+        if let Some(upgrade) = upgrade {
+            push_header(&mut out, b"Connection", b"upgrade");
+            push_header(&mut out, b"Upgrade", upgrade.as_bytes());
+        }
+        if !self.headers.iter().any(|h| h.field.equiv("Server")) {
+            push_header(&mut out, b"Server", b"tiny-http (Rust)");
+        }
+        if !self.headers.iter().any(|h| h.field.equiv("Date")) {
+            out.extend_from_slice(b"Date: ");
+            date_value(&mut out);
+            out.extend_from_slice(b"\r\n");
+        }
+        for header in self.headers.iter() {
+            push_header(
+                &mut out,
+                header.field.as_str().as_bytes(),
+                header.value.as_str().as_bytes(),
+            );
+        }
         match transfer_encoding {
-            Some(TransferEncoding::Chunked) => self
-                .headers
-                .push(Header::from_bytes(&b"Transfer-Encoding"[..], &b"chunked"[..]).unwrap()),
-
+            Some(TransferEncoding::Chunked) => {
+                push_header(&mut out, b"Transfer-Encoding", b"chunked");
+            }
             Some(TransferEncoding::Identity) => {
                 assert!(data_length.is_some());
-                let data_length = data_length.unwrap();
-
-                self.headers.push(
-                    Header::from_bytes(
-                        &b"Content-Length"[..],
-                        format!("{}", data_length).as_bytes(),
-                    )
-                    .unwrap(),
-                )
+                out.extend_from_slice(b"Content-Length: ");
+                push_decimal(&mut out, data_length.unwrap_or(0) as u64);
+                out.extend_from_slice(b"\r\n");
             }
-
             _ => (),
         };
-
-        // sending headers
-        write_message_header(
-            writer.by_ref(),
-            &http_version,
-            &self.status_code,
-            &self.headers,
-        )?;
+        // separator between header and data
+        out.extend_from_slice(b"\r\n");
 
         // sending the body
         if !do_not_send_body {
@@ -442,16 +447,23 @@ where
                 Some(TransferEncoding::Chunked) => {
                     use chunked_transfer::Encoder;
 
+                    writer.write_all(&out)?;
                     let mut writer = Encoder::new(writer);
                     io::copy(&mut reader, &mut writer)?;
+                    return Ok(());
                 }
 
                 Some(TransferEncoding::Identity) => {
                     assert!(data_length.is_some());
-                    let data_length = data_length.unwrap();
+                    let data_length = data_length.unwrap_or(0);
 
-                    if data_length >= 1 {
+                    if data_length > JOINED_BODY_MAX {
+                        writer.write_all(&out)?;
                         io::copy(&mut reader, &mut writer)?;
+                        return Ok(());
+                    }
+                    if data_length >= 1 {
+                        reader.read_to_end(&mut out)?;
                     }
                 }
 
@@ -459,7 +471,7 @@ where
             }
         }
 
-        Ok(())
+        writer.write_all(&out)
     }
 
     /// Retrieves the current value of the `Response` status code

@@ -16,6 +16,7 @@ mod body_budget;
 mod custom_stream;
 mod equal_reader;
 mod fused_reader;
+pub(crate) mod handoff;
 pub(crate) mod limits;
 mod messages_queue;
 pub(crate) mod refined_tcp_stream;

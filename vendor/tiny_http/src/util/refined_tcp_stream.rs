@@ -111,6 +111,9 @@ pub struct RefinedTcpStream {
     close_write: bool,
     /// mito patch: where the read side finds its current timeout.
     limits: Option<Arc<ConnState>>,
+    /// mito patch: the read timeout last set on the socket, so an unchanged one costs no
+    /// system call (one `setsockopt` per request before).
+    read_timeout: Option<std::time::Duration>,
 }
 
 impl RefinedTcpStream {
@@ -135,6 +138,7 @@ impl RefinedTcpStream {
             close_read: true,
             close_write: false,
             limits,
+            read_timeout: None,
         };
 
         let write = RefinedTcpStream {
@@ -142,6 +146,7 @@ impl RefinedTcpStream {
             close_read: false,
             close_write: true,
             limits: None,
+            read_timeout: None,
         };
 
         Ok((read, write))
@@ -176,7 +181,11 @@ impl Read for RefinedTcpStream {
             None => return self.stream.read(buf),
             Some(l) => l,
         };
-        self.stream.set_read_timeout(limits.read_timeout()?)?;
+        let timeout = limits.read_timeout()?;
+        if self.read_timeout != Some(timeout) {
+            self.stream.set_read_timeout(timeout)?;
+            self.read_timeout = Some(timeout);
+        }
         // A socket timeout shows as WouldBlock on Unix; callers test for TimedOut.
         self.stream.read(buf).map_err(|e| match e.kind() {
             std::io::ErrorKind::WouldBlock => std::io::Error::new(

@@ -1,9 +1,10 @@
 use std::io::Result as IoResult;
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 
-use std::sync::mpsc::channel;
-use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
+
+// mito patch: one-time hand-overs instead of mpsc channels (see `handoff`).
+use super::handoff::{handoff, Give, Take};
 
 use std::mem;
 
@@ -19,7 +20,7 @@ where
     R: Read + Send,
 {
     First(R),
-    NotFirst(Receiver<R>),
+    NotFirst(Take<R>),
 }
 
 pub struct SequentialReader<R>
@@ -27,7 +28,7 @@ where
     R: Read + Send,
 {
     inner: SequentialReaderInner<R>,
-    next: Sender<R>,
+    next: Give<R>,
 }
 
 enum SequentialReaderInner<R>
@@ -35,7 +36,7 @@ where
     R: Read + Send,
 {
     MyTurn(R),
-    Waiting(Receiver<R>),
+    Waiting(Take<R>),
     Empty,
 }
 
@@ -44,16 +45,16 @@ where
     W: Write + Send,
 {
     writer: Arc<Mutex<W>>,
-    next_trigger: Option<Receiver<()>>,
+    next_trigger: Option<Take<()>>,
 }
 
 pub struct SequentialWriter<W>
 where
     W: Write + Send,
 {
-    trigger: Option<Receiver<()>>,
+    trigger: Option<Take<()>>,
     writer: Arc<Mutex<W>>,
-    on_finish: Sender<()>,
+    on_finish: Give<()>,
 }
 
 impl<R: Read + Send> SequentialReaderBuilder<R> {
@@ -77,7 +78,7 @@ impl<R: Read + Send> Iterator for SequentialReaderBuilder<R> {
     type Item = SequentialReader<R>;
 
     fn next(&mut self) -> Option<SequentialReader<R>> {
-        let (tx, rx) = channel();
+        let (tx, rx) = handoff();
 
         let inner = mem::replace(&mut self.inner, SequentialReaderBuilderInner::NotFirst(rx));
 
@@ -98,7 +99,7 @@ impl<R: Read + Send> Iterator for SequentialReaderBuilder<R> {
 impl<W: Write + Send> Iterator for SequentialWriterBuilder<W> {
     type Item = SequentialWriter<W>;
     fn next(&mut self) -> Option<SequentialWriter<W>> {
-        let (tx, rx) = channel();
+        let (tx, rx) = handoff();
         let mut next_next_trigger = Some(rx);
         ::std::mem::swap(&mut next_next_trigger, &mut self.next_trigger);
 
@@ -118,7 +119,7 @@ impl<R: Read + Send> SequentialReader<R> {
         if let SequentialReaderInner::Waiting(ref mut recv) = self.inner {
             // The previous reader always sends on drop; a closed channel means it was lost
             // to a panic, and the next read reports that as an error.
-            if let Ok(reader) = recv.recv() {
+            if let Some(reader) = recv.take() {
                 self.inner = SequentialReaderInner::MyTurn(reader);
             } else {
                 self.inner = SequentialReaderInner::Empty;
@@ -137,7 +138,7 @@ impl<R: Read + Send> Read for SequentialReader<R> {
         };
         let mut reader = match self.inner {
             SequentialReaderInner::MyTurn(ref mut reader) => return reader.read(buf),
-            SequentialReaderInner::Waiting(ref mut recv) => recv.recv().map_err(|_| lost())?,
+            SequentialReaderInner::Waiting(ref mut recv) => recv.take().ok_or_else(lost)?,
             SequentialReaderInner::Empty => return Err(lost()),
         };
 
@@ -147,12 +148,38 @@ impl<R: Read + Send> Read for SequentialReader<R> {
     }
 }
 
+/// mito patch: a buffered source can be scanned in place (the connection reads request and
+/// header lines this way, instead of one byte per call).
+impl<R: BufRead + Send> BufRead for SequentialReader<R> {
+    fn fill_buf(&mut self) -> IoResult<&[u8]> {
+        if let SequentialReaderInner::Waiting(ref mut recv) = self.inner {
+            match recv.take() {
+                Some(reader) => self.inner = SequentialReaderInner::MyTurn(reader),
+                None => self.inner = SequentialReaderInner::Empty,
+            }
+        }
+        match self.inner {
+            SequentialReaderInner::MyTurn(ref mut reader) => reader.fill_buf(),
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the connection's reader was lost",
+            )),
+        }
+    }
+
+    fn consume(&mut self, amt: usize) {
+        if let SequentialReaderInner::MyTurn(ref mut reader) = self.inner {
+            reader.consume(amt);
+        }
+    }
+}
+
 impl<W: Write + Send> Write for SequentialWriter<W> {
     fn write(&mut self, buf: &[u8]) -> IoResult<usize> {
         if let Some(v) = self.trigger.as_mut() {
             // Err: the previous writer is gone without a word; writing after it is all
             // that is left to do.
-            let _ = v.recv();
+            let _ = v.take();
         }
         self.trigger = None;
 
@@ -166,7 +193,7 @@ impl<W: Write + Send> Write for SequentialWriter<W> {
         if let Some(v) = self.trigger.as_mut() {
             // Err: the previous writer is gone without a word; writing after it is all
             // that is left to do.
-            let _ = v.recv();
+            let _ = v.take();
         }
         self.trigger = None;
 
@@ -186,11 +213,11 @@ where
 
         match inner {
             SequentialReaderInner::MyTurn(reader) => {
-                self.next.send(reader).ok();
+                self.next.give(reader);
             }
             SequentialReaderInner::Waiting(recv) => {
-                if let Ok(reader) = recv.recv() {
-                    self.next.send(reader).ok();
+                if let Some(reader) = recv.take() {
+                    self.next.give(reader);
                 }
             }
             SequentialReaderInner::Empty => (),
@@ -203,6 +230,6 @@ where
     W: Write + Send,
 {
     fn drop(&mut self) {
-        self.on_finish.send(()).ok();
+        self.on_finish.give(());
     }
 }
