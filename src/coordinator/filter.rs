@@ -50,6 +50,11 @@ impl Sql {
     pub(crate) fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
         self.params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()
     }
+
+    /// The parameters, owned (for a statement run elsewhere, as the tests' EXPLAIN).
+    pub(crate) fn into_params(self) -> Vec<Box<dyn ToSql + Sync + Send>> {
+        self.params
+    }
 }
 
 /// `[op]N`: `=` (default), `!=`, `>`, `>=`, `<`, `<=` against a whole number.
