@@ -12,6 +12,7 @@ mod client;
 mod client_files;
 mod client_tasks;
 mod dashboard;
+mod deep_queues;
 mod end_to_end;
 mod faults;
 mod groups;
