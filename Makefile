@@ -28,6 +28,12 @@ demo: build
 bench: release
 	bash tests/bench/run.sh
 
+# Opt-in, about 10 minutes: the claim, `tasks query` and the per-group stats with
+# 1,100,000 queued tasks in 100 groups and an archive of 10,000,000 (README: Performance).
+.PHONY: bench-deep
+bench-deep: release
+	bash tests/bench/deep.sh
+
 # Opt-in: checks wire compatibility against the released mitosis 0.6.8 (installed from
 # crates.io into .compat/, which takes a while the first time).
 compat: build
