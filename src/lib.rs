@@ -30,6 +30,6 @@ pub mod testing {
     pub use crate::coordinator::http::{percent_decode, DecodeError};
     pub use crate::coordinator::scheduler::CLAIM;
     pub use crate::coordinator::stats::STATE_COUNTS;
-    pub use crate::coordinator::tasks::matching::page_statement as tasks_page_statement;
     pub use crate::coordinator::storage::local_url;
+    pub use crate::coordinator::tasks::matching::page_statement as tasks_page_statement;
 }

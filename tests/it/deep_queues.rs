@@ -168,12 +168,8 @@ fn tasks_query_reads_a_page_of_a_deep_group_in_index_order_and_stops_at_its_limi
         params.iter().map(|p| p.as_ref() as &(dyn postgres::types::ToSql + Sync)).collect();
     let mut tx = db.transaction().unwrap();
     tx.batch_execute(setup).unwrap();
-    let plan: Vec<String> = tx
-        .query(&format!("EXPLAIN (ANALYZE, TIMING OFF) {sql}"), &params)
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let plan: Vec<String> =
+        tx.query(&format!("EXPLAIN (ANALYZE, TIMING OFF) {sql}"), &params).unwrap().iter().map(|r| r.get(0)).collect();
     tx.rollback().unwrap();
     let plan = plan.join("\n");
     eprintln!("a page of 10 from a group of 3000:\n{plan}");

@@ -15,7 +15,7 @@ use crate::api::{TaskFilter, TaskQueryInfo, UserGroupRole};
 use crate::coordinator::auth::AuthUser;
 use crate::coordinator::authz::authorize_group;
 use crate::coordinator::error::ApiError;
-use crate::coordinator::filter::{comparison, not_empty, Comparison, Sql};
+use crate::coordinator::filter::{comparison, not_empty, Comparison, OwnedParams, Sql};
 use crate::coordinator::limits;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::GenericClient;
@@ -55,8 +55,17 @@ fn conditions(group_id: i64, f: &TaskFilter, exit: Option<Comparison>, prio: Opt
     if let Some(l) = &f.labels {
         q.and("t.labels @> {}", l.iter().cloned().collect::<Vec<_>>());
     }
-    if let Some(s) = &f.states {
-        q.and("t.state = ANY({})", s.iter().map(|s| s.code()).collect::<Vec<_>>());
+    match f.states.as_ref().map(|s| s.iter().map(|s| s.code()).collect::<Vec<_>>()) {
+        // One state as an equality: an index on (group, state, id) then yields the rows in
+        // id order (PostgreSQL 15 cannot keep that order through `= ANY`), so a page
+        // stops at its limit.
+        Some(codes) if codes.len() == 1 => {
+            q.and("t.state = {}", codes[0]);
+        }
+        Some(codes) => {
+            q.and("t.state = ANY({})", codes);
+        }
+        None => {}
     }
     if let Some(c) = exit {
         // Compared as a number, so `<` and `>` mean what they say.
@@ -158,7 +167,7 @@ pub fn page_statement(
     f: &TaskFilter,
     limit: i64,
     offset: i64,
-) -> (&'static str, String, Vec<Box<dyn postgres::types::ToSql + Sync + Send>>) {
+) -> (&'static str, String, OwnedParams) {
     let exit = comparison("exit_status", &f.exit_status).ok().flatten();
     let prio = comparison("priority", &f.priority).ok().flatten();
     let mut q = conditions(group_id, f, exit, prio);
