@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make bench-deep`: mito with deep queues. A private PostgreSQL (default settings but a
-# larger max_wal_size for the load, fsync on, auto_explain loaded but off) and a release
-# coordinator; then, with generate_series: 100 groups of 10,000 Ready tasks each
+# larger max_wal_size for the load, fsync on, auto_explain loaded, off until the end) and
+# a release coordinator; then, with generate_series: 100 groups of 10,000 Ready tasks each
 # (1,000,000; group deep-000 has the highest priority, deep-099 the lowest), 100,000
 # Pending tasks in deep-099 above its Ready ones, and an archive of 10,000,000 tasks
 # (100,000 a group). It prints, measured through the HTTP API with keep-alive:
@@ -10,7 +10,7 @@
 #   then the claim's plan as the coordinator ran it (auto_explain, ANALYZE);
 # - `tasks query` latency with a filter and a limit, on active and archived tasks;
 # - the dashboard's per-group stats latency.
-# The load takes most of the time: about 10 minutes on a 2-core machine (DEEP_ARCHIVE=0
+# The load takes most of the time: 10 to 15 minutes on a 2-core machine (DEEP_ARCHIVE=0
 # skips the archive and takes about 2). Everything started here is stopped at the end.
 # MITO_BENCH_BIN measures another build (e.g. one of an earlier commit, for before/after).
 # DEEP_DIR=/some/dir keeps the database there after the run, and a later run with the same
@@ -39,7 +39,7 @@ t0=$(date +%s)
 [ -n "$LOADED" ] || "${AS_PG[@]}" "$PGBIN/initdb" -A trust -U postgres -D "$DIR/pg" >/dev/null
 "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$DIR/pg" -l "$DIR/pg.log" -w start -o "-p $PGPORT -k $DIR \
     -c listen_addresses=127.0.0.1 -c max_connections=200 -c max_wal_size=8GB \
-    -c session_preload_libraries=auto_explain -c auto_explain.log_min_duration=-1" >/dev/null
+    -c session_preload_libraries=auto_explain" >/dev/null
 PSQL=("$PGBIN/psql" -h 127.0.0.1 -p "$PGPORT" -U postgres -v ON_ERROR_STOP=1 -q)
 if [ -z "$LOADED" ]; then
     "${PSQL[@]}" -c "CREATE DATABASE mito" >/dev/null
@@ -186,15 +186,19 @@ def auto_explain(on):
     time.sleep(0.5)
 
 def render(p, depth=0):
+    if p.get("Actual Loops") == 0:
+        return
     name = p["Node Type"]
     if "Index Name" in p:
         name += " using " + p["Index Name"]
     if "Relation Name" in p:
         name += " on " + p["Relation Name"]
+    if "CTE Name" in p:
+        name += " on " + p["CTE Name"]
     pad = "  " * depth + ("-> " if depth else "")
     print(f"  {pad}{name} (actual time={p.get('Actual Total Time')} rows={p.get('Actual Rows')} loops={p.get('Actual Loops')})")
     for k in ["Index Cond", "Filter", "Rows Removed by Filter", "One-Time Filter", "Sort Key"]:
-        if k in p:
+        if p.get(k):
             v = p[k] if len(str(p[k])) < 120 else str(p[k])[:117] + "..."
             print(f"  {'  ' * depth}     {k}: {v}")
     for c in p.get("Plans", []):
