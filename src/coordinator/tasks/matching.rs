@@ -162,12 +162,7 @@ pub(crate) fn page(
 /// The statement [`page`] runs for filter `f` on the group with row id `group_id`, the
 /// settings it runs under, and its parameters (comparisons that do not parse are left
 /// out), for the integration tests' EXPLAIN.
-pub fn page_statement(
-    group_id: i64,
-    f: &TaskFilter,
-    limit: i64,
-    offset: i64,
-) -> (&'static str, String, OwnedParams) {
+pub fn page_statement(group_id: i64, f: &TaskFilter, limit: i64, offset: i64) -> (&'static str, String, OwnedParams) {
     let exit = comparison("exit_status", &f.exit_status).ok().flatten();
     let prio = comparison("priority", &f.priority).ok().flatten();
     let mut q = conditions(group_id, f, exit, prio);
