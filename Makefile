@@ -1,7 +1,7 @@
 # mito: `make demo` runs the system on this machine; `make test` runs every test.
 CARGO ?= cargo
 
-.PHONY: all build release test unit demo bench bench-compare compat soak dist deb package-test clean
+.PHONY: all build release test unit demo bench bench-compare bench-deep compat soak dist deb package-test clean
 
 all: build
 
@@ -37,6 +37,11 @@ bench:
 bench-compare:
 	$(CARGO) build --profile profiling
 	bash tests/bench/compare.sh
+
+# Opt-in, about 10 minutes: the claim, `tasks query` and the per-group stats with
+# 1,100,000 queued tasks in 100 groups and an archive of 10,000,000 (README: Performance).
+bench-deep: release
+	bash tests/bench/deep.sh
 
 # Opt-in: checks wire compatibility against the released mitosis 0.6.8 (installed from
 # crates.io into .compat/, which takes a while the first time).

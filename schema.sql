@@ -305,3 +305,30 @@ ALTER TABLE artifacts ADD COLUMN attempt integer NOT NULL DEFAULT 0;
 ALTER TABLE artifacts DROP CONSTRAINT artifacts_task_id_content_type_key;
 ALTER TABLE artifacts ADD CONSTRAINT artifacts_task_id_content_type_attempt_key
     UNIQUE (task_id, content_type, attempt);
+-- migration 9: a queue per group
+-- The claim used to walk one index of every unassigned row in claim order and keep the
+-- first row of the worker's groups: a worker of a low-priority group walked past every
+-- higher-priority task of the other groups (3 s a claim behind a million), and past every
+-- Pending task (waiting for a retry or for dependencies) above its first Ready one. This
+-- index holds the Ready rows only, by group, in claim order: the claim reads the head of
+-- each of the worker's groups (a few entries each) and takes the best of those heads, so
+-- its cost no longer grows with other groups' queues or with waiting tasks. Naming
+-- `state` in its predicate makes a Finish report (Running to Finished) a non-HOT update,
+-- a few more index entries per task: the price of skipping Pending rows in the index
+-- rather than one heap visit each. It also counts a group's Ready tasks (queue samples)
+-- from the index alone.
+CREATE INDEX active_tasks_group_ready ON active_tasks (group_id, priority DESC, id)
+    WHERE assigned_worker IS NULL AND state = 1; -- TaskState::Ready
+DROP INDEX IF EXISTS active_tasks_unassigned;
+-- A group's active tasks in id order, with their state: `tasks query` reads a page of a
+-- group in that order and stops at its limit, and the dashboard's per-state counts of a
+-- group read the index alone (the state is included), instead of a pass over the table.
+CREATE INDEX active_tasks_group ON active_tasks (group_id, id) INCLUDE (state);
+-- The archive stays one table, with B-tree indexes that begin with the group: every read
+-- of it names a group (or a uuid, unique), so a read costs the depth of the tree and the
+-- rows it returns, however large the archive grows; partitions (by time or group) would
+-- add planning per partition to every query and could not keep `uuid` unique across them.
+-- This one serves `tasks query` filtered by one state: the group's tasks of that state in
+-- id order, so a page stops at its limit, and a state the archive does not hold (Ready,
+-- say) costs one probe rather than a pass over the group.
+CREATE INDEX archived_tasks_group_state ON archived_tasks (group_id, state, id);

@@ -22,7 +22,7 @@ mod tls;
 mod worker;
 
 /// Internals the integration tests drive directly (token signing, local-store URLs, the
-/// claim statement); not part of the library's interface.
+/// claim, query and stats statements); not part of the library's interface.
 #[doc(hidden)]
 pub mod testing {
     pub use crate::coordinator::auth::{KeyError, Keys};
@@ -30,5 +30,7 @@ pub mod testing {
     pub use crate::coordinator::http::{percent_decode, DecodeError};
     pub use crate::coordinator::reaper::LOCK as REAPER_LOCK;
     pub use crate::coordinator::scheduler::CLAIM;
+    pub use crate::coordinator::stats::STATE_COUNTS;
     pub use crate::coordinator::storage::local_url;
+    pub use crate::coordinator::tasks::matching::page_statement as tasks_page_statement;
 }

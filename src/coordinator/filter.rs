@@ -12,11 +12,14 @@
 use super::error::ApiError;
 use postgres::types::ToSql;
 
+/// Parameters owned, for a statement run away from its [`Sql`].
+pub type OwnedParams = Vec<Box<dyn ToSql + Sync + Send>>;
+
 /// Conditions joined by AND, with their parameters.
 #[derive(Default)]
 pub(crate) struct Sql {
     clauses: Vec<String>,
-    params: Vec<Box<dyn ToSql + Sync + Send>>,
+    params: OwnedParams,
 }
 
 impl Sql {
@@ -49,6 +52,11 @@ impl Sql {
 
     pub(crate) fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
         self.params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()
+    }
+
+    /// The parameters, owned (for a statement run elsewhere, as the tests' EXPLAIN).
+    pub(crate) fn into_params(self) -> OwnedParams {
+        self.params
     }
 }
 

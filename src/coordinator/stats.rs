@@ -67,24 +67,25 @@ pub(crate) fn points(
         .collect())
 }
 
-/// Tasks of a group per state: the queue's (a pass over the group's rows in `active_tasks`,
-/// which holds only unfinished work) plus what was archived in the last `minutes` (a range
-/// of the archive's `(group_id, updated_at)` index), so the cost does not grow with the
-/// archive.
+/// Tasks of a group per state (`$1`: its row id): the queue's, from the index of the
+/// group's active tasks alone (`active_tasks_group` includes the state, so no table row is
+/// read), plus what was archived in the last `$2` minutes (a range of the archive's
+/// `(group_id, updated_at)` index), so the cost grows with neither the other groups'
+/// queues nor the archive.
+pub const STATE_COUNTS: &str = "SELECT state, count(*) AS n FROM active_tasks WHERE group_id = $1 GROUP BY state
+     UNION ALL
+     SELECT state, count(*) AS n FROM archived_tasks
+     WHERE group_id = $1 AND updated_at >= date_trunc('minute', now()) - make_interval(mins => $2 - 1)
+     GROUP BY state";
+
+/// [`STATE_COUNTS`] of a group over the last `minutes`.
 pub(crate) fn state_counts(
     db: &mut impl GenericClient,
     group_id: i64,
     minutes: u32,
 ) -> Result<std::collections::BTreeMap<TaskState, i64>, postgres::Error> {
     let minutes = minutes.clamp(1, MAX_MINUTES) as i32;
-    let rows = db.query(
-        "SELECT state, count(*) AS n FROM active_tasks WHERE group_id = $1 GROUP BY state
-         UNION ALL
-         SELECT state, count(*) AS n FROM archived_tasks
-         WHERE group_id = $1 AND updated_at >= date_trunc('minute', now()) - make_interval(mins => $2 - 1)
-         GROUP BY state",
-        &[&group_id, &minutes],
-    )?;
+    let rows = db.query(STATE_COUNTS, &[&group_id, &minutes])?;
     let mut counts = std::collections::BTreeMap::new();
     for r in &rows {
         if let Some(state) = TaskState::from_code(r.get("state")) {

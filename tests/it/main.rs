@@ -13,6 +13,7 @@ mod client_files;
 mod client_tasks;
 mod dashboard;
 mod dashboard_workflows;
+mod deep_queues;
 mod end_to_end;
 mod faults;
 mod groups;

@@ -14,27 +14,57 @@ use std::time::{Duration, Instant};
 /// pool ([`super::super::db::QUEUE_SETUP`]). Kept lean: its executor setup is a good part of its
 /// cost, so everything a successful claim does not need is left to `WORKER`.
 ///
+/// It reads each of the worker's groups apart, on the `active_tasks_group_ready` index
+/// (Ready rows by group, in claim order: priority, then age), so a worker of one group
+/// never walks past the tasks of others, nor past tasks waiting in Pending. `heads` is the
+/// first task each group offers the worker (tags and array caps applied), best first;
+/// `cand` then locks, group by group in that order, the first such task nobody else is
+/// claiming (SKIP LOCKED) and stops at the first group that has one. Only the task taken
+/// is locked: locking every group's head would make concurrent claims skip tasks nobody
+/// takes. Under concurrent claims the order across groups is as exact as SKIP LOCKED
+/// lets it be within one; alone, a claim takes exactly the best task.
+///
 /// The enum codes are written into the text (from [`crate::api`]'s one list of codes)
 /// rather than bound, so the statement PostgreSQL plans is the one tuned with EXPLAIN: it
 /// is prepared once per connection and soon runs on a generic plan, where `state = $n`
 /// would lose the row estimate of that one state and could not match a partial index
 /// whose predicate names it. The text is built once.
 pub static CLAIM: LazyLock<String> = LazyLock::new(|| {
+    // A Ready task of group `{g}` this worker may run now; the same test in both steps.
+    let eligible = |g: &str| {
+        format!(
+            "t.group_id = {g} AND t.assigned_worker IS NULL AND t.state = {ready}
+              AND t.tags <@ (SELECT tags FROM w)
+              AND (t.array_id IS NULL
+                   OR NOT EXISTS (SELECT 1 FROM task_arrays a WHERE a.id = t.array_id AND a.running >= a.max_running))",
+            ready = TaskState::Ready.code(),
+        )
+    };
     format!(
         "WITH w AS (SELECT id, tags, assigned_task_id, confirms_claims FROM workers WHERE worker_id = $1 AND state = {normal}
                FOR NO KEY UPDATE),
-    cand AS (
-        SELECT t.id FROM active_tasks t
-        WHERE t.assigned_worker IS NULL AND t.state = {ready}
+    heads AS (
+        SELECT gw.group_id, head.priority, head.id FROM group_worker gw
+        CROSS JOIN LATERAL (
+            SELECT t.priority, t.id FROM active_tasks t
+            WHERE {eligible_head}
+            ORDER BY t.priority DESC, t.id
+            LIMIT 1
+        ) head
+        WHERE gw.worker_id = (SELECT id FROM w) AND gw.role >= {write}
           AND NOT EXISTS (SELECT 1 FROM active_tasks h WHERE h.id = (SELECT assigned_task_id FROM w) AND h.state = {running})
-          AND t.group_id IN (SELECT gw.group_id FROM group_worker gw
-                             WHERE gw.worker_id = (SELECT id FROM w) AND gw.role >= {write})
-          AND t.tags <@ (SELECT tags FROM w)
-          AND (t.array_id IS NULL
-               OR NOT EXISTS (SELECT 1 FROM task_arrays a WHERE a.id = t.array_id AND a.running >= a.max_running))
-        ORDER BY t.priority DESC, t.id
+        ORDER BY head.priority DESC, head.id
+    ),
+    cand AS (
+        SELECT taken.id FROM heads
+        CROSS JOIN LATERAL (
+            SELECT t.id FROM active_tasks t
+            WHERE {eligible_cand}
+            ORDER BY t.priority DESC, t.id
+            LIMIT 1
+            FOR UPDATE SKIP LOCKED
+        ) taken
         LIMIT 1
-        FOR UPDATE SKIP LOCKED
     ), claimed AS (
         UPDATE active_tasks t SET state = {running}, assigned_worker = (SELECT id FROM w), updated_at = now(), started_at = now(),
             claim_deadline = CASE WHEN (SELECT confirms_claims FROM w) THEN now() + make_interval(secs => $2) END
@@ -46,9 +76,10 @@ pub static CLAIM: LazyLock<String> = LazyLock::new(|| {
     )
     SELECT * FROM claimed",
         normal = WorkerState::Normal.code(),
-        ready = TaskState::Ready.code(),
         running = TaskState::Running.code(),
         write = GroupWorkerRole::Write.code(),
+        eligible_head = eligible("gw.group_id"),
+        eligible_cand = eligible("heads.group_id"),
     )
 });
 
