@@ -9,6 +9,8 @@
 # context switches per task, and instructions per task.
 #
 #   MITO_BENCH_BIN=PATH         measure another build of the same version (e.g. make dist's)
+#   MITO_BENCH_COORDINATOR=PATH the coordinator run under callgrind, if not MITO_BENCH_BIN's
+#                               (to compare another build's count with the same load)
 #   MITO_BENCH_INSTRUCTIONS=N   tasks of the callgrind runs (N and 5N; default 200, about
 #                               a minute in all); 0 skips them
 #   MITO_BENCH_OUT=DIR          where the printout and the callgrind files are kept
@@ -78,7 +80,7 @@ if [ "$N" != 0 ]; then
     psql_ -qc "CREATE DATABASE mito_callgrind" >/dev/null
     PORT=$(free_port)
     MITO_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$CG/callgrind.out" \
-        "$MITO" coordinator --bind "127.0.0.1:$PORT" --db "$(db_url mito_callgrind)" \
+        "${MITO_BENCH_COORDINATOR:-$MITO}" coordinator --bind "127.0.0.1:$PORT" --db "$(db_url mito_callgrind)" \
         --access-token-private-path "$DIR/private.pem" --access-token-public-path "$DIR/public.pem" \
         --data-dir "$DIR/data-callgrind" 2>"$CG/coordinator.log" &
     VG=$!; PIDS+=("$VG")
