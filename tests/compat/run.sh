@@ -28,24 +28,8 @@ rm -rf "$RUN"; mkdir -p "$RUN"
 
 [ -x "$MITO" ] || { echo "compat: $MITO is missing; run \`cargo build\` (or \`make compat\`)" >&2; exit 2; }
 
-if [ -z "${MITOSIS_BIN:-}" ]; then
-    MITOSIS_BIN=/opt/mitosis-0.6.8/bin/mito
-    if [ ! -x "$MITOSIS_BIN" ]; then
-        MITOSIS_BIN="$COMPAT/mitosis-0.6.8/bin/mito"
-        if [ ! -x "$MITOSIS_BIN" ]; then
-            echo "compat: installing mitosis 0.6.8 into .compat/mitosis-0.6.8 (takes several minutes)"
-            cargo install mito --version 0.6.8 --locked --root "$COMPAT/mitosis-0.6.8" || exit 2
-        fi
-    fi
-fi
-S3S_FS=${MITO_TEST_S3S_FS:-/opt/s3s-fs/bin/s3s-fs}
-if [ ! -x "$S3S_FS" ]; then
-    S3S_FS="$COMPAT/s3s-fs/bin/s3s-fs"
-    if [ ! -x "$S3S_FS" ]; then
-        echo "compat: installing s3s-fs 0.14.1 into .compat/s3s-fs"
-        cargo install s3s-fs --version 0.14.1 --features binary --locked --root "$COMPAT/s3s-fs" || exit 2
-    fi
-fi
+. tests/compat/tools.sh
+find_compat_tools compat
 echo "compat: mito $("$MITO" --version 2>&1 | head -1), mitosis $("$MITOSIS_BIN" --version 2>&1 | head -1)"
 
 # ---------------------------------------------------------------- processes and cleanup
